@@ -1,0 +1,387 @@
+//! Binding: a [`Template`] plus parameter values -> a normalized [`Shape`].
+//!
+//! NOT is pushed down to the leaves (negation normal form, valid in SQL's three-valued
+//! logic), BETWEEN becomes two comparisons, and every literal is converted by the
+//! column's affinity once, here, so evaluation never needs to know about affinity.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{Pos, QueryError, QueryErrorKind};
+use super::parse::{ColRef, InList, Node, Operand, Template};
+use super::pred::{ident_sql, CmpOp, Pred, PARAM_MARKER};
+use crate::schema::Table;
+use crate::value::Value;
+
+/// The largest LIKE/GLOB pattern accepted, in bytes (SQLite's default limit).
+pub const MAX_PATTERN_BYTES: usize = 50_000;
+
+/// The value bound to a named parameter.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Param {
+    Value(Value),
+    List(Vec<Value>),
+}
+
+/// Named parameter values for binding (`:team`, `:auth.teams`); names without the colon.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Params(BTreeMap<String, Param>);
+
+impl Params {
+    pub fn new() -> Params {
+        Params::default()
+    }
+
+    /// Binds `name` to a single value.
+    pub fn value(mut self, name: &str, value: Value) -> Params {
+        self.0.insert(name.trim_start_matches(':').to_string(), Param::Value(value));
+        self
+    }
+
+    /// Binds `name` to a list (for `IN :name`).
+    pub fn list(mut self, name: &str, values: Vec<Value>) -> Params {
+        self.0.insert(name.trim_start_matches(':').to_string(), Param::List(values));
+        self
+    }
+
+    pub fn insert(&mut self, name: &str, param: Param) {
+        self.0.insert(name.trim_start_matches(':').to_string(), param);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Param> {
+        self.0.get(name)
+    }
+
+    pub fn extend(&mut self, other: &Params) {
+        for (k, v) in &other.0 {
+            self.0.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Stable identity of a shape: a hash of its normalized text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ShapeId(pub u64);
+
+impl fmt::Display for ShapeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A compiled, normalized subscription: which table, which columns, which rows.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    table: Arc<Table>,
+    projection: Option<Vec<usize>>,
+    filter: Pred,
+    text: String,
+    id: ShapeId,
+}
+
+impl PartialEq for Shape {
+    fn eq(&self, other: &Shape) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Shape {
+    /// Builds a shape from parts (used by binding and by rule combination).
+    pub fn new(table: Arc<Table>, projection: Option<Vec<usize>>, filter: Pred) -> Shape {
+        let filter = filter.normalize(&table);
+        let text = shape_text(&table, projection.as_deref(), &filter);
+        let digest = Sha256::digest(text.as_bytes());
+        let id = ShapeId(u64::from_be_bytes(digest[..8].try_into().expect("32-byte digest")));
+        Shape { table, projection, filter, text, id }
+    }
+
+    pub fn id(&self) -> ShapeId {
+        self.id
+    }
+
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    pub fn filter(&self) -> &Pred {
+        &self.filter
+    }
+
+    /// Selected column indexes in table order, `None` for all columns.
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
+    /// The normalized text; it parses back to this same shape.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether a full row of the table belongs to the shape.
+    pub fn matches(&self, row: &[Value]) -> bool {
+        self.filter.matches(row)
+    }
+
+    /// The projected values of a full row, in projection order.
+    pub fn project(&self, row: &[Value]) -> Vec<Value> {
+        match &self.projection {
+            None => row.to_vec(),
+            Some(cols) => cols.iter().map(|&c| row[c].clone()).collect(),
+        }
+    }
+
+    /// Names of the projected columns.
+    pub fn column_names(&self) -> Vec<&str> {
+        match &self.projection {
+            None => self.table.columns.iter().map(|c| c.name.as_str()).collect(),
+            Some(cols) => cols.iter().map(|&c| self.table.columns[c].name.as_str()).collect(),
+        }
+    }
+}
+
+fn shape_text(table: &Table, projection: Option<&[usize]>, filter: &Pred) -> String {
+    let cols = match projection {
+        None => "*".to_string(),
+        Some(cols) => {
+            cols.iter().map(|&c| ident_sql(&table.columns[c].name)).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let mut text = format!("SELECT {cols} FROM {}", ident_sql(&table.name));
+    if !filter.is_true() {
+        text.push_str(" WHERE ");
+        text.push_str(&filter.to_sql(table));
+    }
+    text
+}
+
+impl Template {
+    /// Binds parameters and normalizes: the shape a subscription stands for.
+    pub fn bind(&self, params: &Params) -> Result<Shape, QueryError> {
+        let binder = Binder { table: &self.table, params: Some(params) };
+        let filter = match &self.filter {
+            None => Pred::TRUE,
+            Some(node) => binder.pred(node, false)?,
+        };
+        Ok(Shape::new(self.table.clone(), self.projection.clone(), filter))
+    }
+
+    /// The normalized text with parameters left as `:name` (what `sluice check` prints).
+    pub fn normalized_text(&self) -> String {
+        let binder = Binder { table: &self.table, params: None };
+        let filter = match &self.filter {
+            None => Pred::TRUE,
+            Some(node) => binder.pred(node, false).expect("symbolic binding cannot fail"),
+        };
+        let shape = Shape::new(self.table.clone(), self.projection.clone(), filter);
+        unmark_params(&shape.text)
+    }
+
+    /// Names of the parameters the template uses.
+    pub fn parameters(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Some(node) = &self.filter {
+            collect_params(node, &mut names);
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn collect_params(node: &Node, out: &mut Vec<String>) {
+    let mut operand = |o: &Operand| {
+        if let Operand::Param { name, .. } = o {
+            out.push(name.clone());
+        }
+    };
+    match node {
+        Node::And(a, b) | Node::Or(a, b) => {
+            collect_params(a, out);
+            collect_params(b, out);
+        }
+        Node::Not(a) => collect_params(a, out),
+        Node::Cmp { rhs, .. } => operand(rhs),
+        Node::In { list: InList::Items(items), .. } => items.iter().for_each(operand),
+        Node::In { list: InList::Array { name, .. }, .. } => out.push(name.clone()),
+        Node::Between { low, high, .. } => {
+            operand(low);
+            operand(high);
+        }
+        Node::Like { pattern, .. } | Node::Glob { pattern, .. } => operand(pattern),
+        Node::Truth { .. } => {}
+    }
+}
+
+/// Replaces the quoted parameter markers of a symbolic binding with `:name`.
+fn unmark_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let quoted_marker = format!("'{PARAM_MARKER}");
+    while let Some(i) = rest.find(&quoted_marker) {
+        let (before, after) = rest.split_at(i);
+        let after = &after[quoted_marker.len()..];
+        let end = after.find('\'').unwrap_or(after.len());
+        let name = after[..end].trim_start_matches('+');
+        let mut before = before.to_string();
+        let mut tail = &after[(end + 1).min(after.len())..];
+        if let Some(array) = name.strip_prefix("[]") {
+            // `IN ('<marker>')` prints as `IN :name`.
+            if before.ends_with('(') && tail.starts_with(')') {
+                before.pop();
+                tail = &tail[1..];
+            }
+            out.push_str(&before);
+            out.push(':');
+            out.push_str(array);
+        } else {
+            out.push_str(&before);
+            out.push(':');
+            out.push_str(name);
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Binder<'a> {
+    table: &'a Table,
+    /// `None` binds symbolically, for display of an unbound template.
+    params: Option<&'a Params>,
+}
+
+impl Binder<'_> {
+    fn pred(&self, node: &Node, negate: bool) -> Result<Pred, QueryError> {
+        Ok(match node {
+            Node::And(a, b) | Node::Or(a, b) => {
+                let children = vec![self.pred(a, negate)?, self.pred(b, negate)?];
+                if matches!(node, Node::And(..)) != negate {
+                    Pred::And(children)
+                } else {
+                    Pred::Or(children)
+                }
+            }
+            Node::Not(inner) => self.pred(inner, !negate)?,
+            Node::Cmp { col, op, rhs } => {
+                let value = self.scalar(col, rhs)?;
+                let op = if negate { op.negate() } else { *op };
+                Pred::Cmp { col: col.idx, op, value }
+            }
+            Node::In { col, list, negated } => {
+                let values = match list {
+                    InList::Items(items) => {
+                        items.iter().map(|o| self.scalar(col, o)).collect::<Result<_, _>>()?
+                    }
+                    InList::Array { name, pos } => self.array(col, name, *pos)?,
+                };
+                Pred::In { col: col.idx, values, negated: *negated != negate }
+            }
+            Node::Between { col, low, high, negated } => {
+                let (low, high) = (self.scalar(col, low)?, self.scalar(col, high)?);
+                if *negated != negate {
+                    Pred::Or(vec![
+                        Pred::Cmp { col: col.idx, op: CmpOp::Lt, value: low },
+                        Pred::Cmp { col: col.idx, op: CmpOp::Gt, value: high },
+                    ])
+                } else {
+                    Pred::And(vec![
+                        Pred::Cmp { col: col.idx, op: CmpOp::Ge, value: low },
+                        Pred::Cmp { col: col.idx, op: CmpOp::Le, value: high },
+                    ])
+                }
+            }
+            Node::Like { col, pattern, escape, negated } => Pred::Like {
+                col: *col,
+                pattern: self.pattern(pattern)?,
+                escape: *escape,
+                negated: *negated != negate,
+            },
+            Node::Glob { col, pattern, negated } => Pred::Glob {
+                col: *col,
+                pattern: self.pattern(pattern)?,
+                negated: *negated != negate,
+            },
+            Node::Truth { col, test } => {
+                Pred::Truth { col: *col, test: if negate { test.negate() } else { *test } }
+            }
+        })
+    }
+
+    fn convert(&self, col: &ColRef, value: Value) -> Value {
+        if col.affinity {
+            self.table.columns[col.idx].affinity.apply_for_comparison(value)
+        } else {
+            value
+        }
+    }
+
+    fn marker(&self, col: &ColRef, name: &str, array: bool) -> Value {
+        let plus = if col.affinity { "" } else { "+" };
+        let array = if array { "[]" } else { "" };
+        Value::Text(format!("{PARAM_MARKER}{plus}{array}{name}"))
+    }
+
+    fn scalar(&self, col: &ColRef, operand: &Operand) -> Result<Value, QueryError> {
+        match operand {
+            Operand::Lit(v) => Ok(self.convert(col, v.clone())),
+            Operand::Param { name, pos } => match self.params {
+                None => Ok(self.marker(col, name, false)),
+                Some(params) => match params.get(name) {
+                    Some(super::Param::Value(v)) => Ok(self.convert(col, v.clone())),
+                    Some(super::Param::List(_)) => Err(QueryError::new(
+                        QueryErrorKind::ParameterType,
+                        format!(":{name} is bound to a list; use it as `IN :{name}`"),
+                        *pos,
+                    )),
+                    None => Err(unbound(name, *pos)),
+                },
+            },
+        }
+    }
+
+    fn array(&self, col: &ColRef, name: &str, pos: Pos) -> Result<Vec<Value>, QueryError> {
+        match self.params {
+            None => Ok(vec![self.marker(col, name, true)]),
+            Some(params) => match params.get(name) {
+                Some(super::Param::List(values)) => {
+                    Ok(values.iter().map(|v| self.convert(col, v.clone())).collect())
+                }
+                Some(super::Param::Value(_)) => Err(QueryError::new(
+                    QueryErrorKind::ParameterType,
+                    format!("`IN :{name}` needs a list, but :{name} is bound to a single value"),
+                    pos,
+                )),
+                None => Err(unbound(name, pos)),
+            },
+        }
+    }
+
+    fn pattern(&self, operand: &Operand) -> Result<Option<Vec<u8>>, QueryError> {
+        let no_affinity = ColRef { idx: 0, affinity: false };
+        let value = self.scalar(&no_affinity, operand)?;
+        let bytes = value.text_bytes().map(|b| b.into_owned());
+        if bytes.as_ref().is_some_and(|b| b.len() > MAX_PATTERN_BYTES) {
+            let pos = match operand {
+                Operand::Param { pos, .. } => *pos,
+                Operand::Lit(_) => Pos::START,
+            };
+            return Err(QueryError::new(
+                QueryErrorKind::TooComplex,
+                format!("pattern longer than {MAX_PATTERN_BYTES} bytes"),
+                pos,
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+fn unbound(name: &str, pos: Pos) -> QueryError {
+    QueryError::new(
+        QueryErrorKind::UnboundParameter,
+        format!("parameter :{name} is not bound"),
+        pos,
+    )
+}

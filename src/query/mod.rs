@@ -1,0 +1,33 @@
+//! The subscription language: `SELECT * | col, ... FROM table [WHERE expr]`.
+//!
+//! parse (sqlparser) -> validate ([`Template`]) -> bind parameters and normalize
+//! ([`Shape`]) -> evaluate ([`Pred::eval`]) or render as SQL for the store. Pure: no IO,
+//! no SQLite. Semantics follow SQLite exactly (see [`crate::value`]).
+
+mod compile;
+mod error;
+mod eval;
+mod parse;
+mod pattern;
+mod pred;
+mod sql;
+
+pub use compile::{Param, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
+pub use error::{Pos, QueryError, QueryErrorKind};
+pub use eval::{compare, Truth};
+pub use parse::Template;
+pub use pattern::{glob, like};
+pub use pred::{ident_sql, CmpOp, Pred, TruthTest};
+pub use sql::where_sql;
+
+use crate::schema::Schema;
+
+/// Parses, validates, binds and normalizes a subscription in one step.
+pub fn compile(schema: &Schema, sql: &str, params: &Params) -> Result<Shape, QueryError> {
+    Template::parse(schema, sql)?.bind(params)
+}
+
+/// What `sluice check` prints: the normalized text, parameters left as `:name`.
+pub fn check(schema: &Schema, sql: &str) -> Result<String, QueryError> {
+    Ok(Template::parse(schema, sql)?.normalized_text())
+}
