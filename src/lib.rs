@@ -14,6 +14,7 @@
 
 pub mod query;
 pub mod schema;
+pub mod store;
 pub mod value;
 
 pub use query::{compile, Params, Shape, ShapeId};

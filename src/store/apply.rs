@@ -1,0 +1,522 @@
+//! The write path: validates client and server transactions against the schema and
+//! applies a batch of them in one SQLite transaction, each inside its own savepoint,
+//! appending their changes to the log.
+
+use std::cmp::Ordering;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::convert::{encode_image, read_row};
+use super::sqlite::column_list;
+use super::types::{
+    Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
+};
+use super::StoreError;
+use crate::schema::{quote_ident, Column, Schema, Table};
+use crate::value::{parse_numeric_text, Affinity, Value};
+
+/// Why one transaction stopped: rejected (its savepoint is rolled back, the batch goes
+/// on) or a database failure (the whole batch is rolled back).
+enum TxnError {
+    Reject(RejectCode, String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for TxnError {
+    fn from(e: StoreError) -> TxnError {
+        TxnError::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for TxnError {
+    /// Constraint and type errors reject the transaction; anything else is a failure.
+    fn from(e: rusqlite::Error) -> TxnError {
+        match &e {
+            rusqlite::Error::SqliteFailure(err, message) => {
+                let message = message.clone().unwrap_or_else(|| err.to_string());
+                match err.code {
+                    ErrorCode::ConstraintViolation => {
+                        TxnError::Reject(RejectCode::Constraint, message)
+                    }
+                    ErrorCode::TypeMismatch => TxnError::Reject(RejectCode::Schema, message),
+                    _ => TxnError::Store(e.into()),
+                }
+            }
+            _ => TxnError::Store(e.into()),
+        }
+    }
+}
+
+fn reject<T>(code: RejectCode, message: impl Into<String>) -> Result<T, TxnError> {
+    Err(TxnError::Reject(code, message.into()))
+}
+
+/// Applies `txns` in one immediate transaction. Returns the outcomes and the new head.
+pub(crate) fn apply_batch(
+    conn: &mut Connection,
+    schema: &Schema,
+    txns: Vec<WriteTxn>,
+    now_ms: i64,
+) -> Result<(Vec<TxnOutcome>, SyncId), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let start: SyncId = tx.query_row("SELECT head FROM _sluice_meta WHERE id = 0", [], |r| {
+        r.get(0)
+    })?;
+    let mut head = start;
+    let mut outcomes = Vec::with_capacity(txns.len());
+    for txn in txns {
+        if let Some((client, seq)) = &txn.origin {
+            if let Some(previous) = stored_outcome(&tx, client, *seq)? {
+                outcomes.push(previous);
+                continue;
+            }
+        }
+        let sync_id = head.next();
+        tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
+        match write_txn(&tx, schema, sync_id, &txn) {
+            Ok(changes) => {
+                tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
+                tx.prepare_cached(
+                    "INSERT INTO _sluice_commits (sync_id, committed_at_ms) VALUES (?1, ?2)",
+                )?
+                .execute(params![sync_id, now_ms])?;
+                record_outcome(&tx, &txn, Some(sync_id), None)?;
+                head = sync_id;
+                outcomes.push(TxnOutcome::Committed { sync_id, changes });
+            }
+            Err(TxnError::Reject(code, message)) => {
+                tx.prepare_cached("ROLLBACK TO sluice_txn")?.execute([])?;
+                tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
+                record_outcome(&tx, &txn, None, Some((code, &message)))?;
+                outcomes.push(TxnOutcome::Rejected { code, message });
+            }
+            Err(TxnError::Store(e)) => return Err(e),
+        }
+    }
+    if head != start {
+        tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
+            .execute([head])?;
+    }
+    tx.commit()?;
+    Ok((outcomes, head))
+}
+
+/// The recorded outcome of a client transaction, if it was seen before.
+fn stored_outcome(
+    conn: &Connection,
+    client: &ClientId,
+    seq: u64,
+) -> Result<Option<TxnOutcome>, StoreError> {
+    let row: Option<(Option<SyncId>, Option<String>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT sync_id, reject_code, message FROM _sluice_client_txns \
+             WHERE client_id = ?1 AND seq = ?2",
+        )?
+        .query_row(params![client.0, seq as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((sync_id, code, message)) = row else {
+        return Ok(None);
+    };
+    if let Some(sync_id) = sync_id {
+        return Ok(Some(TxnOutcome::Committed {
+            sync_id,
+            changes: Vec::new(),
+        }));
+    }
+    let name = code.unwrap_or_default();
+    let code = RejectCode::parse(&name).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "client {client} txn {seq}: unknown outcome {name:?}"
+        ))
+    })?;
+    Ok(Some(TxnOutcome::Rejected {
+        code,
+        message: message.unwrap_or_default(),
+    }))
+}
+
+fn record_outcome(
+    conn: &Connection,
+    txn: &WriteTxn,
+    sync_id: Option<SyncId>,
+    rejection: Option<(RejectCode, &str)>,
+) -> Result<(), StoreError> {
+    let Some((client, seq)) = &txn.origin else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT INTO _sluice_client_txns (client_id, seq, sync_id, reject_code, message) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        client.0,
+        // Sequence numbers are u64 stored bit for bit in SQLite's i64.
+        *seq as i64,
+        sync_id,
+        rejection.map(|(code, _)| code.as_str()),
+        rejection.map(|(_, message)| message),
+    ])?;
+    Ok(())
+}
+
+/// Checks the preconditions, then applies the mutations and logs them.
+fn write_txn(
+    conn: &Connection,
+    schema: &Schema,
+    sync_id: SyncId,
+    txn: &WriteTxn,
+) -> Result<Vec<Change>, TxnError> {
+    for precondition in &txn.preconditions {
+        check_precondition(conn, schema, precondition)?;
+    }
+    let mut changes = Vec::with_capacity(txn.mutations.len());
+    for (seq, mutation) in txn.mutations.iter().enumerate() {
+        let table = lookup_table(schema, mutation.table())?;
+        let (kind, old, new) = match mutation {
+            Mutation::Insert { values, .. } => {
+                (ChangeKind::Insert, None, Some(insert(conn, table, values)?))
+            }
+            Mutation::Update { key, set, .. } => {
+                let (old, new) = update(conn, table, key, set)?;
+                (ChangeKind::Update, Some(old), Some(new))
+            }
+            Mutation::Delete { key, .. } => {
+                (ChangeKind::Delete, Some(delete(conn, table, key)?), None)
+            }
+        };
+        let image = new
+            .as_ref()
+            .or(old.as_ref())
+            .expect("every change has an image");
+        let change = Change {
+            sync_id,
+            table: table.name.clone(),
+            key: image[table.pk].clone(),
+            kind,
+            old,
+            new,
+            origin: txn.origin.clone(),
+        };
+        log_change(conn, seq as i64, &change)?;
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreError> {
+    let old = change.old.as_deref().map(encode_image).transpose()?;
+    let new = change.new.as_deref().map(encode_image).transpose()?;
+    let (client, client_seq) = match &change.origin {
+        Some((client, seq)) => (Some(client.0.as_str()), Some(*seq as i64)),
+        None => (None, None),
+    };
+    conn.prepare_cached(
+        "INSERT INTO _sluice_log (sync_id, seq, tbl, key, kind, old, new, client_id, client_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        change.sync_id,
+        seq,
+        change.table,
+        change.key,
+        change.kind.code(),
+        old,
+        new,
+        client,
+        client_seq
+    ])?;
+    Ok(())
+}
+
+fn lookup_table<'s>(schema: &'s Schema, name: &str) -> Result<&'s Table, TxnError> {
+    match schema.table(name) {
+        Some(table) => Ok(table),
+        None => reject(RejectCode::Schema, format!("unknown table {name}")),
+    }
+}
+
+fn lookup_column(table: &Table, name: &str) -> Result<usize, TxnError> {
+    match table.column_index(name) {
+        Some(i) => Ok(i),
+        None => reject(
+            RejectCode::Schema,
+            format!("unknown column {}.{name}", table.name),
+        ),
+    }
+}
+
+/// Whether SQLite would store `value` in `column` as the rule allows: INTEGER takes
+/// integers and integral reals, REAL and NUMERIC take numbers, TEXT takes text, an
+/// untyped (BLOB) column takes anything; numeric text is taken where SQLite converts it
+/// to an allowed number. NULL always passes here (NOT NULL is checked apart). NaN never
+/// passes: SQLite would store it as NULL.
+fn check_type(table: &Table, column: &Column, value: &Value) -> Result<(), TxnError> {
+    let integral = |r: f64| {
+        r.fract() == 0.0 && (-9.223_372_036_854_775e18..9.223_372_036_854_775e18).contains(&r)
+    };
+    let ok = match (column.affinity, value) {
+        (_, Value::Null) => true,
+        (_, Value::Real(r)) if r.is_nan() => false,
+        (Affinity::Blob, _) => true,
+        (Affinity::Integer, Value::Integer(_)) => true,
+        (Affinity::Integer, Value::Real(r)) => integral(*r),
+        (Affinity::Integer, Value::Text(s)) => match parse_numeric_text(s) {
+            Some(Value::Integer(_)) => true,
+            Some(Value::Real(r)) => integral(r),
+            _ => false,
+        },
+        (Affinity::Real | Affinity::Numeric, Value::Integer(_) | Value::Real(_)) => true,
+        (Affinity::Real | Affinity::Numeric, Value::Text(s)) => parse_numeric_text(s).is_some(),
+        (Affinity::Text, Value::Text(_)) => true,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let declared = if column.declared_type.is_empty() {
+        column.affinity.name()
+    } else {
+        &column.declared_type
+    };
+    let shown: String = value.to_sql_literal().chars().take(40).collect();
+    reject(
+        RejectCode::Schema,
+        format!(
+            "type mismatch: column {}.{} is {declared}, cannot store {} value {shown}",
+            table.name,
+            column.name,
+            value.type_name()
+        ),
+    )
+}
+
+fn not_null_violation<T>(table: &Table, column: &Column) -> Result<T, TxnError> {
+    reject(
+        RejectCode::Constraint,
+        format!("NOT NULL constraint failed: {}.{}", table.name, column.name),
+    )
+}
+
+/// Resolves and validates `(column, value)` pairs, sorted by column index.
+fn resolve_values<'v>(
+    table: &Table,
+    values: &'v [(String, Value)],
+) -> Result<Vec<(usize, &'v Value)>, TxnError> {
+    let mut resolved = Vec::with_capacity(values.len());
+    for (name, value) in values {
+        let index = lookup_column(table, name)?;
+        let column = &table.columns[index];
+        if resolved.iter().any(|(i, _)| *i == index) {
+            return reject(
+                RejectCode::Invalid,
+                format!("column {}.{} is given twice", table.name, column.name),
+            );
+        }
+        check_type(table, column, value)?;
+        if value.is_null() && index == table.pk {
+            return reject(
+                RejectCode::Schema,
+                format!("primary key {}.{} is NULL", table.name, column.name),
+            );
+        }
+        if value.is_null() && column.not_null {
+            return not_null_violation(table, column);
+        }
+        resolved.push((index, value));
+    }
+    resolved.sort_by_key(|(i, _)| *i);
+    Ok(resolved)
+}
+
+fn row_by_key(
+    conn: &Connection,
+    table: &Table,
+    key: &Value,
+) -> Result<Option<Vec<Value>>, TxnError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        column_list(table),
+        quote_ident(&table.name),
+        quote_ident(&table.pk_column().name)
+    );
+    let width = table.columns.len();
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([key], |r| read_row(r, width))
+        .optional()?)
+}
+
+fn describe_key(table: &Table, key: &Value) -> String {
+    let shown: String = key.to_sql_literal().chars().take(60).collect();
+    format!("{}[{shown}]", table.name)
+}
+
+/// Inserts a row; returns the full row as stored.
+fn insert(
+    conn: &Connection,
+    table: &Table,
+    values: &[(String, Value)],
+) -> Result<Vec<Value>, TxnError> {
+    let resolved = resolve_values(table, values)?;
+    let Some(&(_, key)) = resolved.iter().find(|(i, _)| *i == table.pk) else {
+        return reject(
+            RejectCode::Schema,
+            format!(
+                "insert into {} must set the primary key {}",
+                table.name,
+                table.pk_column().name
+            ),
+        );
+    };
+    for (index, column) in table.columns.iter().enumerate() {
+        let given = resolved.iter().any(|(i, _)| *i == index);
+        if !given && column.not_null && column.default.is_none() {
+            return not_null_violation(table, column);
+        }
+    }
+    let names: Vec<String> = resolved
+        .iter()
+        .map(|(i, _)| quote_ident(&table.columns[*i].name))
+        .collect();
+    let marks: Vec<String> = (1..=resolved.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
+        quote_ident(&table.name),
+        names.join(", "),
+        marks.join(", "),
+        column_list(table)
+    );
+    let width = table.columns.len();
+    let result = conn.prepare_cached(&sql)?.query_row(
+        rusqlite::params_from_iter(resolved.iter().map(|(_, v)| *v)),
+        |r| read_row(r, width),
+    );
+    match result {
+        Ok(row) => Ok(row),
+        Err(e) => match TxnError::from(e) {
+            TxnError::Reject(RejectCode::Constraint, message) => {
+                if row_by_key(conn, table, key)?.is_some() {
+                    reject(
+                        RejectCode::AlreadyExists,
+                        format!("{} already exists", describe_key(table, key)),
+                    )
+                } else {
+                    reject(RejectCode::Constraint, message)
+                }
+            }
+            other => Err(other),
+        },
+    }
+}
+
+/// Updates some columns of a row; returns the old and new full rows as stored.
+fn update(
+    conn: &Connection,
+    table: &Table,
+    key: &Value,
+    set: &[(String, Value)],
+) -> Result<(Vec<Value>, Vec<Value>), TxnError> {
+    if set.is_empty() {
+        return reject(
+            RejectCode::Invalid,
+            format!("update of {} sets no columns", describe_key(table, key)),
+        );
+    }
+    let resolved = resolve_values(table, set)?;
+    if resolved.iter().any(|(i, _)| *i == table.pk) {
+        return reject(
+            RejectCode::Invalid,
+            format!(
+                "the primary key {}.{} cannot be updated; delete and insert instead",
+                table.name,
+                table.pk_column().name
+            ),
+        );
+    }
+    let Some(old) = row_by_key(conn, table, key)? else {
+        return reject(
+            RejectCode::NotFound,
+            format!("no row {}", describe_key(table, key)),
+        );
+    };
+    let assignments: Vec<String> = resolved
+        .iter()
+        .enumerate()
+        .map(|(n, (i, _))| format!("{} = ?{}", quote_ident(&table.columns[*i].name), n + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {} = ?{} RETURNING {}",
+        quote_ident(&table.name),
+        assignments.join(", "),
+        quote_ident(&table.pk_column().name),
+        resolved.len() + 1,
+        column_list(table)
+    );
+    let width = table.columns.len();
+    let args = resolved
+        .iter()
+        .map(|(_, v)| *v)
+        .chain(std::iter::once(&old[table.pk]));
+    let new = conn
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(args), |r| read_row(r, width))?;
+    Ok((old, new))
+}
+
+/// Deletes a row; returns it as it was.
+fn delete(conn: &Connection, table: &Table, key: &Value) -> Result<Vec<Value>, TxnError> {
+    let sql = format!(
+        "DELETE FROM {} WHERE {} = ?1 RETURNING {}",
+        quote_ident(&table.name),
+        quote_ident(&table.pk_column().name),
+        column_list(table)
+    );
+    let width = table.columns.len();
+    match conn
+        .prepare_cached(&sql)?
+        .query_row([key], |r| read_row(r, width))
+        .optional()?
+    {
+        Some(old) => Ok(old),
+        None => reject(
+            RejectCode::NotFound,
+            format!("no row {}", describe_key(table, key)),
+        ),
+    }
+}
+
+fn check_precondition(
+    conn: &Connection,
+    schema: &Schema,
+    precondition: &Precondition,
+) -> Result<(), TxnError> {
+    let table = lookup_table(schema, &precondition.table)?;
+    let index = lookup_column(table, &precondition.column)?;
+    let column = &table.columns[index];
+    let at = format!("{}.{}", describe_key(table, &precondition.key), column.name);
+    let Some(row) = row_by_key(conn, table, &precondition.key)? else {
+        return reject(
+            RejectCode::PreconditionFailed,
+            format!(
+                "precondition failed on {at}: expected {}, but the row does not exist",
+                precondition.expected
+            ),
+        );
+    };
+    let expected = column
+        .affinity
+        .apply_for_comparison(precondition.expected.clone());
+    let actual = &row[index];
+    if actual.sqlite_cmp(&expected) == Ordering::Equal {
+        return Ok(());
+    }
+    reject(
+        RejectCode::PreconditionFailed,
+        format!(
+            "precondition failed on {at}: expected {}, found {actual}",
+            precondition.expected
+        ),
+    )
+}

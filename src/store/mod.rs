@@ -1,0 +1,97 @@
+//! The store: the server's data, its change log and consistent reads, in SQLite.
+//!
+//! This is the only module that uses rusqlite; everything SQLite-specific stays behind the
+//! [`Store`] trait so that another backend (PostgreSQL, for several servers sharing one
+//! database) can sit beside [`SqliteStore`].
+//!
+//! The API is synchronous and every type is `Send + Sync`: the async server calls it from
+//! `spawn_blocking`. Writes are serialized through one connection and applied in groups
+//! (many client transactions per SQLite transaction, each in its own savepoint). Reads
+//! open their own read-only connection and see one committed state from start to end
+//! (WAL mode), identified by the sync id of the last transaction in it.
+//!
+//! sluice's own tables start with [`crate::schema::RESERVED_PREFIX`]:
+//!
+//! - `_sluice_meta`: one row: head sync id, compaction horizon, schema version.
+//! - `_sluice_log`: the change log: `(sync_id, seq)` per change, table, key, kind, old and
+//!   new row images (postcard of `Vec<Value>`), origin client and sequence number.
+//! - `_sluice_commits`: commit time of each sync id still in the log (for retention).
+//! - `_sluice_client_txns`: the outcome of each `(client, seq)`, for idempotent resends.
+
+mod apply;
+mod convert;
+mod error;
+mod options;
+mod sqlite;
+mod types;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::StoreError;
+pub use options::{StoreOptions, Synchronous};
+pub use sqlite::SqliteStore;
+pub use types::{
+    Change, ChangeKind, ClientId, LogRead, Mutation, Precondition, RejectCode, SyncId, TxnOutcome,
+    WriteTxn,
+};
+
+use crate::query::Shape;
+use crate::schema::Schema;
+use crate::value::Value;
+
+/// The operations the server needs from its database.
+pub trait Store: Send + Sync {
+    /// The schema the store was opened with.
+    fn schema(&self) -> &Arc<Schema>;
+
+    /// Applies transactions in order, atomically each, in one database transaction (group
+    /// commit): one rejected transaction does not affect the others. Returns one outcome
+    /// per transaction, in order. A client transaction whose `(client, seq)` already has
+    /// an outcome is not applied again; its stored outcome is returned (for a commit, with
+    /// the original sync id and no changes). `Err` means the database failed and nothing
+    /// of the batch was committed.
+    fn apply(&self, txns: Vec<WriteTxn>) -> Result<Vec<TxnOutcome>, StoreError>;
+
+    /// The sync id of the last committed transaction.
+    fn head(&self) -> SyncId;
+
+    /// The log is compacted up to and including this sync id; every change after it is
+    /// present.
+    fn horizon(&self) -> SyncId;
+
+    /// Streams the changes with sync id `> after` in order, until the callback breaks.
+    /// Returns [`LogRead::Compacted`] without calling it when `after < horizon`.
+    fn read_log(
+        &self,
+        after: SyncId,
+        f: &mut dyn FnMut(Change) -> ControlFlow<()>,
+    ) -> Result<LogRead, StoreError>;
+
+    /// Streams the full rows (table column order) of the shape's table that match it, as
+    /// of one committed state, and returns that state's sync id. The callback may stop
+    /// early. Rows are never all held in memory.
+    fn snapshot(
+        &self,
+        shape: &Shape,
+        f: &mut dyn FnMut(Vec<Value>) -> ControlFlow<()>,
+    ) -> Result<SyncId, StoreError>;
+
+    /// A cheap estimate of the number of rows in the shape (for progress reports).
+    fn count_estimate(&self, shape: &Shape) -> Result<u64, StoreError>;
+
+    /// The rows with these primary keys, as of one committed state whose sync id is
+    /// returned. Missing keys are simply absent; rows come in key order, one per key
+    /// given (a repeated key repeats its row).
+    fn fetch(&self, table: &str, keys: &[Value]) -> Result<(SyncId, Vec<Vec<Value>>), StoreError>;
+
+    /// Deletes the log entries with sync id `<= before_or_at` (capped at the head) and
+    /// advances the horizon to it. Returns the number of changes deleted.
+    fn compact(&self, before_or_at: SyncId) -> Result<u64, StoreError>;
+
+    /// Retention: compacts everything except the last `keep_last` transactions and,
+    /// when `max_age` is given, except the transactions committed within it (an entry
+    /// goes only when it is outside both windows). Returns the number of changes deleted.
+    fn compact_retain(&self, keep_last: u64, max_age: Option<Duration>) -> Result<u64, StoreError>;
+}

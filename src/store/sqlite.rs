@@ -1,0 +1,382 @@
+//! [`SqliteStore`]: the [`Store`] on one SQLite database file in WAL mode.
+//!
+//! One writer connection behind a mutex; every read opens a fresh read-only connection
+//! and runs inside one read transaction, so it sees a single committed state while the
+//! writer goes on.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::TransactionBehavior;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use super::apply::apply_batch;
+use super::convert::{decode_image, read_row};
+use super::types::{Change, ChangeKind, ClientId, LogRead, SyncId, TxnOutcome, WriteTxn};
+use super::{Store, StoreError, StoreOptions};
+use crate::query::{where_sql, Shape};
+use crate::schema::{quote_ident, Schema, Table};
+use crate::value::Value;
+
+/// sluice's own tables; see the module documentation.
+const SLUICE_DDL: &str = "
+CREATE TABLE IF NOT EXISTS _sluice_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    head INTEGER NOT NULL,
+    horizon INTEGER NOT NULL,
+    schema_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _sluice_log (
+    sync_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    tbl TEXT NOT NULL,
+    key NOT NULL,
+    kind INTEGER NOT NULL,
+    old BLOB,
+    new BLOB,
+    client_id TEXT,
+    client_seq INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS _sluice_log_sync ON _sluice_log (sync_id, seq);
+CREATE TABLE IF NOT EXISTS _sluice_commits (
+    sync_id INTEGER PRIMARY KEY,
+    committed_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _sluice_client_txns (
+    client_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sync_id INTEGER,
+    reject_code TEXT,
+    message TEXT,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+";
+
+/// The [`Store`] on a SQLite database file.
+pub struct SqliteStore {
+    path: PathBuf,
+    schema: Arc<Schema>,
+    options: StoreOptions,
+    /// The only connection that writes. A `std::sync::Mutex`, not tokio's: it is taken
+    /// only inside blocking code (the server calls the store from `spawn_blocking`) and
+    /// never held across an `.await`, so an async-aware lock would add cost for nothing.
+    writer: Mutex<Connection>,
+    /// Cached copies of the meta row, updated after each commit under the writer lock.
+    head: AtomicU64,
+    horizon: AtomicU64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`: WAL mode, the schema's tables
+    /// and indexes, and sluice's own tables. Fails with [`StoreError::SchemaChanged`] when
+    /// the database was created for a different schema version.
+    pub fn open(
+        path: impl AsRef<Path>,
+        schema: Arc<Schema>,
+        options: StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let text = path.to_string_lossy();
+        if text.is_empty() || text == ":memory:" || text.starts_with("file::memory:") {
+            return Err(StoreError::InMemory);
+        }
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(options.busy_timeout_duration())?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "cannot enable WAL mode (got {mode})"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
+        conn.pragma_update(None, "cache_size", -i64::from(options.writer_cache_kib))?;
+        conn.set_prepared_statement_cache_capacity(options.statement_cache);
+
+        let version = schema.version().to_string();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SLUICE_DDL)?;
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT schema_version FROM _sluice_meta WHERE id = 0",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match stored {
+            Some(stored) if stored != version => {
+                return Err(StoreError::SchemaChanged {
+                    stored,
+                    current: schema.version(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO _sluice_meta (id, head, horizon, schema_version) \
+                     VALUES (0, 0, 0, ?1)",
+                    [&version],
+                )?;
+            }
+        }
+        for table in schema.tables() {
+            tx.execute_batch(&table.create_sql())?;
+            for index in table.index_sql() {
+                tx.execute_batch(&index)?;
+            }
+        }
+        let (head, horizon) = read_meta(&tx)?;
+        tx.commit()?;
+        Ok(SqliteStore {
+            path,
+            schema,
+            options,
+            writer: Mutex::new(conn),
+            head: AtomicU64::new(head.0),
+            horizon: AtomicU64::new(horizon.0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer connection. A panic while it was held leaves the lock poisoned; the
+    /// connection is still usable once any open transaction is rolled back.
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let guard = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !guard.is_autocommit() {
+            guard.execute_batch("ROLLBACK")?;
+        }
+        Ok(guard)
+    }
+
+    /// A fresh read-only connection. Each read gets its own so that reads run in parallel
+    /// with each other and with the writer.
+    fn reader(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(self.options.busy_timeout_duration())?;
+        Ok(conn)
+    }
+
+    fn table(&self, name: &str) -> Result<&Arc<Table>, StoreError> {
+        self.schema
+            .table(name)
+            .ok_or_else(|| StoreError::UnknownTable(name.to_string()))
+    }
+
+    /// Compacts up to `target` (capped at the head) inside the writer's transaction.
+    fn compact_in(tx: &Transaction<'_>, target: SyncId) -> Result<(u64, SyncId), StoreError> {
+        let (head, horizon) = read_meta(tx)?;
+        let target = target.min(head);
+        if target <= horizon {
+            return Ok((0, horizon));
+        }
+        let deleted = tx.execute("DELETE FROM _sluice_log WHERE sync_id <= ?1", [target])?;
+        tx.execute("DELETE FROM _sluice_commits WHERE sync_id <= ?1", [target])?;
+        tx.execute(
+            "UPDATE _sluice_meta SET horizon = ?1 WHERE id = 0",
+            [target],
+        )?;
+        Ok((deleted as u64, target))
+    }
+
+    fn compact_to(
+        &self,
+        target: impl FnOnce(&Transaction<'_>) -> Result<SyncId, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.lock_writer()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let target = target(&tx)?;
+        let (deleted, horizon) = Self::compact_in(&tx, target)?;
+        tx.commit()?;
+        self.horizon.store(horizon.0, Ordering::Release);
+        Ok(deleted)
+    }
+}
+
+/// `(head, horizon)` from the meta row.
+fn read_meta(conn: &Connection) -> Result<(SyncId, SyncId), StoreError> {
+    let meta = conn
+        .prepare_cached("SELECT head, horizon FROM _sluice_meta WHERE id = 0")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    meta.ok_or_else(|| StoreError::Corrupt("the meta row is missing".into()))
+}
+
+/// `"a", "b", ...`: every column of the table, in order.
+pub(crate) fn column_list(table: &Table) -> String {
+    let names: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    names.join(", ")
+}
+
+pub(crate) fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn change_from_row(row: &rusqlite::Row<'_>) -> Result<Change, StoreError> {
+    let kind_code: i64 = row.get(3)?;
+    let kind = ChangeKind::from_code(kind_code)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind_code}")))?;
+    let image = |i: usize| -> Result<Option<Vec<Value>>, StoreError> {
+        let bytes: Option<Vec<u8>> = row.get(i)?;
+        bytes.map(|b| decode_image(&b)).transpose()
+    };
+    let client: Option<String> = row.get(6)?;
+    let client_seq: Option<i64> = row.get(7)?;
+    Ok(Change {
+        sync_id: row.get(0)?,
+        table: row.get(1)?,
+        key: row.get(2)?,
+        kind,
+        old: image(4)?,
+        new: image(5)?,
+        // Sequence numbers are u64 stored bit for bit in SQLite's i64.
+        origin: client.zip(client_seq).map(|(c, s)| (ClientId(c), s as u64)),
+    })
+}
+
+impl Store for SqliteStore {
+    fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    fn apply(&self, txns: Vec<WriteTxn>) -> Result<Vec<TxnOutcome>, StoreError> {
+        if txns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.lock_writer()?;
+        let (outcomes, head) = apply_batch(&mut conn, &self.schema, txns, now_ms())?;
+        self.head.store(head.0, Ordering::Release);
+        Ok(outcomes)
+    }
+
+    fn head(&self) -> SyncId {
+        SyncId(self.head.load(Ordering::Acquire))
+    }
+
+    fn horizon(&self) -> SyncId {
+        SyncId(self.horizon.load(Ordering::Acquire))
+    }
+
+    fn read_log(
+        &self,
+        after: SyncId,
+        f: &mut dyn FnMut(Change) -> ControlFlow<()>,
+    ) -> Result<LogRead, StoreError> {
+        let mut conn = self.reader()?;
+        let tx = conn.transaction()?;
+        let (head, horizon) = read_meta(&tx)?;
+        if after < horizon {
+            return Ok(LogRead::Compacted { horizon });
+        }
+        let mut stmt = tx.prepare(
+            "SELECT sync_id, tbl, key, kind, old, new, client_id, client_seq FROM _sluice_log \
+             WHERE sync_id > ?1 AND sync_id <= ?2 ORDER BY sync_id, seq",
+        )?;
+        let mut rows = stmt.query(params![after, head])?;
+        while let Some(row) = rows.next()? {
+            let change = change_from_row(row)?;
+            let sync_id = change.sync_id;
+            if f(change).is_break() {
+                return Ok(LogRead::Stopped { last: sync_id });
+            }
+        }
+        Ok(LogRead::Complete { head })
+    }
+
+    fn snapshot(
+        &self,
+        shape: &Shape,
+        f: &mut dyn FnMut(Vec<Value>) -> ControlFlow<()>,
+    ) -> Result<SyncId, StoreError> {
+        let table = shape.table();
+        let (filter, values) = where_sql(shape.filter(), table);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {filter}",
+            column_list(table),
+            quote_ident(&table.name)
+        );
+        let mut conn = self.reader()?;
+        let tx = conn.transaction()?;
+        // The meta row and the rows below are read in one transaction: one WAL snapshot.
+        let (head, _) = read_meta(&tx)?;
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+        let width = table.columns.len();
+        while let Some(row) = rows.next()? {
+            if f(read_row(row, width)?).is_break() {
+                break;
+            }
+        }
+        Ok(head)
+    }
+
+    fn count_estimate(&self, shape: &Shape) -> Result<u64, StoreError> {
+        let table = shape.table();
+        let (filter, values) = where_sql(shape.filter(), table);
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {filter}",
+            quote_ident(&table.name)
+        );
+        let conn = self.reader()?;
+        let count: i64 = conn.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| {
+            r.get(0)
+        })?;
+        Ok(count.max(0) as u64)
+    }
+
+    fn fetch(&self, table: &str, keys: &[Value]) -> Result<(SyncId, Vec<Vec<Value>>), StoreError> {
+        let table = self.table(table)?;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = ?1",
+            column_list(table),
+            quote_ident(&table.name),
+            quote_ident(&table.pk_column().name)
+        );
+        let mut conn = self.reader()?;
+        let tx = conn.transaction()?;
+        let (head, _) = read_meta(&tx)?;
+        let mut stmt = tx.prepare(&sql)?;
+        let width = table.columns.len();
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(row) = stmt.query_row([key], |r| read_row(r, width)).optional()? {
+                rows.push(row);
+            }
+        }
+        Ok((head, rows))
+    }
+
+    fn compact(&self, before_or_at: SyncId) -> Result<u64, StoreError> {
+        self.compact_to(|_| Ok(before_or_at))
+    }
+
+    fn compact_retain(&self, keep_last: u64, max_age: Option<Duration>) -> Result<u64, StoreError> {
+        self.compact_to(|tx| {
+            let (head, horizon) = read_meta(tx)?;
+            let by_count = SyncId(head.0.saturating_sub(keep_last));
+            let Some(age) = max_age else {
+                return Ok(by_count);
+            };
+            let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = now_ms().saturating_sub(age_ms);
+            let by_age: Option<SyncId> = tx.query_row(
+                "SELECT MAX(sync_id) FROM _sluice_commits WHERE committed_at_ms < ?1",
+                [cutoff],
+                |r| r.get(0),
+            )?;
+            Ok(by_count.min(by_age.unwrap_or(horizon)))
+        })
+    }
+}
