@@ -32,6 +32,9 @@ pub enum FrameError {
     /// could not be serialized.
     #[error("invalid frame: {0}")]
     Invalid(String),
+    /// The byte stream ended in the middle of a frame.
+    #[error("stream ended inside a frame ({buffered} bytes of an unfinished frame)")]
+    Truncated { buffered: usize },
 }
 
 /// Appends one frame carrying `msg` to `out`, with the default maximum
@@ -143,9 +146,20 @@ impl FrameDecoder {
         self.start += LENGTH_PREFIX_BYTES + len;
         if self.start == self.buf.len() {
             self.buf.clear();
+            self.buf.shrink_to(COMPACT_THRESHOLD); // don't keep a large frame's memory
             self.start = 0;
         }
         decoded
+    }
+
+    /// Checks that the byte stream may end here: `Err(FrameError::Truncated)` if part of a
+    /// frame is still buffered. Whole frames not yet taken with [`next`](Self::next) count
+    /// as unfinished too, so call this once `next` has returned `Ok(None)`.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        match self.buffered() {
+            0 => Ok(()),
+            buffered => Err(FrameError::Truncated { buffered }),
+        }
     }
 }
 
@@ -374,6 +388,32 @@ mod tests {
                 version: 1
             })
         );
+    }
+
+    #[test]
+    fn finish_reports_a_truncated_stream() {
+        let mut bytes = Vec::new();
+        encode(&Msg::Ping, &mut bytes).unwrap();
+        encode(&Msg::Bytes(vec![1, 2, 3]), &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::default();
+        assert_eq!(decoder.finish(), Ok(()), "an empty stream may end");
+        decoder.push(&bytes[..bytes.len() - 2]);
+        assert_eq!(decoder.next::<Msg>().unwrap(), Some(Msg::Ping));
+        assert_eq!(decoder.next::<Msg>().unwrap(), None);
+        assert_eq!(decoder.finish(), Err(FrameError::Truncated { buffered: 7 }));
+        decoder.push(&bytes[bytes.len() - 2..]);
+        assert!(decoder.next::<Msg>().unwrap().is_some());
+        assert_eq!(decoder.finish(), Ok(()));
+    }
+
+    #[test]
+    fn large_frame_memory_is_released_once_consumed() {
+        let mut bytes = Vec::new();
+        encode(&Msg::Bytes(vec![9; 1 << 20]), &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::default();
+        decoder.push(&bytes);
+        assert!(decoder.next::<Msg>().unwrap().is_some());
+        assert!(decoder.buf.capacity() <= COMPACT_THRESHOLD);
     }
 
     #[test]
