@@ -10,12 +10,16 @@
 //! - [`value`]: SQLite values, storage-class order, affinity (pure).
 //! - [`schema`]: the application schema loaded from `CREATE TABLE` files (pure).
 //! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate (pure).
+//! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
+//! - [`wire`]: the frame codec and protocol messages (pure).
 //! - [`store`]: SQLite through rusqlite: data, change log, snapshots. The only IO on disk.
 
 pub mod query;
 pub mod schema;
 pub mod store;
+pub mod transport;
 pub mod value;
+pub mod wire;
 
 pub use query::{compile, Params, Shape, ShapeId};
 pub use schema::{Schema, SchemaVersion};

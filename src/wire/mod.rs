@@ -1,0 +1,13 @@
+//! The wire protocol: how messages travel between a sluice client and server.
+//!
+//! Pure, no IO: everything here works on byte slices and is tested without sockets. The
+//! async glue that moves frames over QUIC streams lives in [`crate::transport`].
+//!
+//! - `codec`: length-prefixed frames (4-byte big-endian length + postcard payload) with a
+//!   decoder that tells "need more bytes" apart from "invalid".
+//! - `messages` (src/wire/messages.rs): the versioned protocol message enums carried in
+//!   those frames.
+
+mod codec;
+
+pub use codec::*;
