@@ -10,8 +10,10 @@
 //! - [`value`]: SQLite values, storage-class order, affinity (pure).
 //! - [`schema`]: the application schema loaded from `CREATE TABLE` files (pure).
 //! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate (pure).
+//! - [`matcher`]: index of shapes: a row change -> the shapes it affects, sublinear (pure).
 //! - [`store`]: SQLite through rusqlite: data, change log, snapshots. The only IO on disk.
 
+pub mod matcher;
 pub mod query;
 pub mod schema;
 pub mod value;
