@@ -9,13 +9,21 @@
 //!
 //! - [`value`]: SQLite values, storage-class order, affinity (pure).
 //! - [`schema`]: the application schema loaded from `CREATE TABLE` files (pure).
+//! - [`ids`]: sync ids and client ids shared by every layer.
 //! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate (pure).
-//! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
-//! - [`wire`]: the frame codec and protocol messages (pure).
+//! - [`matcher`]: index of shapes: a row change -> the shapes it affects, sublinear (pure).
 //! - [`store`]: SQLite through rusqlite: data, change log, snapshots. The only IO on disk.
+//! - [`wire`]: the frame codec and protocol messages (pure).
+//! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
+//! - [`server`]: sessions, handshake, bootstrap, live fan-out, resume, writes.
+//! - [`client`]: the protocol connection a client and the command line speak.
 
+pub mod client;
+pub mod ids;
+pub mod matcher;
 pub mod query;
 pub mod schema;
+pub mod server;
 pub mod store;
 pub mod transport;
 pub mod value;

@@ -1,0 +1,744 @@
+//! The matcher: an index of shapes answering "which shapes does this row change affect?"
+//! in time that stays flat as subscriptions grow. Pure, no IO.
+//!
+//! Per table, equality and IN terms live in a hash map keyed by (column, value) with
+//! SQLite's comparison semantics (see [`key`]), range terms in ordered maps and interval
+//! lists, LIKE/GLOB literal prefixes in the same hash map, and shapes with nothing
+//! indexable in a residual list scanned on every change. The index is a superset filter:
+//! every candidate is evaluated in full on the old and the new image (invariant 3, move
+//! semantics), so correctness never depends on the index being tight.
+
+mod access;
+mod intervals;
+mod key;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::query::{Shape, ShapeId};
+use crate::value::Value;
+
+use access::{plan, Cost, Probe};
+use intervals::Intervals;
+use key::{
+    eq_key, orderable, prefix_key_of_text, BuildKeyMapHasher, OrdValue, PatternKind, PREFIX_MAX,
+};
+
+/// What a change does to one shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Effect {
+    /// The row entered the shape (move in, or a new row).
+    Insert,
+    /// The row was and stays in the shape.
+    Update,
+    /// The row left the shape.
+    Delete(MoveOutReason),
+}
+
+/// Why a row left a shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MoveOutReason {
+    /// The row was deleted.
+    Deleted,
+    /// The row was updated and no longer matches the predicate.
+    MovedOut,
+}
+
+/// One shape affected by a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShapeMatch {
+    pub shape: ShapeId,
+    pub effect: Effect,
+}
+
+/// Deterministic counters of the work one [`Matcher::match_change`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatchWork {
+    /// Distinct shapes evaluated in full (index hits and residual shapes together).
+    pub candidates: usize,
+    /// Of those, shapes taken from the residual list (nothing indexable).
+    pub residual: usize,
+}
+
+/// Index positions: (slot of the shape, index of the probe within the shape's plan).
+type Posting = Vec<(u32, u32)>;
+
+/// Registered shapes, indexed per table.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    ids: HashMap<ShapeId, u32>,
+    /// Slab of shapes; `None` marks a free slot (listed in `free`).
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    tables: HashMap<String, TableIndex>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    shape: Arc<Shape>,
+    refs: u32,
+    probes: Vec<Probe>,
+    /// For each probe filed in a posting list, its position there (kept current when
+    /// other entries are swap-removed), so unregistering is O(1) per probe.
+    positions: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct TableIndex {
+    shapes: usize,
+    residual: Posting,
+    /// Equality and prefix keys of every column.
+    keyed: HashMap<u64, Posting, BuildKeyMapHasher>,
+    columns: Vec<ColumnIndex>,
+}
+
+#[derive(Debug, Default)]
+struct ColumnIndex {
+    eq: usize,
+    like_lens: [usize; PREFIX_MAX + 1],
+    glob_lens: [usize; PREFIX_MAX + 1],
+    prefixes: usize,
+    lower: BTreeMap<OrdValue, Posting>,
+    upper: BTreeMap<OrdValue, Posting>,
+    lower_len: usize,
+    upper_len: usize,
+    between: Intervals,
+}
+
+impl ColumnIndex {
+    fn has_ranges(&self) -> bool {
+        self.lower_len + self.upper_len + self.between.len() > 0
+    }
+}
+
+impl Cost for TableIndex {
+    fn cost(&self, probe: &Probe) -> usize {
+        let column = |col: usize| self.columns.get(col);
+        match probe {
+            Probe::Residual => usize::MAX / 4,
+            Probe::Eq { key, .. } | Probe::Prefix { key, .. } => {
+                let extra = usize::from(matches!(probe, Probe::Prefix { .. })) * 2;
+                1 + extra + self.keyed.get(key).map_or(0, Vec::len)
+            }
+            Probe::Between { col, .. } => 4 + column(*col).map_or(0, |c| c.between.len() / 16),
+            Probe::Lower { col, .. } => 8 + column(*col).map_or(0, |c| c.lower_len / 2),
+            Probe::Upper { col, .. } => 8 + column(*col).map_or(0, |c| c.upper_len / 2),
+        }
+    }
+}
+
+fn push(posting: &mut Posting, slot: u32, probe: usize) -> u32 {
+    posting.push((slot, probe as u32));
+    (posting.len() - 1) as u32
+}
+
+/// Swap-removes `pos` and fixes the recorded position of the entry moved into its place.
+fn take(posting: &mut Posting, pos: u32, entries: &mut [Option<Entry>]) {
+    let pos = pos as usize;
+    posting.swap_remove(pos);
+    if let Some(&(slot, probe)) = posting.get(pos) {
+        if let Some(entry) = entries[slot as usize].as_mut() {
+            entry.positions[probe as usize] = pos as u32;
+        }
+    }
+}
+
+impl Matcher {
+    pub fn new() -> Matcher {
+        Matcher::default()
+    }
+
+    /// Registers a shape; identical shapes (same ShapeId) are shared and reference-counted.
+    pub fn register(&mut self, shape: Arc<Shape>) -> ShapeId {
+        let id = shape.id();
+        if let Some(&slot) = self.ids.get(&id) {
+            if let Some(entry) = self.entries[slot as usize].as_mut() {
+                entry.refs += 1;
+            }
+            return id;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.entries.push(None);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let width = shape.table().columns.len();
+        let index = self.tables.entry(shape.table().name.clone()).or_default();
+        if index.columns.len() < width {
+            index.columns.resize_with(width, ColumnIndex::default);
+        }
+        index.shapes += 1;
+        let probes = plan(shape.filter(), index).unwrap_or_else(|| vec![Probe::Residual]);
+        let positions = probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| index.file(p, slot, i))
+            .collect();
+        self.entries[slot as usize] = Some(Entry {
+            shape,
+            refs: 1,
+            probes,
+            positions,
+        });
+        self.ids.insert(id, slot);
+        id
+    }
+
+    /// Drops one reference; returns true when the last one went and the shape was removed.
+    pub fn unregister(&mut self, id: ShapeId) -> bool {
+        let Some(&slot) = self.ids.get(&id) else {
+            return false;
+        };
+        let Some(entry) = self.entries[slot as usize].as_mut() else {
+            return false;
+        };
+        entry.refs -= 1;
+        if entry.refs > 0 {
+            return false;
+        }
+        let probes = std::mem::take(&mut entry.probes);
+        let table = entry.shape.table().name.clone();
+        if let Some(index) = self.tables.get_mut(&table) {
+            for (i, probe) in probes.iter().enumerate() {
+                index.unfile(probe, slot, i, &mut self.entries);
+            }
+            index.shapes -= 1;
+            if index.shapes == 0 {
+                self.tables.remove(&table);
+            }
+        }
+        self.entries[slot as usize] = None;
+        self.free.push(slot);
+        self.ids.remove(&id);
+        true
+    }
+
+    pub fn shape(&self, id: ShapeId) -> Option<&Arc<Shape>> {
+        let slot = *self.ids.get(&id)?;
+        self.entries[slot as usize].as_ref().map(|e| &e.shape)
+    }
+
+    /// The number of distinct shapes registered.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Every shape affected by a change of one row of `table` (old/new full images; None
+    /// for insert's old and delete's new). Appends to `out` (cleared first), sorted by
+    /// shape id; returns the work done.
+    pub fn match_change(
+        &self,
+        table: &str,
+        old: Option<&[Value]>,
+        new: Option<&[Value]>,
+        out: &mut Vec<ShapeMatch>,
+    ) -> MatchWork {
+        out.clear();
+        let Some(index) = self.tables.get(table) else {
+            return MatchWork::default();
+        };
+        let mut candidates: Vec<u32> = Vec::new();
+        let mut scan_all = false;
+        for row in [old, new].into_iter().flatten() {
+            scan_all |= !index.collect(row, &mut candidates);
+        }
+        let residual = index.residual.len();
+        if scan_all {
+            candidates.clear();
+            for (slot, entry) in self.entries.iter().enumerate() {
+                if entry
+                    .as_ref()
+                    .is_some_and(|e| e.shape.table().name == table)
+                {
+                    candidates.push(slot as u32);
+                }
+            }
+        } else {
+            candidates.extend(index.residual.iter().map(|&(slot, _)| slot));
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        for &slot in &candidates {
+            let Some(entry) = self.entries[slot as usize].as_ref() else {
+                continue;
+            };
+            let filter = entry.shape.filter();
+            let was = old.is_some_and(|row| filter.matches(row));
+            let is = new.is_some_and(|row| filter.matches(row));
+            let effect = match (was, is) {
+                (false, true) => Effect::Insert,
+                (true, true) => Effect::Update,
+                (true, false) if new.is_none() => Effect::Delete(MoveOutReason::Deleted),
+                (true, false) => Effect::Delete(MoveOutReason::MovedOut),
+                (false, false) => continue,
+            };
+            out.push(ShapeMatch {
+                shape: entry.shape.id(),
+                effect,
+            });
+        }
+        out.sort_unstable_by_key(|m| m.shape);
+        MatchWork {
+            candidates: candidates.len(),
+            residual,
+        }
+    }
+}
+
+impl TableIndex {
+    /// Files probe number `probe` of the shape in `slot`; returns its posting position.
+    fn file(&mut self, probe: &Probe, slot: u32, i: usize) -> u32 {
+        match probe {
+            Probe::Residual => push(&mut self.residual, slot, i),
+            Probe::Eq { col, key } => {
+                self.columns[*col].eq += 1;
+                push(self.keyed.entry(*key).or_default(), slot, i)
+            }
+            Probe::Prefix {
+                col,
+                kind,
+                key,
+                len,
+            } => {
+                let column = &mut self.columns[*col];
+                column.prefixes += 1;
+                match kind {
+                    PatternKind::Like => column.like_lens[*len] += 1,
+                    PatternKind::Glob => column.glob_lens[*len] += 1,
+                }
+                push(self.keyed.entry(*key).or_default(), slot, i)
+            }
+            Probe::Lower { col, bound } => {
+                let column = &mut self.columns[*col];
+                column.lower_len += 1;
+                push(
+                    column.lower.entry(OrdValue(bound.clone())).or_default(),
+                    slot,
+                    i,
+                )
+            }
+            Probe::Upper { col, bound } => {
+                let column = &mut self.columns[*col];
+                column.upper_len += 1;
+                push(
+                    column.upper.entry(OrdValue(bound.clone())).or_default(),
+                    slot,
+                    i,
+                )
+            }
+            Probe::Between { col, lo, hi } => {
+                self.columns[*col]
+                    .between
+                    .insert(lo.clone(), hi.clone(), slot);
+                0
+            }
+        }
+    }
+
+    /// Removes probe number `i` of the shape in `slot` from its posting.
+    fn unfile(&mut self, probe: &Probe, slot: u32, i: usize, entries: &mut [Option<Entry>]) {
+        let pos = entries[slot as usize]
+            .as_ref()
+            .map_or(0, |e| e.positions[i]);
+        match probe {
+            Probe::Residual => take(&mut self.residual, pos, entries),
+            Probe::Eq { col, key } | Probe::Prefix { col, key, .. } => {
+                let column = &mut self.columns[*col];
+                match probe {
+                    Probe::Prefix {
+                        kind: PatternKind::Like,
+                        len,
+                        ..
+                    } => {
+                        column.like_lens[*len] -= 1;
+                        column.prefixes -= 1;
+                    }
+                    Probe::Prefix {
+                        kind: PatternKind::Glob,
+                        len,
+                        ..
+                    } => {
+                        column.glob_lens[*len] -= 1;
+                        column.prefixes -= 1;
+                    }
+                    _ => column.eq -= 1,
+                }
+                if let Some(posting) = self.keyed.get_mut(key) {
+                    take(posting, pos, entries);
+                    if posting.is_empty() {
+                        self.keyed.remove(key);
+                    }
+                }
+            }
+            Probe::Lower { col, bound } | Probe::Upper { col, bound } => {
+                let column = &mut self.columns[*col];
+                let lower = matches!(probe, Probe::Lower { .. });
+                let (map, len) = if lower {
+                    (&mut column.lower, &mut column.lower_len)
+                } else {
+                    (&mut column.upper, &mut column.upper_len)
+                };
+                *len -= 1;
+                let bound = OrdValue(bound.clone());
+                if let Some(posting) = map.get_mut(&bound) {
+                    take(posting, pos, entries);
+                    if posting.is_empty() {
+                        map.remove(&bound);
+                    }
+                }
+            }
+            Probe::Between { col, lo, .. } => {
+                self.columns[*col].between.remove(lo, slot);
+            }
+        }
+    }
+
+    /// Appends the slots of the shapes a row image can affect (index hits only).
+    /// Returns false when a value cannot be looked up (a NaN real in an indexed column)
+    /// and the caller must evaluate every shape of the table.
+    fn collect(&self, row: &[Value], out: &mut Vec<u32>) -> bool {
+        let slots = |posting: &Posting, out: &mut Vec<u32>| {
+            out.extend(posting.iter().map(|&(slot, _)| slot));
+        };
+        for (col, column) in self.columns.iter().enumerate() {
+            let Some(value) = row.get(col) else {
+                break;
+            };
+            if column.eq > 0 {
+                match eq_key(col, value) {
+                    Some(key) => {
+                        if let Some(posting) = self.keyed.get(&key) {
+                            slots(posting, out);
+                        }
+                    }
+                    None => return false,
+                }
+            }
+            if column.has_ranges() && !value.is_null() {
+                if !orderable(value) {
+                    return false;
+                }
+                let v = OrdValue(value.clone());
+                if column.lower_len > 0 {
+                    column.lower.range(..=&v).for_each(|(_, p)| slots(p, out));
+                }
+                if column.upper_len > 0 {
+                    column.upper.range(&v..).for_each(|(_, p)| slots(p, out));
+                }
+                column.between.stab(value, out);
+            }
+            if column.prefixes > 0 {
+                if let Some(text) = value.text_bytes() {
+                    self.collect_prefixes(col, column, &text, out);
+                }
+            }
+        }
+        true
+    }
+
+    fn collect_prefixes(&self, col: usize, column: &ColumnIndex, text: &[u8], out: &mut Vec<u32>) {
+        for (kind, lens) in [
+            (PatternKind::Like, &column.like_lens),
+            (PatternKind::Glob, &column.glob_lens),
+        ] {
+            for len in 1..=text.len().min(PREFIX_MAX) {
+                if lens[len] == 0 {
+                    continue;
+                }
+                let key = prefix_key_of_text(col, kind, text, len);
+                if let Some(posting) = self.keyed.get(&key) {
+                    out.extend(posting.iter().map(|&(slot, _)| slot));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{compile, Params};
+    use crate::schema::Schema;
+
+    const SCHEMA: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, r REAL, \
+                          s TEXT, u);";
+
+    fn shape(sql: &str) -> Arc<Shape> {
+        let schema = Schema::parse("t.sql", SCHEMA).expect("schema");
+        Arc::new(compile(&schema, sql, &Params::new()).expect(sql))
+    }
+
+    fn row(n: Value, r: Value, s: Value, u: Value) -> Vec<Value> {
+        vec![Value::Integer(1), n, r, s, u]
+    }
+
+    fn u(value: Value) -> Vec<Value> {
+        row(Value::Null, Value::Null, Value::Null, value)
+    }
+
+    /// Registers `sqls` and returns, for an insert of `new`, the matching shape indexes.
+    fn inserted(m: &Matcher, ids: &[ShapeId], new: &[Value]) -> Vec<usize> {
+        let mut out = Vec::new();
+        m.match_change("t", None, Some(new), &mut out);
+        assert!(out.iter().all(|x| x.effect == Effect::Insert));
+        let mut hit: Vec<usize> = out
+            .iter()
+            .map(|x| ids.iter().position(|id| *id == x.shape).expect("known"))
+            .collect();
+        hit.sort_unstable();
+        hit
+    }
+
+    fn register_all(m: &mut Matcher, sqls: &[&str]) -> Vec<ShapeId> {
+        sqls.iter()
+            .map(|s| m.register(shape(&format!("SELECT * FROM t WHERE {s}"))))
+            .collect()
+    }
+
+    #[test]
+    fn integer_one_real_one_and_text_one_are_told_apart() {
+        let mut m = Matcher::new();
+        let ids = register_all(&mut m, &["u = 1", "u = 1.0", "u = '1'", "u IN (1, x'31')"]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Integer(1))), vec![0, 1, 3]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Real(1.0))), vec![0, 1, 3]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Text("1".into()))), vec![2]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Blob(b"1".to_vec()))), vec![3]);
+        assert_eq!(
+            inserted(&m, &ids, &u(Value::Real(-0.0))),
+            Vec::<usize>::new()
+        );
+        let zero = register_all(&mut m, &["u = 0"]);
+        let mut out = Vec::new();
+        m.match_change("t", None, Some(&u(Value::Real(-0.0))), &mut out);
+        assert_eq!(
+            out,
+            vec![ShapeMatch {
+                shape: zero[0],
+                effect: Effect::Insert
+            }]
+        );
+    }
+
+    #[test]
+    fn ranges_follow_the_cross_class_order() {
+        let mut m = Matcher::new();
+        let ids = register_all(
+            &mut m,
+            &[
+                "u > 5",
+                "u < 'b'",
+                "u BETWEEN 2 AND 'a'",
+                "u >= x'00'",
+                "u < NULL",
+                "u <= 7",
+            ],
+        );
+        assert_eq!(inserted(&m, &ids, &u(Value::Integer(3))), vec![1, 2, 5]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Real(6.5))), vec![0, 1, 2, 5]);
+        assert_eq!(
+            inserted(&m, &ids, &u(Value::Text("a".into()))),
+            vec![0, 1, 2]
+        );
+        assert_eq!(inserted(&m, &ids, &u(Value::Text("c".into()))), vec![0]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Blob(vec![1]))), vec![0, 3]);
+        assert_eq!(inserted(&m, &ids, &u(Value::Null)), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn or_branches_are_each_indexed() {
+        let mut m = Matcher::new();
+        let ids = register_all(
+            &mut m,
+            &[
+                "n = 1 OR s = 'x'",
+                "(n = 2 AND r > 1) OR s LIKE 'Ab%'",
+                "n = 3 OR s != 'y'",
+            ],
+        );
+        let mut out = Vec::new();
+        let hit = row(
+            Value::Integer(9),
+            Value::Null,
+            Value::Text("x".into()),
+            Value::Null,
+        );
+        let work = m.match_change("t", None, Some(&hit), &mut out);
+        assert_eq!(out.iter().map(|x| x.shape).collect::<Vec<_>>(), {
+            let mut v = vec![ids[0], ids[2]];
+            v.sort();
+            v
+        });
+        assert_eq!(
+            work,
+            MatchWork {
+                candidates: 2,
+                residual: 1
+            }
+        );
+        let like = row(
+            Value::Integer(2),
+            Value::Null,
+            Value::Text("aBc".into()),
+            Value::Null,
+        );
+        assert_eq!(inserted(&m, &ids, &like), vec![1, 2]);
+        let miss = row(
+            Value::Integer(2),
+            Value::Real(0.5),
+            Value::Text("y".into()),
+            Value::Null,
+        );
+        let work = m.match_change("t", None, Some(&miss), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(
+            work,
+            MatchWork {
+                candidates: 2,
+                residual: 1
+            }
+        );
+    }
+
+    #[test]
+    fn move_semantics_on_old_and_new_images() {
+        let mut m = Matcher::new();
+        let id = register_all(&mut m, &["n > 10"])[0];
+        let (lo, hi) = (
+            u(Value::Null),
+            row(Value::Integer(20), Value::Null, Value::Null, Value::Null),
+        );
+        let mut lo_row = lo.clone();
+        lo_row[1] = Value::Integer(1);
+        let mut hi2 = hi.clone();
+        hi2[1] = Value::Integer(30);
+        let mut out = Vec::new();
+        let effect = |m: &Matcher, old: Option<&[Value]>, new: Option<&[Value]>| {
+            let mut out = Vec::new();
+            m.match_change("t", old, new, &mut out);
+            out.iter().map(|x| (x.shape, x.effect)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            effect(&m, Some(&lo_row), Some(&hi)),
+            vec![(id, Effect::Insert)]
+        );
+        assert_eq!(
+            effect(&m, Some(&hi), Some(&hi2)),
+            vec![(id, Effect::Update)]
+        );
+        let moved = Effect::Delete(MoveOutReason::MovedOut);
+        assert_eq!(effect(&m, Some(&hi), Some(&lo_row)), vec![(id, moved)]);
+        let deleted = Effect::Delete(MoveOutReason::Deleted);
+        assert_eq!(effect(&m, Some(&hi), None), vec![(id, deleted)]);
+        assert_eq!(effect(&m, Some(&lo), Some(&lo_row)), vec![]);
+        assert_eq!(
+            m.match_change("other", None, Some(&hi), &mut out),
+            MatchWork::default()
+        );
+    }
+
+    #[test]
+    fn identical_shapes_are_shared_and_reference_counted() {
+        let mut m = Matcher::new();
+        let a = m.register(shape("SELECT * FROM t WHERE n IN (2, 1)"));
+        let b = m.register(shape("SELECT * FROM t WHERE n IN (1, 2, 1.0)"));
+        assert_eq!(a, b);
+        assert_eq!(m.len(), 1);
+        assert!(m.shape(a).is_some());
+        assert!(!m.unregister(a));
+        assert_eq!(m.len(), 1);
+        assert!(m.unregister(a));
+        assert!(m.is_empty());
+        assert!(m.shape(a).is_none());
+        assert!(!m.unregister(a));
+    }
+
+    #[test]
+    fn unregister_removes_from_every_index() {
+        let mut m = Matcher::new();
+        let sqls = [
+            "n = 1",
+            "n IN (1, 2, 3)",
+            "n = 1 OR n = 1.0",
+            "u IS NULL",
+            "r > 1.5",
+            "r < 2",
+            "r BETWEEN 1 AND 2",
+            "s LIKE 'abc%'",
+            "s GLOB 'ab*'",
+            "s != 'a'",
+            "n = NULL",
+        ];
+        let ids = register_all(&mut m, &sqls);
+        let extra = m.register(shape("SELECT * FROM t"));
+        let probe = row(
+            Value::Integer(1),
+            Value::Real(1.7),
+            Value::Text("abcd".into()),
+            Value::Null,
+        );
+        let mut out = Vec::new();
+        let work = m.match_change("t", None, Some(&probe), &mut out);
+        assert_eq!(out.len(), 11);
+        assert_eq!(work.residual, 2);
+        for id in ids.iter().rev() {
+            assert!(m.unregister(*id));
+        }
+        let work = m.match_change("t", None, Some(&probe), &mut out);
+        assert_eq!(out.iter().map(|x| x.shape).collect::<Vec<_>>(), vec![extra]);
+        assert_eq!(
+            work,
+            MatchWork {
+                candidates: 1,
+                residual: 1
+            }
+        );
+        let index = &m.tables["t"];
+        assert!(index.keyed.is_empty());
+        for column in &index.columns {
+            assert_eq!(
+                (column.eq, column.prefixes, column.between.len()),
+                (0, 0, 0)
+            );
+            assert!(column.lower.is_empty() && column.upper.is_empty());
+            assert!(column
+                .like_lens
+                .iter()
+                .chain(&column.glob_lens)
+                .all(|&c| c == 0));
+        }
+        assert!(m.unregister(extra));
+        assert!(m.tables.is_empty());
+        assert!(m.entries.iter().all(Option::is_none));
+        let again = register_all(&mut m, &sqls[..3]);
+        assert_eq!(m.entries.len(), 12);
+        m.match_change("t", None, Some(&probe), &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(again.iter().all(|id| m.shape(*id).is_some()));
+    }
+
+    #[test]
+    fn a_nan_value_falls_back_to_evaluating_every_shape() {
+        let mut m = Matcher::new();
+        let ids = register_all(&mut m, &["u = 1.5", "u > 2", "s = 'x'"]);
+        let mut out = Vec::new();
+        let work = m.match_change("t", None, Some(&u(Value::Real(f64::NAN))), &mut out);
+        assert_eq!(work.candidates, 3);
+        let brute: Vec<ShapeId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                m.shape(*id)
+                    .is_some_and(|s| s.matches(&u(Value::Real(f64::NAN))))
+            })
+            .collect();
+        assert_eq!(out.len(), brute.len());
+    }
+}
