@@ -1,10 +1,22 @@
-//! The `sluice` command: thin argument parsing over the library (see DESIGN.md for the
-//! exact contract of each subcommand).
+//! The `sluice` command: thin argument parsing over the library. DESIGN.md holds the
+//! exact contract of each subcommand; scripts depend on it.
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+use sluice::client::{ConnectOptions, Connection, Event};
+use sluice::ids::{ClientId, SyncId};
+use sluice::query::Params;
+use sluice::server::Server;
+use sluice::transport::TlsFiles;
+use sluice::value::Value;
+use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, WriteOutcome};
+use sluice::Schema;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Query-based partial sync engine")]
@@ -15,12 +27,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a subscription and print its normalized form.
-    Check {
+    /// Run a sync server.
+    Serve {
         /// Folder of CREATE TABLE files.
         #[arg(long)]
         schema: PathBuf,
+        /// SQLite database file (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// HOST:PORT to listen on; port 0 picks a free port.
+        #[arg(long)]
+        listen: String,
+        /// Certificate PEM (with --key); without it a self-signed one is generated.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Secret that signs client tokens.
+        #[arg(long, conflicts_with = "no_auth")]
+        auth_secret: Option<String>,
+        /// Accept every client without a token.
+        #[arg(long)]
+        no_auth: bool,
+    },
+    /// Run one client transaction.
+    Exec {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token: Option<String>,
+        /// INSERT / UPDATE / DELETE statements separated by `;`.
+        sql: String,
+    },
+    /// Subscribe and print rows as JSON lines.
+    Sub {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token: Option<String>,
+        /// Keep printing live changes after the snapshot.
+        #[arg(long)]
+        follow: bool,
         /// The subscription, e.g. "SELECT * FROM issues WHERE team_id = 'T1'".
+        sql: String,
+    },
+    /// Validate a subscription and print its normalized form.
+    Check {
+        #[arg(long)]
+        schema: PathBuf,
         sql: String,
     },
 }
@@ -28,8 +86,46 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command {
-        Command::Check { schema, sql } => check(&schema, &sql),
+    let result = match cli.command {
+        Command::Check { schema, sql } => return check(&schema, &sql),
+        Command::Serve {
+            schema,
+            db,
+            listen,
+            cert,
+            key,
+            auth_secret,
+            no_auth,
+        } => runtime().and_then(|rt| {
+            rt.block_on(serve(
+                schema,
+                db,
+                listen,
+                cert.zip(key),
+                auth_secret,
+                no_auth,
+            ))
+        }),
+        Command::Exec {
+            connect,
+            ca,
+            token,
+            sql,
+        } => runtime().and_then(|rt| rt.block_on(exec(&connect, &ca, token, &sql))),
+        Command::Sub {
+            connect,
+            ca,
+            token,
+            follow,
+            sql,
+        } => runtime().and_then(|rt| rt.block_on(sub(&connect, &ca, token, follow, &sql))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -42,8 +138,15 @@ fn init_tracing() {
         .try_init();
 }
 
-fn check(schema_dir: &std::path::Path, sql: &str) -> ExitCode {
-    let schema = match sluice::Schema::load_dir(schema_dir) {
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")
+}
+
+fn check(schema_dir: &Path, sql: &str) -> ExitCode {
+    let schema = match Schema::load_dir(schema_dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -59,5 +162,220 @@ fn check(schema_dir: &std::path::Path, sql: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("cannot resolve `{addr}` (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| anyhow!("`{addr}` resolves to no address"))
+}
+
+async fn serve(
+    schema: PathBuf,
+    db: PathBuf,
+    listen: String,
+    tls: Option<(PathBuf, PathBuf)>,
+    auth_secret: Option<String>,
+    no_auth: bool,
+) -> Result<ExitCode> {
+    let mut builder = Server::builder(schema, db).listen(resolve(&listen)?);
+    if let Some((cert_pem, key_pem)) = tls {
+        builder = builder.tls(TlsFiles { cert_pem, key_pem });
+    }
+    match (auth_secret, no_auth) {
+        (Some(_), _) => bail!("--auth-secret is not supported by this build yet; use --no-auth"),
+        (None, true) => builder = builder.no_auth(),
+        (None, false) => {
+            tracing::warn!("no --auth-secret given: every client is accepted (as with --no-auth)")
+        }
+    }
+    let server = builder.start().await?;
+    println!("listening on {}", server.local_addr());
+    if let Some(cert) = server.cert_path() {
+        eprintln!("self-signed certificate written to {}", cert.display());
+    }
+    server
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(addr: &str, ca: &Path, token: Option<String>) -> Result<Connection> {
+    let addr = resolve(addr)?;
+    let client_id = ClientId(format!("cli-{}-{}", std::process::id(), now_nanos()));
+    Connection::connect(ConnectOptions {
+        addr,
+        ca,
+        server_name: "localhost",
+        client_id,
+        token,
+        schema_version: None,
+    })
+    .await
+    .map_err(|e| anyhow!("{e}"))
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+async fn exec(addr: &str, ca: &Path, token: Option<String>, sql: &str) -> Result<ExitCode> {
+    let mut conn = connect(addr, ca, token).await?;
+    let schema = Schema::parse("server schema", &conn.welcome().schema_sql)
+        .context("reading the server's schema")?;
+    let mutations = sluice::query::parse_writes(&schema, sql).map_err(|e| anyhow!("{e}"))?;
+    conn.send(ClientMessage::Write {
+        seq: 1,
+        mutations,
+        preconditions: Vec::new(),
+    })
+    .await?;
+    loop {
+        match conn.next_event().await {
+            Some(Event::Control(ServerMessage::WriteResult { outcome, .. })) => {
+                let code = match outcome {
+                    WriteOutcome::Committed { sync_id } => {
+                        println!("{}", serde_json::json!({ "sync_id": sync_id.0 }));
+                        ExitCode::SUCCESS
+                    }
+                    WriteOutcome::Rejected { code, message } => {
+                        let error = format!("{}: {message}", code.as_str());
+                        println!("{}", serde_json::json!({ "error": error }));
+                        ExitCode::FAILURE
+                    }
+                };
+                conn.close().await;
+                return Ok(code);
+            }
+            Some(Event::Closed(reason)) => bail!("connection closed: {reason}"),
+            None => bail!("connection closed before the transaction was answered"),
+            Some(_) => {}
+        }
+    }
+}
+
+fn row_json(columns: &[String], row: &[Value]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .cloned()
+        .zip(row.iter().map(Value::to_json))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn event_json(table: &str, columns: &[String], event: &RowEvent, sync_id: SyncId) -> String {
+    let value = match event {
+        RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
+            let op = if matches!(event, RowEvent::Insert { .. }) {
+                "insert"
+            } else {
+                "update"
+            };
+            serde_json::json!({
+                "op": op, "table": table, "key": key.to_json(),
+                "row": row_json(columns, row), "sync_id": sync_id.0,
+            })
+        }
+        RowEvent::Delete { key, reason } => serde_json::json!({
+            "op": "delete", "table": table, "key": key.to_json(),
+            "reason": reason.as_str(), "sync_id": sync_id.0,
+        }),
+    };
+    value.to_string()
+}
+
+async fn sub(
+    addr: &str,
+    ca: &Path,
+    token: Option<String>,
+    follow: bool,
+    sql: &str,
+) -> Result<ExitCode> {
+    const SUB: u64 = 1;
+    let mut conn = connect(addr, ca, token).await?;
+    conn.send(ClientMessage::Subscribe {
+        sub: SUB,
+        sql: sql.to_string(),
+        params: Params::new(),
+        resume_after: None,
+    })
+    .await?;
+    let mut columns: Vec<String> = Vec::new();
+    let mut table = String::new();
+    // Live transactions that arrive before the snapshot ends wait here (invariant 2).
+    let mut early: VecDeque<sluice::wire::LiveTxn> = VecDeque::new();
+    let mut snapshot_end: Option<SyncId> = None;
+    let progress = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    loop {
+        let Some(event) = conn.next_event().await else {
+            bail!("connection closed");
+        };
+        match event {
+            Event::Control(ServerMessage::Subscribed {
+                columns: c,
+                estimate,
+                ..
+            }) => {
+                columns = c;
+                progress.set_length(estimate);
+            }
+            Event::Control(ServerMessage::SubscribeFailed { message, .. }) => {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(2));
+            }
+            Event::Control(ServerMessage::ResumeRefused { .. }) => bail!("resume refused"),
+            Event::Control(_) => {}
+            Event::Bootstrap(_, BootstrapFrame::Begin { table: t, .. }) => table = t,
+            Event::Bootstrap(_, BootstrapFrame::Row { key, row }) => {
+                progress.inc(1);
+                let line = serde_json::json!({
+                    "op": "insert", "table": table, "key": key.to_json(),
+                    "row": row_json(&columns, &row),
+                });
+                println!("{line}");
+            }
+            Event::Bootstrap(_, BootstrapFrame::Progress { sent }) => progress.set_position(sent),
+            Event::Bootstrap(_, BootstrapFrame::Replay { .. }) => {}
+            Event::Bootstrap(_, BootstrapFrame::End { sync_id }) => {
+                progress.finish_and_clear();
+                println!(
+                    "{}",
+                    serde_json::json!({ "op": "snapshot_end", "sync_id": sync_id.0 })
+                );
+                if !follow {
+                    conn.close().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                snapshot_end = Some(sync_id);
+                while let Some(txn) = early.pop_front() {
+                    print_live(&txn, sync_id, &table, &columns);
+                }
+            }
+            Event::Live(txn) => match snapshot_end {
+                None => early.push_back(txn),
+                Some(w) => print_live(&txn, w, &table, &columns),
+            },
+            Event::Closed(reason) => bail!("connection closed: {reason}"),
+        }
+    }
+}
+
+fn print_live(txn: &sluice::wire::LiveTxn, after: SyncId, table: &str, columns: &[String]) {
+    if txn.sync_id <= after {
+        return;
+    }
+    for (_, t, event) in &txn.events {
+        let t = if t.is_empty() { table } else { t.as_str() };
+        println!("{}", event_json(t, columns, event, txn.sync_id));
     }
 }

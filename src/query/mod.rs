@@ -5,6 +5,7 @@
 //! no SQLite. Semantics follow SQLite exactly (see [`crate::value`]).
 
 mod compile;
+mod dml;
 mod error;
 mod eval;
 mod parse;
@@ -13,6 +14,7 @@ mod pred;
 mod sql;
 
 pub use compile::{Param, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
+pub use dml::parse_writes;
 pub use error::{Pos, QueryError, QueryErrorKind};
 pub use eval::{compare, Truth};
 pub use parse::Template;

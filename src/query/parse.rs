@@ -961,7 +961,7 @@ impl Builder<'_> {
 
 /// A numeric literal as SQLite reads it: an integer when it has no `.`/exponent and fits
 /// in 64 bits, otherwise a real.
-fn number(text: &str) -> Option<Value> {
+pub(crate) fn number(text: &str) -> Option<Value> {
     if !text.contains(['.', 'e', 'E']) {
         if let Ok(i) = text.parse::<i64>() {
             return Some(Value::Integer(i));
@@ -970,7 +970,7 @@ fn number(text: &str) -> Option<Value> {
     text.parse::<f64>().ok().map(Value::Real)
 }
 
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
         return None;
     }
@@ -981,7 +981,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 }
 
 /// SQLite's unary minus on a constant (`0 - x`).
-fn negate(v: Value) -> Value {
+pub(crate) fn negate(v: Value) -> Value {
     match v {
         Value::Null => Value::Null,
         Value::Integer(i) => match i.checked_neg() {

@@ -5,9 +5,11 @@
 //!
 //! - `codec`: length-prefixed frames (4-byte big-endian length + postcard payload) with a
 //!   decoder that tells "need more bytes" apart from "invalid".
-//! - `messages` (src/wire/messages.rs): the versioned protocol message enums carried in
+//! - `messages`: the versioned protocol message enums carried in
 //!   those frames.
 
 mod codec;
+mod messages;
 
 pub use codec::*;
+pub use messages::*;

@@ -1,0 +1,253 @@
+//! A protocol-level connection to a sluice server: handshake, requests, and one merged
+//! stream of events (control answers, live transactions, bootstrap frames).
+//!
+//! This is the layer under the local-store client and the `sluice sub` / `sluice exec`
+//! commands. It keeps no state of its own beyond the connection.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::ids::{ClientId, SyncId};
+use crate::transport::{self, FrameReader, FrameWriter, TransportError};
+use crate::wire::{
+    BootstrapFrame, ClientFrame, ClientMessage, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
+    ServerMessage, SubId, PROTOCOL_VERSION,
+};
+
+/// Events received but not yet taken by the application.
+pub const EVENT_QUEUE_CAPACITY: usize = 1024;
+
+/// Errors of a protocol connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("server refused the connection: {message}")]
+    Refused { code: RefuseCode, message: String },
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What the server said when it accepted the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub schema_version: u64,
+    /// The server's schema as `CREATE TABLE` statements.
+    pub schema_sql: String,
+    pub head: SyncId,
+    pub horizon: SyncId,
+}
+
+/// Something that arrived from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Control(ServerMessage),
+    Live(LiveTxn),
+    /// A frame of the bootstrap stream of subscription `sub`.
+    Bootstrap(SubId, BootstrapFrame),
+    /// The connection ended; the text says why (e.g. "lagging").
+    Closed(String),
+}
+
+/// How to reach a server.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions<'a> {
+    pub addr: SocketAddr,
+    /// PEM file with the certificate(s) to trust.
+    pub ca: &'a Path,
+    pub server_name: &'a str,
+    pub client_id: ClientId,
+    pub token: Option<String>,
+    /// The schema version the client expects; `None` accepts any.
+    pub schema_version: Option<u64>,
+}
+
+/// An open connection.
+pub struct Connection {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    control: FrameWriter,
+    events: mpsc::Receiver<Event>,
+    welcome: Welcome,
+}
+
+impl Connection {
+    /// Connects, says hello and waits for the welcome.
+    pub async fn connect(options: ConnectOptions<'_>) -> Result<Connection, ConnectionError> {
+        let endpoint = transport::client_endpoint(options.ca)?;
+        let connection = transport::connect(&endpoint, options.addr, options.server_name).await?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| ConnectionError::Lost(e.to_string()))?;
+        let mut control = FrameWriter::new(send);
+        let mut reader = FrameReader::new(recv);
+        let hello = ClientMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            schema_version: options.schema_version,
+            client_id: options.client_id,
+            token: options.token,
+        };
+        control
+            .send(&ClientFrame::V1(hello))
+            .await
+            .map_err(|e| ConnectionError::Lost(e.to_string()))?;
+        let welcome = match reader.recv::<ServerFrame>().await {
+            Ok(Some(ServerFrame::V1(ServerMessage::Welcome {
+                schema_version,
+                schema_sql,
+                head,
+                horizon,
+                ..
+            }))) => Welcome {
+                schema_version,
+                schema_sql,
+                head,
+                horizon,
+            },
+            Ok(Some(ServerFrame::V1(ServerMessage::Refused { code, message }))) => {
+                return Err(ConnectionError::Refused { code, message })
+            }
+            Ok(Some(other)) => {
+                return Err(ConnectionError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )))
+            }
+            Ok(None) => return Err(ConnectionError::Lost("server closed the handshake".into())),
+            Err(e) => {
+                // A refusal whose frame was overtaken by the close still names its reason.
+                if let Some(quinn::ConnectionError::ApplicationClosed(close)) =
+                    connection.close_reason()
+                {
+                    let message = String::from_utf8_lossy(&close.reason).into_owned();
+                    return Err(ConnectionError::Lost(message));
+                }
+                return Err(ConnectionError::Lost(e.to_string()));
+            }
+        };
+        let (tx, events) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+        tokio::spawn(read_control(reader, tx.clone()));
+        tokio::spawn(accept_streams(connection.clone(), tx));
+        Ok(Connection {
+            endpoint,
+            connection,
+            control,
+            events,
+            welcome,
+        })
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends one request on the control stream.
+    pub async fn send(&mut self, message: ClientMessage) -> Result<(), ConnectionError> {
+        self.control
+            .send(&ClientFrame::V1(message))
+            .await
+            .map_err(|e| ConnectionError::Lost(e.to_string()))
+    }
+
+    /// The next event; `None` once the connection is gone and every event was taken.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Moves the connection to a new local UDP socket (e.g. after a network change);
+    /// QUIC migrates the connection without a new handshake.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.connection
+            .close(quinn::VarInt::from_u32(0), b"client closed");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
+            .await;
+    }
+}
+
+async fn read_control(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
+    loop {
+        match reader.recv::<ServerFrame>().await {
+            Ok(Some(ServerFrame::V1(message))) => {
+                if tx.send(Event::Control(message)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Event::Closed(e.to_string())).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The first unidirectional stream the server opens is the live stream; each later one
+/// is a bootstrap stream (quinn hands streams over in the order they were opened).
+async fn accept_streams(connection: quinn::Connection, tx: mpsc::Sender<Event>) {
+    let mut first = true;
+    loop {
+        let recv = match connection.accept_uni().await {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = match &e {
+                    quinn::ConnectionError::ApplicationClosed(close) => {
+                        String::from_utf8_lossy(&close.reason).into_owned()
+                    }
+                    other => other.to_string(),
+                };
+                let _ = tx.send(Event::Closed(reason)).await;
+                return;
+            }
+        };
+        let reader = FrameReader::new(recv);
+        if first {
+            first = false;
+            tokio::spawn(read_live(reader, tx.clone()));
+        } else {
+            tokio::spawn(read_bootstrap(reader, tx.clone()));
+        }
+    }
+}
+
+async fn read_live(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
+    while let Ok(Some(LiveFrame::V1(txn))) = reader.recv::<LiveFrame>().await {
+        if tx.send(Event::Live(txn)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_bootstrap(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
+    let sub = match reader.recv::<BootstrapFrame>().await {
+        Ok(Some(frame @ BootstrapFrame::Begin { sub, .. })) => {
+            if tx.send(Event::Bootstrap(sub, frame)).await.is_err() {
+                return;
+            }
+            sub
+        }
+        other => {
+            debug!(?other, "bootstrap stream without Begin");
+            return;
+        }
+    };
+    while let Ok(Some(frame)) = reader.recv::<BootstrapFrame>().await {
+        if tx.send(Event::Bootstrap(sub, frame)).await.is_err() {
+            return;
+        }
+    }
+}

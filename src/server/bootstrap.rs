@@ -1,0 +1,214 @@
+//! Bootstrap of one subscription on its own QUIC stream: a snapshot at a consistent sync
+//! id W (or, on resume, the matching changes replayed from the log up to W), then
+//! `End(W)`. Rows flow from a blocking SQLite reader through a bounded channel, so memory
+//! stays flat in the size of the snapshot.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::registry::replay_event;
+use super::session::LiveItem;
+use super::Shared;
+use crate::ids::SyncId;
+use crate::query::Shape;
+use crate::store::{LogRead, Store};
+use crate::transport::FrameWriter;
+use crate::wire::{BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
+
+/// Rows read from SQLite but not yet written to the stream.
+pub const BOOTSTRAP_CHANNEL_CAPACITY: usize = 256;
+
+pub struct Job {
+    pub shared: Arc<Shared>,
+    pub connection: quinn::Connection,
+    pub control: mpsc::Sender<ServerMessage>,
+    pub live: mpsc::Sender<LiveItem>,
+    pub sub: SubId,
+    pub shape: Arc<Shape>,
+    pub resume_after: Option<SyncId>,
+}
+
+enum Produced {
+    Frame(BootstrapFrame),
+    Done(SyncId),
+    Compacted(SyncId),
+    Failed(String),
+}
+
+pub async fn run(job: Job) {
+    let estimate = {
+        let store = job.shared.store.clone();
+        let shape = job.shape.clone();
+        match job.resume_after {
+            Some(_) => 0,
+            None => tokio::task::spawn_blocking(move || store.count_estimate(&shape))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0),
+        }
+    };
+    let subscribed = ServerMessage::Subscribed {
+        sub: job.sub,
+        shape: job.shape.text().to_string(),
+        columns: job
+            .shape
+            .column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        estimate,
+    };
+    if job.control.send(subscribed).await.is_err() {
+        return;
+    }
+    let stream = match job.connection.open_uni().await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "could not open a bootstrap stream");
+            return;
+        }
+    };
+    let mut writer = FrameWriter::new(stream);
+    let begin = BootstrapFrame::Begin {
+        sub: job.sub,
+        table: job.shape.table().name.clone(),
+        estimate,
+    };
+    if writer.send(&begin).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel(BOOTSTRAP_CHANNEL_CAPACITY);
+    let store = job.shared.store.clone();
+    let shape = job.shape.clone();
+    let resume_after = job.resume_after;
+    let producer = tokio::task::spawn_blocking(move || produce(store, &shape, resume_after, tx));
+    let mut sent: u64 = 0;
+    let mut end = None;
+    while let Some(item) = rx.recv().await {
+        match item {
+            Produced::Frame(frame) => {
+                if writer.send(&frame).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                if sent.is_multiple_of(PROGRESS_EVERY)
+                    && writer
+                        .send(&BootstrapFrame::Progress { sent })
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+            Produced::Done(w) => end = Some(w),
+            Produced::Compacted(horizon) => {
+                let _ = job
+                    .control
+                    .send(ServerMessage::ResumeRefused {
+                        sub: job.sub,
+                        horizon,
+                    })
+                    .await;
+                let _ = writer.finish();
+                return;
+            }
+            Produced::Failed(message) => {
+                let _ = job
+                    .control
+                    .send(ServerMessage::SubscribeFailed {
+                        sub: job.sub,
+                        message,
+                    })
+                    .await;
+                let _ = writer.finish();
+                return;
+            }
+        }
+    }
+    drop(rx);
+    let _ = producer.await;
+    let Some(w) = end else { return };
+    // The live writer skips this subscription's changes up to W from now on.
+    let _ = job
+        .live
+        .send(LiveItem::Seam {
+            sub: job.sub,
+            through: w,
+        })
+        .await;
+    if writer
+        .send(&BootstrapFrame::End { sync_id: w })
+        .await
+        .is_ok()
+    {
+        let _ = writer.finish();
+        info!(rows = sent, sync_id = %w, "bootstrap complete");
+    }
+}
+
+/// Runs on a blocking thread: streams the snapshot (or replay) into `tx`.
+fn produce(
+    store: Arc<dyn Store>,
+    shape: &Shape,
+    resume_after: Option<SyncId>,
+    tx: mpsc::Sender<Produced>,
+) {
+    let send = |item: Produced| -> ControlFlow<()> {
+        match tx.blocking_send(item) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    };
+    let pk = shape.table().pk;
+    match resume_after {
+        None => {
+            let mut on_row = |row: Vec<crate::value::Value>| {
+                let key = row[pk].clone();
+                send(Produced::Frame(BootstrapFrame::Row {
+                    key,
+                    row: shape.project(&row),
+                }))
+            };
+            match store.snapshot(shape, &mut on_row) {
+                Ok(w) => {
+                    let _ = send(Produced::Done(w));
+                }
+                Err(e) => {
+                    let _ = send(Produced::Failed(format!("snapshot failed: {e}")));
+                }
+            }
+        }
+        Some(after) => {
+            // Everything up to the head read now is replayed; later changes arrive live
+            // (the shape was registered before this point).
+            let w = store.head();
+            let mut on_change = |change: crate::store::Change| {
+                if change.sync_id > w {
+                    return ControlFlow::Break(());
+                }
+                match replay_event(shape, &change) {
+                    Some(event) => send(Produced::Frame(BootstrapFrame::Replay {
+                        sync_id: change.sync_id,
+                        event,
+                    })),
+                    None => ControlFlow::Continue(()),
+                }
+            };
+            match store.read_log(after, &mut on_change) {
+                Ok(LogRead::Compacted { horizon }) => {
+                    let _ = send(Produced::Compacted(horizon));
+                }
+                Ok(_) => {
+                    let _ = send(Produced::Done(w));
+                }
+                Err(e) => {
+                    let _ = send(Produced::Failed(format!("replay failed: {e}")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The single writer: takes client and backend transactions from a bounded queue,
+//! commits them in batches (one SQLite commit, one savepoint each), then fans every
+//! committed transaction out to the sessions whose shapes it touches, in sync-id order.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::{Shared, WriteContext};
+use crate::store::{RejectCode, TxnOutcome, WriteTxn};
+use crate::wire::LiveTxn;
+
+/// Transactions waiting for the writer, across all sessions.
+pub const WRITE_QUEUE_CAPACITY: usize = 4096;
+/// Most transactions committed by one SQLite commit.
+pub const MAX_WRITE_BATCH: usize = 256;
+
+/// One transaction waiting to be committed, with where to send its outcome.
+pub struct WriteRequest {
+    pub context: WriteContext,
+    pub txn: WriteTxn,
+    pub reply: oneshot::Sender<TxnOutcome>,
+}
+
+/// Runs until every sender is dropped.
+pub async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_WRITE_BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let span = info_span!("commit_batch", txns = batch.len());
+        commit_batch(&shared, std::mem::take(&mut batch))
+            .instrument(span)
+            .await;
+    }
+}
+
+async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
+    // The backend's hook may refuse a transaction before it reaches the store.
+    let mut accepted = Vec::with_capacity(batch.len());
+    for request in batch {
+        let refusal = shared
+            .write_hook
+            .as_ref()
+            .and_then(|hook| hook(&request.context, &request.txn).err());
+        match refusal {
+            Some(message) => {
+                debug!(%message, "write refused by hook");
+                let _ = request.reply.send(TxnOutcome::Rejected {
+                    code: RejectCode::Invalid,
+                    message,
+                });
+            }
+            None => accepted.push(request),
+        }
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    let (txns, replies): (Vec<WriteTxn>, Vec<_>) =
+        accepted.into_iter().map(|r| (r.txn, r.reply)).unzip();
+    let store = shared.store.clone();
+    let result = tokio::task::spawn_blocking(move || store.apply(txns)).await;
+    let outcomes = match result {
+        Ok(Ok(outcomes)) => outcomes,
+        Ok(Err(e)) => {
+            warn!(error = %e, "store failed to apply a batch");
+            for reply in replies {
+                let _ = reply.send(TxnOutcome::Rejected {
+                    code: RejectCode::Invalid,
+                    message: format!("server storage error: {e}"),
+                });
+            }
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "store task panicked");
+            return;
+        }
+    };
+    for (outcome, reply) in outcomes.into_iter().zip(replies) {
+        if let TxnOutcome::Committed { sync_id, changes } = &outcome {
+            if !changes.is_empty() {
+                let origin = changes.first().and_then(|c| c.origin.clone());
+                fan_out(shared, *sync_id, origin, changes);
+            }
+        }
+        let _ = reply.send(outcome);
+    }
+}
+
+fn fan_out(
+    shared: &Shared,
+    sync_id: crate::ids::SyncId,
+    origin: Option<(crate::ids::ClientId, u64)>,
+    changes: &[crate::store::Change],
+) {
+    let deliveries = {
+        let registry = shared.registry.lock().expect("registry lock");
+        registry.deliveries(changes)
+    };
+    for (session, events) in deliveries {
+        let Some(handle) = shared.sessions.get(&session) else {
+            continue;
+        };
+        let txn = LiveTxn {
+            sync_id,
+            origin: origin.clone(),
+            events,
+        };
+        handle.deliver(txn);
+    }
+}

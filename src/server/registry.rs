@@ -1,0 +1,124 @@
+//! Which sessions listen to which shapes: the matcher plus, per shape, its subscribers.
+//!
+//! Matching happens once per distinct shape; fan-out once per session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::matcher::{Effect, Matcher, MoveOutReason, ShapeMatch};
+use crate::query::{Shape, ShapeId};
+use crate::store::{Change, ChangeKind};
+use crate::wire::{MoveOut, RowEvent, SubId};
+
+/// A session's number within this server process.
+pub type SessionId = u64;
+
+/// The matcher and the subscribers of every registered shape.
+#[derive(Default)]
+pub struct Registry {
+    matcher: Matcher,
+    subscribers: HashMap<ShapeId, Vec<(SessionId, SubId)>>,
+}
+
+/// The events one change produces, per session.
+pub type Deliveries = HashMap<SessionId, Vec<(SubId, String, RowEvent)>>;
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn subscribe(&mut self, shape: Arc<Shape>, session: SessionId, sub: SubId) -> ShapeId {
+        let id = self.matcher.register(shape);
+        self.subscribers.entry(id).or_default().push((session, sub));
+        id
+    }
+
+    pub fn unsubscribe(&mut self, shape: ShapeId, session: SessionId, sub: SubId) {
+        if let Some(list) = self.subscribers.get_mut(&shape) {
+            if let Some(i) = list.iter().position(|&(s, b)| s == session && b == sub) {
+                list.swap_remove(i);
+                self.matcher.unregister(shape);
+            }
+            if list.is_empty() {
+                self.subscribers.remove(&shape);
+            }
+        }
+    }
+
+    /// Distinct shapes registered.
+    pub fn shape_count(&self) -> usize {
+        self.matcher.len()
+    }
+
+    /// Matches every change of one committed transaction and groups the resulting row
+    /// events by session, in change order.
+    pub fn deliveries(&self, changes: &[Change]) -> Deliveries {
+        let mut out: Deliveries = HashMap::new();
+        let mut matches: Vec<ShapeMatch> = Vec::new();
+        for change in changes {
+            self.matcher.match_change(
+                &change.table,
+                change.old.as_deref(),
+                change.new.as_deref(),
+                &mut matches,
+            );
+            for m in &matches {
+                let Some(shape) = self.matcher.shape(m.shape) else {
+                    continue;
+                };
+                let event = row_event(shape, change, &m.effect);
+                for &(session, sub) in self.subscribers.get(&m.shape).into_iter().flatten() {
+                    out.entry(session).or_default().push((
+                        sub,
+                        change.table.clone(),
+                        event.clone(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The event a change means for one shape.
+pub fn row_event(shape: &Shape, change: &Change, effect: &Effect) -> RowEvent {
+    let key = change.key.clone();
+    match effect {
+        Effect::Insert => RowEvent::Insert {
+            key,
+            row: shape.project(change.new.as_deref().unwrap_or_default()),
+        },
+        Effect::Update => RowEvent::Update {
+            key,
+            row: shape.project(change.new.as_deref().unwrap_or_default()),
+        },
+        Effect::Delete(reason) => RowEvent::Delete {
+            key,
+            reason: match reason {
+                MoveOutReason::Deleted => MoveOut::Deleted,
+                _ => MoveOut::MovedOut,
+            },
+        },
+    }
+}
+
+/// Evaluates one change against one shape directly (used when replaying the log for a
+/// single resuming subscription). `None` when the change does not concern the shape.
+pub fn replay_event(shape: &Shape, change: &Change) -> Option<RowEvent> {
+    if !change.table.eq_ignore_ascii_case(&shape.table().name) {
+        return None;
+    }
+    let before = change.old.as_deref().is_some_and(|r| shape.matches(r));
+    let after = change.new.as_deref().is_some_and(|r| shape.matches(r));
+    let effect = match (before, after) {
+        (false, true) => Effect::Insert,
+        (true, true) => Effect::Update,
+        (true, false) if change.kind == ChangeKind::Delete => {
+            Effect::Delete(MoveOutReason::Deleted)
+        }
+        (true, false) => Effect::Delete(MoveOutReason::MovedOut),
+        (false, false) => return None,
+    };
+    Some(row_event(shape, change, &effect))
+}

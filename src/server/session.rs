@@ -1,0 +1,531 @@
+//! One client connection: handshake, then requests on the control stream, live
+//! transactions on the live stream, and one bootstrap stream per subscription.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::bootstrap;
+use super::committer::WriteRequest;
+use super::registry::SessionId;
+use super::{Shared, WriteContext};
+use crate::ids::{ClientId, SyncId};
+use crate::query::{self, ShapeId};
+use crate::store::{TxnOutcome, WriteTxn};
+use crate::transport::{FrameReader, FrameWriter};
+use crate::wire::{
+    ClientFrame, ClientMessage, LiveFrame, LiveTxn, RefuseCode, ServerFrame, ServerMessage, SubId,
+    WriteOutcome, PROTOCOL_VERSION,
+};
+
+/// Live transactions waiting to be written to one session; past this the session is
+/// cut off as lagging (it resumes from its last sync id).
+pub const SESSION_QUEUE_CAPACITY: usize = 1024;
+/// Control-stream answers waiting to be written to one session.
+pub const CONTROL_QUEUE_CAPACITY: usize = 256;
+/// Subscriptions one session may hold at once.
+pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1000;
+/// Keys one fetch may ask for.
+pub const MAX_FETCH_KEYS: usize = 1000;
+/// How long a client has to say hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a refused client gets to read the refusal before the connection is closed.
+pub const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+
+/// QUIC application close codes.
+pub mod close {
+    use quinn::VarInt;
+    pub const NORMAL: VarInt = VarInt::from_u32(0);
+    pub const PROTOCOL_ERROR: VarInt = VarInt::from_u32(1);
+    pub const LAGGING: VarInt = VarInt::from_u32(2);
+    pub const REFUSED: VarInt = VarInt::from_u32(3);
+    pub const SHUTDOWN: VarInt = VarInt::from_u32(4);
+}
+
+/// Items of a session's live queue.
+pub enum LiveItem {
+    Txn(LiveTxn),
+    /// The subscription's bootstrap covered everything up to `through`.
+    Seam {
+        sub: SubId,
+        through: SyncId,
+    },
+    Forget {
+        sub: SubId,
+    },
+}
+
+/// What the rest of the server keeps of a session.
+pub struct SessionHandle {
+    live: mpsc::Sender<LiveItem>,
+    connection: quinn::Connection,
+    lagging: AtomicBool,
+}
+
+impl SessionHandle {
+    /// Queues a live transaction without waiting; a full queue cuts the session off.
+    pub fn deliver(&self, txn: LiveTxn) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(LiveItem::Txn(txn)) {
+            if !self.lagging.swap(true, Ordering::SeqCst) {
+                warn!(remote = %self.connection.remote_address(), "session lagging; cutting it off");
+                self.connection.close(
+                    close::LAGGING,
+                    b"lagging: the client fell too far behind; resume from the last sync id",
+                );
+            }
+        }
+    }
+}
+
+struct Subscription {
+    shape: ShapeId,
+    bootstrap: JoinHandle<()>,
+}
+
+struct Session {
+    id: SessionId,
+    shared: Arc<Shared>,
+    connection: quinn::Connection,
+    client_id: ClientId,
+    control: mpsc::Sender<ServerMessage>,
+    live: mpsc::Sender<LiveItem>,
+    subscriptions: HashMap<SubId, Subscription>,
+}
+
+/// Serves one incoming connection until it closes.
+pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming) {
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(error = %e, "connection failed during setup");
+            return;
+        }
+    };
+    let span = info_span!("session", id, remote = %connection.remote_address());
+    async move {
+        match handshake(&shared, &connection).await {
+            Ok((client_id, writer, reader)) => {
+                info!(client = %client_id, "session started");
+                run(
+                    shared.clone(),
+                    id,
+                    connection.clone(),
+                    client_id,
+                    writer,
+                    reader,
+                )
+                .await;
+            }
+            Err(reason) => debug!(%reason, "handshake failed"),
+        }
+        shared.sessions.remove(&id);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handshake(
+    shared: &Shared,
+    connection: &quinn::Connection,
+) -> Result<(ClientId, FrameWriter, FrameReader), String> {
+    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
+        .await
+        .map_err(|_| "no control stream in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut writer = FrameWriter::new(send);
+    let mut reader = FrameReader::new(recv);
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<ClientFrame>())
+        .await
+        .map_err(|_| "no hello in time".to_string())?;
+    let refuse = |code: RefuseCode, message: String| {
+        ServerFrame::V1(ServerMessage::Refused { code, message })
+    };
+    let (protocol, schema_version, client_id, token) = match hello {
+        Ok(Some(ClientFrame::V1(ClientMessage::Hello {
+            protocol,
+            schema_version,
+            client_id,
+            token,
+        }))) => (protocol, schema_version, client_id, token),
+        other => {
+            let message = match other {
+                Err(e) => format!("malformed hello: {e}"),
+                _ => "the first frame must be Hello".to_string(),
+            };
+            let _ = writer
+                .send(&refuse(RefuseCode::Malformed, message.clone()))
+                .await;
+            connection.close(close::PROTOCOL_ERROR, message.as_bytes());
+            return Err(message);
+        }
+    };
+    let refusal = if protocol < PROTOCOL_VERSION {
+        Some((
+            RefuseCode::ClientTooOld,
+            format!(
+                "client speaks protocol {protocol}, server speaks {PROTOCOL_VERSION}: the client \
+                 must upgrade"
+            ),
+        ))
+    } else if protocol > PROTOCOL_VERSION {
+        Some((
+            RefuseCode::ClientTooNew,
+            format!(
+                "client speaks protocol {protocol}, server speaks {PROTOCOL_VERSION}: the server \
+                 must upgrade"
+            ),
+        ))
+    } else if schema_version.is_some_and(|v| v != shared.schema.version().0) {
+        Some((
+            RefuseCode::SchemaMismatch,
+            format!(
+                "client schema {:016x} differs from server schema {}",
+                schema_version.unwrap_or_default(),
+                shared.schema.version()
+            ),
+        ))
+    } else if let Err(message) = shared.authenticator.authenticate(token.as_deref()) {
+        Some((RefuseCode::Unauthenticated, message))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refusal {
+        let _ = writer.send(&refuse(code, message.clone())).await;
+        let _ = writer.finish();
+        // Give the refusal time to arrive: the client closes once it has read it.
+        let _ = tokio::time::timeout(REFUSAL_GRACE, connection.closed()).await;
+        connection.close(close::REFUSED, message.as_bytes());
+        return Err(message);
+    }
+    let (head, horizon) = (shared.store.head(), shared.store.horizon());
+    let schema_sql: Vec<String> = shared.schema.tables().map(|t| t.create_sql()).collect();
+    let welcome = ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        schema_version: shared.schema.version().0,
+        schema_sql: schema_sql.join(";\n"),
+        head,
+        horizon,
+    };
+    writer
+        .send(&ServerFrame::V1(welcome))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((client_id, writer, reader))
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    id: SessionId,
+    connection: quinn::Connection,
+    client_id: ClientId,
+    writer: FrameWriter,
+    mut reader: FrameReader,
+) {
+    let live_stream = match connection.open_uni().await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "could not open the live stream");
+            return;
+        }
+    };
+    let (live_tx, live_rx) = mpsc::channel(SESSION_QUEUE_CAPACITY);
+    shared.sessions.insert(
+        id,
+        Arc::new(SessionHandle {
+            live: live_tx.clone(),
+            connection: connection.clone(),
+            lagging: AtomicBool::new(false),
+        }),
+    );
+    let live_task =
+        tokio::spawn(write_live(FrameWriter::new(live_stream), live_rx).in_current_span());
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_CAPACITY);
+    let control_task = tokio::spawn(write_control(writer, control_rx).in_current_span());
+    let mut session = Session {
+        id,
+        shared: shared.clone(),
+        connection: connection.clone(),
+        client_id,
+        control: control_tx,
+        live: live_tx,
+        subscriptions: HashMap::new(),
+    };
+    loop {
+        match reader.recv::<ClientFrame>().await {
+            Ok(Some(ClientFrame::V1(message))) => session.handle(message).await,
+            Ok(None) => break,
+            Err(e) => {
+                let reason = format!("invalid frame: {e}");
+                debug!(%reason, "closing session");
+                connection.close(close::PROTOCOL_ERROR, reason.as_bytes());
+                break;
+            }
+        }
+    }
+    session.close();
+    drop(session);
+    let _ = control_task.await;
+    live_task.abort();
+}
+
+impl Session {
+    async fn reply(&self, message: ServerMessage) {
+        let _ = self.control.send(message).await;
+    }
+
+    async fn handle(&mut self, message: ClientMessage) {
+        match message {
+            ClientMessage::Subscribe {
+                sub,
+                sql,
+                params,
+                resume_after,
+            } => self.subscribe(sub, sql, params, resume_after).await,
+            ClientMessage::Unsubscribe { sub } => {
+                self.unsubscribe(sub);
+                self.reply(ServerMessage::Unsubscribed { sub }).await;
+            }
+            ClientMessage::Write {
+                seq,
+                mutations,
+                preconditions,
+            } => {
+                self.write(
+                    seq,
+                    WriteTxn {
+                        origin: Some((self.client_id.clone(), seq)),
+                        mutations,
+                        preconditions,
+                    },
+                )
+                .await
+            }
+            ClientMessage::Fetch {
+                request,
+                table,
+                keys,
+            } => self.fetch(request, table, keys),
+            ClientMessage::Hello { .. } => {
+                self.reply(ServerMessage::Error {
+                    message: "Hello was already received".into(),
+                })
+                .await
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                self.reply(ServerMessage::Error {
+                    message: "unsupported request".into(),
+                })
+                .await
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        sub: SubId,
+        sql: String,
+        params: query::Params,
+        resume_after: Option<SyncId>,
+    ) {
+        let span = info_span!("subscription", sub, %sql);
+        let _enter = span.enter();
+        if self.subscriptions.contains_key(&sub) {
+            let message = format!("subscription {sub} already exists");
+            return self
+                .reply(ServerMessage::SubscribeFailed { sub, message })
+                .await;
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SESSION {
+            let message =
+                format!("at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per session");
+            return self
+                .reply(ServerMessage::SubscribeFailed { sub, message })
+                .await;
+        }
+        let shape = match query::compile(&self.shared.schema, &sql, &params) {
+            Ok(shape) => Arc::new(shape),
+            Err(e) => {
+                debug!(error = %e, "subscription refused");
+                let message = e.to_string();
+                return self
+                    .reply(ServerMessage::SubscribeFailed { sub, message })
+                    .await;
+            }
+        };
+        if let Some(after) = resume_after {
+            let horizon = self.shared.store.horizon();
+            if after < horizon {
+                return self
+                    .reply(ServerMessage::ResumeRefused { sub, horizon })
+                    .await;
+            }
+        }
+        // Registered before the snapshot opens, so no later change can be missed.
+        let shape_id = {
+            let mut registry = self.shared.registry.lock().expect("registry lock");
+            registry.subscribe(shape.clone(), self.id, sub)
+        };
+        let job = bootstrap::Job {
+            shared: self.shared.clone(),
+            connection: self.connection.clone(),
+            control: self.control.clone(),
+            live: self.live.clone(),
+            sub,
+            shape,
+            resume_after,
+        };
+        drop(_enter);
+        let task = tokio::spawn(bootstrap::run(job).instrument(span));
+        self.subscriptions.insert(
+            sub,
+            Subscription {
+                shape: shape_id,
+                bootstrap: task,
+            },
+        );
+    }
+
+    fn unsubscribe(&mut self, sub: SubId) {
+        if let Some(s) = self.subscriptions.remove(&sub) {
+            s.bootstrap.abort();
+            self.shared
+                .registry
+                .lock()
+                .expect("registry lock")
+                .unsubscribe(s.shape, self.id, sub);
+            let _ = self.live.try_send(LiveItem::Forget { sub });
+        }
+    }
+
+    async fn write(&self, seq: u64, txn: WriteTxn) {
+        let span = info_span!("transaction", client = %self.client_id, seq);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let request = WriteRequest {
+            context: WriteContext {
+                client_id: Some(self.client_id.clone()),
+            },
+            txn,
+            reply: reply_tx,
+        };
+        if self.shared.writes.send(request).await.is_err() {
+            return;
+        }
+        let control = self.control.clone();
+        tokio::spawn(
+            async move {
+                let outcome = match reply_rx.await {
+                    Ok(TxnOutcome::Committed { sync_id, .. }) => {
+                        WriteOutcome::Committed { sync_id }
+                    }
+                    Ok(TxnOutcome::Rejected { code, message }) => {
+                        debug!(code = code.as_str(), %message, "transaction rejected");
+                        WriteOutcome::Rejected { code, message }
+                    }
+                    Err(_) => return,
+                };
+                let _ = control
+                    .send(ServerMessage::WriteResult { seq, outcome })
+                    .await;
+            }
+            .instrument(span),
+        );
+    }
+
+    fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
+        let shared = self.shared.clone();
+        let control = self.control.clone();
+        tokio::spawn(
+            async move {
+                let answer = if keys.len() > MAX_FETCH_KEYS {
+                    ServerMessage::FetchFailed {
+                        request,
+                        message: format!(
+                            "{} keys asked; at most {MAX_FETCH_KEYS} per fetch",
+                            keys.len()
+                        ),
+                    }
+                } else {
+                    match shared.schema.table(&table).cloned() {
+                        None => ServerMessage::FetchFailed {
+                            request,
+                            message: format!("unknown table `{table}`"),
+                        },
+                        Some(t) => {
+                            let store = shared.store.clone();
+                            let name = t.name.clone();
+                            match tokio::task::spawn_blocking(move || store.fetch(&name, &keys))
+                                .await
+                            {
+                                Ok(Ok((sync_id, rows))) => ServerMessage::Fetched {
+                                    request,
+                                    sync_id,
+                                    rows,
+                                    columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                                },
+                                Ok(Err(e)) => ServerMessage::FetchFailed {
+                                    request,
+                                    message: e.to_string(),
+                                },
+                                Err(e) => ServerMessage::FetchFailed {
+                                    request,
+                                    message: e.to_string(),
+                                },
+                            }
+                        }
+                    }
+                };
+                let _ = control.send(answer).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn close(&mut self) {
+        let subs: Vec<SubId> = self.subscriptions.keys().copied().collect();
+        for sub in subs {
+            self.unsubscribe(sub);
+        }
+        self.shared.sessions.remove(&self.id);
+    }
+}
+
+async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<ServerMessage>) {
+    while let Some(message) = queue.recv().await {
+        if writer.send(&ServerFrame::V1(message)).await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.finish();
+}
+
+async fn write_live(mut writer: FrameWriter, mut queue: mpsc::Receiver<LiveItem>) {
+    // Per subscription, the last sync id its bootstrap already covered.
+    let mut seams: HashMap<SubId, SyncId> = HashMap::new();
+    while let Some(item) = queue.recv().await {
+        match item {
+            LiveItem::Seam { sub, through } => {
+                seams.insert(sub, through);
+            }
+            LiveItem::Forget { sub } => {
+                seams.remove(&sub);
+            }
+            LiveItem::Txn(mut txn) => {
+                txn.events
+                    .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
+                if txn.events.is_empty() {
+                    continue;
+                }
+                if writer.send(&LiveFrame::V1(txn)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The `sluice` command contract (DESIGN.md): the serve line, the JSON lines of `sub`
+//! and `exec`, exit codes, one-line errors, and durability of acked writes across
+//! `kill -9` of the server process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+fn schema_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
+}
+
+struct Served {
+    child: Child,
+    addr: String,
+    ca: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(db: &Path) -> Served {
+    let mut child = sluice()
+        .args(["serve", "--schema"])
+        .arg(schema_dir())
+        .arg("--db")
+        .arg(db)
+        .args(["--listen", "127.0.0.1:0", "--no-auth"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
+    Served {
+        child,
+        addr,
+        ca: PathBuf::from(format!("{}.cert.pem", db.display())),
+    }
+}
+
+fn exec(s: &Served, sql: &str) -> (i32, String, String) {
+    let out = sluice()
+        .args(["exec", "--connect", &s.addr, "--ca"])
+        .arg(&s.ca)
+        .arg(sql)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn sub(s: &Served, sql: &str) -> (i32, Vec<serde_json::Value>, String) {
+    let out = sluice()
+        .args(["sub", "--connect", &s.addr, "--ca"])
+        .arg(&s.ca)
+        .arg(sql)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const INSERT_A: &str = "INSERT INTO issues (id, team_id, number, title, status, priority) \
+                        VALUES ('a', 'T1', 1, 'first', 'todo', 2)";
+
+#[test]
+fn serve_exec_sub_follow_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("app.db"));
+
+    let (code, stdout, _) = exec(&server, INSERT_A);
+    assert_eq!(code, 0);
+    let ack: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let first_sync = ack["sync_id"].as_u64().expect("{\"sync_id\":N}");
+
+    let (code, stdout, _) = exec(&server, INSERT_A);
+    assert_eq!(code, 1, "a rejected transaction exits 1");
+    let err: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("already"), "{err}");
+
+    let (code, lines, _) = sub(&server, "SELECT id, title FROM issues WHERE team_id = 'T1'");
+    assert_eq!(code, 0);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"op": "insert", "table": "issues", "key": "a",
+                           "row": {"id": "a", "title": "first"}})
+    );
+    assert_eq!(
+        lines[1],
+        serde_json::json!({"op": "snapshot_end", "sync_id": first_sync})
+    );
+}
+
+#[test]
+fn sub_follow_prints_live_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("app.db"));
+    exec(&server, INSERT_A);
+    let mut follower = sluice()
+        .args(["sub", "--follow", "--connect", &server.addr, "--ca"])
+        .arg(&server.ca)
+        .arg("SELECT * FROM issues WHERE status != 'done'")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value {
+        serde_json::from_str(&lines.next().expect("a line").unwrap()).unwrap()
+    };
+    assert_eq!(next()["op"], "insert");
+    assert_eq!(next()["op"], "snapshot_end");
+    let (_, out, _) = exec(&server, "UPDATE issues SET title = 'second' WHERE id = 'a'");
+    let update_sync: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let update = next();
+    assert_eq!(update["op"], "update");
+    assert_eq!(update["row"]["title"], "second");
+    assert_eq!(update["sync_id"], update_sync["sync_id"]);
+    exec(&server, "UPDATE issues SET status = 'done' WHERE id = 'a'");
+    let gone = next();
+    assert_eq!(
+        (
+            gone["op"].as_str(),
+            gone["key"].as_str(),
+            gone["reason"].as_str()
+        ),
+        (Some("delete"), Some("a"), Some("moved_out"))
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[test]
+fn user_errors_are_one_line_and_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("app.db"));
+    let (code, lines, stderr) = sub(&server, "SELECT * FROM issues WHERE nope = 1");
+    assert_ne!(code, 0);
+    assert!(lines.is_empty());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unknown column `nope`"), "{stderr}");
+
+    let (code, _, stderr) = exec(&server, "UPDATE issues SET title = 'x'");
+    assert_ne!(code, 0);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // Unreachable server / wrong certificate: a clear line, no panic.
+    let other = tempfile::tempdir().unwrap();
+    let other_server = serve(&other.path().join("other.db"));
+    let out = sluice()
+        .args(["sub", "--connect", &server.addr, "--ca"])
+        .arg(&other_server.ca)
+        .arg("SELECT * FROM issues")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn check_prints_normalized_form_or_positioned_error() {
+    let ok = sluice()
+        .args(["check", "--schema"])
+        .arg(schema_dir())
+        .arg("SELECT * FROM issues WHERE status != 'done' AND 'T1' = team_id")
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(ok.stdout).unwrap().trim(),
+        "SELECT * FROM issues WHERE status != 'done' AND team_id = 'T1'"
+    );
+    let bad = sluice()
+        .args(["check", "--schema"])
+        .arg(schema_dir())
+        .arg("SELECT * FROM issues ORDER BY priority")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(stderr.contains("line 1, column 31"), "{stderr}");
+    assert!(stderr.contains("windows are not supported yet"), "{stderr}");
+}
+
+#[test]
+fn acked_writes_survive_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut acked = Vec::new();
+    {
+        let mut server = serve(&db);
+        for i in 0..15 {
+            let sql = format!(
+                "INSERT INTO issues (id, team_id, number, title) VALUES ('k{i}', 'T9', {i}, 't')"
+            );
+            let (code, out, _) = exec(&server, &sql);
+            assert_eq!(code, 0, "{out}");
+            acked.push(format!("k{i}"));
+        }
+        // SIGKILL: no shutdown path runs.
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = serve(&db);
+    let (code, lines, _) = sub(&server, "SELECT id FROM issues WHERE team_id = 'T9'");
+    assert_eq!(code, 0);
+    let mut keys: Vec<String> = lines
+        .iter()
+        .filter(|l| l["op"] == "insert")
+        .map(|l| l["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    acked.sort();
+    assert_eq!(keys, acked);
+}

@@ -1,0 +1,292 @@
+//! Helpers shared by the integration tests: a server on 127.0.0.1:0 over the example
+//! schema in a temporary folder, and protocol clients that collect what they receive.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice::client::{ConnectOptions, Connection, Event};
+use sluice::ids::{ClientId, SyncId};
+use sluice::query::Params;
+use sluice::server::{Server, ServerHandle};
+use sluice::store::{Mutation, StoreOptions, TxnOutcome, WriteTxn};
+use sluice::value::Value;
+use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId, WriteOutcome};
+
+/// Generous bound for anything a test waits for.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn schema_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub handle: ServerHandle,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start_on(dir.path()).await;
+        TestServer { dir, handle }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("app.db")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.handle.cert_path().unwrap().to_path_buf()
+    }
+
+    pub async fn client(&self, id: &str) -> Client {
+        Client::connect(&self.handle, &self.ca(), id).await
+    }
+
+    /// A backend write; panics unless committed.
+    pub async fn write(&self, mutations: Vec<Mutation>) -> SyncId {
+        let txn = WriteTxn {
+            origin: None,
+            mutations,
+            preconditions: Vec::new(),
+        };
+        match self.handle.write(txn).await.unwrap() {
+            TxnOutcome::Committed { sync_id, .. } => sync_id,
+            other => panic!("backend write failed: {other:?}"),
+        }
+    }
+}
+
+pub async fn start_on(dir: &Path) -> ServerHandle {
+    Server::builder(schema_dir(), dir.join("app.db"))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .no_auth()
+        .store_options(StoreOptions::default())
+        .start()
+        .await
+        .unwrap()
+}
+
+pub fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+pub fn insert_issue(id: &str, team: &str, status: &str, priority: i64) -> Mutation {
+    Mutation::Insert {
+        table: "issues".into(),
+        values: vec![
+            ("id".into(), text(id)),
+            ("team_id".into(), text(team)),
+            ("number".into(), Value::Integer(1)),
+            ("title".into(), text(&format!("issue {id}"))),
+            ("status".into(), text(status)),
+            ("priority".into(), Value::Integer(priority)),
+        ],
+    }
+}
+
+pub fn set_issue(id: &str, column: &str, value: Value) -> Mutation {
+    Mutation::Update {
+        table: "issues".into(),
+        key: text(id),
+        set: vec![(column.into(), value)],
+    }
+}
+
+pub fn delete_issue(id: &str) -> Mutation {
+    Mutation::Delete {
+        table: "issues".into(),
+        key: text(id),
+    }
+}
+
+/// The state one subscription has reached on the client side.
+#[derive(Debug, Default, Clone)]
+pub struct SubState {
+    pub rows: BTreeMap<String, Vec<Value>>,
+    pub end: Option<SyncId>,
+    /// Live transactions that arrived before `end`, applied when it arrives.
+    pub early: Vec<(SyncId, RowEvent)>,
+    pub inserts_seen: BTreeMap<String, usize>,
+    pub failed: Option<String>,
+    pub resume_refused: bool,
+    pub last_sync: SyncId,
+}
+
+impl SubState {
+    fn apply(&mut self, sync_id: SyncId, event: &RowEvent) {
+        let key = key_string(event.key());
+        match event {
+            RowEvent::Insert { row, .. } => {
+                *self.inserts_seen.entry(key.clone()).or_default() += 1;
+                self.rows.insert(key, row.clone());
+            }
+            RowEvent::Update { row, .. } => {
+                self.rows.insert(key, row.clone());
+            }
+            RowEvent::Delete { .. } => {
+                self.rows.remove(&key);
+            }
+        }
+        self.last_sync = self.last_sync.max(sync_id);
+    }
+}
+
+pub fn key_string(v: &Value) -> String {
+    match v {
+        Value::Text(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A protocol client that applies what it receives to per-subscription states.
+pub struct Client {
+    pub conn: Connection,
+    pub subs: BTreeMap<SubId, SubState>,
+    pub writes: BTreeMap<u64, WriteOutcome>,
+    pub live_origins: Vec<(SyncId, Option<(ClientId, u64)>)>,
+    pub closed: Option<String>,
+    pub last_sync: SyncId,
+}
+
+impl Client {
+    pub async fn connect(server: &ServerHandle, ca: &Path, id: &str) -> Client {
+        let conn = Connection::connect(ConnectOptions {
+            addr: server.local_addr(),
+            ca,
+            server_name: "localhost",
+            client_id: ClientId(id.to_string()),
+            token: None,
+            schema_version: None,
+        })
+        .await
+        .unwrap();
+        Client {
+            conn,
+            subs: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            live_origins: Vec::new(),
+            closed: None,
+            last_sync: SyncId::ZERO,
+        }
+    }
+
+    pub async fn subscribe(&mut self, sub: SubId, sql: &str, resume_after: Option<SyncId>) {
+        self.subs.insert(sub, SubState::default());
+        self.conn
+            .send(ClientMessage::Subscribe {
+                sub,
+                sql: sql.to_string(),
+                params: Params::new(),
+                resume_after,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn write(&mut self, seq: u64, mutations: Vec<Mutation>) {
+        self.conn
+            .send(ClientMessage::Write {
+                seq,
+                mutations,
+                preconditions: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Handles one event; false when the connection is gone.
+    pub async fn step(&mut self) -> bool {
+        let Some(event) = self.conn.next_event().await else {
+            return false;
+        };
+        self.handle(event);
+        true
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Control(ServerMessage::WriteResult { seq, outcome }) => {
+                self.writes.insert(seq, outcome);
+            }
+            Event::Control(ServerMessage::SubscribeFailed { sub, message }) => {
+                self.subs.entry(sub).or_default().failed = Some(message);
+            }
+            Event::Control(ServerMessage::ResumeRefused { sub, .. }) => {
+                self.subs.entry(sub).or_default().resume_refused = true;
+            }
+            Event::Control(_) => {}
+            Event::Bootstrap(sub, frame) => {
+                let state = self.subs.entry(sub).or_default();
+                match frame {
+                    BootstrapFrame::Row { key, row } => {
+                        let k = key_string(&key);
+                        *state.inserts_seen.entry(k.clone()).or_default() += 1;
+                        state.rows.insert(k, row);
+                    }
+                    BootstrapFrame::Replay { sync_id, event } => state.apply(sync_id, &event),
+                    BootstrapFrame::End { sync_id } => {
+                        state.end = Some(sync_id);
+                        state.last_sync = state.last_sync.max(sync_id);
+                        for (s, event) in std::mem::take(&mut state.early) {
+                            if s > sync_id {
+                                state.apply(s, &event);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Live(txn) => {
+                self.last_sync = self.last_sync.max(txn.sync_id);
+                self.live_origins.push((txn.sync_id, txn.origin.clone()));
+                for (sub, _, event) in txn.events {
+                    let state = self.subs.entry(sub).or_default();
+                    match state.end {
+                        None => state.early.push((txn.sync_id, event)),
+                        Some(w) if txn.sync_id > w => state.apply(txn.sync_id, &event),
+                        Some(_) => {}
+                    }
+                }
+            }
+            Event::Closed(reason) => self.closed = Some(reason),
+        }
+    }
+
+    /// Processes events until `done` holds (panics after [`WAIT`]).
+    pub async fn until(&mut self, what: &str, done: impl Fn(&Client) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(self) {
+            match tokio::time::timeout_at(deadline, self.conn.next_event()).await {
+                Ok(Some(event)) => self.handle(event),
+                Ok(None) => panic!("connection ended while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    pub fn sub(&self, sub: SubId) -> &SubState {
+        &self.subs[&sub]
+    }
+}
+
+/// What a subscription should hold: the shape evaluated over the server database.
+pub fn expected_rows(db: &Path, sql: &str) -> BTreeMap<String, Vec<Value>> {
+    let schema = sluice::Schema::load_dir(&schema_dir()).unwrap();
+    let shape = sluice::query::compile(&schema, sql, &Params::new()).unwrap();
+    let store =
+        sluice::store::SqliteStore::open(db, std::sync::Arc::new(schema), StoreOptions::default())
+            .unwrap();
+    let mut rows = BTreeMap::new();
+    use sluice::store::Store;
+    store
+        .snapshot(&shape, &mut |row| {
+            rows.insert(key_string(&row[shape.table().pk]), shape.project(&row));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    rows
+}

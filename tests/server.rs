@@ -1,0 +1,487 @@
+//! The sync server over real QUIC on 127.0.0.1: bootstrap, live changes with move
+//! semantics, the snapshot/live seam, resume, compaction, writes, and bad clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sluice::store::{Precondition, RejectCode};
+use sluice::wire::{MoveOut, RowEvent, WriteOutcome};
+
+const OPEN_T1: &str = "SELECT * FROM issues WHERE team_id = 'T1' AND status != 'done'";
+
+#[tokio::test]
+async fn snapshot_then_live_moves_in_out_and_within() {
+    let server = TestServer::start().await;
+    server
+        .write(vec![
+            insert_issue("a", "T1", "todo", 1),
+            insert_issue("b", "T2", "todo", 1),
+        ])
+        .await;
+    server.write(vec![insert_issue("c", "T1", "done", 1)]).await;
+    let mut client = server.client("c1").await;
+    client.subscribe(1, OPEN_T1, None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    assert_eq!(client.sub(1).rows.keys().collect::<Vec<_>>(), vec!["a"]);
+
+    // Move in (c reopened), within (a renamed), out (a done), insert, delete.
+    server
+        .write(vec![set_issue("c", "status", text("todo"))])
+        .await;
+    server
+        .write(vec![set_issue("a", "title", text("renamed"))])
+        .await;
+    server.write(vec![insert_issue("d", "T1", "todo", 2)]).await;
+    server.write(vec![delete_issue("d")]).await;
+    let last = server
+        .write(vec![set_issue("a", "status", text("done"))])
+        .await;
+    client
+        .until("last change", |c| c.sub(1).last_sync >= last)
+        .await;
+    let state = client.sub(1);
+    assert_eq!(state.rows.keys().collect::<Vec<_>>(), vec!["c"]);
+    assert_eq!(state.rows, expected_rows(&server.db(), OPEN_T1));
+}
+
+#[tokio::test]
+async fn live_events_carry_reasons_and_origin() {
+    let server = TestServer::start().await;
+    server
+        .write(vec![
+            insert_issue("a", "T1", "todo", 1),
+            insert_issue("b", "T1", "todo", 1),
+        ])
+        .await;
+    let mut client = server.client("writer").await;
+    client.subscribe(1, OPEN_T1, None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    // Collect raw events for two changes: one moves out, one is deleted.
+    server
+        .write(vec![set_issue("a", "status", text("done"))])
+        .await;
+    client.write(7, vec![delete_issue("b")]).await;
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reasons.len() < 2 {
+        let event = tokio::time::timeout_at(deadline, client.conn.next_event())
+            .await
+            .expect("events in time")
+            .expect("connection open");
+        if let sluice::client::Event::Live(txn) = &event {
+            for (_, _, e) in &txn.events {
+                if let RowEvent::Delete { key, reason } = e {
+                    reasons.push((key_string(key), *reason, txn.origin.clone()));
+                }
+            }
+        }
+        client.handle(event);
+    }
+    assert_eq!(reasons[0].0, "a");
+    assert_eq!(reasons[0].1, MoveOut::MovedOut);
+    assert_eq!(reasons[0].2, None);
+    assert_eq!(reasons[1].0, "b");
+    assert_eq!(reasons[1].1, MoveOut::Deleted);
+    let origin = reasons[1]
+        .2
+        .clone()
+        .expect("client write tagged with its origin");
+    assert_eq!((origin.0 .0.as_str(), origin.1), ("writer", 7));
+}
+
+#[tokio::test]
+async fn seam_under_concurrent_writes_loses_nothing_and_repeats_nothing() {
+    let server = TestServer::start().await;
+    for i in 0..200 {
+        server
+            .write(vec![insert_issue(
+                &format!("pre{i:03}"),
+                "T1",
+                "todo",
+                i % 5,
+            )])
+            .await;
+    }
+    let handle_writes = {
+        let mut client = server.client("w").await;
+        tokio::spawn(async move {
+            for i in 0..300u64 {
+                let id = format!("live{i:03}");
+                let m = if i % 3 == 2 {
+                    set_issue(&format!("pre{:03}", i % 200), "status", text("done"))
+                } else {
+                    insert_issue(&id, "T1", "todo", (i % 5) as i64)
+                };
+                client.write(i + 1, vec![m]).await;
+            }
+            client.until("all acks", |c| c.writes.len() == 300).await;
+            client
+                .writes
+                .values()
+                .filter_map(|o| match o {
+                    WriteOutcome::Committed { sync_id } => Some(*sync_id),
+                    _ => None,
+                })
+                .max()
+                .unwrap()
+        })
+    };
+    let mut reader = server.client("r").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    reader.subscribe(1, OPEN_T1, None).await;
+    let last = handle_writes.await.unwrap();
+    reader
+        .until("every write seen", |c| {
+            c.sub(1).end.is_some() && c.last_sync.max(c.sub(1).last_sync) >= last
+        })
+        .await;
+    let state = reader.sub(1);
+    assert_eq!(state.rows, expected_rows(&server.db(), OPEN_T1));
+    assert!(
+        state.inserts_seen.values().all(|&n| n == 1),
+        "a row arrived twice"
+    );
+}
+
+#[tokio::test]
+async fn resume_replays_only_the_missed_matching_changes() {
+    let server = TestServer::start().await;
+    server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
+    let mut client = server.client("c").await;
+    client.subscribe(1, OPEN_T1, None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    let mut rows = client.sub(1).rows.clone();
+    let w = client.sub(1).end.unwrap();
+    client.conn.close().await;
+
+    server.write(vec![insert_issue("b", "T1", "todo", 1)]).await;
+    server.write(vec![insert_issue("x", "T2", "todo", 1)]).await;
+    server
+        .write(vec![set_issue("a", "status", text("done"))])
+        .await;
+
+    let mut again = server.client("c").await;
+    again.subscribe(1, OPEN_T1, Some(w)).await;
+    again.until("replay", |c| c.sub(1).end.is_some()).await;
+    let replay = again.sub(1);
+    assert!(replay.inserts_seen.contains_key("b"));
+    assert!(
+        !replay.inserts_seen.contains_key("x"),
+        "non-matching change replayed"
+    );
+    // Apply the replay onto what the client had.
+    rows.remove("a");
+    for (k, v) in &replay.rows {
+        rows.insert(k.clone(), v.clone());
+    }
+    assert_eq!(rows, expected_rows(&server.db(), OPEN_T1));
+}
+
+#[tokio::test]
+async fn compaction_refuses_only_the_subscription_that_is_too_old() {
+    let server = TestServer::start().await;
+    let old = server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
+    let mid = server.write(vec![insert_issue("b", "T2", "todo", 1)]).await;
+    server.write(vec![insert_issue("c", "T2", "todo", 1)]).await;
+    server.handle.compact(mid).await.unwrap();
+    let mut client = server.client("c").await;
+    client.subscribe(1, OPEN_T1, Some(old)).await;
+    client
+        .subscribe(2, "SELECT * FROM issues WHERE team_id = 'T2'", Some(mid))
+        .await;
+    client
+        .until("answers", |c| {
+            c.sub(1).resume_refused && c.sub(2).end.is_some()
+        })
+        .await;
+    assert!(client.sub(2).rows.contains_key("c"));
+    assert!(!client.sub(2).resume_refused);
+    // Re-bootstrap of the refused one only.
+    client.subscribe(3, OPEN_T1, None).await;
+    client
+        .until("rebootstrap", |c| c.sub(3).end.is_some())
+        .await;
+    assert_eq!(client.sub(3).rows.keys().collect::<Vec<_>>(), vec!["a"]);
+}
+
+#[tokio::test]
+async fn resend_is_applied_once_and_rejections_do_not_block() {
+    let server = TestServer::start().await;
+    let mut client = server.client("c").await;
+    client
+        .write(1, vec![insert_issue("a", "T1", "todo", 1)])
+        .await;
+    client.until("ack 1", |c| c.writes.contains_key(&1)).await;
+    let first = client.writes[&1].clone();
+    client.writes.clear();
+    client
+        .write(1, vec![insert_issue("a", "T1", "todo", 1)])
+        .await;
+    client
+        .until("ack resend", |c| c.writes.contains_key(&1))
+        .await;
+    assert_eq!(
+        client.writes[&1], first,
+        "resend must return the original outcome"
+    );
+
+    // Duplicate key -> rejected with a reason; the next transaction still commits.
+    client
+        .write(2, vec![insert_issue("a", "T1", "todo", 1)])
+        .await;
+    client
+        .write(3, vec![insert_issue("b", "T1", "todo", 1)])
+        .await;
+    client.until("acks 2 and 3", |c| c.writes.len() == 3).await;
+    match &client.writes[&2] {
+        WriteOutcome::Rejected { code, message } => {
+            assert_eq!(*code, RejectCode::AlreadyExists);
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(matches!(client.writes[&3], WriteOutcome::Committed { .. }));
+}
+
+#[tokio::test]
+async fn precondition_failure_rejects_and_writes_nothing() {
+    let server = TestServer::start().await;
+    server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
+    let mut client = server.client("c").await;
+    client
+        .conn
+        .send(sluice::wire::ClientMessage::Write {
+            seq: 1,
+            mutations: vec![set_issue("a", "title", text("mine"))],
+            preconditions: vec![Precondition {
+                table: "issues".into(),
+                key: text("a"),
+                column: "status".into(),
+                expected: text("in_progress"),
+            }],
+        })
+        .await
+        .unwrap();
+    client.until("answer", |c| c.writes.contains_key(&1)).await;
+    assert!(matches!(
+        client.writes[&1],
+        WriteOutcome::Rejected {
+            code: RejectCode::PreconditionFailed,
+            ..
+        }
+    ));
+    let rows = expected_rows(&server.db(), "SELECT title FROM issues");
+    assert_eq!(rows["a"][1], text("issue a"));
+}
+
+#[tokio::test]
+async fn bad_subscription_gets_a_precise_error_and_the_session_lives_on() {
+    let server = TestServer::start().await;
+    let mut client = server.client("c").await;
+    client
+        .subscribe(1, "SELECT * FROM issues WHERE titel = 'x'", None)
+        .await;
+    client.until("failure", |c| c.sub(1).failed.is_some()).await;
+    let message = client.sub(1).failed.clone().unwrap();
+    assert!(
+        message.contains("line 1, column 28") && message.contains("titel"),
+        "{message}"
+    );
+    client.subscribe(2, OPEN_T1, None).await;
+    client
+        .until("second subscription", |c| c.sub(2).end.is_some())
+        .await;
+}
+
+#[tokio::test]
+async fn a_stalled_client_is_cut_off_while_another_keeps_receiving() {
+    let server = TestServer::start().await;
+    // The stalled client: small receive windows, and it never reads its live stream.
+    let limits = sluice::transport::TransportLimits {
+        stream_receive_window: 16 * 1024,
+        receive_window: 64 * 1024,
+        ..Default::default()
+    };
+    let endpoint = sluice::transport::client_endpoint_with(
+        &server.ca(),
+        "127.0.0.1:0".parse().unwrap(),
+        &limits,
+    )
+    .unwrap();
+    let stalled = sluice::transport::connect(&endpoint, server.handle.local_addr(), "localhost")
+        .await
+        .unwrap();
+    let (send, recv) = stalled.open_bi().await.unwrap();
+    let mut control = sluice::transport::FrameWriter::new(send);
+    let mut answers = sluice::transport::FrameReader::new(recv);
+    for message in [
+        sluice::wire::ClientMessage::Hello {
+            protocol: sluice::wire::PROTOCOL_VERSION,
+            schema_version: None,
+            client_id: sluice::ids::ClientId("stalled".into()),
+            token: None,
+        },
+        sluice::wire::ClientMessage::Subscribe {
+            sub: 1,
+            sql: "SELECT * FROM issues".into(),
+            params: sluice::query::Params::new(),
+            resume_after: None,
+        },
+    ] {
+        control
+            .send(&sluice::wire::ClientFrame::V1(message))
+            .await
+            .unwrap();
+    }
+    let welcome: Option<sluice::wire::ServerFrame> = answers.recv().await.unwrap();
+    assert!(welcome.is_some());
+
+    let mut healthy = server.client("healthy").await;
+    healthy.subscribe(1, "SELECT * FROM issues", None).await;
+    healthy.until("snapshot", |c| c.sub(1).end.is_some()).await;
+
+    // Writes pour in, pipelined by a third client so the server commits them in batches.
+    const WRITES: u64 = 4000;
+    let mut writer = server.client("writer").await;
+    let writes = async {
+        for i in 0..WRITES {
+            writer
+                .write(
+                    i + 1,
+                    vec![insert_issue(&format!("k{i:05}"), "T1", "todo", 1)],
+                )
+                .await;
+        }
+        writer
+            .until("all acks", |c| c.writes.len() == WRITES as usize)
+            .await;
+        assert!(writer
+            .writes
+            .values()
+            .all(|o| matches!(o, WriteOutcome::Committed { .. })));
+    };
+    let read = healthy.until("all rows", |c| c.sub(1).rows.len() == WRITES as usize);
+    tokio::join!(writes, read);
+    let closed = tokio::time::timeout(WAIT, stalled.closed())
+        .await
+        .expect("stalled client cut off");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert!(
+                String::from_utf8_lossy(&close.reason).contains("lagging"),
+                "{close:?}"
+            )
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+    assert!(healthy.closed.is_none());
+}
+
+#[tokio::test]
+async fn schema_and_protocol_mismatches_are_refused_clearly() {
+    let server = TestServer::start().await;
+    let err = sluice::client::Connection::connect(sluice::client::ConnectOptions {
+        addr: server.handle.local_addr(),
+        ca: &server.ca(),
+        server_name: "localhost",
+        client_id: sluice::ids::ClientId("old".into()),
+        token: None,
+        schema_version: Some(12345),
+    })
+    .await
+    .err()
+    .expect("schema mismatch refused");
+    assert!(err.to_string().contains("schema"), "{err}");
+
+    // A client from the future: speak protocol 99 by hand.
+    let endpoint = sluice::transport::client_endpoint(&server.ca()).unwrap();
+    let conn = sluice::transport::connect(&endpoint, server.handle.local_addr(), "localhost")
+        .await
+        .unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut writer = sluice::transport::FrameWriter::new(send);
+    let mut reader = sluice::transport::FrameReader::new(recv);
+    writer
+        .send(&sluice::wire::ClientFrame::V1(
+            sluice::wire::ClientMessage::Hello {
+                protocol: 99,
+                schema_version: None,
+                client_id: sluice::ids::ClientId("future".into()),
+                token: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let answer: Option<sluice::wire::ServerFrame> = reader.recv().await.unwrap();
+    match answer {
+        Some(sluice::wire::ServerFrame::V1(sluice::wire::ServerMessage::Refused {
+            message,
+            ..
+        })) => {
+            assert!(message.contains("server must upgrade"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The server still serves well-behaved clients.
+    let mut ok = server.client("ok").await;
+    ok.subscribe(1, OPEN_T1, None).await;
+    ok.until("snapshot", |c| c.sub(1).end.is_some()).await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_close_only_that_connection() {
+    let server = TestServer::start().await;
+    let mut good = server.client("good").await;
+    good.subscribe(1, OPEN_T1, None).await;
+    good.until("snapshot", |c| c.sub(1).end.is_some()).await;
+
+    for bytes in [
+        // A valid length prefix followed by garbage.
+        {
+            let mut b = 5u32.to_be_bytes().to_vec();
+            b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff]);
+            b
+        },
+        // A length prefix beyond the maximum frame size.
+        u32::MAX.to_be_bytes().to_vec(),
+    ] {
+        let endpoint = sluice::transport::client_endpoint(&server.ca()).unwrap();
+        let conn = sluice::transport::connect(&endpoint, server.handle.local_addr(), "localhost")
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        let closed = tokio::time::timeout(WAIT, conn.closed())
+            .await
+            .expect("server closes it");
+        assert!(
+            matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+            "{closed:?}"
+        );
+    }
+    let sync = server.write(vec![insert_issue("z", "T1", "todo", 1)]).await;
+    good.until("still live", |c| c.sub(1).last_sync >= sync)
+        .await;
+    assert!(good.sub(1).rows.contains_key("z"));
+}
+
+#[tokio::test]
+async fn acked_writes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start_on(dir.path()).await;
+    let ca = handle.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&handle, &ca, "c").await;
+    for i in 0..20 {
+        client
+            .write(i + 1, vec![insert_issue(&format!("r{i}"), "T1", "todo", 1)])
+            .await;
+    }
+    client.until("acks", |c| c.writes.len() == 20).await;
+    handle.shutdown().await;
+    let handle = start_on(dir.path()).await;
+    let rows = expected_rows(&dir.path().join("app.db"), "SELECT * FROM issues");
+    assert_eq!(rows.len(), 20);
+    assert!(handle.local_addr().port() > 0);
+}
