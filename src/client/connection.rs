@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::ids::{ClientId, SyncId};
 use crate::transport::{self, FrameReader, FrameWriter, TransportError};
 use crate::wire::{
-    BootstrapFrame, ClientFrame, ClientMessage, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
+    BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
     ServerMessage, SubId, PROTOCOL_VERSION,
 };
 
@@ -49,6 +49,11 @@ pub struct Welcome {
 pub enum Event {
     Control(ServerMessage),
     Live(LiveTxn),
+    /// Subscription `sub` may join the local view at this point (see [`Live::Joined`]).
+    Joined {
+        sub: SubId,
+        sync_id: SyncId,
+    },
     /// A frame of the bootstrap stream of subscription `sub`.
     Bootstrap(SubId, BootstrapFrame),
     /// The connection ended; the text says why (e.g. "lagging").
@@ -225,8 +230,14 @@ async fn accept_streams(connection: quinn::Connection, tx: mpsc::Sender<Event>) 
 }
 
 async fn read_live(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
-    while let Ok(Some(LiveFrame::V1(txn))) = reader.recv::<LiveFrame>().await {
-        if tx.send(Event::Live(txn)).await.is_err() {
+    while let Ok(Some(LiveFrame::V1(live))) = reader.recv::<LiveFrame>().await {
+        let event = match live {
+            Live::Txn(txn) => Event::Live(txn),
+            Live::Joined { sub, sync_id } => Event::Joined { sub, sync_id },
+            #[allow(unreachable_patterns)]
+            _ => continue,
+        };
+        if tx.send(event).await.is_err() {
             return;
         }
     }

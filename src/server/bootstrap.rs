@@ -132,14 +132,6 @@ pub async fn run(job: Job) {
     drop(rx);
     let _ = producer.await;
     let Some(w) = end else { return };
-    // The live writer skips this subscription's changes up to W from now on.
-    let _ = job
-        .live
-        .send(LiveItem::Seam {
-            sub: job.sub,
-            through: w,
-        })
-        .await;
     if writer
         .send(&BootstrapFrame::End { sync_id: w })
         .await
@@ -147,6 +139,19 @@ pub async fn run(job: Job) {
     {
         let _ = writer.finish();
         info!(rows = sent, sync_id = %w, "bootstrap complete");
+    }
+    // Once every transaction up to W sits in the session's live queue, the seam marker
+    // follows them: the client joins the subscription there, and the live writer skips
+    // its changes up to W from then on.
+    let mut delivered = job.shared.delivered.subscribe();
+    if delivered.wait_for(|d| *d >= w).await.is_ok() {
+        let _ = job
+            .live
+            .send(LiveItem::Seam {
+                sub: job.sub,
+                through: w,
+            })
+            .await;
     }
 }
 

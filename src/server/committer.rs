@@ -90,6 +90,14 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
                 let origin = changes.first().and_then(|c| c.origin.clone());
                 fan_out(shared, *sync_id, origin, changes);
             }
+            let s = *sync_id;
+            shared.delivered.send_if_modified(|d| {
+                let newer = s > *d;
+                if newer {
+                    *d = s;
+                }
+                newer
+            });
         }
         let _ = reply.send(outcome);
     }
@@ -101,10 +109,16 @@ fn fan_out(
     origin: Option<(crate::ids::ClientId, u64)>,
     changes: &[crate::store::Change],
 ) {
-    let deliveries = {
+    let mut deliveries = {
         let registry = shared.registry.lock().expect("registry lock");
         registry.deliveries(changes)
     };
+    // The author hears of its transaction even when no subscription of its matched.
+    if let Some((client, _)) = &origin {
+        if let Some(session) = shared.authors.get(client) {
+            deliveries.entry(*session).or_default();
+        }
+    }
     for (session, events) in deliveries {
         let Some(handle) = shared.sessions.get(&session) else {
             continue;

@@ -113,6 +113,10 @@ pub(crate) struct Shared {
     /// std Mutex: held only for short, non-async sections (register, match a change).
     pub registry: Mutex<Registry>,
     pub sessions: DashMap<SessionId, Arc<SessionHandle>>,
+    /// The latest session of each connected client, to confirm its own transactions.
+    pub authors: DashMap<ClientId, SessionId>,
+    /// The last sync id whose transaction has been fanned out to every session queue.
+    pub delivered: tokio::sync::watch::Sender<crate::ids::SyncId>,
     pub writes: mpsc::Sender<committer::WriteRequest>,
     pub write_hook: Option<WriteHook>,
     pub authenticator: Arc<dyn Authenticator>,
@@ -232,11 +236,14 @@ impl ServerBuilder {
                 source,
             })?;
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let (delivered, _) = tokio::sync::watch::channel(store.head());
         let shared = Arc::new(Shared {
             schema,
             store,
             registry: Mutex::new(Registry::new()),
             sessions: DashMap::new(),
+            authors: DashMap::new(),
+            delivered,
             writes,
             write_hook: self.write_hook,
             authenticator: self.authenticator,

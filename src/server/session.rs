@@ -19,8 +19,8 @@ use crate::query::{self, ShapeId};
 use crate::store::{TxnOutcome, WriteTxn};
 use crate::transport::{FrameReader, FrameWriter};
 use crate::wire::{
-    ClientFrame, ClientMessage, LiveFrame, LiveTxn, RefuseCode, ServerFrame, ServerMessage, SubId,
-    WriteOutcome, PROTOCOL_VERSION,
+    ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame, ServerMessage,
+    SubId, WriteOutcome, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -235,6 +235,7 @@ async fn run(
         }
     };
     let (live_tx, live_rx) = mpsc::channel(SESSION_QUEUE_CAPACITY);
+    shared.authors.insert(client_id.clone(), id);
     shared.sessions.insert(
         id,
         Arc::new(SessionHandle {
@@ -243,8 +244,9 @@ async fn run(
             lagging: AtomicBool::new(false),
         }),
     );
-    let live_task =
-        tokio::spawn(write_live(FrameWriter::new(live_stream), live_rx).in_current_span());
+    let live_task = tokio::spawn(
+        write_live(FrameWriter::new(live_stream), live_rx, client_id.clone()).in_current_span(),
+    );
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_CAPACITY);
     let control_task = tokio::spawn(write_control(writer, control_rx).in_current_span());
     let mut session = Session {
@@ -493,6 +495,9 @@ impl Session {
             self.unsubscribe(sub);
         }
         self.shared.sessions.remove(&self.id);
+        self.shared
+            .authors
+            .remove_if(&self.client_id, |_, session| *session == self.id);
     }
 }
 
@@ -505,13 +510,24 @@ async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<Server
     let _ = writer.finish();
 }
 
-async fn write_live(mut writer: FrameWriter, mut queue: mpsc::Receiver<LiveItem>) {
+async fn write_live(
+    mut writer: FrameWriter,
+    mut queue: mpsc::Receiver<LiveItem>,
+    client_id: ClientId,
+) {
     // Per subscription, the last sync id its bootstrap already covered.
     let mut seams: HashMap<SubId, SyncId> = HashMap::new();
     while let Some(item) = queue.recv().await {
         match item {
             LiveItem::Seam { sub, through } => {
                 seams.insert(sub, through);
+                let joined = Live::Joined {
+                    sub,
+                    sync_id: through,
+                };
+                if writer.send(&LiveFrame::V1(joined)).await.is_err() {
+                    break;
+                }
             }
             LiveItem::Forget { sub } => {
                 seams.remove(&sub);
@@ -519,10 +535,12 @@ async fn write_live(mut writer: FrameWriter, mut queue: mpsc::Receiver<LiveItem>
             LiveItem::Txn(mut txn) => {
                 txn.events
                     .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
-                if txn.events.is_empty() {
+                // An empty transaction still goes to its author, to confirm it in order.
+                let authored = txn.origin.as_ref().is_some_and(|(c, _)| *c == client_id);
+                if txn.events.is_empty() && !authored {
                     continue;
                 }
-                if writer.send(&LiveFrame::V1(txn)).await.is_err() {
+                if writer.send(&LiveFrame::V1(Live::Txn(txn))).await.is_err() {
                     break;
                 }
             }

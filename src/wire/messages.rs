@@ -206,10 +206,23 @@ pub struct LiveTxn {
     pub events: Vec<(SubId, String, RowEvent)>,
 }
 
+/// What the live stream carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Live {
+    /// A committed transaction's events for this session (possibly none, when it only
+    /// confirms the session's own transaction to its author).
+    Txn(LiveTxn),
+    /// Everything up to `sync_id` that concerns this session is now ahead of this point in
+    /// the live stream, and subscription `sub`'s bootstrap covers exactly `sync_id`: its
+    /// staged rows can join the local view here (invariant 10).
+    Joined { sub: SubId, sync_id: SyncId },
+}
+
 /// Frames of the live stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LiveFrame {
-    V1(LiveTxn),
+    V1(Live),
 }
 
 /// Frames of a subscription's bootstrap stream.

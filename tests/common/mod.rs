@@ -114,6 +114,8 @@ pub struct SubState {
     pub failed: Option<String>,
     pub resume_refused: bool,
     pub last_sync: SyncId,
+    /// Where the live stream said the subscription joins the view.
+    pub joined: Option<SyncId>,
 }
 
 impl SubState {
@@ -251,6 +253,9 @@ impl Client {
                         Some(_) => {}
                     }
                 }
+            }
+            Event::Joined { sub, sync_id } => {
+                self.subs.entry(sub).or_default().joined = Some(sync_id);
             }
             Event::Closed(reason) => self.closed = Some(reason),
         }
