@@ -1,7 +1,638 @@
-//! The client side: the protocol connection (handshake, requests, merged events).
+//! The client an app embeds: a local SQLite store that serves reads with or without a
+//! network, subscriptions by SQL string, transactions that apply optimistically and
+//! resolve when the server commits or rejects them, change observers, and a background
+//! task that keeps it all in sync.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use sluice::client::{Client, ClientConfig, ServerAddress};
+//! let client = Client::open(ClientConfig::new("app-local.db").server(ServerAddress::new(
+//!     "127.0.0.1:4433".parse()?,
+//!     "app.db.cert.pem",
+//! )))
+//! .await?;
+//! let open = client.subscribe("SELECT * FROM issues WHERE status != 'done'", Default::default())?;
+//! open.ready().await?;
+//! let rows = client.query("SELECT id, title FROM issues ORDER BY id", &[])?;
+//! # Ok(()) }
+//! ```
 
 mod connection;
+mod sync;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use connection::{
     ConnectOptions, Connection, ConnectionError, Event, Welcome, EVENT_QUEUE_CAPACITY,
 };
+pub use sync::{Backoff, COMMAND_QUEUE_CAPACITY};
+
+use crate::ids::{ClientId, SyncId};
+use crate::query::Params;
+use crate::schema::Schema;
+use crate::store::{LocalStore, Mutation, Precondition, RejectCode, StoreError};
+use crate::value::Value;
+use crate::wire::{SubId, WriteOutcome};
+use sync::Command;
+
+/// Notifications kept for observers that fall behind; a slower observer gets `Lagged`.
+pub const OBSERVER_QUEUE_CAPACITY: usize = 1024;
+
+/// Errors of the client API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the client is closed")]
+    Closed,
+    #[error("subscription failed: {0}")]
+    SubscriptionFailed(String),
+    #[error("unknown table `{0}`")]
+    UnknownTable(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("fetch failed: {0}")]
+    Fetch(String),
+}
+
+/// Where the server is.
+#[derive(Debug, Clone)]
+pub struct ServerAddress {
+    pub addr: SocketAddr,
+    /// PEM file of the certificate authority to trust.
+    pub ca: PathBuf,
+    /// Name the server's certificate must carry. Default "localhost".
+    pub server_name: String,
+}
+
+impl ServerAddress {
+    pub fn new(addr: SocketAddr, ca: impl Into<PathBuf>) -> ServerAddress {
+        ServerAddress {
+            addr,
+            ca: ca.into(),
+            server_name: "localhost".into(),
+        }
+    }
+}
+
+/// How to open a client. Only the database path is required.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The local SQLite file (created if missing).
+    pub db_path: PathBuf,
+    /// The server to sync with; `None` works purely locally.
+    pub server: Option<ServerAddress>,
+    /// Token presented at the handshake.
+    pub token: Option<String>,
+    /// The app's schema; without it the schema is learnt from the server (and kept).
+    pub schema: Option<Schema>,
+    pub backoff: Backoff,
+}
+
+impl ClientConfig {
+    pub fn new(db_path: impl Into<PathBuf>) -> ClientConfig {
+        ClientConfig {
+            db_path: db_path.into(),
+            server: None,
+            token: None,
+            schema: None,
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn server(mut self, server: ServerAddress) -> Self {
+        self.server = Some(server);
+        self
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn schema(mut self, schema: Schema) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// The connection as an app would show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    Offline,
+    Connecting,
+    /// Connected; some subscription is still bootstrapping or resuming.
+    Syncing,
+    /// Connected and every subscription is live.
+    Online,
+}
+
+/// Where a subscription is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubStatus {
+    /// Waiting for a connection or for the server.
+    Pending,
+    Bootstrapping {
+        received: u64,
+        estimate: u64,
+    },
+    /// Its rows are in the local view, consistent at `sync_id` or later.
+    Ready {
+        sync_id: SyncId,
+    },
+    Failed(String),
+}
+
+/// What caused a notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A server transaction was applied.
+    Server {
+        sync_id: SyncId,
+    },
+    /// A local transaction was applied optimistically.
+    Local {
+        seq: u64,
+    },
+    /// A local transaction was rejected and rolled back.
+    Rollback {
+        seq: u64,
+    },
+    /// A local transaction was committed by the server.
+    Confirmed {
+        seq: u64,
+    },
+    /// Staged subscriptions joined the local view.
+    Joined {
+        subs: Vec<SubId>,
+    },
+    Unsubscribed {
+        sub: SubId,
+    },
+    /// Batch-loader pins changed.
+    Pins,
+}
+
+/// One change to the local view: everything one applied transaction changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub source: Source,
+    /// Rows whose visible content changed, as (table, key).
+    pub rows: Vec<(String, Value)>,
+    pub subs: Vec<SubId>,
+}
+
+/// What an observer wants to hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Interest {
+    All,
+    Table(String),
+    Subscription(SubId),
+    Row(String, Value),
+}
+
+impl Interest {
+    fn wants(&self, note: &Notification) -> bool {
+        match self {
+            Interest::All => true,
+            Interest::Table(t) => note
+                .rows
+                .iter()
+                .any(|(table, _)| table.eq_ignore_ascii_case(t)),
+            Interest::Subscription(s) => note.subs.contains(s),
+            Interest::Row(t, k) => note
+                .rows
+                .iter()
+                .any(|(table, key)| table.eq_ignore_ascii_case(t) && key.sqlite_cmp(k).is_eq()),
+        }
+    }
+}
+
+/// Receives the notifications matching its interest, once per applied transaction.
+pub struct Observer {
+    interest: Interest,
+    rx: broadcast::Receiver<Arc<Notification>>,
+}
+
+impl Observer {
+    /// The next matching notification; `None` when the client is gone. An observer that
+    /// fell more than [`OBSERVER_QUEUE_CAPACITY`] notifications behind skips ahead (it
+    /// should re-read what it shows).
+    pub async fn next(&mut self) -> Option<Arc<Notification>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(note) if self.interest.wants(&note) => return Some(note),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// A matching notification already received, without waiting.
+    pub fn try_next(&mut self) -> Option<Arc<Notification>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(note) if self.interest.wants(&note) => return Some(note),
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A subscription handle: its id and its progress.
+pub struct Subscription {
+    pub id: SubId,
+    status: watch::Receiver<SubStatus>,
+}
+
+impl Subscription {
+    pub fn status(&self) -> SubStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the rows are in the local view (or the server refused it).
+    pub async fn ready(&self) -> Result<SyncId, ClientError> {
+        let mut rx = self.status.clone();
+        loop {
+            match rx.borrow_and_update().clone() {
+                SubStatus::Ready { sync_id } => return Ok(sync_id),
+                SubStatus::Failed(m) => return Err(ClientError::SubscriptionFailed(m)),
+                _ => {}
+            }
+            rx.changed().await.map_err(|_| ClientError::Closed)?;
+        }
+    }
+}
+
+/// A local transaction that has been applied optimistically; await it for the
+/// server's answer.
+pub struct PendingWrite {
+    pub seq: u64,
+    outcome: oneshot::Receiver<WriteOutcome>,
+}
+
+impl PendingWrite {
+    /// Resolves when the server commits (with its sync id) or rejects (with a reason; the
+    /// local view has been rolled back by then).
+    pub async fn outcome(self) -> Result<WriteOutcome, ClientError> {
+        self.outcome.await.map_err(|_| ClientError::Closed)
+    }
+}
+
+/// Builds one local transaction.
+pub struct Transaction<'a> {
+    client: &'a Client,
+    mutations: Vec<Mutation>,
+    preconditions: Vec<Precondition>,
+}
+
+impl Transaction<'_> {
+    pub fn insert(mut self, table: &str, values: Vec<(&str, Value)>) -> Self {
+        let values = values
+            .into_iter()
+            .map(|(c, v)| (c.to_string(), v))
+            .collect();
+        self.mutations.push(Mutation::Insert {
+            table: table.into(),
+            values,
+        });
+        self
+    }
+
+    /// Sets some columns of one row; the others keep their value.
+    pub fn update(mut self, table: &str, key: Value, set: Vec<(&str, Value)>) -> Self {
+        let set = set.into_iter().map(|(c, v)| (c.to_string(), v)).collect();
+        self.mutations.push(Mutation::Update {
+            table: table.into(),
+            key,
+            set,
+        });
+        self
+    }
+
+    pub fn delete(mut self, table: &str, key: Value) -> Self {
+        self.mutations.push(Mutation::Delete {
+            table: table.into(),
+            key,
+        });
+        self
+    }
+
+    /// Rejects the transaction unless the row's `column` still equals `expected`.
+    pub fn expect(mut self, table: &str, key: Value, column: &str, expected: Value) -> Self {
+        self.preconditions.push(Precondition {
+            table: table.into(),
+            key,
+            column: column.into(),
+            expected,
+        });
+        self
+    }
+
+    /// Persists the transaction in the outbox, applies it to the local view, and queues it
+    /// for the server. Works offline: it is sent when the client connects.
+    pub fn commit(self) -> Result<PendingWrite, ClientError> {
+        self.client.commit(self.mutations, self.preconditions)
+    }
+}
+
+/// State shared by the app-facing handle and the sync task.
+pub(crate) struct ClientShared {
+    pub config: ClientConfig,
+    /// std Mutex: SQLite calls are short and never held across an await.
+    local: Mutex<LocalStore>,
+    notify: broadcast::Sender<Arc<Notification>>,
+    state: watch::Sender<ConnectionState>,
+    subs: Mutex<HashMap<SubId, watch::Sender<SubStatus>>>,
+    writes: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientShared {
+    pub(crate) fn local(&self) -> MutexGuard<'_, LocalStore> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_state(&self, state: ConnectionState) {
+        self.state.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+    }
+
+    pub(crate) fn set_last_error(&self, message: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    pub(crate) fn set_sub_status(&self, sub: SubId, status: SubStatus) {
+        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        match subs.get(&sub) {
+            Some(tx) => {
+                let _ = tx.send(status);
+            }
+            None => {
+                subs.insert(sub, watch::channel(status).0);
+            }
+        }
+    }
+
+    pub(crate) fn resolve_write(&self, seq: u64, outcome: WriteOutcome) {
+        let waiter = self
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// The app's handle on its local database and its sync with the server.
+pub struct Client {
+    shared: Arc<ClientShared>,
+    commands: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Opens the local store (reads work at once, offline) and starts syncing in the
+    /// background when a server is configured.
+    pub async fn open(config: ClientConfig) -> Result<Client, ClientError> {
+        let path = config.db_path.clone();
+        let schema = config.schema.clone();
+        let local = tokio::task::spawn_blocking(move || LocalStore::open(&path, schema))
+            .await
+            .map_err(|_| ClientError::Closed)??;
+        let (notify, _) = broadcast::channel(OBSERVER_QUEUE_CAPACITY);
+        let (state, _) = watch::channel(ConnectionState::Offline);
+        let mut statuses = HashMap::new();
+        for sub in local.subs()? {
+            let status = if sub.joined {
+                SubStatus::Ready {
+                    sync_id: local.cut()?,
+                }
+            } else {
+                SubStatus::Pending
+            };
+            statuses.insert(sub.id, watch::channel(status).0);
+        }
+        let mut waiters = HashMap::new();
+        for p in local.pending() {
+            // Answers to transactions of a previous run reach `outcome_of` observers only.
+            let (tx, _) = oneshot::channel();
+            waiters.insert(p.seq, tx);
+        }
+        let shared = Arc::new(ClientShared {
+            config,
+            local: Mutex::new(local),
+            notify,
+            state,
+            subs: Mutex::new(statuses),
+            writes: Mutex::new(waiters),
+            last_error: Mutex::new(None),
+        });
+        let (commands, queue) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
+        let task = tokio::spawn(sync::run(shared.clone(), queue));
+        Ok(Client {
+            shared,
+            commands,
+            task,
+        })
+    }
+
+    /// This installation's client id.
+    pub fn client_id(&self) -> Result<ClientId, ClientError> {
+        Ok(self.shared.local().client_id()?)
+    }
+
+    /// The sync id the local view reflects.
+    pub fn cut(&self) -> Result<SyncId, ClientError> {
+        Ok(self.shared.local().cut()?)
+    }
+
+    /// Subscribes; rows arrive in the background (see [`Subscription::ready`]).
+    pub fn subscribe(&self, sql: &str, params: Params) -> Result<Subscription, ClientError> {
+        {
+            // Validate locally when the schema is known, for an immediate, precise error.
+            let local = self.shared.local();
+            if local.schema().tables().next().is_some() {
+                crate::query::compile(local.schema(), sql, &params)
+                    .map_err(|e| ClientError::SubscriptionFailed(e.to_string()))?;
+            }
+        }
+        let id = self.shared.local().add_sub(sql, &params)?;
+        let (tx, rx) = watch::channel(SubStatus::Pending);
+        self.shared
+            .subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let _ = self.commands.try_send(Command::Subscribe(id));
+        Ok(Subscription { id, status: rx })
+    }
+
+    /// The handle of a subscription made earlier (also in a previous run).
+    pub fn subscription(&self, id: SubId) -> Option<Subscription> {
+        let subs = self.shared.subs.lock().unwrap_or_else(|e| e.into_inner());
+        subs.get(&id).map(|tx| Subscription {
+            id,
+            status: tx.subscribe(),
+        })
+    }
+
+    /// Ends a subscription; rows nothing else covers leave the local view.
+    pub fn unsubscribe(&self, id: SubId) -> Result<(), ClientError> {
+        let applied = self.shared.local().remove_sub(id)?;
+        self.shared
+            .notify(Source::Unsubscribed { sub: id }, applied);
+        self.shared
+            .subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let _ = self.commands.try_send(Command::Unsubscribe(id));
+        Ok(())
+    }
+
+    /// Runs a read-only SQL query on the local view.
+    pub fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, ClientError> {
+        Ok(self.shared.local().query(sql, params)?.1)
+    }
+
+    /// One visible row by primary key.
+    pub fn row(&self, table: &str, key: &Value) -> Result<Option<Vec<Value>>, ClientError> {
+        Ok(self.shared.local().row(table, key)?)
+    }
+
+    /// Starts a local transaction.
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction {
+            client: self,
+            mutations: Vec::new(),
+            preconditions: Vec::new(),
+        }
+    }
+
+    fn commit(
+        &self,
+        mutations: Vec<Mutation>,
+        preconditions: Vec<Precondition>,
+    ) -> Result<PendingWrite, ClientError> {
+        if mutations.is_empty() {
+            return Err(ClientError::Invalid(
+                "a transaction needs at least one write".into(),
+            ));
+        }
+        {
+            let local = self.shared.local();
+            for m in &mutations {
+                if local.schema().tables().next().is_some()
+                    && local.schema().table(m.table()).is_none()
+                {
+                    return Err(ClientError::UnknownTable(m.table().to_string()));
+                }
+            }
+        }
+        let (seq, applied) = self.shared.local().enqueue(mutations, preconditions)?;
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, tx);
+        self.shared.notify(Source::Local { seq }, applied);
+        let _ = self.commands.try_send(Command::Write(seq));
+        Ok(PendingWrite { seq, outcome: rx })
+    }
+
+    /// Local transactions the server has not confirmed yet.
+    pub fn pending_writes(&self) -> usize {
+        self.shared.local().pending().len()
+    }
+
+    /// Notifications about `interest`, one per applied transaction.
+    pub fn observe(&self, interest: Interest) -> Observer {
+        Observer {
+            interest,
+            rx: self.shared.notify.subscribe(),
+        }
+    }
+
+    /// The connection state, as a watch the app can await.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Why the server last refused the connection, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Moves the connection to a new local UDP socket (the device changed networks);
+    /// QUIC migrates it without a new handshake.
+    pub async fn rebind(&self, socket: std::net::UdpSocket) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Rebind(socket, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(|e| ClientError::Invalid(e.to_string()))
+    }
+
+    /// Fetches rows by key from the server, bypassing the local store (the batch loader
+    /// builds on this).
+    pub async fn fetch(
+        &self,
+        table: &str,
+        keys: Vec<Value>,
+    ) -> Result<Vec<Vec<Value>>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let command = Command::Fetch {
+            table: table.into(),
+            keys,
+            reply: tx,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(ClientError::Fetch)
+    }
+
+    /// Stops syncing. The local store keeps everything, the outbox included.
+    pub async fn close(self) {
+        drop(self.commands);
+        let _ = self.task.await;
+    }
+}
+
+impl RejectCode {
+    /// Whether retrying the same transaction could succeed later.
+    pub fn is_permanent(self) -> bool {
+        !matches!(self, RejectCode::PreconditionFailed)
+    }
+}

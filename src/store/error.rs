@@ -25,4 +25,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a store path is required: in-memory databases cannot be shared by connections")]
     InMemory,
+    /// A client-side local store operation was refused (a write in a read query, a
+    /// schema that does not parse).
+    #[error("{0}")]
+    Local(String),
 }

@@ -21,6 +21,7 @@
 mod apply;
 mod convert;
 mod error;
+mod local;
 mod options;
 mod sqlite;
 mod types;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::StoreError;
+pub use local::{Applied, JoinKind, KeyOrd, LocalStore, Pending, SubRecord, PIN_HOLDER};
 pub use options::{StoreOptions, Synchronous};
 pub use sqlite::SqliteStore;
 pub use types::{

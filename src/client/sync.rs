@@ -1,0 +1,582 @@
+//! The client's background sync task: connects (with exponential backoff and jitter),
+//! resumes every subscription from the local cut, resends the outbox, stages bootstraps
+//! until they can join the consistent cut, and applies live transactions atomically.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
+use super::{ClientShared, ConnectionState, Notification, Source, SubStatus};
+use crate::ids::SyncId;
+use crate::store::{Applied, JoinKind, StoreError};
+use crate::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId};
+
+/// Requests from the application to the sync task.
+pub(crate) enum Command {
+    Subscribe(SubId),
+    Unsubscribe(SubId),
+    Write(u64),
+    Fetch {
+        table: String,
+        keys: Vec<crate::value::Value>,
+        reply: oneshot::Sender<FetchReply>,
+    },
+    Rebind(std::net::UdpSocket, oneshot::Sender<std::io::Result<()>>),
+}
+
+/// A batch-loader fetch answer: rows, or why there are none.
+pub(crate) type FetchReply = Result<Vec<Vec<crate::value::Value>>, String>;
+
+/// Commands waiting for the sync task.
+pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
+
+/// Reconnection delays: exponential from `initial` up to `max`, each randomized by
+/// ±`jitter` (a fraction) so that many clients do not reconnect in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling to 10 s, ±20 %.
+    fn default() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt` (0-based), with `random` in [0, 1).
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let base = self.initial.as_secs_f64() * 2f64.powi(attempt.min(30) as i32);
+        let base = base.min(self.max.as_secs_f64());
+        let factor = 1.0 + self.jitter * (2.0 * random - 1.0);
+        Duration::from_secs_f64((base * factor).max(0.0))
+    }
+}
+
+/// A small xorshift generator for jitter (no need for cryptographic randomness).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9)
+            | 1;
+        Jitter(seed)
+    }
+
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Where a staged subscription is.
+struct Staged {
+    kind: JoinKind,
+    /// Part of the group of subscriptions resumed together after a reconnect.
+    in_group: bool,
+    end: Option<SyncId>,
+    joined_at: Option<SyncId>,
+    table: Option<String>,
+    received: u64,
+    estimate: u64,
+}
+
+/// One connected period.
+struct Online<'a> {
+    shared: &'a Arc<ClientShared>,
+    conn: Connection,
+    staged: HashMap<SubId, Staged>,
+    /// Subscriptions sent on this connection.
+    active: std::collections::HashSet<SubId>,
+    columns: HashMap<SubId, Vec<String>>,
+    /// Highest live sync id held back while the resume group is staged.
+    held_cut: SyncId,
+    fetches: HashMap<u64, oneshot::Sender<FetchReply>>,
+    next_fetch: u64,
+}
+
+pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<Command>) {
+    let Some(server) = shared.config.server.clone() else {
+        // Offline-only client: nothing to sync; keep draining commands.
+        while let Some(command) = commands.recv().await {
+            if let Command::Fetch { reply, .. } = command {
+                let _ = reply.send(Err("no server configured".into()));
+            }
+        }
+        return;
+    };
+    let mut jitter = Jitter::new();
+    let mut attempt: u32 = 0;
+    loop {
+        shared.set_state(ConnectionState::Connecting);
+        let client_id = match shared.local().client_id() {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(error = %e, "local store unusable");
+                return;
+            }
+        };
+        let connected = Connection::connect(ConnectOptions {
+            addr: server.addr,
+            ca: &server.ca,
+            server_name: &server.server_name,
+            client_id: client_id.clone(),
+            token: shared.config.token.clone(),
+            schema_version: None,
+        })
+        .await;
+        match connected {
+            Ok(conn) => {
+                attempt = 0;
+                let span = info_span!("client_session", client = %client_id);
+                let result = async {
+                    let mut online = Online {
+                        shared: &shared,
+                        conn,
+                        staged: HashMap::new(),
+                        active: Default::default(),
+                        columns: HashMap::new(),
+                        held_cut: SyncId::ZERO,
+                        fetches: HashMap::new(),
+                        next_fetch: 1,
+                    };
+                    online.run(&mut commands).await
+                }
+                .instrument(span)
+                .await;
+                match result {
+                    Ok(Exit::Shutdown) => return,
+                    Ok(Exit::Lost(reason)) => info!(%reason, "connection lost; reconnecting"),
+                    Err(e) => warn!(error = %e, "sync failed; reconnecting"),
+                }
+            }
+            Err(ConnectionError::Refused { message, .. }) => {
+                warn!(%message, "server refused the connection");
+                shared.set_last_error(message);
+            }
+            Err(e) => debug!(error = %e, "connect failed"),
+        }
+        shared.set_state(ConnectionState::Offline);
+        let delay = shared.config.backoff.delay(attempt, jitter.next());
+        attempt = attempt.saturating_add(1);
+        // While offline, commands only need answering where they wait for the server.
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Fetch { reply, .. }) => {
+                        let _ = reply.send(Err("offline".into()));
+                    }
+                    Some(Command::Rebind(_, reply)) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
+
+enum Exit {
+    Shutdown,
+    Lost(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+impl Online<'_> {
+    async fn run(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<Exit, SyncError> {
+        let schema_sql = self.conn.welcome().schema_sql.clone();
+        let reset = self.shared.local().adopt_schema(&schema_sql)?;
+        if !reset.is_empty() {
+            info!(
+                ?reset,
+                "schema changed incompatibly; re-bootstrapping those subscriptions"
+            );
+        }
+        self.shared.set_state(ConnectionState::Syncing);
+        let (subs, pending, cut) = {
+            let local = self.shared.local();
+            (local.subs()?, local.pending().to_vec(), local.cut()?)
+        };
+        for sub in subs {
+            let resume = sub.joined && cut > SyncId::ZERO;
+            self.start(
+                sub.id,
+                &sub.sql,
+                sub.params.clone(),
+                resume.then_some(cut),
+                resume,
+            )
+            .await?;
+        }
+        for p in pending.into_iter().filter(|p| p.committed.is_none()) {
+            self.conn
+                .send(ClientMessage::Write {
+                    seq: p.seq,
+                    mutations: p.mutations,
+                    preconditions: p.preconditions,
+                })
+                .await?;
+        }
+        self.update_state();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return Ok(Exit::Shutdown),
+                    Some(command) => self.command(command).await?,
+                },
+                event = self.conn.next_event() => match event {
+                    None => return Ok(Exit::Lost("connection ended".into())),
+                    Some(Event::Closed(reason)) => return Ok(Exit::Lost(reason)),
+                    Some(event) => self.event(event).await?,
+                },
+            }
+        }
+    }
+
+    fn update_state(&self) {
+        let state = if self.staged.is_empty() {
+            ConnectionState::Online
+        } else {
+            ConnectionState::Syncing
+        };
+        self.shared.set_state(state);
+    }
+
+    async fn start(
+        &mut self,
+        sub: SubId,
+        sql: &str,
+        params: crate::query::Params,
+        resume_after: Option<SyncId>,
+        in_group: bool,
+    ) -> Result<(), SyncError> {
+        self.shared.local().stage_clear(sub)?;
+        self.active.insert(sub);
+        self.staged.insert(
+            sub,
+            Staged {
+                kind: if resume_after.is_some() {
+                    JoinKind::Resume
+                } else {
+                    JoinKind::Bootstrap
+                },
+                in_group,
+                end: None,
+                joined_at: None,
+                table: None,
+                received: 0,
+                estimate: 0,
+            },
+        );
+        self.shared.set_sub_status(sub, SubStatus::Pending);
+        self.conn
+            .send(ClientMessage::Subscribe {
+                sub,
+                sql: sql.to_string(),
+                params,
+                resume_after,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn command(&mut self, command: Command) -> Result<(), SyncError> {
+        match command {
+            Command::Subscribe(sub) if self.active.contains(&sub) => {}
+            Command::Subscribe(sub) => {
+                let record = self
+                    .shared
+                    .local()
+                    .subs()?
+                    .into_iter()
+                    .find(|s| s.id == sub);
+                if let Some(record) = record {
+                    self.start(sub, &record.sql, record.params, None, false)
+                        .await?;
+                    self.update_state();
+                }
+            }
+            Command::Unsubscribe(sub) => {
+                self.staged.remove(&sub);
+                self.active.remove(&sub);
+                self.conn.send(ClientMessage::Unsubscribe { sub }).await?;
+                self.try_join().await?;
+            }
+            Command::Write(seq) => {
+                let pending = self
+                    .shared
+                    .local()
+                    .pending()
+                    .iter()
+                    .find(|p| p.seq == seq)
+                    .cloned();
+                if let Some(p) = pending {
+                    self.conn
+                        .send(ClientMessage::Write {
+                            seq,
+                            mutations: p.mutations,
+                            preconditions: p.preconditions,
+                        })
+                        .await?;
+                }
+            }
+            Command::Fetch { table, keys, reply } => {
+                let request = self.next_fetch;
+                self.next_fetch += 1;
+                self.fetches.insert(request, reply);
+                self.conn
+                    .send(ClientMessage::Fetch {
+                        request,
+                        table,
+                        keys,
+                    })
+                    .await?;
+            }
+            Command::Rebind(socket, reply) => {
+                let _ = reply.send(self.conn.rebind(socket));
+            }
+        }
+        Ok(())
+    }
+
+    async fn event(&mut self, event: Event) -> Result<(), SyncError> {
+        match event {
+            Event::Control(message) => self.control(message).await?,
+            Event::Bootstrap(sub, frame) => {
+                let ended = matches!(frame, BootstrapFrame::End { .. });
+                self.bootstrap(sub, frame)?;
+                if ended {
+                    // The seam marker may have arrived first, on the live stream.
+                    self.try_join().await?;
+                }
+            }
+            Event::Live(txn) => {
+                let mut now: Vec<(SubId, String, RowEvent)> = Vec::new();
+                let group_staged = self.staged.values().any(|s| s.in_group);
+                for (sub, table, event) in txn.events {
+                    if self.staged.contains_key(&sub) || group_staged {
+                        self.shared
+                            .local()
+                            .stage(sub, Some(txn.sync_id), &table, &event)?;
+                    } else {
+                        now.push((sub, table, event));
+                    }
+                }
+                if group_staged {
+                    self.held_cut = self.held_cut.max(txn.sync_id);
+                } else {
+                    let applied = self.shared.local().apply_live(txn.sync_id, &now)?;
+                    self.shared.notify(
+                        Source::Server {
+                            sync_id: txn.sync_id,
+                        },
+                        applied,
+                    );
+                }
+            }
+            Event::Joined { sub, sync_id } => {
+                if let Some(s) = self.staged.get_mut(&sub) {
+                    s.joined_at = Some(sync_id);
+                }
+                self.try_join().await?;
+            }
+            Event::Closed(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn control(&mut self, message: ServerMessage) -> Result<(), SyncError> {
+        match message {
+            ServerMessage::Subscribed {
+                sub,
+                columns,
+                estimate,
+                ..
+            } => {
+                if let Some(s) = self.staged.get_mut(&sub) {
+                    s.estimate = estimate;
+                }
+                self.columns.insert(sub, columns);
+            }
+            ServerMessage::SubscribeFailed { sub, message } => {
+                self.staged.remove(&sub);
+                let applied = self.shared.local().remove_sub(sub)?;
+                self.shared.notify(Source::Unsubscribed { sub }, applied);
+                self.shared.set_sub_status(sub, SubStatus::Failed(message));
+                self.try_join().await?;
+            }
+            ServerMessage::ResumeRefused { sub, .. } => {
+                // The log no longer reaches our cut: this subscription alone bootstraps.
+                let record = self
+                    .shared
+                    .local()
+                    .subs()?
+                    .into_iter()
+                    .find(|s| s.id == sub);
+                if let Some(record) = record {
+                    let in_group = self.staged.get(&sub).is_some_and(|s| s.in_group);
+                    self.start(sub, &record.sql, record.params, None, in_group)
+                        .await?;
+                }
+            }
+            ServerMessage::WriteResult { seq, outcome } => {
+                let applied = self.shared.local().resolve(seq, &outcome)?;
+                let source = match &outcome {
+                    crate::wire::WriteOutcome::Rejected { .. } => Source::Rollback { seq },
+                    crate::wire::WriteOutcome::Committed { .. } => Source::Confirmed { seq },
+                };
+                self.shared.notify(source, applied);
+                self.shared.resolve_write(seq, outcome);
+            }
+            ServerMessage::Fetched { request, rows, .. } => {
+                if let Some(reply) = self.fetches.remove(&request) {
+                    let _ = reply.send(Ok(rows));
+                }
+            }
+            ServerMessage::FetchFailed { request, message } => {
+                if let Some(reply) = self.fetches.remove(&request) {
+                    let _ = reply.send(Err(message));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn bootstrap(&mut self, sub: SubId, frame: BootstrapFrame) -> Result<(), SyncError> {
+        let Some(state) = self.staged.get_mut(&sub) else {
+            return Ok(());
+        };
+        match frame {
+            BootstrapFrame::Begin {
+                table, estimate, ..
+            } => {
+                let columns = self.columns.get(&sub).cloned().unwrap_or_default();
+                self.shared.local().describe_sub(sub, &table, &columns)?;
+                state.table = Some(table);
+                state.estimate = estimate.max(state.estimate);
+            }
+            BootstrapFrame::Row { key, row } => {
+                let table = state.table.clone().unwrap_or_default();
+                self.shared
+                    .local()
+                    .stage(sub, None, &table, &RowEvent::Insert { key, row })?;
+                state.received += 1;
+                if state.received % crate::wire::PROGRESS_EVERY == 0 {
+                    let status = SubStatus::Bootstrapping {
+                        received: state.received,
+                        estimate: state.estimate,
+                    };
+                    self.shared.set_sub_status(sub, status);
+                }
+            }
+            BootstrapFrame::Replay { sync_id, event } => {
+                let table = state.table.clone().unwrap_or_default();
+                self.shared
+                    .local()
+                    .stage(sub, Some(sync_id), &table, &event)?;
+                state.received += 1;
+            }
+            BootstrapFrame::Progress { .. } => {}
+            BootstrapFrame::End { sync_id } => state.end = Some(sync_id),
+        }
+        Ok(())
+    }
+
+    /// Joins every staged subscription whose snapshot ended and whose seam marker
+    /// arrived; the resume group joins only all together.
+    async fn try_join(&mut self) -> Result<(), SyncError> {
+        let ready = |s: &Staged| s.end.is_some() && s.joined_at.is_some();
+        let group: Vec<SubId> = self
+            .staged
+            .iter()
+            .filter(|(_, s)| s.in_group)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut joining: Vec<SubId> = Vec::new();
+        if !group.is_empty() && group.iter().all(|id| ready(&self.staged[id])) {
+            joining.extend(group);
+        }
+        joining.extend(
+            self.staged
+                .iter()
+                .filter(|(_, s)| !s.in_group && ready(s))
+                .map(|(id, _)| *id),
+        );
+        if joining.is_empty() {
+            self.update_state();
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        let mut cut = {
+            let local = self.shared.local();
+            local.cut()?
+        };
+        cut = cut.max(self.held_cut);
+        for id in &joining {
+            let s = self
+                .staged
+                .remove(id)
+                .expect("joining a staged subscription");
+            let w = s.joined_at.expect("ready");
+            cut = cut.max(w);
+            batch.push((*id, s.kind, w));
+        }
+        let applied = self.shared.local().join(&batch, cut)?;
+        self.held_cut = SyncId::ZERO;
+        let subs: BTreeSet<SubId> = joining.iter().copied().collect();
+        self.shared.notify(
+            Source::Joined {
+                subs: subs.iter().copied().collect(),
+            },
+            applied,
+        );
+        for (id, _, w) in batch {
+            self.shared
+                .set_sub_status(id, SubStatus::Ready { sync_id: w });
+        }
+        self.update_state();
+        Ok(())
+    }
+}
+
+impl ClientShared {
+    pub(crate) fn notify(&self, source: Source, applied: Applied) {
+        if applied.is_empty() && !matches!(source, Source::Joined { .. }) {
+            return;
+        }
+        let note = Notification {
+            source,
+            rows: applied.rows.into_iter().map(|(t, k)| (t, k.0)).collect(),
+            subs: applied.subs.into_iter().collect(),
+        };
+        let _ = self.notify.send(Arc::new(note));
+    }
+}

@@ -1,0 +1,980 @@
+//! The client's local database: the rows its subscriptions and pins cover, the outbox of
+//! local transactions, and the staging area where a new subscription waits to join the
+//! consistent cut.
+//!
+//! Every schema table `T` exists twice: `_sluice_srv_T` holds the server's state of the
+//! covered rows, and `T` itself is the local view the app reads: server state with the
+//! pending outbox replayed on top (invariant 5's rebase), recomputed per key whenever
+//! either side changes. Each public method is one SQLite transaction, so the app never
+//! reads half of an applied server transaction (invariant 10).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::convert::{read_row, value_from_ref};
+use super::error::StoreError;
+use super::types::{ClientId, Mutation, Precondition, SyncId};
+use crate::query::Params;
+use crate::schema::{quote_ident, Schema, Table};
+use crate::value::Value;
+use crate::wire::{RowEvent, SubId, WriteOutcome};
+
+/// Coverage holder id used for batch-loader pins (subscriptions use their own ids).
+pub const PIN_HOLDER: i64 = -1;
+
+const META_DDL: &str = "
+CREATE TABLE IF NOT EXISTS _sluice_meta (name TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS _sluice_subs (
+    id INTEGER PRIMARY KEY, sql TEXT NOT NULL, params BLOB NOT NULL,
+    table_name TEXT, columns BLOB, joined INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS _sluice_cover (
+    table_name TEXT NOT NULL, key NOT NULL, holder INTEGER NOT NULL,
+    PRIMARY KEY (table_name, key, holder));
+CREATE TABLE IF NOT EXISTS _sluice_outbox (
+    seq INTEGER PRIMARY KEY, txn BLOB NOT NULL, committed INTEGER);
+CREATE TABLE IF NOT EXISTS _sluice_stage (
+    n INTEGER PRIMARY KEY AUTOINCREMENT, sub INTEGER NOT NULL, sync_id INTEGER,
+    table_name TEXT NOT NULL, event BLOB NOT NULL);
+";
+
+/// A subscription as the local store remembers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubRecord {
+    pub id: SubId,
+    pub sql: String,
+    pub params: Params,
+    pub table: Option<String>,
+    /// Column names of its rows, once the server has said them.
+    pub columns: Vec<String>,
+    /// Whether its rows have joined the local view (a resume is possible).
+    pub joined: bool,
+}
+
+/// A local transaction not yet confirmed in the local view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub seq: u64,
+    pub mutations: Vec<Mutation>,
+    pub preconditions: Vec<Precondition>,
+    /// Committed by the server at this sync id; kept until the cut reaches it.
+    pub committed: Option<SyncId>,
+}
+
+/// How a staged subscription joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// A snapshot: its staged rows replace whatever it covered before.
+    Bootstrap,
+    /// A resume: its staged changes apply on top of what it covers.
+    Resume,
+}
+
+/// What one local-store operation changed in the local view (for observers).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Rows whose visible content changed, as (table, key).
+    pub rows: BTreeSet<(String, KeyOrd)>,
+    /// Subscriptions whose rows changed.
+    pub subs: BTreeSet<SubId>,
+}
+
+impl Applied {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.subs.is_empty()
+    }
+
+    fn merge(&mut self, other: Applied) {
+        self.rows.extend(other.rows);
+        self.subs.extend(other.subs);
+    }
+}
+
+/// A primary key with a total order, for sets of keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyOrd(pub Value);
+
+impl Eq for KeyOrd {}
+
+impl PartialOrd for KeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyOrd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.sqlite_cmp(&other.0)
+    }
+}
+
+/// The client's SQLite database.
+pub struct LocalStore {
+    conn: Connection,
+    schema: Arc<Schema>,
+    pending: Vec<Pending>,
+}
+
+fn shadow(table: &str) -> String {
+    quote_ident(&format!("_sluice_srv_{table}"))
+}
+
+fn local_ddl(table: &Table, name: &str) -> String {
+    let cols: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut def = format!("{} {}", quote_ident(&c.name), c.declared_type);
+            if i == table.pk {
+                def.push_str(" PRIMARY KEY");
+            }
+            def
+        })
+        .collect();
+    format!("CREATE TABLE IF NOT EXISTS {name} ({})", cols.join(", "))
+}
+
+fn key_of_insert(table: &Table, values: &[(String, Value)]) -> Option<Value> {
+    let pk = &table.pk_column().name;
+    values
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(pk))
+        .map(|(_, v)| v.clone())
+}
+
+/// The table and key a mutation touches.
+fn target(schema: &Schema, m: &Mutation) -> Option<(Arc<Table>, Value)> {
+    let table = schema.table(m.table())?.clone();
+    let key = match m {
+        Mutation::Insert { values, .. } => key_of_insert(&table, values)?,
+        Mutation::Update { key, .. } | Mutation::Delete { key, .. } => key.clone(),
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    Some((table, key))
+}
+
+fn same_key(a: &Value, b: &Value) -> bool {
+    a.sqlite_cmp(b).is_eq()
+}
+
+impl LocalStore {
+    /// Opens (or creates) the local database. Without `schema`, the schema last adopted
+    /// from a server is used (none on a fresh database: call [`LocalStore::adopt_schema`]).
+    pub fn open(path: &Path, schema: Option<Schema>) -> Result<LocalStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(META_DDL)?;
+        let persisted: Option<String> = conn
+            .query_row(
+                "SELECT value FROM _sluice_meta WHERE name = 'schema_sql'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let empty = Schema::parse("local", "").map_err(|e| StoreError::Local(e.to_string()))?;
+        let mut store = LocalStore {
+            conn,
+            schema: Arc::new(empty),
+            pending: Vec::new(),
+        };
+        if let Some(sql) = persisted {
+            store.schema = Arc::new(
+                Schema::parse("local schema", &sql)
+                    .map_err(|e| StoreError::Local(e.to_string()))?,
+            );
+        }
+        if let Some(schema) = schema {
+            store.adopt(schema)?;
+        }
+        store.pending = store.load_pending()?;
+        Ok(store)
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// This installation's client id, generated once and kept.
+    pub fn client_id(&self) -> Result<ClientId, StoreError> {
+        let existing: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM _sluice_meta WHERE name = 'client_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(ClientId(id));
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let id = format!("c{:x}{:x}", nanos, std::process::id());
+        self.set_meta("client_id", &Value::Text(id.clone()))?;
+        Ok(ClientId(id))
+    }
+
+    fn set_meta(&self, name: &str, value: &Value) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO _sluice_meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    fn meta_u64(&self, name: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM _sluice_meta WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// The sync id the local view reflects.
+    pub fn cut(&self) -> Result<SyncId, StoreError> {
+        Ok(SyncId(self.meta_u64("cut")?))
+    }
+
+    /// Adopts the server's schema (`CREATE TABLE` text). Tables that only gained
+    /// nullable columns keep their rows; a table whose columns changed otherwise is
+    /// emptied and the subscriptions on it must bootstrap again: their ids are returned.
+    pub fn adopt_schema(&mut self, schema_sql: &str) -> Result<Vec<SubId>, StoreError> {
+        let schema = Schema::parse("server schema", schema_sql)
+            .map_err(|e| StoreError::Local(e.to_string()))?;
+        self.adopt(schema)
+    }
+
+    fn adopt(&mut self, schema: Schema) -> Result<Vec<SubId>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut reset_tables = Vec::new();
+        for table in schema.tables() {
+            match self.schema.table(&table.name) {
+                None => {}
+                Some(old) if old.columns == table.columns && old.pk == table.pk => continue,
+                Some(old) => {
+                    let additive = old.pk == table.pk
+                        && table.columns.len() > old.columns.len()
+                        && old.columns.iter().zip(&table.columns).all(|(a, b)| a == b)
+                        && table.columns[old.columns.len()..]
+                            .iter()
+                            .all(|c| !c.not_null || c.default.is_some());
+                    if additive {
+                        for c in &table.columns[old.columns.len()..] {
+                            for name in [quote_ident(&table.name), shadow(&table.name)] {
+                                tx.execute_batch(&format!(
+                                    "ALTER TABLE {name} ADD COLUMN {} {}",
+                                    quote_ident(&c.name),
+                                    c.declared_type
+                                ))?;
+                            }
+                        }
+                        continue;
+                    }
+                    for name in [quote_ident(&old.name), shadow(&old.name)] {
+                        tx.execute_batch(&format!("DROP TABLE IF EXISTS {name}"))?;
+                    }
+                    tx.execute(
+                        "DELETE FROM _sluice_cover WHERE table_name = ?1",
+                        [&old.name],
+                    )?;
+                    reset_tables.push(old.name.clone());
+                }
+            }
+            tx.execute_batch(&local_ddl(table, &quote_ident(&table.name)))?;
+            tx.execute_batch(&local_ddl(table, &shadow(&table.name)))?;
+        }
+        let mut reset_subs = Vec::new();
+        {
+            let mut stmt = tx.prepare("SELECT id, table_name FROM _sluice_subs")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })?;
+            for row in rows {
+                let (id, table) = row?;
+                if table.is_some_and(|t| reset_tables.iter().any(|r| r.eq_ignore_ascii_case(&t))) {
+                    reset_subs.push(id as SubId);
+                }
+            }
+        }
+        for id in &reset_subs {
+            tx.execute(
+                "UPDATE _sluice_subs SET joined = 0 WHERE id = ?1",
+                [*id as i64],
+            )?;
+        }
+        let sql: Vec<String> = schema.tables().map(|t| t.create_sql()).collect();
+        tx.execute(
+            "INSERT INTO _sluice_meta (name, value) VALUES ('schema_sql', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [sql.join(";\n")],
+        )?;
+        tx.commit()?;
+        self.schema = Arc::new(schema);
+        Ok(reset_subs)
+    }
+
+    // ----- subscriptions -----
+
+    /// Remembers a new subscription; returns its id.
+    pub fn add_sub(&mut self, sql: &str, params: &Params) -> Result<SubId, StoreError> {
+        let blob = postcard::to_allocvec(params)?;
+        self.conn.execute(
+            "INSERT INTO _sluice_subs (sql, params) VALUES (?1, ?2)",
+            params![sql, blob],
+        )?;
+        Ok(self.conn.last_insert_rowid() as SubId)
+    }
+
+    /// Records what the server said about a subscription's rows.
+    pub fn describe_sub(
+        &mut self,
+        sub: SubId,
+        table: &str,
+        columns: &[String],
+    ) -> Result<(), StoreError> {
+        let blob = postcard::to_allocvec(columns)?;
+        self.conn.execute(
+            "UPDATE _sluice_subs SET table_name = ?1, columns = ?2 WHERE id = ?3",
+            params![table, blob, sub as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn subs(&self) -> Result<Vec<SubRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sql, params, table_name, columns, joined FROM _sluice_subs ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, sql, params, table, columns, joined) = row?;
+            out.push(SubRecord {
+                id: id as SubId,
+                sql,
+                params: postcard::from_bytes(&params)?,
+                table,
+                columns: match columns {
+                    Some(c) => postcard::from_bytes(&c)?,
+                    None => Vec::new(),
+                },
+                joined,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets a subscription and every row only it covered.
+    pub fn remove_sub(&mut self, sub: SubId) -> Result<Applied, StoreError> {
+        self.release_holder(sub as i64, true)
+    }
+
+    /// Removes all coverage by `holder`; rows left uncovered leave the local view.
+    pub(crate) fn release_holder(
+        &mut self,
+        holder: i64,
+        forget_sub: bool,
+    ) -> Result<Applied, StoreError> {
+        let tx = self.conn.transaction()?;
+        let keys: Vec<(String, Value)> = {
+            let mut stmt =
+                tx.prepare("SELECT table_name, key FROM _sluice_cover WHERE holder = ?1")?;
+            let rows = stmt.query_map([holder], |r| {
+                Ok((r.get::<_, String>(0)?, value_from_ref(r.get_ref(1)?)))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [holder])?;
+        if forget_sub {
+            tx.execute("DELETE FROM _sluice_subs WHERE id = ?1", [holder])?;
+            tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [holder])?;
+        }
+        let mut applied = Applied::default();
+        for (table, key) in keys {
+            let Some(t) = self.schema.table(&table).cloned() else {
+                continue;
+            };
+            if !covered(&tx, &t.name, &key)? {
+                delete_shadow(&tx, &t, &key)?;
+            }
+            if refresh(&tx, &t, &key, &self.pending)? {
+                applied.rows.insert((t.name.clone(), KeyOrd(key)));
+            }
+        }
+        if holder >= 0 {
+            applied.subs.insert(holder as SubId);
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    // ----- staging -----
+
+    /// Discards whatever a subscription had staged (a bootstrap starting over).
+    pub fn stage_clear(&mut self, sub: SubId) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
+        Ok(())
+    }
+
+    /// Stages one snapshot row or change (`sync_id` None for snapshot rows).
+    pub fn stage(
+        &mut self,
+        sub: SubId,
+        sync_id: Option<SyncId>,
+        table: &str,
+        event: &RowEvent,
+    ) -> Result<(), StoreError> {
+        let blob = postcard::to_allocvec(event)?;
+        self.conn.execute(
+            "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
+            params![sub as i64, sync_id.map(|s| s.0 as i64), table, blob],
+        )?;
+        Ok(())
+    }
+
+    /// Joins staged subscriptions to the local view in one transaction: each one's
+    /// snapshot rows (replacing its old coverage) or replayed changes, then its staged
+    /// live changes after its seam `W`, in sync-id order.
+    pub fn join(
+        &mut self,
+        subs: &[(SubId, JoinKind, SyncId)],
+        cut: SyncId,
+    ) -> Result<Applied, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut applied = Applied::default();
+        let columns = sub_columns(&tx)?;
+        let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
+        for &(sub, kind, w) in subs {
+            if kind == JoinKind::Bootstrap {
+                // Coverage is rebuilt from the snapshot: keys it no longer holds are released.
+                let old: Vec<(String, Value)> = {
+                    let mut stmt =
+                        tx.prepare("SELECT table_name, key FROM _sluice_cover WHERE holder = ?1")?;
+                    let rows = stmt.query_map([sub as i64], |r| {
+                        Ok((r.get::<_, String>(0)?, value_from_ref(r.get_ref(1)?)))
+                    })?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub as i64])?;
+                for (t, k) in old {
+                    touched.insert((t, KeyOrd(k)));
+                }
+            }
+            let staged: Vec<(Option<i64>, String, Vec<u8>)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
+                     ORDER BY (sync_id IS NOT NULL), sync_id, n",
+                )?;
+                let rows =
+                    stmt.query_map([sub as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (sync_id, table, blob) in staged {
+                if let Some(s) = sync_id {
+                    // Live changes the snapshot already contains are skipped; replayed
+                    // changes of a resume are all after the old cut and at most W.
+                    let is_live_after_seam = (s as u64) > w.0;
+                    if kind == JoinKind::Bootstrap && !is_live_after_seam {
+                        continue;
+                    }
+                }
+                let event: RowEvent = postcard::from_bytes(&blob)?;
+                let Some(t) = self.schema.table(&table).cloned() else {
+                    continue;
+                };
+                let cols = columns.get(&sub).cloned().unwrap_or_default();
+                apply_event(&tx, &t, sub, &cols, &event)?;
+                touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
+            }
+            tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
+            tx.execute(
+                "UPDATE _sluice_subs SET joined = 1 WHERE id = ?1",
+                [sub as i64],
+            )?;
+            applied.subs.insert(sub);
+        }
+        for (table, key) in touched {
+            let Some(t) = self.schema.table(&table).cloned() else {
+                continue;
+            };
+            if !covered(&tx, &t.name, &key.0)? {
+                delete_shadow(&tx, &t, &key.0)?;
+            }
+            if refresh(&tx, &t, &key.0, &self.pending)? {
+                applied.rows.insert((t.name.clone(), key));
+            }
+        }
+        set_cut(&tx, cut)?;
+        tx.commit()?;
+        let confirmed = self.drop_confirmed(cut)?;
+        applied.merge(confirmed);
+        Ok(applied)
+    }
+
+    // ----- live -----
+
+    /// Applies one server transaction's events for joined subscriptions, atomically, and
+    /// advances the cut to its sync id.
+    pub fn apply_live(
+        &mut self,
+        sync_id: SyncId,
+        events: &[(SubId, String, RowEvent)],
+    ) -> Result<Applied, StoreError> {
+        let tx = self.conn.transaction()?;
+        let columns = sub_columns(&tx)?;
+        let mut applied = Applied::default();
+        let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
+        for (sub, table, event) in events {
+            let Some(t) = self.schema.table(table).cloned() else {
+                continue;
+            };
+            let cols = columns.get(sub).cloned().unwrap_or_default();
+            apply_event(&tx, &t, *sub, &cols, event)?;
+            touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
+            applied.subs.insert(*sub);
+        }
+        for (table, key) in touched {
+            let Some(t) = self.schema.table(&table).cloned() else {
+                continue;
+            };
+            if !covered(&tx, &t.name, &key.0)? {
+                delete_shadow(&tx, &t, &key.0)?;
+            }
+            if refresh(&tx, &t, &key.0, &self.pending)? {
+                applied.rows.insert((t.name.clone(), key));
+            }
+        }
+        set_cut(&tx, sync_id)?;
+        tx.commit()?;
+        applied.merge(self.drop_confirmed(sync_id)?);
+        Ok(applied)
+    }
+
+    // ----- outbox -----
+
+    /// Persists a local transaction, then applies it to the local view. Returns its
+    /// sequence number.
+    pub fn enqueue(
+        &mut self,
+        mutations: Vec<Mutation>,
+        preconditions: Vec<Precondition>,
+    ) -> Result<(u64, Applied), StoreError> {
+        let seq = self.meta_u64("next_seq")?.max(1);
+        let blob = postcard::to_allocvec(&(&mutations, &preconditions))?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO _sluice_outbox (seq, txn) VALUES (?1, ?2)",
+            params![seq as i64, blob],
+        )?;
+        tx.execute(
+            "INSERT INTO _sluice_meta (name, value) VALUES ('next_seq', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [(seq + 1) as i64],
+        )?;
+        let pending = Pending {
+            seq,
+            mutations,
+            preconditions,
+            committed: None,
+        };
+        let mut with_new = self.pending.clone();
+        with_new.push(pending.clone());
+        let applied = refresh_targets(&tx, &self.schema, &pending, &with_new)?;
+        tx.commit()?;
+        self.pending = with_new;
+        Ok((seq, applied))
+    }
+
+    /// Local transactions not yet confirmed, in order.
+    pub fn pending(&self) -> &[Pending] {
+        &self.pending
+    }
+
+    /// Records the server's answer to a local transaction: a rejection rolls it back from
+    /// the local view; a commit is kept applied until the cut reaches its sync id.
+    pub fn resolve(&mut self, seq: u64, outcome: &WriteOutcome) -> Result<Applied, StoreError> {
+        let Some(index) = self.pending.iter().position(|p| p.seq == seq) else {
+            return Ok(Applied::default());
+        };
+        match outcome {
+            WriteOutcome::Committed { sync_id } => {
+                self.conn.execute(
+                    "UPDATE _sluice_outbox SET committed = ?1 WHERE seq = ?2",
+                    params![sync_id.0 as i64, seq as i64],
+                )?;
+                self.pending[index].committed = Some(*sync_id);
+                let cut = self.cut()?;
+                self.drop_confirmed(cut)
+            }
+            WriteOutcome::Rejected { .. } => {
+                let removed = self.pending.remove(index);
+                let tx = self.conn.transaction()?;
+                tx.execute("DELETE FROM _sluice_outbox WHERE seq = ?1", [seq as i64])?;
+                let applied = refresh_targets(&tx, &self.schema, &removed, &self.pending)?;
+                tx.commit()?;
+                Ok(applied)
+            }
+        }
+    }
+
+    /// Drops committed transactions the cut has reached: the server state now holds them.
+    fn drop_confirmed(&mut self, cut: SyncId) -> Result<Applied, StoreError> {
+        let done: Vec<Pending> = self
+            .pending
+            .iter()
+            .filter(|p| p.committed.is_some_and(|s| s <= cut))
+            .cloned()
+            .collect();
+        if done.is_empty() {
+            return Ok(Applied::default());
+        }
+        self.pending
+            .retain(|p| !p.committed.is_some_and(|s| s <= cut));
+        let tx = self.conn.transaction()?;
+        let mut applied = Applied::default();
+        for p in &done {
+            tx.execute("DELETE FROM _sluice_outbox WHERE seq = ?1", [p.seq as i64])?;
+            applied.merge(refresh_targets(&tx, &self.schema, p, &self.pending)?);
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn load_pending(&self) -> Result<Vec<Pending>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, txn, committed FROM _sluice_outbox ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, blob, committed) = row?;
+            let (mutations, preconditions): (Vec<Mutation>, Vec<Precondition>) =
+                postcard::from_bytes(&blob)?;
+            out.push(Pending {
+                seq: seq as u64,
+                mutations,
+                preconditions,
+                committed: committed.map(|s| SyncId(s as u64)),
+            });
+        }
+        Ok(out)
+    }
+
+    // ----- pins -----
+
+    /// Covers a fetched row with a pin (the batch loader) and stores its server state.
+    pub fn pin(&mut self, table: &str, row: &[Value]) -> Result<Applied, StoreError> {
+        let Some(t) = self.schema.table(table).cloned() else {
+            return Ok(Applied::default());
+        };
+        let tx = self.conn.transaction()?;
+        let key = row[t.pk].clone();
+        let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+        apply_event(
+            &tx,
+            &t,
+            PIN_HOLDER as SubId,
+            &names,
+            &RowEvent::Insert {
+                key: key.clone(),
+                row: row.to_vec(),
+            },
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
+            params![t.name, key, PIN_HOLDER],
+        )?;
+        let mut applied = Applied::default();
+        if refresh(&tx, &t, &key, &self.pending)? {
+            applied.rows.insert((t.name.clone(), KeyOrd(key)));
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    /// Releases the pin of one row; it leaves unless a subscription covers it.
+    pub fn unpin(&mut self, table: &str, key: &Value) -> Result<Applied, StoreError> {
+        let Some(t) = self.schema.table(table).cloned() else {
+            return Ok(Applied::default());
+        };
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
+            params![t.name, key, PIN_HOLDER],
+        )?;
+        if !covered(&tx, &t.name, key)? {
+            delete_shadow(&tx, &t, key)?;
+        }
+        let mut applied = Applied::default();
+        if refresh(&tx, &t, key, &self.pending)? {
+            applied.rows.insert((t.name.clone(), KeyOrd(key.clone())));
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    // ----- reads -----
+
+    /// Runs a read-only query on the local view; returns column names and rows.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>), StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        if !stmt.readonly() {
+            return Err(StoreError::Local(
+                "local queries are read-only: write through a transaction".into(),
+            ));
+        }
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let width = names.len();
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            read_row(r, width)
+        })?;
+        Ok((names, rows.collect::<Result<_, _>>()?))
+    }
+
+    /// The visible row of `table` with this key, if any.
+    pub fn row(&self, table: &str, key: &Value) -> Result<Option<Vec<Value>>, StoreError> {
+        let Some(t) = self.schema.table(table) else {
+            return Ok(None);
+        };
+        read_one(&self.conn, &quote_ident(&t.name), t, key)
+    }
+
+    /// Whether anything (a subscription or a pin) covers the row.
+    pub fn is_covered(&self, table: &str, key: &Value) -> Result<bool, StoreError> {
+        let Some(t) = self.schema.table(table) else {
+            return Ok(false);
+        };
+        covered(&self.conn, &t.name, key)
+    }
+}
+
+fn set_cut(conn: &Connection, cut: SyncId) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO _sluice_meta (name, value) VALUES ('cut', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        [cut.0 as i64],
+    )?;
+    Ok(())
+}
+
+fn sub_columns(conn: &Connection) -> Result<BTreeMap<SubId, Vec<String>>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, columns FROM _sluice_subs")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+    })?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (id, cols) = row?;
+        if let Some(c) = cols {
+            out.insert(id as SubId, postcard::from_bytes(&c)?);
+        }
+    }
+    Ok(out)
+}
+
+fn covered(conn: &Connection, table: &str, key: &Value) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 LIMIT 1",
+            params![table, key],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn read_one(
+    conn: &Connection,
+    name: &str,
+    table: &Table,
+    key: &Value,
+) -> Result<Option<Vec<Value>>, StoreError> {
+    let sql = format!(
+        "SELECT * FROM {name} WHERE {} = ?1",
+        quote_ident(&table.pk_column().name)
+    );
+    let width = table.columns.len();
+    Ok(conn
+        .query_row(&sql, [key], |r| read_row(r, width))
+        .optional()?)
+}
+
+fn delete_shadow(conn: &Connection, table: &Table, key: &Value) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "DELETE FROM {} WHERE {} = ?1",
+            shadow(&table.name),
+            quote_ident(&table.pk_column().name)
+        ),
+        [key],
+    )?;
+    Ok(())
+}
+
+/// Applies one server event of subscription `sub` to the server state and coverage.
+fn apply_event(
+    conn: &Connection,
+    table: &Table,
+    sub: SubId,
+    columns: &[String],
+    event: &RowEvent,
+) -> Result<(), StoreError> {
+    let holder = if sub == PIN_HOLDER as SubId {
+        PIN_HOLDER
+    } else {
+        sub as i64
+    };
+    match event {
+        RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
+            let names: Vec<String> = if columns.len() == row.len() {
+                columns.to_vec()
+            } else {
+                table.columns.iter().map(|c| c.name.clone()).collect()
+            };
+            let existing = read_one(conn, &shadow(&table.name), table, key)?;
+            let mut full = existing.unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
+            for (name, value) in names.iter().zip(row) {
+                if let Some(i) = table.column_index(name) {
+                    full[i] = value.clone();
+                }
+            }
+            full[table.pk] = key.clone();
+            write_row(conn, &shadow(&table.name), table, key, Some(&full))?;
+            conn.execute(
+                "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
+                params![table.name, key, holder],
+            )?;
+        }
+        RowEvent::Delete { key, .. } => {
+            conn.execute(
+                "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
+                params![table.name, key, holder],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn write_row(
+    conn: &Connection,
+    name: &str,
+    table: &Table,
+    key: &Value,
+    row: Option<&[Value]>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "DELETE FROM {name} WHERE {} = ?1",
+            quote_ident(&table.pk_column().name)
+        ),
+        [key],
+    )?;
+    if let Some(row) = row {
+        let marks = vec!["?"; row.len()].join(", ");
+        conn.execute(
+            &format!("INSERT INTO {name} VALUES ({marks})"),
+            rusqlite::params_from_iter(row.iter()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Recomputes the visible row: server state (when covered) plus pending transactions.
+/// Returns whether it changed.
+fn refresh(
+    conn: &Connection,
+    table: &Table,
+    key: &Value,
+    pending: &[Pending],
+) -> Result<bool, StoreError> {
+    let mut row = read_one(conn, &shadow(&table.name), table, key)?;
+    for p in pending {
+        for m in &p.mutations {
+            if !m.table().eq_ignore_ascii_case(&table.name) {
+                continue;
+            }
+            match m {
+                Mutation::Insert { values, .. } => {
+                    if key_of_insert(table, values).is_some_and(|k| same_key(&k, key)) {
+                        let mut r = row
+                            .take()
+                            .unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
+                        for (c, v) in values {
+                            if let Some(i) = table.column_index(c) {
+                                r[i] = v.clone();
+                            }
+                        }
+                        row = Some(r);
+                    }
+                }
+                Mutation::Update { key: k, set, .. } if same_key(k, key) => {
+                    if let Some(r) = row.as_mut() {
+                        for (c, v) in set {
+                            if let Some(i) = table.column_index(c) {
+                                r[i] = v.clone();
+                            }
+                        }
+                    }
+                }
+                Mutation::Delete { key: k, .. } if same_key(k, key) => row = None,
+                _ => {}
+            }
+        }
+    }
+    let visible = quote_ident(&table.name);
+    let before = read_one(conn, &visible, table, key)?;
+    if before == row {
+        return Ok(false);
+    }
+    write_row(conn, &visible, table, key, row.as_deref())?;
+    Ok(true)
+}
+
+/// Refreshes every row a transaction touches.
+fn refresh_targets(
+    conn: &Connection,
+    schema: &Schema,
+    txn: &Pending,
+    pending: &[Pending],
+) -> Result<Applied, StoreError> {
+    let mut applied = Applied::default();
+    for m in &txn.mutations {
+        if let Some((table, key)) = target(schema, m) {
+            if refresh(conn, &table, &key, pending)? {
+                applied.rows.insert((table.name.clone(), KeyOrd(key)));
+            }
+        }
+    }
+    Ok(applied)
+}

@@ -1,0 +1,606 @@
+//! The client library against a real server over QUIC: local reads offline, optimistic
+//! writes with rollback and rebase, the outbox across restarts, coverage, convergence,
+//! the consistent cut, schema changes and connection migration.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{insert_issue, schema_dir, set_issue, text, TestServer, WAIT};
+use sluice::client::{
+    Backoff, Client, ClientConfig, ConnectionState, Interest, ServerAddress, Source,
+};
+use sluice::query::Params;
+use sluice::server::{Server, ServerHandle};
+use sluice::value::Value;
+use sluice::wire::WriteOutcome;
+
+const OPEN_T1: &str = "SELECT * FROM issues WHERE team_id = 'T1' AND status != 'done'";
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+        jitter: 0.2,
+    }
+}
+
+async fn client_of(server: &ServerHandle, db: &Path) -> Client {
+    let address = ServerAddress::new(server.local_addr(), server.cert_path().unwrap());
+    Client::open(
+        ClientConfig::new(db)
+            .server(address)
+            .backoff(fast_backoff()),
+    )
+    .await
+    .unwrap()
+}
+
+async fn client_at(addr: SocketAddr, ca: &Path, db: &Path) -> Client {
+    Client::open(
+        ClientConfig::new(db)
+            .server(ServerAddress::new(addr, ca))
+            .backoff(fast_backoff()),
+    )
+    .await
+    .unwrap()
+}
+
+fn ids(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| match &r[0] {
+            Value::Text(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn backend_write(
+    server: &ServerHandle,
+    m: sluice::store::Mutation,
+) -> Result<sluice::store::TxnOutcome, sluice::server::ServerError> {
+    let txn = sluice::store::WriteTxn {
+        origin: None,
+        mutations: vec![m],
+        preconditions: vec![],
+    };
+    server.write(txn).await
+}
+
+async fn restart_on(dir: &Path, addr: SocketAddr) -> ServerHandle {
+    // The old endpoint may need a moment to release the port.
+    for _ in 0..100 {
+        let started = Server::builder(schema_dir(), dir.join("app.db"))
+            .listen(addr)
+            .no_auth()
+            .start()
+            .await;
+        if let Ok(server) = started {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("could not restart the server on {addr}");
+}
+
+#[tokio::test]
+async fn subscription_rows_arrive_and_stay_live() {
+    let server = TestServer::start().await;
+    server
+        .write(vec![
+            insert_issue("a", "T1", "todo", 1),
+            insert_issue("b", "T2", "todo", 1),
+        ])
+        .await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    let sub = client.subscribe(OPEN_T1, Params::new()).unwrap();
+    sub.ready().await.unwrap();
+    assert_eq!(ids(&client, "SELECT id FROM issues ORDER BY id"), vec!["a"]);
+    let mut observer = client.observe(Interest::Table("issues".into()));
+    server.write(vec![insert_issue("c", "T1", "todo", 1)]).await;
+    let note = tokio::time::timeout(WAIT, observer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(note.source, Source::Server { .. }));
+    assert_eq!(note.rows, vec![("issues".to_string(), text("c"))]);
+    assert_eq!(
+        ids(&client, "SELECT id FROM issues ORDER BY id"),
+        vec!["a", "c"]
+    );
+    assert_eq!(*client.state().borrow(), ConnectionState::Online);
+}
+
+#[tokio::test]
+async fn offline_edits_reach_the_server_and_the_other_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_on(dir.path()).await;
+    let addr = server.local_addr();
+    let ca = server.cert_path().unwrap().to_path_buf();
+    let local = tempfile::tempdir().unwrap();
+    let alice = client_at(addr, &ca, &local.path().join("alice.db")).await;
+    let bob = client_at(addr, &ca, &local.path().join("bob.db")).await;
+    alice
+        .subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    bob.subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+
+    // The server goes away: alice is offline and keeps editing.
+    server.shutdown().await;
+    let mut state = alice.state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| *s != ConnectionState::Online))
+        .await
+        .unwrap()
+        .unwrap();
+    let insert = alice
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("x")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(7)),
+                ("title", text("written offline")),
+                ("status", text("todo")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    assert_eq!(
+        ids(&alice, "SELECT id FROM issues"),
+        vec!["x"],
+        "optimistic write is visible"
+    );
+    assert_eq!(alice.pending_writes(), 1);
+
+    let server = restart_on(dir.path(), addr).await;
+    let outcome = tokio::time::timeout(WAIT, insert.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    eventually("bob sees alice's offline edit", || {
+        ids(&bob, "SELECT id FROM issues") == ["x"]
+    })
+    .await;
+    eventually("alice's outbox drains", || alice.pending_writes() == 0).await;
+    assert_eq!(ids(&alice, "SELECT id FROM issues"), vec!["x"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbox_survives_a_client_restart_and_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_on(dir.path()).await;
+    let addr = server.local_addr();
+    let ca = server.cert_path().unwrap().to_path_buf();
+    server.shutdown().await;
+    let local = tempfile::tempdir().unwrap();
+    let db = local.path().join("c.db");
+    {
+        // Offline from the start: both transactions wait in the outbox.
+        let client = client_at(addr, &ca, &db).await;
+        for id in ["p", "q"] {
+            client
+                .transaction()
+                .insert(
+                    "issues",
+                    vec![
+                        ("id", text(id)),
+                        ("team_id", text("T1")),
+                        ("number", Value::Integer(1)),
+                        ("title", text("t")),
+                    ],
+                )
+                .commit()
+                .unwrap();
+        }
+        assert_eq!(client.pending_writes(), 2);
+        // The process dies: nothing is flushed on purpose.
+        drop(client);
+    }
+    let server = restart_on(dir.path(), addr).await;
+    let client = client_at(addr, &ca, &db).await;
+    eventually("outbox sent", || client.pending_writes() == 0).await;
+    // Reopen once more: nothing is pending, nothing is sent again.
+    let reopened_id = client.client_id().unwrap();
+    client.close().await;
+    let client = client_at(addr, &ca, &db).await;
+    assert_eq!(client.client_id().unwrap(), reopened_id);
+    assert_eq!(client.pending_writes(), 0);
+    let rows = common::expected_rows(&dir.path().join("app.db"), "SELECT * FROM issues");
+    assert_eq!(rows.keys().collect::<Vec<_>>(), vec!["p", "q"]);
+    // Exactly two transactions in the server's log: none applied twice.
+    let schema = std::sync::Arc::new(sluice::Schema::load_dir(&schema_dir()).unwrap());
+    let store = sluice::store::SqliteStore::open(
+        &dir.path().join("app.db"),
+        schema,
+        sluice::store::StoreOptions::default(),
+    )
+    .unwrap();
+    use sluice::store::Store;
+    assert_eq!(store.head().0, 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejected_write_rolls_back_fires_observers_and_does_not_block() {
+    let server = TestServer::start().await;
+    server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    client
+        .subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    let mut row_observer = client.observe(Interest::Row("issues".into(), text("a")));
+
+    let doomed = client
+        .transaction()
+        .update("issues", text("a"), vec![("title", text("mine"))])
+        .expect("issues", text("a"), "status", text("in_review"))
+        .commit()
+        .unwrap();
+    let next = client
+        .transaction()
+        .update("issues", text("a"), vec![("priority", Value::Integer(3))])
+        .commit()
+        .unwrap();
+    // Optimistic view first.
+    let first = row_observer.next().await.unwrap();
+    assert!(matches!(first.source, Source::Local { .. }));
+    match tokio::time::timeout(WAIT, doomed.outcome())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        WriteOutcome::Rejected { code, message } => {
+            assert_eq!(code, sluice::store::RejectCode::PreconditionFailed);
+            assert!(message.contains("status"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(matches!(
+        tokio::time::timeout(WAIT, next.outcome())
+            .await
+            .unwrap()
+            .unwrap(),
+        WriteOutcome::Committed { .. }
+    ));
+    let mut saw_rollback = false;
+    while let Some(note) = row_observer.try_next() {
+        saw_rollback |= matches!(note.source, Source::Rollback { .. });
+    }
+    assert!(saw_rollback, "the rollback notified the row's observers");
+    eventually("server state confirmed", || client.pending_writes() == 0).await;
+    let row = client.row("issues", &text("a")).unwrap().unwrap();
+    assert_eq!(row[4], text("issue a"), "title rolled back");
+    assert_eq!(
+        row[7],
+        Value::Integer(3),
+        "the later transaction still applied"
+    );
+}
+
+#[tokio::test]
+async fn pending_edit_is_rebased_over_concurrent_server_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_on(dir.path()).await;
+    let addr = server.local_addr();
+    let ca = server.cert_path().unwrap().to_path_buf();
+    let backend = |m| {
+        server.write(sluice::store::WriteTxn {
+            origin: None,
+            mutations: vec![m],
+            preconditions: vec![],
+        })
+    };
+    backend(insert_issue("a", "T1", "todo", 1)).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let client = client_at(addr, &ca, &local.path().join("c.db")).await;
+    client
+        .subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    server.shutdown().await;
+    // Offline: edit the title; meanwhile the server changes priority (another column)
+    // and, later, the title too (same column).
+    client
+        .transaction()
+        .update("issues", text("a"), vec![("title", text("client title"))])
+        .commit()
+        .unwrap();
+    let server = restart_on(dir.path(), addr).await;
+    let direct = |m| {
+        server.write(sluice::store::WriteTxn {
+            origin: None,
+            mutations: vec![m],
+            preconditions: vec![],
+        })
+    };
+    direct(set_issue("a", "priority", Value::Integer(9)))
+        .await
+        .unwrap();
+    eventually("both edits visible", || {
+        let row = client.row("issues", &text("a")).unwrap().unwrap();
+        row[4] == text("client title") && row[7] == Value::Integer(9)
+    })
+    .await;
+    eventually("outbox drained", || client.pending_writes() == 0).await;
+    // Last writer wins per column: a later server title replaces the client's.
+    direct(set_issue("a", "title", text("server title")))
+        .await
+        .unwrap();
+    eventually("server title wins", || {
+        let row = client.row("issues", &text("a")).unwrap().unwrap();
+        row[4] == text("server title") && row[7] == Value::Integer(9)
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_share_coverage() {
+    let server = TestServer::start().await;
+    server
+        .write(vec![
+            insert_issue("a", "T1", "todo", 5),
+            insert_issue("b", "T1", "todo", 1),
+        ])
+        .await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    let team = client.subscribe(OPEN_T1, Params::new()).unwrap();
+    let urgent = client
+        .subscribe(
+            "SELECT * FROM issues WHERE priority >= :p",
+            Params::new().value("p", Value::Integer(5)),
+        )
+        .unwrap();
+    team.ready().await.unwrap();
+    urgent.ready().await.unwrap();
+    assert_eq!(
+        ids(&client, "SELECT id FROM issues ORDER BY id"),
+        vec!["a", "b"]
+    );
+    client.unsubscribe(team.id).unwrap();
+    assert_eq!(
+        ids(&client, "SELECT id FROM issues ORDER BY id"),
+        vec!["a"],
+        "a is still covered"
+    );
+    server
+        .write(vec![set_issue("a", "priority", Value::Integer(1))])
+        .await;
+    eventually("a leaves with its last subscription", || {
+        ids(&client, "SELECT id FROM issues").is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_clients_converge_on_the_server_state() {
+    let server = TestServer::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let a = client_of(&server.handle, &local.path().join("a.db")).await;
+    let b = client_of(&server.handle, &local.path().join("b.db")).await;
+    a.subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    b.subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    let mut writes = Vec::new();
+    for i in 0..20 {
+        let (writer, other) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
+        let id = format!("{other}{i}");
+        writes.push(
+            writer
+                .transaction()
+                .insert(
+                    "issues",
+                    vec![
+                        ("id", text(&id)),
+                        ("team_id", text("T1")),
+                        ("number", Value::Integer(i)),
+                        ("title", text("t")),
+                    ],
+                )
+                .commit()
+                .unwrap(),
+        );
+        // Conflicting edits of the same row from both sides.
+        if i > 0 {
+            writer
+                .transaction()
+                .update(
+                    "issues",
+                    text("a0"),
+                    vec![("title", text(&format!("by {other} {i}")))],
+                )
+                .commit()
+                .unwrap();
+        }
+    }
+    for w in writes {
+        assert!(matches!(
+            w.outcome().await.unwrap(),
+            WriteOutcome::Committed { .. }
+        ));
+    }
+    let expected = common::expected_rows(&server.db(), "SELECT * FROM issues");
+    let expected: Vec<Vec<Value>> = expected.into_values().collect();
+    for client in [&a, &b] {
+        eventually("convergence", || {
+            client.pending_writes() == 0
+                && client
+                    .query("SELECT * FROM issues ORDER BY id", &[])
+                    .unwrap()
+                    == expected
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn observers_never_see_half_a_server_transaction() {
+    let server = TestServer::start().await;
+    // Two rows in two subscriptions; every transaction moves one unit between them, so
+    // the sum of their priorities is constant in every committed state.
+    server
+        .write(vec![
+            insert_issue("left", "T1", "todo", 50),
+            insert_issue("right", "T2", "todo", 50),
+        ])
+        .await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    client
+        .subscribe("SELECT * FROM issues WHERE team_id = 'T1'", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    client
+        .subscribe("SELECT * FROM issues WHERE team_id = 'T2'", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    let mut observer = client.observe(Interest::All);
+    let sum = |c: &Client| -> i64 {
+        let rows = c.query("SELECT priority FROM issues", &[]).unwrap();
+        rows.iter()
+            .map(|r| if let Value::Integer(i) = r[0] { i } else { 0 })
+            .sum()
+    };
+    assert_eq!(sum(&client), 100);
+    for i in 1..=30i64 {
+        server
+            .write(vec![
+                set_issue("left", "priority", Value::Integer(50 - i)),
+                set_issue("right", "priority", Value::Integer(50 + i)),
+            ])
+            .await;
+    }
+    let mut seen = 0;
+    while seen < 30 {
+        let note = tokio::time::timeout(WAIT, observer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(note.source, Source::Server { .. }) {
+            seen += 1;
+            assert_eq!(note.rows.len(), 2, "both rows change in one notification");
+            assert_eq!(sum(&client), 100, "a half-applied transaction is visible");
+        }
+    }
+}
+
+#[tokio::test]
+async fn reopening_offline_serves_reads_from_the_last_session() {
+    let server = TestServer::start().await;
+    server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
+    let local = tempfile::tempdir().unwrap();
+    let db = local.path().join("c.db");
+    let client = client_of(&server.handle, &db).await;
+    client
+        .subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    client.close().await;
+    // No server at all this time.
+    let offline = Client::open(ClientConfig::new(&db)).await.unwrap();
+    assert_eq!(ids(&offline, "SELECT id FROM issues"), vec!["a"]);
+    assert!(
+        offline.query("DELETE FROM issues", &[]).is_err(),
+        "local reads are read-only"
+    );
+    assert_eq!(*offline.state().borrow(), ConnectionState::Offline);
+}
+
+#[tokio::test]
+async fn resume_after_reconnect_applies_missed_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_on(dir.path()).await;
+    let addr = server.local_addr();
+    let ca = server.cert_path().unwrap().to_path_buf();
+    backend_write(&server, insert_issue("a", "T1", "todo", 1))
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let client = client_at(addr, &ca, &local.path().join("c.db")).await;
+    client
+        .subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    client.close().await;
+    backend_write(&server, insert_issue("b", "T1", "todo", 1))
+        .await
+        .unwrap();
+    backend_write(&server, set_issue("a", "status", text("done")))
+        .await
+        .unwrap();
+    let client = client_at(addr, &ca, &local.path().join("c.db")).await;
+    eventually("resumed", || ids(&client, "SELECT id FROM issues") == ["b"]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_migrates_to_a_new_local_address() {
+    let server = TestServer::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    client
+        .subscribe(OPEN_T1, Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.rebind(socket).await.unwrap();
+    server.write(vec![insert_issue("m", "T1", "todo", 1)]).await;
+    eventually("live after migration", || {
+        ids(&client, "SELECT id FROM issues") == ["m"]
+    })
+    .await;
+}
