@@ -3,11 +3,11 @@
 //! appending their changes to the log.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::convert::{encode_image, read_row};
-use super::sqlite::column_list;
 use super::types::{
     Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
 };
@@ -51,10 +51,58 @@ fn reject<T>(code: RejectCode, message: impl Into<String>) -> Result<T, TxnError
     Err(TxnError::Reject(code, message.into()))
 }
 
+/// SQL text prepared once per table at open, so the write path formats no identifiers.
+pub(crate) struct TableSql {
+    /// Quoted column names, in table order.
+    quoted: Vec<String>,
+    /// Quoted table name.
+    name: String,
+    /// `"a", "b", ...`: every column.
+    all: String,
+    select_by_key: String,
+    delete: String,
+}
+
+/// [`TableSql`] for every table of the schema.
+pub(crate) struct SqlCache(HashMap<String, TableSql>);
+
+impl SqlCache {
+    pub(crate) fn new(schema: &Schema) -> SqlCache {
+        let tables = schema.tables().map(|table| {
+            let quoted: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+            let name = quote_ident(&table.name);
+            let all = quoted.join(", ");
+            let pk = &quoted[table.pk];
+            let sql = TableSql {
+                select_by_key: format!("SELECT {all} FROM {name} WHERE {pk} = ?1"),
+                delete: format!("DELETE FROM {name} WHERE {pk} = ?1 RETURNING {all}"),
+                quoted,
+                name,
+                all,
+            };
+            (table.name.to_ascii_lowercase(), sql)
+        });
+        SqlCache(tables.collect())
+    }
+
+    fn table(&self, table: &Table) -> Result<&TableSql, StoreError> {
+        self.0.get(&table.name.to_ascii_lowercase()).ok_or_else(|| {
+            StoreError::Corrupt(format!("no statements prepared for table {}", table.name))
+        })
+    }
+}
+
+/// What the write path needs besides the connection.
+struct Ctx<'a> {
+    schema: &'a Schema,
+    sql: &'a SqlCache,
+}
+
 /// Applies `txns` in one immediate transaction. Returns the outcomes and the new head.
 pub(crate) fn apply_batch(
     conn: &mut Connection,
     schema: &Schema,
+    sql: &SqlCache,
     txns: Vec<WriteTxn>,
     now_ms: i64,
 ) -> Result<(Vec<TxnOutcome>, SyncId), StoreError> {
@@ -72,21 +120,26 @@ pub(crate) fn apply_batch(
             }
         }
         let sync_id = head.next();
-        tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
-        match write_txn(&tx, schema, sync_id, &txn) {
+        // A failing SQLite statement undoes itself, so a transaction with at most one
+        // mutation needs no savepoint (preconditions only read; log writes never reject).
+        let savepoint = txn.mutations.len() > 1;
+        if savepoint {
+            tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
+        }
+        match write_txn(&tx, &Ctx { schema, sql }, sync_id, &txn) {
             Ok(changes) => {
-                tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
-                tx.prepare_cached(
-                    "INSERT INTO _sluice_commits (sync_id, committed_at_ms) VALUES (?1, ?2)",
-                )?
-                .execute(params![sync_id, now_ms])?;
+                if savepoint {
+                    tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
+                }
                 record_outcome(&tx, &txn, Some(sync_id), None)?;
                 head = sync_id;
                 outcomes.push(TxnOutcome::Committed { sync_id, changes });
             }
             Err(TxnError::Reject(code, message)) => {
-                tx.prepare_cached("ROLLBACK TO sluice_txn")?.execute([])?;
-                tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
+                if savepoint {
+                    tx.prepare_cached("ROLLBACK TO sluice_txn")?.execute([])?;
+                    tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
+                }
                 record_outcome(&tx, &txn, None, Some((code, &message)))?;
                 outcomes.push(TxnOutcome::Rejected { code, message });
             }
@@ -96,6 +149,11 @@ pub(crate) fn apply_batch(
     if head != start {
         tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
             .execute([head])?;
+        // One commit time per batch, at its last sync id: retention by age needs no more.
+        tx.prepare_cached(
+            "INSERT INTO _sluice_commits (sync_id, committed_at_ms) VALUES (?1, ?2)",
+        )?
+        .execute(params![head, now_ms])?;
     }
     tx.commit()?;
     Ok((outcomes, head))
@@ -164,27 +222,32 @@ fn record_outcome(
 /// Checks the preconditions, then applies the mutations and logs them.
 fn write_txn(
     conn: &Connection,
-    schema: &Schema,
+    ctx: &Ctx<'_>,
     sync_id: SyncId,
     txn: &WriteTxn,
 ) -> Result<Vec<Change>, TxnError> {
     for precondition in &txn.preconditions {
-        check_precondition(conn, schema, precondition)?;
+        check_precondition(conn, ctx, precondition)?;
     }
     let mut changes = Vec::with_capacity(txn.mutations.len());
     for (seq, mutation) in txn.mutations.iter().enumerate() {
-        let table = lookup_table(schema, mutation.table())?;
+        let table = lookup_table(ctx.schema, mutation.table())?;
+        let sql = ctx.sql.table(table)?;
         let (kind, old, new) = match mutation {
-            Mutation::Insert { values, .. } => {
-                (ChangeKind::Insert, None, Some(insert(conn, table, values)?))
-            }
+            Mutation::Insert { values, .. } => (
+                ChangeKind::Insert,
+                None,
+                Some(insert(conn, table, sql, values)?),
+            ),
             Mutation::Update { key, set, .. } => {
-                let (old, new) = update(conn, table, key, set)?;
+                let (old, new) = update(conn, table, sql, key, set)?;
                 (ChangeKind::Update, Some(old), Some(new))
             }
-            Mutation::Delete { key, .. } => {
-                (ChangeKind::Delete, Some(delete(conn, table, key)?), None)
-            }
+            Mutation::Delete { key, .. } => (
+                ChangeKind::Delete,
+                Some(delete(conn, table, sql, key)?),
+                None,
+            ),
         };
         let image = new
             .as_ref()
@@ -333,19 +396,12 @@ fn resolve_values<'v>(
 fn row_by_key(
     conn: &Connection,
     table: &Table,
+    sql: &TableSql,
     key: &Value,
 ) -> Result<Option<Vec<Value>>, TxnError> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = ?1",
-        column_list(table),
-        quote_ident(&table.name),
-        quote_ident(&table.pk_column().name)
-    );
     let width = table.columns.len();
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([key], |r| read_row(r, width))
-        .optional()?)
+    let mut stmt = conn.prepare_cached(&sql.select_by_key)?;
+    Ok(stmt.query_row([key], |r| read_row(r, width)).optional()?)
 }
 
 fn describe_key(table: &Table, key: &Value) -> String {
@@ -357,6 +413,7 @@ fn describe_key(table: &Table, key: &Value) -> String {
 fn insert(
     conn: &Connection,
     table: &Table,
+    sql: &TableSql,
     values: &[(String, Value)],
 ) -> Result<Vec<Value>, TxnError> {
     let resolved = resolve_values(table, values)?;
@@ -376,20 +433,20 @@ fn insert(
             return not_null_violation(table, column);
         }
     }
-    let names: Vec<String> = resolved
+    let names: Vec<&str> = resolved
         .iter()
-        .map(|(i, _)| quote_ident(&table.columns[*i].name))
+        .map(|(i, _)| sql.quoted[*i].as_str())
         .collect();
     let marks: Vec<String> = (1..=resolved.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!(
+    let text = format!(
         "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
-        quote_ident(&table.name),
+        sql.name,
         names.join(", "),
         marks.join(", "),
-        column_list(table)
+        sql.all
     );
     let width = table.columns.len();
-    let result = conn.prepare_cached(&sql)?.query_row(
+    let result = conn.prepare_cached(&text)?.query_row(
         rusqlite::params_from_iter(resolved.iter().map(|(_, v)| *v)),
         |r| read_row(r, width),
     );
@@ -397,7 +454,7 @@ fn insert(
         Ok(row) => Ok(row),
         Err(e) => match TxnError::from(e) {
             TxnError::Reject(RejectCode::Constraint, message) => {
-                if row_by_key(conn, table, key)?.is_some() {
+                if row_by_key(conn, table, sql, key)?.is_some() {
                     reject(
                         RejectCode::AlreadyExists,
                         format!("{} already exists", describe_key(table, key)),
@@ -415,6 +472,7 @@ fn insert(
 fn update(
     conn: &Connection,
     table: &Table,
+    sql: &TableSql,
     key: &Value,
     set: &[(String, Value)],
 ) -> Result<(Vec<Value>, Vec<Value>), TxnError> {
@@ -435,7 +493,7 @@ fn update(
             ),
         );
     }
-    let Some(old) = row_by_key(conn, table, key)? else {
+    let Some(old) = row_by_key(conn, table, sql, key)? else {
         return reject(
             RejectCode::NotFound,
             format!("no row {}", describe_key(table, key)),
@@ -444,15 +502,15 @@ fn update(
     let assignments: Vec<String> = resolved
         .iter()
         .enumerate()
-        .map(|(n, (i, _))| format!("{} = ?{}", quote_ident(&table.columns[*i].name), n + 1))
+        .map(|(n, (i, _))| format!("{} = ?{}", sql.quoted[*i], n + 1))
         .collect();
-    let sql = format!(
+    let text = format!(
         "UPDATE {} SET {} WHERE {} = ?{} RETURNING {}",
-        quote_ident(&table.name),
+        sql.name,
         assignments.join(", "),
-        quote_ident(&table.pk_column().name),
+        sql.quoted[table.pk],
         resolved.len() + 1,
-        column_list(table)
+        sql.all
     );
     let width = table.columns.len();
     let args = resolved
@@ -460,25 +518,21 @@ fn update(
         .map(|(_, v)| *v)
         .chain(std::iter::once(&old[table.pk]));
     let new = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&text)?
         .query_row(rusqlite::params_from_iter(args), |r| read_row(r, width))?;
     Ok((old, new))
 }
 
 /// Deletes a row; returns it as it was.
-fn delete(conn: &Connection, table: &Table, key: &Value) -> Result<Vec<Value>, TxnError> {
-    let sql = format!(
-        "DELETE FROM {} WHERE {} = ?1 RETURNING {}",
-        quote_ident(&table.name),
-        quote_ident(&table.pk_column().name),
-        column_list(table)
-    );
+fn delete(
+    conn: &Connection,
+    table: &Table,
+    sql: &TableSql,
+    key: &Value,
+) -> Result<Vec<Value>, TxnError> {
     let width = table.columns.len();
-    match conn
-        .prepare_cached(&sql)?
-        .query_row([key], |r| read_row(r, width))
-        .optional()?
-    {
+    let mut stmt = conn.prepare_cached(&sql.delete)?;
+    match stmt.query_row([key], |r| read_row(r, width)).optional()? {
         Some(old) => Ok(old),
         None => reject(
             RejectCode::NotFound,
@@ -489,14 +543,15 @@ fn delete(conn: &Connection, table: &Table, key: &Value) -> Result<Vec<Value>, T
 
 fn check_precondition(
     conn: &Connection,
-    schema: &Schema,
+    ctx: &Ctx<'_>,
     precondition: &Precondition,
 ) -> Result<(), TxnError> {
-    let table = lookup_table(schema, &precondition.table)?;
+    let table = lookup_table(ctx.schema, &precondition.table)?;
+    let sql = ctx.sql.table(table)?;
     let index = lookup_column(table, &precondition.column)?;
     let column = &table.columns[index];
     let at = format!("{}.{}", describe_key(table, &precondition.key), column.name);
-    let Some(row) = row_by_key(conn, table, &precondition.key)? else {
+    let Some(row) = row_by_key(conn, table, sql, &precondition.key)? else {
         return reject(
             RejectCode::PreconditionFailed,
             format!(

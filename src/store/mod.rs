@@ -15,7 +15,7 @@
 //! - `_sluice_meta`: one row: head sync id, compaction horizon, schema version.
 //! - `_sluice_log`: the change log: `(sync_id, seq)` per change, table, key, kind, old and
 //!   new row images (postcard of `Vec<Value>`), origin client and sequence number.
-//! - `_sluice_commits`: commit time of each sync id still in the log (for retention).
+//! - `_sluice_commits`: commit time of each batch, keyed by its last sync id (retention).
 //! - `_sluice_client_txns`: the outcome of each `(client, seq)`, for idempotent resends.
 
 mod apply;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::TransactionBehavior;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
-use super::apply::apply_batch;
+use super::apply::{apply_batch, SqlCache};
 use super::convert::{decode_image, read_row};
 use super::types::{Change, ChangeKind, ClientId, LogRead, SyncId, TxnOutcome, WriteTxn};
 use super::{Store, StoreError, StoreOptions};
@@ -64,6 +64,8 @@ pub struct SqliteStore {
     /// only inside blocking code (the server calls the store from `spawn_blocking`) and
     /// never held across an `.await`, so an async-aware lock would add cost for nothing.
     writer: Mutex<Connection>,
+    /// Per-table SQL text of the write path, built once.
+    sql: SqlCache,
     /// Cached copies of the meta row, updated after each commit under the writer lock.
     head: AtomicU64,
     horizon: AtomicU64,
@@ -129,11 +131,13 @@ impl SqliteStore {
         }
         let (head, horizon) = read_meta(&tx)?;
         tx.commit()?;
+        let sql = SqlCache::new(&schema);
         Ok(SqliteStore {
             path,
             schema,
             options,
             writer: Mutex::new(conn),
+            sql,
             head: AtomicU64::new(head.0),
             horizon: AtomicU64::new(horizon.0),
         })
@@ -256,7 +260,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut conn = self.lock_writer()?;
-        let (outcomes, head) = apply_batch(&mut conn, &self.schema, txns, now_ms())?;
+        let (outcomes, head) = apply_batch(&mut conn, &self.schema, &self.sql, txns, now_ms())?;
         self.head.store(head.0, Ordering::Release);
         Ok(outcomes)
     }
