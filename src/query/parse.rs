@@ -51,37 +51,12 @@ pub(crate) enum Node {
     And(Box<Node>, Box<Node>),
     Or(Box<Node>, Box<Node>),
     Not(Box<Node>),
-    Cmp {
-        col: ColRef,
-        op: CmpOp,
-        rhs: Operand,
-    },
-    In {
-        col: ColRef,
-        list: InList,
-        negated: bool,
-    },
-    Between {
-        col: ColRef,
-        low: Operand,
-        high: Operand,
-        negated: bool,
-    },
-    Like {
-        col: usize,
-        pattern: Operand,
-        escape: Option<char>,
-        negated: bool,
-    },
-    Glob {
-        col: usize,
-        pattern: Operand,
-        negated: bool,
-    },
-    Truth {
-        col: usize,
-        test: TruthTest,
-    },
+    Cmp { col: ColRef, op: CmpOp, rhs: Operand },
+    In { col: ColRef, list: InList, negated: bool },
+    Between { col: ColRef, low: Operand, high: Operand, negated: bool },
+    Like { col: usize, pattern: Operand, escape: Option<char>, negated: bool },
+    Glob { col: usize, pattern: Operand, negated: bool },
+    Truth { col: usize, test: TruthTest },
 }
 
 /// A parsed and validated subscription whose parameters are not bound yet.
@@ -98,15 +73,13 @@ impl Template {
     /// Parses `sql` against `schema`.
     pub fn parse(schema: &Schema, sql: &str) -> Result<Template, QueryError> {
         let dialect = SQLiteDialect {};
-        let tokens = Tokenizer::new(&dialect, sql)
-            .tokenize_with_location()
-            .map_err(|e| {
-                QueryError::new(
-                    QueryErrorKind::Syntax,
-                    e.message.clone(),
-                    Pos::from_location(e.location),
-                )
-            })?;
+        let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| {
+            QueryError::new(
+                QueryErrorKind::Syntax,
+                e.message.clone(),
+                Pos::from_location(e.location),
+            )
+        })?;
         let tokens = rewrite_tokens(tokens)?;
         let statements = Parser::new(&dialect)
             .with_tokens_with_locations(tokens)
@@ -114,13 +87,7 @@ impl Template {
             .map_err(|e| parser_error(e, sql))?;
         let statement = match statements.as_slice() {
             [one] => one,
-            [] => {
-                return Err(QueryError::new(
-                    QueryErrorKind::Syntax,
-                    "empty subscription",
-                    Pos::START,
-                ))
-            }
+            [] => return Err(QueryError::new(QueryErrorKind::Syntax, "empty subscription", Pos::START)),
             [_, second, ..] => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
@@ -141,21 +108,10 @@ impl Template {
         };
         let select = select_of(query)?;
         let table = table_of(schema, select)?;
-        let builder = Builder {
-            table: &table,
-            alias: select_alias(select),
-        };
+        let builder = Builder { table: &table, alias: select_alias(select) };
         let projection = builder.projection(&select.projection)?;
-        let filter = select
-            .selection
-            .as_ref()
-            .map(|e| builder.predicate(e))
-            .transpose()?;
-        Ok(Template {
-            table,
-            projection,
-            filter,
-        })
+        let filter = select.selection.as_ref().map(|e| builder.predicate(e)).transpose()?;
+        Ok(Template { table, projection, filter })
     }
 
     pub fn table(&self) -> &Table {
@@ -193,9 +149,7 @@ fn parser_error(e: ParserError, sql: &str) -> QueryError {
                 None if m.contains("found: EOF") => (m.clone(), end_pos(sql)),
                 None => (m.clone(), Pos::START),
             };
-            let message = message
-                .strip_prefix("sql parser error: ")
-                .unwrap_or(&message);
+            let message = message.strip_prefix("sql parser error: ").unwrap_or(&message);
             QueryError::new(QueryErrorKind::Syntax, message, pos)
         }
     }
@@ -234,11 +188,7 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     merged.push(t);
                     continue;
                 }
-                let Some(TokenWithSpan {
-                    token: Token::Word(w),
-                    span,
-                }) = iter.next()
-                else {
+                let Some(TokenWithSpan { token: Token::Word(w), span }) = iter.next() else {
                     unreachable!("peeked a word")
                 };
                 let mut name = format!(":{}", w.value);
@@ -250,10 +200,9 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     }
                     let dot = iter.next().expect("peeked");
                     match iter.next() {
-                        Some(TokenWithSpan {
-                            token: Token::Word(w),
-                            span,
-                        }) if w.quote_style.is_none() && span.start == dot.span.end => {
+                        Some(TokenWithSpan { token: Token::Word(w), span })
+                            if w.quote_style.is_none() && span.start == dot.span.end =>
+                        {
                             name.push('.');
                             name.push_str(&w.value);
                             end = span.end;
@@ -267,10 +216,7 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                         }
                     }
                 }
-                merged.push(token(
-                    Token::Placeholder(name),
-                    Span::new(t.span.start, end),
-                ));
+                merged.push(token(Token::Placeholder(name), Span::new(t.span.start, end)));
             }
             Token::Placeholder(p) => {
                 return Err(QueryError::new(
@@ -279,11 +225,7 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     Pos::from_location(t.span.start),
                 ))
             }
-            Token::Word(_)
-                if is_word(&t.token, "SIMILAR")
-                    || is_word(&t.token, "REGEXP")
-                    || is_word(&t.token, "MATCH") =>
-            {
+            Token::Word(_) if is_word(&t.token, "SIMILAR") || is_word(&t.token, "REGEXP") || is_word(&t.token, "MATCH") => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
                     format!("{} is not supported", t.token.to_string().to_uppercase()),
@@ -308,11 +250,7 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
     for (i, t) in merged.iter().enumerate() {
         let span = t.span;
         if is_keyword(&t.token, Keyword::IN) {
-            if let Some(TokenWithSpan {
-                token: Token::Placeholder(_),
-                ..
-            }) = next_sig(i)
-            {
+            if let Some(TokenWithSpan { token: Token::Placeholder(_), .. }) = next_sig(i) {
                 out.push(t.clone());
                 out.push(token(Token::LParen, span));
                 // The placeholder itself is renamed when it is reached.
@@ -326,20 +264,14 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                 .find(|&&j| j < i)
                 .is_some_and(|&j| is_keyword(&merged[j].token, Keyword::IN));
             if after_in {
-                out.push(token(
-                    Token::Placeholder(format!("{ARRAY_PARAM}{name}")),
-                    span,
-                ));
+                out.push(token(Token::Placeholder(format!("{ARRAY_PARAM}{name}")), span));
                 out.push(token(Token::RParen, span));
                 continue;
             }
         }
         if is_word(&t.token, "GLOB") {
             out.push(keyword("SIMILAR", span));
-            out.push(token(
-                Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
-                span,
-            ));
+            out.push(token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space), span));
             out.push(keyword("TO", span));
             continue;
         }
@@ -353,21 +285,12 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                 next = next_sig(j);
             }
             let special = next.is_none_or(|n| {
-                [
-                    Keyword::NULL,
-                    Keyword::TRUE,
-                    Keyword::FALSE,
-                    Keyword::DISTINCT,
-                    Keyword::UNKNOWN,
-                ]
-                .iter()
-                .any(|k| is_keyword(&n.token, *k))
+                [Keyword::NULL, Keyword::TRUE, Keyword::FALSE, Keyword::DISTINCT, Keyword::UNKNOWN]
+                    .iter()
+                    .any(|k| is_keyword(&n.token, *k))
             });
             if !special {
-                let sp = token(
-                    Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
-                    span,
-                );
+                let sp = token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space), span);
                 out.push(t.clone());
                 out.push(sp.clone());
                 if !negated {
@@ -403,10 +326,7 @@ fn unsupported(message: impl Into<String>, at: &impl Spanned) -> QueryError {
 
 fn select_of(query: &Query) -> Result<&Select, QueryError> {
     if let Some(with) = &query.with {
-        return Err(unsupported(
-            "WITH (common table expressions) is not supported",
-            with,
-        ));
+        return Err(unsupported("WITH (common table expressions) is not supported", with));
     }
     if let Some(order_by) = &query.order_by {
         return Err(unsupported(
@@ -423,30 +343,21 @@ fn select_of(query: &Query) -> Result<&Select, QueryError> {
         ));
     }
     if query.fetch.is_some() {
-        return Err(unsupported(
-            "windows are not supported yet (FETCH)",
-            query.body.as_ref(),
-        ));
+        return Err(unsupported("windows are not supported yet (FETCH)", query.body.as_ref()));
     }
     match query.body.as_ref() {
         SetExpr::Select(select) => Ok(select),
         SetExpr::Query(inner) => select_of(inner),
-        SetExpr::SetOperation { op, right, .. } => Err(unsupported(
-            format!("{op} is not supported"),
-            right.as_ref(),
-        )),
-        other => Err(unsupported(
-            "only SELECT statements are subscriptions",
-            other,
-        )),
+        SetExpr::SetOperation { op, right, .. } => {
+            Err(unsupported(format!("{op} is not supported"), right.as_ref()))
+        }
+        other => Err(unsupported("only SELECT statements are subscriptions", other)),
     }
 }
 
 fn select_alias(select: &Select) -> Option<String> {
     match select.from.first().map(|f| &f.relation) {
-        Some(TableFactor::Table {
-            alias: Some(alias), ..
-        }) => Some(alias.name.value.clone()),
+        Some(TableFactor::Table { alias: Some(alias), .. }) => Some(alias.name.value.clone()),
         _ => None,
     }
 }
@@ -491,18 +402,11 @@ fn table_of(schema: &Schema, select: &Select) -> Result<Arc<Table>, QueryError> 
         return Err(unsupported("joins are not supported", join));
     }
     match &from.relation {
-        TableFactor::Table {
-            name, args: None, ..
-        } => {
+        TableFactor::Table { name, args: None, .. } => {
             let ident = name.0.last().and_then(|p| p.as_ident());
-            let table_name = ident
-                .map(|i| i.value.clone())
-                .unwrap_or_else(|| name.to_string());
+            let table_name = ident.map(|i| i.value.clone()).unwrap_or_else(|| name.to_string());
             if name.0.len() > 1 {
-                return Err(unsupported(
-                    "schema-qualified table names are not supported",
-                    name,
-                ));
+                return Err(unsupported("schema-qualified table names are not supported", name));
             }
             schema.table(&table_name).cloned().ok_or_else(|| {
                 QueryError::new(
@@ -515,10 +419,7 @@ fn table_of(schema: &Schema, select: &Select) -> Result<Arc<Table>, QueryError> 
         TableFactor::Derived { .. } => {
             Err(unsupported("subqueries are not supported", &from.relation))
         }
-        other => Err(unsupported(
-            "only a plain table name is allowed after FROM",
-            other,
-        )),
+        other => Err(unsupported("only a plain table name is allowed after FROM", other)),
     }
 }
 
@@ -540,17 +441,12 @@ impl Builder<'_> {
             match item {
                 SelectItem::Wildcard(_) => return Ok(None),
                 SelectItem::QualifiedWildcard(..) => return Ok(None),
-                SelectItem::UnnamedExpr(
-                    e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_)),
-                ) => {
+                SelectItem::UnnamedExpr(e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_))) => {
                     cols[self.column(e)?] = true;
                 }
                 SelectItem::UnnamedExpr(Expr::Function(f)) => {
                     return Err(unsupported(
-                        format!(
-                            "functions and aggregates are not supported: `{}(...)`",
-                            f.name
-                        ),
+                        format!("functions and aggregates are not supported: `{}(...)`", f.name),
                         f,
                     ))
                 }
@@ -570,13 +466,7 @@ impl Builder<'_> {
         if cols.iter().all(|c| *c) {
             return Ok(None);
         }
-        Ok(Some(
-            cols.iter()
-                .enumerate()
-                .filter(|(_, c)| **c)
-                .map(|(i, _)| i)
-                .collect(),
-        ))
+        Ok(Some(cols.iter().enumerate().filter(|(_, c)| **c).map(|(i, _)| i).collect()))
     }
 
     /// Resolves a column expression to its index.
@@ -588,17 +478,11 @@ impl Builder<'_> {
         };
         if let Some(q) = qualifier {
             let ok = q.value.eq_ignore_ascii_case(&self.table.name)
-                || self
-                    .alias
-                    .as_ref()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(&q.value));
+                || self.alias.as_ref().is_some_and(|a| a.eq_ignore_ascii_case(&q.value));
             if !ok {
                 return Err(QueryError::new(
                     QueryErrorKind::UnknownTable,
-                    format!(
-                        "unknown table `{}` (only `{}` is in scope)",
-                        q.value, self.table.name
-                    ),
+                    format!("unknown table `{}` (only `{}` is in scope)", q.value, self.table.name),
                     Pos::from_location(q.span.start),
                 ));
             }
@@ -611,10 +495,7 @@ impl Builder<'_> {
             };
             QueryError::new(
                 QueryErrorKind::UnknownColumn,
-                format!(
-                    "unknown column `{}` in table `{}`{hint}",
-                    ident.value, self.table.name
-                ),
+                format!("unknown column `{}` in table `{}`{hint}", ident.value, self.table.name),
                 Pos::from_location(ident.span.start),
             )
         })
@@ -623,26 +504,15 @@ impl Builder<'_> {
     fn predicate(&self, e: &Expr) -> Result<Node, QueryError> {
         match e {
             Expr::Nested(inner) => self.predicate(inner),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => Ok(Node::And(
-                Box::new(self.predicate(left)?),
-                Box::new(self.predicate(right)?),
-            )),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Or,
-                right,
-            } => Ok(Node::Or(
-                Box::new(self.predicate(left)?),
-                Box::new(self.predicate(right)?),
-            )),
-            Expr::UnaryOp {
-                op: UnaryOperator::Not,
-                expr,
-            } => Ok(Node::Not(Box::new(self.predicate(expr)?))),
+            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+                Ok(Node::And(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)))
+            }
+            Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
+                Ok(Node::Or(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)))
+            }
+            Expr::UnaryOp { op: UnaryOperator::Not, expr } => {
+                Ok(Node::Not(Box::new(self.predicate(expr)?)))
+            }
             Expr::BinaryOp { left, op, right } => {
                 let cmp = match op {
                     BinaryOperator::Eq => CmpOp::Eq,
@@ -662,11 +532,9 @@ impl Builder<'_> {
             }
             Expr::IsNotDistinctFrom(left, right) => self.comparison(left, CmpOp::Is, right, e),
             Expr::IsDistinctFrom(left, right) => self.comparison(left, CmpOp::IsNot, right, e),
-            Expr::IsNull(inner) => Ok(Node::Cmp {
-                col: self.col_ref(inner)?,
-                op: CmpOp::Is,
-                rhs: Operand::Lit(Value::Null),
-            }),
+            Expr::IsNull(inner) => {
+                Ok(Node::Cmp { col: self.col_ref(inner)?, op: CmpOp::Is, rhs: Operand::Lit(Value::Null) })
+            }
             Expr::IsNotNull(inner) => Ok(Node::Cmp {
                 col: self.col_ref(inner)?,
                 op: CmpOp::IsNot,
@@ -676,25 +544,14 @@ impl Builder<'_> {
             Expr::IsNotTrue(inner) => self.truth(inner, TruthTest::IsNotTrue),
             Expr::IsFalse(inner) => self.truth(inner, TruthTest::IsFalse),
             Expr::IsNotFalse(inner) => self.truth(inner, TruthTest::IsNotFalse),
-            Expr::InList {
-                expr,
-                list,
-                negated,
-            } => {
+            Expr::InList { expr, list, negated } => {
                 let col = self.col_ref(expr)?;
                 if let [Expr::Value(v)] = list.as_slice() {
                     if let SqlValue::Placeholder(p) = &v.value {
                         if let Some(name) = p.strip_prefix(ARRAY_PARAM) {
                             let name = name.trim_start_matches(':').to_string();
-                            let list = InList::Array {
-                                name,
-                                pos: pos_of(v),
-                            };
-                            return Ok(Node::In {
-                                col,
-                                list,
-                                negated: *negated,
-                            });
+                            let list = InList::Array { name, pos: pos_of(v) };
+                            return Ok(Node::In { col, list, negated: *negated });
                         }
                     }
                 }
@@ -702,34 +559,18 @@ impl Builder<'_> {
                     .iter()
                     .map(|item| self.constant(item, "an IN list"))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Node::In {
-                    col,
-                    list: InList::Items(items),
-                    negated: *negated,
-                })
+                Ok(Node::In { col, list: InList::Items(items), negated: *negated })
             }
-            Expr::InSubquery { subquery, .. } => Err(unsupported(
-                "subqueries are not supported",
-                subquery.as_ref(),
-            )),
-            Expr::Between {
-                expr,
-                negated,
-                low,
-                high,
-            } => Ok(Node::Between {
+            Expr::InSubquery { subquery, .. } => {
+                Err(unsupported("subqueries are not supported", subquery.as_ref()))
+            }
+            Expr::Between { expr, negated, low, high } => Ok(Node::Between {
                 col: self.col_ref(expr)?,
                 low: self.constant(low, "a BETWEEN bound")?,
                 high: self.constant(high, "a BETWEEN bound")?,
                 negated: *negated,
             }),
-            Expr::Like {
-                negated,
-                any,
-                expr,
-                pattern,
-                escape_char,
-            } => {
+            Expr::Like { negated, any, expr, pattern, escape_char } => {
                 if *any {
                     return Err(unsupported("LIKE ANY is not supported", e));
                 }
@@ -753,12 +594,7 @@ impl Builder<'_> {
                     negated: *negated,
                 })
             }
-            Expr::SimilarTo {
-                negated,
-                expr,
-                pattern,
-                escape_char,
-            } => {
+            Expr::SimilarTo { negated, expr, pattern, escape_char } => {
                 if escape_char.is_some() {
                     return Err(unsupported("GLOB takes no ESCAPE clause", pattern.as_ref()));
                 }
@@ -773,29 +609,22 @@ impl Builder<'_> {
                 e,
             )),
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => self.truth(e, TruthTest::Bare),
-            Expr::UnaryOp {
-                op: UnaryOperator::Plus,
-                expr,
-            } if self.is_column(expr) => self.truth(expr, TruthTest::Bare),
+            Expr::UnaryOp { op: UnaryOperator::Plus, expr } if self.is_column(expr) => {
+                self.truth(expr, TruthTest::Bare)
+            }
             other => Err(self.not_a_predicate(other)),
         }
     }
 
     fn truth(&self, e: &Expr, test: TruthTest) -> Result<Node, QueryError> {
-        Ok(Node::Truth {
-            col: self.col_ref(e)?.idx,
-            test,
-        })
+        Ok(Node::Truth { col: self.col_ref(e)?.idx, test })
     }
 
     fn is_column(&self, e: &Expr) -> bool {
         match e {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
             Expr::Nested(inner) => self.is_column(inner),
-            Expr::UnaryOp {
-                op: UnaryOperator::Plus,
-                expr,
-            } => self.is_column(expr),
+            Expr::UnaryOp { op: UnaryOperator::Plus, expr } => self.is_column(expr),
             _ => false,
         }
     }
@@ -823,10 +652,9 @@ impl Builder<'_> {
                 unsupported("COLLATE is not supported (text compares with BINARY)", e)
             }
             Expr::Case { .. } => unsupported("CASE is not supported", e),
-            Expr::BinaryOp { op, .. } => unsupported(
-                format!("operator `{op}` is not supported (no arithmetic)"),
-                e,
-            ),
+            Expr::BinaryOp { op, .. } => {
+                unsupported(format!("operator `{op}` is not supported (no arithmetic)"), e)
+            }
             Expr::UnaryOp { op, .. } => unsupported(format!("operator `{op}` is not supported"), e),
             other => unsupported(format!("`{other}` is not supported in a subscription"), e),
         }
@@ -859,11 +687,7 @@ impl Builder<'_> {
     ) -> Result<Node, QueryError> {
         match (self.side(left)?, self.side(right)?) {
             (Side::Column(col), Side::Const(rhs)) => Ok(Node::Cmp { col, op, rhs }),
-            (Side::Const(rhs), Side::Column(col)) => Ok(Node::Cmp {
-                col,
-                op: op.flip(),
-                rhs,
-            }),
+            (Side::Const(rhs), Side::Column(col)) => Ok(Node::Cmp { col, op: op.flip(), rhs }),
             (Side::Column(_), Side::Column(_)) => Err(unsupported(
                 "comparing two columns is not supported; compare a column with a literal",
                 whole,
@@ -877,25 +701,15 @@ impl Builder<'_> {
 
     fn side(&self, e: &Expr) -> Result<Side, QueryError> {
         match e {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(Side::Column(ColRef {
-                idx: self.column(e)?,
-                affinity: true,
-            })),
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+                Ok(Side::Column(ColRef { idx: self.column(e)?, affinity: true }))
+            }
             Expr::Nested(inner) => self.side(inner),
-            Expr::UnaryOp {
-                op: UnaryOperator::Plus,
-                expr,
-            } => match self.side(expr)? {
-                Side::Column(c) => Ok(Side::Column(ColRef {
-                    affinity: false,
-                    ..c
-                })),
+            Expr::UnaryOp { op: UnaryOperator::Plus, expr } => match self.side(expr)? {
+                Side::Column(c) => Ok(Side::Column(ColRef { affinity: false, ..c })),
                 constant => Ok(constant),
             },
-            Expr::UnaryOp {
-                op: UnaryOperator::Minus,
-                expr,
-            } => self.negative(expr, e),
+            Expr::UnaryOp { op: UnaryOperator::Minus, expr } => self.negative(expr, e),
             Expr::Value(v) => self.literal(&v.value, e).map(Side::Const),
             other => Err(self.unsupported_expr(other)),
         }
@@ -912,14 +726,12 @@ impl Builder<'_> {
         }
         match self.side(inner)? {
             Side::Const(Operand::Lit(v)) => Ok(Side::Const(Operand::Lit(negate(v)))),
-            Side::Const(Operand::Param { .. }) => Err(unsupported(
-                "unary minus on a parameter is not supported",
-                whole,
-            )),
-            Side::Column(_) => Err(unsupported(
-                "arithmetic on columns is not supported (`-column`)",
-                whole,
-            )),
+            Side::Const(Operand::Param { .. }) => {
+                Err(unsupported("unary minus on a parameter is not supported", whole))
+            }
+            Side::Column(_) => {
+                Err(unsupported("arithmetic on columns is not supported (`-column`)", whole))
+            }
         }
     }
 
@@ -928,11 +740,7 @@ impl Builder<'_> {
             SqlValue::Null => Value::Null,
             SqlValue::Boolean(b) => Value::Integer(*b as i64),
             SqlValue::Number(text, _) => number(text).ok_or_else(|| {
-                QueryError::new(
-                    QueryErrorKind::Syntax,
-                    format!("malformed number `{text}`"),
-                    pos_of(at),
-                )
+                QueryError::new(QueryErrorKind::Syntax, format!("malformed number `{text}`"), pos_of(at))
             })?,
             SqlValue::SingleQuotedString(s) => Value::Text(s.clone()),
             SqlValue::HexStringLiteral(hex) => Value::Blob(decode_hex(hex).ok_or_else(|| {
@@ -944,17 +752,9 @@ impl Builder<'_> {
             })?),
             SqlValue::Placeholder(name) => {
                 let name = name.strip_prefix(':').unwrap_or(name).to_string();
-                return Ok(Operand::Param {
-                    name,
-                    pos: pos_of(at),
-                });
+                return Ok(Operand::Param { name, pos: pos_of(at) });
             }
-            other => {
-                return Err(unsupported(
-                    format!("literal `{other}` is not supported"),
-                    at,
-                ))
-            }
+            other => return Err(unsupported(format!("literal `{other}` is not supported"), at)),
         }))
     }
 }
@@ -996,9 +796,6 @@ pub(crate) fn negate(v: Value) -> Value {
 
 impl Pos {
     pub(crate) fn from_location(l: Location) -> Pos {
-        Pos {
-            line: l.line.max(1),
-            column: l.column.max(1),
-        }
+        Pos { line: l.line.max(1), column: l.column.max(1) }
     }
 }

@@ -24,13 +24,12 @@ use super::{
 /// Where [`client_endpoint`] binds: any IPv4 address, a port chosen by the system.
 const CLIENT_BIND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
-/// TLS alert `unknown_ca` (RFC 8446 §6): the peer's certificate chains to no trusted root.
-const ALERT_UNKNOWN_CA: u8 = 48;
-
-/// TLS alerts a client raises when it rejects the server's certificate: `bad_certificate`,
-/// `unsupported_certificate`, `certificate_revoked`, `certificate_expired`,
-/// `certificate_unknown` and `unknown_ca`.
-const CERTIFICATE_ALERTS: [u8; 6] = [42, 43, 44, 45, 46, ALERT_UNKNOWN_CA];
+/// TLS alerts a client raises when it rejects the server's certificate (RFC 8446 §6.2):
+/// `bad_certificate`, `unsupported_certificate`, `certificate_revoked`,
+/// `certificate_expired`, `certificate_unknown`, `unknown_ca`, and `decrypt_error`, which
+/// rustls raises when a chain's signature does not verify against the trusted
+/// certificate (two self-signed certificates with the same subject, for instance).
+const CERTIFICATE_ALERTS: [u8; 7] = [42, 43, 44, 45, 46, 48, 51];
 
 /// Per-connection QUIC limits, applied to both ends of a connection.
 ///

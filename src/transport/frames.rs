@@ -59,7 +59,10 @@ impl FrameWriter {
     }
 
     /// Ends the stream cleanly after the frames already sent; the reader then sees
-    /// `Ok(None)`.
+    /// `Ok(None)`. Delivery continues in the background, but only while the connection
+    /// lives: dropping the last [`quinn::Connection`] handle closes it at once, so keep it
+    /// until the peer has read everything (an application-level reply, the peer closing,
+    /// or [`quinn::SendStream::stopped`]).
     pub fn finish(&mut self) -> Result<(), TransportError> {
         self.send
             .finish()

@@ -15,8 +15,12 @@ use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
     RootCertStore,
 };
+use sha2::{Digest, Sha256};
 
 use super::{error::TransportError, ALPN, SELF_SIGNED_NAMES};
+
+/// Common name of generated certificates, followed by a tag derived from the key.
+const SELF_SIGNED_SUBJECT: &str = "sluice self-signed";
 
 /// A certificate chain and its private key, both PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +57,31 @@ impl Identity {
             .iter()
             .map(|name| name.to_string())
             .collect();
-        let generated = rcgen::generate_simple_self_signed(names)?;
+        let key_pair = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(names)?;
+        // A subject unique to this key: a client trusting another generated certificate
+        // then reports an unknown issuer, not a confusing signature failure between two
+        // certificates that share a name.
+        let fingerprint = Sha256::digest(key_pair.public_key_raw());
+        let tag: String = fingerprint[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("{SELF_SIGNED_SUBJECT} {tag}"),
+        );
+        let cert = params.self_signed(&key_pair)?;
         if let Some(path) = write_to {
-            std::fs::write(path, generated.cert.pem()).map_err(|source| {
-                TransportError::WriteFile {
-                    path: path.to_path_buf(),
-                    source,
-                }
+            std::fs::write(path, cert.pem()).map_err(|source| TransportError::WriteFile {
+                path: path.to_path_buf(),
+                source,
             })?;
         }
-        let key = PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
+        let key = PrivatePkcs8KeyDer::from(key_pair.serialize_der());
         Ok(Self {
-            chain: vec![generated.cert.der().clone()],
+            chain: vec![cert.der().clone()],
             key: key.into(),
         })
     }

@@ -123,6 +123,8 @@ impl FrameDecoder {
 
     /// The next whole message, `Ok(None)` if more bytes are needed, or an error if the
     /// next frame is oversized or its payload does not decode as `T`.
+    // Not `Iterator::next`: the message type is chosen per call and errors are not the end.
+    #[allow(clippy::should_implement_trait)]
     pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         let pending = &self.buf[self.start..];
         let Some(prefix) = pending.first_chunk::<LENGTH_PREFIX_BYTES>() else {
