@@ -24,6 +24,12 @@ use crate::value::Value;
 /// Placeholder prefix the token pass gives to the parameter of `IN :param`.
 const ARRAY_PARAM: &str = "[]";
 
+/// The token standing for `IS <value>` after the token pass (SQLite has no `<=>`; a
+/// user-typed one is refused before the pass).
+const IS_OPERATOR: Token = Token::Spaceship;
+/// The token standing for `IS NOT <value>` (SQLite has no `!~~`; refused likewise).
+const IS_NOT_OPERATOR: Token = Token::ExclamationMarkDoubleTilde;
+
 /// A column reference; `affinity` is false for `+col`, which drops the column's affinity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ColRef {
@@ -218,6 +224,13 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                 }
                 merged.push(token(Token::Placeholder(name), Span::new(t.span.start, end)));
             }
+            Token::Spaceship | Token::ExclamationMarkDoubleTilde => {
+                return Err(QueryError::new(
+                    QueryErrorKind::Unsupported,
+                    format!("operator `{}` is not supported", t.token),
+                    Pos::from_location(t.span.start),
+                ))
+            }
             Token::Placeholder(p) => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
@@ -246,7 +259,7 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
         significant.iter().find(|&&j| j > i).map(|&j| &merged[j])
     };
     let mut out = Vec::with_capacity(merged.len() + 4);
-    let mut skip_not: Option<usize> = None;
+    let mut skip_tokens: Vec<usize> = Vec::new();
     for (i, t) in merged.iter().enumerate() {
         let span = t.span;
         if is_keyword(&t.token, Keyword::IN) {
@@ -276,39 +289,49 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
             continue;
         }
         if is_keyword(&t.token, Keyword::IS) {
+            // `IS [NOT] <value>` and `IS [NOT] DISTINCT FROM <value>` become one operator
+            // token. sqlparser's own `IS [NOT] DISTINCT FROM` parses its right side as a
+            // whole expression, so `a IS 5 AND b = 1` would swallow `5 AND b = 1`; the
+            // operator tokens below have comparison precedence instead. SQLite gives IS
+            // the precedence of `=`.
             let mut j = i;
             let mut negated = false;
             let mut next = next_sig(j);
+            let mut skip = Vec::new();
             if next.is_some_and(|n| is_keyword(&n.token, Keyword::NOT)) {
                 negated = true;
                 j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
+                skip.push(j);
                 next = next_sig(j);
             }
-            let special = next.is_none_or(|n| {
-                [Keyword::NULL, Keyword::TRUE, Keyword::FALSE, Keyword::DISTINCT, Keyword::UNKNOWN]
+            let distinct_from = next.is_some_and(|n| is_keyword(&n.token, Keyword::DISTINCT))
+                && significant
                     .iter()
-                    .any(|k| is_keyword(&n.token, *k))
-            });
+                    .copied()
+                    .find(|&k| k > j)
+                    .and_then(next_sig)
+                    .is_some_and(|n| is_keyword(&n.token, Keyword::FROM));
+            if distinct_from {
+                // `IS DISTINCT FROM` is `IS NOT`; `IS NOT DISTINCT FROM` is `IS`.
+                negated = !negated;
+                for _ in 0..2 {
+                    j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
+                    skip.push(j);
+                }
+            }
+            let special = !distinct_from
+                && next.is_none_or(|n| {
+                    [Keyword::NULL, Keyword::TRUE, Keyword::FALSE, Keyword::DISTINCT, Keyword::UNKNOWN]
+                        .iter()
+                        .any(|k| is_keyword(&n.token, *k))
+                });
             if !special {
-                let sp = token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space), span);
-                out.push(t.clone());
-                out.push(sp.clone());
-                if !negated {
-                    out.push(keyword("NOT", span));
-                    out.push(sp.clone());
-                }
-                out.push(keyword("DISTINCT", span));
-                out.push(sp.clone());
-                out.push(keyword("FROM", span));
-                if negated {
-                    // Drop the user's NOT: `IS NOT x` is `IS DISTINCT FROM x`.
-                    skip_not = Some(j);
-                }
+                out.push(token(if negated { IS_NOT_OPERATOR } else { IS_OPERATOR }, span));
+                skip_tokens.extend(skip);
                 continue;
             }
         }
-        if skip_not == Some(i) {
-            skip_not = None;
+        if skip_tokens.contains(&i) {
             continue;
         }
         out.push(t.clone());
@@ -513,6 +536,12 @@ impl Builder<'_> {
             Expr::UnaryOp { op: UnaryOperator::Not, expr } => {
                 Ok(Node::Not(Box::new(self.predicate(expr)?)))
             }
+            Expr::BinaryOp { left, op: BinaryOperator::Spaceship, right } => {
+                self.comparison(left, CmpOp::Is, right, e)
+            }
+            Expr::BinaryOp { left, op: BinaryOperator::PGNotLikeMatch, right } => {
+                self.comparison(left, CmpOp::IsNot, right, e)
+            }
             Expr::BinaryOp { left, op, right } => {
                 let cmp = match op {
                     BinaryOperator::Eq => CmpOp::Eq,
@@ -530,8 +559,6 @@ impl Builder<'_> {
                 };
                 self.comparison(left, cmp, right, e)
             }
-            Expr::IsNotDistinctFrom(left, right) => self.comparison(left, CmpOp::Is, right, e),
-            Expr::IsDistinctFrom(left, right) => self.comparison(left, CmpOp::IsNot, right, e),
             Expr::IsNull(inner) => {
                 Ok(Node::Cmp { col: self.col_ref(inner)?, op: CmpOp::Is, rhs: Operand::Lit(Value::Null) })
             }
@@ -652,6 +679,9 @@ impl Builder<'_> {
                 unsupported("COLLATE is not supported (text compares with BINARY)", e)
             }
             Expr::Case { .. } => unsupported("CASE is not supported", e),
+            Expr::BinaryOp { op: BinaryOperator::Spaceship | BinaryOperator::PGNotLikeMatch, .. } => {
+                unsupported("an IS comparison cannot be an operand", e)
+            }
             Expr::BinaryOp { op, .. } => {
                 unsupported(format!("operator `{op}` is not supported (no arithmetic)"), e)
             }
