@@ -92,36 +92,213 @@ fn data_pool() -> Vec<Value> {
         Value::Blob("é".as_bytes().to_vec()),
     ];
     for s in [
-        "5", " 5 ", "5.0", "1e3", "abc", "ABC", "Abc", "", "a%b", "a_b", "x!y", "100%", "é",
-        "É", "éa", "5abc", "-0", "0.0", "true", "\t7\n", "1.5", "0x10", "9223372036854775808",
-        "-9223372036854775808", "a[b]", "*", "?", "[", "]", "-", "\\", "a\\b", "1e999", " ",
-        "0", "1", "-2.5", ".5", "5.", "+5", "ab", "b", "a", "aaa", "_", "%", "!",
-        "12345678901234567890", "\u{b}1", "1e", "e5", "0.1", "100", "1000",
+        "5",
+        " 5 ",
+        "5.0",
+        "1e3",
+        "abc",
+        "ABC",
+        "Abc",
+        "",
+        "a%b",
+        "a_b",
+        "x!y",
+        "100%",
+        "é",
+        "É",
+        "éa",
+        "5abc",
+        "-0",
+        "0.0",
+        "true",
+        "\t7\n",
+        "1.5",
+        "0x10",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "a[b]",
+        "*",
+        "?",
+        "[",
+        "]",
+        "-",
+        "\\",
+        "a\\b",
+        "1e999",
+        " ",
+        "0",
+        "1",
+        "-2.5",
+        ".5",
+        "5.",
+        "+5",
+        "ab",
+        "b",
+        "a",
+        "aaa",
+        "_",
+        "%",
+        "!",
+        "12345678901234567890",
+        "\u{b}1",
+        "1e",
+        "e5",
+        "0.1",
+        "100",
+        "1000",
     ] {
         v.push(Value::Text(s.to_string()));
     }
     v
 }
 
-/// A literal as SQL text; most are drawn so that equality with the data is likely.
+/// Literals as SQL text; most are drawn so that equality with the data is likely.
+const LITS: &[&str] = &[
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "0",
+    "1",
+    "-1",
+    "5",
+    "42",
+    "1000",
+    "-5",
+    "+5",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "9223372036854775806",
+    "9007199254740993",
+    "0.0",
+    "-0.0",
+    "0.5",
+    "5.0",
+    "5e0",
+    "-2.5",
+    "0.1",
+    "1e300",
+    "-1e300",
+    "1.5e-7",
+    "1e15",
+    "1e16",
+    "1E3",
+    "123456789012345678.0",
+    "9.223372036854775807e18",
+    "9223372036854775807.0",
+    "3.0000000000000004",
+    "0.3333333333333333",
+    "100.0",
+    ".5",
+    "5.",
+    "1e999",
+    "-1e999",
+    "'5'",
+    "' 5 '",
+    "'5.0'",
+    "'1e3'",
+    "'abc'",
+    "'ABC'",
+    "'Abc'",
+    "''",
+    "'a%b'",
+    "'a_b'",
+    "'x!y'",
+    "'100%'",
+    "'é'",
+    "'É'",
+    "'5abc'",
+    "'-0'",
+    "'0.0'",
+    "'true'",
+    "'1.5'",
+    "'0x10'",
+    "'9223372036854775808'",
+    "'a[b]'",
+    "' '",
+    "'0'",
+    "'1'",
+    "'-2.5'",
+    "'.5'",
+    "'+5'",
+    "'ab'",
+    "'a'",
+    "'b'",
+    "'1000'",
+    "'0.1'",
+    "'1.0'",
+    "'100.0'",
+    "'1.0e+300'",
+    "'1e+300'",
+    "'1.5e-07'",
+    "'1.0e+15'",
+    "'1.0e+16'",
+    "'1.23456789012346e+17'",
+    "'Inf'",
+    "'-Inf'",
+    "'9.22337203685478e+18'",
+    "'0.333333333333333'",
+    "'3.0'",
+    "x''",
+    "x'35'",
+    "x'616263'",
+    "x'0001FF'",
+    "X'C3A9'",
+    "-'5'",
+    "-'abc'",
+    "-'5.0'",
+    "-' 5'",
+    "-'1e3'",
+    "-x'35'",
+    "- NULL",
+    "-(5)",
+    "(5)",
+    "('abc')",
+    "- -5",
+    "-(-9223372036854775808)",
+    "- '-0'",
+    "+'5'",
+    "+x'35'",
+    "-'9223372036854775808'",
+    "-'-9223372036854775808'",
+    "0x10",
+    "0X1f",
+    "-0x10",
+    "0xFFFFFFFFFFFFFFFF",
+    "0x7FFFFFFFFFFFFFFF",
+    "0x8000000000000000",
+    "0x0000000000000000005",
+    "-(9223372036854775808)",
+    "-((9223372036854775808))",
+    "(-5)",
+    "'É'",
+    "'éa'",
+    "'Éa'",
+    "'\t7\n'",
+    "'1e999'",
+    "'12345678901234567890'",
+    "'*'",
+    "'?'",
+    "'['",
+    "'%'",
+    "'_'",
+    "'!'",
+    "'\\'",
+    "x'00'",
+    "x'C3'",
+];
+
+/// Literals SQLite refuses ("hex literal too big") when it generates code for them; sluice
+/// refuses them always. Kept out of the random predicates, where SQLite may skip code for
+/// a dead branch (`... OR x NOT IN ()`) and so never see them.
+const REFUSED_LITS: &[&str] = &[
+    "-0x8000000000000000",
+    "-(0x8000000000000000)",
+    "0x10000000000000000",
+];
+
 fn literal(rng: &mut StdRng) -> String {
-    const LITS: &[&str] = &[
-        "NULL", "TRUE", "FALSE", "0", "1", "-1", "5", "42", "1000", "-5", "+5",
-        "9223372036854775807", "-9223372036854775808", "9223372036854775808",
-        "-9223372036854775809", "9223372036854775806", "9007199254740993", "0.0", "-0.0", "0.5",
-        "5.0", "5e0", "-2.5", "0.1", "1e300", "-1e300", "1.5e-7", "1e15", "1e16", "1E3",
-        "123456789012345678.0", "9.223372036854775807e18", "9223372036854775807.0",
-        "3.0000000000000004", "0.3333333333333333", "100.0", ".5", "5.", "1e999", "-1e999",
-        "'5'", "' 5 '", "'5.0'", "'1e3'", "'abc'", "'ABC'", "'Abc'", "''", "'a%b'", "'a_b'",
-        "'x!y'", "'100%'", "'é'", "'É'", "'5abc'", "'-0'", "'0.0'", "'true'", "'1.5'", "'0x10'",
-        "'9223372036854775808'", "'a[b]'", "' '", "'0'", "'1'", "'-2.5'", "'.5'", "'+5'",
-        "'ab'", "'a'", "'b'", "'1000'", "'0.1'", "'1.0'", "'100.0'", "'1.0e+300'", "'1e+300'",
-        "'1.5e-07'", "'1.0e+15'", "'1.0e+16'", "'1.23456789012346e+17'", "'Inf'", "'-Inf'",
-        "'9.22337203685478e+18'", "'0.333333333333333'", "'3.0'", "x''", "x'35'", "x'616263'",
-        "x'0001FF'", "X'C3A9'", "-'5'", "-'abc'", "-'5.0'", "-' 5'", "-'1e3'", "-x'35'",
-        "- NULL", "-(5)", "(5)", "('abc')", "- -5", "-(-9223372036854775808)", "- '-0'",
-        "+'5'", "+x'35'", "-'9223372036854775808'", "-'-9223372036854775808'",
-    ];
     LITS.choose(rng).expect("non-empty").to_string()
 }
 
@@ -140,8 +317,8 @@ fn column(rng: &mut StdRng) -> String {
 
 fn like_pattern(rng: &mut StdRng) -> (String, Option<char>) {
     const PIECES: &[&str] = &[
-        "%", "%", "_", "a", "A", "b", "B", "5", ".", "0", "1", "e", "é", "É", "!", "\\", "x",
-        "c", "[", "''",
+        "%", "%", "_", "a", "A", "b", "B", "5", ".", "0", "1", "e", "é", "É", "!", "\\", "x", "c",
+        "[", "''",
     ];
     match rng.gen_range(0..12) {
         0 => return (literal(rng), None),
@@ -166,8 +343,7 @@ fn like_pattern(rng: &mut StdRng) -> (String, Option<char>) {
 fn glob_pattern(rng: &mut StdRng) -> String {
     const PIECES: &[&str] = &[
         "*", "*", "?", "[a-c]", "[^0-9]", "[]]", "[^]]", "[0-9]", "[a-]", "[-a]", "[é]",
-        "[a-cA-C]", "[", "]", "a", "A", "b", "5", ".", "0", "1", "e", "é", "É", "-", "^", "%",
-        "_",
+        "[a-cA-C]", "[", "]", "a", "A", "b", "5", ".", "0", "1", "e", "é", "É", "-", "^", "%", "_",
     ];
     match rng.gen_range(0..12) {
         0 => return literal(rng),
@@ -217,7 +393,11 @@ fn leaf(rng: &mut StdRng) -> String {
             let not = if rng.gen() { "NOT " } else { "" };
             match e {
                 Some(e) => {
-                    let e = if e == '\'' { "''".to_string() } else { e.to_string() };
+                    let e = if e == '\'' {
+                        "''".to_string()
+                    } else {
+                        e.to_string()
+                    };
                     format!("{col} {not}LIKE {p} ESCAPE '{e}'")
                 }
                 None => format!("{col} {not}LIKE {p}"),
@@ -237,8 +417,16 @@ fn predicate(rng: &mut StdRng, depth: u32) -> String {
     match rng.gen_range(0..5) {
         0 => format!("NOT ({})", predicate(rng, depth - 1)),
         1 => format!("NOT {}", leaf(rng)),
-        2 | 3 => format!("({}) AND ({})", predicate(rng, depth - 1), predicate(rng, depth - 1)),
-        _ => format!("({}) OR {}", predicate(rng, depth - 1), predicate(rng, depth - 1)),
+        2 | 3 => format!(
+            "({}) AND ({})",
+            predicate(rng, depth - 1),
+            predicate(rng, depth - 1)
+        ),
+        _ => format!(
+            "({}) OR {}",
+            predicate(rng, depth - 1),
+            predicate(rng, depth - 1)
+        ),
     }
 }
 
@@ -254,10 +442,15 @@ impl Fixture {
         conn.execute_batch(DDL).expect("DDL");
         let schema = Schema::parse("tbl.sql", DDL).expect("schema parses");
         let pool = data_pool();
-        for pk in 1..=ROWS as i64 {
+        // First every pool value in every column (shifted per column), then random rows.
+        for pk in 1..=(pool.len() + ROWS) as i64 {
             let mut values = vec![SqlValue::Integer(pk)];
-            for _ in COLUMNS {
-                values.push(to_sql(pool.choose(rng).expect("non-empty")));
+            for c in 0..COLUMNS.len() {
+                let value = match (pk as usize).checked_sub(1).filter(|k| *k < pool.len()) {
+                    Some(k) => &pool[(k + c * 11) % pool.len()],
+                    None => pool.choose(rng).expect("non-empty"),
+                };
+                values.push(to_sql(value));
             }
             conn.execute(
                 "INSERT INTO tbl VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -274,16 +467,25 @@ impl Fixture {
         let sql = format!("SELECT pk FROM tbl WHERE {where_text}");
         let mut stmt = self.conn.prepare(&sql).map_err(|e| e.to_string())?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(params.iter().map(to_sql)), |r| r.get(0))
+            .query_map(rusqlite::params_from_iter(params.iter().map(to_sql)), |r| {
+                r.get(0)
+            })
             .map_err(|e| e.to_string())?;
-        rows.collect::<Result<BTreeSet<i64>, _>>().map_err(|e| e.to_string())
+        rows.collect::<Result<BTreeSet<i64>, _>>()
+            .map_err(|e| e.to_string())
     }
 }
 
 fn read_rows(conn: &Connection) -> Vec<Vec<Value>> {
-    let mut stmt = conn.prepare("SELECT * FROM tbl ORDER BY pk").expect("select");
+    let mut stmt = conn
+        .prepare("SELECT * FROM tbl ORDER BY pk")
+        .expect("select");
     let rows = stmt
-        .query_map([], |r| (0..=COLUMNS.len()).map(|i| r.get_ref(i).map(from_sql)).collect())
+        .query_map([], |r| {
+            (0..=COLUMNS.len())
+                .map(|i| r.get_ref(i).map(from_sql))
+                .collect()
+        })
         .expect("query");
     rows.collect::<Result<Vec<Vec<Value>>, _>>().expect("rows")
 }
@@ -294,6 +496,8 @@ fn check_predicate(fx: &Fixture, seed: u64, pred: &str) -> Result<usize, String>
     let expected = fx.sqlite_pks(pred, &[]);
     let shape = match compile(&fx.schema, &sql, &Params::new()) {
         Ok(shape) => shape,
+        // Both refuse (e.g. `-0x8000000000000000`, "hex literal too big"): agreement.
+        Err(_) if expected.is_err() => return Ok(0),
         Err(e) => {
             return Err(format!(
                 "seed {seed:#x}: sluice refused an in-language predicate\n  predicate: {pred}\n  \
@@ -356,11 +560,18 @@ fn check_predicate(fx: &Fixture, seed: u64, pred: &str) -> Result<usize, String>
 }
 
 fn multiplier() -> usize {
-    std::env::var("SLUICE_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+    std::env::var("SLUICE_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn seeds() -> Vec<u64> {
-    match std::env::var("SLUICE_DIFF_SEED").ok().and_then(|v| v.parse().ok()) {
+    match std::env::var("SLUICE_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         Some(seed) => vec![seed],
         None => DEFAULT_SEEDS.to_vec(),
     }
@@ -382,13 +593,74 @@ fn random_predicates_match_sqlite() {
             }
         }
     }
-    let shown = std::env::var("SLUICE_DIFF_REPORT").ok().and_then(|v| v.parse().ok());
+    let shown = std::env::var("SLUICE_DIFF_REPORT")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for f in failures.iter().take(shown.unwrap_or(MAX_REPORTED)) {
         eprintln!("{f}");
     }
-    assert!(failures.is_empty(), "{} predicates disagree with SQLite", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} predicates disagree with SQLite",
+        failures.len()
+    );
     assert!(decisions >= 200_000, "only {decisions} decisions");
     eprintln!("{decisions} (predicate, row) decisions agree with SQLite");
+}
+
+/// Every column form against every literal with every comparison operator, and every
+/// literal as a LIKE and GLOB pattern: a systematic sweep of the leaves the random test
+/// samples.
+#[test]
+fn every_leaf_matches_sqlite() {
+    const OPS: &[&str] = &["=", "!=", "<", "<=", ">", ">=", "IS", "IS NOT"];
+    let fx = Fixture::new(&mut StdRng::seed_from_u64(11));
+    let mut decisions = 0;
+    let mut failures = Vec::new();
+    let mut check = |pred: String| match check_predicate(&fx, 11, &pred) {
+        Ok(n) => decisions += n,
+        Err(report) => failures.push(report),
+    };
+    for c in COLUMNS {
+        for lit in LITS.iter().chain(REFUSED_LITS) {
+            for col in [c.to_string(), format!("+{c}")] {
+                for op in OPS {
+                    check(format!("{col} {op} {lit}"));
+                }
+                check(format!("{lit} < {col}"));
+                check(format!("{col} IN ({lit}, NULL)"));
+                check(format!("{col} NOT IN ({lit}, 5)"));
+                check(format!("{col} BETWEEN {lit} AND 'z'"));
+                check(format!("{col} NOT BETWEEN -1 AND {lit}"));
+            }
+            check(format!("{c} LIKE {lit}"));
+            check(format!("{c} NOT LIKE {lit}"));
+            check(format!("{c} GLOB {lit}"));
+        }
+        for test in [
+            "",
+            "NOT ",
+            "IS TRUE",
+            "IS NOT TRUE",
+            "IS FALSE",
+            "IS NOT FALSE",
+        ] {
+            check(if test.starts_with("IS") {
+                format!("{c} {test}")
+            } else {
+                format!("{test}{c}")
+            });
+        }
+    }
+    for f in failures.iter().take(MAX_REPORTED) {
+        eprintln!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} leaves disagree with SQLite",
+        failures.len()
+    );
+    eprintln!("{decisions} (leaf, row) decisions agree with SQLite");
 }
 
 fn any_pred() -> impl Strategy<Value = String> {
@@ -399,7 +671,7 @@ fn any_pred() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Small cases with shrinking of the seed-chosen predicate, on a fixed fixture.
     #[test]

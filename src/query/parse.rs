@@ -224,6 +224,42 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                 }
                 merged.push(token(Token::Placeholder(name), Span::new(t.span.start, end)));
             }
+            // sqlparser reads SQLite's hex integer `0x1F` as a blob literal `x'1F'`; tell
+            // them apart by width (`0x1F` is two characters shorter than its digits plus
+            // the quotes of `x'1F'`).
+            Token::HexStringLiteral(hex)
+                if t.span.start.line == t.span.end.line
+                    && t.span.end.column.saturating_sub(t.span.start.column)
+                        == hex.chars().count() as u64 + 2 =>
+            {
+                let negated = preceded_by_minus(&merged);
+                merged.push(token(hex_integer(hex, negated, t.span)?, t.span));
+            }
+            // `0X1F` (upper-case X) comes out as the number 0 followed by the word `X1F`.
+            Token::Number(zero, false)
+                if zero == "0"
+                    && matches!(
+                        iter.peek(),
+                        Some(TokenWithSpan { token: Token::Word(w), span })
+                            if w.quote_style.is_none()
+                                && span.start == t.span.end
+                                && w.value.starts_with('X')
+                    ) =>
+            {
+                let Some(TokenWithSpan { token: Token::Word(w), span }) = iter.next() else {
+                    unreachable!("peeked a word")
+                };
+                let whole = Span::new(t.span.start, span.end);
+                let negated = preceded_by_minus(&merged);
+                merged.push(token(hex_integer(&w.value[1..], negated, whole)?, whole));
+            }
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("ISNULL") => {
+                // SQLite's postfix `ISNULL` is `IS NULL` (sqlparser knows only NOTNULL).
+                let space = Token::Whitespace(sqlparser::tokenizer::Whitespace::Space);
+                merged.push(keyword("IS", t.span));
+                merged.push(token(space, t.span));
+                merged.push(keyword("NULL", t.span));
+            }
             Token::Spaceship | Token::ExclamationMarkDoubleTilde => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
@@ -337,6 +373,40 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
         out.push(t.clone());
     }
     Ok(out)
+}
+
+/// The integer of a SQLite hex literal's digits: 64-bit two's complement, so
+/// `0xFFFFFFFFFFFFFFFF` is -1; more than 16 significant digits is an error, as in SQLite.
+///
+/// SQLite also refuses `-0x8000000000000000` (a negated hex literal whose value is the
+/// smallest integer), so `negated` says whether a unary minus applies directly.
+fn hex_integer(digits: &str, negated: bool, span: Span) -> Result<Token, QueryError> {
+    const MAX_HEX_DIGITS: usize = 16;
+    let malformed = |message: String| {
+        Err(QueryError::new(QueryErrorKind::Syntax, message, Pos::from_location(span.start)))
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return malformed(format!("malformed hex integer 0x{digits}"));
+    }
+    let significant = digits.trim_start_matches('0');
+    let value = match u64::from_str_radix(digits, 16) {
+        Ok(v) if significant.len() <= MAX_HEX_DIGITS && !(negated && v as i64 == i64::MIN) => v,
+        _ => {
+            let sign = if negated { "-" } else { "" };
+            return malformed(format!("hex literal too big: {sign}0x{digits}"));
+        }
+    };
+    Ok(Token::Number((value as i64).to_string(), false))
+}
+
+/// Whether the tokens so far end with a unary minus, looking through opening parentheses
+/// (SQLite has no node for parentheses, so `-(x)` negates `x` directly).
+fn preceded_by_minus(tokens: &[TokenWithSpan]) -> bool {
+    tokens
+        .iter()
+        .rev()
+        .find(|t| !matches!(t.token, Token::Whitespace(_) | Token::LParen))
+        .is_some_and(|t| t.token == Token::Minus)
 }
 
 fn pos_of(node: &impl Spanned) -> Pos {
@@ -746,8 +816,14 @@ impl Builder<'_> {
     }
 
     fn negative(&self, inner: &Expr, whole: &Expr) -> Result<Side, QueryError> {
-        // `-9223372036854775808` is the smallest integer, not a negated real.
-        if let Expr::Value(v) = inner {
+        // `-9223372036854775808` is the smallest integer, not a negated real. Parentheses
+        // do not matter: SQLite has no node for them, so `-(9223372036854775808)` is the
+        // same literal.
+        let mut literal = inner;
+        while let Expr::Nested(e) = literal {
+            literal = e;
+        }
+        if let Expr::Value(v) = literal {
             if let SqlValue::Number(digits, _) = &v.value {
                 if let Ok(i) = format!("-{digits}").parse::<i64>() {
                     return Ok(Side::Const(Operand::Lit(Value::Integer(i))));
