@@ -763,7 +763,11 @@ impl Builder<'_> {
     fn col_ref(&self, e: &Expr) -> Result<ColRef, QueryError> {
         match self.side(e)? {
             Side::Column(c) => Ok(c),
-            Side::Const(_) => Err(unsupported("expected a column on this side", e)),
+            Side::Const(_) => Err(unsupported(
+                "expected a column here: a predicate must test a column (constant predicates \
+                 are not supported)",
+                e,
+            )),
         }
     }
 
