@@ -104,12 +104,14 @@ impl Template {
         };
         let query = match statement {
             Statement::Query(q) => q,
-            other => {
+            _ => {
+                // Point at the statement's first keyword (`DELETE`), not at wherever
+                // sqlparser's span for the statement starts (its table name).
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
                     "only SELECT statements are subscriptions",
-                    pos_of(other),
-                ))
+                    first_word_pos(sql),
+                ));
             }
         };
         let select = select_of(query)?;
@@ -123,6 +125,19 @@ impl Template {
     pub fn table(&self) -> &Table {
         &self.table
     }
+}
+
+/// The position of the first non-space character of `sql`.
+fn first_word_pos(sql: &str) -> Pos {
+    let mut pos = Pos::START;
+    for c in sql.chars() {
+        match c {
+            '\n' => pos = Pos { line: pos.line + 1, column: 1 },
+            c if c.is_whitespace() => pos.column += 1,
+            _ => break,
+        }
+    }
+    pos
 }
 
 /// The position just past the end of `sql`, for errors at end of input.
