@@ -340,7 +340,7 @@ pub fn render_real(r: f64) -> String {
     if negative {
         out.push('-');
     }
-    if exp < -4 || exp >= PRECISION {
+    if !(-4..PRECISION).contains(&exp) {
         out.push_str(&digits[..1]);
         out.push('.');
         if digits.len() > 1 {
@@ -420,7 +420,7 @@ mod tests {
         }
         assert_eq!(Value::Integer(1).sqlite_cmp(&Value::Real(1.0)), Ordering::Equal);
         assert_eq!(
-            Value::Integer(i64::MAX).sqlite_cmp(&Value::Real(9.223372036854775807e18)),
+            Value::Integer(i64::MAX).sqlite_cmp(&Value::Real(9.223_372_036_854_776e18)),
             Ordering::Less
         );
         assert_eq!(
@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(num.apply_for_comparison(Value::Text(".".into())), Value::Text(".".into()));
         assert_eq!(
             num.apply_for_comparison(Value::Text("9223372036854775808".into())),
-            Value::Real(9.223372036854775808e18)
+            Value::Real(9.223_372_036_854_776e18)
         );
         assert_eq!(Affinity::Text.apply_for_comparison(Value::Integer(5)), Value::Text("5".into()));
         assert_eq!(Affinity::Blob.apply_for_comparison(Value::Integer(5)), Value::Integer(5));

@@ -79,8 +79,8 @@ fn data_pool() -> Vec<Value> {
         Value::Real(1e15),
         Value::Real(1e16),
         Value::Real(123_456_789_012_345_678.0),
-        Value::Real(9.223_372_036_854_775_807e18),
-        Value::Real(-9.223_372_036_854_775_808e18),
+        Value::Real(9.223_372_036_854_776e18),
+        Value::Real(-9.223_372_036_854_776e18),
         Value::Real(3.000_000_000_000_000_4),
         Value::Real(100.0),
         Value::Real(f64::INFINITY),
@@ -146,6 +146,8 @@ fn data_pool() -> Vec<Value> {
         "0.1",
         "100",
         "1000",
+        "a\u{0}b",
+        "5\u{0}",
     ] {
         v.push(Value::Text(s.to_string()));
     }
