@@ -209,6 +209,12 @@ fn is_sqlite_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
+/// [`is_sqlite_space`] for `char` patterns. Unlike `char::is_ascii_whitespace` it
+/// includes the vertical tab, as SQLite's `sqlite3Isspace` does.
+fn is_sqlite_space_char(c: char) -> bool {
+    c.is_ascii() && is_sqlite_space(c as u8)
+}
+
 /// Scans the longest numeric prefix of `s` after leading spaces, SQLite style
 /// (`sqlite3AtoF`). Returns the byte length consumed (0 when there is no number) and
 /// whether it had a decimal point or exponent.
@@ -269,9 +275,7 @@ pub fn parse_numeric_text(s: &str) -> Option<Value> {
     if len == 0 || bytes[len..].iter().any(|b| !is_sqlite_space(*b)) {
         return None;
     }
-    let text = std::str::from_utf8(&bytes[..len]).ok()?.trim_start_matches(|c: char| {
-        c.is_ascii() && is_sqlite_space(c as u8)
-    });
+    let text = std::str::from_utf8(&bytes[..len]).ok()?.trim_start_matches(is_sqlite_space_char);
     if !is_real {
         if let Ok(i) = text.parse::<i64>() {
             return Some(Value::Integer(i));
@@ -289,7 +293,7 @@ pub fn numeric_prefix(s: &[u8]) -> f64 {
     }
     std::str::from_utf8(&s[..len])
         .ok()
-        .and_then(|t| t.trim_start_matches(|c: char| c.is_ascii_whitespace()).parse::<f64>().ok())
+        .and_then(|t| t.trim_start_matches(is_sqlite_space_char).parse::<f64>().ok())
         .unwrap_or(0.0)
 }
 
@@ -302,7 +306,7 @@ pub fn numeric_prefix_value(s: &[u8]) -> Value {
     }
     let text = std::str::from_utf8(&s[..len])
         .unwrap_or("0")
-        .trim_start_matches(|c: char| c.is_ascii_whitespace());
+        .trim_start_matches(is_sqlite_space_char);
     if !is_real {
         if let Ok(i) = text.parse::<i64>() {
             return Value::Integer(i);
@@ -321,7 +325,8 @@ pub fn render_real(r: f64) -> String {
     }
     const PRECISION: i32 = 15;
     if r == 0.0 {
-        return if r.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
+        // SQLite prints negative zero without its sign (`CAST(-0.0 AS TEXT)` is '0.0').
+        return "0.0".to_string();
     }
     // Round to 15 significant digits and read back the decimal exponent.
     let sci = format!("{:.*e}", (PRECISION - 1) as usize, r);
@@ -335,7 +340,7 @@ pub fn render_real(r: f64) -> String {
     if negative {
         out.push('-');
     }
-    if exp < -4 || exp >= PRECISION {
+    if !(-4..PRECISION).contains(&exp) {
         out.push_str(&digits[..1]);
         out.push('.');
         if digits.len() > 1 {
@@ -415,7 +420,7 @@ mod tests {
         }
         assert_eq!(Value::Integer(1).sqlite_cmp(&Value::Real(1.0)), Ordering::Equal);
         assert_eq!(
-            Value::Integer(i64::MAX).sqlite_cmp(&Value::Real(9.223372036854775807e18)),
+            Value::Integer(i64::MAX).sqlite_cmp(&Value::Real(9.223_372_036_854_776e18)),
             Ordering::Less
         );
         assert_eq!(
@@ -435,7 +440,7 @@ mod tests {
         assert_eq!(num.apply_for_comparison(Value::Text(".".into())), Value::Text(".".into()));
         assert_eq!(
             num.apply_for_comparison(Value::Text("9223372036854775808".into())),
-            Value::Real(9.223372036854775808e18)
+            Value::Real(9.223_372_036_854_776e18)
         );
         assert_eq!(Affinity::Text.apply_for_comparison(Value::Integer(5)), Value::Text("5".into()));
         assert_eq!(Affinity::Blob.apply_for_comparison(Value::Integer(5)), Value::Integer(5));
@@ -451,6 +456,8 @@ mod tests {
         assert_eq!(render_real(123456789012345678.0), "1.23456789012346e+17");
         assert_eq!(render_real(-2.5), "-2.5");
         assert_eq!(render_real(0.0001), "0.0001");
+        // SQLite drops the sign of negative zero when it converts to text.
+        assert_eq!(render_real(-0.0), "0.0");
     }
 
     #[test]
@@ -460,6 +467,9 @@ mod tests {
         assert_eq!(Value::Text(" 0.0".into()).truthiness(), Some(false));
         assert_eq!(Value::Real(0.5).truthiness(), Some(true));
         assert_eq!(Value::Null.truthiness(), None);
+        // Vertical tab is a space to SQLite (`sqlite3Isspace`), not to Rust's ASCII test.
+        assert_eq!(Value::Text("\u{b}1".into()).truthiness(), Some(true));
+        assert_eq!(numeric_prefix_value(b"\x0b-3x"), Value::Integer(-3));
     }
 
     #[test]

@@ -24,6 +24,12 @@ use crate::value::Value;
 /// Placeholder prefix the token pass gives to the parameter of `IN :param`.
 const ARRAY_PARAM: &str = "[]";
 
+/// The token standing for `IS <value>` after the token pass (SQLite has no `<=>`; a
+/// user-typed one is refused before the pass).
+const IS_OPERATOR: Token = Token::Spaceship;
+/// The token standing for `IS NOT <value>` (SQLite has no `!~~`; refused likewise).
+const IS_NOT_OPERATOR: Token = Token::ExclamationMarkDoubleTilde;
+
 /// A column reference; `affinity` is false for `+col`, which drops the column's affinity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ColRef {
@@ -98,12 +104,14 @@ impl Template {
         };
         let query = match statement {
             Statement::Query(q) => q,
-            other => {
+            _ => {
+                // Point at the statement's first keyword (`DELETE`), not at wherever
+                // sqlparser's span for the statement starts (its table name).
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
                     "only SELECT statements are subscriptions",
-                    pos_of(other),
-                ))
+                    first_word_pos(sql),
+                ));
             }
         };
         let select = select_of(query)?;
@@ -117,6 +125,19 @@ impl Template {
     pub fn table(&self) -> &Table {
         &self.table
     }
+}
+
+/// The position of the first non-space character of `sql`.
+fn first_word_pos(sql: &str) -> Pos {
+    let mut pos = Pos::START;
+    for c in sql.chars() {
+        match c {
+            '\n' => pos = Pos { line: pos.line + 1, column: 1 },
+            c if c.is_whitespace() => pos.column += 1,
+            _ => break,
+        }
+    }
+    pos
 }
 
 /// The position just past the end of `sql`, for errors at end of input.
@@ -218,6 +239,49 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                 }
                 merged.push(token(Token::Placeholder(name), Span::new(t.span.start, end)));
             }
+            // sqlparser reads SQLite's hex integer `0x1F` as a blob literal `x'1F'`; tell
+            // them apart by width (`0x1F` is two characters shorter than its digits plus
+            // the quotes of `x'1F'`).
+            Token::HexStringLiteral(hex)
+                if t.span.start.line == t.span.end.line
+                    && t.span.end.column.saturating_sub(t.span.start.column)
+                        == hex.chars().count() as u64 + 2 =>
+            {
+                let negated = preceded_by_minus(&merged);
+                merged.push(token(hex_integer(hex, negated, t.span)?, t.span));
+            }
+            // `0X1F` (upper-case X) comes out as the number 0 followed by the word `X1F`.
+            Token::Number(zero, false)
+                if zero == "0"
+                    && matches!(
+                        iter.peek(),
+                        Some(TokenWithSpan { token: Token::Word(w), span })
+                            if w.quote_style.is_none()
+                                && span.start == t.span.end
+                                && w.value.starts_with('X')
+                    ) =>
+            {
+                let Some(TokenWithSpan { token: Token::Word(w), span }) = iter.next() else {
+                    unreachable!("peeked a word")
+                };
+                let whole = Span::new(t.span.start, span.end);
+                let negated = preceded_by_minus(&merged);
+                merged.push(token(hex_integer(&w.value[1..], negated, whole)?, whole));
+            }
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("ISNULL") => {
+                // SQLite's postfix `ISNULL` is `IS NULL` (sqlparser knows only NOTNULL).
+                let space = Token::Whitespace(sqlparser::tokenizer::Whitespace::Space);
+                merged.push(keyword("IS", t.span));
+                merged.push(token(space, t.span));
+                merged.push(keyword("NULL", t.span));
+            }
+            Token::Spaceship | Token::ExclamationMarkDoubleTilde => {
+                return Err(QueryError::new(
+                    QueryErrorKind::Unsupported,
+                    format!("operator `{}` is not supported", t.token),
+                    Pos::from_location(t.span.start),
+                ))
+            }
             Token::Placeholder(p) => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
@@ -246,7 +310,7 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
         significant.iter().find(|&&j| j > i).map(|&j| &merged[j])
     };
     let mut out = Vec::with_capacity(merged.len() + 4);
-    let mut skip_not: Option<usize> = None;
+    let mut skip_tokens: Vec<usize> = Vec::new();
     for (i, t) in merged.iter().enumerate() {
         let span = t.span;
         if is_keyword(&t.token, Keyword::IN) {
@@ -276,44 +340,88 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
             continue;
         }
         if is_keyword(&t.token, Keyword::IS) {
+            // `IS [NOT] <value>` and `IS [NOT] DISTINCT FROM <value>` become one operator
+            // token. sqlparser's own `IS [NOT] DISTINCT FROM` parses its right side as a
+            // whole expression, so `a IS 5 AND b = 1` would swallow `5 AND b = 1`; the
+            // operator tokens below have comparison precedence instead. SQLite gives IS
+            // the precedence of `=`.
             let mut j = i;
             let mut negated = false;
             let mut next = next_sig(j);
+            let mut skip = Vec::new();
             if next.is_some_and(|n| is_keyword(&n.token, Keyword::NOT)) {
                 negated = true;
                 j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
+                skip.push(j);
                 next = next_sig(j);
             }
-            let special = next.is_none_or(|n| {
-                [Keyword::NULL, Keyword::TRUE, Keyword::FALSE, Keyword::DISTINCT, Keyword::UNKNOWN]
+            let distinct_from = next.is_some_and(|n| is_keyword(&n.token, Keyword::DISTINCT))
+                && significant
                     .iter()
-                    .any(|k| is_keyword(&n.token, *k))
-            });
+                    .copied()
+                    .find(|&k| k > j)
+                    .and_then(next_sig)
+                    .is_some_and(|n| is_keyword(&n.token, Keyword::FROM));
+            if distinct_from {
+                // `IS DISTINCT FROM` is `IS NOT`; `IS NOT DISTINCT FROM` is `IS`.
+                negated = !negated;
+                for _ in 0..2 {
+                    j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
+                    skip.push(j);
+                }
+            }
+            let special = !distinct_from
+                && next.is_none_or(|n| {
+                    [Keyword::NULL, Keyword::TRUE, Keyword::FALSE, Keyword::DISTINCT, Keyword::UNKNOWN]
+                        .iter()
+                        .any(|k| is_keyword(&n.token, *k))
+                });
             if !special {
-                let sp = token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space), span);
-                out.push(t.clone());
-                out.push(sp.clone());
-                if !negated {
-                    out.push(keyword("NOT", span));
-                    out.push(sp.clone());
-                }
-                out.push(keyword("DISTINCT", span));
-                out.push(sp.clone());
-                out.push(keyword("FROM", span));
-                if negated {
-                    // Drop the user's NOT: `IS NOT x` is `IS DISTINCT FROM x`.
-                    skip_not = Some(j);
-                }
+                out.push(token(if negated { IS_NOT_OPERATOR } else { IS_OPERATOR }, span));
+                skip_tokens.extend(skip);
                 continue;
             }
         }
-        if skip_not == Some(i) {
-            skip_not = None;
+        if skip_tokens.contains(&i) {
             continue;
         }
         out.push(t.clone());
     }
     Ok(out)
+}
+
+/// The integer of a SQLite hex literal's digits: 64-bit two's complement, so
+/// `0xFFFFFFFFFFFFFFFF` is -1; more than 16 significant digits is an error, as in SQLite.
+///
+/// SQLite also refuses `-0x8000000000000000` (a negated hex literal whose value is the
+/// smallest integer), so `negated` says whether a unary minus applies directly.
+fn hex_integer(digits: &str, negated: bool, span: Span) -> Result<Token, QueryError> {
+    const MAX_HEX_DIGITS: usize = 16;
+    let malformed = |message: String| {
+        Err(QueryError::new(QueryErrorKind::Syntax, message, Pos::from_location(span.start)))
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return malformed(format!("malformed hex integer 0x{digits}"));
+    }
+    let significant = digits.trim_start_matches('0');
+    let value = match u64::from_str_radix(digits, 16) {
+        Ok(v) if significant.len() <= MAX_HEX_DIGITS && !(negated && v as i64 == i64::MIN) => v,
+        _ => {
+            let sign = if negated { "-" } else { "" };
+            return malformed(format!("hex literal too big: {sign}0x{digits}"));
+        }
+    };
+    Ok(Token::Number((value as i64).to_string(), false))
+}
+
+/// Whether the tokens so far end with a unary minus, looking through opening parentheses
+/// (SQLite has no node for parentheses, so `-(x)` negates `x` directly).
+fn preceded_by_minus(tokens: &[TokenWithSpan]) -> bool {
+    tokens
+        .iter()
+        .rev()
+        .find(|t| !matches!(t.token, Token::Whitespace(_) | Token::LParen))
+        .is_some_and(|t| t.token == Token::Minus)
 }
 
 fn pos_of(node: &impl Spanned) -> Pos {
@@ -513,6 +621,12 @@ impl Builder<'_> {
             Expr::UnaryOp { op: UnaryOperator::Not, expr } => {
                 Ok(Node::Not(Box::new(self.predicate(expr)?)))
             }
+            Expr::BinaryOp { left, op: BinaryOperator::Spaceship, right } => {
+                self.comparison(left, CmpOp::Is, right, e)
+            }
+            Expr::BinaryOp { left, op: BinaryOperator::PGNotLikeMatch, right } => {
+                self.comparison(left, CmpOp::IsNot, right, e)
+            }
             Expr::BinaryOp { left, op, right } => {
                 let cmp = match op {
                     BinaryOperator::Eq => CmpOp::Eq,
@@ -530,8 +644,6 @@ impl Builder<'_> {
                 };
                 self.comparison(left, cmp, right, e)
             }
-            Expr::IsNotDistinctFrom(left, right) => self.comparison(left, CmpOp::Is, right, e),
-            Expr::IsDistinctFrom(left, right) => self.comparison(left, CmpOp::IsNot, right, e),
             Expr::IsNull(inner) => {
                 Ok(Node::Cmp { col: self.col_ref(inner)?, op: CmpOp::Is, rhs: Operand::Lit(Value::Null) })
             }
@@ -652,6 +764,9 @@ impl Builder<'_> {
                 unsupported("COLLATE is not supported (text compares with BINARY)", e)
             }
             Expr::Case { .. } => unsupported("CASE is not supported", e),
+            Expr::BinaryOp { op: BinaryOperator::Spaceship | BinaryOperator::PGNotLikeMatch, .. } => {
+                unsupported("an IS comparison cannot be an operand", e)
+            }
             Expr::BinaryOp { op, .. } => {
                 unsupported(format!("operator `{op}` is not supported (no arithmetic)"), e)
             }
@@ -663,7 +778,11 @@ impl Builder<'_> {
     fn col_ref(&self, e: &Expr) -> Result<ColRef, QueryError> {
         match self.side(e)? {
             Side::Column(c) => Ok(c),
-            Side::Const(_) => Err(unsupported("expected a column on this side", e)),
+            Side::Const(_) => Err(unsupported(
+                "expected a column here: a predicate must test a column (constant predicates \
+                 are not supported)",
+                e,
+            )),
         }
     }
 
@@ -716,8 +835,14 @@ impl Builder<'_> {
     }
 
     fn negative(&self, inner: &Expr, whole: &Expr) -> Result<Side, QueryError> {
-        // `-9223372036854775808` is the smallest integer, not a negated real.
-        if let Expr::Value(v) = inner {
+        // `-9223372036854775808` is the smallest integer, not a negated real. Parentheses
+        // do not matter: SQLite has no node for them, so `-(9223372036854775808)` is the
+        // same literal.
+        let mut literal = inner;
+        while let Expr::Nested(e) = literal {
+            literal = e;
+        }
+        if let Expr::Value(v) = literal {
             if let SqlValue::Number(digits, _) = &v.value {
                 if let Ok(i) = format!("-{digits}").parse::<i64>() {
                     return Ok(Side::Const(Operand::Lit(Value::Integer(i))));
@@ -771,7 +896,7 @@ pub(crate) fn number(text: &str) -> Option<Value> {
 }
 
 pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

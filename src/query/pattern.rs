@@ -37,6 +37,10 @@ fn decode(bytes: &[u8]) -> Vec<u32> {
     out
 }
 
+/// A "character" no pattern contains, for a wildcard role that is switched off (decoded
+/// code points never exceed 31 bits).
+const NO_CHAR: u32 = u32::MAX;
+
 #[derive(PartialEq)]
 enum Outcome {
     Match,
@@ -204,10 +208,20 @@ fn compare(pattern: &[u32], string: &[u32], rules: &Rules) -> Outcome {
 
 /// `string LIKE pattern [ESCAPE escape]`, on the text bytes SQLite would see.
 pub fn like(pattern: &[u8], string: &[u8], escape: Option<char>) -> bool {
+    let escape = escape.map(|c| c as u32);
+    // As in SQLite's `likeFunc`: an escape character equal to `%` or `_` stops that
+    // character from being a wildcard, so `'%' ESCAPE '%'` matches nothing.
+    let unless_escape = |wildcard: char| {
+        if escape == Some(wildcard as u32) {
+            NO_CHAR
+        } else {
+            wildcard as u32
+        }
+    };
     let rules = Rules {
-        match_one: '_' as u32,
-        match_all: '%' as u32,
-        match_other: escape.map(|c| c as u32).unwrap_or(0),
+        match_one: unless_escape('_'),
+        match_all: unless_escape('%'),
+        match_other: escape.unwrap_or(0),
         glob_sets: false,
         no_case: true,
     };
@@ -250,6 +264,18 @@ mod tests {
         assert!(like(b"%!_x", b"ab_x", Some('!')));
         assert!(!like(b"%!_x", b"abcx", Some('!')));
         assert!(!like(b"a!", b"a!", Some('!')));
+    }
+
+    #[test]
+    fn like_escape_equal_to_a_wildcard_disables_that_wildcard() {
+        // Found by the differential test: SQLite's likeFunc switches the wildcard off.
+        assert!(!like(b"%", b"abc", Some('%')));
+        assert!(!like(b"%", b"", Some('%')));
+        assert!(like(b"a%%", b"a%", Some('%')));
+        assert!(!like(b"a%%", b"a%b", Some('%')));
+        assert!(like(b"a__", b"a_", Some('_')));
+        assert!(!like(b"a_", b"ab", Some('_')));
+        assert!(like(b"a%", b"ab_", Some('_')));
     }
 
     #[test]
