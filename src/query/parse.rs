@@ -213,6 +213,12 @@ fn is_keyword(t: &Token, kw: Keyword) -> bool {
     matches!(t, Token::Word(Word { keyword, quote_style: None, .. }) if *keyword == kw)
 }
 
+/// What `IS` and `IS NOT` with a value operand become in the token pass: operators
+/// sqlparser parses at the precedence of `=` and that cannot come from user text (the
+/// pass refuses them there).
+const IS_OPERATOR: Token = Token::Spaceship;
+const IS_NOT_OPERATOR: Token = Token::ExclamationMarkDoubleTilde;
+
 fn is_word(t: &Token, text: &str) -> bool {
     matches!(t, Token::Word(Word { value, quote_style: None, .. }) if value.eq_ignore_ascii_case(text))
 }
@@ -279,6 +285,13 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     Pos::from_location(t.span.start),
                 ))
             }
+            Token::Spaceship | Token::ExclamationMarkDoubleTilde => {
+                return Err(QueryError::new(
+                    QueryErrorKind::Unsupported,
+                    format!("operator `{}` is not supported", t.token),
+                    Pos::from_location(t.span.start),
+                ))
+            }
             Token::Word(_)
                 if is_word(&t.token, "SIMILAR")
                     || is_word(&t.token, "REGEXP")
@@ -300,11 +313,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
         .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
         .map(|(i, _)| i)
         .collect();
-    let next_sig = |i: usize| -> Option<&TokenWithSpan> {
-        significant.iter().find(|&&j| j > i).map(|&j| &merged[j])
-    };
+    let next_sig_index =
+        |i: usize| -> Option<usize> { significant.iter().copied().find(|&j| j > i) };
+    let next_sig = |i: usize| -> Option<&TokenWithSpan> { next_sig_index(i).map(|j| &merged[j]) };
     let mut out = Vec::with_capacity(merged.len() + 4);
-    let mut skip_not: Option<usize> = None;
+    let mut skip: Vec<usize> = Vec::new();
     for (i, t) in merged.iter().enumerate() {
         let span = t.span;
         if is_keyword(&t.token, Keyword::IN) {
@@ -344,48 +357,51 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
             continue;
         }
         if is_keyword(&t.token, Keyword::IS) {
-            let mut j = i;
+            // `IS [NOT] x` and `IS [NOT] DISTINCT FROM x` become one operator token that
+            // sqlparser reads with the precedence of `=`, as SQLite does (its own
+            // DISTINCT FROM reads `a IS 1 OR b` as `a IS (1 OR b)`).
             let mut negated = false;
-            let mut next = next_sig(j);
-            if next.is_some_and(|n| is_keyword(&n.token, Keyword::NOT)) {
+            let mut consumed = Vec::new();
+            let mut j = i;
+            if next_sig(j).is_some_and(|n| is_keyword(&n.token, Keyword::NOT)) {
                 negated = true;
-                j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
-                next = next_sig(j);
+                j = next_sig_index(j).unwrap_or(j);
+                consumed.push(j);
             }
-            let special = next.is_none_or(|n| {
-                [
-                    Keyword::NULL,
-                    Keyword::TRUE,
-                    Keyword::FALSE,
-                    Keyword::DISTINCT,
-                    Keyword::UNKNOWN,
-                ]
-                .iter()
-                .any(|k| is_keyword(&n.token, *k))
-            });
+            let next = next_sig(j);
+            let distinct_from = next.is_some_and(|n| is_keyword(&n.token, Keyword::DISTINCT))
+                && next_sig_index(j)
+                    .and_then(next_sig)
+                    .is_some_and(|n| is_keyword(&n.token, Keyword::FROM));
+            if distinct_from {
+                // `IS DISTINCT FROM` is `IS NOT`.
+                negated = !negated;
+                let d = next_sig_index(j).unwrap_or(j);
+                consumed.extend([d, next_sig_index(d).unwrap_or(d)]);
+            }
+            let special = !distinct_from
+                && next.is_none_or(|n| {
+                    [
+                        Keyword::NULL,
+                        Keyword::TRUE,
+                        Keyword::FALSE,
+                        Keyword::UNKNOWN,
+                    ]
+                    .iter()
+                    .any(|k| is_keyword(&n.token, *k))
+                });
             if !special {
-                let sp = token(
-                    Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
-                    span,
-                );
-                out.push(t.clone());
-                out.push(sp.clone());
-                if !negated {
-                    out.push(keyword("NOT", span));
-                    out.push(sp.clone());
-                }
-                out.push(keyword("DISTINCT", span));
-                out.push(sp.clone());
-                out.push(keyword("FROM", span));
-                if negated {
-                    // Drop the user's NOT: `IS NOT x` is `IS DISTINCT FROM x`.
-                    skip_not = Some(j);
-                }
+                let op = if negated {
+                    IS_NOT_OPERATOR
+                } else {
+                    IS_OPERATOR
+                };
+                out.push(token(op, span));
+                skip.extend(consumed);
                 continue;
             }
         }
-        if skip_not == Some(i) {
-            skip_not = None;
+        if skip.contains(&i) {
             continue;
         }
         out.push(t.clone());
@@ -651,6 +667,8 @@ impl Builder<'_> {
                     BinaryOperator::LtEq => CmpOp::Le,
                     BinaryOperator::Gt => CmpOp::Gt,
                     BinaryOperator::GtEq => CmpOp::Ge,
+                    BinaryOperator::Spaceship => CmpOp::Is,
+                    BinaryOperator::PGNotLikeMatch => CmpOp::IsNot,
                     other => {
                         return Err(unsupported(
                             format!("operator `{other}` is not supported (no arithmetic)"),
