@@ -121,12 +121,14 @@ impl Cost for TableIndex {
                 let extra = usize::from(matches!(probe, Probe::Prefix { .. })) * 2;
                 1 + extra + self.keyed.get(key).map_or(0, Posting::len)
             }
-            // Stabbing visits a chunk header per 32 intervals; the hits are few.
-            Probe::Between { col, .. } => 2 + column(*col).map_or(0, |c| c.between.len() / 64),
-            // A one-sided range matches a large share of all rows, however few shapes
-            // use it yet: the last resort before the residual list.
-            Probe::Lower { col, .. } => ONE_SIDED_COST + column(*col).map_or(0, |c| c.lower_len),
-            Probe::Upper { col, .. } => ONE_SIDED_COST + column(*col).map_or(0, |c| c.upper_len),
+            // Stabbing visits a chunk header per 32 intervals and finds few hits.
+            Probe::Between { col, .. } => 2 + column(*col).map_or(0, |c| c.between.len() / 1024),
+            // A one-sided range passes a large share of all rows, so the shape would be a
+            // candidate for about every other change: the last resort before the residual.
+            Probe::Lower { col, .. } | Probe::Upper { col, .. } => {
+                let filed = column(*col).map_or(0, |c| c.lower_len + c.upper_len);
+                ONE_SIDED_COST + self.shapes / 2 + filed
+            }
         }
     }
 }
