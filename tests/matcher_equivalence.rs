@@ -40,6 +40,8 @@ const LITERALS: &[&str] = &[
     "9223372036854775807",
     "9.2233720368547758e18",
     "1e300",
+    "'é'",
+    "'Éa'",
     "'x'",
     "3",
 ];
@@ -61,6 +63,9 @@ const LIKE_PATTERNS: &[&str] = &[
     "'2.%'",
     "'x'",
     "'a_c%'",
+    "'é%'",
+    "'É%'",
+    "'Éa%'",
 ];
 
 const GLOB_PATTERNS: &[&str] = &[
@@ -69,7 +74,9 @@ const GLOB_PATTERNS: &[&str] = &[
 
 /// Values a row may hold: every storage class, numbers equal across classes.
 fn random_value(rng: &mut StdRng) -> Value {
-    match rng.gen_range(0..22) {
+    match rng.gen_range(0..24) {
+        22 => Value::Text("éa".into()),
+        23 => Value::Text("Éa".into()),
         0..=3 => Value::Null,
         4 => Value::Integer(0),
         5 => Value::Integer(1),

@@ -460,8 +460,9 @@ impl TableIndex {
             (PatternKind::Like, &column.like_lens),
             (PatternKind::Glob, &column.glob_lens),
         ] {
-            for len in 1..=text.len().min(PREFIX_MAX) {
-                if lens[len] == 0 {
+            let longest = text.len().min(PREFIX_MAX);
+            for (len, &filed) in lens.iter().enumerate().take(longest + 1).skip(1) {
+                if filed == 0 {
                     continue;
                 }
                 let key = prefix_key_of_text(col, kind, text, len);
