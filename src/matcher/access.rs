@@ -75,8 +75,7 @@ pub(super) fn plan(pred: &Pred, cost: &dyn Cost) -> Option<Vec<Probe>> {
         } => match pattern {
             None => Some(Vec::new()),
             Some(p) => {
-                let stops = [b'%', b'_'];
-                let prefix = literal_prefix(p, &stops, escape.map(|c| c as u32));
+                let prefix = literal_prefix(p, b"%_", escape.map(|c| c as u32));
                 prefix_probe(*col, PatternKind::Like, prefix)
             }
         },
@@ -87,7 +86,7 @@ pub(super) fn plan(pred: &Pred, cost: &dyn Cost) -> Option<Vec<Probe>> {
         } => match pattern {
             None => Some(Vec::new()),
             Some(p) => {
-                let prefix = literal_prefix(p, &[b'*', b'?', b'['], None);
+                let prefix = literal_prefix(p, b"*?[", None);
                 prefix_probe(*col, PatternKind::Glob, prefix)
             }
         },
@@ -307,6 +306,6 @@ mod tests {
             negated: false,
         };
         assert!(plan(&glob, &Flat).is_none());
-        assert_eq!(literal_prefix("aé%".as_bytes(), &[b'%'], None), b"a");
+        assert_eq!(literal_prefix("aé%".as_bytes(), b"%", None), b"a");
     }
 }

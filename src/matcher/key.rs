@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn ord_value_follows_the_cross_class_order() {
-        let mut v = vec![
+        let mut v = [
             OrdValue(Value::Blob(vec![0])),
             OrdValue(Value::Text("a".into())),
             OrdValue(Value::Real(1.5)),

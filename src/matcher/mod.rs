@@ -11,6 +11,7 @@
 mod access;
 mod intervals;
 mod key;
+mod posting;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use intervals::Intervals;
 use key::{
     eq_key, orderable, prefix_key_of_text, BuildKeyMapHasher, OrdValue, PatternKind, PREFIX_MAX,
 };
+use posting::Posting;
 
 /// What a change does to one shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,9 +63,6 @@ pub struct MatchWork {
     /// Of those, shapes taken from the residual list (nothing indexable).
     pub residual: usize,
 }
-
-/// Index positions: (slot of the shape, index of the probe within the shape's plan).
-type Posting = Vec<(u32, u32)>;
 
 /// Registered shapes, indexed per table.
 #[derive(Debug, Default)]
@@ -120,27 +119,32 @@ impl Cost for TableIndex {
             Probe::Residual => usize::MAX / 4,
             Probe::Eq { key, .. } | Probe::Prefix { key, .. } => {
                 let extra = usize::from(matches!(probe, Probe::Prefix { .. })) * 2;
-                1 + extra + self.keyed.get(key).map_or(0, Vec::len)
+                1 + extra + self.keyed.get(key).map_or(0, Posting::len)
             }
-            Probe::Between { col, .. } => 4 + column(*col).map_or(0, |c| c.between.len() / 16),
-            Probe::Lower { col, .. } => 8 + column(*col).map_or(0, |c| c.lower_len / 2),
-            Probe::Upper { col, .. } => 8 + column(*col).map_or(0, |c| c.upper_len / 2),
+            // Stabbing visits a chunk header per 32 intervals and finds few hits.
+            Probe::Between { col, .. } => 2 + column(*col).map_or(0, |c| c.between.len() / 1024),
+            // A one-sided range passes a large share of all rows, so the shape would be a
+            // candidate for about every other change: the last resort before the residual.
+            Probe::Lower { col, .. } | Probe::Upper { col, .. } => {
+                let filed = column(*col).map_or(0, |c| c.lower_len + c.upper_len);
+                ONE_SIDED_COST + self.shapes / 2 + filed
+            }
         }
     }
 }
 
+/// The estimated cost of a one-sided range term (`col > c`) as an entry point.
+const ONE_SIDED_COST: usize = 1_000;
+
 fn push(posting: &mut Posting, slot: u32, probe: usize) -> u32 {
-    posting.push((slot, probe as u32));
-    (posting.len() - 1) as u32
+    posting.push((slot, probe as u32))
 }
 
 /// Swap-removes `pos` and fixes the recorded position of the entry moved into its place.
 fn take(posting: &mut Posting, pos: u32, entries: &mut [Option<Entry>]) {
-    let pos = pos as usize;
-    posting.swap_remove(pos);
-    if let Some(&(slot, probe)) = posting.get(pos) {
+    if let Some((slot, probe)) = posting.swap_remove(pos) {
         if let Some(entry) = entries[slot as usize].as_mut() {
-            entry.positions[probe as usize] = pos as u32;
+            entry.positions[probe as usize] = pos;
         }
     }
 }
@@ -247,8 +251,11 @@ impl Matcher {
         };
         let mut candidates: Vec<u32> = Vec::new();
         let mut scan_all = false;
-        for row in [old, new].into_iter().flatten() {
-            scan_all |= !index.collect(row, &mut candidates);
+        if let Some(row) = old {
+            scan_all |= !index.collect(row, None, &mut candidates);
+        }
+        if let Some(row) = new {
+            scan_all |= !index.collect(row, old, &mut candidates);
         }
         let residual = index.residual.len();
         if scan_all {
@@ -262,7 +269,7 @@ impl Matcher {
                 }
             }
         } else {
-            candidates.extend(index.residual.iter().map(|&(slot, _)| slot));
+            candidates.extend(index.residual.as_slice().iter().map(|&(slot, _)| slot));
             candidates.sort_unstable();
             candidates.dedup();
         }
@@ -401,17 +408,21 @@ impl TableIndex {
         }
     }
 
-    /// Appends the slots of the shapes a row image can affect (index hits only).
+    /// Appends the slots of the shapes a row image can affect (index hits only), skipping
+    /// columns whose value equals the one in `seen` (already collected for that image).
     /// Returns false when a value cannot be looked up (a NaN real in an indexed column)
     /// and the caller must evaluate every shape of the table.
-    fn collect(&self, row: &[Value], out: &mut Vec<u32>) -> bool {
+    fn collect(&self, row: &[Value], seen: Option<&[Value]>, out: &mut Vec<u32>) -> bool {
         let slots = |posting: &Posting, out: &mut Vec<u32>| {
-            out.extend(posting.iter().map(|&(slot, _)| slot));
+            out.extend(posting.as_slice().iter().map(|&(slot, _)| slot));
         };
         for (col, column) in self.columns.iter().enumerate() {
             let Some(value) = row.get(col) else {
                 break;
             };
+            if seen.and_then(|s| s.get(col)) == Some(value) {
+                continue;
+            }
             if column.eq > 0 {
                 match eq_key(col, value) {
                     Some(key) => {
@@ -449,13 +460,14 @@ impl TableIndex {
             (PatternKind::Like, &column.like_lens),
             (PatternKind::Glob, &column.glob_lens),
         ] {
-            for len in 1..=text.len().min(PREFIX_MAX) {
-                if lens[len] == 0 {
+            let longest = text.len().min(PREFIX_MAX);
+            for (len, &filed) in lens.iter().enumerate().take(longest + 1).skip(1) {
+                if filed == 0 {
                     continue;
                 }
                 let key = prefix_key_of_text(col, kind, text, len);
                 if let Some(posting) = self.keyed.get(&key) {
-                    out.extend(posting.iter().map(|&(slot, _)| slot));
+                    out.extend(posting.as_slice().iter().map(|&(slot, _)| slot));
                 }
             }
         }
