@@ -36,9 +36,18 @@ pub enum SchemaError {
     #[error("{file}: {message}")]
     Unsupported { file: PathBuf, message: String },
     #[error("{file}: table {table}: {message}")]
-    Table { file: PathBuf, table: String, message: String },
+    Table {
+        file: PathBuf,
+        table: String,
+        message: String,
+    },
     #[error("{file}: table {table}, column {column}: {message}")]
-    Column { file: PathBuf, table: String, column: String, message: String },
+    Column {
+        file: PathBuf,
+        table: String,
+        column: String,
+        message: String,
+    },
     #[error("{dir}: no .sql files with CREATE TABLE statements")]
     Empty { dir: PathBuf },
 }
@@ -88,7 +97,9 @@ pub struct Table {
 impl Table {
     /// The column index of `name`, compared case-insensitively as SQLite does.
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     pub fn pk_column(&self) -> &Column {
@@ -120,7 +131,11 @@ impl Table {
             })
             .collect();
         parts.extend(self.constraints.iter().cloned());
-        format!("CREATE TABLE IF NOT EXISTS {} ({})", quote_ident(&self.name), parts.join(", "))
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            quote_ident(&self.name),
+            parts.join(", ")
+        )
     }
 
     /// `CREATE INDEX` statements for the declared indexes.
@@ -174,8 +189,10 @@ pub struct Schema {
 impl Schema {
     /// Loads every `*.sql` file of `dir`, in file-name order.
     pub fn load_dir(dir: &Path) -> Result<Schema, SchemaError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|source| SchemaError::Io { file: dir.to_path_buf(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io {
+            file: dir.to_path_buf(),
+            source,
+        })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "sql"))
@@ -183,13 +200,17 @@ impl Schema {
         files.sort();
         let mut sources = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|source| SchemaError::Io { file: file.clone(), source })?;
+            let text = std::fs::read_to_string(&file).map_err(|source| SchemaError::Io {
+                file: file.clone(),
+                source,
+            })?;
             sources.push((file, text));
         }
         let schema = Schema::from_sources(sources.iter().map(|(f, t)| (f.as_path(), t.as_str())))?;
         if schema.tables.is_empty() {
-            return Err(SchemaError::Empty { dir: dir.to_path_buf() });
+            return Err(SchemaError::Empty {
+                dir: dir.to_path_buf(),
+            });
         }
         Ok(schema)
     }
@@ -205,9 +226,11 @@ impl Schema {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
         let mut pending_indexes = Vec::new();
         for (file, sql) in sources {
-            let statements = Parser::parse_sql(&SQLiteDialect {}, sql).map_err(|e| {
-                SchemaError::Syntax { file: file.to_path_buf(), message: e.to_string() }
-            })?;
+            let statements =
+                Parser::parse_sql(&SQLiteDialect {}, sql).map_err(|e| SchemaError::Syntax {
+                    file: file.to_path_buf(),
+                    message: e.to_string(),
+                })?;
             for statement in statements {
                 match statement {
                     Statement::CreateTable(create) => {
@@ -238,22 +261,24 @@ impl Schema {
         }
         for (file, ix) in pending_indexes {
             let table_name = object_name(&ix.table_name);
-            let table = tables.get_mut(&table_name.to_ascii_lowercase()).ok_or_else(|| {
-                SchemaError::Table {
+            let table = tables
+                .get_mut(&table_name.to_ascii_lowercase())
+                .ok_or_else(|| SchemaError::Table {
                     file: file.clone(),
                     table: table_name.clone(),
                     message: "CREATE INDEX on an unknown table".into(),
-                }
-            })?;
+                })?;
             let mut columns = Vec::new();
             for col in &ix.columns {
                 let name = col.column.expr.to_string().trim_matches('"').to_string();
-                let idx = table.column_index(&name).ok_or_else(|| SchemaError::Column {
-                    file: file.clone(),
-                    table: table.name.clone(),
-                    column: name.clone(),
-                    message: "CREATE INDEX names an unknown column".into(),
-                })?;
+                let idx = table
+                    .column_index(&name)
+                    .ok_or_else(|| SchemaError::Column {
+                        file: file.clone(),
+                        table: table.name.clone(),
+                        column: name.clone(),
+                        message: "CREATE INDEX names an unknown column".into(),
+                    })?;
                 columns.push(table.columns[idx].name.clone());
             }
             let name = ix
@@ -261,7 +286,11 @@ impl Schema {
                 .as_ref()
                 .map(object_name)
                 .unwrap_or_else(|| format!("{}_{}_idx", table.name, columns.join("_")));
-            table.indexes.push(Index { name, columns, unique: ix.unique });
+            table.indexes.push(Index {
+                name,
+                columns,
+                unique: ix.unique,
+            });
         }
         let mut normalized = String::new();
         for table in tables.values() {
@@ -305,10 +334,7 @@ fn object_name(name: &ObjectName) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
-fn table_from_ddl(
-    file: &Path,
-    create: &sqlparser::ast::CreateTable,
-) -> Result<Table, SchemaError> {
+fn table_from_ddl(file: &Path, create: &sqlparser::ast::CreateTable) -> Result<Table, SchemaError> {
     let table_name = object_name(&create.name);
     let table_err = |message: String| SchemaError::Table {
         file: file.to_path_buf(),
@@ -316,10 +342,14 @@ fn table_from_ddl(
         message,
     };
     if table_name.to_ascii_lowercase().starts_with(RESERVED_PREFIX) {
-        return Err(table_err(format!("names starting with {RESERVED_PREFIX} are reserved")));
+        return Err(table_err(format!(
+            "names starting with {RESERVED_PREFIX} are reserved"
+        )));
     }
     if create.query.is_some() {
-        return Err(table_err("CREATE TABLE ... AS SELECT is not supported".into()));
+        return Err(table_err(
+            "CREATE TABLE ... AS SELECT is not supported".into(),
+        ));
     }
     let mut columns = Vec::new();
     let mut pk_columns: Vec<String> = Vec::new();
@@ -331,7 +361,10 @@ fn table_from_ddl(
             column: name.clone(),
             message: message.to_string(),
         };
-        if columns.iter().any(|c: &Column| c.name.eq_ignore_ascii_case(&name)) {
+        if columns
+            .iter()
+            .any(|c: &Column| c.name.eq_ignore_ascii_case(&name))
+        {
             return Err(col_err("defined twice"));
         }
         let declared_type = match &def.data_type {
@@ -350,8 +383,12 @@ fn table_from_ddl(
                 ColumnOption::Null => {}
                 ColumnOption::NotNull => column.not_null = true,
                 ColumnOption::Default(expr) => column.default = Some(expr.to_string()),
-                ColumnOption::Unique { is_primary: true, .. } => pk_columns.push(name.clone()),
-                ColumnOption::Unique { is_primary: false, .. } => {}
+                ColumnOption::Unique {
+                    is_primary: true, ..
+                } => pk_columns.push(name.clone()),
+                ColumnOption::Unique {
+                    is_primary: false, ..
+                } => {}
                 ColumnOption::ForeignKey { .. } => {}
                 ColumnOption::Check(_) => {}
                 ColumnOption::Collation(c) => {
@@ -418,7 +455,13 @@ fn table_from_ddl(
         });
     }
     columns[pk].not_null = true;
-    Ok(Table { name: table_name, columns, pk, constraints, indexes: Vec::new() })
+    Ok(Table {
+        name: table_name,
+        columns,
+        pk,
+        constraints,
+        indexes: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -447,7 +490,10 @@ mod tests {
 
     #[test]
     fn table_level_primary_key_is_accepted() {
-        let s = Schema::parse("t.sql", "CREATE TABLE a (k INTEGER, v TEXT, PRIMARY KEY (k))");
+        let s = Schema::parse(
+            "t.sql",
+            "CREATE TABLE a (k INTEGER, v TEXT, PRIMARY KEY (k))",
+        );
         assert_eq!(s.unwrap().table("a").unwrap().pk, 0);
     }
 
@@ -463,18 +509,28 @@ mod tests {
     #[test]
     fn errors_name_file_table_and_column() {
         let no_pk = Schema::parse("x.sql", "CREATE TABLE t (a INTEGER)").unwrap_err();
-        assert_eq!(no_pk.to_string(), "x.sql: table t: needs a single-column PRIMARY KEY");
-        let composite =
-            Schema::parse("x.sql", "CREATE TABLE t (a INT, b INT, PRIMARY KEY (a, b))");
-        assert!(composite.unwrap_err().to_string().contains("composite primary key"));
+        assert_eq!(
+            no_pk.to_string(),
+            "x.sql: table t: needs a single-column PRIMARY KEY"
+        );
+        let composite = Schema::parse("x.sql", "CREATE TABLE t (a INT, b INT, PRIMARY KEY (a, b))");
+        assert!(composite
+            .unwrap_err()
+            .to_string()
+            .contains("composite primary key"));
         let real_pk = Schema::parse("x.sql", "CREATE TABLE t (a REAL PRIMARY KEY)").unwrap_err();
         assert_eq!(
             real_pk.to_string(),
             "x.sql: table t, column a: the primary key must be INTEGER or TEXT, not REAL"
         );
-        let nocase =
-            Schema::parse("x.sql", "CREATE TABLE t (a INT PRIMARY KEY, b TEXT COLLATE NOCASE)");
-        assert!(nocase.unwrap_err().to_string().contains("column b: only BINARY"));
+        let nocase = Schema::parse(
+            "x.sql",
+            "CREATE TABLE t (a INT PRIMARY KEY, b TEXT COLLATE NOCASE)",
+        );
+        assert!(nocase
+            .unwrap_err()
+            .to_string()
+            .contains("column b: only BINARY"));
         let view = Schema::parse("x.sql", "CREATE VIEW v AS SELECT 1").unwrap_err();
         assert!(view.to_string().contains("only CREATE TABLE"));
         let syntax = Schema::parse("x.sql", "CREATE TABLE (").unwrap_err();

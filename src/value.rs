@@ -275,7 +275,9 @@ pub fn parse_numeric_text(s: &str) -> Option<Value> {
     if len == 0 || bytes[len..].iter().any(|b| !is_sqlite_space(*b)) {
         return None;
     }
-    let text = std::str::from_utf8(&bytes[..len]).ok()?.trim_start_matches(is_sqlite_space_char);
+    let text = std::str::from_utf8(&bytes[..len])
+        .ok()?
+        .trim_start_matches(is_sqlite_space_char);
     if !is_real {
         if let Ok(i) = text.parse::<i64>() {
             return Some(Value::Integer(i));
@@ -293,7 +295,11 @@ pub fn numeric_prefix(s: &[u8]) -> f64 {
     }
     std::str::from_utf8(&s[..len])
         .ok()
-        .and_then(|t| t.trim_start_matches(is_sqlite_space_char).parse::<f64>().ok())
+        .and_then(|t| {
+            t.trim_start_matches(is_sqlite_space_char)
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
 
@@ -398,9 +404,18 @@ mod tests {
         assert_eq!(Affinity::from_declared_type("VARCHAR(20)"), Affinity::Text);
         assert_eq!(Affinity::from_declared_type("CHARINT"), Affinity::Integer);
         assert_eq!(Affinity::from_declared_type(""), Affinity::Blob);
-        assert_eq!(Affinity::from_declared_type("DOUBLE PRECISION"), Affinity::Real);
-        assert_eq!(Affinity::from_declared_type("FLOATING POINT"), Affinity::Integer);
-        assert_eq!(Affinity::from_declared_type("DECIMAL(10,5)"), Affinity::Numeric);
+        assert_eq!(
+            Affinity::from_declared_type("DOUBLE PRECISION"),
+            Affinity::Real
+        );
+        assert_eq!(
+            Affinity::from_declared_type("FLOATING POINT"),
+            Affinity::Integer
+        );
+        assert_eq!(
+            Affinity::from_declared_type("DECIMAL(10,5)"),
+            Affinity::Numeric
+        );
         assert_eq!(Affinity::from_declared_type("BOOLEAN"), Affinity::Numeric);
     }
 
@@ -418,7 +433,10 @@ mod tests {
         for pair in ordered.windows(2) {
             assert_eq!(pair[0].sqlite_cmp(&pair[1]), Ordering::Less, "{pair:?}");
         }
-        assert_eq!(Value::Integer(1).sqlite_cmp(&Value::Real(1.0)), Ordering::Equal);
+        assert_eq!(
+            Value::Integer(1).sqlite_cmp(&Value::Real(1.0)),
+            Ordering::Equal
+        );
         assert_eq!(
             Value::Integer(i64::MAX).sqlite_cmp(&Value::Real(9.223_372_036_854_776e18)),
             Ordering::Less
@@ -432,18 +450,42 @@ mod tests {
     #[test]
     fn numeric_affinity_converts_only_well_formed_numbers() {
         let num = Affinity::Integer;
-        assert_eq!(num.apply_for_comparison(Value::Text("5".into())), Value::Integer(5));
-        assert_eq!(num.apply_for_comparison(Value::Text(" 5 ".into())), Value::Integer(5));
-        assert_eq!(num.apply_for_comparison(Value::Text("5.5".into())), Value::Real(5.5));
-        assert_eq!(num.apply_for_comparison(Value::Text("1e2".into())), Value::Real(100.0));
-        assert_eq!(num.apply_for_comparison(Value::Text("5x".into())), Value::Text("5x".into()));
-        assert_eq!(num.apply_for_comparison(Value::Text(".".into())), Value::Text(".".into()));
+        assert_eq!(
+            num.apply_for_comparison(Value::Text("5".into())),
+            Value::Integer(5)
+        );
+        assert_eq!(
+            num.apply_for_comparison(Value::Text(" 5 ".into())),
+            Value::Integer(5)
+        );
+        assert_eq!(
+            num.apply_for_comparison(Value::Text("5.5".into())),
+            Value::Real(5.5)
+        );
+        assert_eq!(
+            num.apply_for_comparison(Value::Text("1e2".into())),
+            Value::Real(100.0)
+        );
+        assert_eq!(
+            num.apply_for_comparison(Value::Text("5x".into())),
+            Value::Text("5x".into())
+        );
+        assert_eq!(
+            num.apply_for_comparison(Value::Text(".".into())),
+            Value::Text(".".into())
+        );
         assert_eq!(
             num.apply_for_comparison(Value::Text("9223372036854775808".into())),
             Value::Real(9.223_372_036_854_776e18)
         );
-        assert_eq!(Affinity::Text.apply_for_comparison(Value::Integer(5)), Value::Text("5".into()));
-        assert_eq!(Affinity::Blob.apply_for_comparison(Value::Integer(5)), Value::Integer(5));
+        assert_eq!(
+            Affinity::Text.apply_for_comparison(Value::Integer(5)),
+            Value::Text("5".into())
+        );
+        assert_eq!(
+            Affinity::Blob.apply_for_comparison(Value::Integer(5)),
+            Value::Integer(5)
+        );
     }
 
     #[test]

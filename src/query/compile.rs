@@ -37,18 +37,25 @@ impl Params {
 
     /// Binds `name` to a single value.
     pub fn value(mut self, name: &str, value: Value) -> Params {
-        self.0.insert(name.trim_start_matches(':').to_string(), Param::Value(value));
+        self.0.insert(
+            name.trim_start_matches(':').to_string(),
+            Param::Value(value),
+        );
         self
     }
 
     /// Binds `name` to a list (for `IN :name`).
     pub fn list(mut self, name: &str, values: Vec<Value>) -> Params {
-        self.0.insert(name.trim_start_matches(':').to_string(), Param::List(values));
+        self.0.insert(
+            name.trim_start_matches(':').to_string(),
+            Param::List(values),
+        );
         self
     }
 
     pub fn insert(&mut self, name: &str, param: Param) {
-        self.0.insert(name.trim_start_matches(':').to_string(), param);
+        self.0
+            .insert(name.trim_start_matches(':').to_string(), param);
     }
 
     pub fn get(&self, name: &str) -> Option<&Param> {
@@ -63,7 +70,9 @@ impl Params {
 }
 
 /// Stable identity of a shape: a hash of its normalized text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ShapeId(pub u64);
 
 impl fmt::Display for ShapeId {
@@ -94,8 +103,16 @@ impl Shape {
         let filter = filter.normalize(&table);
         let text = shape_text(&table, projection.as_deref(), &filter);
         let digest = Sha256::digest(text.as_bytes());
-        let id = ShapeId(u64::from_be_bytes(digest[..8].try_into().expect("32-byte digest")));
-        Shape { table, projection, filter, text, id }
+        let id = ShapeId(u64::from_be_bytes(
+            digest[..8].try_into().expect("32-byte digest"),
+        ));
+        Shape {
+            table,
+            projection,
+            filter,
+            text,
+            id,
+        }
     }
 
     pub fn id(&self) -> ShapeId {
@@ -137,7 +154,10 @@ impl Shape {
     pub fn column_names(&self) -> Vec<&str> {
         match &self.projection {
             None => self.table.columns.iter().map(|c| c.name.as_str()).collect(),
-            Some(cols) => cols.iter().map(|&c| self.table.columns[c].name.as_str()).collect(),
+            Some(cols) => cols
+                .iter()
+                .map(|&c| self.table.columns[c].name.as_str())
+                .collect(),
         }
     }
 }
@@ -145,9 +165,11 @@ impl Shape {
 fn shape_text(table: &Table, projection: Option<&[usize]>, filter: &Pred) -> String {
     let cols = match projection {
         None => "*".to_string(),
-        Some(cols) => {
-            cols.iter().map(|&c| ident_sql(&table.columns[c].name)).collect::<Vec<_>>().join(", ")
-        }
+        Some(cols) => cols
+            .iter()
+            .map(|&c| ident_sql(&table.columns[c].name))
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     let mut text = format!("SELECT {cols} FROM {}", ident_sql(&table.name));
     if !filter.is_true() {
@@ -160,20 +182,32 @@ fn shape_text(table: &Table, projection: Option<&[usize]>, filter: &Pred) -> Str
 impl Template {
     /// Binds parameters and normalizes: the shape a subscription stands for.
     pub fn bind(&self, params: &Params) -> Result<Shape, QueryError> {
-        let binder = Binder { table: &self.table, params: Some(params) };
+        let binder = Binder {
+            table: &self.table,
+            params: Some(params),
+        };
         let filter = match &self.filter {
             None => Pred::TRUE,
             Some(node) => binder.pred(node, false)?,
         };
-        Ok(Shape::new(self.table.clone(), self.projection.clone(), filter))
+        Ok(Shape::new(
+            self.table.clone(),
+            self.projection.clone(),
+            filter,
+        ))
     }
 
     /// The normalized text with parameters left as `:name` (what `sluice check` prints).
     pub fn normalized_text(&self) -> String {
-        let binder = Binder { table: &self.table, params: None };
+        let binder = Binder {
+            table: &self.table,
+            params: None,
+        };
         let filter = match &self.filter {
             None => Pred::TRUE,
-            Some(node) => binder.pred(node, false).expect("symbolic binding cannot fail"),
+            Some(node) => binder
+                .pred(node, false)
+                .expect("symbolic binding cannot fail"),
         };
         let shape = Shape::new(self.table.clone(), self.projection.clone(), filter);
         unmark_params(&shape.text)
@@ -204,8 +238,14 @@ fn collect_params(node: &Node, out: &mut Vec<String>) {
         }
         Node::Not(a) => collect_params(a, out),
         Node::Cmp { rhs, .. } => operand(rhs),
-        Node::In { list: InList::Items(items), .. } => items.iter().for_each(operand),
-        Node::In { list: InList::Array { name, .. }, .. } => out.push(name.clone()),
+        Node::In {
+            list: InList::Items(items),
+            ..
+        } => items.iter().for_each(operand),
+        Node::In {
+            list: InList::Array { name, .. },
+            ..
+        } => out.push(name.clone()),
         Node::Between { low, high, .. } => {
             operand(low);
             operand(high);
@@ -268,51 +308,93 @@ impl Binder<'_> {
             Node::Cmp { col, op, rhs } => {
                 let value = self.scalar(col, rhs)?;
                 let op = if negate { op.negate() } else { *op };
-                Pred::Cmp { col: col.idx, op, value }
+                Pred::Cmp {
+                    col: col.idx,
+                    op,
+                    value,
+                }
             }
             Node::In { col, list, negated } => {
                 let values = match list {
-                    InList::Items(items) => {
-                        items.iter().map(|o| self.scalar(col, o)).collect::<Result<_, _>>()?
-                    }
+                    InList::Items(items) => items
+                        .iter()
+                        .map(|o| self.scalar(col, o))
+                        .collect::<Result<_, _>>()?,
                     InList::Array { name, pos } => self.array(col, name, *pos)?,
                 };
-                Pred::In { col: col.idx, values, negated: *negated != negate }
+                Pred::In {
+                    col: col.idx,
+                    values,
+                    negated: *negated != negate,
+                }
             }
-            Node::Between { col, low, high, negated } => {
+            Node::Between {
+                col,
+                low,
+                high,
+                negated,
+            } => {
                 let (low, high) = (self.scalar(col, low)?, self.scalar(col, high)?);
                 if *negated != negate {
                     Pred::Or(vec![
-                        Pred::Cmp { col: col.idx, op: CmpOp::Lt, value: low },
-                        Pred::Cmp { col: col.idx, op: CmpOp::Gt, value: high },
+                        Pred::Cmp {
+                            col: col.idx,
+                            op: CmpOp::Lt,
+                            value: low,
+                        },
+                        Pred::Cmp {
+                            col: col.idx,
+                            op: CmpOp::Gt,
+                            value: high,
+                        },
                     ])
                 } else {
                     Pred::And(vec![
-                        Pred::Cmp { col: col.idx, op: CmpOp::Ge, value: low },
-                        Pred::Cmp { col: col.idx, op: CmpOp::Le, value: high },
+                        Pred::Cmp {
+                            col: col.idx,
+                            op: CmpOp::Ge,
+                            value: low,
+                        },
+                        Pred::Cmp {
+                            col: col.idx,
+                            op: CmpOp::Le,
+                            value: high,
+                        },
                     ])
                 }
             }
-            Node::Like { col, pattern, escape, negated } => Pred::Like {
+            Node::Like {
+                col,
+                pattern,
+                escape,
+                negated,
+            } => Pred::Like {
                 col: *col,
                 pattern: self.pattern(pattern)?,
                 escape: *escape,
                 negated: *negated != negate,
             },
-            Node::Glob { col, pattern, negated } => Pred::Glob {
+            Node::Glob {
+                col,
+                pattern,
+                negated,
+            } => Pred::Glob {
                 col: *col,
                 pattern: self.pattern(pattern)?,
                 negated: *negated != negate,
             },
-            Node::Truth { col, test } => {
-                Pred::Truth { col: *col, test: if negate { test.negate() } else { *test } }
-            }
+            Node::Truth { col, test } => Pred::Truth {
+                col: *col,
+                test: if negate { test.negate() } else { *test },
+            },
         })
     }
 
     fn convert(&self, col: &ColRef, value: Value) -> Value {
         if col.affinity {
-            self.table.columns[col.idx].affinity.apply_for_comparison(value)
+            self.table.columns[col.idx]
+                .affinity
+                .apply_for_comparison(value)
         } else {
             value
         }
@@ -346,9 +428,10 @@ impl Binder<'_> {
         match self.params {
             None => Ok(vec![self.marker(col, name, true)]),
             Some(params) => match params.get(name) {
-                Some(super::Param::List(values)) => {
-                    Ok(values.iter().map(|v| self.convert(col, v.clone())).collect())
-                }
+                Some(super::Param::List(values)) => Ok(values
+                    .iter()
+                    .map(|v| self.convert(col, v.clone()))
+                    .collect()),
                 Some(super::Param::Value(_)) => Err(QueryError::new(
                     QueryErrorKind::ParameterType,
                     format!("`IN :{name}` needs a list, but :{name} is bound to a single value"),
@@ -360,7 +443,10 @@ impl Binder<'_> {
     }
 
     fn pattern(&self, operand: &Operand) -> Result<Option<Vec<u8>>, QueryError> {
-        let no_affinity = ColRef { idx: 0, affinity: false };
+        let no_affinity = ColRef {
+            idx: 0,
+            affinity: false,
+        };
         let value = self.scalar(&no_affinity, operand)?;
         let bytes = value.text_bytes().map(|b| b.into_owned());
         if bytes.as_ref().is_some_and(|b| b.len() > MAX_PATTERN_BYTES) {

@@ -51,6 +51,10 @@ pub struct QueryError {
 
 impl QueryError {
     pub fn new(kind: QueryErrorKind, message: impl Into<String>, pos: Pos) -> QueryError {
-        QueryError { kind, message: message.into(), pos }
+        QueryError {
+            kind,
+            message: message.into(),
+            pos,
+        }
     }
 }

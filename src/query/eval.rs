@@ -68,16 +68,27 @@ impl Pred {
                 result
             }
             Pred::Cmp { col, op, value } => compare(&row[*col], *op, value),
-            Pred::In { col, values, negated } => in_list(&row[*col], values).negate_if(*negated),
-            Pred::Like { col, pattern, escape, negated } => {
-                match (pattern, row[*col].text_bytes()) {
-                    (Some(p), Some(text)) => {
-                        Truth::from_bool(pattern::like(p, &text, *escape)).negate_if(*negated)
-                    }
-                    _ => Truth::Null,
+            Pred::In {
+                col,
+                values,
+                negated,
+            } => in_list(&row[*col], values).negate_if(*negated),
+            Pred::Like {
+                col,
+                pattern,
+                escape,
+                negated,
+            } => match (pattern, row[*col].text_bytes()) {
+                (Some(p), Some(text)) => {
+                    Truth::from_bool(pattern::like(p, &text, *escape)).negate_if(*negated)
                 }
-            }
-            Pred::Glob { col, pattern, negated } => match (pattern, row[*col].text_bytes()) {
+                _ => Truth::Null,
+            },
+            Pred::Glob {
+                col,
+                pattern,
+                negated,
+            } => match (pattern, row[*col].text_bytes()) {
                 (Some(p), Some(text)) => {
                     Truth::from_bool(pattern::glob(p, &text)).negate_if(*negated)
                 }

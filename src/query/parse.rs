@@ -57,12 +57,37 @@ pub(crate) enum Node {
     And(Box<Node>, Box<Node>),
     Or(Box<Node>, Box<Node>),
     Not(Box<Node>),
-    Cmp { col: ColRef, op: CmpOp, rhs: Operand },
-    In { col: ColRef, list: InList, negated: bool },
-    Between { col: ColRef, low: Operand, high: Operand, negated: bool },
-    Like { col: usize, pattern: Operand, escape: Option<char>, negated: bool },
-    Glob { col: usize, pattern: Operand, negated: bool },
-    Truth { col: usize, test: TruthTest },
+    Cmp {
+        col: ColRef,
+        op: CmpOp,
+        rhs: Operand,
+    },
+    In {
+        col: ColRef,
+        list: InList,
+        negated: bool,
+    },
+    Between {
+        col: ColRef,
+        low: Operand,
+        high: Operand,
+        negated: bool,
+    },
+    Like {
+        col: usize,
+        pattern: Operand,
+        escape: Option<char>,
+        negated: bool,
+    },
+    Glob {
+        col: usize,
+        pattern: Operand,
+        negated: bool,
+    },
+    Truth {
+        col: usize,
+        test: TruthTest,
+    },
 }
 
 /// A parsed and validated subscription whose parameters are not bound yet.
@@ -79,13 +104,15 @@ impl Template {
     /// Parses `sql` against `schema`.
     pub fn parse(schema: &Schema, sql: &str) -> Result<Template, QueryError> {
         let dialect = SQLiteDialect {};
-        let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| {
-            QueryError::new(
-                QueryErrorKind::Syntax,
-                e.message.clone(),
-                Pos::from_location(e.location),
-            )
-        })?;
+        let tokens = Tokenizer::new(&dialect, sql)
+            .tokenize_with_location()
+            .map_err(|e| {
+                QueryError::new(
+                    QueryErrorKind::Syntax,
+                    e.message.clone(),
+                    Pos::from_location(e.location),
+                )
+            })?;
         let tokens = rewrite_tokens(tokens)?;
         let statements = Parser::new(&dialect)
             .with_tokens_with_locations(tokens)
@@ -93,7 +120,13 @@ impl Template {
             .map_err(|e| parser_error(e, sql))?;
         let statement = match statements.as_slice() {
             [one] => one,
-            [] => return Err(QueryError::new(QueryErrorKind::Syntax, "empty subscription", Pos::START)),
+            [] => {
+                return Err(QueryError::new(
+                    QueryErrorKind::Syntax,
+                    "empty subscription",
+                    Pos::START,
+                ))
+            }
             [_, second, ..] => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
@@ -116,10 +149,21 @@ impl Template {
         };
         let select = select_of(query)?;
         let table = table_of(schema, select)?;
-        let builder = Builder { table: &table, alias: select_alias(select) };
+        let builder = Builder {
+            table: &table,
+            alias: select_alias(select),
+        };
         let projection = builder.projection(&select.projection)?;
-        let filter = select.selection.as_ref().map(|e| builder.predicate(e)).transpose()?;
-        Ok(Template { table, projection, filter })
+        let filter = select
+            .selection
+            .as_ref()
+            .map(|e| builder.predicate(e))
+            .transpose()?;
+        Ok(Template {
+            table,
+            projection,
+            filter,
+        })
     }
 
     pub fn table(&self) -> &Table {
@@ -132,7 +176,12 @@ fn first_word_pos(sql: &str) -> Pos {
     let mut pos = Pos::START;
     for c in sql.chars() {
         match c {
-            '\n' => pos = Pos { line: pos.line + 1, column: 1 },
+            '\n' => {
+                pos = Pos {
+                    line: pos.line + 1,
+                    column: 1,
+                }
+            }
             c if c.is_whitespace() => pos.column += 1,
             _ => break,
         }
@@ -170,7 +219,9 @@ fn parser_error(e: ParserError, sql: &str) -> QueryError {
                 None if m.contains("found: EOF") => (m.clone(), end_pos(sql)),
                 None => (m.clone(), Pos::START),
             };
-            let message = message.strip_prefix("sql parser error: ").unwrap_or(&message);
+            let message = message
+                .strip_prefix("sql parser error: ")
+                .unwrap_or(&message);
             QueryError::new(QueryErrorKind::Syntax, message, pos)
         }
     }
@@ -209,7 +260,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     merged.push(t);
                     continue;
                 }
-                let Some(TokenWithSpan { token: Token::Word(w), span }) = iter.next() else {
+                let Some(TokenWithSpan {
+                    token: Token::Word(w),
+                    span,
+                }) = iter.next()
+                else {
                     unreachable!("peeked a word")
                 };
                 let mut name = format!(":{}", w.value);
@@ -221,9 +276,10 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     }
                     let dot = iter.next().expect("peeked");
                     match iter.next() {
-                        Some(TokenWithSpan { token: Token::Word(w), span })
-                            if w.quote_style.is_none() && span.start == dot.span.end =>
-                        {
+                        Some(TokenWithSpan {
+                            token: Token::Word(w),
+                            span,
+                        }) if w.quote_style.is_none() && span.start == dot.span.end => {
                             name.push('.');
                             name.push_str(&w.value);
                             end = span.end;
@@ -237,7 +293,10 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                         }
                     }
                 }
-                merged.push(token(Token::Placeholder(name), Span::new(t.span.start, end)));
+                merged.push(token(
+                    Token::Placeholder(name),
+                    Span::new(t.span.start, end),
+                ));
             }
             // sqlparser reads SQLite's hex integer `0x1F` as a blob literal `x'1F'`; tell
             // them apart by width (`0x1F` is two characters shorter than its digits plus
@@ -261,7 +320,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                                 && w.value.starts_with('X')
                     ) =>
             {
-                let Some(TokenWithSpan { token: Token::Word(w), span }) = iter.next() else {
+                let Some(TokenWithSpan {
+                    token: Token::Word(w),
+                    span,
+                }) = iter.next()
+                else {
                     unreachable!("peeked a word")
                 };
                 let whole = Span::new(t.span.start, span.end);
@@ -289,7 +352,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                     Pos::from_location(t.span.start),
                 ))
             }
-            Token::Word(_) if is_word(&t.token, "SIMILAR") || is_word(&t.token, "REGEXP") || is_word(&t.token, "MATCH") => {
+            Token::Word(_)
+                if is_word(&t.token, "SIMILAR")
+                    || is_word(&t.token, "REGEXP")
+                    || is_word(&t.token, "MATCH") =>
+            {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
                     format!("{} is not supported", t.token.to_string().to_uppercase()),
@@ -314,7 +381,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
     for (i, t) in merged.iter().enumerate() {
         let span = t.span;
         if is_keyword(&t.token, Keyword::IN) {
-            if let Some(TokenWithSpan { token: Token::Placeholder(_), .. }) = next_sig(i) {
+            if let Some(TokenWithSpan {
+                token: Token::Placeholder(_),
+                ..
+            }) = next_sig(i)
+            {
                 out.push(t.clone());
                 out.push(token(Token::LParen, span));
                 // The placeholder itself is renamed when it is reached.
@@ -328,14 +399,20 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
                 .find(|&&j| j < i)
                 .is_some_and(|&j| is_keyword(&merged[j].token, Keyword::IN));
             if after_in {
-                out.push(token(Token::Placeholder(format!("{ARRAY_PARAM}{name}")), span));
+                out.push(token(
+                    Token::Placeholder(format!("{ARRAY_PARAM}{name}")),
+                    span,
+                ));
                 out.push(token(Token::RParen, span));
                 continue;
             }
         }
         if is_word(&t.token, "GLOB") {
             out.push(keyword("SIMILAR", span));
-            out.push(token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space), span));
+            out.push(token(
+                Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+                span,
+            ));
             out.push(keyword("TO", span));
             continue;
         }
@@ -372,12 +449,25 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
             }
             let special = !distinct_from
                 && next.is_none_or(|n| {
-                    [Keyword::NULL, Keyword::TRUE, Keyword::FALSE, Keyword::DISTINCT, Keyword::UNKNOWN]
-                        .iter()
-                        .any(|k| is_keyword(&n.token, *k))
+                    [
+                        Keyword::NULL,
+                        Keyword::TRUE,
+                        Keyword::FALSE,
+                        Keyword::DISTINCT,
+                        Keyword::UNKNOWN,
+                    ]
+                    .iter()
+                    .any(|k| is_keyword(&n.token, *k))
                 });
             if !special {
-                out.push(token(if negated { IS_NOT_OPERATOR } else { IS_OPERATOR }, span));
+                out.push(token(
+                    if negated {
+                        IS_NOT_OPERATOR
+                    } else {
+                        IS_OPERATOR
+                    },
+                    span,
+                ));
                 skip_tokens.extend(skip);
                 continue;
             }
@@ -398,7 +488,11 @@ fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, Quer
 fn hex_integer(digits: &str, negated: bool, span: Span) -> Result<Token, QueryError> {
     const MAX_HEX_DIGITS: usize = 16;
     let malformed = |message: String| {
-        Err(QueryError::new(QueryErrorKind::Syntax, message, Pos::from_location(span.start)))
+        Err(QueryError::new(
+            QueryErrorKind::Syntax,
+            message,
+            Pos::from_location(span.start),
+        ))
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
         return malformed(format!("malformed hex integer 0x{digits}"));
@@ -434,7 +528,10 @@ fn unsupported(message: impl Into<String>, at: &impl Spanned) -> QueryError {
 
 fn select_of(query: &Query) -> Result<&Select, QueryError> {
     if let Some(with) = &query.with {
-        return Err(unsupported("WITH (common table expressions) is not supported", with));
+        return Err(unsupported(
+            "WITH (common table expressions) is not supported",
+            with,
+        ));
     }
     if let Some(order_by) = &query.order_by {
         return Err(unsupported(
@@ -451,21 +548,30 @@ fn select_of(query: &Query) -> Result<&Select, QueryError> {
         ));
     }
     if query.fetch.is_some() {
-        return Err(unsupported("windows are not supported yet (FETCH)", query.body.as_ref()));
+        return Err(unsupported(
+            "windows are not supported yet (FETCH)",
+            query.body.as_ref(),
+        ));
     }
     match query.body.as_ref() {
         SetExpr::Select(select) => Ok(select),
         SetExpr::Query(inner) => select_of(inner),
-        SetExpr::SetOperation { op, right, .. } => {
-            Err(unsupported(format!("{op} is not supported"), right.as_ref()))
-        }
-        other => Err(unsupported("only SELECT statements are subscriptions", other)),
+        SetExpr::SetOperation { op, right, .. } => Err(unsupported(
+            format!("{op} is not supported"),
+            right.as_ref(),
+        )),
+        other => Err(unsupported(
+            "only SELECT statements are subscriptions",
+            other,
+        )),
     }
 }
 
 fn select_alias(select: &Select) -> Option<String> {
     match select.from.first().map(|f| &f.relation) {
-        Some(TableFactor::Table { alias: Some(alias), .. }) => Some(alias.name.value.clone()),
+        Some(TableFactor::Table {
+            alias: Some(alias), ..
+        }) => Some(alias.name.value.clone()),
         _ => None,
     }
 }
@@ -510,11 +616,18 @@ fn table_of(schema: &Schema, select: &Select) -> Result<Arc<Table>, QueryError> 
         return Err(unsupported("joins are not supported", join));
     }
     match &from.relation {
-        TableFactor::Table { name, args: None, .. } => {
+        TableFactor::Table {
+            name, args: None, ..
+        } => {
             let ident = name.0.last().and_then(|p| p.as_ident());
-            let table_name = ident.map(|i| i.value.clone()).unwrap_or_else(|| name.to_string());
+            let table_name = ident
+                .map(|i| i.value.clone())
+                .unwrap_or_else(|| name.to_string());
             if name.0.len() > 1 {
-                return Err(unsupported("schema-qualified table names are not supported", name));
+                return Err(unsupported(
+                    "schema-qualified table names are not supported",
+                    name,
+                ));
             }
             schema.table(&table_name).cloned().ok_or_else(|| {
                 QueryError::new(
@@ -527,7 +640,10 @@ fn table_of(schema: &Schema, select: &Select) -> Result<Arc<Table>, QueryError> 
         TableFactor::Derived { .. } => {
             Err(unsupported("subqueries are not supported", &from.relation))
         }
-        other => Err(unsupported("only a plain table name is allowed after FROM", other)),
+        other => Err(unsupported(
+            "only a plain table name is allowed after FROM",
+            other,
+        )),
     }
 }
 
@@ -549,12 +665,17 @@ impl Builder<'_> {
             match item {
                 SelectItem::Wildcard(_) => return Ok(None),
                 SelectItem::QualifiedWildcard(..) => return Ok(None),
-                SelectItem::UnnamedExpr(e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_))) => {
+                SelectItem::UnnamedExpr(
+                    e @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_)),
+                ) => {
                     cols[self.column(e)?] = true;
                 }
                 SelectItem::UnnamedExpr(Expr::Function(f)) => {
                     return Err(unsupported(
-                        format!("functions and aggregates are not supported: `{}(...)`", f.name),
+                        format!(
+                            "functions and aggregates are not supported: `{}(...)`",
+                            f.name
+                        ),
                         f,
                     ))
                 }
@@ -574,7 +695,13 @@ impl Builder<'_> {
         if cols.iter().all(|c| *c) {
             return Ok(None);
         }
-        Ok(Some(cols.iter().enumerate().filter(|(_, c)| **c).map(|(i, _)| i).collect()))
+        Ok(Some(
+            cols.iter()
+                .enumerate()
+                .filter(|(_, c)| **c)
+                .map(|(i, _)| i)
+                .collect(),
+        ))
     }
 
     /// Resolves a column expression to its index.
@@ -586,11 +713,17 @@ impl Builder<'_> {
         };
         if let Some(q) = qualifier {
             let ok = q.value.eq_ignore_ascii_case(&self.table.name)
-                || self.alias.as_ref().is_some_and(|a| a.eq_ignore_ascii_case(&q.value));
+                || self
+                    .alias
+                    .as_ref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(&q.value));
             if !ok {
                 return Err(QueryError::new(
                     QueryErrorKind::UnknownTable,
-                    format!("unknown table `{}` (only `{}` is in scope)", q.value, self.table.name),
+                    format!(
+                        "unknown table `{}` (only `{}` is in scope)",
+                        q.value, self.table.name
+                    ),
                     Pos::from_location(q.span.start),
                 ));
             }
@@ -603,7 +736,10 @@ impl Builder<'_> {
             };
             QueryError::new(
                 QueryErrorKind::UnknownColumn,
-                format!("unknown column `{}` in table `{}`{hint}", ident.value, self.table.name),
+                format!(
+                    "unknown column `{}` in table `{}`{hint}",
+                    ident.value, self.table.name
+                ),
                 Pos::from_location(ident.span.start),
             )
         })
@@ -612,21 +748,36 @@ impl Builder<'_> {
     fn predicate(&self, e: &Expr) -> Result<Node, QueryError> {
         match e {
             Expr::Nested(inner) => self.predicate(inner),
-            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-                Ok(Node::And(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)))
-            }
-            Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
-                Ok(Node::Or(Box::new(self.predicate(left)?), Box::new(self.predicate(right)?)))
-            }
-            Expr::UnaryOp { op: UnaryOperator::Not, expr } => {
-                Ok(Node::Not(Box::new(self.predicate(expr)?)))
-            }
-            Expr::BinaryOp { left, op: BinaryOperator::Spaceship, right } => {
-                self.comparison(left, CmpOp::Is, right, e)
-            }
-            Expr::BinaryOp { left, op: BinaryOperator::PGNotLikeMatch, right } => {
-                self.comparison(left, CmpOp::IsNot, right, e)
-            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => Ok(Node::And(
+                Box::new(self.predicate(left)?),
+                Box::new(self.predicate(right)?),
+            )),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Or,
+                right,
+            } => Ok(Node::Or(
+                Box::new(self.predicate(left)?),
+                Box::new(self.predicate(right)?),
+            )),
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } => Ok(Node::Not(Box::new(self.predicate(expr)?))),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Spaceship,
+                right,
+            } => self.comparison(left, CmpOp::Is, right, e),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::PGNotLikeMatch,
+                right,
+            } => self.comparison(left, CmpOp::IsNot, right, e),
             Expr::BinaryOp { left, op, right } => {
                 let cmp = match op {
                     BinaryOperator::Eq => CmpOp::Eq,
@@ -644,9 +795,11 @@ impl Builder<'_> {
                 };
                 self.comparison(left, cmp, right, e)
             }
-            Expr::IsNull(inner) => {
-                Ok(Node::Cmp { col: self.col_ref(inner)?, op: CmpOp::Is, rhs: Operand::Lit(Value::Null) })
-            }
+            Expr::IsNull(inner) => Ok(Node::Cmp {
+                col: self.col_ref(inner)?,
+                op: CmpOp::Is,
+                rhs: Operand::Lit(Value::Null),
+            }),
             Expr::IsNotNull(inner) => Ok(Node::Cmp {
                 col: self.col_ref(inner)?,
                 op: CmpOp::IsNot,
@@ -656,14 +809,25 @@ impl Builder<'_> {
             Expr::IsNotTrue(inner) => self.truth(inner, TruthTest::IsNotTrue),
             Expr::IsFalse(inner) => self.truth(inner, TruthTest::IsFalse),
             Expr::IsNotFalse(inner) => self.truth(inner, TruthTest::IsNotFalse),
-            Expr::InList { expr, list, negated } => {
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let col = self.col_ref(expr)?;
                 if let [Expr::Value(v)] = list.as_slice() {
                     if let SqlValue::Placeholder(p) = &v.value {
                         if let Some(name) = p.strip_prefix(ARRAY_PARAM) {
                             let name = name.trim_start_matches(':').to_string();
-                            let list = InList::Array { name, pos: pos_of(v) };
-                            return Ok(Node::In { col, list, negated: *negated });
+                            let list = InList::Array {
+                                name,
+                                pos: pos_of(v),
+                            };
+                            return Ok(Node::In {
+                                col,
+                                list,
+                                negated: *negated,
+                            });
                         }
                     }
                 }
@@ -671,18 +835,34 @@ impl Builder<'_> {
                     .iter()
                     .map(|item| self.constant(item, "an IN list"))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Node::In { col, list: InList::Items(items), negated: *negated })
+                Ok(Node::In {
+                    col,
+                    list: InList::Items(items),
+                    negated: *negated,
+                })
             }
-            Expr::InSubquery { subquery, .. } => {
-                Err(unsupported("subqueries are not supported", subquery.as_ref()))
-            }
-            Expr::Between { expr, negated, low, high } => Ok(Node::Between {
+            Expr::InSubquery { subquery, .. } => Err(unsupported(
+                "subqueries are not supported",
+                subquery.as_ref(),
+            )),
+            Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => Ok(Node::Between {
                 col: self.col_ref(expr)?,
                 low: self.constant(low, "a BETWEEN bound")?,
                 high: self.constant(high, "a BETWEEN bound")?,
                 negated: *negated,
             }),
-            Expr::Like { negated, any, expr, pattern, escape_char } => {
+            Expr::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
                 if *any {
                     return Err(unsupported("LIKE ANY is not supported", e));
                 }
@@ -706,7 +886,12 @@ impl Builder<'_> {
                     negated: *negated,
                 })
             }
-            Expr::SimilarTo { negated, expr, pattern, escape_char } => {
+            Expr::SimilarTo {
+                negated,
+                expr,
+                pattern,
+                escape_char,
+            } => {
                 if escape_char.is_some() {
                     return Err(unsupported("GLOB takes no ESCAPE clause", pattern.as_ref()));
                 }
@@ -721,22 +906,29 @@ impl Builder<'_> {
                 e,
             )),
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => self.truth(e, TruthTest::Bare),
-            Expr::UnaryOp { op: UnaryOperator::Plus, expr } if self.is_column(expr) => {
-                self.truth(expr, TruthTest::Bare)
-            }
+            Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr,
+            } if self.is_column(expr) => self.truth(expr, TruthTest::Bare),
             other => Err(self.not_a_predicate(other)),
         }
     }
 
     fn truth(&self, e: &Expr, test: TruthTest) -> Result<Node, QueryError> {
-        Ok(Node::Truth { col: self.col_ref(e)?.idx, test })
+        Ok(Node::Truth {
+            col: self.col_ref(e)?.idx,
+            test,
+        })
     }
 
     fn is_column(&self, e: &Expr) -> bool {
         match e {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
             Expr::Nested(inner) => self.is_column(inner),
-            Expr::UnaryOp { op: UnaryOperator::Plus, expr } => self.is_column(expr),
+            Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr,
+            } => self.is_column(expr),
             _ => false,
         }
     }
@@ -764,12 +956,14 @@ impl Builder<'_> {
                 unsupported("COLLATE is not supported (text compares with BINARY)", e)
             }
             Expr::Case { .. } => unsupported("CASE is not supported", e),
-            Expr::BinaryOp { op: BinaryOperator::Spaceship | BinaryOperator::PGNotLikeMatch, .. } => {
-                unsupported("an IS comparison cannot be an operand", e)
-            }
-            Expr::BinaryOp { op, .. } => {
-                unsupported(format!("operator `{op}` is not supported (no arithmetic)"), e)
-            }
+            Expr::BinaryOp {
+                op: BinaryOperator::Spaceship | BinaryOperator::PGNotLikeMatch,
+                ..
+            } => unsupported("an IS comparison cannot be an operand", e),
+            Expr::BinaryOp { op, .. } => unsupported(
+                format!("operator `{op}` is not supported (no arithmetic)"),
+                e,
+            ),
             Expr::UnaryOp { op, .. } => unsupported(format!("operator `{op}` is not supported"), e),
             other => unsupported(format!("`{other}` is not supported in a subscription"), e),
         }
@@ -806,7 +1000,11 @@ impl Builder<'_> {
     ) -> Result<Node, QueryError> {
         match (self.side(left)?, self.side(right)?) {
             (Side::Column(col), Side::Const(rhs)) => Ok(Node::Cmp { col, op, rhs }),
-            (Side::Const(rhs), Side::Column(col)) => Ok(Node::Cmp { col, op: op.flip(), rhs }),
+            (Side::Const(rhs), Side::Column(col)) => Ok(Node::Cmp {
+                col,
+                op: op.flip(),
+                rhs,
+            }),
             (Side::Column(_), Side::Column(_)) => Err(unsupported(
                 "comparing two columns is not supported; compare a column with a literal",
                 whole,
@@ -820,15 +1018,25 @@ impl Builder<'_> {
 
     fn side(&self, e: &Expr) -> Result<Side, QueryError> {
         match e {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
-                Ok(Side::Column(ColRef { idx: self.column(e)?, affinity: true }))
-            }
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(Side::Column(ColRef {
+                idx: self.column(e)?,
+                affinity: true,
+            })),
             Expr::Nested(inner) => self.side(inner),
-            Expr::UnaryOp { op: UnaryOperator::Plus, expr } => match self.side(expr)? {
-                Side::Column(c) => Ok(Side::Column(ColRef { affinity: false, ..c })),
+            Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr,
+            } => match self.side(expr)? {
+                Side::Column(c) => Ok(Side::Column(ColRef {
+                    affinity: false,
+                    ..c
+                })),
                 constant => Ok(constant),
             },
-            Expr::UnaryOp { op: UnaryOperator::Minus, expr } => self.negative(expr, e),
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => self.negative(expr, e),
             Expr::Value(v) => self.literal(&v.value, e).map(Side::Const),
             other => Err(self.unsupported_expr(other)),
         }
@@ -851,12 +1059,14 @@ impl Builder<'_> {
         }
         match self.side(inner)? {
             Side::Const(Operand::Lit(v)) => Ok(Side::Const(Operand::Lit(negate(v)))),
-            Side::Const(Operand::Param { .. }) => {
-                Err(unsupported("unary minus on a parameter is not supported", whole))
-            }
-            Side::Column(_) => {
-                Err(unsupported("arithmetic on columns is not supported (`-column`)", whole))
-            }
+            Side::Const(Operand::Param { .. }) => Err(unsupported(
+                "unary minus on a parameter is not supported",
+                whole,
+            )),
+            Side::Column(_) => Err(unsupported(
+                "arithmetic on columns is not supported (`-column`)",
+                whole,
+            )),
         }
     }
 
@@ -865,7 +1075,11 @@ impl Builder<'_> {
             SqlValue::Null => Value::Null,
             SqlValue::Boolean(b) => Value::Integer(*b as i64),
             SqlValue::Number(text, _) => number(text).ok_or_else(|| {
-                QueryError::new(QueryErrorKind::Syntax, format!("malformed number `{text}`"), pos_of(at))
+                QueryError::new(
+                    QueryErrorKind::Syntax,
+                    format!("malformed number `{text}`"),
+                    pos_of(at),
+                )
             })?,
             SqlValue::SingleQuotedString(s) => Value::Text(s.clone()),
             SqlValue::HexStringLiteral(hex) => Value::Blob(decode_hex(hex).ok_or_else(|| {
@@ -877,9 +1091,17 @@ impl Builder<'_> {
             })?),
             SqlValue::Placeholder(name) => {
                 let name = name.strip_prefix(':').unwrap_or(name).to_string();
-                return Ok(Operand::Param { name, pos: pos_of(at) });
+                return Ok(Operand::Param {
+                    name,
+                    pos: pos_of(at),
+                });
             }
-            other => return Err(unsupported(format!("literal `{other}` is not supported"), at)),
+            other => {
+                return Err(unsupported(
+                    format!("literal `{other}` is not supported"),
+                    at,
+                ))
+            }
         }))
     }
 }
@@ -921,6 +1143,9 @@ pub(crate) fn negate(v: Value) -> Value {
 
 impl Pos {
     pub(crate) fn from_location(l: Location) -> Pos {
-        Pos { line: l.line.max(1), column: l.column.max(1) }
+        Pos {
+            line: l.line.max(1),
+            column: l.column.max(1),
+        }
     }
 }

@@ -100,11 +100,24 @@ pub enum Pred {
     /// `col op value`, the value already converted by the column's affinity.
     Cmp { col: usize, op: CmpOp, value: Value },
     /// `col [NOT] IN (values)`: values sorted, de-duplicated, converted.
-    In { col: usize, values: Vec<Value>, negated: bool },
+    In {
+        col: usize,
+        values: Vec<Value>,
+        negated: bool,
+    },
     /// `col [NOT] LIKE pattern [ESCAPE e]`; a `None` pattern is NULL (never matches).
-    Like { col: usize, pattern: Option<Vec<u8>>, escape: Option<char>, negated: bool },
+    Like {
+        col: usize,
+        pattern: Option<Vec<u8>>,
+        escape: Option<char>,
+        negated: bool,
+    },
     /// `col [NOT] GLOB pattern`; a `None` pattern is NULL.
-    Glob { col: usize, pattern: Option<Vec<u8>>, negated: bool },
+    Glob {
+        col: usize,
+        pattern: Option<Vec<u8>>,
+        negated: bool,
+    },
     /// `col`, `NOT col`, `col IS [NOT] TRUE|FALSE`.
     Truth { col: usize, test: TruthTest },
 }
@@ -122,7 +135,11 @@ impl Pred {
         match self {
             Pred::And(children) => normalize_group(children, true, table),
             Pred::Or(children) => normalize_group(children, false, table),
-            Pred::In { col, values, negated } => normalize_in(col, values, negated),
+            Pred::In {
+                col,
+                values,
+                negated,
+            } => normalize_in(col, values, negated),
             leaf => leaf,
         }
     }
@@ -169,14 +186,23 @@ impl Pred {
                     }
                 }
             }
-            Pred::In { col, values, negated } => {
+            Pred::In {
+                col,
+                values,
+                negated,
+            } => {
                 out.push_str(&column_sql(table, *col, values));
                 out.push_str(if *negated { " NOT IN (" } else { " IN (" });
                 let items: Vec<String> = values.iter().map(Value::to_sql_literal).collect();
                 out.push_str(&items.join(", "));
                 out.push(')');
             }
-            Pred::Like { col, pattern, escape, negated } => {
+            Pred::Like {
+                col,
+                pattern,
+                escape,
+                negated,
+            } => {
                 let _ = write!(
                     out,
                     "{} {}LIKE {}",
@@ -185,10 +211,18 @@ impl Pred {
                     pattern_sql(pattern)
                 );
                 if let Some(e) = escape {
-                    let _ = write!(out, " ESCAPE {}", Value::Text(e.to_string()).to_sql_literal());
+                    let _ = write!(
+                        out,
+                        " ESCAPE {}",
+                        Value::Text(e.to_string()).to_sql_literal()
+                    );
                 }
             }
-            Pred::Glob { col, pattern, negated } => {
+            Pred::Glob {
+                col,
+                pattern,
+                negated,
+            } => {
                 let _ = write!(
                     out,
                     "{} {}GLOB {}",
@@ -263,7 +297,11 @@ fn normalize_in(col: usize, mut values: Vec<Value>, negated: bool) -> Pred {
         let op = if negated { CmpOp::Ne } else { CmpOp::Eq };
         return Pred::Cmp { col, op, value };
     }
-    Pred::In { col, values, negated }
+    Pred::In {
+        col,
+        values,
+        negated,
+    }
 }
 
 /// The column as written in normalized text: `+name` when the column's affinity would
@@ -305,7 +343,10 @@ fn is_plus_param_marker(v: &Value) -> bool {
 /// An identifier as it appears in normalized text: bare when it is a plain word that is
 /// not a keyword, double-quoted otherwise.
 pub fn ident_sql(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if plain && !is_keyword(name) {
         name.to_string()
@@ -316,24 +357,155 @@ pub fn ident_sql(name: &str) -> String {
 
 fn is_keyword(word: &str) -> bool {
     const KEYWORDS: &[&str] = &[
-        "ABORT", "ACTION", "ADD", "AFTER", "ALL", "ALTER", "ALWAYS", "ANALYZE", "AND", "AS",
-        "ASC", "ATTACH", "AUTOINCREMENT", "BEFORE", "BEGIN", "BETWEEN", "BY", "CASCADE", "CASE",
-        "CAST", "CHECK", "COLLATE", "COLUMN", "COMMIT", "CONFLICT", "CONSTRAINT", "CREATE",
-        "CROSS", "CURRENT", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "DATABASE",
-        "DEFAULT", "DEFERRABLE", "DEFERRED", "DELETE", "DESC", "DETACH", "DISTINCT", "DO",
-        "DROP", "EACH", "ELSE", "END", "ESCAPE", "EXCEPT", "EXCLUDE", "EXCLUSIVE", "EXISTS",
-        "EXPLAIN", "FAIL", "FALSE", "FILTER", "FIRST", "FOLLOWING", "FOR", "FOREIGN", "FROM",
-        "FULL", "GENERATED", "GLOB", "GROUP", "GROUPS", "HAVING", "IF", "IGNORE", "IMMEDIATE",
-        "IN", "INDEX", "INDEXED", "INITIALLY", "INNER", "INSERT", "INSTEAD", "INTERSECT",
-        "INTO", "IS", "ISNULL", "JOIN", "KEY", "LAST", "LEFT", "LIKE", "LIMIT", "MATCH",
-        "MATERIALIZED", "NATURAL", "NO", "NOT", "NOTHING", "NOTNULL", "NULL", "NULLS", "OF",
-        "OFFSET", "ON", "OR", "ORDER", "OTHERS", "OUTER", "OVER", "PARTITION", "PLAN",
-        "PRAGMA", "PRECEDING", "PRIMARY", "QUERY", "RAISE", "RANGE", "RECURSIVE", "REFERENCES",
-        "REGEXP", "REINDEX", "RELEASE", "RENAME", "REPLACE", "RESTRICT", "RETURNING", "RIGHT",
-        "ROLLBACK", "ROW", "ROWS", "SAVEPOINT", "SELECT", "SET", "TABLE", "TEMP", "TEMPORARY",
-        "THEN", "TIES", "TO", "TRANSACTION", "TRIGGER", "TRUE", "UNBOUNDED", "UNION", "UNIQUE",
-        "UPDATE", "USING", "VACUUM", "VALUES", "VIEW", "VIRTUAL", "WHEN", "WHERE", "WINDOW",
-        "WITH", "WITHOUT",
+        "ABORT",
+        "ACTION",
+        "ADD",
+        "AFTER",
+        "ALL",
+        "ALTER",
+        "ALWAYS",
+        "ANALYZE",
+        "AND",
+        "AS",
+        "ASC",
+        "ATTACH",
+        "AUTOINCREMENT",
+        "BEFORE",
+        "BEGIN",
+        "BETWEEN",
+        "BY",
+        "CASCADE",
+        "CASE",
+        "CAST",
+        "CHECK",
+        "COLLATE",
+        "COLUMN",
+        "COMMIT",
+        "CONFLICT",
+        "CONSTRAINT",
+        "CREATE",
+        "CROSS",
+        "CURRENT",
+        "CURRENT_DATE",
+        "CURRENT_TIME",
+        "CURRENT_TIMESTAMP",
+        "DATABASE",
+        "DEFAULT",
+        "DEFERRABLE",
+        "DEFERRED",
+        "DELETE",
+        "DESC",
+        "DETACH",
+        "DISTINCT",
+        "DO",
+        "DROP",
+        "EACH",
+        "ELSE",
+        "END",
+        "ESCAPE",
+        "EXCEPT",
+        "EXCLUDE",
+        "EXCLUSIVE",
+        "EXISTS",
+        "EXPLAIN",
+        "FAIL",
+        "FALSE",
+        "FILTER",
+        "FIRST",
+        "FOLLOWING",
+        "FOR",
+        "FOREIGN",
+        "FROM",
+        "FULL",
+        "GENERATED",
+        "GLOB",
+        "GROUP",
+        "GROUPS",
+        "HAVING",
+        "IF",
+        "IGNORE",
+        "IMMEDIATE",
+        "IN",
+        "INDEX",
+        "INDEXED",
+        "INITIALLY",
+        "INNER",
+        "INSERT",
+        "INSTEAD",
+        "INTERSECT",
+        "INTO",
+        "IS",
+        "ISNULL",
+        "JOIN",
+        "KEY",
+        "LAST",
+        "LEFT",
+        "LIKE",
+        "LIMIT",
+        "MATCH",
+        "MATERIALIZED",
+        "NATURAL",
+        "NO",
+        "NOT",
+        "NOTHING",
+        "NOTNULL",
+        "NULL",
+        "NULLS",
+        "OF",
+        "OFFSET",
+        "ON",
+        "OR",
+        "ORDER",
+        "OTHERS",
+        "OUTER",
+        "OVER",
+        "PARTITION",
+        "PLAN",
+        "PRAGMA",
+        "PRECEDING",
+        "PRIMARY",
+        "QUERY",
+        "RAISE",
+        "RANGE",
+        "RECURSIVE",
+        "REFERENCES",
+        "REGEXP",
+        "REINDEX",
+        "RELEASE",
+        "RENAME",
+        "REPLACE",
+        "RESTRICT",
+        "RETURNING",
+        "RIGHT",
+        "ROLLBACK",
+        "ROW",
+        "ROWS",
+        "SAVEPOINT",
+        "SELECT",
+        "SET",
+        "TABLE",
+        "TEMP",
+        "TEMPORARY",
+        "THEN",
+        "TIES",
+        "TO",
+        "TRANSACTION",
+        "TRIGGER",
+        "TRUE",
+        "UNBOUNDED",
+        "UNION",
+        "UNIQUE",
+        "UPDATE",
+        "USING",
+        "VACUUM",
+        "VALUES",
+        "VIEW",
+        "VIRTUAL",
+        "WHEN",
+        "WHERE",
+        "WINDOW",
+        "WITH",
+        "WITHOUT",
     ];
     KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
 }

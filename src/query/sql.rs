@@ -17,7 +17,9 @@ pub fn where_sql(pred: &Pred, table: &Table) -> (String, Vec<Value>) {
 /// parameters have no affinity, so a bare column would apply its own and change them.
 fn column(table: &Table, col: usize, values: &[Value]) -> String {
     let c = &table.columns[col];
-    let plus = values.iter().any(|v| &c.affinity.apply_for_comparison(v.clone()) != v);
+    let plus = values
+        .iter()
+        .any(|v| &c.affinity.apply_for_comparison(v.clone()) != v);
     format!("{}{}", if plus { "+" } else { "" }, quote_ident(&c.name))
 }
 
@@ -35,7 +37,11 @@ fn write(pred: &Pred, table: &Table, sql: &mut String, params: &mut Vec<Value>) 
     match pred {
         Pred::And(children) if children.is_empty() => sql.push('1'),
         Pred::And(children) | Pred::Or(children) => {
-            let joiner = if matches!(pred, Pred::And(_)) { " AND " } else { " OR " };
+            let joiner = if matches!(pred, Pred::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
             for (i, child) in children.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(joiner);
@@ -52,7 +58,11 @@ fn write(pred: &Pred, table: &Table, sql: &mut String, params: &mut Vec<Value>) 
             sql.push_str(" ?");
             params.push(value.clone());
         }
-        Pred::In { col, values, negated } => {
+        Pred::In {
+            col,
+            values,
+            negated,
+        } => {
             sql.push_str(&column(table, *col, values));
             sql.push_str(if *negated { " NOT IN (" } else { " IN (" });
             for (i, v) in values.iter().enumerate() {
@@ -61,7 +71,12 @@ fn write(pred: &Pred, table: &Table, sql: &mut String, params: &mut Vec<Value>) 
             }
             sql.push(')');
         }
-        Pred::Like { col, pattern, escape, negated } => {
+        Pred::Like {
+            col,
+            pattern,
+            escape,
+            negated,
+        } => {
             sql.push_str(&quote_ident(&table.columns[*col].name));
             sql.push_str(if *negated { " NOT LIKE ?" } else { " LIKE ?" });
             params.push(pattern_param(pattern));
@@ -70,7 +85,11 @@ fn write(pred: &Pred, table: &Table, sql: &mut String, params: &mut Vec<Value>) 
                 params.push(Value::Text(e.to_string()));
             }
         }
-        Pred::Glob { col, pattern, negated } => {
+        Pred::Glob {
+            col,
+            pattern,
+            negated,
+        } => {
             sql.push_str(&quote_ident(&table.columns[*col].name));
             sql.push_str(if *negated { " NOT GLOB ?" } else { " GLOB ?" });
             params.push(pattern_param(pattern));
