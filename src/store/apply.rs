@@ -11,7 +11,7 @@ use super::sqlite::column_list;
 use super::types::{
     Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
 };
-use super::StoreError;
+use super::{GuardedTxn, StoreError, WriteGuard};
 use crate::schema::{quote_ident, Column, Schema, Table};
 use crate::value::{parse_numeric_text, Affinity, Value};
 
@@ -55,7 +55,7 @@ fn reject<T>(code: RejectCode, message: impl Into<String>) -> Result<T, TxnError
 pub(crate) fn apply_batch(
     conn: &mut Connection,
     schema: &Schema,
-    txns: Vec<WriteTxn>,
+    txns: Vec<GuardedTxn>,
     now_ms: i64,
 ) -> Result<(Vec<TxnOutcome>, SyncId), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -64,7 +64,7 @@ pub(crate) fn apply_batch(
     })?;
     let mut head = start;
     let mut outcomes = Vec::with_capacity(txns.len());
-    for txn in txns {
+    for (txn, guard) in txns {
         if let Some((client, seq)) = &txn.origin {
             if let Some(previous) = stored_outcome(&tx, client, *seq)? {
                 outcomes.push(previous);
@@ -73,7 +73,7 @@ pub(crate) fn apply_batch(
         }
         let sync_id = head.next();
         tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
-        match write_txn(&tx, schema, sync_id, &txn) {
+        match write_txn(&tx, schema, sync_id, &txn, guard.as_deref()) {
             Ok(changes) => {
                 tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
                 tx.prepare_cached(
@@ -161,12 +161,15 @@ fn record_outcome(
     Ok(())
 }
 
-/// Checks the preconditions, then applies the mutations and logs them.
+/// Checks the preconditions, then applies the mutations and logs them. The guard, if
+/// any, sees every row change right after it is made, inside the transaction's
+/// savepoint: its refusal rejects the whole transaction (code `forbidden`).
 fn write_txn(
     conn: &Connection,
     schema: &Schema,
     sync_id: SyncId,
     txn: &WriteTxn,
+    guard: Option<&dyn WriteGuard>,
 ) -> Result<Vec<Change>, TxnError> {
     for precondition in &txn.preconditions {
         check_precondition(conn, schema, precondition)?;
@@ -186,6 +189,11 @@ fn write_txn(
                 (ChangeKind::Delete, Some(delete(conn, table, key)?), None)
             }
         };
+        if let Some(guard) = guard {
+            if let Err(message) = guard.check(table, mutation, old.as_deref(), new.as_deref()) {
+                return reject(RejectCode::Forbidden, message);
+            }
+        }
         let image = new
             .as_ref()
             .or(old.as_ref())
