@@ -247,28 +247,28 @@ const ESCAPES: [(&str, &str); 10] = [
     ),
 ];
 
-/// Applies one event to the client, first checking that no row image it carries breaks
-/// the user's read rule. Returns the number of leaked rows in it (0 or 1).
-fn check_and_handle(client: &mut Client, user: &User, team_col: Option<usize>, event: Event) -> usize {
+/// Applies one event to the client, first checking that no `issues` row image it
+/// carries breaks the user's read rule. Returns the number of leaked rows in it.
+fn check_and_handle(client: &mut Client, user: &User, event: Event) -> usize {
     let mut leaks = 0;
     let mut check = |row: &[Value]| {
-        if let Some(c) = team_col {
-            if !user.may_read_team(&row[c]) {
-                leaks += 1;
-            }
+        if !user.may_read_team(&row[ISSUE_TEAM]) {
+            leaks += 1;
         }
     };
     match &event {
-        Event::Bootstrap(_, BootstrapFrame::Row { row, .. }) => check(row),
-        Event::Bootstrap(_, BootstrapFrame::Replay { event, .. }) => {
+        Event::Bootstrap(sub, BootstrapFrame::Row { row, .. }) if *sub != SENTINEL => check(row),
+        Event::Bootstrap(sub, BootstrapFrame::Replay { event, .. }) if *sub != SENTINEL => {
             if let RowEvent::Insert { row, .. } | RowEvent::Update { row, .. } = event {
                 check(row)
             }
         }
         Event::Live(txn) => {
-            for (_, _, e) in &txn.events {
+            for (_, table, e) in &txn.events {
                 if let RowEvent::Insert { row, .. } | RowEvent::Update { row, .. } = e {
-                    check(row)
+                    if table == "issues" {
+                        check(row)
+                    }
                 }
             }
         }
@@ -300,9 +300,23 @@ async fn drive(
                 }
             }
         }
-        leaks += check_and_handle(client, user, Some(ISSUE_TEAM), event);
+        leaks += check_and_handle(client, user, event);
     }
     leaks
+}
+
+/// A subscription every user has, to learn when all earlier transactions have arrived.
+const SENTINEL: u64 = 50;
+
+fn sentinel_user() -> Mutation {
+    Mutation::Insert {
+        table: "users".into(),
+        values: vec![
+            ("id".into(), text("sentinel")),
+            ("name".into(), text("S")),
+            ("email".into(), text("s@example.com")),
+        ],
+    }
 }
 
 #[tokio::test]
@@ -318,13 +332,17 @@ async fn escape_attempts_see_exactly_subscription_and_rule() {
         for (n, (sql, _)) in ESCAPES.iter().enumerate() {
             client.subscribe(n as u64 + 1, sql, None).await;
         }
+        // Every user may read users: the sentinel write below reaches everyone.
+        client.subscribe(SENTINEL, "SELECT * FROM users", None).await;
         // A constant predicate is refused outright.
         client
             .subscribe(99, "SELECT * FROM issues WHERE team_id = 'T3' OR 1 = 1", None)
             .await;
         let mut r = Vec::new();
         leaks += drive(&mut client, user, "snapshots", &mut r, |c| {
-            (1..=ESCAPES.len() as u64).all(|s| c.sub(s).end.is_some()) && c.sub(99).failed.is_some()
+            (1..=ESCAPES.len() as u64).all(|s| c.sub(s).end.is_some())
+                && c.sub(99).failed.is_some()
+                && c.sub(SENTINEL).end.is_some()
         })
         .await;
         assert!(client.sub(99).failed.as_ref().unwrap().contains("constant"));
@@ -348,9 +366,10 @@ async fn escape_attempts_see_exactly_subscription_and_rule() {
     }
     server.write(writes).await;
     server.write(vec![delete_issue("i01"), delete_issue("i06")]).await;
-    let last = server
+    server
         .write(vec![set_issue("i04", "team_id", text("T4"))]) // T1 -> T4
         .await;
+    let last = server.write(vec![sentinel_user()]).await;
 
     let mut checked = 0;
     for ((user, client), reasons) in users.iter().zip(&mut clients).zip(&mut reasons) {
@@ -427,7 +446,7 @@ async fn resume_from_zero_replays_only_readable_rows() {
                     replayed_forbidden.push(key_string(key));
                 }
             }
-            leaks += check_and_handle(&mut client, &user, Some(ISSUE_TEAM), event);
+            leaks += check_and_handle(&mut client, &user, event);
         }
         assert_eq!(leaks, 0, "{}: replay leaked rows", user.sub);
         let seen: BTreeSet<String> = client.sub(1).rows.keys().cloned().collect();
@@ -748,28 +767,26 @@ async fn sessions_end_when_the_token_expires_or_the_user_is_disconnected() {
     bob.until("snapshot", |c| c.sub(1).end.is_some()).await;
     assert_eq!(server.handle.disconnect_user("bob"), 2);
     for client in [&mut bob, &mut bob2] {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while client.closed.is_none() {
-            match tokio::time::timeout_at(deadline, client.conn.next_event()).await {
-                Ok(Some(e)) => client.handle(e),
-                Ok(None) => break,
-                Err(_) => panic!("not disconnected"),
-            }
-        }
-        if let Some(reason) = &client.closed {
-            assert!(reason.contains("revoked"), "{reason}");
-        }
+        let reasons = close_reasons(client).await;
+        assert!(reasons.iter().any(|r| r.contains("access revoked")), "{reasons:?}");
     }
+    let reasons = close_reasons(&mut eve).await;
+    assert!(reasons.iter().any(|r| r.contains("token expired")), "{reasons:?}");
+}
+
+/// Every reason the client reports for its connection closing, until the connection
+/// has reported everything it will.
+async fn close_reasons(client: &mut Client) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while eve.closed.is_none() {
-        match tokio::time::timeout_at(deadline, eve.conn.next_event()).await {
-            Ok(Some(e)) => eve.handle(e),
-            Ok(None) => break,
-            Err(_) => panic!("expired session not closed"),
+    let mut reasons = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, client.conn.next_event()).await {
+            Ok(Some(Event::Closed(reason))) => reasons.push(reason),
+            Ok(Some(_)) => {}
+            Ok(None) => return reasons,
+            Err(_) if !reasons.is_empty() => return reasons,
+            Err(_) => panic!("connection not closed"),
         }
-    }
-    if let Some(reason) = &eve.closed {
-        assert!(reason.contains("expired"), "{reason}");
     }
 }
 
