@@ -182,7 +182,13 @@ fn seed_issues() -> Vec<Mutation> {
         .map(|i| {
             let team = TEAMS[i % 4];
             let creator = ["alice", "bob", "carol", "dave"][(i / 4) % 4];
-            let mut m = issue(&format!("i{i:02}"), team, creator, statuses[i % 3], (i % 5) as i64);
+            let mut m = issue(
+                &format!("i{i:02}"),
+                team,
+                creator,
+                statuses[i % 3],
+                (i % 5) as i64,
+            );
             if i % 2 == 0 {
                 if let Mutation::Insert { values, .. } = &mut m {
                     values.push(("assignee_id".into(), text("alice")));
@@ -258,11 +264,13 @@ fn check_and_handle(client: &mut Client, user: &User, event: Event) -> usize {
     };
     match &event {
         Event::Bootstrap(sub, BootstrapFrame::Row { row, .. }) if *sub != SENTINEL => check(row),
-        Event::Bootstrap(sub, BootstrapFrame::Replay { event, .. }) if *sub != SENTINEL => {
-            if let RowEvent::Insert { row, .. } | RowEvent::Update { row, .. } = event {
-                check(row)
-            }
-        }
+        Event::Bootstrap(
+            sub,
+            BootstrapFrame::Replay {
+                event: RowEvent::Insert { row, .. } | RowEvent::Update { row, .. },
+                ..
+            },
+        ) if *sub != SENTINEL => check(row),
         Event::Live(txn) => {
             for (_, table, e) in &txn.events {
                 if let RowEvent::Insert { row, .. } | RowEvent::Update { row, .. } = e {
@@ -333,10 +341,16 @@ async fn escape_attempts_see_exactly_subscription_and_rule() {
             client.subscribe(n as u64 + 1, sql, None).await;
         }
         // Every user may read users: the sentinel write below reaches everyone.
-        client.subscribe(SENTINEL, "SELECT * FROM users", None).await;
+        client
+            .subscribe(SENTINEL, "SELECT * FROM users", None)
+            .await;
         // A constant predicate is refused outright.
         client
-            .subscribe(99, "SELECT * FROM issues WHERE team_id = 'T3' OR 1 = 1", None)
+            .subscribe(
+                99,
+                "SELECT * FROM issues WHERE team_id = 'T3' OR 1 = 1",
+                None,
+            )
             .await;
         let mut r = Vec::new();
         leaks += drive(&mut client, user, "snapshots", &mut r, |c| {
@@ -365,7 +379,9 @@ async fn escape_attempts_see_exactly_subscription_and_rule() {
         writes.push(issue(&format!("n{i}"), team, "alice", "todo", 7));
     }
     server.write(writes).await;
-    server.write(vec![delete_issue("i01"), delete_issue("i06")]).await;
+    server
+        .write(vec![delete_issue("i01"), delete_issue("i06")])
+        .await;
     server
         .write(vec![set_issue("i04", "team_id", text("T4"))]) // T1 -> T4
         .await;
@@ -373,7 +389,10 @@ async fn escape_attempts_see_exactly_subscription_and_rule() {
 
     let mut checked = 0;
     for ((user, client), reasons) in users.iter().zip(&mut clients).zip(&mut reasons) {
-        leaks += drive(client, user, "live changes", reasons, |c| c.last_sync >= last).await;
+        leaks += drive(client, user, "live changes", reasons, |c| {
+            c.last_sync >= last
+        })
+        .await;
         for (n, (_, where_sql)) in ESCAPES.iter().enumerate() {
             let sub = n as u64 + 1;
             let expected = oracle(&server.db(), where_sql, &user.rule_sql());
@@ -388,9 +407,18 @@ async fn escape_attempts_see_exactly_subscription_and_rule() {
     assert!(checked > 0);
     // alice's unfiltered subscription lost i00 and i04 because they left her teams.
     let alice = &reasons[0];
-    assert!(alice.contains(&("i00".into(), MoveOut::Forbidden)), "{alice:?}");
-    assert!(alice.contains(&("i04".into(), MoveOut::Forbidden)), "{alice:?}");
-    assert!(alice.contains(&("i01".into(), MoveOut::Deleted)), "{alice:?}");
+    assert!(
+        alice.contains(&("i00".into(), MoveOut::Forbidden)),
+        "{alice:?}"
+    );
+    assert!(
+        alice.contains(&("i04".into(), MoveOut::Forbidden)),
+        "{alice:?}"
+    );
+    assert!(
+        alice.contains(&("i01".into(), MoveOut::Deleted)),
+        "{alice:?}"
+    );
 }
 
 #[tokio::test]
@@ -408,10 +436,20 @@ async fn move_out_reason_tells_forbidden_from_moved_out() {
         .subscribe(1, "SELECT * FROM issues WHERE status = 'todo'", None)
         .await;
     let mut reasons = Vec::new();
-    drive(&mut client, alice, "snapshot", &mut reasons, |c| c.sub(1).end.is_some()).await;
-    server.write(vec![set_issue("a", "status", text("done"))]).await;
-    let last = server.write(vec![set_issue("b", "team_id", text("T4"))]).await;
-    drive(&mut client, alice, "moves", &mut reasons, |c| c.last_sync >= last).await;
+    drive(&mut client, alice, "snapshot", &mut reasons, |c| {
+        c.sub(1).end.is_some()
+    })
+    .await;
+    server
+        .write(vec![set_issue("a", "status", text("done"))])
+        .await;
+    let last = server
+        .write(vec![set_issue("b", "team_id", text("T4"))])
+        .await;
+    drive(&mut client, alice, "moves", &mut reasons, |c| {
+        c.last_sync >= last
+    })
+    .await;
     assert_eq!(
         reasons,
         vec![
@@ -425,8 +463,12 @@ async fn move_out_reason_tells_forbidden_from_moved_out() {
 async fn resume_from_zero_replays_only_readable_rows() {
     let server = AuthServer::start().await;
     server.write(seed_issues()).await;
-    server.write(vec![set_issue("i00", "team_id", text("T4"))]).await;
-    server.write(vec![set_issue("i03", "team_id", text("T2"))]).await;
+    server
+        .write(vec![set_issue("i00", "team_id", text("T4"))])
+        .await;
+    server
+        .write(vec![set_issue("i03", "team_id", text("T2"))])
+        .await;
     server.write(vec![delete_issue("i05")]).await;
     for user in users() {
         let mut client = server.user(&user).await;
@@ -441,16 +483,30 @@ async fn resume_from_zero_replays_only_readable_rows() {
                 .await
                 .expect("replay in time")
                 .expect("connection open");
-            if let Event::Bootstrap(_, BootstrapFrame::Replay { event, .. }) = &event {
-                if let RowEvent::Delete { key, reason: MoveOut::Forbidden } = event {
-                    replayed_forbidden.push(key_string(key));
-                }
+            if let Event::Bootstrap(
+                _,
+                BootstrapFrame::Replay {
+                    event:
+                        RowEvent::Delete {
+                            key,
+                            reason: MoveOut::Forbidden,
+                        },
+                    ..
+                },
+            ) = &event
+            {
+                replayed_forbidden.push(key_string(key));
             }
             leaks += check_and_handle(&mut client, &user, event);
         }
         assert_eq!(leaks, 0, "{}: replay leaked rows", user.sub);
         let seen: BTreeSet<String> = client.sub(1).rows.keys().cloned().collect();
-        assert_eq!(seen, oracle(&server.db(), "1", &user.rule_sql()), "{}", user.sub);
+        assert_eq!(
+            seen,
+            oracle(&server.db(), "1", &user.rule_sql()),
+            "{}",
+            user.sub
+        );
         if user.sub == "alice" {
             assert_eq!(replayed_forbidden, vec!["i00".to_string()]);
         }
@@ -506,7 +562,12 @@ async fn fetches_return_only_readable_rows_and_columns() {
         match fetch(&mut client, 1, "issues", all_keys.clone()).await {
             ServerMessage::Fetched { rows, .. } => {
                 let got: BTreeSet<String> = rows.iter().map(|r| key_string(&r[0])).collect();
-                assert_eq!(got, oracle(&server.db(), "1", &user.rule_sql()), "{}", user.sub);
+                assert_eq!(
+                    got,
+                    oracle(&server.db(), "1", &user.rule_sql()),
+                    "{}",
+                    user.sub
+                );
                 assert!(rows.iter().all(|r| user.may_read_team(&r[ISSUE_TEAM])));
             }
             other => panic!("{other:?}"),
@@ -548,10 +609,18 @@ async fn hidden_columns_and_auth_params_are_refused() {
         .subscribe(1, "SELECT id, password_hash FROM users", None)
         .await;
     client
-        .subscribe(2, "SELECT id FROM users WHERE password_hash LIKE 'h%'", None)
+        .subscribe(
+            2,
+            "SELECT id FROM users WHERE password_hash LIKE 'h%'",
+            None,
+        )
         .await;
     client
-        .subscribe(3, "SELECT * FROM users WHERE NOT (password_hash IS NULL)", None)
+        .subscribe(
+            3,
+            "SELECT * FROM users WHERE NOT (password_hash IS NULL)",
+            None,
+        )
         .await;
     client.subscribe(4, "SELECT * FROM users", None).await;
     client.subs.insert(5, SubState::default());
@@ -575,7 +644,12 @@ async fn hidden_columns_and_auth_params_are_refused() {
         assert!(m.contains("password_hash") && m.contains("hidden"), "{m}");
     }
     assert!(client.sub(2).failed.as_ref().unwrap().contains("column 28"));
-    assert!(client.sub(5).failed.as_ref().unwrap().contains(":auth.teams"));
+    assert!(client
+        .sub(5)
+        .failed
+        .as_ref()
+        .unwrap()
+        .contains(":auth.teams"));
     let row = &client.sub(4).rows["u1"];
     assert_eq!(row.len(), USERS_WIDTH_VISIBLE);
     assert!(!row.contains(&text("hash!")));
@@ -606,7 +680,13 @@ async fn write_outcome(client: &mut Client, seq: u64, mutations: Vec<Mutation>) 
 }
 
 fn forbidden(outcome: &WriteOutcome) -> bool {
-    matches!(outcome, WriteOutcome::Rejected { code: RejectCode::Forbidden, .. })
+    matches!(
+        outcome,
+        WriteOutcome::Rejected {
+            code: RejectCode::Forbidden,
+            ..
+        }
+    )
 }
 
 fn issue_row(db: &Path, id: &str) -> Option<(String, String)> {
@@ -644,12 +724,36 @@ async fn writes_are_checked_against_the_rules() {
     let db = server.db();
     let mut refused = 0;
     let mut cases: Vec<(&str, Vec<Mutation>, bool)> = vec![
-        ("insert into another team", vec![issue("x1", "T3", "alice", "todo", 1)], false),
-        ("insert with a forged creator", vec![issue("x2", "T1", "bob", "todo", 1)], false),
-        ("update a row of another team", vec![set_issue("other", "title", text("pwned"))], false),
-        ("move a row to another team", vec![set_issue("mine", "team_id", text("T3"))], false),
-        ("delete a row created by someone else", vec![delete_issue("bobs")], false),
-        ("delete a row of another team", vec![delete_issue("other")], false),
+        (
+            "insert into another team",
+            vec![issue("x1", "T3", "alice", "todo", 1)],
+            false,
+        ),
+        (
+            "insert with a forged creator",
+            vec![issue("x2", "T1", "bob", "todo", 1)],
+            false,
+        ),
+        (
+            "update a row of another team",
+            vec![set_issue("other", "title", text("pwned"))],
+            false,
+        ),
+        (
+            "move a row to another team",
+            vec![set_issue("mine", "team_id", text("T3"))],
+            false,
+        ),
+        (
+            "delete a row created by someone else",
+            vec![delete_issue("bobs")],
+            false,
+        ),
+        (
+            "delete a row of another team",
+            vec![delete_issue("other")],
+            false,
+        ),
         (
             "an allowed change followed by a forbidden one",
             vec![
@@ -667,9 +771,21 @@ async fn writes_are_checked_against_the_rules() {
             }],
             false,
         ),
-        ("insert in own team", vec![issue("ok1", "T2", "alice", "todo", 1)], true),
-        ("edit a row of own team", vec![set_issue("bobs", "title", text("edited"))], true),
-        ("move between own teams", vec![set_issue("bobs", "team_id", text("T2"))], true),
+        (
+            "insert in own team",
+            vec![issue("ok1", "T2", "alice", "todo", 1)],
+            true,
+        ),
+        (
+            "edit a row of own team",
+            vec![set_issue("bobs", "title", text("edited"))],
+            true,
+        ),
+        (
+            "move between own teams",
+            vec![set_issue("bobs", "team_id", text("T2"))],
+            true,
+        ),
         ("delete own row", vec![delete_issue("mine")], true),
         (
             "edit own profile",
@@ -684,7 +800,10 @@ async fn writes_are_checked_against_the_rules() {
     for (seq, (what, mutations, allowed)) in cases.drain(..).enumerate() {
         let outcome = write_outcome(&mut client, seq as u64 + 1, mutations).await;
         if allowed {
-            assert!(matches!(outcome, WriteOutcome::Committed { .. }), "{what}: {outcome:?}");
+            assert!(
+                matches!(outcome, WriteOutcome::Committed { .. }),
+                "{what}: {outcome:?}"
+            );
         } else {
             assert!(forbidden(&outcome), "{what}: {outcome:?}");
             refused += 1;
@@ -694,18 +813,30 @@ async fn writes_are_checked_against_the_rules() {
     // Nothing of a refused transaction was written.
     assert_eq!(issue_row(&db, "x1"), None);
     assert_eq!(issue_row(&db, "x2"), None);
-    assert_eq!(issue_row(&db, "other"), Some(("T3".into(), "issue other".into())));
+    assert_eq!(
+        issue_row(&db, "other"),
+        Some(("T3".into(), "issue other".into()))
+    );
     assert_eq!(issue_row(&db, "bobs"), Some(("T2".into(), "edited".into())));
     assert_eq!(issue_row(&db, "mine"), None);
     assert_eq!(issue_row(&db, "ok1").map(|r| r.0), Some("T2".into()));
     let conn = rusqlite::Connection::open(&db).unwrap();
     let hash: Option<String> = conn
-        .query_row("SELECT password_hash FROM users WHERE id = 'alice'", [], |r| r.get(0))
+        .query_row(
+            "SELECT password_hash FROM users WHERE id = 'alice'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(hash, None);
     // Someone without teams can write nothing to issues.
     let mut mallory = server.user(&users()[4]).await;
-    let outcome = write_outcome(&mut mallory, 1, vec![issue("m1", "T1", "mallory", "todo", 1)]).await;
+    let outcome = write_outcome(
+        &mut mallory,
+        1,
+        vec![issue("m1", "T1", "mallory", "todo", 1)],
+    )
+    .await;
     assert!(forbidden(&outcome), "{outcome:?}");
     assert_eq!(issue_row(&db, "m1"), None);
 }
@@ -733,7 +864,9 @@ async fn bad_tokens_are_refused_at_the_handshake() {
     assert!(m.contains("expired"), "{m}");
     let forged = JwtAuthenticator::new("not-the-secret").sign(&Claims::for_user("alice"));
     assert!(refusal(&server, Some(forged)).await.contains("signature"));
-    assert!(refusal(&server, Some("garbage".into())).await.contains("malformed"));
+    assert!(refusal(&server, Some("garbage".into()))
+        .await
+        .contains("malformed"));
     // A valid token's payload swapped for one with more teams.
     let good = users()[1].token();
     let parts: Vec<&str> = good.split('.').collect();
@@ -768,10 +901,16 @@ async fn sessions_end_when_the_token_expires_or_the_user_is_disconnected() {
     assert_eq!(server.handle.disconnect_user("bob"), 2);
     for client in [&mut bob, &mut bob2] {
         let reasons = close_reasons(client).await;
-        assert!(reasons.iter().any(|r| r.contains("access revoked")), "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("access revoked")),
+            "{reasons:?}"
+        );
     }
     let reasons = close_reasons(&mut eve).await;
-    assert!(reasons.iter().any(|r| r.contains("token expired")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("token expired")),
+        "{reasons:?}"
+    );
 }
 
 /// Every reason the client reports for its connection closing, until the connection
@@ -805,7 +944,11 @@ async fn identical_bindings_share_one_shape() {
         c.subscribe(1, sql, None).await;
         c.until("snapshot", |c| c.sub(1).end.is_some()).await;
     }
-    assert_eq!(server.handle.shape_count(), 2, "alice and zoe share, bob differs");
+    assert_eq!(
+        server.handle.shape_count(),
+        2,
+        "alice and zoe share, bob differs"
+    );
 }
 
 #[tokio::test]
@@ -828,11 +971,16 @@ async fn rules_apply_with_no_auth_too() {
         values: vec![("id".into(), text("r1")), ("name".into(), text("lobby"))],
     };
     let outcome = write_outcome(&mut writer, 2, vec![room]).await;
-    assert!(matches!(outcome, WriteOutcome::Committed { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
     writer.subscribe(1, "SELECT * FROM rooms", None).await;
     writer.subscribe(2, "SELECT * FROM issues", None).await;
     writer
-        .until("snapshots", |c| c.sub(1).end.is_some() && c.sub(2).end.is_some())
+        .until("snapshots", |c| {
+            c.sub(1).end.is_some() && c.sub(2).end.is_some()
+        })
         .await;
     assert_eq!(writer.sub(1).rows.len(), 1);
     assert!(writer.sub(2).rows.is_empty());
@@ -842,7 +990,11 @@ async fn rules_apply_with_no_auth_too() {
 fn invalid_rules_fail_startup_with_file_and_position() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("bad.rules");
-    std::fs::write(&rules, "ALLOW READ ON issues\n  WHERE team_id IN :auth.teams AND bogus = 1;").unwrap();
+    std::fs::write(
+        &rules,
+        "ALLOW READ ON issues\n  WHERE team_id IN :auth.teams AND bogus = 1;",
+    )
+    .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt
         .block_on(
@@ -873,11 +1025,20 @@ mod cli {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    fn sub(addr: &str, ca: &Path, token: Option<&str>, sql: &str) -> (i32, Vec<serde_json::Value>, String) {
+    fn sub(
+        addr: &str,
+        ca: &Path,
+        token: Option<&str>,
+        sql: &str,
+    ) -> (i32, Vec<serde_json::Value>, String) {
         let mut cmd = sluice();
         cmd.args(["sub", "--connect", addr, "--ca"]).arg(ca);
         if let Some(t) = token {
@@ -889,7 +1050,11 @@ mod cli {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        (out.status.code().unwrap_or(-1), lines, String::from_utf8(out.stderr).unwrap())
+        (
+            out.status.code().unwrap_or(-1),
+            lines,
+            String::from_utf8(out.stderr).unwrap(),
+        )
     }
 
     #[test]
@@ -899,7 +1064,15 @@ mod cli {
         assert_eq!(verified.sub.as_deref(), Some("alice"));
         assert_eq!(verified.extra["teams"], json!(["T1"]));
         let bad = sluice()
-            .args(["token", "--secret", SECRET, "--sub", "x", "--claim", "teams=[T1]"])
+            .args([
+                "token",
+                "--secret",
+                SECRET,
+                "--sub",
+                "x",
+                "--claim",
+                "teams=[T1]",
+            ])
             .output()
             .unwrap();
         assert!(!bad.status.success());
@@ -921,7 +1094,11 @@ mod cli {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
         let ca = PathBuf::from(format!("{}.cert.pem", db.display()));
 
         let bob = token(&["--sub", "bob", "--claim", r#"teams=["T2"]"#]);
@@ -932,7 +1109,10 @@ mod cli {
                 .args(["--token", t, sql])
                 .output()
                 .unwrap();
-            (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap())
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8(out.stdout).unwrap(),
+            )
         };
         let (code, out) = exec(&alice, "INSERT INTO issues (id, team_id, number, title, creator_id) VALUES ('a1', 'T1', 1, 'a', 'alice')");
         assert_eq!(code, 0, "{out}");

@@ -82,9 +82,12 @@ impl Claims {
         }
         for (name, json) in &self.extra {
             let param = match json {
-                Json::Array(items) => {
-                    Param::List(items.iter().map(|j| scalar(j).unwrap_or(Value::Null)).collect())
-                }
+                Json::Array(items) => Param::List(
+                    items
+                        .iter()
+                        .map(|j| scalar(j).unwrap_or(Value::Null))
+                        .collect(),
+                ),
                 other => match scalar(other) {
                     Some(v) if !v.is_null() => Param::Value(v),
                     _ => continue,

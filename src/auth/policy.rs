@@ -13,7 +13,9 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::claims::Claims;
 use super::rules::{Op, Rule, Rules};
-use crate::query::{Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template};
+use crate::query::{
+    Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
+};
 use crate::schema::{Schema, Table};
 use crate::store::{Mutation, WriteGuard};
 use crate::value::Value;
@@ -163,9 +165,15 @@ impl Policy {
         let bound = template.bind(&params)?;
         let table = bound.table().clone();
         let Some(access) = self.read(&table)? else {
-            return Ok(Effective { shape: bound, base: None });
+            return Ok(Effective {
+                shape: bound,
+                base: None,
+            });
         };
-        let hidden = &self.table(&table.name).map(|t| t.hidden.clone()).unwrap_or_default();
+        let hidden = &self
+            .table(&table.name)
+            .map(|t| t.hidden.clone())
+            .unwrap_or_default();
         if let Some(cols) = bound.projection() {
             if let Some(&c) = cols.iter().find(|c| hidden.contains(c)) {
                 return Err(hidden_error(&table, c, sql).into());
@@ -198,7 +206,10 @@ impl Policy {
         let names = |cols: Option<&[usize]>| -> Vec<String> {
             match cols {
                 None => table.columns.iter().map(|c| c.name.clone()).collect(),
-                Some(cols) => cols.iter().map(|&c| table.columns[c].name.clone()).collect(),
+                Some(cols) => cols
+                    .iter()
+                    .map(|&c| table.columns[c].name.clone())
+                    .collect(),
             }
         };
         match self.read(table)? {
@@ -224,7 +235,12 @@ impl Policy {
         self.table(&table.name)
             .and_then(|t| t.ops[op.index()].as_ref())
             .map(Some)
-            .ok_or_else(|| Denied(format!("no rule allows you to {op} rows of `{}`", table.name)))
+            .ok_or_else(|| {
+                Denied(format!(
+                    "no rule allows you to {op} rows of `{}`",
+                    table.name
+                ))
+            })
     }
 }
 
@@ -245,7 +261,11 @@ impl WriteGuard for Policy {
                 Mutation::Update { .. } => Op::Update,
                 _ => Op::Delete,
             };
-            return Err(Denied(format!("no rule allows you to {op} rows of `{}`", table.name)).to_string());
+            return Err(Denied(format!(
+                "no rule allows you to {op} rows of `{}`",
+                table.name
+            ))
+            .to_string());
         };
         let set: &[(String, Value)] = match mutation {
             Mutation::Insert { values, .. } => values,
@@ -257,25 +277,30 @@ impl WriteGuard for Policy {
                 .column_index(name)
                 .is_some_and(|i| t.hidden.contains(&i))
         }) {
-            return Err(Denied(format!("column {}.{name} is not writable", table.name)).to_string());
+            return Err(
+                Denied(format!("column {}.{name} is not writable", table.name)).to_string(),
+            );
         }
-        let key = new.or(old).map(|r| r[table.pk].to_string()).unwrap_or_default();
+        let key = new
+            .or(old)
+            .map(|r| r[table.pk].to_string())
+            .unwrap_or_default();
         let fail = |op: Op, which: &str| {
-            Err(Denied(format!(
-                "you may not {op} {}[{key}]{which}",
-                table.name
-            ))
-            .to_string())
+            Err(Denied(format!("you may not {op} {}[{key}]{which}", table.name)).to_string())
         };
         match (mutation, old, new) {
             (Mutation::Insert { .. }, _, Some(new)) => {
-                let rule = self.write_rule(table, Op::Insert).map_err(|e| e.to_string())?;
+                let rule = self
+                    .write_rule(table, Op::Insert)
+                    .map_err(|e| e.to_string())?;
                 if !rule.is_none_or(|p| p.matches(new)) {
                     return fail(Op::Insert, "");
                 }
             }
             (Mutation::Update { .. }, Some(old), Some(new)) => {
-                let rule = self.write_rule(table, Op::Update).map_err(|e| e.to_string())?;
+                let rule = self
+                    .write_rule(table, Op::Update)
+                    .map_err(|e| e.to_string())?;
                 if let Some(p) = rule {
                     if !p.matches(old) {
                         return fail(Op::Update, "");
@@ -286,7 +311,9 @@ impl WriteGuard for Policy {
                 }
             }
             (Mutation::Delete { .. }, Some(old), _) => {
-                let rule = self.write_rule(table, Op::Delete).map_err(|e| e.to_string())?;
+                let rule = self
+                    .write_rule(table, Op::Delete)
+                    .map_err(|e| e.to_string())?;
                 if !rule.is_none_or(|p| p.matches(old)) {
                     return fail(Op::Delete, "");
                 }
@@ -421,15 +448,27 @@ mod tests {
         let schema = schema();
         let policy = Policy::bind(&rules(&schema), &alice());
         let e = policy
-            .subscription(&schema, "SELECT * FROM issues WHERE team_id = 'T1' OR team_id IS NULL", &Params::new())
+            .subscription(
+                &schema,
+                "SELECT * FROM issues WHERE team_id = 'T1' OR team_id IS NULL",
+                &Params::new(),
+            )
             .unwrap();
         assert!(e.shape.matches(&issue("1", "T1", "x")));
         assert!(!e.shape.matches(&issue("2", "T3", "x")));
-        assert!(!e.shape.matches(&[text("3"), Value::Null, text("x"), text("t")]));
+        assert!(!e
+            .shape
+            .matches(&[text("3"), Value::Null, text("x"), text("t")]));
         // The same subscription from another member of the same teams shares the shape.
-        let bob = Claims::for_user("bob").with("teams", json!(["T2", "T1"])).unwrap();
+        let bob = Claims::for_user("bob")
+            .with("teams", json!(["T2", "T1"]))
+            .unwrap();
         let other = Policy::bind(&rules(&schema), &bob)
-            .subscription(&schema, "SELECT * FROM issues WHERE team_id = 'T1' OR team_id IS NULL", &Params::new())
+            .subscription(
+                &schema,
+                "SELECT * FROM issues WHERE team_id = 'T1' OR team_id IS NULL",
+                &Params::new(),
+            )
             .unwrap();
         assert_eq!(e.shape.id(), other.shape.id());
     }
@@ -439,16 +478,27 @@ mod tests {
         let schema = schema();
         let policy = Policy::bind(&rules(&schema), &alice());
         let refuse = |sql: &str, params: &Params| {
-            policy.subscription(&schema, sql, params).unwrap_err().to_string()
+            policy
+                .subscription(&schema, sql, params)
+                .unwrap_err()
+                .to_string()
         };
         assert!(refuse("SELECT * FROM secrets", &Params::new()).contains("no rule allows reading"));
-        let m = refuse("SELECT id FROM users WHERE password_hash = 'x'", &Params::new());
-        assert!(m.contains("password_hash") && m.contains("column 28"), "{m}");
+        let m = refuse(
+            "SELECT id FROM users WHERE password_hash = 'x'",
+            &Params::new(),
+        );
+        assert!(
+            m.contains("password_hash") && m.contains("column 28"),
+            "{m}"
+        );
         let m = refuse("SELECT id, password_hash FROM users", &Params::new());
         assert!(m.contains("password_hash"), "{m}");
         let smuggled = Params::new().list("auth.teams", vec![text("T9")]);
         assert!(refuse("SELECT * FROM issues", &smuggled).contains(":auth.teams"));
-        let star = policy.subscription(&schema, "SELECT * FROM users", &Params::new()).unwrap();
+        let star = policy
+            .subscription(&schema, "SELECT * FROM users", &Params::new())
+            .unwrap();
         assert_eq!(star.shape.column_names(), vec!["id", "name"]);
     }
 
@@ -457,16 +507,32 @@ mod tests {
         let schema = schema();
         let policy = Policy::bind(&rules(&schema), &alice());
         let issues = schema.table("issues").unwrap();
-        let ins = Mutation::Insert { table: "issues".into(), values: vec![] };
-        let upd = Mutation::Update { table: "issues".into(), key: text("1"), set: vec![] };
-        let del = Mutation::Delete { table: "issues".into(), key: text("1") };
-        assert!(policy.check(issues, &ins, None, Some(&issue("1", "T1", "bob"))).is_ok());
-        assert!(policy.check(issues, &ins, None, Some(&issue("1", "T3", "bob"))).is_err());
+        let ins = Mutation::Insert {
+            table: "issues".into(),
+            values: vec![],
+        };
+        let upd = Mutation::Update {
+            table: "issues".into(),
+            key: text("1"),
+            set: vec![],
+        };
+        let del = Mutation::Delete {
+            table: "issues".into(),
+            key: text("1"),
+        };
+        assert!(policy
+            .check(issues, &ins, None, Some(&issue("1", "T1", "bob")))
+            .is_ok());
+        assert!(policy
+            .check(issues, &ins, None, Some(&issue("1", "T3", "bob")))
+            .is_err());
         let (a, b) = (issue("1", "T1", "bob"), issue("1", "T3", "bob"));
         assert!(policy.check(issues, &upd, Some(&a), Some(&a)).is_ok());
         assert!(policy.check(issues, &upd, Some(&a), Some(&b)).is_err());
         assert!(policy.check(issues, &upd, Some(&b), Some(&a)).is_err());
-        assert!(policy.check(issues, &del, Some(&issue("1", "T9", "alice")), None).is_ok());
+        assert!(policy
+            .check(issues, &del, Some(&issue("1", "T9", "alice")), None)
+            .is_ok());
         assert!(policy.check(issues, &del, Some(&a), None).is_err());
         let users = schema.table("users").unwrap();
         let set_hash = Mutation::Update {
@@ -475,10 +541,14 @@ mod tests {
             set: vec![("password_hash".into(), text("x"))],
         };
         let row = vec![text("u"), text("n"), text("h")];
-        let m = policy.check(users, &set_hash, Some(&row), Some(&row)).unwrap_err();
+        let m = policy
+            .check(users, &set_hash, Some(&row), Some(&row))
+            .unwrap_err();
         assert!(m.contains("not writable"), "{m}");
         // Open policy: anything goes.
-        assert!(Policy::open(&alice()).check(issues, &del, Some(&a), None).is_ok());
+        assert!(Policy::open(&alice())
+            .check(issues, &del, Some(&a), None)
+            .is_ok());
     }
 
     #[test]
@@ -488,8 +558,18 @@ mod tests {
         let issues = schema.table("issues").unwrap();
         let access = anonymous.read(issues).unwrap().unwrap();
         assert!(!access.filter.matches(&issue("1", "T1", "x")));
-        let del = Mutation::Delete { table: "issues".into(), key: text("1") };
-        assert!(anonymous.check(issues, &del, Some(&[text("1"), text("T1"), Value::Null, text("t")]), None).is_err());
+        let del = Mutation::Delete {
+            table: "issues".into(),
+            key: text("1"),
+        };
+        assert!(anonymous
+            .check(
+                issues,
+                &del,
+                Some(&[text("1"), text("T1"), Value::Null, text("t")]),
+                None
+            )
+            .is_err());
         // A single team given as a string still works with IN.
         let one = Claims::for_user("c").with("teams", json!("T1")).unwrap();
         let access_policy = Policy::bind(&rules(&schema), &one);
@@ -512,6 +592,8 @@ mod tests {
             .fetched(issues, vec![issue("1", "T1", "x"), issue("2", "T5", "x")])
             .unwrap();
         assert_eq!(rows.len(), 1);
-        assert!(policy.fetched(schema.table("secrets").unwrap(), vec![]).is_err());
+        assert!(policy
+            .fetched(schema.table("secrets").unwrap(), vec![])
+            .is_err());
     }
 }

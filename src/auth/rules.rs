@@ -228,7 +228,10 @@ impl Rules {
             None => return self.error(name.pos, format!("unknown table `{}`", name.unquoted())),
         };
         if let Some(extra) = words.get(i + 1) {
-            return self.error(extra.pos, format!("expected WHERE or `;`, found `{}`", extra.text));
+            return self.error(
+                extra.pos,
+                format!("expected WHERE or `;`, found `{}`", extra.text),
+            );
         }
         let rule = match &s.predicate {
             None => Rule::Always,
@@ -284,7 +287,7 @@ impl Rules {
         let uses = template.parameter_uses();
         for u in &uses {
             let claim = u.name.strip_prefix("auth.");
-            if !claim.is_some_and(|c| !c.is_empty()) {
+            if claim.is_none_or(|c| c.is_empty()) {
                 return self.error(
                     map(u.pos),
                     format!(
@@ -324,13 +327,21 @@ impl Rules {
             let Some(index) = table.column_index(c.unquoted()) else {
                 return self.error(
                     c.pos,
-                    format!("unknown column `{}` in table `{}`", c.unquoted(), table.name),
+                    format!(
+                        "unknown column `{}` in table `{}`",
+                        c.unquoted(),
+                        table.name
+                    ),
                 );
             };
             if index == table.pk {
                 return self.error(
                     c.pos,
-                    format!("the primary key {}.{} cannot be hidden", table.name, c.unquoted()),
+                    format!(
+                        "the primary key {}.{} cannot be hidden",
+                        table.name,
+                        c.unquoted()
+                    ),
                 );
             }
             let entry = self.entry(&table);
@@ -342,7 +353,9 @@ impl Rules {
             match words.get(i) {
                 None => return Ok(()),
                 Some(w) if w.text == "," => i += 1,
-                Some(w) => return self.error(w.pos, format!("expected `,` or `;`, found `{}`", w.text)),
+                Some(w) => {
+                    return self.error(w.pos, format!("expected `,` or `;`, found `{}`", w.text))
+                }
             }
         }
     }
@@ -557,10 +570,9 @@ mod tests {
 
     #[test]
     fn semicolons_in_strings_and_comments_do_not_split() {
-        let rules = parse(
-            "ALLOW READ ON issues WHERE title = 'a;b' -- not; the end\n  OR team_id = 'x';",
-        )
-        .unwrap();
+        let rules =
+            parse("ALLOW READ ON issues WHERE title = 'a;b' -- not; the end\n  OR team_id = 'x';")
+                .unwrap();
         assert!(rules.tables["issues"].ops[0].is_some());
     }
 
@@ -569,7 +581,8 @@ mod tests {
         let (line, column, message) = error_at("\nALLOW READ ON issues WHERE nope = 1;");
         assert_eq!((line, column), (2, 28), "{message}");
         assert!(message.contains("unknown column `nope`"), "{message}");
-        let (line, column, _) = error_at("ALLOW READ ON issues WHERE\n  team_id = 'a' AND\n  bad = 1;");
+        let (line, column, _) =
+            error_at("ALLOW READ ON issues WHERE\n  team_id = 'a' AND\n  bad = 1;");
         assert_eq!((line, column), (3, 3));
         let (line, column, message) = error_at("ALLOW READ ON issues WHERE team_id = :team;");
         assert_eq!((line, column), (1, 38), "{message}");
@@ -587,9 +600,8 @@ mod tests {
         assert_eq!(column, 12);
         let (_, _, message) = error_at("GRANT READ ON users;");
         assert!(message.contains("ALLOW or HIDE"), "{message}");
-        let (_, _, message) = error_at(
-            "ALLOW READ ON issues WHERE team_id IN :auth.t OR creator_id = :auth.t;",
-        );
+        let (_, _, message) =
+            error_at("ALLOW READ ON issues WHERE team_id IN :auth.t OR creator_id = :auth.t;");
         assert!(message.contains("both as a list"), "{message}");
         let (_, _, message) = error_at("ALLOW READ ON issues WHERE 1 = 1;");
         assert!(message.contains("constant"), "{message}");

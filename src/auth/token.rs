@@ -81,7 +81,8 @@ impl JwtAuthenticator {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let body = URL_SAFE_NO_PAD.encode(Json::Object(payload).to_string());
         let signing_input = format!("{header}.{body}");
-        let signature = URL_SAFE_NO_PAD.encode(self.mac(signing_input.as_bytes()).finalize().into_bytes());
+        let signature =
+            URL_SAFE_NO_PAD.encode(self.mac(signing_input.as_bytes()).finalize().into_bytes());
         format!("{signing_input}.{signature}")
     }
 
@@ -156,7 +157,9 @@ impl JwtAuthenticator {
 
 impl Authenticator for JwtAuthenticator {
     fn authenticate(&self, token: Option<&str>) -> Result<Claims, String> {
-        let token = token.ok_or(TokenError::Missing).map_err(|e| e.to_string())?;
+        let token = token
+            .ok_or(TokenError::Missing)
+            .map_err(|e| e.to_string())?;
         self.verify(token).map_err(|e| e.to_string())
     }
 }
@@ -238,9 +241,8 @@ mod tests {
         );
         // Tamper with the payload, keep the signature.
         let parts: Vec<&str> = good.split('.').collect();
-        let forged_body = URL_SAFE_NO_PAD.encode(
-            json!({"sub": "admin", "exp": now + 999, "teams": ["T9"]}).to_string(),
-        );
+        let forged_body = URL_SAFE_NO_PAD
+            .encode(json!({"sub": "admin", "exp": now + 999, "teams": ["T9"]}).to_string());
         let forged = format!("{}.{}.{}", parts[0], forged_body, parts[2]);
         assert_eq!(auth().verify(&forged), Err(TokenError::BadSignature));
         // alg: none with an empty signature.
@@ -253,8 +255,14 @@ mod tests {
             auth().verify(&none),
             Err(TokenError::Algorithm("none".into()))
         );
-        assert!(matches!(auth().verify("abc"), Err(TokenError::Malformed(_))));
-        assert!(matches!(auth().verify("a.b.c.d"), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            auth().verify("abc"),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            auth().verify("a.b.c.d"),
+            Err(TokenError::Malformed(_))
+        ));
         assert_eq!(
             auth().authenticate(None),
             Err(TokenError::Missing.to_string())

@@ -136,7 +136,16 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
                     })
                 });
                 let auth = (Arc::new(claims), policy);
-                run(shared.clone(), id, connection.clone(), client_id, auth, writer, reader).await;
+                run(
+                    shared.clone(),
+                    id,
+                    connection.clone(),
+                    client_id,
+                    auth,
+                    writer,
+                    reader,
+                )
+                .await;
                 if let Some(expiry) = expiry {
                     expiry.abort();
                 }
