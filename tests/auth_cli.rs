@@ -3,7 +3,9 @@
 //! `schema/access.rules` (loaded by default with `--auth-secret`) decide what each user
 //! reads and writes.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 use sluice::auth::JwtAuthenticator;
@@ -13,9 +15,6 @@ const SECRET: &str = "cli-auth-test-secret";
 fn schema_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
 }
-
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
