@@ -15,9 +15,11 @@
 //! - [`store`]: SQLite through rusqlite: data, change log, snapshots. The only IO on disk.
 //! - [`wire`]: the frame codec and protocol messages (pure).
 //! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
+//! - [`auth`]: token claims, HS256 tokens, permission rules and per-session policies.
 //! - [`server`]: sessions, handshake, bootstrap, live fan-out, resume, writes.
 //! - [`client`]: the protocol connection a client and the command line speak.
 
+pub mod auth;
 pub mod client;
 pub mod ids;
 pub mod matcher;

@@ -5,10 +5,12 @@ use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use sluice::auth::{Claims, JwtAuthenticator};
 use sluice::client::{ConnectOptions, Connection, Event};
 use sluice::ids::{ClientId, SyncId};
 use sluice::query::Params;
@@ -43,12 +45,31 @@ enum Command {
         cert: Option<PathBuf>,
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
-        /// Secret that signs client tokens.
+        /// Secret that signs client tokens (HS256): every client must present a valid,
+        /// unexpired token. Loads SCHEMA/access.rules, if present, unless --rules is given.
         #[arg(long, conflicts_with = "no_auth")]
         auth_secret: Option<String>,
         /// Accept every client without a token.
         #[arg(long)]
         no_auth: bool,
+        /// Permission rules file; tables without a rule are then closed.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Print a signed token for development.
+    Token {
+        /// The secret the server was given with --auth-secret.
+        #[arg(long)]
+        secret: String,
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// An extra claim, KEY=JSON (e.g. `teams=["T1","T2"]`); repeatable.
+        #[arg(long = "claim", value_name = "KEY=JSON")]
+        claims: Vec<String>,
+        /// Lifetime in seconds (default 86400: 24 hours).
+        #[arg(long, default_value_t = sluice::auth::DEFAULT_TOKEN_TTL.as_secs())]
+        ttl: u64,
     },
     /// Run one client transaction.
     Exec {
@@ -88,6 +109,12 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Check { schema, sql } => return check(&schema, &sql),
+        Command::Token {
+            secret,
+            sub,
+            claims,
+            ttl,
+        } => token(&secret, &sub, &claims, ttl),
         Command::Serve {
             schema,
             db,
@@ -96,14 +123,14 @@ fn main() -> ExitCode {
             key,
             auth_secret,
             no_auth,
+            rules,
         } => runtime().and_then(|rt| {
             rt.block_on(serve(
                 schema,
                 db,
                 listen,
                 cert.zip(key),
-                auth_secret,
-                no_auth,
+                (auth_secret, no_auth, rules),
             ))
         }),
         Command::Exec {
@@ -165,6 +192,19 @@ fn check(schema_dir: &Path, sql: &str) -> ExitCode {
     }
 }
 
+/// Rules file `serve --auth-secret` loads from the schema folder when --rules is absent.
+const DEFAULT_RULES_FILE: &str = "access.rules";
+
+fn token(secret: &str, sub: &str, claims: &[String], ttl: u64) -> Result<ExitCode> {
+    let mut c = Claims::for_user(sub);
+    for assignment in claims {
+        c = c.with_assignment(assignment)?;
+    }
+    c.exp = Some(sluice::auth::token::unix_now().saturating_add(ttl));
+    println!("{}", JwtAuthenticator::new(secret).sign(&c));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
         .with_context(|| format!("cannot resolve `{addr}` (expected HOST:PORT)"))?
@@ -177,19 +217,37 @@ async fn serve(
     db: PathBuf,
     listen: String,
     tls: Option<(PathBuf, PathBuf)>,
-    auth_secret: Option<String>,
-    no_auth: bool,
+    (auth_secret, no_auth, rules): (Option<String>, bool, Option<PathBuf>),
 ) -> Result<ExitCode> {
-    let mut builder = Server::builder(schema, db).listen(resolve(&listen)?);
+    let default_rules = schema.join(DEFAULT_RULES_FILE);
+    let mut builder = Server::builder(&schema, db).listen(resolve(&listen)?);
     if let Some((cert_pem, key_pem)) = tls {
         builder = builder.tls(TlsFiles { cert_pem, key_pem });
     }
+    let rules = match (&auth_secret, rules) {
+        (_, Some(file)) => Some(file),
+        (Some(_), None) if default_rules.is_file() => Some(default_rules),
+        _ => None,
+    };
     match (auth_secret, no_auth) {
-        (Some(_), _) => bail!("--auth-secret is not supported by this build yet; use --no-auth"),
+        (Some(secret), _) => {
+            if secret.is_empty() {
+                bail!("--auth-secret must not be empty");
+            }
+            builder = builder.authenticator(Arc::new(JwtAuthenticator::new(secret)));
+            if rules.is_none() {
+                tracing::warn!(
+                    "no rules file: every authenticated client may read and write everything"
+                );
+            }
+        }
         (None, true) => builder = builder.no_auth(),
         (None, false) => {
             tracing::warn!("no --auth-secret given: every client is accepted (as with --no-auth)")
         }
+    }
+    if let Some(file) = rules {
+        builder = builder.rules_file(file);
     }
     let server = builder.start().await?;
     println!("listening on {}", server.local_addr());

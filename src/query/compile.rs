@@ -62,6 +62,11 @@ impl Params {
         self.0.get(name)
     }
 
+    /// The bound names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     pub fn extend(&mut self, other: &Params) {
         for (k, v) in &other.0 {
             self.0.insert(k.clone(), v.clone());
@@ -222,6 +227,64 @@ impl Template {
         names.sort();
         names.dedup();
         names
+    }
+}
+
+/// One use of a parameter in a template: its name, whether it stands for a list
+/// (`IN :name`) or a single value, and where it appears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamUse {
+    pub name: String,
+    pub list: bool,
+    pub pos: Pos,
+}
+
+impl Template {
+    /// Every use of a parameter, in the order they appear.
+    pub fn parameter_uses(&self) -> Vec<ParamUse> {
+        let mut out = Vec::new();
+        if let Some(node) = &self.filter {
+            collect_uses(node, &mut out);
+        }
+        out
+    }
+}
+
+fn collect_uses(node: &Node, out: &mut Vec<ParamUse>) {
+    let operand = |o: &Operand, out: &mut Vec<ParamUse>| {
+        if let Operand::Param { name, pos } = o {
+            out.push(ParamUse {
+                name: name.clone(),
+                list: false,
+                pos: *pos,
+            });
+        }
+    };
+    match node {
+        Node::And(a, b) | Node::Or(a, b) => {
+            collect_uses(a, out);
+            collect_uses(b, out);
+        }
+        Node::Not(a) => collect_uses(a, out),
+        Node::Cmp { rhs, .. } => operand(rhs, out),
+        Node::In {
+            list: InList::Items(items),
+            ..
+        } => items.iter().for_each(|o| operand(o, out)),
+        Node::In {
+            list: InList::Array { name, pos },
+            ..
+        } => out.push(ParamUse {
+            name: name.clone(),
+            list: true,
+            pos: *pos,
+        }),
+        Node::Between { low, high, .. } => {
+            operand(low, out);
+            operand(high, out);
+        }
+        Node::Like { pattern, .. } | Node::Glob { pattern, .. } => operand(pattern, out),
+        Node::Truth { .. } => {}
     }
 }
 

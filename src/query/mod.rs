@@ -13,7 +13,7 @@ mod pattern;
 mod pred;
 mod sql;
 
-pub use compile::{Param, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
+pub use compile::{Param, ParamUse, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
 pub use dml::parse_writes;
 pub use error::{Pos, QueryError, QueryErrorKind};
 pub use eval::{compare, Truth};

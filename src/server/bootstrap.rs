@@ -13,7 +13,7 @@ use super::registry::replay_event;
 use super::session::LiveItem;
 use super::Shared;
 use crate::ids::SyncId;
-use crate::query::Shape;
+use crate::query::{Pred, Shape};
 use crate::store::{LogRead, Store};
 use crate::transport::FrameWriter;
 use crate::wire::{BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
@@ -28,6 +28,8 @@ pub struct Job {
     pub live: mpsc::Sender<LiveItem>,
     pub sub: SubId,
     pub shape: Arc<Shape>,
+    /// The subscription's predicate without its permission rule (see `registry::refine`).
+    pub base: Option<Arc<Pred>>,
     pub resume_after: Option<SyncId>,
 }
 
@@ -85,7 +87,10 @@ pub async fn run(job: Job) {
     let store = job.shared.store.clone();
     let shape = job.shape.clone();
     let resume_after = job.resume_after;
-    let producer = tokio::task::spawn_blocking(move || produce(store, &shape, resume_after, tx));
+    let base = job.base.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        produce(store, &shape, base.as_deref(), resume_after, tx)
+    });
     let mut sent: u64 = 0;
     let mut end = None;
     while let Some(item) = rx.recv().await {
@@ -159,6 +164,7 @@ pub async fn run(job: Job) {
 fn produce(
     store: Arc<dyn Store>,
     shape: &Shape,
+    base: Option<&Pred>,
     resume_after: Option<SyncId>,
     tx: mpsc::Sender<Produced>,
 ) {
@@ -195,7 +201,7 @@ fn produce(
                 if change.sync_id > w {
                     return ControlFlow::Break(());
                 }
-                match replay_event(shape, &change) {
+                match replay_event(shape, base, &change) {
                     Some(event) => send(Produced::Frame(BootstrapFrame::Replay {
                         sync_id: change.sync_id,
                         event,

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::{Shared, WriteContext};
-use crate::store::{RejectCode, TxnOutcome, WriteTxn};
+use crate::store::{GuardedTxn, RejectCode, TxnOutcome, WriteGuard, WriteTxn};
 use crate::wire::LiveTxn;
 
 /// Transactions waiting for the writer, across all sessions.
@@ -20,6 +20,8 @@ pub const MAX_WRITE_BATCH: usize = 256;
 pub struct WriteRequest {
     pub context: WriteContext,
     pub txn: WriteTxn,
+    /// The session's permission check, run by the store on every row written.
+    pub guard: Option<Arc<dyn WriteGuard>>,
     pub reply: oneshot::Sender<TxnOutcome>,
 }
 
@@ -63,10 +65,12 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
     if accepted.is_empty() {
         return;
     }
-    let (txns, replies): (Vec<WriteTxn>, Vec<_>) =
-        accepted.into_iter().map(|r| (r.txn, r.reply)).unzip();
+    let (txns, replies): (Vec<GuardedTxn>, Vec<_>) = accepted
+        .into_iter()
+        .map(|r| ((r.txn, r.guard), r.reply))
+        .unzip();
     let store = shared.store.clone();
-    let result = tokio::task::spawn_blocking(move || store.apply(txns)).await;
+    let result = tokio::task::spawn_blocking(move || store.apply_guarded(txns)).await;
     let outcomes = match result {
         Ok(Ok(outcomes)) => outcomes,
         Ok(Err(e)) => {

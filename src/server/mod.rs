@@ -1,6 +1,14 @@
 //! The sync server: accepts QUIC connections, runs a session per client, commits
 //! writes through one writer, fans changes out through the matcher, and compacts the log.
 //!
+//! Authentication and permissions: [`ServerBuilder::authenticator`] (e.g.
+//! [`crate::auth::JwtAuthenticator`]) verifies the token at the handshake and yields the
+//! session's [`Claims`]; [`ServerBuilder::rules_file`] loads per-table read/write rules
+//! ([`crate::auth::Rules`]) that are bound with those claims and ANDed into every
+//! subscription, fetch and write of the session. Without a rules file everything is open.
+//! Claims are fixed for a session: a revoked user keeps access until the token expires
+//! (the session is closed then) or the backend calls [`ServerHandle::disconnect_user`].
+//!
 //! Embedding:
 //!
 //! ```no_run
@@ -37,6 +45,7 @@ pub use session::{
     MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
 };
 
+use crate::auth::{Claims, Rules, RulesError};
 use crate::ids::ClientId;
 use crate::schema::{Schema, SchemaError};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions, TxnOutcome, WriteTxn};
@@ -49,24 +58,29 @@ use session::SessionHandle;
 pub struct WriteContext {
     /// The client that sent the transaction; `None` for the backend's own writes.
     pub client_id: Option<ClientId>,
+    /// The verified claims of the client's session; `None` for the backend's own writes.
+    pub claims: Option<Arc<Claims>>,
 }
 
 /// A backend check run on every transaction before it is committed: `Err(reason)` rejects
 /// it with that reason (code `invalid`).
 pub type WriteHook = Arc<dyn Fn(&WriteContext, &WriteTxn) -> Result<(), String> + Send + Sync>;
 
-/// Verifies the token a client presents at the handshake.
+/// Verifies the token a client presents at the handshake. A backend can plug in its own
+/// (sessions, API keys, another token format); the claims it returns become the rules'
+/// `:auth.*` parameters.
 pub trait Authenticator: Send + Sync {
-    /// `Err(reason)` refuses the connection with that reason.
-    fn authenticate(&self, token: Option<&str>) -> Result<(), String>;
+    /// The verified claims, or `Err(reason)`: the connection is refused with that reason
+    /// (code `Unauthenticated`).
+    fn authenticate(&self, token: Option<&str>) -> Result<Claims, String>;
 }
 
-/// Accepts every client (`--no-auth`).
+/// Accepts every client (`--no-auth`), with empty claims.
 pub struct NoAuth;
 
 impl Authenticator for NoAuth {
-    fn authenticate(&self, _token: Option<&str>) -> Result<(), String> {
-        Ok(())
+    fn authenticate(&self, _token: Option<&str>) -> Result<Claims, String> {
+        Ok(Claims::default())
     }
 }
 
@@ -102,6 +116,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -120,6 +136,10 @@ pub(crate) struct Shared {
     pub writes: mpsc::Sender<committer::WriteRequest>,
     pub write_hook: Option<WriteHook>,
     pub authenticator: Arc<dyn Authenticator>,
+    /// Permission rules; `None`: everything open.
+    pub rules: Option<Arc<Rules>>,
+    /// The user (`sub`) of each authenticated session, to close a user's sessions.
+    pub users: DashMap<SessionId, (Option<String>, quinn::Connection)>,
 }
 
 /// Configures a server; [`ServerBuilder::start`] opens the database and the endpoint.
@@ -129,6 +149,7 @@ pub struct ServerBuilder {
     listen: SocketAddr,
     tls: Option<TlsFiles>,
     authenticator: Arc<dyn Authenticator>,
+    rules_file: Option<PathBuf>,
     write_hook: Option<WriteHook>,
     retention: Retention,
     store_options: StoreOptions,
@@ -147,6 +168,7 @@ impl Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             authenticator: Arc::new(NoAuth),
+            rules_file: None,
             write_hook: None,
             retention: Retention::default(),
             store_options: StoreOptions::default(),
@@ -180,6 +202,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Permission rules (see [`crate::auth::rules`] for the format), validated against
+    /// the schema at start. Tables without a rule are then closed. Default: none, every
+    /// table open to every client.
+    pub fn rules_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.rules_file = Some(path.into());
+        self
+    }
+
     /// A check run on every transaction before it commits.
     pub fn write_hook(
         mut self,
@@ -208,6 +238,10 @@ impl ServerBuilder {
     /// [`ServerHandle::shutdown`] or [`ServerHandle::run_until`].
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
         let schema = Arc::new(Schema::load_dir(&self.schema_dir)?);
+        let rules = match &self.rules_file {
+            Some(file) => Some(Arc::new(Rules::load(&schema, file)?)),
+            None => None,
+        };
         let db_path = self.db_path.clone();
         let store_schema = schema.clone();
         let options = self.store_options.clone();
@@ -247,6 +281,8 @@ impl ServerBuilder {
             writes,
             write_hook: self.write_hook,
             authenticator: self.authenticator,
+            rules,
+            users: DashMap::new(),
         });
         let committer = tokio::spawn(committer::run(shared.clone(), write_queue));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -291,8 +327,12 @@ impl ServerHandle {
     pub async fn write(&self, txn: WriteTxn) -> Result<TxnOutcome, ServerError> {
         let (reply, outcome) = oneshot::channel();
         let request = committer::WriteRequest {
-            context: WriteContext { client_id: None },
+            context: WriteContext {
+                client_id: None,
+                claims: None,
+            },
             txn,
+            guard: None,
             reply,
         };
         self.shared
@@ -301,6 +341,20 @@ impl ServerHandle {
             .await
             .map_err(|_| ServerError::ShuttingDown)?;
         outcome.await.map_err(|_| ServerError::ShuttingDown)
+    }
+
+    /// Closes every session of user `sub` (for instance after revoking their access;
+    /// claims are fixed for a session's lifetime). Returns how many were closed.
+    pub fn disconnect_user(&self, sub: &str) -> usize {
+        let mut closed = 0;
+        for entry in self.shared.users.iter() {
+            let (user, connection) = entry.value();
+            if user.as_deref() == Some(sub) {
+                connection.close(close::REVOKED, b"access revoked");
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Connected sessions.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::matcher::{Effect, Matcher, MoveOutReason, ShapeMatch};
-use crate::query::{Shape, ShapeId};
+use crate::query::{Pred, Shape, ShapeId};
 use crate::store::{Change, ChangeKind};
 use crate::wire::{MoveOut, RowEvent, SubId};
 
@@ -18,6 +18,9 @@ pub type SessionId = u64;
 pub struct Registry {
     matcher: Matcher,
     subscribers: HashMap<ShapeId, Vec<(SessionId, SubId)>>,
+    /// For shapes that include a permission rule: the subscription's own predicate, to
+    /// tell "no longer permitted" from "stopped matching" when a row leaves.
+    bases: HashMap<ShapeId, Arc<Pred>>,
 }
 
 /// The events one change produces, per session.
@@ -28,8 +31,17 @@ impl Registry {
         Registry::default()
     }
 
-    pub fn subscribe(&mut self, shape: Arc<Shape>, session: SessionId, sub: SubId) -> ShapeId {
+    pub fn subscribe(
+        &mut self,
+        shape: Arc<Shape>,
+        base: Option<Arc<Pred>>,
+        session: SessionId,
+        sub: SubId,
+    ) -> ShapeId {
         let id = self.matcher.register(shape);
+        if let Some(base) = base {
+            self.bases.entry(id).or_insert(base);
+        }
         self.subscribers.entry(id).or_default().push((session, sub));
         id
     }
@@ -42,6 +54,7 @@ impl Registry {
             }
             if list.is_empty() {
                 self.subscribers.remove(&shape);
+                self.bases.remove(&shape);
             }
         }
     }
@@ -67,7 +80,8 @@ impl Registry {
                 let Some(shape) = self.matcher.shape(m.shape) else {
                     continue;
                 };
-                let event = row_event(shape, change, &m.effect);
+                let base = self.bases.get(&m.shape).map(|b| b.as_ref());
+                let event = refine(row_event(shape, change, &m.effect), base, change);
                 for &(session, sub) in self.subscribers.get(&m.shape).into_iter().flatten() {
                     out.entry(session).or_default().push((
                         sub,
@@ -103,9 +117,26 @@ pub fn row_event(shape: &Shape, change: &Change, effect: &Effect) -> RowEvent {
     }
 }
 
+/// A move-out of a row that still matches the subscription itself (`base`) but not the
+/// shape with its permission rule: the row left because it is no longer permitted.
+pub fn refine(event: RowEvent, base: Option<&Pred>, change: &Change) -> RowEvent {
+    match event {
+        RowEvent::Delete {
+            key,
+            reason: MoveOut::MovedOut,
+        } if base.is_some_and(|b| change.new.as_deref().is_some_and(|r| b.matches(r))) => {
+            RowEvent::Delete {
+                key,
+                reason: MoveOut::Forbidden,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Evaluates one change against one shape directly (used when replaying the log for a
 /// single resuming subscription). `None` when the change does not concern the shape.
-pub fn replay_event(shape: &Shape, change: &Change) -> Option<RowEvent> {
+pub fn replay_event(shape: &Shape, base: Option<&Pred>, change: &Change) -> Option<RowEvent> {
     if !change.table.eq_ignore_ascii_case(&shape.table().name) {
         return None;
     }
@@ -120,5 +151,5 @@ pub fn replay_event(shape: &Shape, change: &Change) -> Option<RowEvent> {
         (true, false) => Effect::Delete(MoveOutReason::MovedOut),
         (false, false) => return None,
     };
-    Some(row_event(shape, change, &effect))
+    Some(refine(row_event(shape, change, &effect), base, change))
 }

@@ -14,6 +14,7 @@ use super::bootstrap;
 use super::committer::WriteRequest;
 use super::registry::SessionId;
 use super::{Shared, WriteContext};
+use crate::auth::{token::unix_now, Claims, Policy};
 use crate::ids::{ClientId, SyncId};
 use crate::query::{self, ShapeId};
 use crate::store::{TxnOutcome, WriteTxn};
@@ -46,6 +47,10 @@ pub mod close {
     pub const LAGGING: VarInt = VarInt::from_u32(2);
     pub const REFUSED: VarInt = VarInt::from_u32(3);
     pub const SHUTDOWN: VarInt = VarInt::from_u32(4);
+    /// The backend closed the user's sessions (`ServerHandle::disconnect_user`).
+    pub const REVOKED: VarInt = VarInt::from_u32(5);
+    /// The session's token expired.
+    pub const EXPIRED: VarInt = VarInt::from_u32(6);
 }
 
 /// Items of a session's live queue.
@@ -93,6 +98,9 @@ struct Session {
     shared: Arc<Shared>,
     connection: quinn::Connection,
     client_id: ClientId,
+    claims: Arc<Claims>,
+    /// The rules bound with this session's claims.
+    policy: Arc<Policy>,
     control: mpsc::Sender<ServerMessage>,
     live: mpsc::Sender<LiveItem>,
     subscriptions: HashMap<SubId, Subscription>,
@@ -110,17 +118,38 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
     let span = info_span!("session", id, remote = %connection.remote_address());
     async move {
         match handshake(&shared, &connection).await {
-            Ok((client_id, writer, reader)) => {
-                info!(client = %client_id, "session started");
+            Ok((client_id, claims, writer, reader)) => {
+                info!(client = %client_id, user = claims.sub.as_deref(), "session started");
+                let policy = Arc::new(match &shared.rules {
+                    Some(rules) => Policy::bind(rules, &claims),
+                    None => Policy::open(&claims),
+                });
+                shared
+                    .users
+                    .insert(id, (claims.sub.clone(), connection.clone()));
+                let expiry = claims.exp.map(|exp| {
+                    let connection = connection.clone();
+                    tokio::spawn(async move {
+                        let left = exp.saturating_sub(unix_now());
+                        tokio::time::sleep(Duration::from_secs(left)).await;
+                        connection.close(close::EXPIRED, b"token expired");
+                    })
+                });
+                let auth = (Arc::new(claims), policy);
                 run(
                     shared.clone(),
                     id,
                     connection.clone(),
                     client_id,
+                    auth,
                     writer,
                     reader,
                 )
                 .await;
+                if let Some(expiry) = expiry {
+                    expiry.abort();
+                }
+                shared.users.remove(&id);
             }
             Err(reason) => debug!(%reason, "handshake failed"),
         }
@@ -133,7 +162,7 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
 async fn handshake(
     shared: &Shared,
     connection: &quinn::Connection,
-) -> Result<(ClientId, FrameWriter, FrameReader), String> {
+) -> Result<(ClientId, Claims, FrameWriter, FrameReader), String> {
     let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
         .await
         .map_err(|_| "no control stream in time".to_string())?
@@ -165,6 +194,7 @@ async fn handshake(
             return Err(message);
         }
     };
+    let mut claims = Claims::default();
     let refusal = if protocol < PROTOCOL_VERSION {
         Some((
             RefuseCode::ClientTooOld,
@@ -190,10 +220,14 @@ async fn handshake(
                 shared.schema.version()
             ),
         ))
-    } else if let Err(message) = shared.authenticator.authenticate(token.as_deref()) {
-        Some((RefuseCode::Unauthenticated, message))
     } else {
-        None
+        match shared.authenticator.authenticate(token.as_deref()) {
+            Ok(verified) => {
+                claims = verified;
+                None
+            }
+            Err(message) => Some((RefuseCode::Unauthenticated, message)),
+        }
     };
     if let Some((code, message)) = refusal {
         let _ = writer.send(&refuse(code, message.clone())).await;
@@ -216,7 +250,7 @@ async fn handshake(
         .send(&ServerFrame::V1(welcome))
         .await
         .map_err(|e| e.to_string())?;
-    Ok((client_id, writer, reader))
+    Ok((client_id, claims, writer, reader))
 }
 
 async fn run(
@@ -224,6 +258,7 @@ async fn run(
     id: SessionId,
     connection: quinn::Connection,
     client_id: ClientId,
+    (claims, policy): (Arc<Claims>, Arc<Policy>),
     writer: FrameWriter,
     mut reader: FrameReader,
 ) {
@@ -254,6 +289,8 @@ async fn run(
         shared: shared.clone(),
         connection: connection.clone(),
         client_id,
+        claims,
+        policy,
         control: control_tx,
         live: live_tx,
         subscriptions: HashMap::new(),
@@ -351,8 +388,8 @@ impl Session {
                 .reply(ServerMessage::SubscribeFailed { sub, message })
                 .await;
         }
-        let shape = match query::compile(&self.shared.schema, &sql, &params) {
-            Ok(shape) => Arc::new(shape),
+        let (shape, base) = match self.policy.subscription(&self.shared.schema, &sql, &params) {
+            Ok(effective) => (Arc::new(effective.shape), effective.base),
             Err(e) => {
                 debug!(error = %e, "subscription refused");
                 let message = e.to_string();
@@ -372,7 +409,7 @@ impl Session {
         // Registered before the snapshot opens, so no later change can be missed.
         let shape_id = {
             let mut registry = self.shared.registry.lock().expect("registry lock");
-            registry.subscribe(shape.clone(), self.id, sub)
+            registry.subscribe(shape.clone(), base.clone(), self.id, sub)
         };
         let job = bootstrap::Job {
             shared: self.shared.clone(),
@@ -381,6 +418,7 @@ impl Session {
             live: self.live.clone(),
             sub,
             shape,
+            base,
             resume_after,
         };
         drop(_enter);
@@ -412,8 +450,13 @@ impl Session {
         let request = WriteRequest {
             context: WriteContext {
                 client_id: Some(self.client_id.clone()),
+                claims: Some(self.claims.clone()),
             },
             txn,
+            guard: self
+                .policy
+                .is_restricted()
+                .then(|| self.policy.clone() as Arc<dyn crate::store::WriteGuard>),
             reply: reply_tx,
         };
         if self.shared.writes.send(request).await.is_err() {
@@ -443,6 +486,7 @@ impl Session {
     fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
         let shared = self.shared.clone();
         let control = self.control.clone();
+        let policy = self.policy.clone();
         tokio::spawn(
             async move {
                 let answer = if keys.len() > MAX_FETCH_KEYS {
@@ -465,11 +509,17 @@ impl Session {
                             match tokio::task::spawn_blocking(move || store.fetch(&name, &keys))
                                 .await
                             {
-                                Ok(Ok((sync_id, rows))) => ServerMessage::Fetched {
-                                    request,
-                                    sync_id,
-                                    rows,
-                                    columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                                Ok(Ok((sync_id, rows))) => match policy.fetched(&t, rows) {
+                                    Ok((rows, columns)) => ServerMessage::Fetched {
+                                        request,
+                                        sync_id,
+                                        rows,
+                                        columns,
+                                    },
+                                    Err(denied) => ServerMessage::FetchFailed {
+                                        request,
+                                        message: denied.to_string(),
+                                    },
                                 },
                                 Ok(Err(e)) => ServerMessage::FetchFailed {
                                     request,

@@ -11,7 +11,7 @@ use super::convert::{encode_image, read_row};
 use super::types::{
     Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
 };
-use super::StoreError;
+use super::{GuardedTxn, StoreError, WriteGuard};
 use crate::schema::{quote_ident, Column, Schema, Table};
 use crate::value::{parse_numeric_text, Affinity, Value};
 
@@ -103,7 +103,7 @@ pub(crate) fn apply_batch(
     conn: &mut Connection,
     schema: &Schema,
     sql: &SqlCache,
-    txns: Vec<WriteTxn>,
+    txns: Vec<GuardedTxn>,
     now_ms: i64,
 ) -> Result<(Vec<TxnOutcome>, SyncId), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -112,7 +112,7 @@ pub(crate) fn apply_batch(
     })?;
     let mut head = start;
     let mut outcomes = Vec::with_capacity(txns.len());
-    for txn in txns {
+    for (txn, guard) in txns {
         if let Some((client, seq)) = &txn.origin {
             if let Some(previous) = stored_outcome(&tx, client, *seq)? {
                 outcomes.push(previous);
@@ -122,11 +122,12 @@ pub(crate) fn apply_batch(
         let sync_id = head.next();
         // A failing SQLite statement undoes itself, so a transaction with at most one
         // mutation needs no savepoint (preconditions only read; log writes never reject).
-        let savepoint = txn.mutations.len() > 1;
+        // A guard may refuse a row after it was written, so guarded ones always get one.
+        let savepoint = txn.mutations.len() > 1 || guard.is_some();
         if savepoint {
             tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
         }
-        match write_txn(&tx, &Ctx { schema, sql }, sync_id, &txn) {
+        match write_txn(&tx, &Ctx { schema, sql }, sync_id, &txn, guard.as_deref()) {
             Ok(changes) => {
                 if savepoint {
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
@@ -219,12 +220,15 @@ fn record_outcome(
     Ok(())
 }
 
-/// Checks the preconditions, then applies the mutations and logs them.
+/// Checks the preconditions, then applies the mutations and logs them. The guard, if
+/// any, sees every row change right after it is made, inside the transaction's
+/// savepoint: its refusal rejects the whole transaction (code `forbidden`).
 fn write_txn(
     conn: &Connection,
     ctx: &Ctx<'_>,
     sync_id: SyncId,
     txn: &WriteTxn,
+    guard: Option<&dyn WriteGuard>,
 ) -> Result<Vec<Change>, TxnError> {
     for precondition in &txn.preconditions {
         check_precondition(conn, ctx, precondition)?;
@@ -249,6 +253,11 @@ fn write_txn(
                 None,
             ),
         };
+        if let Some(guard) = guard {
+            if let Err(message) = guard.check(table, mutation, old.as_deref(), new.as_deref()) {
+                return reject(RejectCode::Forbidden, message);
+            }
+        }
         let image = new
             .as_ref()
             .or(old.as_ref())

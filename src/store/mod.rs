@@ -40,8 +40,25 @@ pub use types::{
 };
 
 use crate::query::Shape;
-use crate::schema::Schema;
+use crate::schema::{Schema, Table};
 use crate::value::Value;
+
+/// A check the store runs inside a transaction, on every row change right after making
+/// it (so it sees the row exactly as stored, and the check and the write are atomic):
+/// `old` is the row before (updates, deletes), `new` after (inserts, updates).
+/// `Err(reason)` rejects the whole transaction with [`RejectCode::Forbidden`].
+pub trait WriteGuard: Send + Sync {
+    fn check(
+        &self,
+        table: &Table,
+        mutation: &Mutation,
+        old: Option<&[Value]>,
+        new: Option<&[Value]>,
+    ) -> Result<(), String>;
+}
+
+/// A transaction and the guard that checks its rows, if any.
+pub type GuardedTxn = (WriteTxn, Option<Arc<dyn WriteGuard>>);
 
 /// The operations the server needs from its database.
 pub trait Store: Send + Sync {
@@ -55,6 +72,10 @@ pub trait Store: Send + Sync {
     /// the original sync id and no changes). `Err` means the database failed and nothing
     /// of the batch was committed.
     fn apply(&self, txns: Vec<WriteTxn>) -> Result<Vec<TxnOutcome>, StoreError>;
+
+    /// [`Store::apply`] with a per-transaction [`WriteGuard`]. A guarded transaction
+    /// whose guard refuses a row is rejected (`forbidden`) and writes nothing.
+    fn apply_guarded(&self, txns: Vec<GuardedTxn>) -> Result<Vec<TxnOutcome>, StoreError>;
 
     /// The sync id of the last committed transaction.
     fn head(&self) -> SyncId;

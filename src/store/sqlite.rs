@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use super::apply::{apply_batch, SqlCache};
 use super::convert::{decode_image, read_row};
 use super::types::{Change, ChangeKind, ClientId, LogRead, SyncId, TxnOutcome, WriteTxn};
-use super::{Store, StoreError, StoreOptions};
+use super::{GuardedTxn, Store, StoreError, StoreOptions};
 use crate::query::{where_sql, Shape};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
@@ -256,6 +256,10 @@ impl Store for SqliteStore {
     }
 
     fn apply(&self, txns: Vec<WriteTxn>) -> Result<Vec<TxnOutcome>, StoreError> {
+        self.apply_guarded(txns.into_iter().map(|t| (t, None)).collect())
+    }
+
+    fn apply_guarded(&self, txns: Vec<GuardedTxn>) -> Result<Vec<TxnOutcome>, StoreError> {
         if txns.is_empty() {
             return Ok(Vec::new());
         }

@@ -1,0 +1,615 @@
+//! The permission rules file: per table, which rows a caller may read, insert, update and
+//! delete, and which columns are never sent.
+//!
+//! The format is a few SQL-like statements, each ending with `;`, with `--` comments:
+//!
+//! ```text
+//! -- Issues: members of the issue's team read and write them; the creator deletes.
+//! ALLOW READ, INSERT, UPDATE ON issues WHERE team_id IN :auth.teams;
+//! ALLOW DELETE ON issues WHERE creator_id = :auth.sub;
+//! ALLOW READ ON rooms;                 -- no WHERE: every caller
+//! HIDE users.password_hash;            -- never sent, never client-writable
+//! ```
+//!
+//! - `ALLOW op[, op...] ON table [WHERE predicate]`, op one of `READ`, `INSERT`,
+//!   `UPDATE`, `DELETE`, `WRITE` (the last three) or `ALL`. The predicate is a
+//!   subscription WHERE clause; its parameters must be `:auth.sub` or `:auth.<claim>`.
+//!   Several statements for the same table and op are alternatives (ORed).
+//! - `HIDE table.column[, table.column...]`: columns a client can neither read, filter
+//!   on nor write. The primary key cannot be hidden.
+//! - A table with no `ALLOW` for an op is closed for it.
+//!
+//! Everything is validated when the file is loaded; an error names the file, line and
+//! column of the offending token.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::query::{ident_sql, ParamUse, Pos, Template};
+use crate::schema::{Schema, Table};
+
+/// The operations a rule can allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Op {
+    Read,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    pub const ALL: [Op; 4] = [Op::Read, Op::Insert, Op::Update, Op::Delete];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// An error in the rules file, or reading it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RulesError {
+    #[error("{}:{}:{}: {message}", file.display(), pos.line, pos.column)]
+    Invalid {
+        file: PathBuf,
+        pos: Pos,
+        message: String,
+    },
+    #[error("cannot read rules file {}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One op's rule on one table.
+#[derive(Debug, Clone)]
+pub(crate) enum Rule {
+    /// An `ALLOW` without WHERE.
+    Always,
+    /// Alternatives, each with the uses of its parameters.
+    Any(Vec<(Template, Vec<ParamUse>)>),
+}
+
+/// The rules of one table.
+#[derive(Debug, Clone)]
+pub(crate) struct TableRules {
+    pub table: Arc<Table>,
+    pub ops: [Option<Rule>; 4],
+    /// Hidden column indexes, sorted.
+    pub hidden: Vec<usize>,
+}
+
+/// Validated permission rules for a schema.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// By lower-cased table name; tables absent here are closed.
+    pub(crate) tables: BTreeMap<String, TableRules>,
+    file: PathBuf,
+}
+
+impl Rules {
+    /// Reads and validates a rules file.
+    pub fn load(schema: &Schema, file: &Path) -> Result<Rules, RulesError> {
+        let text = std::fs::read_to_string(file).map_err(|source| RulesError::Io {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Rules::parse(schema, file, &text)
+    }
+
+    /// Validates rules given as text; `file` is only used in error messages.
+    pub fn parse(schema: &Schema, file: &Path, text: &str) -> Result<Rules, RulesError> {
+        let mut rules = Rules {
+            tables: BTreeMap::new(),
+            file: file.to_path_buf(),
+        };
+        for statement in split_statements(text) {
+            rules.statement(schema, &statement)?;
+        }
+        Ok(rules)
+    }
+
+    /// Where the rules came from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Whether any rule allows `op` on `table` for some caller.
+    pub fn allows_some(&self, table: &str, op: Op) -> bool {
+        self.tables
+            .get(&table.to_ascii_lowercase())
+            .is_some_and(|t| t.ops[op.index()].is_some())
+    }
+
+    /// Names of the columns of `table` that are hidden.
+    pub fn hidden_columns(&self, table: &str) -> Vec<&str> {
+        match self.tables.get(&table.to_ascii_lowercase()) {
+            None => Vec::new(),
+            Some(t) => t
+                .hidden
+                .iter()
+                .map(|&i| t.table.columns[i].name.as_str())
+                .collect(),
+        }
+    }
+
+    fn error<T>(&self, pos: Pos, message: impl Into<String>) -> Result<T, RulesError> {
+        Err(RulesError::Invalid {
+            file: self.file.clone(),
+            pos,
+            message: message.into(),
+        })
+    }
+
+    fn entry(&mut self, table: &Arc<Table>) -> &mut TableRules {
+        self.tables
+            .entry(table.name.to_ascii_lowercase())
+            .or_insert_with(|| TableRules {
+                table: table.clone(),
+                ops: [None, None, None, None],
+                hidden: Vec::new(),
+            })
+    }
+
+    fn statement(&mut self, schema: &Schema, s: &Statement) -> Result<(), RulesError> {
+        let words = &s.header;
+        let Some(first) = words.first() else {
+            return Ok(());
+        };
+        match first.text.to_ascii_uppercase().as_str() {
+            "ALLOW" => self.allow(schema, s),
+            "HIDE" => {
+                if let Some(w) = &s.predicate {
+                    return self.error(w.1, "HIDE takes no WHERE clause");
+                }
+                self.hide(schema, &words[1..], first.pos)
+            }
+            _ => self.error(
+                first.pos,
+                format!("expected ALLOW or HIDE, found `{}`", first.text),
+            ),
+        }
+    }
+
+    fn allow(&mut self, schema: &Schema, s: &Statement) -> Result<(), RulesError> {
+        let words = &s.header;
+        let mut ops = Vec::new();
+        let mut i = 1;
+        loop {
+            let Some(w) = words.get(i) else {
+                return self.error(end_of(words), "expected an operation (READ, INSERT, ...)");
+            };
+            match w.text.to_ascii_uppercase().as_str() {
+                "READ" => ops.push(Op::Read),
+                "INSERT" => ops.push(Op::Insert),
+                "UPDATE" => ops.push(Op::Update),
+                "DELETE" => ops.push(Op::Delete),
+                "WRITE" => ops.extend([Op::Insert, Op::Update, Op::Delete]),
+                "ALL" => ops.extend(Op::ALL),
+                _ => {
+                    return self.error(
+                        w.pos,
+                        format!(
+                            "expected READ, INSERT, UPDATE, DELETE, WRITE or ALL, found `{}`",
+                            w.text
+                        ),
+                    )
+                }
+            }
+            i += 1;
+            match words.get(i) {
+                Some(w) if w.text == "," => i += 1,
+                _ => break,
+            }
+        }
+        match words.get(i) {
+            Some(w) if w.text.eq_ignore_ascii_case("ON") => i += 1,
+            Some(w) => return self.error(w.pos, format!("expected ON, found `{}`", w.text)),
+            None => return self.error(end_of(words), "expected ON table"),
+        }
+        let Some(name) = words.get(i) else {
+            return self.error(end_of(words), "expected a table name after ON");
+        };
+        let table = match schema.table(name.unquoted()) {
+            Some(t) => t.clone(),
+            None => return self.error(name.pos, format!("unknown table `{}`", name.unquoted())),
+        };
+        if let Some(extra) = words.get(i + 1) {
+            return self.error(
+                extra.pos,
+                format!("expected WHERE or `;`, found `{}`", extra.text),
+            );
+        }
+        let rule = match &s.predicate {
+            None => Rule::Always,
+            Some((text, pos)) => {
+                let (template, uses) = self.predicate(schema, &table, text, *pos)?;
+                Rule::Any(vec![(template, uses)])
+            }
+        };
+        let entry = self.entry(&table);
+        for op in ops {
+            let slot = &mut entry.ops[op.index()];
+            *slot = match (slot.take(), &rule) {
+                (Some(Rule::Always), _) | (_, Rule::Always) => Some(Rule::Always),
+                (None, r) => Some(r.clone()),
+                (Some(Rule::Any(mut old)), Rule::Any(new)) => {
+                    old.extend(new.iter().cloned());
+                    Some(Rule::Any(old))
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Validates a WHERE predicate as a subscription on `table`, mapping error positions
+    /// back into the file.
+    fn predicate(
+        &self,
+        schema: &Schema,
+        table: &Table,
+        text: &str,
+        at: Pos,
+    ) -> Result<(Template, Vec<ParamUse>), RulesError> {
+        let prefix = format!("SELECT * FROM {} WHERE ", ident_sql(&table.name));
+        let sql = format!("{prefix}{text}");
+        let map = |p: Pos| -> Pos {
+            let prefix_cols = prefix.chars().count() as u64;
+            if p.line <= 1 {
+                Pos {
+                    line: at.line,
+                    column: at.column + p.column.saturating_sub(prefix_cols + 1),
+                }
+            } else {
+                Pos {
+                    line: at.line + p.line - 1,
+                    column: p.column,
+                }
+            }
+        };
+        let template = match Template::parse(schema, &sql) {
+            Ok(t) => t,
+            Err(e) => return self.error(map(e.pos), e.message),
+        };
+        let uses = template.parameter_uses();
+        for u in &uses {
+            let claim = u.name.strip_prefix("auth.");
+            if claim.is_none_or(|c| c.is_empty()) {
+                return self.error(
+                    map(u.pos),
+                    format!(
+                        "rules may only use :auth.sub and :auth.<claim> parameters, not :{}",
+                        u.name
+                    ),
+                );
+            }
+            if uses.iter().any(|o| o.name == u.name && o.list != u.list) {
+                return self.error(
+                    map(u.pos),
+                    format!(
+                        ":{} is used both as a list (IN :{0}) and as a single value",
+                        u.name
+                    ),
+                );
+            }
+        }
+        Ok((template, uses))
+    }
+
+    fn hide(&mut self, schema: &Schema, words: &[Word], at: Pos) -> Result<(), RulesError> {
+        let mut i = 0;
+        loop {
+            let (Some(t), Some(dot), Some(c)) = (words.get(i), words.get(i + 1), words.get(i + 2))
+            else {
+                let pos = words.get(i).map_or(end_of_or(words, at), |w| w.pos);
+                return self.error(pos, "expected table.column");
+            };
+            if dot.text != "." {
+                return self.error(dot.pos, format!("expected `.`, found `{}`", dot.text));
+            }
+            let table = match schema.table(t.unquoted()) {
+                Some(table) => table.clone(),
+                None => return self.error(t.pos, format!("unknown table `{}`", t.unquoted())),
+            };
+            let Some(index) = table.column_index(c.unquoted()) else {
+                return self.error(
+                    c.pos,
+                    format!(
+                        "unknown column `{}` in table `{}`",
+                        c.unquoted(),
+                        table.name
+                    ),
+                );
+            };
+            if index == table.pk {
+                return self.error(
+                    c.pos,
+                    format!(
+                        "the primary key {}.{} cannot be hidden",
+                        table.name,
+                        c.unquoted()
+                    ),
+                );
+            }
+            let entry = self.entry(&table);
+            if !entry.hidden.contains(&index) {
+                entry.hidden.push(index);
+                entry.hidden.sort_unstable();
+            }
+            i += 3;
+            match words.get(i) {
+                None => return Ok(()),
+                Some(w) if w.text == "," => i += 1,
+                Some(w) => {
+                    return self.error(w.pos, format!("expected `,` or `;`, found `{}`", w.text))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A header token: a word, a quoted identifier, or one punctuation character.
+#[derive(Debug, Clone)]
+struct Word {
+    text: String,
+    pos: Pos,
+}
+
+impl Word {
+    fn unquoted(&self) -> &str {
+        self.text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(&self.text)
+    }
+}
+
+fn end_of(words: &[Word]) -> Pos {
+    end_of_or(words, Pos::START)
+}
+
+fn end_of_or(words: &[Word], default: Pos) -> Pos {
+    words.last().map_or(default, |w| Pos {
+        line: w.pos.line,
+        column: w.pos.column + w.text.chars().count() as u64,
+    })
+}
+
+/// A statement: header tokens up to WHERE, and the predicate text with its position.
+#[derive(Debug)]
+struct Statement {
+    header: Vec<Word>,
+    predicate: Option<(String, Pos)>,
+}
+
+/// Splits the file into statements at `;` outside strings, quoted names and comments.
+fn split_statements(text: &str) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let mut current = Statement {
+        header: Vec::new(),
+        predicate: None,
+    };
+    let (mut line, mut column) = (1u64, 1u64);
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let pos = Pos { line, column };
+        let advance = |i: &mut usize, line: &mut u64, column: &mut u64| {
+            if chars[*i] == '\n' {
+                *line += 1;
+                *column = 1;
+            } else {
+                *column += 1;
+            }
+            *i += 1;
+        };
+        if let Some((pred, _)) = &mut current.predicate {
+            // Inside a predicate: copy text through to `;`, skipping over strings and
+            // comments so that a `;` inside them does not end the statement.
+            match c {
+                ';' => {
+                    out.push(std::mem::replace(
+                        &mut current,
+                        Statement {
+                            header: Vec::new(),
+                            predicate: None,
+                        },
+                    ));
+                    advance(&mut i, &mut line, &mut column);
+                }
+                '\'' | '"' => {
+                    pred.push(c);
+                    advance(&mut i, &mut line, &mut column);
+                    while i < chars.len() {
+                        let d = chars[i];
+                        pred.push(d);
+                        advance(&mut i, &mut line, &mut column);
+                        if d == c {
+                            if chars.get(i) == Some(&c) {
+                                pred.push(c);
+                                advance(&mut i, &mut line, &mut column);
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                }
+                '-' if chars.get(i + 1) == Some(&'-') => {
+                    while i < chars.len() && chars[i] != '\n' {
+                        pred.push(' ');
+                        advance(&mut i, &mut line, &mut column);
+                    }
+                }
+                _ => {
+                    pred.push(c);
+                    advance(&mut i, &mut line, &mut column);
+                }
+            }
+            continue;
+        }
+        if c == '-' && chars.get(i + 1) == Some(&'-') {
+            while i < chars.len() && chars[i] != '\n' {
+                advance(&mut i, &mut line, &mut column);
+            }
+        } else if c.is_whitespace() {
+            advance(&mut i, &mut line, &mut column);
+        } else if c == ';' {
+            if !current.header.is_empty() {
+                out.push(std::mem::replace(
+                    &mut current,
+                    Statement {
+                        header: Vec::new(),
+                        predicate: None,
+                    },
+                ));
+            }
+            advance(&mut i, &mut line, &mut column);
+        } else if c.is_alphanumeric() || c == '_' || c == '"' {
+            let mut word = String::new();
+            if c == '"' {
+                word.push(c);
+                advance(&mut i, &mut line, &mut column);
+                while i < chars.len() {
+                    let d = chars[i];
+                    word.push(d);
+                    advance(&mut i, &mut line, &mut column);
+                    if d == '"' {
+                        break;
+                    }
+                }
+            } else {
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    word.push(chars[i]);
+                    advance(&mut i, &mut line, &mut column);
+                }
+            }
+            if word.eq_ignore_ascii_case("WHERE") {
+                current.predicate = Some((String::new(), Pos { line, column }));
+            } else {
+                current.header.push(Word { text: word, pos });
+            }
+        } else {
+            current.header.push(Word {
+                text: c.to_string(),
+                pos,
+            });
+            advance(&mut i, &mut line, &mut column);
+        }
+    }
+    if !current.header.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::parse(
+            "test",
+            "CREATE TABLE issues (id TEXT PRIMARY KEY, team_id TEXT, creator_id TEXT, \
+             title TEXT);\n\
+             CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT, password_hash TEXT);",
+        )
+        .unwrap()
+    }
+
+    fn parse(text: &str) -> Result<Rules, RulesError> {
+        Rules::parse(&schema(), Path::new("access.rules"), text)
+    }
+
+    fn error_at(text: &str) -> (u64, u64, String) {
+        match parse(text) {
+            Err(RulesError::Invalid { pos, message, .. }) => (pos.line, pos.column, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_allow_and_hide() {
+        let rules = parse(
+            "-- issues\n\
+             ALLOW READ, WRITE ON issues WHERE team_id IN :auth.teams; -- members\n\
+             ALLOW DELETE ON issues WHERE creator_id = :auth.sub;\n\
+             ALLOW READ ON users;\n\
+             HIDE users.password_hash;",
+        )
+        .unwrap();
+        let issues = &rules.tables["issues"];
+        assert!(matches!(&issues.ops[Op::Read.index()], Some(Rule::Any(v)) if v.len() == 1));
+        assert!(matches!(&issues.ops[Op::Delete.index()], Some(Rule::Any(v)) if v.len() == 2));
+        assert!(matches!(&rules.tables["users"].ops[0], Some(Rule::Always)));
+        assert!(rules.tables["users"].ops[1].is_none());
+        assert_eq!(rules.hidden_columns("users"), vec!["password_hash"]);
+        assert!(rules.allows_some("issues", Op::Insert));
+        assert!(!rules.allows_some("users", Op::Insert));
+        assert!(!rules.allows_some("nothing", Op::Read));
+    }
+
+    #[test]
+    fn semicolons_in_strings_and_comments_do_not_split() {
+        let rules =
+            parse("ALLOW READ ON issues WHERE title = 'a;b' -- not; the end\n  OR team_id = 'x';")
+                .unwrap();
+        assert!(rules.tables["issues"].ops[0].is_some());
+    }
+
+    #[test]
+    fn errors_point_into_the_file() {
+        let (line, column, message) = error_at("\nALLOW READ ON issues WHERE nope = 1;");
+        assert_eq!((line, column), (2, 28), "{message}");
+        assert!(message.contains("unknown column `nope`"), "{message}");
+        let (line, column, _) =
+            error_at("ALLOW READ ON issues WHERE\n  team_id = 'a' AND\n  bad = 1;");
+        assert_eq!((line, column), (3, 3));
+        let (line, column, message) = error_at("ALLOW READ ON issues WHERE team_id = :team;");
+        assert_eq!((line, column), (1, 38), "{message}");
+        assert!(message.contains(":team"), "{message}");
+        let (_, column, message) = error_at("ALLOW READ ON nope;");
+        assert_eq!(column, 15);
+        assert!(message.contains("unknown table"), "{message}");
+        let (_, column, message) = error_at("ALLOW LOOK ON issues;");
+        assert_eq!(column, 7);
+        assert!(message.contains("LOOK"), "{message}");
+        let (_, column, message) = error_at("HIDE users.id;");
+        assert_eq!(column, 12);
+        assert!(message.contains("primary key"), "{message}");
+        let (_, column, _) = error_at("HIDE users.nope;");
+        assert_eq!(column, 12);
+        let (_, _, message) = error_at("GRANT READ ON users;");
+        assert!(message.contains("ALLOW or HIDE"), "{message}");
+        let (_, _, message) =
+            error_at("ALLOW READ ON issues WHERE team_id IN :auth.t OR creator_id = :auth.t;");
+        assert!(message.contains("both as a list"), "{message}");
+        let (_, _, message) = error_at("ALLOW READ ON issues WHERE 1 = 1;");
+        assert!(message.contains("constant"), "{message}");
+    }
+
+    #[test]
+    fn error_display_names_the_file() {
+        let e = parse("ALLOW READ ON nope;").unwrap_err();
+        assert_eq!(e.to_string(), "access.rules:1:15: unknown table `nope`");
+    }
+}
