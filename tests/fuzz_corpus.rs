@@ -7,6 +7,8 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
+use sluice::store::Store;
+
 /// Every file of one target's corpus, sorted by name.
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
