@@ -16,7 +16,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use rusqlite::Connection;
 use sluice::ids::ClientId;
 use sluice::schema::{quote_ident, Schema, Table};
-use sluice::store::{Mutation, SqliteStore, Store, StoreOptions, Synchronous, TxnOutcome, WriteTxn};
+use sluice::store::{
+    Mutation, SqliteStore, Store, StoreOptions, Synchronous, TxnOutcome, WriteTxn,
+};
 use sluice::value::Value;
 
 /// Transactions per batch.
@@ -50,7 +52,10 @@ fn issue(n: u64) -> Vec<(String, Value)> {
         ("title".into(), Value::Text(format!("Issue number {n}"))),
         ("status".into(), Value::Text("todo".into())),
         ("priority".into(), Value::Integer((n % 4) as i64)),
-        ("created_at".into(), Value::Integer(1_700_000_000 + n as i64)),
+        (
+            "created_at".into(),
+            Value::Integer(1_700_000_000 + n as i64),
+        ),
     ]
 }
 
@@ -63,7 +68,8 @@ fn raw_db(path: &Path, table: &Table, sync: Synchronous) -> Connection {
     assert!(mode.eq_ignore_ascii_case("wal"));
     conn.pragma_update(None, "synchronous", pragma(sync))
         .expect("synchronous");
-    conn.execute_batch(&table.create_sql()).expect("create table");
+    conn.execute_batch(&table.create_sql())
+        .expect("create table");
     for index in table.index_sql() {
         conn.execute_batch(&index).expect("create index");
     }

@@ -132,7 +132,10 @@ async fn sluice_setup(clients: usize) -> SluiceSetup {
         .start()
         .await
         .expect("server starts");
-    let ca = server.cert_path().expect("generated certificate").to_path_buf();
+    let ca = server
+        .cert_path()
+        .expect("generated certificate")
+        .to_path_buf();
     let addr = server.local_addr();
     let (tx, receipts) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
@@ -191,10 +194,8 @@ async fn client_loop(
 ) {
     while let Some(event) = conn.next_event().await {
         match event {
-            Event::Live(txn) => {
-                if !txn.events.is_empty() {
-                    let _ = receipts.send((i, txn.sync_id.0, Instant::now()));
-                }
+            Event::Live(txn) if !txn.events.is_empty() => {
+                let _ = receipts.send((i, txn.sync_id.0, Instant::now()));
             }
             Event::Bootstrap(_, BootstrapFrame::End { .. }) => {
                 let _ = ready.send(());
@@ -275,35 +276,51 @@ async fn raw_setup(clients: usize) -> RawSetup {
     let mut streams = Vec::with_capacity(clients);
     let mut endpoints = vec![server.clone()];
     let mut connections = Vec::with_capacity(2 * clients);
+    // The server side accepts connections and opens each one's stream as they come.
+    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+    let acceptor = server.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = acceptor.accept().await {
+            let accepted_tx = accepted_tx.clone();
+            tokio::spawn(async move {
+                let conn = incoming.await.expect("accepted");
+                let mut send = conn.open_uni().await.expect("uni stream");
+                // A stream is announced to the peer with its first bytes: an empty frame.
+                send.write_all(&[0, 0, 0, 0]).await.expect("empty frame");
+                let _ = accepted_tx.send((conn, send));
+            });
+        }
+    });
     let mut connected = 0;
     while connected < clients {
         let wave = CONNECT_PARALLELISM.min(clients - connected);
         let mut joins = Vec::with_capacity(wave);
-        for _ in 0..wave {
-            let cert = cert.clone();
+        for i in connected..connected + wave {
+            let (cert, tx) = (cert.clone(), tx.clone());
             joins.push(tokio::spawn(async move {
                 let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
                 let conn = transport::connect(&endpoint, addr, "localhost")
                     .await
                     .expect("connects");
+                let recv = conn.accept_uni().await.expect("accept uni");
+                tokio::spawn(raw_client_loop(i, recv, tx));
                 (endpoint, conn)
             }));
         }
-        for (k, join) in joins.into_iter().enumerate() {
+        for join in joins {
             let (endpoint, client_conn) = join.await.expect("join");
-            let incoming = server.accept().await.expect("incoming");
-            let server_conn = incoming.await.expect("accepted");
-            let mut send = server_conn.open_uni().await.expect("uni stream");
-            // A stream is announced to the peer with its first bytes.
-            send.write_all(&[0, 0, 0, 0]).await.expect("hello frame");
-            let recv = client_conn.accept_uni().await.expect("accept uni");
-            tokio::spawn(raw_client_loop(connected + k, recv, tx.clone()));
-            streams.push(send);
             endpoints.push(endpoint);
-            connections.push(server_conn);
             connections.push(client_conn);
         }
         connected += wave;
+    }
+    for _ in 0..clients {
+        let (server_conn, send) = tokio::time::timeout(WAIT, accepted.recv())
+            .await
+            .expect("accepted in time")
+            .expect("acceptor alive");
+        streams.push(send);
+        connections.push(server_conn);
     }
     RawSetup {
         _dir: dir,
@@ -317,7 +334,11 @@ async fn raw_setup(clients: usize) -> RawSetup {
     }
 }
 
-async fn raw_client_loop(i: usize, mut recv: quinn::RecvStream, tx: mpsc::UnboundedSender<Receipt>) {
+async fn raw_client_loop(
+    i: usize,
+    mut recv: quinn::RecvStream,
+    tx: mpsc::UnboundedSender<Receipt>,
+) {
     let mut prefix = [0u8; 4];
     let mut payload = Vec::new();
     loop {

@@ -118,7 +118,12 @@ fn server_frames() -> Vec<ServerFrame> {
         ServerFrame::V1(ServerMessage::Fetched {
             request: 1,
             sync_id: SyncId(3),
-            rows: vec![vec![text("i1"), Value::Real(1.5), Value::Null, Value::Blob(vec![1])]],
+            rows: vec![vec![
+                text("i1"),
+                Value::Real(1.5),
+                Value::Null,
+                Value::Blob(vec![1]),
+            ]],
             columns: vec!["id".into()],
         }),
     ]
@@ -174,9 +179,7 @@ fn bootstrap_frames() -> Vec<BootstrapFrame> {
             },
         },
         BootstrapFrame::Progress { sent: 1000 },
-        BootstrapFrame::End {
-            sync_id: SyncId(7),
-        },
+        BootstrapFrame::End { sync_id: SyncId(7) },
     ]
 }
 
@@ -194,7 +197,10 @@ fn frame_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
     truncated.truncate(truncated.len() - 3);
     vec![
         ("client-frames", with(0xFF, frames(&client_frames()))),
-        ("client-frames-bytewise", with(0x03, frames(&client_frames()))),
+        (
+            "client-frames-bytewise",
+            with(0x03, frames(&client_frames())),
+        ),
         ("server-frames", with(0x7B, frames(&server_frames()))),
         ("live-frames", with(0x13, frames(&live_frames()))),
         ("bootstrap-frames", with(0x23, frames(&bootstrap_frames()))),
@@ -291,7 +297,12 @@ fn handshake_seeds() -> Vec<(&'static str, Vec<u8>)> {
             session(vec![
                 write(9, vec![insert_issue("r", "T3", Value::Null)], vec![]),
                 subscribe(2, "SELECT * FROM issues", Params::new(), Some(0)),
-                subscribe(3, "SELECT * FROM issues WHERE id > 'a'", Params::new(), Some(1)),
+                subscribe(
+                    3,
+                    "SELECT * FROM issues WHERE id > 'a'",
+                    Params::new(),
+                    Some(1),
+                ),
             ]),
         ),
         (
@@ -309,7 +320,15 @@ fn handshake_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 }),
             ]),
         ),
-        ("bad-subscription", session(vec![subscribe(1, "DELETE FROM issues", Params::new(), None)])),
+        (
+            "bad-subscription",
+            session(vec![subscribe(
+                1,
+                "DELETE FROM issues",
+                Params::new(),
+                None,
+            )]),
+        ),
         ("old-protocol", frames(&[hello(0)])),
         ("no-hello", frames(&client_frames()[1..])),
         ("second-hello", session(vec![hello(PROTOCOL_VERSION)])),

@@ -25,9 +25,7 @@ use sluice::ids::{ClientId, SyncId};
 use sluice::query::{self, Params, Shape, Truth};
 use sluice::schema::{quote_ident, Schema, Table};
 use sluice::server::MAX_FETCH_KEYS;
-use sluice::store::{
-    LogRead, SqliteStore, Store, StoreOptions, Synchronous, TxnOutcome, WriteTxn,
-};
+use sluice::store::{LogRead, SqliteStore, Store, StoreOptions, Synchronous, TxnOutcome, WriteTxn};
 use sluice::value::{Affinity, Value};
 use sluice::wire::{
     encode_with_max, BootstrapFrame, ClientFrame, ClientMessage, FrameDecoder, FrameError,
@@ -59,7 +57,10 @@ pub fn params() -> Params {
             "auth.teams",
             vec![Value::Text("T1".into()), Value::Text("T2".into())],
         )
-        .list("ids", vec![Value::Integer(1), Value::Text("1".into()), Value::Null])
+        .list(
+            "ids",
+            vec![Value::Integer(1), Value::Text("1".into()), Value::Null],
+        )
 }
 
 /// The example schema, parsed.
@@ -95,7 +96,11 @@ fn drive<T: Serialize + DeserializeOwned>(body: &[u8], max: usize, chunk: usize)
         pushed += piece.len();
         loop {
             let before = decoder.buffered();
-            assert_eq!(before, pushed - consumed, "buffered bytes are pushed - consumed");
+            assert_eq!(
+                before,
+                pushed - consumed,
+                "buffered bytes are pushed - consumed"
+            );
             match decoder.next::<T>() {
                 Ok(Some(message)) => {
                     let frame = before - decoder.buffered();
@@ -260,7 +265,11 @@ fn subscribe(env: &SessionEnv, shape: &Shape, resume_after: Option<SyncId>) {
             let mut read = 0;
             env.store
                 .snapshot(shape, &mut |row| {
-                    assert!(shape.matches(&row), "snapshot row {row:?} fails {}", shape.text());
+                    assert!(
+                        shape.matches(&row),
+                        "snapshot row {row:?} fails {}",
+                        shape.text()
+                    );
                     read += 1;
                     if read >= MAX_ROWS_READ {
                         ControlFlow::Break(())
@@ -302,10 +311,9 @@ fn write(env: &SessionEnv, txn: WriteTxn) {
     let second = apply_one(env, txn);
     assert_eq!(env.store.head(), head, "a resend commits nothing");
     match (&first, &second) {
-        (
-            TxnOutcome::Committed { sync_id: a, .. },
-            TxnOutcome::Committed { sync_id: b, .. },
-        ) => assert_eq!(a, b, "a resend returns the original sync id"),
+        (TxnOutcome::Committed { sync_id: a, .. }, TxnOutcome::Committed { sync_id: b, .. }) => {
+            assert_eq!(a, b, "a resend returns the original sync id")
+        }
         (TxnOutcome::Rejected { code: a, .. }, TxnOutcome::Rejected { code: b, .. }) => {
             assert_eq!(a, b, "a resend returns the original rejection")
         }
@@ -314,7 +322,10 @@ fn write(env: &SessionEnv, txn: WriteTxn) {
 }
 
 fn apply_one(env: &SessionEnv, txn: WriteTxn) -> TxnOutcome {
-    let mut outcomes = env.store.apply(vec![txn]).expect("the database does not fail");
+    let mut outcomes = env
+        .store
+        .apply(vec![txn])
+        .expect("the database does not fail");
     assert_eq!(outcomes.len(), 1, "one outcome per transaction");
     outcomes.remove(0)
 }
@@ -388,7 +399,14 @@ fn fixed_rows(table: &Table) -> Vec<Vec<Value>> {
             4 => Value::Text("10".into()),
             5 => Value::Blob(vec![0, 0x54, 0x31]),
             6 => Value::Integer(i64::MIN),
-            7 => Value::Text(if affinity == Affinity::Text { "a_b%" } else { "" }.into()),
+            7 => Value::Text(
+                if affinity == Affinity::Text {
+                    "a_b%"
+                } else {
+                    ""
+                }
+                .into(),
+            ),
             _ => Value::Real(-0.0),
         }
     };
@@ -425,7 +443,9 @@ pub fn query(oracle: &Oracle, data: &[u8]) -> bool {
     assert_eq!(again.id(), shape.id());
 
     let table = shape.table();
-    let width = shape.projection().map_or(table.columns.len(), <[usize]>::len);
+    let width = shape
+        .projection()
+        .map_or(table.columns.len(), <[usize]>::len);
     let (where_sql, values) = query::where_sql(shape.filter(), table);
     let select = format!(
         "SELECT rowid FROM {} WHERE {where_sql} ORDER BY rowid",
