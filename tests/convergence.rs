@@ -232,7 +232,12 @@ async fn run_schedule(seed: u64, steps: usize) {
         for _ in 0..2 {
             let sql = SUBSCRIPTIONS[rng.gen_range(0..SUBSCRIPTIONS.len())];
             if !subs.contains(&sql) {
-                client.subscribe(sql, Params::new()).unwrap().ready().await.unwrap();
+                client
+                    .subscribe(sql, Params::new())
+                    .unwrap()
+                    .ready()
+                    .await
+                    .unwrap();
                 subs.push(sql);
             }
         }
