@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS _sluice_cover (
     PRIMARY KEY (table_name, key, holder));
 CREATE TABLE IF NOT EXISTS _sluice_outbox (
     seq INTEGER PRIMARY KEY, txn BLOB NOT NULL, committed INTEGER);
+CREATE TABLE IF NOT EXISTS _sluice_rowver (
+    table_name TEXT NOT NULL, key NOT NULL, sync INTEGER NOT NULL,
+    PRIMARY KEY (table_name, key));
 CREATE TABLE IF NOT EXISTS _sluice_stage (
     n INTEGER PRIMARY KEY AUTOINCREMENT, sub INTEGER NOT NULL, sync_id INTEGER,
     table_name TEXT NOT NULL, event BLOB NOT NULL);
@@ -285,10 +288,12 @@ impl LocalStore {
                     for name in [quote_ident(&old.name), shadow(&old.name)] {
                         tx.execute_batch(&format!("DROP TABLE IF EXISTS {name}"))?;
                     }
-                    tx.execute(
-                        "DELETE FROM _sluice_cover WHERE table_name = ?1",
-                        [&old.name],
-                    )?;
+                    for meta in ["_sluice_cover", "_sluice_rowver"] {
+                        tx.execute(
+                            &format!("DELETE FROM {meta} WHERE table_name = ?1"),
+                            [&old.name],
+                        )?;
+                    }
                     reset_tables.push(old.name.clone());
                 }
             }
@@ -504,7 +509,9 @@ impl LocalStore {
                     continue;
                 };
                 let cols = columns.get(&sub).cloned().unwrap_or_default();
-                apply_event(&tx, &t, sub, &cols, &event)?;
+                // Snapshot rows are the state at W; changes are at their own sync id.
+                let version = sync_id.map_or(w, |s| SyncId(s as u64));
+                apply_event(&tx, &t, sub, &cols, &event, version)?;
                 touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
             }
             tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
@@ -550,7 +557,7 @@ impl LocalStore {
                 continue;
             };
             let cols = columns.get(sub).cloned().unwrap_or_default();
-            apply_event(&tx, &t, *sub, &cols, event)?;
+            apply_event(&tx, &t, *sub, &cols, event, sync_id)?;
             touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
             applied.subs.insert(*sub);
         }
@@ -706,6 +713,7 @@ impl LocalStore {
                 key: key.clone(),
                 row: row.to_vec(),
             },
+            SyncId::ZERO,
         )?;
         tx.execute(
             "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
@@ -832,6 +840,10 @@ fn read_one(
 
 fn delete_shadow(conn: &Connection, table: &Table, key: &Value) -> Result<(), StoreError> {
     conn.execute(
+        "DELETE FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2",
+        params![table.name, key],
+    )?;
+    conn.execute(
         &format!(
             "DELETE FROM {} WHERE {} = ?1",
             shadow(&table.name),
@@ -842,13 +854,17 @@ fn delete_shadow(conn: &Connection, table: &Table, key: &Value) -> Result<(), St
     Ok(())
 }
 
-/// Applies one server event of subscription `sub` to the server state and coverage.
+/// Applies one server event of subscription `sub`, describing the row as of sync id
+/// `version`, to the server state and coverage. Row content never goes back in time: a
+/// row shared by several subscriptions may hear of a newer state through one of them
+/// before an older snapshot of another joins.
 fn apply_event(
     conn: &Connection,
     table: &Table,
     sub: SubId,
     columns: &[String],
     event: &RowEvent,
+    version: SyncId,
 ) -> Result<(), StoreError> {
     let holder = if sub == PIN_HOLDER as SubId {
         PIN_HOLDER
@@ -863,6 +879,26 @@ fn apply_event(
                 table.columns.iter().map(|c| c.name.clone()).collect()
             };
             let existing = read_one(conn, &shadow(&table.name), table, key)?;
+            let known: Option<i64> = conn
+                .query_row(
+                    "SELECT sync FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2",
+                    params![table.name, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let newer_known = existing.is_some() && known.is_some_and(|k| k as u64 > version.0);
+            conn.execute(
+                "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
+                params![table.name, key, holder],
+            )?;
+            if newer_known {
+                return Ok(());
+            }
+            conn.execute(
+                "INSERT INTO _sluice_rowver (table_name, key, sync) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (table_name, key) DO UPDATE SET sync = excluded.sync",
+                params![table.name, key, version.0 as i64],
+            )?;
             let mut full = existing.unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
             for (name, value) in names.iter().zip(row) {
                 if let Some(i) = table.column_index(name) {
@@ -871,10 +907,6 @@ fn apply_event(
             }
             full[table.pk] = key.clone();
             write_row(conn, &shadow(&table.name), table, key, Some(&full))?;
-            conn.execute(
-                "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
-                params![table.name, key, holder],
-            )?;
         }
         RowEvent::Delete { key, .. } => {
             conn.execute(
@@ -977,4 +1009,88 @@ fn refresh_targets(
         }
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let schema =
+            Schema::parse("t.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)").unwrap();
+        let store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
+        (dir, store)
+    }
+
+    fn row(id: &str, v: i64) -> RowEvent {
+        RowEvent::Update {
+            key: Value::Text(id.into()),
+            row: vec![Value::Text(id.into()), Value::Integer(v)],
+        }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_regresses_a_shared_row() {
+        let (_dir, mut store) = store();
+        let cols = vec!["id".to_string(), "v".to_string()];
+        let a = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+        let b = store
+            .add_sub("SELECT * FROM t WHERE v > 0", &Params::new())
+            .unwrap();
+        store.describe_sub(a, "t", &cols).unwrap();
+        store.describe_sub(b, "t", &cols).unwrap();
+        store
+            .apply_live(SyncId(5), &[(a, "t".into(), row("x", 2))])
+            .unwrap();
+        // b's snapshot was taken at 3, before the change at 5 it never heard of.
+        store.stage(b, None, "t", &row("x", 1)).unwrap();
+        store
+            .join(&[(b, JoinKind::Bootstrap, SyncId(3))], SyncId(5))
+            .unwrap();
+        let key = Value::Text("x".into());
+        assert_eq!(store.row("t", &key).unwrap().unwrap()[1], Value::Integer(2));
+        // Coverage by b still counts: the row survives a's move-out.
+        let gone = RowEvent::Delete {
+            key: key.clone(),
+            reason: crate::wire::MoveOut::MovedOut,
+        };
+        store
+            .apply_live(SyncId(6), &[(a, "t".into(), gone)])
+            .unwrap();
+        assert!(store.is_covered("t", &key).unwrap());
+    }
+
+    #[test]
+    fn rejected_transactions_roll_back_and_committed_ones_wait_for_the_cut() {
+        let (_dir, mut store) = store();
+        let insert = Mutation::Insert {
+            table: "t".into(),
+            values: vec![
+                ("id".into(), Value::Text("n".into())),
+                ("v".into(), Value::Integer(1)),
+            ],
+        };
+        let (seq, applied) = store.enqueue(vec![insert.clone()], vec![]).unwrap();
+        assert_eq!(applied.rows.len(), 1);
+        let key = Value::Text("n".into());
+        assert!(store.row("t", &key).unwrap().is_some(), "optimistic");
+        let rejected = WriteOutcome::Rejected {
+            code: crate::store::RejectCode::Invalid,
+            message: "no".into(),
+        };
+        store.resolve(seq, &rejected).unwrap();
+        assert!(store.row("t", &key).unwrap().is_none(), "rolled back");
+        let (seq, _) = store.enqueue(vec![insert], vec![]).unwrap();
+        store
+            .resolve(seq, &WriteOutcome::Committed { sync_id: SyncId(9) })
+            .unwrap();
+        assert_eq!(store.pending().len(), 1, "kept until the cut reaches 9");
+        store.apply_live(SyncId(9), &[]).unwrap();
+        assert!(store.pending().is_empty());
+        assert!(
+            store.row("t", &key).unwrap().is_none(),
+            "no subscription covers it"
+        );
+    }
 }
