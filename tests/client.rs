@@ -240,7 +240,7 @@ async fn outbox_survives_a_client_restart_and_is_applied_once() {
     // Exactly two transactions in the server's log: none applied twice.
     let schema = std::sync::Arc::new(sluice::Schema::load_dir(&schema_dir()).unwrap());
     let store = sluice::store::SqliteStore::open(
-        &dir.path().join("app.db"),
+        dir.path().join("app.db"),
         schema,
         sluice::store::StoreOptions::default(),
     )

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS _sluice_outbox (
 CREATE TABLE IF NOT EXISTS _sluice_rowver (
     table_name TEXT NOT NULL, key NOT NULL, sync INTEGER NOT NULL,
     PRIMARY KEY (table_name, key));
+CREATE TABLE IF NOT EXISTS _sluice_touched (
+    table_name TEXT NOT NULL, key NOT NULL, PRIMARY KEY (table_name, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _sluice_stage (
     n INTEGER PRIMARY KEY AUTOINCREMENT, sub INTEGER NOT NULL, sync_id INTEGER,
     table_name TEXT NOT NULL, event BLOB NOT NULL);
@@ -75,22 +77,46 @@ pub enum JoinKind {
     Resume,
 }
 
+/// Rows listed one by one in an [`Applied`]; past it (a large bootstrap) only the tables
+/// are named, so a notification stays small.
+pub const MAX_NOTIFY_ROWS: usize = 10_000;
+
 /// What one local-store operation changed in the local view (for observers).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
-    /// Rows whose visible content changed, as (table, key).
+    /// Rows whose visible content changed, as (table, key), up to [`MAX_NOTIFY_ROWS`].
     pub rows: BTreeSet<(String, KeyOrd)>,
+    /// Tables with changed rows (always complete).
+    pub tables: BTreeSet<String>,
+    /// More rows changed than `rows` lists.
+    pub truncated: bool,
     /// Subscriptions whose rows changed.
     pub subs: BTreeSet<SubId>,
 }
 
 impl Applied {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.subs.is_empty()
+        self.tables.is_empty() && self.subs.is_empty()
+    }
+
+    /// Records a changed row.
+    fn row(&mut self, table: &str, key: Value) {
+        if !self.tables.contains(table) {
+            self.tables.insert(table.to_string());
+        }
+        if self.rows.len() < MAX_NOTIFY_ROWS {
+            self.rows.insert((table.to_string(), KeyOrd(key)));
+        } else {
+            self.truncated = true;
+        }
     }
 
     fn merge(&mut self, other: Applied) {
-        self.rows.extend(other.rows);
+        for (t, k) in other.rows {
+            self.row(&t, k.0);
+        }
+        self.tables.extend(other.tables);
+        self.truncated |= other.truncated;
         self.subs.extend(other.subs);
     }
 }
@@ -423,7 +449,7 @@ impl LocalStore {
                 delete_shadow(&tx, &t, &key)?;
             }
             if refresh(&tx, &t, &key, &self.pending)? {
-                applied.rows.insert((t.name.clone(), KeyOrd(key)));
+                applied.row(&t.name, key);
             }
         }
         if holder >= 0 {
@@ -450,11 +476,30 @@ impl LocalStore {
         table: &str,
         event: &RowEvent,
     ) -> Result<(), StoreError> {
-        let blob = postcard::to_allocvec(event)?;
-        self.conn.execute(
-            "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
-            params![sub as i64, sync_id.map(|s| s.0 as i64), table, blob],
-        )?;
+        self.stage_many(&[(sub, sync_id, table.to_string(), event.clone())])
+    }
+
+    /// Stages many rows or changes in one transaction (a bootstrap streams thousands).
+    pub fn stage_many(
+        &mut self,
+        items: &[(SubId, Option<SyncId>, String, RowEvent)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (sub, sync_id, table, event) in items {
+                let blob = postcard::to_allocvec(event)?;
+                insert.execute(params![
+                    *sub as i64,
+                    sync_id.map(|s| s.0 as i64),
+                    table,
+                    blob
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -469,51 +514,53 @@ impl LocalStore {
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         let columns = sub_columns(&tx)?;
-        let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
+        // Keys to refresh are collected in SQLite, not in memory: a snapshot may be large.
+        tx.execute("DELETE FROM _sluice_touched", [])?;
+        let touch = |table: &str, key: &Value| -> Result<(), StoreError> {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO _sluice_touched (table_name, key) VALUES (?1, ?2)",
+            )?
+            .execute(params![table, key])?;
+            Ok(())
+        };
         for &(sub, kind, w) in subs {
             if kind == JoinKind::Bootstrap {
                 // Coverage is rebuilt from the snapshot: keys it no longer holds are released.
-                let old: Vec<(String, Value)> = {
-                    let mut stmt =
-                        tx.prepare("SELECT table_name, key FROM _sluice_cover WHERE holder = ?1")?;
-                    let rows = stmt.query_map([sub as i64], |r| {
-                        Ok((r.get::<_, String>(0)?, value_from_ref(r.get_ref(1)?)))
-                    })?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub as i64])?;
-                for (t, k) in old {
-                    touched.insert((t, KeyOrd(k)));
-                }
-            }
-            let staged: Vec<(Option<i64>, String, Vec<u8>)> = {
-                let mut stmt = tx.prepare(
-                    "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
-                     ORDER BY (sync_id IS NOT NULL), sync_id, n",
+                tx.execute(
+                    "INSERT OR IGNORE INTO _sluice_touched (table_name, key)
+                     SELECT table_name, key FROM _sluice_cover WHERE holder = ?1",
+                    [sub as i64],
                 )?;
-                let rows =
-                    stmt.query_map([sub as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for (sync_id, table, blob) in staged {
+                tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub as i64])?;
+            }
+            let cols = columns.get(&sub).cloned().unwrap_or_default();
+            let mut stmt = tx.prepare(
+                "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
+                 ORDER BY (sync_id IS NOT NULL), sync_id, n",
+            )?;
+            let mut staged = stmt.query([sub as i64])?;
+            while let Some(r) = staged.next()? {
+                let sync_id: Option<i64> = r.get(0)?;
+                let table: String = r.get(1)?;
                 if let Some(s) = sync_id {
                     // Live changes the snapshot already contains are skipped; replayed
                     // changes of a resume are all after the old cut and at most W.
-                    let is_live_after_seam = (s as u64) > w.0;
-                    if kind == JoinKind::Bootstrap && !is_live_after_seam {
+                    if kind == JoinKind::Bootstrap && (s as u64) <= w.0 {
                         continue;
                     }
                 }
+                let blob: Vec<u8> = r.get(2)?;
                 let event: RowEvent = postcard::from_bytes(&blob)?;
                 let Some(t) = self.schema.table(&table).cloned() else {
                     continue;
                 };
-                let cols = columns.get(&sub).cloned().unwrap_or_default();
                 // Snapshot rows are the state at W; changes are at their own sync id.
                 let version = sync_id.map_or(w, |s| SyncId(s as u64));
                 apply_event(&tx, &t, sub, &cols, &event, version)?;
-                touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
+                touch(&t.name, event.key())?;
             }
+            drop(staged);
+            drop(stmt);
             tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
             tx.execute(
                 "UPDATE _sluice_subs SET joined = 1 WHERE id = ?1",
@@ -521,17 +568,24 @@ impl LocalStore {
             )?;
             applied.subs.insert(sub);
         }
-        for (table, key) in touched {
-            let Some(t) = self.schema.table(&table).cloned() else {
-                continue;
-            };
-            if !covered(&tx, &t.name, &key.0)? {
-                delete_shadow(&tx, &t, &key.0)?;
-            }
-            if refresh(&tx, &t, &key.0, &self.pending)? {
-                applied.rows.insert((t.name.clone(), key));
+        {
+            let mut stmt = tx.prepare("SELECT table_name, key FROM _sluice_touched")?;
+            let mut keys = stmt.query([])?;
+            while let Some(r) = keys.next()? {
+                let table: String = r.get(0)?;
+                let key = value_from_ref(r.get_ref(1)?);
+                let Some(t) = self.schema.table(&table).cloned() else {
+                    continue;
+                };
+                if !covered(&tx, &t.name, &key)? {
+                    delete_shadow(&tx, &t, &key)?;
+                }
+                if refresh(&tx, &t, &key, &self.pending)? {
+                    applied.row(&t.name, key);
+                }
             }
         }
+        tx.execute("DELETE FROM _sluice_touched", [])?;
         set_cut(&tx, cut)?;
         tx.commit()?;
         let confirmed = self.drop_confirmed(cut)?;
@@ -569,7 +623,7 @@ impl LocalStore {
                 delete_shadow(&tx, &t, &key.0)?;
             }
             if refresh(&tx, &t, &key.0, &self.pending)? {
-                applied.rows.insert((t.name.clone(), key));
+                applied.row(&t.name, key.0);
             }
         }
         set_cut(&tx, sync_id)?;
@@ -656,8 +710,7 @@ impl LocalStore {
         if done.is_empty() {
             return Ok(Applied::default());
         }
-        self.pending
-            .retain(|p| !p.committed.is_some_and(|s| s <= cut));
+        self.pending.retain(|p| p.committed.is_none_or(|s| s > cut));
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         for p in &done {
@@ -721,7 +774,7 @@ impl LocalStore {
         )?;
         let mut applied = Applied::default();
         if refresh(&tx, &t, &key, &self.pending)? {
-            applied.rows.insert((t.name.clone(), KeyOrd(key)));
+            applied.row(&t.name, key);
         }
         tx.commit()?;
         Ok(applied)
@@ -742,7 +795,7 @@ impl LocalStore {
         }
         let mut applied = Applied::default();
         if refresh(&tx, &t, key, &self.pending)? {
-            applied.rows.insert((t.name.clone(), KeyOrd(key.clone())));
+            applied.row(&t.name, key.clone());
         }
         tx.commit()?;
         Ok(applied)
@@ -957,18 +1010,18 @@ fn refresh(
                 continue;
             }
             match m {
-                Mutation::Insert { values, .. } => {
-                    if key_of_insert(table, values).is_some_and(|k| same_key(&k, key)) {
-                        let mut r = row
-                            .take()
-                            .unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
-                        for (c, v) in values {
-                            if let Some(i) = table.column_index(c) {
-                                r[i] = v.clone();
-                            }
+                Mutation::Insert { values, .. }
+                    if key_of_insert(table, values).is_some_and(|k| same_key(&k, key)) =>
+                {
+                    let mut r = row
+                        .take()
+                        .unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
+                    for (c, v) in values {
+                        if let Some(i) = table.column_index(c) {
+                            r[i] = v.clone();
                         }
-                        row = Some(r);
                     }
+                    row = Some(r);
                 }
                 Mutation::Update { key: k, set, .. } if same_key(k, key) => {
                     if let Some(r) = row.as_mut() {
@@ -1004,7 +1057,7 @@ fn refresh_targets(
     for m in &txn.mutations {
         if let Some((table, key)) = target(schema, m) {
             if refresh(conn, &table, &key, pending)? {
-                applied.rows.insert((table.name.clone(), KeyOrd(key)));
+                applied.row(&table.name, key);
             }
         }
     }
