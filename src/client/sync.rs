@@ -569,7 +569,13 @@ impl Online<'_> {
             cut = cut.max(w);
             batch.push((*id, s.kind, w));
         }
+        let started = std::time::Instant::now();
         let applied = self.shared.local().join(&batch, cut)?;
+        debug!(
+            subs = batch.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "joined"
+        );
         self.held_cut = SyncId::ZERO;
         let subs: BTreeSet<SubId> = joining.iter().copied().collect();
         self.shared.notify(

@@ -22,6 +22,9 @@ use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
 use crate::wire::{RowEvent, SubId, WriteOutcome};
 
+/// Prepared statements kept per local database connection.
+pub const STATEMENT_CACHE: usize = 256;
+
 /// Coverage holder id used for batch-loader pins (subscriptions use their own ids).
 pub const PIN_HOLDER: i64 = -1;
 
@@ -32,12 +35,12 @@ CREATE TABLE IF NOT EXISTS _sluice_subs (
     table_name TEXT, columns BLOB, joined INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS _sluice_cover (
     table_name TEXT NOT NULL, key NOT NULL, holder INTEGER NOT NULL,
-    PRIMARY KEY (table_name, key, holder));
+    PRIMARY KEY (table_name, key, holder)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _sluice_outbox (
     seq INTEGER PRIMARY KEY, txn BLOB NOT NULL, committed INTEGER);
 CREATE TABLE IF NOT EXISTS _sluice_rowver (
     table_name TEXT NOT NULL, key NOT NULL, sync INTEGER NOT NULL,
-    PRIMARY KEY (table_name, key));
+    PRIMARY KEY (table_name, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _sluice_touched (
     table_name TEXT NOT NULL, key NOT NULL, PRIMARY KEY (table_name, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _sluice_stage (
@@ -197,6 +200,8 @@ impl LocalStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Per-row statements of bootstraps and live changes are prepared once.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(META_DDL)?;
         let persisted: Option<String> = conn
             .query_row(
@@ -511,6 +516,12 @@ impl LocalStore {
         subs: &[(SubId, JoinKind, SyncId)],
         cut: SyncId,
     ) -> Result<Applied, StoreError> {
+        let pending_tables: BTreeSet<String> = self
+            .pending
+            .iter()
+            .flat_map(|p| p.mutations.iter())
+            .filter_map(|m| self.schema.table(m.table()).map(|t| t.name.clone()))
+            .collect();
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         let columns = sub_columns(&tx)?;
@@ -556,8 +567,20 @@ impl LocalStore {
                 };
                 // Snapshot rows are the state at W; changes are at their own sync id.
                 let version = sync_id.map_or(w, |s| SyncId(s as u64));
-                apply_event(&tx, &t, sub, &cols, &event, version)?;
-                touch(&t.name, event.key())?;
+                let written = apply_event(&tx, &t, sub, &cols, &event, version)?;
+                match &event {
+                    // A snapshot row is covered and, with no local transaction pending on
+                    // its table, visible exactly as the server state: written directly.
+                    RowEvent::Insert { key, row }
+                        if sync_id.is_none() && !pending_tables.contains(&t.name) =>
+                    {
+                        if written {
+                            upsert_row(&tx, &quote_ident(&t.name), &t, &cols, key, row)?;
+                            applied.row(&t.name, key.clone());
+                        }
+                    }
+                    _ => touch(&t.name, event.key())?,
+                }
             }
             drop(staged);
             drop(stmt);
@@ -866,11 +889,8 @@ fn sub_columns(conn: &Connection) -> Result<BTreeMap<SubId, Vec<String>>, StoreE
 
 fn covered(conn: &Connection, table: &str, key: &Value) -> Result<bool, StoreError> {
     Ok(conn
-        .query_row(
-            "SELECT 1 FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 LIMIT 1",
-            params![table, key],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 LIMIT 1")?
+        .query_row(params![table, key], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -887,30 +907,27 @@ fn read_one(
     );
     let width = table.columns.len();
     Ok(conn
-        .query_row(&sql, [key], |r| read_row(r, width))
+        .prepare_cached(&sql)?
+        .query_row([key], |r| read_row(r, width))
         .optional()?)
 }
 
 fn delete_shadow(conn: &Connection, table: &Table, key: &Value) -> Result<(), StoreError> {
-    conn.execute(
-        "DELETE FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2",
-        params![table.name, key],
-    )?;
-    conn.execute(
-        &format!(
-            "DELETE FROM {} WHERE {} = ?1",
-            shadow(&table.name),
-            quote_ident(&table.pk_column().name)
-        ),
-        [key],
-    )?;
+    conn.prepare_cached("DELETE FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2")?
+        .execute(params![table.name, key])?;
+    conn.prepare_cached(&format!(
+        "DELETE FROM {} WHERE {} = ?1",
+        shadow(&table.name),
+        quote_ident(&table.pk_column().name)
+    ))?
+    .execute([key])?;
     Ok(())
 }
 
 /// Applies one server event of subscription `sub`, describing the row as of sync id
 /// `version`, to the server state and coverage. Row content never goes back in time: a
 /// row shared by several subscriptions may hear of a newer state through one of them
-/// before an older snapshot of another joins.
+/// before an older snapshot of another joins. Returns whether the content was written.
 fn apply_event(
     conn: &Connection,
     table: &Table,
@@ -918,7 +935,7 @@ fn apply_event(
     columns: &[String],
     event: &RowEvent,
     version: SyncId,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let holder = if sub == PIN_HOLDER as SubId {
         PIN_HOLDER
     } else {
@@ -926,48 +943,79 @@ fn apply_event(
     };
     match event {
         RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
-            let names: Vec<String> = if columns.len() == row.len() {
-                columns.to_vec()
-            } else {
-                table.columns.iter().map(|c| c.name.clone()).collect()
-            };
-            let existing = read_one(conn, &shadow(&table.name), table, key)?;
-            let known: Option<i64> = conn
-                .query_row(
-                    "SELECT sync FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2",
-                    params![table.name, key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let newer_known = existing.is_some() && known.is_some_and(|k| k as u64 > version.0);
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
-                params![table.name, key, holder],
-            )?;
-            if newer_known {
-                return Ok(());
+            )?
+            .execute(params![table.name, key, holder])?;
+            // A version row exists exactly while the server-state row does.
+            let fresh = conn
+                .prepare_cached(
+                    "INSERT INTO _sluice_rowver (table_name, key, sync) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (table_name, key) DO UPDATE SET sync = excluded.sync
+                     WHERE sync <= excluded.sync",
+                )?
+                .execute(params![table.name, key, version.0 as i64])?;
+            if fresh == 0 {
+                return Ok(false);
             }
-            conn.execute(
-                "INSERT INTO _sluice_rowver (table_name, key, sync) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (table_name, key) DO UPDATE SET sync = excluded.sync",
-                params![table.name, key, version.0 as i64],
-            )?;
-            let mut full = existing.unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
-            for (name, value) in names.iter().zip(row) {
-                if let Some(i) = table.column_index(name) {
-                    full[i] = value.clone();
-                }
-            }
-            full[table.pk] = key.clone();
-            write_row(conn, &shadow(&table.name), table, key, Some(&full))?;
+            upsert_row(conn, &shadow(&table.name), table, columns, key, row)?;
+            Ok(true)
         }
         RowEvent::Delete { key, .. } => {
-            conn.execute(
+            conn.prepare_cached(
                 "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
-                params![table.name, key, holder],
-            )?;
+            )?
+            .execute(params![table.name, key, holder])?;
+            Ok(false)
         }
     }
+}
+
+/// Writes the given columns of one row (inserting it, or updating just those columns),
+/// in one statement. `columns` names `row`'s values; when they do not line up, `row` is
+/// taken as the full row in table order.
+fn upsert_row(
+    conn: &Connection,
+    name: &str,
+    table: &Table,
+    columns: &[String],
+    key: &Value,
+    row: &[Value],
+) -> Result<(), StoreError> {
+    let all: Vec<String>;
+    let names: &[String] = if columns.len() == row.len() {
+        columns
+    } else {
+        all = table.columns.iter().map(|c| c.name.clone()).collect();
+        &all
+    };
+    let pk = &table.pk_column().name;
+    let mut cols: Vec<String> = Vec::with_capacity(names.len() + 1);
+    let mut values: Vec<&Value> = Vec::with_capacity(names.len() + 1);
+    for (n, v) in names.iter().zip(row) {
+        if let Some(i) = table.column_index(n) {
+            if i != table.pk {
+                cols.push(quote_ident(&table.columns[i].name));
+                values.push(v);
+            }
+        }
+    }
+    let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    cols.push(quote_ident(pk));
+    values.push(key);
+    let marks = vec!["?"; cols.len()].join(", ");
+    let on_conflict = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    let sql = format!(
+        "INSERT INTO {name} ({}) VALUES ({marks}) ON CONFLICT ({}) {on_conflict}",
+        cols.join(", "),
+        quote_ident(pk)
+    );
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))?;
     Ok(())
 }
 
@@ -978,19 +1026,15 @@ fn write_row(
     key: &Value,
     row: Option<&[Value]>,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        &format!(
-            "DELETE FROM {name} WHERE {} = ?1",
-            quote_ident(&table.pk_column().name)
-        ),
-        [key],
-    )?;
+    conn.prepare_cached(&format!(
+        "DELETE FROM {name} WHERE {} = ?1",
+        quote_ident(&table.pk_column().name)
+    ))?
+    .execute([key])?;
     if let Some(row) = row {
         let marks = vec!["?"; row.len()].join(", ");
-        conn.execute(
-            &format!("INSERT INTO {name} VALUES ({marks})"),
-            rusqlite::params_from_iter(row.iter()),
-        )?;
+        conn.prepare_cached(&format!("INSERT INTO {name} VALUES ({marks})"))?
+            .execute(rusqlite::params_from_iter(row.iter()))?;
     }
     Ok(())
 }
