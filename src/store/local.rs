@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS _sluice_cover (
     PRIMARY KEY (table_name, key, holder));
 CREATE TABLE IF NOT EXISTS _sluice_outbox (
     seq INTEGER PRIMARY KEY, txn BLOB NOT NULL, committed INTEGER);
+CREATE TABLE IF NOT EXISTS _sluice_expiry (
+    sub INTEGER PRIMARY KEY, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS _sluice_stage (
     n INTEGER PRIMARY KEY AUTOINCREMENT, sub INTEGER NOT NULL, sync_id INTEGER,
     table_name TEXT NOT NULL, event BLOB NOT NULL);
@@ -86,7 +88,7 @@ impl Applied {
         self.rows.is_empty() && self.subs.is_empty()
     }
 
-    fn merge(&mut self, other: Applied) {
+    pub fn merge(&mut self, other: Applied) {
         self.rows.extend(other.rows);
         self.subs.extend(other.subs);
     }
@@ -738,6 +740,46 @@ impl LocalStore {
         }
         tx.commit()?;
         Ok(applied)
+    }
+
+    /// Every pinned row, as (table, key).
+    pub fn pinned(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT table_name, key FROM _sluice_cover WHERE holder = ?1")?;
+        let rows = stmt.query_map([PIN_HOLDER], |r| {
+            Ok((r.get::<_, String>(0)?, value_from_ref(r.get_ref(1)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records when a subscription expires (unix milliseconds), or forgets it (`None`).
+    pub fn set_sub_expiry(&self, sub: SubId, expires_at: Option<u64>) -> Result<(), StoreError> {
+        match expires_at {
+            Some(at) => self.conn.execute(
+                "INSERT INTO _sluice_expiry (sub, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (sub) DO UPDATE SET expires_at = excluded.expires_at",
+                params![sub as i64, at as i64],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM _sluice_expiry WHERE sub = ?1", [sub as i64])?,
+        };
+        Ok(())
+    }
+
+    /// Subscriptions with an expiry, as (id, unix milliseconds).
+    pub fn sub_expiries(&self) -> Result<Vec<(SubId, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sub, expires_at FROM _sluice_expiry")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (sub, at) = row?;
+            out.push((sub as SubId, at.max(0) as u64));
+        }
+        Ok(out)
     }
 
     // ----- reads -----
