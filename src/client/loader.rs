@@ -638,6 +638,10 @@ pub(crate) async fn run(
     commands: mpsc::WeakSender<Command>,
 ) {
     let mut connections = loader.connections.subscribe();
+    if *connections.borrow() > 0 {
+        // Connected before this task started watching.
+        connections.mark_changed();
+    }
     loop {
         let mut reconnected = false;
         let deadline = loader.deadline();
@@ -675,47 +679,35 @@ enum Started {
 
 fn start_load(shared: &ClientShared, table: &str, key: Value) -> Started {
     let loader = &shared.loader;
-    let (t, key) = {
-        let local = shared.local();
-        let Some(t) = local.schema().table(table).cloned() else {
-            if local.schema().tables().next().is_none() && shared.config.server.is_some() {
-                return Started::NeedSchema;
-            }
-            return Started::Ready(Err(ClientError::UnknownTable(table.to_string())));
-        };
-        let key = t.pk_column().affinity.apply_for_comparison(key);
+    // Lock order: loader state, then the local store.
+    let mut state = loader.state();
+    let local = shared.local();
+    let Some(t) = local.schema().table(table).cloned() else {
+        if local.schema().tables().next().is_none() && shared.config.server.is_some() {
+            return Started::NeedSchema;
+        }
+        return Started::Ready(Err(ClientError::UnknownTable(table.to_string())));
+    };
+    let key = t.pk_column().affinity.apply_for_comparison(key);
+    let pk = (t.name.clone(), KeyOrd(key.clone()));
+    if !state.waiting.contains_key(&pk) {
         let hit = match local.is_covered(&t.name, &key) {
             Ok(true) => local.row(&t.name, &key).map(Some),
-            Ok(false) => match local.row(&t.name, &key) {
-                Ok(Some(row)) => Ok(Some(Some(row))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            },
+            // Not covered but visible: written locally, not confirmed yet.
+            Ok(false) => local.row(&t.name, &key).map(|row| row.map(Some)),
             Err(e) => Err(e),
         };
         match hit {
-            Ok(None) => (t, key),
+            Ok(None) => {}
             Ok(Some(row)) => {
-                drop(local);
-                loader.state().touch(&(t.name.clone(), KeyOrd(key)));
+                state.touch(&pk);
                 loader.counters.local_hits.fetch_add(1, Ordering::Relaxed);
                 return Started::Ready(Ok(row));
             }
             Err(e) => return Started::Ready(Err(e.into())),
         }
-    };
-    let pk = (t.name.clone(), KeyOrd(key.clone()));
-    let mut state = loader.state();
-    if state
-        .entries
-        .get(&pk)
-        .is_some_and(|e| e.pinned && e.present)
-    {
-        // Pinned since the check above.
-        state.touch(&pk);
-        loader.counters.local_hits.fetch_add(1, Ordering::Relaxed);
-        return Started::Ready(shared.local().row(&t.name, &key).map_err(Into::into));
     }
+    drop(local);
     if state.waiters >= loader.config.max_pending {
         return Started::Ready(Err(ClientError::TooManyLoads {
             limit: loader.config.max_pending,
