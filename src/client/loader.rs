@@ -378,24 +378,27 @@ impl LoaderShared {
                     found.insert(KeyOrd(row[t.pk].clone()), row);
                 }
             }
+            // Decide per key, then write the whole answer in one local transaction each
+            // for pinned and released rows.
+            let (mut to_pin, mut to_unpin) = (Vec::new(), Vec::new());
+            let mut outcome = Vec::with_capacity(keys.len());
             for key in keys {
                 let pk = (t.name.clone(), KeyOrd(key.clone()));
                 let Some(entry) = state.entries.get(&pk) else {
                     // Released while the fetch was out: answer from the local view.
-                    let waiters = state.take_waiters(&pk);
-                    answers.push((waiters, local.row(&t.name, key)?));
+                    outcome.push((pk, None));
                     continue;
                 };
                 let (mut present, version) = (entry.present, entry.version);
                 if answer.sync_id > version {
                     match found.remove(&pk.1) {
                         Some(row) => {
-                            applied.merge(local.pin(&t.name, &row)?);
+                            to_pin.push(row);
                             present = true;
                         }
                         None => {
                             if present || entry.pinned {
-                                applied.merge(local.unpin(&t.name, key)?);
+                                to_unpin.push(key.clone());
                             }
                             present = false;
                         }
@@ -407,23 +410,30 @@ impl LoaderShared {
                     state.remove(&pk);
                     release.push((t.name.clone(), key.clone()));
                 }
+                outcome.push((pk, Some(present)));
+            }
+            applied.merge(local.pin_rows(&t.name, &to_pin)?);
+            applied.merge(local.unpin_keys(&t.name, &to_unpin)?);
+            for (pk, present) in outcome {
                 let waiters = state.take_waiters(&pk);
-                let row = if present {
-                    local.row(&t.name, key)?
-                } else {
-                    None
+                let row = match present {
+                    Some(false) => None,
+                    _ => local.row(&t.name, &pk.1 .0)?,
                 };
                 answers.push((waiters, row));
             }
-            let max_pins = self.config.max_pins;
-            while state.lru.len() > max_pins {
+            let mut evicted: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            while state.lru.len() > self.config.max_pins {
                 let Some((_, pk)) = state.lru.pop_first() else {
                     break;
                 };
                 state.entries.remove(&pk);
-                applied.merge(local.unpin(&pk.0, &pk.1 .0)?);
                 self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                release.push((pk.0, pk.1 .0));
+                evicted.entry(pk.0).or_default().push(pk.1 .0);
+            }
+            for (table, keys) in evicted {
+                applied.merge(local.unpin_keys(&table, &keys)?);
+                release.extend(keys.into_iter().map(|k| (table.clone(), k)));
             }
         }
         for (waiters, row) in answers {
@@ -473,19 +483,23 @@ impl LoaderShared {
         {
             let mut state = self.state();
             if let Some(ttl) = self.config.pin_ttl {
-                let mut local = shared.local();
+                let mut expired: BTreeMap<String, Vec<Value>> = BTreeMap::new();
                 while let Some((_, pk)) = state.lru.first_key_value() {
                     if state.entries.get(pk).is_some_and(|e| e.used + ttl > now) {
                         break;
                     }
                     let pk = pk.clone();
                     state.remove(&pk);
-                    match local.unpin(&pk.0, &pk.1 .0) {
-                        Ok(a) => applied.merge(a),
-                        Err(e) => debug!(error = %e, "releasing an expired pin"),
-                    }
                     self.counters.expired.fetch_add(1, Ordering::Relaxed);
-                    release.push((pk.0, pk.1 .0));
+                    expired.entry(pk.0).or_default().push(pk.1 .0);
+                }
+                let mut local = shared.local();
+                for (table, keys) in expired {
+                    match local.unpin_keys(&table, &keys) {
+                        Ok(a) => applied.merge(a),
+                        Err(e) => debug!(error = %e, "releasing expired pins"),
+                    }
+                    release.extend(keys.into_iter().map(|k| (table.clone(), k)));
                 }
             }
             state.hydrations.retain(|sub, at| {
@@ -806,7 +820,12 @@ impl Client {
     /// Releases the pin of one loaded row; it leaves the local view unless a
     /// subscription covers it.
     pub async fn unpin(&self, table: &str, key: Value) -> Result<(), ClientError> {
-        let (name, key, applied) = {
+        self.unpin_many(table, vec![key]).await
+    }
+
+    /// Releases the pins of several loaded rows of one table (one local transaction).
+    pub async fn unpin_many(&self, table: &str, keys: Vec<Value>) -> Result<(), ClientError> {
+        let (name, released, applied) = {
             let mut state = self.shared.loader.state();
             let mut local = self.shared.local();
             let t = local
@@ -814,17 +833,21 @@ impl Client {
                 .table(table)
                 .cloned()
                 .ok_or_else(|| ClientError::UnknownTable(table.to_string()))?;
-            let key = t.pk_column().affinity.apply_for_comparison(key);
-            let pk = (t.name.clone(), KeyOrd(key.clone()));
-            if state.entries.get(&pk).is_none_or(|e| !e.pinned) {
-                return Ok(());
+            let mut released = Vec::new();
+            for key in keys {
+                let key = t.pk_column().affinity.apply_for_comparison(key);
+                let pk = (t.name.clone(), KeyOrd(key));
+                if state.entries.get(&pk).is_some_and(|e| e.pinned) {
+                    state.remove(&pk);
+                    released.push(pk.1 .0);
+                }
             }
-            state.remove(&pk);
-            let applied = local.unpin(&t.name, &key)?;
-            (t.name.clone(), key, applied)
+            let applied = local.unpin_keys(&t.name, &released)?;
+            (t.name.clone(), released, applied)
         };
         self.shared.notify(Source::Pins, applied);
-        send_unpins(&self.commands, vec![(name, key)]).await;
+        let release = released.into_iter().map(|k| (name.clone(), k)).collect();
+        send_unpins(&self.commands, release).await;
         Ok(())
     }
 

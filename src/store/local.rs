@@ -693,29 +693,34 @@ impl LocalStore {
 
     /// Covers a fetched row with a pin (the batch loader) and stores its server state.
     pub fn pin(&mut self, table: &str, row: &[Value]) -> Result<Applied, StoreError> {
+        self.pin_rows(table, std::slice::from_ref(&row.to_vec()))
+    }
+
+    /// Pins several fetched rows of one table in one transaction.
+    pub fn pin_rows(&mut self, table: &str, rows: &[Vec<Value>]) -> Result<Applied, StoreError> {
         let Some(t) = self.schema.table(table).cloned() else {
             return Ok(Applied::default());
         };
         let tx = self.conn.transaction()?;
-        let key = row[t.pk].clone();
         let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
-        apply_event(
-            &tx,
-            &t,
-            PIN_HOLDER as SubId,
-            &names,
-            &RowEvent::Insert {
-                key: key.clone(),
-                row: row.to_vec(),
-            },
-        )?;
-        tx.execute(
-            "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
-            params![t.name, key, PIN_HOLDER],
-        )?;
         let mut applied = Applied::default();
-        if refresh(&tx, &t, &key, &self.pending)? {
-            applied.rows.insert((t.name.clone(), KeyOrd(key)));
+        for row in rows {
+            let Some(key) = row.get(t.pk).cloned() else {
+                continue;
+            };
+            apply_event(
+                &tx,
+                &t,
+                PIN_HOLDER as SubId,
+                &names,
+                &RowEvent::Insert {
+                    key: key.clone(),
+                    row: row.to_vec(),
+                },
+            )?;
+            if refresh(&tx, &t, &key, &self.pending)? {
+                applied.rows.insert((t.name.clone(), KeyOrd(key)));
+            }
         }
         tx.commit()?;
         Ok(applied)
@@ -723,20 +728,27 @@ impl LocalStore {
 
     /// Releases the pin of one row; it leaves unless a subscription covers it.
     pub fn unpin(&mut self, table: &str, key: &Value) -> Result<Applied, StoreError> {
+        self.unpin_keys(table, std::slice::from_ref(key))
+    }
+
+    /// Releases the pins of several rows of one table in one transaction.
+    pub fn unpin_keys(&mut self, table: &str, keys: &[Value]) -> Result<Applied, StoreError> {
         let Some(t) = self.schema.table(table).cloned() else {
             return Ok(Applied::default());
         };
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
-            params![t.name, key, PIN_HOLDER],
-        )?;
-        if !covered(&tx, &t.name, key)? {
-            delete_shadow(&tx, &t, key)?;
-        }
         let mut applied = Applied::default();
-        if refresh(&tx, &t, key, &self.pending)? {
-            applied.rows.insert((t.name.clone(), KeyOrd(key.clone())));
+        for key in keys {
+            tx.execute(
+                "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
+                params![t.name, key, PIN_HOLDER],
+            )?;
+            if !covered(&tx, &t.name, key)? {
+                delete_shadow(&tx, &t, key)?;
+            }
+            if refresh(&tx, &t, key, &self.pending)? {
+                applied.rows.insert((t.name.clone(), KeyOrd(key.clone())));
+            }
         }
         tx.commit()?;
         Ok(applied)
