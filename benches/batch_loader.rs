@@ -103,9 +103,8 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     for n in [100usize, 1000] {
         group.throughput(Throughput::Elements(n as u64));
-        let mut pick = || -> Vec<Value> {
-            all.choose_multiple(&mut rng, n).map(|&i| key(i)).collect()
-        };
+        let mut pick =
+            || -> Vec<Value> { all.choose_multiple(&mut rng, n).map(|&i| key(i)).collect() };
         group.bench_with_input(BenchmarkId::new("loader", n), &n, |b, _| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

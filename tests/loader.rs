@@ -94,7 +94,9 @@ fn delete_user(i: usize) -> Mutation {
 }
 
 async fn seed_users(server: &TestServer, n: usize) {
-    let mutations = (0..n).map(|i| insert_user(i, &format!("user {i}"))).collect();
+    let mutations = (0..n)
+        .map(|i| insert_user(i, &format!("user {i}")))
+        .collect();
     server.write(mutations).await;
 }
 
@@ -123,7 +125,13 @@ async fn concurrent_loads_fetch_each_key_once_in_few_requests() {
     let server = TestServer::start().await;
     seed_users(&server, 100).await;
     let local = tempfile::tempdir().unwrap();
-    let client = client_with(&server.handle, &local.path().join("c.db"), wide_window(), None).await;
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
     let loads: Vec<_> = (0..1000)
         .map(|i| (i % 100, client.load("users", text(&user_id(i % 100)))))
         .collect();
@@ -145,7 +153,11 @@ async fn concurrent_loads_fetch_each_key_once_in_few_requests() {
     assert_eq!(client.pinned_count(), 100);
     // Everything is local now: loading again asks the server nothing.
     for i in 0..100 {
-        assert!(client.load("users", text(&user_id(i))).await.unwrap().is_some());
+        assert!(client
+            .load("users", text(&user_id(i)))
+            .await
+            .unwrap()
+            .is_some());
     }
     assert_eq!(client.fetch_stats().keys, 100);
     assert_eq!(client.fetch_stats().local_hits, 100);
@@ -156,7 +168,13 @@ async fn rows_covered_locally_are_answered_without_a_request() {
     let server = TestServer::start().await;
     seed_users(&server, 10).await;
     let local = tempfile::tempdir().unwrap();
-    let client = client_with(&server.handle, &local.path().join("c.db"), wide_window(), None).await;
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
     let sub = client
         .subscribe(
             "SELECT * FROM users WHERE id IN ('u0001', 'u0002')",
@@ -192,7 +210,11 @@ async fn rows_covered_locally_are_answered_without_a_request() {
     // A miss is fetched once, then it is local.
     let row = client.load("users", text(&user_id(3))).await.unwrap();
     assert_eq!(name_of(&row), Some(text("user 3")));
-    assert!(client.load("users", text(&user_id(3))).await.unwrap().is_some());
+    assert!(client
+        .load("users", text(&user_id(3)))
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(client.fetch_stats().requests, 1);
 }
 
@@ -201,7 +223,13 @@ async fn missing_rows_resolve_to_none() {
     let server = TestServer::start().await;
     seed_users(&server, 3).await;
     let local = tempfile::tempdir().unwrap();
-    let client = client_with(&server.handle, &local.path().join("c.db"), wide_window(), None).await;
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
     let rows = client
         .load_many(
             "users",
@@ -226,7 +254,13 @@ async fn pinned_rows_receive_updates_and_deletes() {
     let server = TestServer::start().await;
     seed_users(&server, 5).await;
     let local = tempfile::tempdir().unwrap();
-    let client = client_with(&server.handle, &local.path().join("c.db"), wide_window(), None).await;
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
     client.load("users", text(&user_id(1))).await.unwrap();
     client.load("users", text(&user_id(2))).await.unwrap();
     server.write(vec![set_user_name(1, "renamed")]).await;
@@ -235,7 +269,10 @@ async fn pinned_rows_receive_updates_and_deletes() {
     })
     .await;
     server.write(vec![delete_user(2)]).await;
-    eventually("the delete of a pinned row", || user_row(&client, 2).is_none()).await;
+    eventually("the delete of a pinned row", || {
+        user_row(&client, 2).is_none()
+    })
+    .await;
     // A row that was not loaded does not arrive.
     server.write(vec![set_user_name(3, "not pinned")]).await;
     server.write(vec![set_user_name(1, "again")]).await;
@@ -280,7 +317,10 @@ async fn eviction_at_the_bound_releases_rows_no_subscription_covers() {
     );
     client.load("users", text(&user_id(5))).await.unwrap();
     assert_eq!(client.fetch_stats().evicted, 2);
-    assert!(user_row(&client, 2).is_none(), "evicted and uncovered: gone");
+    assert!(
+        user_row(&client, 2).is_none(),
+        "evicted and uncovered: gone"
+    );
     for i in [3, 4, 5] {
         assert!(user_row(&client, i).is_some());
     }
@@ -329,14 +369,24 @@ async fn large_loads_are_split_into_bounded_fetches() {
         .collect();
     server.write(mutations).await;
     let local = tempfile::tempdir().unwrap();
-    let client = client_with(&server.handle, &local.path().join("c.db"), wide_window(), None).await;
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
     let keys: Vec<Value> = (0..n).map(|i| text(&user_id(i))).collect();
     let rows = client.load_many("users", keys).await.unwrap();
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(name_of(row), Some(text(&format!("{i} {bio}"))));
     }
     let stats = client.fetch_stats();
-    assert_eq!(stats.requests as usize, n.div_ceil(MAX_FETCH_KEYS), "{stats:?}");
+    assert_eq!(
+        stats.requests as usize,
+        n.div_ceil(MAX_FETCH_KEYS),
+        "{stats:?}"
+    );
     assert_eq!(stats.keys as usize, n);
 
     // Over the protocol, a fetch past the bound is refused with a clear reason.
@@ -366,7 +416,9 @@ async fn large_loads_are_split_into_bounded_fetches() {
 #[tokio::test]
 async fn hydration_resolves_with_its_snapshot_and_expires() {
     let server = TestServer::start().await;
-    server.write(vec![insert_issue("i1", "T1", "todo", 1)]).await;
+    server
+        .write(vec![insert_issue("i1", "T1", "todo", 1)])
+        .await;
     let comments = (0..20)
         .map(|i| Mutation::Insert {
             table: "comments".into(),
@@ -381,7 +433,13 @@ async fn hydration_resolves_with_its_snapshot_and_expires() {
         .collect();
     server.write(comments).await;
     let local = tempfile::tempdir().unwrap();
-    let client = client_with(&server.handle, &local.path().join("c.db"), wide_window(), None).await;
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
     let sql = "SELECT * FROM comments WHERE issue_id = :id";
     let params = Params::new().value("id", text("i1"));
     let ttl = Duration::from_millis(300);
@@ -407,7 +465,9 @@ async fn pins_persist_and_are_refreshed_after_a_restart() {
     client.load("users", text(&user_id(2))).await.unwrap();
     client.close().await;
     // While the client is away, one pinned row changes and one is deleted.
-    server.write(vec![set_user_name(1, "changed offline")]).await;
+    server
+        .write(vec![set_user_name(1, "changed offline")])
+        .await;
     server.write(vec![delete_user(2)]).await;
     let client = client_with(&server.handle, &db, wide_window(), None).await;
     eventually("pins refreshed on connect", || {
@@ -423,7 +483,11 @@ async fn pins_persist_and_are_refreshed_after_a_restart() {
     })
     .await;
     let before = client.fetch_stats().requests;
-    assert!(client.load("users", text(&user_id(1))).await.unwrap().is_some());
+    assert!(client
+        .load("users", text(&user_id(1)))
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(client.fetch_stats().requests, before, "a local hit");
 }
 
@@ -488,7 +552,11 @@ async fn loads_never_return_rows_the_caller_may_not_read() {
     let visible = client.query("SELECT id FROM issues WHERE team_id != 'T1'", &[]);
     assert!(visible.unwrap().is_empty(), "nothing unreadable stored");
     // Hidden columns are never sent: stored as NULL.
-    let user = client.load("users", text(&user_id(1))).await.unwrap().unwrap();
+    let user = client
+        .load("users", text(&user_id(1)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(user[1], text("Alice"));
     assert_eq!(user[3], Value::Null, "password_hash is hidden");
     // A pinned issue moved to a team the caller may not read leaves the view; an

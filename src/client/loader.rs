@@ -926,7 +926,11 @@ mod tests {
     fn rows_without_hidden_columns_are_widened_by_name() {
         let t = users();
         let cols: Vec<String> = ["id", "name", "n"].iter().map(|s| s.to_string()).collect();
-        let row = vec![Value::Text("u".into()), Value::Text("U".into()), Value::Integer(3)];
+        let row = vec![
+            Value::Text("u".into()),
+            Value::Text("U".into()),
+            Value::Integer(3),
+        ];
         let full = full_row(&t, Some(&cols), row).unwrap();
         assert_eq!(
             full,

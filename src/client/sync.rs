@@ -394,7 +394,10 @@ impl Online<'_> {
             Event::Live(mut txn) => {
                 let pinned = super::loader::take_pin_events(&mut txn.events);
                 if !pinned.is_empty() {
-                    let applied = self.shared.loader.apply_live(self.shared, txn.sync_id, pinned)?;
+                    let applied =
+                        self.shared
+                            .loader
+                            .apply_live(self.shared, txn.sync_id, pinned)?;
                     let source = Source::Server {
                         sync_id: txn.sync_id,
                     };

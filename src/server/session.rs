@@ -500,14 +500,9 @@ impl Session {
 
     /// Adds keys to (or removes them from) the session's pinned key set of `table`.
     async fn pin(&mut self, table: String, keys: Vec<crate::value::Value>, pin: bool) {
-        let changed = self.pins.change(
-            &self.shared,
-            &self.policy,
-            self.id,
-            &table,
-            keys,
-            pin,
-        );
+        let changed = self
+            .pins
+            .change(&self.shared, &self.policy, self.id, &table, keys, pin);
         let answer = match changed {
             Ok(c) => ServerMessage::Pinned {
                 table: c.table,
@@ -606,7 +601,10 @@ impl Session {
 /// [`FETCH_FRAME_BYTES`] of row data at most (a single larger row goes alone).
 fn split_answer(
     rows: Vec<Vec<crate::value::Value>>,
-) -> (Vec<Vec<Vec<crate::value::Value>>>, Vec<Vec<crate::value::Value>>) {
+) -> (
+    Vec<Vec<Vec<crate::value::Value>>>,
+    Vec<Vec<crate::value::Value>>,
+) {
     let mut parts = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
