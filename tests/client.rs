@@ -240,7 +240,7 @@ async fn outbox_survives_a_client_restart_and_is_applied_once() {
     // Exactly two transactions in the server's log: none applied twice.
     let schema = std::sync::Arc::new(sluice::Schema::load_dir(&schema_dir()).unwrap());
     let store = sluice::store::SqliteStore::open(
-        &dir.path().join("app.db"),
+        dir.path().join("app.db"),
         schema,
         sluice::store::StoreOptions::default(),
     )
@@ -603,4 +603,98 @@ async fn connection_migrates_to_a_new_local_address() {
         ids(&client, "SELECT id FROM issues") == ["m"]
     })
     .await;
+}
+
+/// A copy of the example schema with `issues` gaining a nullable column (additive) and
+/// `labels.color` changing type (breaking).
+fn changed_schema(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("schema_v2");
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(schema_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let mut sql = std::fs::read_to_string(&path).unwrap();
+            sql = sql.replace(
+                "    updated_at INTEGER NOT NULL DEFAULT 0\n);",
+                "    updated_at INTEGER NOT NULL DEFAULT 0,\n    due_date INTEGER\n);",
+            );
+            sql = sql.replace("color TEXT NOT NULL DEFAULT '#888888'", "color INTEGER");
+            std::fs::write(out.join(path.file_name().unwrap()), sql).unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn schema_changes_keep_additive_tables_and_rebootstrap_broken_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let label = |color: Value| sluice::store::Mutation::Insert {
+        table: "labels".into(),
+        values: vec![
+            ("id".into(), text("L1")),
+            ("team_id".into(), text("T1")),
+            ("name".into(), text("bug")),
+            ("color".into(), color),
+        ],
+    };
+    std::fs::create_dir_all(dir.path().join("v1")).unwrap();
+    let v1 = common::start_on(&dir.path().join("v1")).await;
+    backend_write(&v1, insert_issue("a", "T1", "todo", 1))
+        .await
+        .unwrap();
+    backend_write(&v1, label(text("#ff0000"))).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let db = local.path().join("c.db");
+    let client = client_of(&v1, &db).await;
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    client
+        .subscribe("SELECT * FROM labels", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    client.close().await;
+    v1.shutdown().await;
+
+    // The same data behind a server whose schema changed.
+    let v2_dir = dir.path().join("v2");
+    std::fs::create_dir_all(&v2_dir).unwrap();
+    let v2 = Server::builder(changed_schema(dir.path()), v2_dir.join("app.db"))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .no_auth()
+        .start()
+        .await
+        .unwrap();
+    backend_write(&v2, insert_issue("a", "T1", "todo", 1))
+        .await
+        .unwrap();
+    backend_write(&v2, label(Value::Integer(255)))
+        .await
+        .unwrap();
+    let mut observer = {
+        let client = client_of(&v2, &db).await;
+        let observer = client.observe(Interest::Table("labels".into()));
+        (client, observer)
+    };
+    eventually("labels re-bootstrapped with the new type", || {
+        observer.0.query("SELECT color FROM labels", &[]).unwrap()
+            == vec![vec![Value::Integer(255)]]
+    })
+    .await;
+    let client = &observer.0;
+    // The additive change kept the issues rows and added the column locally.
+    let rows = client
+        .query("SELECT id, due_date FROM issues", &[])
+        .unwrap();
+    assert_eq!(rows, vec![vec![text("a"), Value::Null]]);
+    assert!(
+        observer.1.try_next().is_some(),
+        "observers heard of the re-bootstrap"
+    );
+    v2.shutdown().await;
 }

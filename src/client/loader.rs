@@ -269,7 +269,7 @@ impl LoaderShared {
                         debug!(table = %t.name, "pinned row event with unknown columns");
                         continue;
                     };
-                    applied.merge(local.pin(&t.name, &row)?);
+                    applied.merge(local.pin_rows(&t.name, &[row], sync_id)?);
                     entry.present = true;
                 }
                 RowEvent::Delete { key, .. } => {
@@ -412,7 +412,7 @@ impl LoaderShared {
                 }
                 outcome.push((pk, Some(present)));
             }
-            applied.merge(local.pin_rows(&t.name, &to_pin)?);
+            applied.merge(local.pin_rows(&t.name, &to_pin, answer.sync_id)?);
             applied.merge(local.unpin_keys(&t.name, &to_unpin)?);
             for (pk, present) in outcome {
                 let waiters = state.take_waiters(&pk);

@@ -202,8 +202,13 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub source: Source,
-    /// Rows whose visible content changed, as (table, key).
+    /// Rows whose visible content changed, as (table, key), listed up to
+    /// [`crate::store::MAX_NOTIFY_ROWS`] (a large bootstrap lists only its tables).
     pub rows: Vec<(String, Value)>,
+    /// Every table with changed rows.
+    pub tables: Vec<String>,
+    /// More rows changed than `rows` lists: re-read rather than patch.
+    pub truncated: bool,
     pub subs: Vec<SubId>,
 }
 
@@ -221,14 +226,18 @@ impl Interest {
         match self {
             Interest::All => true,
             Interest::Table(t) => note
-                .rows
+                .tables
                 .iter()
-                .any(|(table, _)| table.eq_ignore_ascii_case(t)),
+                .any(|table| table.eq_ignore_ascii_case(t)),
             Interest::Subscription(s) => note.subs.contains(s),
-            Interest::Row(t, k) => note
-                .rows
-                .iter()
-                .any(|(table, key)| table.eq_ignore_ascii_case(t) && key.sqlite_cmp(k).is_eq()),
+            Interest::Row(t, k) => {
+                let listed = note
+                    .rows
+                    .iter()
+                    .any(|(table, key)| table.eq_ignore_ascii_case(t) && key.sqlite_cmp(k).is_eq());
+                let in_table = note.tables.iter().any(|x| x.eq_ignore_ascii_case(t));
+                listed || (note.truncated && in_table)
+            }
         }
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct FetchAnswer {
     pub columns: Vec<String>,
 }
 
+/// Snapshot rows buffered before they are staged in one local transaction.
+pub const STAGE_BATCH: usize = 1000;
+
 /// Commands waiting for the sync task.
 pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
 
@@ -121,6 +124,8 @@ struct Online<'a> {
     /// Fetches waiting for their answer, with the rows of its leading parts.
     fetches: HashMap<u64, (oneshot::Sender<FetchReply>, Vec<Vec<crate::value::Value>>)>,
     next_fetch: u64,
+    /// Snapshot rows not yet written to the staging table (at most [`STAGE_BATCH`]).
+    rows: Vec<(SubId, Option<SyncId>, String, RowEvent)>,
 }
 
 pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<Command>) {
@@ -167,6 +172,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         held_cut: SyncId::ZERO,
                         fetches: HashMap::new(),
                         next_fetch: 1,
+                        rows: Vec::with_capacity(STAGE_BATCH),
                     };
                     online.run(&mut commands).await
                 }
@@ -380,7 +386,19 @@ impl Online<'_> {
         Ok(())
     }
 
+    fn flush_rows(&mut self) -> Result<(), SyncError> {
+        if !self.rows.is_empty() {
+            self.shared.local().stage_many(&self.rows)?;
+            self.rows.clear();
+        }
+        Ok(())
+    }
+
     async fn event(&mut self, event: Event) -> Result<(), SyncError> {
+        // Buffered snapshot rows go to the staging table before anything else happens.
+        if !matches!(event, Event::Bootstrap(_, BootstrapFrame::Row { .. })) {
+            self.flush_rows()?;
+        }
         match event {
             Event::Control(message) => self.control(message).await?,
             Event::Bootstrap(sub, frame) => {
@@ -529,9 +547,8 @@ impl Online<'_> {
             }
             BootstrapFrame::Row { key, row } => {
                 let table = state.table.clone().unwrap_or_default();
-                self.shared
-                    .local()
-                    .stage(sub, None, &table, &RowEvent::Insert { key, row })?;
+                self.rows
+                    .push((sub, None, table, RowEvent::Insert { key, row }));
                 state.received += 1;
                 if state.received % crate::wire::PROGRESS_EVERY == 0 {
                     let status = SubStatus::Bootstrapping {
@@ -550,6 +567,9 @@ impl Online<'_> {
             }
             BootstrapFrame::Progress { .. } => {}
             BootstrapFrame::End { sync_id } => state.end = Some(sync_id),
+        }
+        if self.rows.len() >= STAGE_BATCH {
+            self.flush_rows()?;
         }
         Ok(())
     }
@@ -619,6 +639,8 @@ impl ClientShared {
         let note = Notification {
             source,
             rows: applied.rows.into_iter().map(|(t, k)| (t, k.0)).collect(),
+            tables: applied.tables.into_iter().collect(),
+            truncated: applied.truncated,
             subs: applied.subs.into_iter().collect(),
         };
         let _ = self.notify.send(Arc::new(note));

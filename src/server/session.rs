@@ -256,6 +256,12 @@ async fn handshake(
         .send(&ServerFrame::V1(welcome))
         .await
         .map_err(|e| e.to_string())?;
+    // Client ids are chosen by clients; scoped by the verified user, one user cannot claim
+    // another's transaction sequence numbers (idempotency keys) or confirmations.
+    let client_id = match &claims.sub {
+        Some(user) => ClientId(format!("{user}/{}", client_id.0)),
+        None => client_id,
+    };
     Ok((client_id, claims, writer, reader))
 }
 

@@ -37,6 +37,11 @@ CREATE TABLE IF NOT EXISTS _sluice_outbox (
     seq INTEGER PRIMARY KEY, txn BLOB NOT NULL, committed INTEGER);
 CREATE TABLE IF NOT EXISTS _sluice_expiry (
     sub INTEGER PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS _sluice_rowver (
+    table_name TEXT NOT NULL, key NOT NULL, sync INTEGER NOT NULL,
+    PRIMARY KEY (table_name, key));
+CREATE TABLE IF NOT EXISTS _sluice_touched (
+    table_name TEXT NOT NULL, key NOT NULL, PRIMARY KEY (table_name, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _sluice_stage (
     n INTEGER PRIMARY KEY AUTOINCREMENT, sub INTEGER NOT NULL, sync_id INTEGER,
     table_name TEXT NOT NULL, event BLOB NOT NULL);
@@ -74,22 +79,46 @@ pub enum JoinKind {
     Resume,
 }
 
+/// Rows listed one by one in an [`Applied`]; past it (a large bootstrap) only the tables
+/// are named, so a notification stays small.
+pub const MAX_NOTIFY_ROWS: usize = 10_000;
+
 /// What one local-store operation changed in the local view (for observers).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
-    /// Rows whose visible content changed, as (table, key).
+    /// Rows whose visible content changed, as (table, key), up to [`MAX_NOTIFY_ROWS`].
     pub rows: BTreeSet<(String, KeyOrd)>,
+    /// Tables with changed rows (always complete).
+    pub tables: BTreeSet<String>,
+    /// More rows changed than `rows` lists.
+    pub truncated: bool,
     /// Subscriptions whose rows changed.
     pub subs: BTreeSet<SubId>,
 }
 
 impl Applied {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.subs.is_empty()
+        self.tables.is_empty() && self.subs.is_empty()
+    }
+
+    /// Records a changed row.
+    fn row(&mut self, table: &str, key: Value) {
+        if !self.tables.contains(table) {
+            self.tables.insert(table.to_string());
+        }
+        if self.rows.len() < MAX_NOTIFY_ROWS {
+            self.rows.insert((table.to_string(), KeyOrd(key)));
+        } else {
+            self.truncated = true;
+        }
     }
 
     pub fn merge(&mut self, other: Applied) {
-        self.rows.extend(other.rows);
+        for (t, k) in other.rows {
+            self.row(&t, k.0);
+        }
+        self.tables.extend(other.tables);
+        self.truncated |= other.truncated;
         self.subs.extend(other.subs);
     }
 }
@@ -287,10 +316,12 @@ impl LocalStore {
                     for name in [quote_ident(&old.name), shadow(&old.name)] {
                         tx.execute_batch(&format!("DROP TABLE IF EXISTS {name}"))?;
                     }
-                    tx.execute(
-                        "DELETE FROM _sluice_cover WHERE table_name = ?1",
-                        [&old.name],
-                    )?;
+                    for meta in ["_sluice_cover", "_sluice_rowver"] {
+                        tx.execute(
+                            &format!("DELETE FROM {meta} WHERE table_name = ?1"),
+                            [&old.name],
+                        )?;
+                    }
                     reset_tables.push(old.name.clone());
                 }
             }
@@ -420,7 +451,7 @@ impl LocalStore {
                 delete_shadow(&tx, &t, &key)?;
             }
             if refresh(&tx, &t, &key, &self.pending)? {
-                applied.rows.insert((t.name.clone(), KeyOrd(key)));
+                applied.row(&t.name, key);
             }
         }
         if holder >= 0 {
@@ -447,11 +478,30 @@ impl LocalStore {
         table: &str,
         event: &RowEvent,
     ) -> Result<(), StoreError> {
-        let blob = postcard::to_allocvec(event)?;
-        self.conn.execute(
-            "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
-            params![sub as i64, sync_id.map(|s| s.0 as i64), table, blob],
-        )?;
+        self.stage_many(&[(sub, sync_id, table.to_string(), event.clone())])
+    }
+
+    /// Stages many rows or changes in one transaction (a bootstrap streams thousands).
+    pub fn stage_many(
+        &mut self,
+        items: &[(SubId, Option<SyncId>, String, RowEvent)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (sub, sync_id, table, event) in items {
+                let blob = postcard::to_allocvec(event)?;
+                insert.execute(params![
+                    *sub as i64,
+                    sync_id.map(|s| s.0 as i64),
+                    table,
+                    blob
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -466,49 +516,53 @@ impl LocalStore {
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         let columns = sub_columns(&tx)?;
-        let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
+        // Keys to refresh are collected in SQLite, not in memory: a snapshot may be large.
+        tx.execute("DELETE FROM _sluice_touched", [])?;
+        let touch = |table: &str, key: &Value| -> Result<(), StoreError> {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO _sluice_touched (table_name, key) VALUES (?1, ?2)",
+            )?
+            .execute(params![table, key])?;
+            Ok(())
+        };
         for &(sub, kind, w) in subs {
             if kind == JoinKind::Bootstrap {
                 // Coverage is rebuilt from the snapshot: keys it no longer holds are released.
-                let old: Vec<(String, Value)> = {
-                    let mut stmt =
-                        tx.prepare("SELECT table_name, key FROM _sluice_cover WHERE holder = ?1")?;
-                    let rows = stmt.query_map([sub as i64], |r| {
-                        Ok((r.get::<_, String>(0)?, value_from_ref(r.get_ref(1)?)))
-                    })?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub as i64])?;
-                for (t, k) in old {
-                    touched.insert((t, KeyOrd(k)));
-                }
-            }
-            let staged: Vec<(Option<i64>, String, Vec<u8>)> = {
-                let mut stmt = tx.prepare(
-                    "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
-                     ORDER BY (sync_id IS NOT NULL), sync_id, n",
+                tx.execute(
+                    "INSERT OR IGNORE INTO _sluice_touched (table_name, key)
+                     SELECT table_name, key FROM _sluice_cover WHERE holder = ?1",
+                    [sub as i64],
                 )?;
-                let rows =
-                    stmt.query_map([sub as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for (sync_id, table, blob) in staged {
+                tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub as i64])?;
+            }
+            let cols = columns.get(&sub).cloned().unwrap_or_default();
+            let mut stmt = tx.prepare(
+                "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
+                 ORDER BY (sync_id IS NOT NULL), sync_id, n",
+            )?;
+            let mut staged = stmt.query([sub as i64])?;
+            while let Some(r) = staged.next()? {
+                let sync_id: Option<i64> = r.get(0)?;
+                let table: String = r.get(1)?;
                 if let Some(s) = sync_id {
                     // Live changes the snapshot already contains are skipped; replayed
                     // changes of a resume are all after the old cut and at most W.
-                    let is_live_after_seam = (s as u64) > w.0;
-                    if kind == JoinKind::Bootstrap && !is_live_after_seam {
+                    if kind == JoinKind::Bootstrap && (s as u64) <= w.0 {
                         continue;
                     }
                 }
+                let blob: Vec<u8> = r.get(2)?;
                 let event: RowEvent = postcard::from_bytes(&blob)?;
                 let Some(t) = self.schema.table(&table).cloned() else {
                     continue;
                 };
-                let cols = columns.get(&sub).cloned().unwrap_or_default();
-                apply_event(&tx, &t, sub, &cols, &event)?;
-                touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
+                // Snapshot rows are the state at W; changes are at their own sync id.
+                let version = sync_id.map_or(w, |s| SyncId(s as u64));
+                apply_event(&tx, &t, sub, &cols, &event, version)?;
+                touch(&t.name, event.key())?;
             }
+            drop(staged);
+            drop(stmt);
             tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
             tx.execute(
                 "UPDATE _sluice_subs SET joined = 1 WHERE id = ?1",
@@ -516,17 +570,24 @@ impl LocalStore {
             )?;
             applied.subs.insert(sub);
         }
-        for (table, key) in touched {
-            let Some(t) = self.schema.table(&table).cloned() else {
-                continue;
-            };
-            if !covered(&tx, &t.name, &key.0)? {
-                delete_shadow(&tx, &t, &key.0)?;
-            }
-            if refresh(&tx, &t, &key.0, &self.pending)? {
-                applied.rows.insert((t.name.clone(), key));
+        {
+            let mut stmt = tx.prepare("SELECT table_name, key FROM _sluice_touched")?;
+            let mut keys = stmt.query([])?;
+            while let Some(r) = keys.next()? {
+                let table: String = r.get(0)?;
+                let key = value_from_ref(r.get_ref(1)?);
+                let Some(t) = self.schema.table(&table).cloned() else {
+                    continue;
+                };
+                if !covered(&tx, &t.name, &key)? {
+                    delete_shadow(&tx, &t, &key)?;
+                }
+                if refresh(&tx, &t, &key, &self.pending)? {
+                    applied.row(&t.name, key);
+                }
             }
         }
+        tx.execute("DELETE FROM _sluice_touched", [])?;
         set_cut(&tx, cut)?;
         tx.commit()?;
         let confirmed = self.drop_confirmed(cut)?;
@@ -552,7 +613,7 @@ impl LocalStore {
                 continue;
             };
             let cols = columns.get(sub).cloned().unwrap_or_default();
-            apply_event(&tx, &t, *sub, &cols, event)?;
+            apply_event(&tx, &t, *sub, &cols, event, sync_id)?;
             touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
             applied.subs.insert(*sub);
         }
@@ -564,7 +625,7 @@ impl LocalStore {
                 delete_shadow(&tx, &t, &key.0)?;
             }
             if refresh(&tx, &t, &key.0, &self.pending)? {
-                applied.rows.insert((t.name.clone(), key));
+                applied.row(&t.name, key.0);
             }
         }
         set_cut(&tx, sync_id)?;
@@ -651,8 +712,7 @@ impl LocalStore {
         if done.is_empty() {
             return Ok(Applied::default());
         }
-        self.pending
-            .retain(|p| !p.committed.is_some_and(|s| s <= cut));
+        self.pending.retain(|p| p.committed.is_none_or(|s| s > cut));
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         for p in &done {
@@ -693,11 +753,17 @@ impl LocalStore {
 
     /// Covers a fetched row with a pin (the batch loader) and stores its server state.
     pub fn pin(&mut self, table: &str, row: &[Value]) -> Result<Applied, StoreError> {
-        self.pin_rows(table, std::slice::from_ref(&row.to_vec()))
+        self.pin_rows(table, std::slice::from_ref(&row.to_vec()), SyncId::ZERO)
     }
 
-    /// Pins several fetched rows of one table in one transaction.
-    pub fn pin_rows(&mut self, table: &str, rows: &[Vec<Value>]) -> Result<Applied, StoreError> {
+    /// Pins several rows of one table, as of sync id `version`, in one transaction (a
+    /// row whose stored state is newer keeps it).
+    pub fn pin_rows(
+        &mut self,
+        table: &str,
+        rows: &[Vec<Value>],
+        version: SyncId,
+    ) -> Result<Applied, StoreError> {
         let Some(t) = self.schema.table(table).cloned() else {
             return Ok(Applied::default());
         };
@@ -717,9 +783,10 @@ impl LocalStore {
                     key: key.clone(),
                     row: row.to_vec(),
                 },
+                version,
             )?;
             if refresh(&tx, &t, &key, &self.pending)? {
-                applied.rows.insert((t.name.clone(), KeyOrd(key)));
+                applied.row(&t.name, key);
             }
         }
         tx.commit()?;
@@ -747,7 +814,7 @@ impl LocalStore {
                 delete_shadow(&tx, &t, key)?;
             }
             if refresh(&tx, &t, key, &self.pending)? {
-                applied.rows.insert((t.name.clone(), KeyOrd(key.clone())));
+                applied.row(&t.name, key.clone());
             }
         }
         tx.commit()?;
@@ -886,6 +953,10 @@ fn read_one(
 
 fn delete_shadow(conn: &Connection, table: &Table, key: &Value) -> Result<(), StoreError> {
     conn.execute(
+        "DELETE FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2",
+        params![table.name, key],
+    )?;
+    conn.execute(
         &format!(
             "DELETE FROM {} WHERE {} = ?1",
             shadow(&table.name),
@@ -896,13 +967,17 @@ fn delete_shadow(conn: &Connection, table: &Table, key: &Value) -> Result<(), St
     Ok(())
 }
 
-/// Applies one server event of subscription `sub` to the server state and coverage.
+/// Applies one server event of subscription `sub`, describing the row as of sync id
+/// `version`, to the server state and coverage. Row content never goes back in time: a
+/// row shared by several subscriptions may hear of a newer state through one of them
+/// before an older snapshot of another joins.
 fn apply_event(
     conn: &Connection,
     table: &Table,
     sub: SubId,
     columns: &[String],
     event: &RowEvent,
+    version: SyncId,
 ) -> Result<(), StoreError> {
     let holder = if sub == PIN_HOLDER as SubId {
         PIN_HOLDER
@@ -917,6 +992,26 @@ fn apply_event(
                 table.columns.iter().map(|c| c.name.clone()).collect()
             };
             let existing = read_one(conn, &shadow(&table.name), table, key)?;
+            let known: Option<i64> = conn
+                .query_row(
+                    "SELECT sync FROM _sluice_rowver WHERE table_name = ?1 AND key = ?2",
+                    params![table.name, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let newer_known = existing.is_some() && known.is_some_and(|k| k as u64 > version.0);
+            conn.execute(
+                "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
+                params![table.name, key, holder],
+            )?;
+            if newer_known {
+                return Ok(());
+            }
+            conn.execute(
+                "INSERT INTO _sluice_rowver (table_name, key, sync) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (table_name, key) DO UPDATE SET sync = excluded.sync",
+                params![table.name, key, version.0 as i64],
+            )?;
             let mut full = existing.unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
             for (name, value) in names.iter().zip(row) {
                 if let Some(i) = table.column_index(name) {
@@ -925,10 +1020,6 @@ fn apply_event(
             }
             full[table.pk] = key.clone();
             write_row(conn, &shadow(&table.name), table, key, Some(&full))?;
-            conn.execute(
-                "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
-                params![table.name, key, holder],
-            )?;
         }
         RowEvent::Delete { key, .. } => {
             conn.execute(
@@ -979,18 +1070,18 @@ fn refresh(
                 continue;
             }
             match m {
-                Mutation::Insert { values, .. } => {
-                    if key_of_insert(table, values).is_some_and(|k| same_key(&k, key)) {
-                        let mut r = row
-                            .take()
-                            .unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
-                        for (c, v) in values {
-                            if let Some(i) = table.column_index(c) {
-                                r[i] = v.clone();
-                            }
+                Mutation::Insert { values, .. }
+                    if key_of_insert(table, values).is_some_and(|k| same_key(&k, key)) =>
+                {
+                    let mut r = row
+                        .take()
+                        .unwrap_or_else(|| vec![Value::Null; table.columns.len()]);
+                    for (c, v) in values {
+                        if let Some(i) = table.column_index(c) {
+                            r[i] = v.clone();
                         }
-                        row = Some(r);
                     }
+                    row = Some(r);
                 }
                 Mutation::Update { key: k, set, .. } if same_key(k, key) => {
                     if let Some(r) = row.as_mut() {
@@ -1026,9 +1117,93 @@ fn refresh_targets(
     for m in &txn.mutations {
         if let Some((table, key)) = target(schema, m) {
             if refresh(conn, &table, &key, pending)? {
-                applied.rows.insert((table.name.clone(), KeyOrd(key)));
+                applied.row(&table.name, key);
             }
         }
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let schema =
+            Schema::parse("t.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)").unwrap();
+        let store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
+        (dir, store)
+    }
+
+    fn row(id: &str, v: i64) -> RowEvent {
+        RowEvent::Update {
+            key: Value::Text(id.into()),
+            row: vec![Value::Text(id.into()), Value::Integer(v)],
+        }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_regresses_a_shared_row() {
+        let (_dir, mut store) = store();
+        let cols = vec!["id".to_string(), "v".to_string()];
+        let a = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+        let b = store
+            .add_sub("SELECT * FROM t WHERE v > 0", &Params::new())
+            .unwrap();
+        store.describe_sub(a, "t", &cols).unwrap();
+        store.describe_sub(b, "t", &cols).unwrap();
+        store
+            .apply_live(SyncId(5), &[(a, "t".into(), row("x", 2))])
+            .unwrap();
+        // b's snapshot was taken at 3, before the change at 5 it never heard of.
+        store.stage(b, None, "t", &row("x", 1)).unwrap();
+        store
+            .join(&[(b, JoinKind::Bootstrap, SyncId(3))], SyncId(5))
+            .unwrap();
+        let key = Value::Text("x".into());
+        assert_eq!(store.row("t", &key).unwrap().unwrap()[1], Value::Integer(2));
+        // Coverage by b still counts: the row survives a's move-out.
+        let gone = RowEvent::Delete {
+            key: key.clone(),
+            reason: crate::wire::MoveOut::MovedOut,
+        };
+        store
+            .apply_live(SyncId(6), &[(a, "t".into(), gone)])
+            .unwrap();
+        assert!(store.is_covered("t", &key).unwrap());
+    }
+
+    #[test]
+    fn rejected_transactions_roll_back_and_committed_ones_wait_for_the_cut() {
+        let (_dir, mut store) = store();
+        let insert = Mutation::Insert {
+            table: "t".into(),
+            values: vec![
+                ("id".into(), Value::Text("n".into())),
+                ("v".into(), Value::Integer(1)),
+            ],
+        };
+        let (seq, applied) = store.enqueue(vec![insert.clone()], vec![]).unwrap();
+        assert_eq!(applied.rows.len(), 1);
+        let key = Value::Text("n".into());
+        assert!(store.row("t", &key).unwrap().is_some(), "optimistic");
+        let rejected = WriteOutcome::Rejected {
+            code: crate::store::RejectCode::Invalid,
+            message: "no".into(),
+        };
+        store.resolve(seq, &rejected).unwrap();
+        assert!(store.row("t", &key).unwrap().is_none(), "rolled back");
+        let (seq, _) = store.enqueue(vec![insert], vec![]).unwrap();
+        store
+            .resolve(seq, &WriteOutcome::Committed { sync_id: SyncId(9) })
+            .unwrap();
+        assert_eq!(store.pending().len(), 1, "kept until the cut reaches 9");
+        store.apply_live(SyncId(9), &[]).unwrap();
+        assert!(store.pending().is_empty());
+        assert!(
+            store.row("t", &key).unwrap().is_none(),
+            "no subscription covers it"
+        );
+    }
 }

@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::StoreError;
-pub use local::{Applied, JoinKind, KeyOrd, LocalStore, Pending, SubRecord, PIN_HOLDER};
+pub use local::{
+    Applied, JoinKind, KeyOrd, LocalStore, Pending, SubRecord, MAX_NOTIFY_ROWS, PIN_HOLDER,
+};
 pub use options::{StoreOptions, Synchronous};
 pub use sqlite::SqliteStore;
 pub use types::{

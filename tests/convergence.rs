@@ -1,0 +1,398 @@
+//! Convergence torture test: a seeded random schedule of clients with overlapping
+//! subscriptions writing (conflicting and rejected transactions included), going offline,
+//! crashing with a pending outbox and restarting, while the server process is killed with
+//! SIGKILL, restarted, and its log compacted so resumes are refused and re-bootstrap.
+//!
+//! After quiescence: every client holds exactly what SQLite returns on the server database
+//! for its subscriptions; every transaction a client ever queued reached the server once
+//! (its recorded outcome is there, and a resend changes nothing); committed transactions
+//! account for every sync id.
+//!
+//! `SLUICE_TORTURE_STEPS` sets the schedule length (default 160), `SLUICE_TORTURE_SEED`
+//! the seed(s) (comma-separated; default a fixed list).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sluice::client::{Backoff, Client, ClientConfig, PendingWrite, ServerAddress};
+use sluice::query::Params;
+use sluice::store::{SqliteStore, Store, StoreOptions, TxnOutcome, WriteTxn};
+use sluice::value::Value;
+
+const TEAMS: [&str; 3] = ["T1", "T2", "T3"];
+const STATUSES: [&str; 3] = ["todo", "doing", "done"];
+const SUBSCRIPTIONS: [&str; 6] = [
+    "SELECT * FROM issues WHERE team_id = 'T1'",
+    "SELECT * FROM issues WHERE team_id = 'T2' AND status != 'done'",
+    "SELECT * FROM issues WHERE priority >= 3",
+    "SELECT * FROM issues WHERE team_id IN ('T2', 'T3') OR priority = 0",
+    "SELECT * FROM issues WHERE status = 'doing'",
+    "SELECT * FROM issues",
+];
+
+struct ServerProcess {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn db(&self) -> PathBuf {
+        self.dir.join("server.db")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("server.db.cert.pem")
+    }
+
+    fn spawn(dir: &Path, listen: &str) -> (Child, SocketAddr) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--schema"])
+            .arg(common::schema_dir())
+            .arg("--db")
+            .arg(dir.join("server.db"))
+            .args(["--listen", listen, "--no-auth"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sluice serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("serve line")
+            .parse()
+            .unwrap();
+        (child, addr)
+    }
+
+    fn start(dir: &Path) -> ServerProcess {
+        let (child, addr) = ServerProcess::spawn(dir, "127.0.0.1:0");
+        ServerProcess {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            addr,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            let (mut child, addr) = ServerProcess::spawn(&self.dir, &self.addr.to_string());
+            if addr == self.addr {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not restart the server on {}", self.addr);
+    }
+
+    /// Compacts the log while the server is down (keeps only the newest `keep` sync ids).
+    fn compact_offline(&mut self, keep: u64) {
+        self.kill();
+        let store = open_store(&self.db());
+        let head = store.head().0;
+        store
+            .compact(sluice::ids::SyncId(head.saturating_sub(keep)))
+            .unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn open_store(db: &Path) -> SqliteStore {
+    let schema = Arc::new(sluice::Schema::load_dir(&common::schema_dir()).unwrap());
+    SqliteStore::open(db, schema, StoreOptions::default()).unwrap()
+}
+
+struct Peer {
+    name: String,
+    db: PathBuf,
+    client: Option<Client>,
+    subs: Vec<&'static str>,
+    writes: Vec<PendingWrite>,
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+async fn open_client(db: &Path, server: &ServerProcess) -> Client {
+    let backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(150),
+        jitter: 0.3,
+    };
+    let address = ServerAddress::new(server.addr, server.ca());
+    Client::open(ClientConfig::new(db).server(address).backoff(backoff))
+        .await
+        .unwrap()
+}
+
+fn random_write(
+    rng: &mut StdRng,
+    client: &Client,
+    next_id: &mut u64,
+    trace: &mut Vec<String>,
+    name: &str,
+) -> PendingWrite {
+    let known: Vec<String> = client
+        .query("SELECT id FROM issues", &[])
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            if let Value::Text(s) = &r[0] {
+                Some(s.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let roll = rng.gen_range(0..10);
+    let tx = client.transaction();
+    let (tx, what) = if known.is_empty() || roll < 4 {
+        *next_id += 1;
+        let id = format!("i{next_id}");
+        let team = TEAMS[rng.gen_range(0..3)];
+        let tx = tx.insert(
+            "issues",
+            vec![
+                ("id", text(&id)),
+                ("team_id", text(team)),
+                ("number", Value::Integer(*next_id as i64)),
+                ("title", text("t")),
+                ("status", text(STATUSES[rng.gen_range(0..3)])),
+                ("priority", Value::Integer(rng.gen_range(0..5))),
+            ],
+        );
+        (tx, format!("insert {id} {team}"))
+    } else {
+        let id = known[rng.gen_range(0..known.len())].clone();
+        match roll {
+            4..=7 => {
+                let (col, v) = match rng.gen_range(0..3) {
+                    0 => ("status", text(STATUSES[rng.gen_range(0..3)])),
+                    1 => ("priority", Value::Integer(rng.gen_range(0..5))),
+                    _ => ("team_id", text(TEAMS[rng.gen_range(0..3)])),
+                };
+                let what = format!("update {id} {col}={v}");
+                (tx.update("issues", text(&id), vec![(col, v)]), what)
+            }
+            8 => {
+                // A precondition that usually fails: rejected, rolled back.
+                let what = format!("update {id} expecting priority 99");
+                let tx = tx
+                    .update("issues", text(&id), vec![("title", text("x"))])
+                    .expect("issues", text(&id), "priority", Value::Integer(99));
+                (tx, what)
+            }
+            _ => (tx.delete("issues", text(&id)), format!("delete {id}")),
+        }
+    };
+    trace.push(format!("{name}: {what}"));
+    tx.commit().unwrap()
+}
+
+async fn run_schedule(seed: u64, steps: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let mut trace: Vec<String> = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..3 {
+        let db = dir.path().join(format!("client{i}.db"));
+        let client = open_client(&db, &server).await;
+        let mut subs = Vec::new();
+        for _ in 0..2 {
+            let sql = SUBSCRIPTIONS[rng.gen_range(0..SUBSCRIPTIONS.len())];
+            if !subs.contains(&sql) {
+                client
+                    .subscribe(sql, Params::new())
+                    .unwrap()
+                    .ready()
+                    .await
+                    .unwrap();
+                subs.push(sql);
+            }
+        }
+        trace.push(format!("c{i} subscribes {subs:?}"));
+        peers.push(Peer {
+            name: format!("c{i}"),
+            db,
+            client: Some(client),
+            subs,
+            writes: Vec::new(),
+        });
+    }
+    let mut next_id = 0u64;
+    for _ in 0..steps {
+        let roll = rng.gen_range(0..100);
+        let p = rng.gen_range(0..peers.len());
+        match roll {
+            0..=69 => {
+                let peer = &mut peers[p];
+                if let Some(client) = &peer.client {
+                    let w = random_write(&mut rng, client, &mut next_id, &mut trace, &peer.name);
+                    peer.writes.push(w);
+                }
+            }
+            70..=79 => {
+                // Offline for a while (clean close), or a crash with the outbox pending.
+                let peer = &mut peers[p];
+                if let Some(client) = peer.client.take() {
+                    if rng.gen_bool(0.5) {
+                        trace.push(format!("{} goes offline", peer.name));
+                        client.close().await;
+                    } else {
+                        trace.push(format!("{} crashes", peer.name));
+                        drop(client);
+                    }
+                } else {
+                    trace.push(format!("{} comes back", peer.name));
+                    peer.client = Some(open_client(&peer.db, &server).await);
+                }
+            }
+            80..=84 => {
+                trace.push("server killed with SIGKILL and restarted".into());
+                server.restart();
+            }
+            85..=87 => {
+                trace.push("server killed, log compacted, restarted".into());
+                server.compact_offline(rng.gen_range(0..5));
+                server.restart();
+            }
+            _ => tokio::time::sleep(Duration::from_millis(rng.gen_range(1..20))).await,
+        }
+        if rng.gen_bool(0.3) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // Quiescence: everyone online, outboxes drained, views equal to the server's.
+    for peer in &mut peers {
+        if peer.client.is_none() {
+            peer.client = Some(open_client(&peer.db, &server).await);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut mismatch = None;
+        for peer in &peers {
+            let client = peer.client.as_ref().unwrap();
+            let mut expected: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for sql in &peer.subs {
+                expected.extend(common_rows(&server.db(), sql));
+            }
+            let mut actual: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for row in client.query("SELECT * FROM issues", &[]).unwrap() {
+                actual.insert(common::key_string(&row[0]), row);
+            }
+            if client.pending_writes() > 0 || actual != expected {
+                mismatch = Some((peer.name.clone(), client.pending_writes(), expected, actual));
+                break;
+            }
+        }
+        let Some((name, pending, expected, actual)) = mismatch else {
+            break;
+        };
+        if tokio::time::Instant::now() > deadline {
+            let tail: Vec<&String> = trace.iter().rev().take(40).collect();
+            panic!(
+                "seed {seed}: {name} did not converge ({pending} pending)\nexpected {expected:?}\n\
+                 actual   {actual:?}\nlast steps (newest first): {tail:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Durability and exactly-once: every transaction a client queued has one recorded
+    // outcome on the server; replaying it changes nothing; and the committed ones are
+    // exactly the sync ids there are (none was applied twice).
+    let mut queued = Vec::new();
+    for peer in &mut peers {
+        let client = peer.client.take().unwrap();
+        queued.push((client.client_id().unwrap(), peer.writes.len() as u64));
+        client.close().await;
+    }
+    server.kill();
+    let store = open_store(&server.db());
+    let head = store.head();
+    let mut committed = 0u64;
+    const PROBE: &str = "probe: only runs if the server never saw this transaction";
+    for (client_id, count) in &queued {
+        for seq in 1..=*count {
+            let probe = WriteTxn {
+                origin: Some((client_id.clone(), seq)),
+                mutations: vec![sluice::store::Mutation::Delete {
+                    table: "issues".into(),
+                    key: text(PROBE),
+                }],
+                preconditions: vec![],
+            };
+            match store.apply(vec![probe]).unwrap().pop().unwrap() {
+                TxnOutcome::Committed { sync_id, changes } => {
+                    assert!(changes.is_empty(), "seed {seed}: a replay applied changes");
+                    assert!(sync_id <= head, "seed {seed}: unknown sync id {sync_id}");
+                    committed += 1;
+                }
+                TxnOutcome::Rejected { message, .. } => assert!(
+                    !message.contains(PROBE),
+                    "seed {seed}: transaction {client_id}/{seq} never reached the server"
+                ),
+                other => panic!("seed {seed}: unexpected outcome {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        store.head(),
+        head,
+        "seed {seed}: a replay created a transaction"
+    );
+    assert_eq!(
+        committed, head.0,
+        "seed {seed}: commits and sync ids disagree"
+    );
+}
+
+fn common_rows(db: &Path, sql: &str) -> BTreeMap<String, Vec<Value>> {
+    common::expected_rows(db, sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_converge_and_lose_nothing_under_crashes() {
+    let steps: usize = std::env::var("SLUICE_TORTURE_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(160);
+    let seeds: Vec<u64> = std::env::var("SLUICE_TORTURE_SEED")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    for seed in seeds {
+        run_schedule(seed, steps).await;
+    }
+}
