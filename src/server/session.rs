@@ -684,3 +684,25 @@ async fn write_live(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    #[test]
+    fn large_fetch_answers_are_split_into_bounded_parts() {
+        let row = |i: i64| vec![Value::Integer(i), Value::Text("x".repeat(1000))];
+        let rows: Vec<_> = (0..1000).map(row).collect();
+        let (parts, last) = split_answer(rows.clone());
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for part in parts.iter().chain([&last]) {
+            let bytes: usize = part.iter().map(|r| row_bytes(r)).sum();
+            assert!(bytes <= FETCH_FRAME_BYTES);
+        }
+        let joined: Vec<_> = parts.into_iter().flatten().chain(last).collect();
+        assert_eq!(joined, rows, "every row once, in order");
+        let (parts, last) = split_answer(vec![row(1)]);
+        assert!(parts.is_empty() && last.len() == 1);
+    }
+}
