@@ -18,6 +18,7 @@
 //! ```
 
 mod connection;
+mod loader;
 mod sync;
 
 use std::collections::HashMap;
@@ -29,6 +30,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use connection::{
     ConnectOptions, Connection, ConnectionError, Event, Welcome, EVENT_QUEUE_CAPACITY,
+};
+pub use loader::{
+    FetchStats, LoaderConfig, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_PENDING_LOADS, DEFAULT_MAX_PINS,
 };
 pub use sync::{Backoff, COMMAND_QUEUE_CAPACITY};
 
@@ -59,6 +63,8 @@ pub enum ClientError {
     Invalid(String),
     #[error("fetch failed: {0}")]
     Fetch(String),
+    #[error("too many loads waiting (at most {limit})")]
+    TooManyLoads { limit: usize },
 }
 
 /// Where the server is.
@@ -93,6 +99,8 @@ pub struct ClientConfig {
     /// The app's schema; without it the schema is learnt from the server (and kept).
     pub schema: Option<Schema>,
     pub backoff: Backoff,
+    /// The batch loader: batch window, pin bound and TTL.
+    pub loader: LoaderConfig,
 }
 
 impl ClientConfig {
@@ -103,6 +111,7 @@ impl ClientConfig {
             token: None,
             schema: None,
             backoff: Backoff::default(),
+            loader: LoaderConfig::default(),
         }
     }
 
@@ -123,6 +132,11 @@ impl ClientConfig {
 
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    pub fn loader(mut self, loader: LoaderConfig) -> Self {
+        self.loader = loader;
         self
     }
 }
@@ -369,6 +383,8 @@ pub(crate) struct ClientShared {
     subs: Mutex<HashMap<SubId, watch::Sender<SubStatus>>>,
     writes: Mutex<HashMap<u64, oneshot::Sender<WriteOutcome>>>,
     last_error: Mutex<Option<String>>,
+    /// Batch-loader queues, pins and hydrations.
+    pub(crate) loader: Arc<loader::LoaderShared>,
 }
 
 impl ClientShared {
@@ -417,6 +433,7 @@ pub struct Client {
     shared: Arc<ClientShared>,
     commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
+    loader_task: tokio::task::JoinHandle<()>,
 }
 
 impl Client {
@@ -447,6 +464,7 @@ impl Client {
             let (tx, _) = oneshot::channel();
             waiters.insert(p.seq, tx);
         }
+        let loader = Arc::new(loader::LoaderShared::new(config.loader.clone(), &local)?);
         let shared = Arc::new(ClientShared {
             config,
             local: Mutex::new(local),
@@ -455,13 +473,20 @@ impl Client {
             subs: Mutex::new(statuses),
             writes: Mutex::new(waiters),
             last_error: Mutex::new(None),
+            loader,
         });
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
         let task = tokio::spawn(sync::run(shared.clone(), queue));
+        let loader_task = tokio::spawn(loader::run(
+            shared.loader.clone(),
+            Arc::downgrade(&shared),
+            commands.downgrade(),
+        ));
         Ok(Client {
             shared,
             commands,
             task,
+            loader_task,
         })
     }
 
@@ -617,23 +642,13 @@ impl Client {
         table: &str,
         keys: Vec<Value>,
     ) -> Result<Vec<Vec<Value>>, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        let command = Command::Fetch {
-            table: table.into(),
-            keys,
-            reply: tx,
-        };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await
-            .map_err(|_| ClientError::Closed)?
-            .map_err(ClientError::Fetch)
+        let answer = loader::fetch(&self.shared.loader, &self.commands, table, keys).await?;
+        Ok(answer.rows)
     }
 
     /// Stops syncing. The local store keeps everything, the outbox included.
     pub async fn close(self) {
+        self.loader_task.abort();
         drop(self.commands);
         let _ = self.task.await;
     }

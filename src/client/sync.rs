@@ -25,11 +25,22 @@ pub(crate) enum Command {
         keys: Vec<crate::value::Value>,
         reply: oneshot::Sender<FetchReply>,
     },
+    /// A request without an answer to wait for (pins); dropped while offline, since
+    /// whatever it concerns is re-sent on the next connection.
+    Send(ClientMessage),
     Rebind(std::net::UdpSocket, oneshot::Sender<std::io::Result<()>>),
 }
 
 /// A batch-loader fetch answer: rows, or why there are none.
-pub(crate) type FetchReply = Result<Vec<Vec<crate::value::Value>>, String>;
+pub(crate) type FetchReply = Result<FetchAnswer, String>;
+
+/// Rows fetched by key, consistent at `sync_id`, carrying `columns`.
+#[derive(Debug, Default)]
+pub(crate) struct FetchAnswer {
+    pub sync_id: SyncId,
+    pub rows: Vec<Vec<crate::value::Value>>,
+    pub columns: Vec<String>,
+}
 
 /// Snapshot rows buffered before they are staged in one local transaction.
 pub const STAGE_BATCH: usize = 1000;
@@ -110,7 +121,8 @@ struct Online<'a> {
     columns: HashMap<SubId, Vec<String>>,
     /// Highest live sync id held back while the resume group is staged.
     held_cut: SyncId,
-    fetches: HashMap<u64, oneshot::Sender<FetchReply>>,
+    /// Fetches waiting for their answer, with the rows of its leading parts.
+    fetches: HashMap<u64, (oneshot::Sender<FetchReply>, Vec<Vec<crate::value::Value>>)>,
     next_fetch: u64,
     /// Snapshot rows not yet written to the staging table (at most [`STAGE_BATCH`]).
     rows: Vec<(SubId, Option<SyncId>, String, RowEvent)>,
@@ -251,6 +263,7 @@ impl Online<'_> {
                 .await?;
         }
         self.update_state();
+        self.shared.loader.connected();
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -356,7 +369,7 @@ impl Online<'_> {
             Command::Fetch { table, keys, reply } => {
                 let request = self.next_fetch;
                 self.next_fetch += 1;
-                self.fetches.insert(request, reply);
+                self.fetches.insert(request, (reply, Vec::new()));
                 self.conn
                     .send(ClientMessage::Fetch {
                         request,
@@ -365,6 +378,7 @@ impl Online<'_> {
                     })
                     .await?;
             }
+            Command::Send(message) => self.conn.send(message).await?,
             Command::Rebind(socket, reply) => {
                 let _ = reply.send(self.conn.rebind(socket));
             }
@@ -395,7 +409,18 @@ impl Online<'_> {
                     self.try_join().await?;
                 }
             }
-            Event::Live(txn) => {
+            Event::Live(mut txn) => {
+                let pinned = super::loader::take_pin_events(&mut txn.events);
+                if !pinned.is_empty() {
+                    let applied =
+                        self.shared
+                            .loader
+                            .apply_live(self.shared, txn.sync_id, pinned)?;
+                    let source = Source::Server {
+                        sync_id: txn.sync_id,
+                    };
+                    self.shared.notify(source, applied);
+                }
                 let mut now: Vec<(SubId, String, RowEvent)> = Vec::new();
                 let group_staged = self.staged.values().any(|s| s.in_group);
                 for (sub, table, event) in txn.events {
@@ -473,15 +498,34 @@ impl Online<'_> {
                 self.shared.notify(source, applied);
                 self.shared.resolve_write(seq, outcome);
             }
-            ServerMessage::Fetched { request, rows, .. } => {
-                if let Some(reply) = self.fetches.remove(&request) {
-                    let _ = reply.send(Ok(rows));
+            ServerMessage::FetchedPart { request, rows } => {
+                if let Some((_, parts)) = self.fetches.get_mut(&request) {
+                    parts.extend(rows);
+                }
+            }
+            ServerMessage::Fetched {
+                request,
+                sync_id,
+                rows,
+                columns,
+            } => {
+                if let Some((reply, mut parts)) = self.fetches.remove(&request) {
+                    parts.extend(rows);
+                    let answer = FetchAnswer {
+                        sync_id,
+                        rows: parts,
+                        columns,
+                    };
+                    let _ = reply.send(Ok(answer));
                 }
             }
             ServerMessage::FetchFailed { request, message } => {
-                if let Some(reply) = self.fetches.remove(&request) {
+                if let Some((reply, _)) = self.fetches.remove(&request) {
                     let _ = reply.send(Err(message));
                 }
+            }
+            ServerMessage::Pinned { table, columns, .. } => {
+                self.shared.loader.learn_columns(&table, columns);
             }
             _ => {}
         }

@@ -25,6 +25,7 @@
 
 mod bootstrap;
 mod committer;
+mod pins;
 mod registry;
 mod session;
 
@@ -40,8 +41,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use committer::{MAX_WRITE_BATCH, WRITE_QUEUE_CAPACITY};
+pub use pins::{PinError, MAX_PINS_PER_SESSION};
 pub use session::{
-    close, CONTROL_QUEUE_CAPACITY, HANDSHAKE_TIMEOUT, MAX_FETCH_KEYS,
+    close, CONTROL_QUEUE_CAPACITY, FETCH_FRAME_BYTES, HANDSHAKE_TIMEOUT, MAX_FETCH_KEYS,
     MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
 };
 

@@ -12,6 +12,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::bootstrap;
 use super::committer::WriteRequest;
+use super::pins::Pins;
 use super::registry::SessionId;
 use super::{Shared, WriteContext};
 use crate::auth::{token::unix_now, Claims, Policy};
@@ -21,7 +22,7 @@ use crate::store::{TxnOutcome, WriteTxn};
 use crate::transport::{FrameReader, FrameWriter};
 use crate::wire::{
     ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame, ServerMessage,
-    SubId, WriteOutcome, PROTOCOL_VERSION,
+    SubId, WriteOutcome, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -33,6 +34,9 @@ pub const CONTROL_QUEUE_CAPACITY: usize = 256;
 pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1000;
 /// Keys one fetch may ask for.
 pub const MAX_FETCH_KEYS: usize = 1000;
+/// Row bytes (roughly, as encoded) per fetch answer frame; a larger answer is split
+/// into `FetchedPart` frames ending with `Fetched`.
+pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
 /// How long a client has to say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,6 +108,8 @@ struct Session {
     control: mpsc::Sender<ServerMessage>,
     live: mpsc::Sender<LiveItem>,
     subscriptions: HashMap<SubId, Subscription>,
+    /// Rows the client's batch loader keeps live.
+    pins: Pins,
 }
 
 /// Serves one incoming connection until it closes.
@@ -300,6 +306,7 @@ async fn run(
         control: control_tx,
         live: live_tx,
         subscriptions: HashMap::new(),
+        pins: Pins::default(),
     };
     loop {
         match reader.recv::<ClientFrame>().await {
@@ -356,6 +363,8 @@ impl Session {
                 table,
                 keys,
             } => self.fetch(request, table, keys),
+            ClientMessage::Pin { table, keys } => self.pin(table, keys, true).await,
+            ClientMessage::Unpin { table, keys } => self.pin(table, keys, false).await,
             ClientMessage::Hello { .. } => {
                 self.reply(ServerMessage::Error {
                     message: "Hello was already received".into(),
@@ -381,6 +390,12 @@ impl Session {
     ) {
         let span = info_span!("subscription", sub, %sql);
         let _enter = span.enter();
+        if sub == PIN_SUB {
+            let message = format!("subscription id {sub} is reserved for pinned rows");
+            return self
+                .reply(ServerMessage::SubscribeFailed { sub, message })
+                .await;
+        }
         if self.subscriptions.contains_key(&sub) {
             let message = format!("subscription {sub} already exists");
             return self
@@ -489,6 +504,27 @@ impl Session {
         );
     }
 
+    /// Adds keys to (or removes them from) the session's pinned key set of `table`.
+    async fn pin(&mut self, table: String, keys: Vec<crate::value::Value>, pin: bool) {
+        let changed = self
+            .pins
+            .change(&self.shared, &self.policy, self.id, &table, keys, pin);
+        let answer = match changed {
+            Ok(c) => ServerMessage::Pinned {
+                table: c.table,
+                columns: c.columns,
+                pinned: c.pinned,
+            },
+            Err(e) => {
+                debug!(error = %e, "pin refused");
+                ServerMessage::Error {
+                    message: format!("pin on `{table}` refused: {e}"),
+                }
+            }
+        };
+        self.reply(answer).await;
+    }
+
     fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
         let shared = self.shared.clone();
         let control = self.control.clone();
@@ -516,12 +552,21 @@ impl Session {
                                 .await
                             {
                                 Ok(Ok((sync_id, rows))) => match policy.fetched(&t, rows) {
-                                    Ok((rows, columns)) => ServerMessage::Fetched {
-                                        request,
-                                        sync_id,
-                                        rows,
-                                        columns,
-                                    },
+                                    Ok((rows, columns)) => {
+                                        let (parts, rows) = split_answer(rows);
+                                        for rows in parts {
+                                            let part = ServerMessage::FetchedPart { request, rows };
+                                            if control.send(part).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                        ServerMessage::Fetched {
+                                            request,
+                                            sync_id,
+                                            rows,
+                                            columns,
+                                        }
+                                    }
                                     Err(denied) => ServerMessage::FetchFailed {
                                         request,
                                         message: denied.to_string(),
@@ -550,11 +595,47 @@ impl Session {
         for sub in subs {
             self.unsubscribe(sub);
         }
+        self.pins.clear(&self.shared, self.id);
         self.shared.sessions.remove(&self.id);
         self.shared
             .authors
             .remove_if(&self.client_id, |_, session| *session == self.id);
     }
+}
+
+/// Splits a fetch answer into leading parts and a last part, each about
+/// [`FETCH_FRAME_BYTES`] of row data at most (a single larger row goes alone).
+fn split_answer(
+    rows: Vec<Vec<crate::value::Value>>,
+) -> (
+    Vec<Vec<Vec<crate::value::Value>>>,
+    Vec<Vec<crate::value::Value>>,
+) {
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size = row_bytes(&row);
+        if !current.is_empty() && bytes + size > FETCH_FRAME_BYTES {
+            parts.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(row);
+    }
+    (parts, current)
+}
+
+/// Roughly how many bytes a row takes encoded.
+fn row_bytes(row: &[crate::value::Value]) -> usize {
+    use crate::value::Value;
+    row.iter()
+        .map(|v| match v {
+            Value::Text(s) => s.len() + 5,
+            Value::Blob(b) => b.len() + 5,
+            _ => 9,
+        })
+        .sum()
 }
 
 async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<ServerMessage>) {
@@ -601,5 +682,27 @@ async fn write_live(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    #[test]
+    fn large_fetch_answers_are_split_into_bounded_parts() {
+        let row = |i: i64| vec![Value::Integer(i), Value::Text("x".repeat(1000))];
+        let rows: Vec<_> = (0..1000).map(row).collect();
+        let (parts, last) = split_answer(rows.clone());
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for part in parts.iter().chain([&last]) {
+            let bytes: usize = part.iter().map(|r| row_bytes(r)).sum();
+            assert!(bytes <= FETCH_FRAME_BYTES);
+        }
+        let joined: Vec<_> = parts.into_iter().flatten().chain(last).collect();
+        assert_eq!(joined, rows, "every row once, in order");
+        let (parts, last) = split_answer(vec![row(1)]);
+        assert!(parts.is_empty() && last.len() == 1);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Streams of a connection:
 //! - the **control** stream (bidirectional, opened by the client): `Hello` / `Welcome`,
-//!   then requests (`Subscribe`, `Unsubscribe`, `Write`, `Fetch`) and their answers;
+//!   then requests (`Subscribe`, `Unsubscribe`, `Write`, `Fetch`, `Pin`, `Unpin`) and
+//!   their answers;
 //! - the **live** stream (unidirectional, opened by the server after `Welcome`): one
 //!   [`LiveTxn`] per committed server transaction that touches the session;
 //! - one **bootstrap** stream per subscription (unidirectional, opened by the server):
@@ -23,6 +24,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A client-chosen id for one subscription within a session.
 pub type SubId = u64;
+
+/// Reserved subscription id: live events of the rows a session has pinned (the batch
+/// loader's key sets) arrive under it. A client may not subscribe with it.
+pub const PIN_SUB: SubId = SubId::MAX;
 
 /// Every frame a client sends, tagged with its protocol generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +74,18 @@ pub enum ClientMessage {
     /// Rows by primary key (the batch loader).
     Fetch {
         request: u64,
+        table: String,
+        keys: Vec<Value>,
+    },
+    /// Keep these rows live: the server adds the keys to the session's pinned key set of
+    /// `table`, and changes to those rows arrive on the live stream under [`PIN_SUB`].
+    /// Sent before the `Fetch` of the same keys, so no change between the two is missed.
+    Pin {
+        table: String,
+        keys: Vec<Value>,
+    },
+    /// Stop keeping these rows live.
+    Unpin {
         table: String,
         keys: Vec<Value>,
     },
@@ -120,9 +137,21 @@ pub enum ServerMessage {
         rows: Vec<Vec<Value>>,
         columns: Vec<String>,
     },
+    /// Leading part of a large fetch answer; the final `Fetched` of the same request
+    /// carries the rest (answers are split to keep frames small).
+    FetchedPart {
+        request: u64,
+        rows: Vec<Vec<Value>>,
+    },
     FetchFailed {
         request: u64,
         message: String,
+    },
+    /// The session's pinned key set of `table` changed; its live rows carry `columns`.
+    Pinned {
+        table: String,
+        columns: Vec<String>,
+        pinned: u64,
     },
     /// A request the server could not read or accept; the connection stays open.
     Error {
