@@ -36,8 +36,8 @@ pub struct Job {
 enum Produced {
     Frame(BootstrapFrame),
     Done(SyncId),
-    Compacted(SyncId),
-    Failed(String),
+    /// The subscription cannot be served; this answer says why.
+    Refused(ServerMessage),
 }
 
 pub async fn run(job: Job) {
@@ -88,8 +88,9 @@ pub async fn run(job: Job) {
     let shape = job.shape.clone();
     let resume_after = job.resume_after;
     let base = job.base.clone();
+    let sub = job.sub;
     let producer = tokio::task::spawn_blocking(move || {
-        produce(store, &shape, base.as_deref(), resume_after, tx)
+        produce(store, &shape, base.as_deref(), sub, resume_after, tx)
     });
     let mut sent: u64 = 0;
     let mut end = None;
@@ -110,25 +111,8 @@ pub async fn run(job: Job) {
                 }
             }
             Produced::Done(w) => end = Some(w),
-            Produced::Compacted(horizon) => {
-                let _ = job
-                    .control
-                    .send(ServerMessage::ResumeRefused {
-                        sub: job.sub,
-                        horizon,
-                    })
-                    .await;
-                let _ = writer.finish();
-                return;
-            }
-            Produced::Failed(message) => {
-                let _ = job
-                    .control
-                    .send(ServerMessage::SubscribeFailed {
-                        sub: job.sub,
-                        message,
-                    })
-                    .await;
+            Produced::Refused(answer) => {
+                let _ = job.control.send(answer).await;
                 let _ = writer.finish();
                 return;
             }
@@ -165,9 +149,12 @@ fn produce(
     store: Arc<dyn Store>,
     shape: &Shape,
     base: Option<&Pred>,
+    sub: SubId,
     resume_after: Option<SyncId>,
     tx: mpsc::Sender<Produced>,
 ) {
+    let failed =
+        |message: String| Produced::Refused(ServerMessage::SubscribeFailed { sub, message });
     let send = |item: Produced| -> ControlFlow<()> {
         match tx.blocking_send(item) {
             Ok(()) => ControlFlow::Continue(()),
@@ -189,7 +176,7 @@ fn produce(
                     let _ = send(Produced::Done(w));
                 }
                 Err(e) => {
-                    let _ = send(Produced::Failed(format!("snapshot failed: {e}")));
+                    let _ = send(failed(format!("snapshot failed: {e}")));
                 }
             }
         }
@@ -211,13 +198,16 @@ fn produce(
             };
             match store.read_log(after, &mut on_change) {
                 Ok(LogRead::Compacted { horizon }) => {
-                    let _ = send(Produced::Compacted(horizon));
+                    let _ = send(Produced::Refused(ServerMessage::ResumeRefused {
+                        sub,
+                        horizon,
+                    }));
                 }
                 Ok(_) => {
                     let _ = send(Produced::Done(w));
                 }
                 Err(e) => {
-                    let _ = send(Produced::Failed(format!("replay failed: {e}")));
+                    let _ = send(failed(format!("replay failed: {e}")));
                 }
             }
         }
