@@ -1008,3 +1008,27 @@ fn invalid_rules_fail_startup_with_file_and_position() {
     let m = err.to_string();
     assert!(m.contains("bad.rules:2:36") && m.contains("bogus"), "{m}");
 }
+
+#[tokio::test]
+async fn the_bound_read_rule_is_never_shown_to_the_client() {
+    let server = AuthServer::start().await;
+    let alice = &users()[0];
+    let mut client = server.user(alice).await;
+    client
+        .subscribe(1, "SELECT * FROM issues WHERE status = 'todo'", None)
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.conn.next_event())
+            .await
+            .expect("an answer in time")
+            .expect("connection open");
+        if let Event::Control(ServerMessage::Subscribed { shape, .. }) = &event {
+            assert!(shape.contains("status = 'todo'"), "{shape}");
+            assert!(!shape.contains("team_id"), "the rule leaked: {shape}");
+            assert!(!shape.contains("T1"), "a claim leaked: {shape}");
+            break;
+        }
+        client.handle(event);
+    }
+}

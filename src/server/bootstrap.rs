@@ -53,9 +53,22 @@ pub async fn run(job: Job) {
                 .unwrap_or(0),
         }
     };
+    // The client sees its own subscription normalized, never the read rule bound with
+    // its claims that the server ANDs into it.
+    let shown = match &job.base {
+        Some(base) => {
+            let own = Shape::new(
+                job.shape.table().clone(),
+                job.shape.projection().map(<[usize]>::to_vec),
+                (**base).clone(),
+            );
+            own.text().to_string()
+        }
+        None => job.shape.text().to_string(),
+    };
     let subscribed = ServerMessage::Subscribed {
         sub: job.sub,
-        shape: job.shape.text().to_string(),
+        shape: shown,
         columns: job
             .shape
             .column_names()
