@@ -21,13 +21,16 @@ use crate::query::{self, ShapeId};
 use crate::store::{TxnOutcome, WriteTxn};
 use crate::transport::{FrameReader, FrameWriter};
 use crate::wire::{
-    ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame, ServerMessage,
-    SubId, WriteOutcome, PIN_SUB, PROTOCOL_VERSION,
+    encode, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
+    ServerMessage, SubId, WriteOutcome, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
 /// cut off as lagging (it resumes from its last sync id).
 pub const SESSION_QUEUE_CAPACITY: usize = 1024;
+/// Most live frames, and bytes, gathered into one write of the live stream.
+pub const LIVE_BATCH_FRAMES: usize = 256;
+pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
 /// Control-stream answers waiting to be written to one session.
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
 /// Subscriptions one session may hold at once.
@@ -654,33 +657,50 @@ async fn write_live(
 ) {
     // Per subscription, the last sync id its bootstrap already covered.
     let mut seams: HashMap<SubId, SyncId> = HashMap::new();
-    while let Some(item) = queue.recv().await {
-        match item {
-            LiveItem::Seam { sub, through } => {
-                seams.insert(sub, through);
-                let joined = Live::Joined {
-                    sub,
-                    sync_id: through,
-                };
-                if writer.send(&LiveFrame::V1(joined)).await.is_err() {
-                    break;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(first) = queue.recv().await {
+        // Whatever else is already queued goes out in the same stream write: a burst of
+        // commits costs one write per session, not one per transaction.
+        let mut next = Some(first);
+        let mut batched = 0;
+        while let Some(item) = next.take() {
+            let frame = match item {
+                LiveItem::Seam { sub, through } => {
+                    seams.insert(sub, through);
+                    Some(Live::Joined {
+                        sub,
+                        sync_id: through,
+                    })
+                }
+                LiveItem::Forget { sub } => {
+                    seams.remove(&sub);
+                    None
+                }
+                LiveItem::Txn(mut txn) => {
+                    txn.events
+                        .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
+                    // An empty transaction still goes to its author, to confirm it in order.
+                    let authored = txn.origin.as_ref().is_some_and(|(c, _)| *c == client_id);
+                    (!txn.events.is_empty() || authored).then_some(Live::Txn(txn))
+                }
+            };
+            if let Some(frame) = frame {
+                if let Err(e) = encode(&LiveFrame::V1(frame), &mut buf) {
+                    warn!(error = %e, "live frame not encodable; closing the live stream");
+                    return;
                 }
             }
-            LiveItem::Forget { sub } => {
-                seams.remove(&sub);
+            batched += 1;
+            if batched < LIVE_BATCH_FRAMES && buf.len() < LIVE_BATCH_BYTES {
+                next = queue.try_recv().ok();
             }
-            LiveItem::Txn(mut txn) => {
-                txn.events
-                    .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
-                // An empty transaction still goes to its author, to confirm it in order.
-                let authored = txn.origin.as_ref().is_some_and(|(c, _)| *c == client_id);
-                if txn.events.is_empty() && !authored {
-                    continue;
-                }
-                if writer.send(&LiveFrame::V1(Live::Txn(txn))).await.is_err() {
-                    break;
-                }
+        }
+        if !buf.is_empty() {
+            if writer.stream().write_all(&buf).await.is_err() {
+                break;
             }
+            buf.clear();
+            buf.shrink_to(LIVE_BATCH_BYTES);
         }
     }
 }
