@@ -12,6 +12,7 @@ mod parse;
 mod pattern;
 mod pred;
 mod sql;
+mod tokens;
 
 pub use compile::{Param, ParamUse, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
 pub use dml::parse_writes;
