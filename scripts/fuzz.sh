@@ -5,7 +5,7 @@
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain the nightly-only
 # flags cargo-fuzz uses are unlocked with RUSTC_BOOTSTRAP=1. New inputs the fuzzer finds go
-# to fuzz/work/<target> (not committed); the committed seeds in fuzz/corpus/<target> are
+# to fuzz/scratch/<target> (not committed); the committed seeds in fuzz/corpus/<target> are
 # read but never written. A crash is saved under fuzz/artifacts/<target>/ and stops the
 # run with a non-zero exit: copy it into fuzz/corpus/<target>/ so that the `fuzz_corpus`
 # test replays it from then on.
@@ -23,9 +23,9 @@ fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build
 for target in "${targets[@]}"; do
-    mkdir -p "work/$target"
+    mkdir -p "scratch/$target"
     echo "== $target: ${seconds}s"
-    cargo fuzz run "$target" "work/$target" "corpus/$target" -- \
+    cargo fuzz run "$target" "scratch/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
         -print_final_stats=1
 done
