@@ -1,0 +1,81 @@
+//! Unit tests of the local store.
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::parse("t.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)").unwrap();
+    let store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
+    (dir, store)
+}
+
+fn row(id: &str, v: i64) -> RowEvent {
+    RowEvent::Update {
+        key: Value::Text(id.into()),
+        row: vec![Value::Text(id.into()), Value::Integer(v)],
+    }
+}
+
+#[test]
+fn an_older_snapshot_never_regresses_a_shared_row() {
+    let (_dir, mut store) = store();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let a = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    let b = store
+        .add_sub("SELECT * FROM t WHERE v > 0", &Params::new())
+        .unwrap();
+    store.describe_sub(a, "t", &cols).unwrap();
+    store.describe_sub(b, "t", &cols).unwrap();
+    store
+        .apply_live(SyncId(5), &[(a, "t".into(), row("x", 2))])
+        .unwrap();
+    // b's snapshot was taken at 3, before the change at 5 it never heard of.
+    store.stage(b, None, "t", &row("x", 1)).unwrap();
+    store
+        .join(&[(b, JoinKind::Bootstrap, SyncId(3))], SyncId(5))
+        .unwrap();
+    let key = Value::Text("x".into());
+    assert_eq!(store.row("t", &key).unwrap().unwrap()[1], Value::Integer(2));
+    // Coverage by b still counts: the row survives a's move-out.
+    let gone = RowEvent::Delete {
+        key: key.clone(),
+        reason: crate::wire::MoveOut::MovedOut,
+    };
+    store
+        .apply_live(SyncId(6), &[(a, "t".into(), gone)])
+        .unwrap();
+    assert!(store.is_covered("t", &key).unwrap());
+}
+
+#[test]
+fn rejected_transactions_roll_back_and_committed_ones_wait_for_the_cut() {
+    let (_dir, mut store) = store();
+    let insert = Mutation::Insert {
+        table: "t".into(),
+        values: vec![
+            ("id".into(), Value::Text("n".into())),
+            ("v".into(), Value::Integer(1)),
+        ],
+    };
+    let (seq, applied) = store.enqueue(vec![insert.clone()], vec![]).unwrap();
+    assert_eq!(applied.rows.len(), 1);
+    let key = Value::Text("n".into());
+    assert!(store.row("t", &key).unwrap().is_some(), "optimistic");
+    let rejected = WriteOutcome::Rejected {
+        code: crate::store::RejectCode::Invalid,
+        message: "no".into(),
+    };
+    store.resolve(seq, &rejected).unwrap();
+    assert!(store.row("t", &key).unwrap().is_none(), "rolled back");
+    let (seq, _) = store.enqueue(vec![insert], vec![]).unwrap();
+    store
+        .resolve(seq, &WriteOutcome::Committed { sync_id: SyncId(9) })
+        .unwrap();
+    assert_eq!(store.pending().len(), 1, "kept until the cut reaches 9");
+    store.apply_live(SyncId(9), &[]).unwrap();
+    assert!(store.pending().is_empty());
+    assert!(
+        store.row("t", &key).unwrap().is_none(),
+        "no subscription covers it"
+    );
+}
