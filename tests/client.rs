@@ -698,3 +698,26 @@ async fn schema_changes_keep_additive_tables_and_rebootstrap_broken_ones() {
     );
     v2.shutdown().await;
 }
+
+#[tokio::test]
+async fn subscription_status_moves_to_ready_at_the_snapshot_sync_id() {
+    let server = TestServer::start().await;
+    let rows: Vec<_> = (0..2500)
+        .map(|i| insert_issue(&format!("p{i:04}"), "T1", "todo", 1))
+        .collect();
+    let head = server.write(rows).await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    let sub = client.subscribe(OPEN_T1, Params::new()).unwrap();
+    assert!(matches!(
+        sub.status(),
+        sluice::client::SubStatus::Pending | sluice::client::SubStatus::Bootstrapping { .. }
+    ));
+    assert_eq!(sub.ready().await.unwrap(), head);
+    assert_eq!(
+        sub.status(),
+        sluice::client::SubStatus::Ready { sync_id: head }
+    );
+    let count = client.query("SELECT count(*) FROM issues", &[]).unwrap();
+    assert_eq!(count[0][0], Value::Integer(2500));
+}

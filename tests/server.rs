@@ -485,3 +485,44 @@ async fn acked_writes_survive_a_restart() {
     assert_eq!(rows.len(), 20);
     assert!(handle.local_addr().port() > 0);
 }
+
+#[tokio::test]
+async fn bootstrap_reports_its_estimate_and_progress() {
+    let server = TestServer::start().await;
+    let rows: Vec<_> = (0..2500)
+        .map(|i| insert_issue(&format!("p{i:04}"), "T1", "todo", 1))
+        .collect();
+    server.write(rows).await;
+    let mut client = server.client("c").await;
+    client.subscribe(1, OPEN_T1, None).await;
+    let (mut estimate, mut progress, mut rows_seen) = (None, Vec::new(), 0u64);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.conn.next_event())
+            .await
+            .expect("bootstrap in time")
+            .expect("connection open");
+        match &event {
+            sluice::client::Event::Control(sluice::wire::ServerMessage::Subscribed {
+                estimate: e,
+                ..
+            }) => estimate = Some(*e),
+            sluice::client::Event::Bootstrap(_, sluice::wire::BootstrapFrame::Row { .. }) => {
+                rows_seen += 1
+            }
+            sluice::client::Event::Bootstrap(
+                _,
+                sluice::wire::BootstrapFrame::Progress { sent },
+            ) => {
+                assert_eq!(*sent, rows_seen, "progress counts the rows sent before it");
+                progress.push(*sent)
+            }
+            sluice::client::Event::Bootstrap(_, sluice::wire::BootstrapFrame::End { .. }) => break,
+            _ => {}
+        }
+        client.handle(event);
+    }
+    assert_eq!(estimate, Some(2500));
+    assert_eq!(progress, vec![1000, 2000]);
+    assert_eq!(rows_seen, 2500);
+}
