@@ -265,17 +265,25 @@ async fn serve(
 async fn connect(addr: &str, ca: &Path, token: Option<String>) -> Result<Connection> {
     let addr = resolve(addr)?;
     let client_id = ClientId(format!("cli-{}-{}", std::process::id(), now_nanos()));
-    Connection::connect(ConnectOptions {
+    let connecting = Connection::connect(ConnectOptions {
         addr,
         ca,
         server_name: "localhost",
         client_id,
         token,
         schema_version: None,
-    })
-    .await
-    .map_err(|e| anyhow!("{e}"))
+    });
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected.map_err(|e| anyhow!("{e}")),
+        Err(_) => bail!(
+            "cannot reach a sluice server at {addr}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    }
 }
+
+/// How long `exec` and `sub` wait for the server to answer the handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn now_nanos() -> u128 {
     std::time::SystemTime::now()

@@ -247,3 +247,27 @@ fn acked_writes_survive_kill_9_of_the_server() {
     acked.sort();
     assert_eq!(keys, acked);
 }
+
+#[test]
+fn an_unreachable_server_is_one_line_and_non_zero() {
+    // A valid CA file, but nothing listens on the port.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let ca = {
+        let server = serve(&db);
+        server.ca.clone()
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = socket.local_addr().unwrap().to_string();
+    let out = sluice()
+        .args(["sub", "--connect", &silent, "--ca"])
+        .arg(&ca)
+        .arg("SELECT * FROM issues")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
