@@ -812,3 +812,55 @@ fn reopening_keeps_everything_and_refuses_another_schema() {
     let err = SqliteStore::open(":memory:", items_schema(), StoreOptions::default());
     assert!(matches!(err, Err(StoreError::InMemory)));
 }
+
+#[test]
+fn additive_schema_changes_migrate_in_place_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let v1 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL)";
+    let schema = Arc::new(Schema::parse("v1.sql", v1).unwrap());
+    {
+        let store = SqliteStore::open(&path, schema, StoreOptions::default()).unwrap();
+        let insert = Mutation::Insert {
+            table: "notes".into(),
+            values: vec![("id".into(), t("n1")), ("body".into(), t("hello"))],
+        };
+        let txn = WriteTxn {
+            origin: None,
+            mutations: vec![insert],
+            preconditions: vec![],
+        };
+        assert!(matches!(
+            store.apply(vec![txn]).unwrap()[0],
+            TxnOutcome::Committed { .. }
+        ));
+    }
+    // A nullable column, a defaulted NOT NULL column and a new table: migrated in place.
+    let v2 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL, pinned INTEGER, \
+              color TEXT NOT NULL DEFAULT 'grey'); CREATE TABLE tags (id TEXT PRIMARY KEY)";
+    let schema = Arc::new(Schema::parse("v2.sql", v2).unwrap());
+    let store = SqliteStore::open(&path, schema.clone(), StoreOptions::default()).unwrap();
+    let shape = compile(&schema, "SELECT * FROM notes", &Params::new()).unwrap();
+    let mut rows = Vec::new();
+    store
+        .snapshot(&shape, &mut |row| {
+            rows.push(row);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![t("n1"), t("hello"), Value::Null, t("grey")]]
+    );
+    drop(store);
+    // Retyping a column is not additive: refused, and the database is left as it was.
+    let v3 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body BLOB NOT NULL, pinned INTEGER, \
+              color TEXT NOT NULL DEFAULT 'grey'); CREATE TABLE tags (id TEXT PRIMARY KEY)";
+    let refused = SqliteStore::open(
+        &path,
+        Arc::new(Schema::parse("v3.sql", v3).unwrap()),
+        StoreOptions::default(),
+    );
+    assert!(matches!(refused, Err(StoreError::SchemaChanged { .. })));
+    assert!(SqliteStore::open(&path, schema, StoreOptions::default()).is_ok());
+}

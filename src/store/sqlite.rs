@@ -109,10 +109,19 @@ impl SqliteStore {
             .optional()?;
         match stored {
             Some(stored) if stored != version => {
-                return Err(StoreError::SchemaChanged {
-                    stored,
-                    current: schema.version(),
-                });
+                // Additive changes (new tables, new nullable or defaulted columns at the
+                // end) migrate in place; anything else needs a migration by hand.
+                if !migrate_additively(&tx, &schema)? {
+                    return Err(StoreError::SchemaChanged {
+                        stored,
+                        current: schema.version(),
+                    });
+                }
+                tx.execute(
+                    "UPDATE _sluice_meta SET schema_version = ?1 WHERE id = 0",
+                    [&version],
+                )?;
+                tracing::info!(%version, "schema migrated additively");
             }
             Some(_) => {}
             None => {
@@ -387,4 +396,70 @@ impl Store for SqliteStore {
             Ok(by_count.min(by_age.unwrap_or(horizon)))
         })
     }
+}
+
+/// Applies an additive schema change to the database: new tables are created later by
+/// the caller; tables that only gained columns at the end (nullable, or with a default)
+/// get `ALTER TABLE ADD COLUMN`. Returns false, changing nothing, when the change is not
+/// additive (a column removed, renamed, retyped or reordered, a table removed, a new
+/// NOT NULL column without default, a different primary key).
+fn migrate_additively(conn: &Connection, schema: &Schema) -> Result<bool, StoreError> {
+    let existing: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sluice%' \
+             AND name NOT LIKE 'sqlite_%'",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut alters = Vec::new();
+    for name in &existing {
+        let Some(table) = schema.table(name) else {
+            return Ok(false);
+        };
+        // (name, declared type, primary key position) of each existing column.
+        let columns: Vec<(String, String, i64)> = {
+            let mut stmt = conn.prepare(&format!(
+                "PRAGMA table_info({})",
+                crate::schema::quote_ident(name)
+            ))?;
+            let rows = stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(5)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if columns.len() > table.columns.len() {
+            return Ok(false);
+        }
+        for (i, (col, declared, pk)) in columns.iter().enumerate() {
+            let want = &table.columns[i];
+            let same = want.name.eq_ignore_ascii_case(col)
+                && want.declared_type.eq_ignore_ascii_case(declared)
+                && ((*pk > 0) == (i == table.pk));
+            if !same {
+                return Ok(false);
+            }
+        }
+        for added in &table.columns[columns.len()..] {
+            if added.not_null && added.default.is_none() {
+                return Ok(false);
+            }
+            let mut def = format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                crate::schema::quote_ident(&table.name),
+                crate::schema::quote_ident(&added.name),
+                added.declared_type
+            );
+            if let Some(d) = &added.default {
+                // ADD COLUMN takes a constant default, written without parentheses.
+                def.push_str(&format!(" DEFAULT {d}"));
+            }
+            if added.not_null {
+                def.push_str(" NOT NULL");
+            }
+            alters.push(def);
+        }
+    }
+    for alter in alters {
+        conn.execute_batch(&alter)?;
+    }
+    Ok(true)
 }
