@@ -1,7 +1,8 @@
 //! An issue tracker in the spirit of Linear, end to end: a sluice server on the example
 //! schema and two clients (Ada and Grace) on team T1. Both subscribe to their team's open
 //! issues; Ada goes offline, edits, and comes back; Grace sees her edits live; an edit
-//! guarded by a precondition is rejected and rolled back on Ada's side.
+//! guarded by a precondition is rejected and rolled back on Ada's side; opening an issue
+//! loads its comments lazily and their authors by id through the batch loader.
 //!
 //! Run with `cargo run --example issue_tracker`.
 
@@ -216,6 +217,77 @@ async fn main() -> Result<()> {
     .await?;
     println!("ada:   {}", board(&ada)?);
     println!("grace: {}", board(&grace)?);
+
+    println!("\n-- grace opens ISS-3: its comments load lazily, their authors by id --");
+    let mut seed = vec![
+        Mutation::Insert {
+            table: "users".into(),
+            values: vec![
+                ("id".into(), text("u-ada")),
+                ("name".into(), text("Ada")),
+                ("email".into(), text("ada@example.com")),
+            ],
+        },
+        Mutation::Insert {
+            table: "users".into(),
+            values: vec![
+                ("id".into(), text("u-grace")),
+                ("name".into(), text("Grace")),
+                ("email".into(), text("grace@example.com")),
+            ],
+        },
+    ];
+    for (i, author) in ["u-ada", "u-grace", "u-ada"].iter().enumerate() {
+        seed.push(Mutation::Insert {
+            table: "comments".into(),
+            values: vec![
+                ("id".into(), text(&format!("C-{i}"))),
+                ("issue_id".into(), text("ISS-3")),
+                ("team_id".into(), text("T1")),
+                ("author_id".into(), text(author)),
+                ("body".into(), text(&format!("comment {i}"))),
+            ],
+        });
+    }
+    server
+        .write(WriteTxn {
+            origin: None,
+            mutations: seed,
+            preconditions: vec![],
+        })
+        .await?;
+    let comments = Params::new().value("issue", text("ISS-3"));
+    grace
+        .hydrate(
+            "SELECT * FROM comments WHERE issue_id = :issue",
+            comments,
+            Duration::from_secs(60),
+        )
+        .await?;
+    let authors: Vec<Value> = grace
+        .query(
+            "SELECT author_id FROM comments WHERE issue_id = 'ISS-3' ORDER BY id",
+            &[],
+        )?
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    let users = grace.load_many("users", authors).await?;
+    for (i, user) in users.iter().enumerate() {
+        let name = user
+            .as_ref()
+            .map(|u| plain(&u[1]))
+            .unwrap_or_else(|| "(unknown)".into());
+        println!("grace: comment {i} by {name}");
+    }
+    let stats = grace.fetch_stats();
+    println!(
+        "grace: {} author loads -> {} fetch request(s) for {} distinct key(s)",
+        users.len(),
+        stats.requests,
+        stats.keys
+    );
+
     ada.close().await;
     grace.close().await;
     server.shutdown().await;
