@@ -251,7 +251,9 @@ async fn serve(
     }
     let server = builder.start().await?;
     // HOST as the user wrote it, with the real port (the one bound when 0 was asked).
-    let host = listen.rsplit_once(':').map_or(listen.as_str(), |(host, _)| host);
+    let host = listen
+        .rsplit_once(':')
+        .map_or(listen.as_str(), |(host, _)| host);
     println!("listening on {host}:{}", server.local_addr().port());
     if let Some(cert) = server.cert_path() {
         eprintln!("self-signed certificate written to {}", cert.display());
