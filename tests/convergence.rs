@@ -299,7 +299,8 @@ async fn run_schedule(seed: u64, steps: usize) {
             peer.client = Some(open_client(&peer.db, &server).await);
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // A client may hold a connection to a killed server until its 30 s idle timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let mut mismatch = None;
         for peer in &peers {

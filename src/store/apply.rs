@@ -112,11 +112,31 @@ pub(crate) fn apply_batch(
     })?;
     let mut head = start;
     let mut outcomes = Vec::with_capacity(txns.len());
+    // Per client, the highest sequence number with a recorded outcome: clients number
+    // their transactions in order, so a higher one is new and needs no lookup.
+    let mut newest: HashMap<String, Option<u64>> = HashMap::new();
     for (txn, guard) in txns {
         if let Some((client, seq)) = &txn.origin {
-            if let Some(previous) = stored_outcome(&tx, client, *seq)? {
-                outcomes.push(previous);
-                continue;
+            let recorded = match newest.get(&client.0) {
+                Some(n) => *n,
+                None => {
+                    let n = newest_seq(&tx, client)?;
+                    newest.insert(client.0.clone(), n);
+                    n
+                }
+            };
+            // Sequence numbers past i64::MAX are stored as negative integers, out of the
+            // max(); they always take the lookup.
+            let surely_new = *seq <= i64::MAX as u64 && recorded.is_none_or(|n| *seq > n);
+            if !surely_new {
+                if let Some(previous) = stored_outcome(&tx, client, *seq)? {
+                    outcomes.push(previous);
+                    continue;
+                }
+            }
+            if *seq <= i64::MAX as u64 {
+                let entry = newest.entry(client.0.clone()).or_insert(None);
+                *entry = Some(entry.map_or(*seq, |n| n.max(*seq)));
             }
         }
         let sync_id = head.next();
@@ -158,6 +178,16 @@ pub(crate) fn apply_batch(
     }
     tx.commit()?;
     Ok((outcomes, head))
+}
+
+/// The highest sequence number of `client` with a recorded outcome.
+fn newest_seq(conn: &Connection, client: &ClientId) -> Result<Option<u64>, StoreError> {
+    let n: Option<i64> = conn
+        .prepare_cached(
+            "SELECT max(seq) FROM _sluice_client_txns WHERE client_id = ?1 AND seq >= 0",
+        )?
+        .query_row([&client.0], |r| r.get(0))?;
+    Ok(n.map(|n| n as u64))
 }
 
 /// The recorded outcome of a client transaction, if it was seen before.
