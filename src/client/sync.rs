@@ -326,17 +326,21 @@ impl Online<'_> {
         Ok(())
     }
 
+    /// What the local store remembers of subscription `sub`.
+    fn sub_record(&self, sub: SubId) -> Result<Option<crate::store::SubRecord>, SyncError> {
+        Ok(self
+            .shared
+            .local()
+            .subs()?
+            .into_iter()
+            .find(|s| s.id == sub))
+    }
+
     async fn command(&mut self, command: Command) -> Result<(), SyncError> {
         match command {
             Command::Subscribe(sub) if self.active.contains(&sub) => {}
             Command::Subscribe(sub) => {
-                let record = self
-                    .shared
-                    .local()
-                    .subs()?
-                    .into_iter()
-                    .find(|s| s.id == sub);
-                if let Some(record) = record {
+                if let Some(record) = self.sub_record(sub)? {
                     self.start(sub, &record.sql, record.params, None, false)
                         .await?;
                     self.update_state();
@@ -477,13 +481,7 @@ impl Online<'_> {
             }
             ServerMessage::ResumeRefused { sub, .. } => {
                 // The log no longer reaches our cut: this subscription alone bootstraps.
-                let record = self
-                    .shared
-                    .local()
-                    .subs()?
-                    .into_iter()
-                    .find(|s| s.id == sub);
-                if let Some(record) = record {
+                if let Some(record) = self.sub_record(sub)? {
                     let in_group = self.staged.get(&sub).is_some_and(|s| s.in_group);
                     self.start(sub, &record.sql, record.params, None, in_group)
                         .await?;

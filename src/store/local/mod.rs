@@ -26,8 +26,8 @@ mod pins;
 mod rows;
 
 use rows::{
-    apply_event, covered, delete_shadow, local_ddl, read_one, refresh, refresh_targets, set_cut,
-    shadow, sub_columns, upsert_row,
+    apply_event, covered, local_ddl, read_one, refresh, refresh_targets, set_cut, settle, shadow,
+    sub_columns, upsert_row,
 };
 
 /// Prepared statements kept per local database connection.
@@ -416,10 +416,7 @@ impl LocalStore {
             let Some(t) = self.schema.table(&table).cloned() else {
                 continue;
             };
-            if !covered(&tx, &t.name, &key)? {
-                delete_shadow(&tx, &t, &key)?;
-            }
-            if refresh(&tx, &t, &key, &self.pending)? {
+            if settle(&tx, &t, &key, &self.pending)? {
                 applied.row(&t.name, key);
             }
         }
@@ -566,10 +563,7 @@ impl LocalStore {
                 let Some(t) = self.schema.table(&table).cloned() else {
                     continue;
                 };
-                if !covered(&tx, &t.name, &key)? {
-                    delete_shadow(&tx, &t, &key)?;
-                }
-                if refresh(&tx, &t, &key, &self.pending)? {
+                if settle(&tx, &t, &key, &self.pending)? {
                     applied.row(&t.name, key);
                 }
             }
@@ -608,10 +602,7 @@ impl LocalStore {
             let Some(t) = self.schema.table(&table).cloned() else {
                 continue;
             };
-            if !covered(&tx, &t.name, &key.0)? {
-                delete_shadow(&tx, &t, &key.0)?;
-            }
-            if refresh(&tx, &t, &key.0, &self.pending)? {
+            if settle(&tx, &t, &key.0, &self.pending)? {
                 applied.row(&t.name, key.0);
             }
         }

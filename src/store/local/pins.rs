@@ -63,10 +63,7 @@ impl LocalStore {
                 "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
                 params![t.name, key, PIN_HOLDER],
             )?;
-            if !covered(&tx, &t.name, key)? {
-                delete_shadow(&tx, &t, key)?;
-            }
-            if refresh(&tx, &t, key, &self.pending)? {
+            if settle(&tx, &t, key, &self.pending)? {
                 applied.row(&t.name, key.clone());
             }
         }

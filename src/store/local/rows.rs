@@ -308,3 +308,17 @@ pub(super) fn refresh_targets(
     }
     Ok(applied)
 }
+
+/// After coverage of a row changed: drops its server state when nothing covers it any
+/// more, then recomputes its visible row. Returns whether the visible row changed.
+pub(super) fn settle(
+    conn: &Connection,
+    table: &Table,
+    key: &Value,
+    pending: &[Pending],
+) -> Result<bool, StoreError> {
+    if !covered(conn, &table.name, key)? {
+        delete_shadow(conn, table, key)?;
+    }
+    refresh(conn, table, key, pending)
+}
