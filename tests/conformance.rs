@@ -1,5 +1,5 @@
 //! Conformance with SQLite's own sqllogictest suite: WHERE clauses and data taken from it
-//! (see `../shared/conformance/README.md` next to the repository).
+//! (kept in `tests/data/`, see `tests/data/README.md`).
 //!
 //! Every `clauses` entry must compile and select exactly SQLite's rows. Every `rejects` /
 //! `rejects_synthetic` entry must be refused with an error (never a panic) or, when
@@ -16,18 +16,11 @@ use sluice::{Params, Schema, Shape, Value};
 
 const DATA_FILE: &str = "sqllogictest-where.json";
 
-/// Where the data is looked for, in order: `$SLUICE_CONFORMANCE_DIR`, then
-/// `../shared/conformance` relative to the crate.
-fn candidates() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(dir) = std::env::var("SLUICE_CONFORMANCE_DIR") {
-        dirs.push(PathBuf::from(dir));
-    }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    dirs.push(manifest.join("../shared/conformance"));
-    // A worktree may sit one level deeper than the repository root.
-    dirs.push(manifest.join("../../shared/conformance"));
-    dirs.into_iter().map(|d| d.join(DATA_FILE)).collect()
+/// The corpus, kept in the repository (`tests/data/README.md` says where it comes from).
+fn data_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(DATA_FILE)
 }
 
 struct Suite {
@@ -38,17 +31,7 @@ struct Suite {
 }
 
 fn load() -> Suite {
-    let paths = candidates();
-    let Some(path) = paths.iter().find(|p| p.is_file()) else {
-        panic!(
-            "conformance data {DATA_FILE} not found; looked in: {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let path = data_path();
     let text = std::fs::read_to_string(path).expect("readable conformance file");
     let json: serde_json::Value = serde_json::from_str(&text).expect("conformance file is JSON");
     let ddl = json["ddl"].as_str().expect("ddl").to_string();
