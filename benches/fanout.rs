@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rusqlite::Connection as Sqlite;
 use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SyncId};
+use sluice::ids::{ClientId, SubId, SyncId};
 use sluice::query::Params;
 use sluice::schema::{quote_ident, Schema};
 use sluice::server::{Server, ServerHandle};
@@ -161,7 +161,7 @@ async fn sluice_setup(clients: usize) -> SluiceSetup {
         for join in joins {
             let (i, mut conn) = join.await.expect("join").expect("client connects");
             conn.send(ClientMessage::Subscribe {
-                sub: 1,
+                sub: SubId(1),
                 sql: SUBSCRIPTION.into(),
                 params: Params::new(),
                 resume_after: None,
@@ -377,7 +377,7 @@ async fn raw_commit_and_send(setup: &mut RawSetup, rows: usize) {
                 sync_id: SyncId(setup.next_row),
                 origin: None,
                 events: vec![(
-                    1,
+                    SubId(1),
                     "issues".into(),
                     RowEvent::Insert {
                         key: values[0].1.clone(),

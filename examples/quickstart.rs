@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::ClientId;
+use sluice::ids::{ClientId, SubId};
 use sluice::query::Params;
 use sluice::server::Server;
 use sluice::store::{Mutation, TxnOutcome, WriteTxn};
@@ -73,7 +73,7 @@ async fn main() -> Result<()> {
     println!("client subscribes: {sql}");
     client
         .send(ClientMessage::Subscribe {
-            sub: 1,
+            sub: SubId(1),
             sql: sql.into(),
             params: Params::new(),
             resume_after: None,

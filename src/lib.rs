@@ -9,7 +9,9 @@
 //!
 //! - [`value`]: SQLite values, storage-class order, affinity (pure).
 //! - [`schema`]: the application schema loaded from `CREATE TABLE` files (pure).
-//! - [`ids`]: sync ids and client ids shared by every layer.
+//! - [`vocab`]: the words every layer shares: ids, mutations, preconditions, reject codes,
+//!   outcomes, changes and row events (pure, below query, wire and store; [`ids`] is its
+//!   id module).
 //! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate (pure).
 //! - [`matcher`]: index of shapes: a row change -> the shapes it affects, sublinear (pure).
 //! - [`store`]: SQLite through rusqlite: data, change log, snapshots. The only IO on disk.
@@ -21,7 +23,6 @@
 
 pub mod auth;
 pub mod client;
-pub mod ids;
 pub mod matcher;
 pub mod query;
 pub mod schema;
@@ -29,7 +30,10 @@ pub mod server;
 pub mod store;
 pub mod transport;
 pub mod value;
+pub mod vocab;
 pub mod wire;
+
+pub use vocab::ids;
 
 pub use query::{compile, Params, Shape, ShapeId};
 pub use schema::{Schema, SchemaVersion};

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use sluice::auth::{Claims, JwtAuthenticator};
 use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SyncId};
+use sluice::ids::{ClientId, SubId, SyncId};
 use sluice::query::Params;
 use sluice::server::Server;
 use sluice::transport::TlsFiles;
@@ -368,7 +368,7 @@ async fn sub(
     follow: bool,
     sql: &str,
 ) -> Result<ExitCode> {
-    const SUB: u64 = 1;
+    const SUB: SubId = SubId(1);
     let mut conn = connect(addr, ca, token).await?;
     conn.send(ClientMessage::Subscribe {
         sub: SUB,
@@ -391,12 +391,7 @@ async fn sub(
             bail!("connection closed");
         };
         match event {
-            Event::Control(ServerMessage::Subscribed {
-                columns: c,
-                estimate,
-                ..
-            }) => {
-                columns = c;
+            Event::Control(ServerMessage::Subscribed { estimate, .. }) => {
                 progress.set_length(estimate);
             }
             Event::Control(ServerMessage::SubscribeFailed { message, .. }) => {
@@ -405,7 +400,17 @@ async fn sub(
             }
             Event::Control(ServerMessage::ResumeRefused { .. }) => bail!("resume refused"),
             Event::Control(_) => {}
-            Event::Bootstrap(_, BootstrapFrame::Begin { table: t, .. }) => table = t,
+            Event::Bootstrap(
+                _,
+                BootstrapFrame::Begin {
+                    table: t,
+                    columns: c,
+                    ..
+                },
+            ) => {
+                table = t;
+                columns = c;
+            }
             Event::Bootstrap(_, BootstrapFrame::Row { key, row }) => {
                 progress.inc(1);
                 let line = serde_json::json!({

@@ -15,9 +15,10 @@ use sluice::client::{
     Backoff, Client, ClientConfig, ClientError, ConnectionState, LoaderConfig, ServerAddress,
 };
 use sluice::query::Params;
-use sluice::server::{Server, ServerHandle, MAX_FETCH_KEYS};
+use sluice::server::{Server, ServerHandle};
 use sluice::store::Mutation;
 use sluice::value::Value;
+use sluice::wire::MAX_FETCH_KEYS;
 use sluice::wire::{ClientMessage, ServerMessage};
 
 fn fast_backoff() -> Backoff {

@@ -13,7 +13,7 @@ use common::*;
 use serde_json::json;
 use sluice::auth::{Claims, JwtAuthenticator};
 use sluice::client::{ConnectOptions, Connection, ConnectionError, Event};
-use sluice::ids::{ClientId, SyncId};
+use sluice::ids::{ClientId, SubId, SyncId};
 use sluice::query::Params;
 use sluice::server::{Server, ServerHandle};
 use sluice::store::{Mutation, RejectCode};
@@ -314,7 +314,7 @@ async fn drive(
 }
 
 /// A subscription every user has, to learn when all earlier transactions have arrived.
-const SENTINEL: u64 = 50;
+const SENTINEL: SubId = SubId(50);
 
 fn sentinel_user() -> Mutation {
     Mutation::Insert {
@@ -623,11 +623,11 @@ async fn hidden_columns_and_auth_params_are_refused() {
         )
         .await;
     client.subscribe(4, "SELECT * FROM users", None).await;
-    client.subs.insert(5, SubState::default());
+    client.subs.insert(SubId(5), SubState::default());
     client
         .conn
         .send(ClientMessage::Subscribe {
-            sub: 5,
+            sub: SubId(5),
             sql: "SELECT * FROM issues WHERE team_id IN :auth.teams".into(),
             params: Params::new().list("auth.teams", vec![text("T3"), text("T4")]),
             resume_after: None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use sluice::store::{Precondition, RejectCode};
-use sluice::wire::{MoveOut, RowEvent, WriteOutcome};
+use sluice::wire::{MoveOut, RowEvent, SubId, WriteOutcome};
 
 const OPEN_T1: &str = "SELECT * FROM issues WHERE team_id = 'T1' AND status != 'done'";
 
@@ -324,7 +324,7 @@ async fn a_stalled_client_is_cut_off_while_another_keeps_receiving() {
             token: None,
         },
         sluice::wire::ClientMessage::Subscribe {
-            sub: 1,
+            sub: SubId(1),
             sql: "SELECT * FROM issues".into(),
             params: sluice::query::Params::new(),
             resume_after: None,

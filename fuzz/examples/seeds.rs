@@ -12,7 +12,7 @@ use sluice::store::{Mutation, Precondition, RejectCode};
 use sluice::value::Value;
 use sluice::wire::{
     encode, BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, MoveOut,
-    RefuseCode, RowEvent, ServerFrame, ServerMessage, WriteOutcome, PROTOCOL_VERSION,
+    RefuseCode, RowEvent, ServerFrame, ServerMessage, SubId, WriteOutcome, PROTOCOL_VERSION,
 };
 
 fn text(s: &str) -> Value {
@@ -85,7 +85,7 @@ fn client_frames() -> Vec<ClientFrame> {
             table: "issues".into(),
             keys: vec![text("i1"), Value::Integer(7)],
         }),
-        client(ClientMessage::Unsubscribe { sub: 1 }),
+        client(ClientMessage::Unsubscribe { sub: SubId(1) }),
     ]
 }
 
@@ -103,7 +103,7 @@ fn server_frames() -> Vec<ServerFrame> {
             message: "no".into(),
         }),
         ServerFrame::V1(ServerMessage::Subscribed {
-            sub: 1,
+            sub: SubId(1),
             shape: "SELECT * FROM issues".into(),
             columns: vec!["id".into(), "title".into()],
             estimate: 3,
@@ -136,7 +136,7 @@ fn live_frames() -> Vec<LiveFrame> {
             origin: Some((ClientId("c".into()), 9)),
             events: vec![
                 (
-                    1,
+                    SubId(1),
                     "issues".into(),
                     RowEvent::Insert {
                         key: text("i1"),
@@ -144,7 +144,7 @@ fn live_frames() -> Vec<LiveFrame> {
                     },
                 ),
                 (
-                    2,
+                    SubId(2),
                     "issues".into(),
                     RowEvent::Delete {
                         key: text("i2"),
@@ -154,7 +154,7 @@ fn live_frames() -> Vec<LiveFrame> {
             ],
         })),
         LiveFrame::V1(Live::Joined {
-            sub: 1,
+            sub: SubId(1),
             sync_id: SyncId(5),
         }),
     ]
@@ -163,8 +163,9 @@ fn live_frames() -> Vec<LiveFrame> {
 fn bootstrap_frames() -> Vec<BootstrapFrame> {
     vec![
         BootstrapFrame::Begin {
-            sub: 1,
+            sub: SubId(1),
             table: "issues".into(),
+            columns: vec!["id".into(), "title".into()],
             estimate: 2,
         },
         BootstrapFrame::Row {

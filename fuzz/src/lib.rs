@@ -24,9 +24,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use sluice::ids::{ClientId, SyncId};
 use sluice::query::{self, Params, Shape, Truth};
 use sluice::schema::{quote_ident, Schema, Table};
-use sluice::server::MAX_FETCH_KEYS;
 use sluice::store::{LogRead, SqliteStore, Store, StoreOptions, Synchronous, TxnOutcome, WriteTxn};
 use sluice::value::{Affinity, Value};
+use sluice::wire::MAX_FETCH_KEYS;
 use sluice::wire::{
     encode_with_max, BootstrapFrame, ClientFrame, ClientMessage, FrameDecoder, FrameError,
     LiveFrame, ServerFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,

@@ -17,8 +17,9 @@ use crate::query::{
     Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
 };
 use crate::schema::{Schema, Table};
-use crate::store::{Mutation, WriteGuard};
+use crate::store::WriteGuard;
 use crate::value::Value;
+use crate::vocab::Mutation;
 
 /// An operation the caller may not do; the message says which and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

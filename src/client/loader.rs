@@ -27,6 +27,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::debug;
 
 mod api;
+mod task;
+
+pub(crate) use task::{fetch, run};
+use task::{send_unpins, unsubscribe};
 
 use super::sync::{Command, FetchAnswer};
 use super::{ClientError, ClientShared, Source};
@@ -43,7 +47,7 @@ pub const DEFAULT_MAX_PENDING_LOADS: usize = 100_000;
 /// Default bound on pinned rows.
 pub const DEFAULT_MAX_PINS: usize = 10_000;
 /// Keys per fetch request (the server's bound); larger batches are split.
-pub const MAX_KEYS_PER_FETCH: usize = crate::server::MAX_FETCH_KEYS;
+pub const MAX_KEYS_PER_FETCH: usize = crate::wire::MAX_FETCH_KEYS;
 /// Longest the loader's housekeeping sleeps between checks.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
@@ -514,7 +518,7 @@ impl LoaderShared {
         send_unpins(commands, release).await;
         for sub in expired_subs {
             if let Err(e) = unsubscribe(shared, commands, sub).await {
-                debug!(error = %e, sub, "unsubscribing an expired hydration");
+                debug!(error = %e, sub = sub.0, "unsubscribing an expired hydration");
             }
         }
     }
@@ -547,139 +551,6 @@ fn full_row(table: &Table, columns: Option<&[String]>, row: Row) -> Option<Row> 
         }
         _ if row.len() == table.columns.len() => Some(row),
         _ => None,
-    }
-}
-
-/// Sends one fetch and waits for its (reassembled) answer.
-pub(crate) async fn fetch(
-    loader: &LoaderShared,
-    commands: &mpsc::Sender<Command>,
-    table: &str,
-    keys: Vec<Value>,
-) -> Result<FetchAnswer, ClientError> {
-    let (tx, rx) = oneshot::channel();
-    loader.counters.requests.fetch_add(1, Ordering::Relaxed);
-    loader
-        .counters
-        .keys
-        .fetch_add(keys.len() as u64, Ordering::Relaxed);
-    let command = Command::Fetch {
-        table: table.into(),
-        keys,
-        reply: tx,
-    };
-    commands
-        .send(command)
-        .await
-        .map_err(|_| ClientError::Closed)?;
-    rx.await
-        .map_err(|_| ClientError::Fetch("connection lost".into()))?
-        .map_err(ClientError::Fetch)
-}
-
-/// Pins `keys` on the server, fetches them and applies the answer.
-async fn fetch_batch(
-    shared: Arc<ClientShared>,
-    commands: mpsc::Sender<Command>,
-    table: String,
-    keys: Vec<Value>,
-) {
-    let loader = &shared.loader;
-    let pin = ClientMessage::Pin {
-        table: table.clone(),
-        keys: keys.clone(),
-    };
-    if commands.send(Command::Send(pin)).await.is_err() {
-        loader.fail(&shared, &table, &keys, "the client is closed");
-        return;
-    }
-    let result = fetch(loader, &commands, &table, keys.clone()).await;
-    let schema_table = shared.local().schema().table(&table).cloned();
-    let outcome = match (result, schema_table) {
-        (Ok(answer), Some(t)) => loader
-            .apply_answer(&shared, &t, &keys, answer)
-            .map_err(|e| e.to_string()),
-        (Ok(_), None) => Err(format!("unknown table `{table}`")),
-        (Err(e), _) => Err(e.to_string()),
-    };
-    match outcome {
-        Ok(release) => send_unpins(&commands, release).await,
-        Err(message) => {
-            loader.fail(&shared, &table, &keys, &message);
-            let unpin = ClientMessage::Unpin { table, keys };
-            let _ = commands.send(Command::Send(unpin)).await;
-        }
-    }
-}
-
-async fn send_unpins(commands: &mpsc::Sender<Command>, release: Vec<(String, Value)>) {
-    let mut by_table: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (table, key) in release {
-        by_table.entry(table).or_default().push(key);
-    }
-    for (table, keys) in by_table {
-        let _ = commands
-            .send(Command::Send(ClientMessage::Unpin { table, keys }))
-            .await;
-    }
-}
-
-async fn unsubscribe(
-    shared: &ClientShared,
-    commands: &mpsc::Sender<Command>,
-    sub: SubId,
-) -> Result<(), ClientError> {
-    let applied = {
-        let mut local = shared.local();
-        local.set_sub_expiry(sub, None)?;
-        local.remove_sub(sub)?
-    };
-    shared.notify(Source::Unsubscribed { sub }, applied);
-    shared
-        .subs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&sub);
-    let _ = commands.send(Command::Unsubscribe(sub)).await;
-    Ok(())
-}
-
-/// The loader's background task: sends due batches, re-pins after each new connection,
-/// releases expired pins and hydrations. Ends when the client is gone.
-pub(crate) async fn run(
-    loader: Arc<LoaderShared>,
-    shared: Weak<ClientShared>,
-    commands: mpsc::WeakSender<Command>,
-) {
-    let mut connections = loader.connections.subscribe();
-    if *connections.borrow() > 0 {
-        // Connected before this task started watching.
-        connections.mark_changed();
-    }
-    loop {
-        let mut reconnected = false;
-        let deadline = loader.deadline();
-        tokio::select! {
-            _ = loader.wake.notified() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-            changed = connections.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                reconnected = true;
-            }
-        }
-        let (Some(shared), Some(commands)) = (shared.upgrade(), commands.upgrade()) else {
-            return;
-        };
-        let mut batches = loader.take_due();
-        if reconnected {
-            batches.extend(loader.pinned_batches());
-        }
-        for (table, keys) in batches {
-            tokio::spawn(fetch_batch(shared.clone(), commands.clone(), table, keys));
-        }
-        loader.housekeeping(&shared, &commands).await;
     }
 }
 
@@ -728,14 +599,14 @@ mod tests {
             reason: crate::wire::MoveOut::Deleted,
         };
         let mut events = vec![
-            (1, "a".to_string(), key(1)),
+            (SubId(1), "a".to_string(), key(1)),
             (PIN_SUB, "b".to_string(), key(2)),
-            (2, "a".to_string(), key(3)),
+            (SubId(2), "a".to_string(), key(3)),
         ];
         let pinned = take_pin_events(&mut events);
         assert_eq!(pinned, vec![("b".to_string(), key(2))]);
         assert_eq!(events.len(), 2);
-        assert_eq!(crate::store::PIN_HOLDER as SubId, PIN_SUB);
+        assert_eq!(crate::store::PIN_HOLDER, PIN_SUB);
     }
 
     #[test]

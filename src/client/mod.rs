@@ -39,8 +39,9 @@ pub use sync::{Backoff, COMMAND_QUEUE_CAPACITY};
 use crate::ids::{ClientId, SyncId};
 use crate::query::Params;
 use crate::schema::Schema;
-use crate::store::{LocalStore, Mutation, Precondition, RejectCode, StoreError};
+use crate::store::{LocalStore, StoreError};
 use crate::value::Value;
+use crate::vocab::{Mutation, Precondition, RejectCode};
 use crate::wire::{SubId, WriteOutcome};
 use sync::Command;
 

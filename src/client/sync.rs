@@ -118,7 +118,6 @@ struct Online<'a> {
     staged: HashMap<SubId, Staged>,
     /// Subscriptions sent on this connection.
     active: std::collections::HashSet<SubId>,
-    columns: HashMap<SubId, Vec<String>>,
     /// Highest live sync id held back while the resume group is staged.
     held_cut: SyncId,
     /// Fetches waiting for their answer, with the rows of its leading parts.
@@ -168,7 +167,6 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         conn,
                         staged: HashMap::new(),
                         active: Default::default(),
-                        columns: HashMap::new(),
                         held_cut: SyncId::ZERO,
                         fetches: HashMap::new(),
                         next_fetch: 1,
@@ -461,16 +459,10 @@ impl Online<'_> {
 
     async fn control(&mut self, message: ServerMessage) -> Result<(), SyncError> {
         match message {
-            ServerMessage::Subscribed {
-                sub,
-                columns,
-                estimate,
-                ..
-            } => {
+            ServerMessage::Subscribed { sub, estimate, .. } => {
                 if let Some(s) = self.staged.get_mut(&sub) {
                     s.estimate = estimate;
                 }
-                self.columns.insert(sub, columns);
             }
             ServerMessage::SubscribeFailed { sub, message } => {
                 self.staged.remove(&sub);
@@ -536,9 +528,11 @@ impl Online<'_> {
         };
         match frame {
             BootstrapFrame::Begin {
-                table, estimate, ..
+                table,
+                columns,
+                estimate,
+                ..
             } => {
-                let columns = self.columns.get(&sub).cloned().unwrap_or_default();
                 self.shared.local().describe_sub(sub, &table, &columns)?;
                 state.table = Some(table);
                 state.estimate = estimate.max(state.estimate);

@@ -11,8 +11,8 @@ use sqlparser::parser::Parser;
 
 use super::error::{Pos, QueryError, QueryErrorKind};
 use crate::schema::{Schema, Table};
-use crate::store::Mutation;
 use crate::value::Value;
+use crate::vocab::Mutation;
 
 /// Parses one transaction of write statements.
 pub fn parse_writes(schema: &Schema, sql: &str) -> Result<Vec<Mutation>, QueryError> {

@@ -66,15 +66,16 @@ pub async fn run(job: Job) {
         }
         None => job.shape.text().to_string(),
     };
+    let columns: Vec<String> = job
+        .shape
+        .column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     let subscribed = ServerMessage::Subscribed {
         sub: job.sub,
         shape: shown,
-        columns: job
-            .shape
-            .column_names()
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
+        columns: columns.clone(),
         estimate,
     };
     if job.control.send(subscribed).await.is_err() {
@@ -91,6 +92,7 @@ pub async fn run(job: Job) {
     let begin = BootstrapFrame::Begin {
         sub: job.sub,
         table: job.shape.table().name.clone(),
+        columns,
         estimate,
     };
     if writer.send(&begin).await.is_err() {

@@ -8,7 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::{Shared, WriteContext};
-use crate::store::{GuardedTxn, RejectCode, TxnOutcome, WriteGuard, WriteTxn};
+use crate::store::{GuardedTxn, WriteGuard};
+use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 use crate::wire::LiveTxn;
 
 /// Transactions waiting for the writer, across all sessions.
@@ -25,10 +26,22 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<TxnOutcome>,
 }
 
-/// Runs until every sender is dropped.
+/// Runs until every sender is dropped, or until the server shuts down: then the queue
+/// is closed to new requests and what it already holds is committed (and answered)
+/// before the committer returns.
 pub async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_WRITE_BATCH);
-    while let Some(first) = queue.recv().await {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let first = tokio::select! {
+            biased;
+            request = queue.recv() => request,
+            _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                queue.close();
+                queue.recv().await
+            }
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         while batch.len() < MAX_WRITE_BATCH {
             match queue.try_recv() {

@@ -44,15 +44,15 @@ pub use committer::{MAX_WRITE_BATCH, WRITE_QUEUE_CAPACITY};
 pub use pins::{PinError, MAX_PINS_PER_SESSION};
 pub use session::{
     close, CONTROL_QUEUE_CAPACITY, FETCH_FRAME_BYTES, HANDSHAKE_TIMEOUT, LIVE_BATCH_BYTES,
-    LIVE_BATCH_FRAMES, MAX_FETCH_KEYS, MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
+    LIVE_BATCH_FRAMES, MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
 };
 
 use crate::auth::{Claims, Rules, RulesError};
-use crate::ids::ClientId;
 use crate::schema::{Schema, SchemaError};
-use crate::store::{SqliteStore, Store, StoreError, StoreOptions, TxnOutcome, WriteTxn};
+use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 use crate::transport::{self, TlsFiles, TransportError, TransportLimits};
-use registry::{Registry, SessionId};
+use crate::vocab::{ClientId, SessionId, TxnOutcome, WriteTxn};
+use registry::Registry;
 use session::SessionHandle;
 
 /// Who is writing, as the write hook sees it.
@@ -142,7 +142,14 @@ pub(crate) struct Shared {
     pub rules: Option<Arc<Rules>>,
     /// The user (`sub`) of each authenticated session, to close a user's sessions.
     pub users: DashMap<SessionId, (Option<String>, quinn::Connection)>,
+    /// Set once when the server starts shutting down: sessions stop reading requests and
+    /// answer what is in flight, the committer drains its queue and stops.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long [`ServerHandle::shutdown`] waits for sessions to answer their in-flight
+/// requests, and then for the committer to drain its queue, before it stops them anyway.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Configures a server; [`ServerBuilder::start`] opens the database and the endpoint.
 pub struct ServerBuilder {
@@ -285,10 +292,17 @@ impl ServerBuilder {
             authenticator: self.authenticator,
             rules,
             users: DashMap::new(),
+            shutdown: tokio::sync::watch::channel(false).0,
         });
         let committer = tokio::spawn(committer::run(shared.clone(), write_queue));
         let (stop_tx, stop_rx) = oneshot::channel();
-        let acceptor = tokio::spawn(accept_loop(shared.clone(), endpoint.clone(), stop_rx));
+        let (sessions_tx, sessions_done) = mpsc::channel(1);
+        let acceptor = tokio::spawn(accept_loop(
+            shared.clone(),
+            endpoint.clone(),
+            stop_rx,
+            sessions_tx,
+        ));
         let compactor = tokio::spawn(compact_loop(shared.clone(), self.retention));
         info!(%local_addr, "sluice server listening");
         Ok(ServerHandle {
@@ -297,7 +311,9 @@ impl ServerBuilder {
             shared,
             endpoint,
             stop: Some(stop_tx),
-            tasks: vec![acceptor, compactor],
+            acceptor: Some(acceptor),
+            compactor,
+            sessions_done,
             committer: Some(committer),
         })
     }
@@ -310,7 +326,11 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     stop: Option<oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acceptor: Option<tokio::task::JoinHandle<()>>,
+    compactor: tokio::task::JoinHandle<()>,
+    /// Every session task holds a sender of this channel: `recv` returns `None` once all
+    /// of them (and the acceptor, which hands them out) have ended.
+    sessions_done: mpsc::Receiver<()>,
     committer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -387,21 +407,40 @@ impl ServerHandle {
         self.shutdown().await;
     }
 
-    /// Stops accepting, closes every connection, and waits for pending commits.
+    /// Shuts down and drains: stops accepting connections; every session stops reading
+    /// requests, waits for the answers to the writes it already queued (committed or
+    /// rejected, never dropped) and sends them; the committer commits what is queued and
+    /// stops; then every connection is closed with the `SHUTDOWN` code. Each wait is
+    /// bounded by [`SHUTDOWN_DRAIN`]: a peer that does not read cannot hold the shutdown.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.await;
+        }
+        self.compactor.abort();
+        self.shared.shutdown.send_replace(true);
+        if tokio::time::timeout(SHUTDOWN_DRAIN, self.sessions_done.recv())
+            .await
+            .is_err()
+        {
+            warn!("sessions did not drain in time; closing them");
+        }
+        if let Some(committer) = self.committer.take() {
+            let abort = committer.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_DRAIN, committer)
+                .await
+                .is_err()
+            {
+                warn!("the committer did not drain in time; stopping it");
+                abort.abort();
+            }
+        }
         self.endpoint
             .close(close::SHUTDOWN, b"server shutting down");
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.shared.sessions.clear();
-        if let Some(committer) = self.committer.take() {
-            committer.abort();
-        }
         info!("sluice server stopped");
     }
 }
@@ -410,6 +449,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     mut stop: oneshot::Receiver<()>,
+    sessions: mpsc::Sender<()>,
 ) {
     let next_id = AtomicU64::new(1);
     loop {
@@ -417,8 +457,13 @@ async fn accept_loop(
             _ = &mut stop => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(session::serve(shared.clone(), id, incoming));
+                let id = SessionId(next_id.fetch_add(1, Ordering::Relaxed));
+                let alive = sessions.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    session::serve(shared, id, incoming).await;
+                    drop(alive);
+                });
             }
         }
     }

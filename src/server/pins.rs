@@ -9,13 +9,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::registry::SessionId;
 use super::Shared;
 use crate::auth::Policy;
 use crate::query::{Params, ShapeId};
 use crate::schema::quote_ident;
 use crate::store::KeyOrd;
 use crate::value::Value;
+use crate::vocab::SessionId;
 use crate::wire::PIN_SUB;
 
 /// Rows one session may keep pinned at once (over all tables).

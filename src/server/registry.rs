@@ -7,11 +7,7 @@ use std::sync::Arc;
 
 use crate::matcher::{Effect, Matcher, MoveOutReason, ShapeMatch};
 use crate::query::{Pred, Shape, ShapeId};
-use crate::store::{Change, ChangeKind};
-use crate::wire::{MoveOut, RowEvent, SubId};
-
-/// A session's number within this server process.
-pub type SessionId = u64;
+use crate::vocab::{Change, ChangeKind, MoveOut, RowEvent, SessionId, SubId};
 
 /// The matcher and the subscribers of every registered shape.
 #[derive(Default)]

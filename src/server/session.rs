@@ -10,19 +10,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+mod fetch;
+mod handshake;
+
 use super::bootstrap;
 use super::committer::WriteRequest;
 use super::pins::Pins;
-use super::registry::SessionId;
 use super::{Shared, WriteContext};
 use crate::auth::{token::unix_now, Claims, Policy};
-use crate::ids::{ClientId, SyncId};
 use crate::query::{self, ShapeId};
-use crate::store::{TxnOutcome, WriteTxn};
 use crate::transport::{FrameReader, FrameWriter};
+use crate::vocab::{ClientId, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
     encode, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
-    ServerMessage, SubId, WriteOutcome, PIN_SUB, PROTOCOL_VERSION,
+    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -35,8 +36,6 @@ pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
 /// Subscriptions one session may hold at once.
 pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1000;
-/// Keys one fetch may ask for.
-pub const MAX_FETCH_KEYS: usize = 1000;
 /// Row bytes (roughly, as encoded) per fetch answer frame; a larger answer is split
 /// into `FetchedPart` frames ending with `Fetched`.
 pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
@@ -124,9 +123,9 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
             return;
         }
     };
-    let span = info_span!("session", id, remote = %connection.remote_address());
+    let span = info_span!("session", id = id.0, remote = %connection.remote_address());
     async move {
-        match handshake(&shared, &connection).await {
+        match handshake::handshake(&shared, &connection).await {
             Ok((client_id, claims, writer, reader)) => {
                 info!(client = %client_id, user = claims.sub.as_deref(), "session started");
                 let policy = Arc::new(match &shared.rules {
@@ -166,106 +165,6 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
     }
     .instrument(span)
     .await
-}
-
-async fn handshake(
-    shared: &Shared,
-    connection: &quinn::Connection,
-) -> Result<(ClientId, Claims, FrameWriter, FrameReader), String> {
-    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
-        .await
-        .map_err(|_| "no control stream in time".to_string())?
-        .map_err(|e| e.to_string())?;
-    let mut writer = FrameWriter::new(send);
-    let mut reader = FrameReader::new(recv);
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<ClientFrame>())
-        .await
-        .map_err(|_| "no hello in time".to_string())?;
-    let refuse = |code: RefuseCode, message: String| {
-        ServerFrame::V1(ServerMessage::Refused { code, message })
-    };
-    let (protocol, schema_version, client_id, token) = match hello {
-        Ok(Some(ClientFrame::V1(ClientMessage::Hello {
-            protocol,
-            schema_version,
-            client_id,
-            token,
-        }))) => (protocol, schema_version, client_id, token),
-        other => {
-            let message = match other {
-                Err(e) => format!("malformed hello: {e}"),
-                _ => "the first frame must be Hello".to_string(),
-            };
-            let _ = writer
-                .send(&refuse(RefuseCode::Malformed, message.clone()))
-                .await;
-            connection.close(close::PROTOCOL_ERROR, message.as_bytes());
-            return Err(message);
-        }
-    };
-    let mut claims = Claims::default();
-    let refusal = if protocol < PROTOCOL_VERSION {
-        Some((
-            RefuseCode::ClientTooOld,
-            format!(
-                "client speaks protocol {protocol}, server speaks {PROTOCOL_VERSION}: the client \
-                 must upgrade"
-            ),
-        ))
-    } else if protocol > PROTOCOL_VERSION {
-        Some((
-            RefuseCode::ClientTooNew,
-            format!(
-                "client speaks protocol {protocol}, server speaks {PROTOCOL_VERSION}: the server \
-                 must upgrade"
-            ),
-        ))
-    } else if schema_version.is_some_and(|v| v != shared.schema.version().0) {
-        Some((
-            RefuseCode::SchemaMismatch,
-            format!(
-                "client schema {:016x} differs from server schema {}",
-                schema_version.unwrap_or_default(),
-                shared.schema.version()
-            ),
-        ))
-    } else {
-        match shared.authenticator.authenticate(token.as_deref()) {
-            Ok(verified) => {
-                claims = verified;
-                None
-            }
-            Err(message) => Some((RefuseCode::Unauthenticated, message)),
-        }
-    };
-    if let Some((code, message)) = refusal {
-        let _ = writer.send(&refuse(code, message.clone())).await;
-        let _ = writer.finish();
-        // Give the refusal time to arrive: the client closes once it has read it.
-        let _ = tokio::time::timeout(REFUSAL_GRACE, connection.closed()).await;
-        connection.close(close::REFUSED, message.as_bytes());
-        return Err(message);
-    }
-    let (head, horizon) = (shared.store.head(), shared.store.horizon());
-    let schema_sql: Vec<String> = shared.schema.tables().map(|t| t.create_sql()).collect();
-    let welcome = ServerMessage::Welcome {
-        protocol: PROTOCOL_VERSION,
-        schema_version: shared.schema.version().0,
-        schema_sql: schema_sql.join(";\n"),
-        head,
-        horizon,
-    };
-    writer
-        .send(&ServerFrame::V1(welcome))
-        .await
-        .map_err(|e| e.to_string())?;
-    // Client ids are chosen by clients; scoped by the verified user, one user cannot claim
-    // another's transaction sequence numbers (idempotency keys) or confirmations.
-    let client_id = match &claims.sub {
-        Some(user) => ClientId(format!("{user}/{}", client_id.0)),
-        None => client_id,
-    };
-    Ok((client_id, claims, writer, reader))
 }
 
 async fn run(
@@ -311,8 +210,18 @@ async fn run(
         subscriptions: HashMap::new(),
         pins: Pins::default(),
     };
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut stopping = false;
     loop {
-        match reader.recv::<ClientFrame>().await {
+        let frame = tokio::select! {
+            biased;
+            _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                stopping = true;
+                break;
+            }
+            frame = reader.recv::<ClientFrame>() => frame,
+        };
+        match frame {
             Ok(Some(ClientFrame::V1(message))) => session.handle(message).await,
             Ok(None) => break,
             Err(e) => {
@@ -325,8 +234,12 @@ async fn run(
     }
     session.close();
     drop(session);
+    // The control task ends once every in-flight write has its answer sent.
     let _ = control_task.await;
     live_task.abort();
+    if stopping {
+        connection.close(close::SHUTDOWN, b"server shutting down");
+    }
 }
 
 impl Session {
@@ -391,7 +304,7 @@ impl Session {
         params: query::Params,
         resume_after: Option<SyncId>,
     ) {
-        let span = info_span!("subscription", sub, %sql);
+        let span = info_span!("subscription", sub = sub.0, %sql);
         let _enter = span.enter();
         if sub == PIN_SUB {
             let message = format!("subscription id {sub} is reserved for pinned rows");
@@ -528,71 +441,6 @@ impl Session {
         self.reply(answer).await;
     }
 
-    fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
-        let shared = self.shared.clone();
-        let control = self.control.clone();
-        let policy = self.policy.clone();
-        tokio::spawn(
-            async move {
-                let answer = if keys.len() > MAX_FETCH_KEYS {
-                    ServerMessage::FetchFailed {
-                        request,
-                        message: format!(
-                            "{} keys asked; at most {MAX_FETCH_KEYS} per fetch",
-                            keys.len()
-                        ),
-                    }
-                } else {
-                    match shared.schema.table(&table).cloned() {
-                        None => ServerMessage::FetchFailed {
-                            request,
-                            message: format!("unknown table `{table}`"),
-                        },
-                        Some(t) => {
-                            let store = shared.store.clone();
-                            let name = t.name.clone();
-                            match tokio::task::spawn_blocking(move || store.fetch(&name, &keys))
-                                .await
-                            {
-                                Ok(Ok((sync_id, rows))) => match policy.fetched(&t, rows) {
-                                    Ok((rows, columns)) => {
-                                        let (parts, rows) = split_answer(rows);
-                                        for rows in parts {
-                                            let part = ServerMessage::FetchedPart { request, rows };
-                                            if control.send(part).await.is_err() {
-                                                return;
-                                            }
-                                        }
-                                        ServerMessage::Fetched {
-                                            request,
-                                            sync_id,
-                                            rows,
-                                            columns,
-                                        }
-                                    }
-                                    Err(denied) => ServerMessage::FetchFailed {
-                                        request,
-                                        message: denied.to_string(),
-                                    },
-                                },
-                                Ok(Err(e)) => ServerMessage::FetchFailed {
-                                    request,
-                                    message: e.to_string(),
-                                },
-                                Err(e) => ServerMessage::FetchFailed {
-                                    request,
-                                    message: e.to_string(),
-                                },
-                            }
-                        }
-                    }
-                };
-                let _ = control.send(answer).await;
-            }
-            .in_current_span(),
-        );
-    }
-
     fn close(&mut self) {
         let subs: Vec<SubId> = self.subscriptions.keys().copied().collect();
         for sub in subs {
@@ -606,48 +454,17 @@ impl Session {
     }
 }
 
-/// Splits a fetch answer into leading parts and a last part, each about
-/// [`FETCH_FRAME_BYTES`] of row data at most (a single larger row goes alone).
-fn split_answer(
-    rows: Vec<Vec<crate::value::Value>>,
-) -> (
-    Vec<Vec<Vec<crate::value::Value>>>,
-    Vec<Vec<crate::value::Value>>,
-) {
-    let mut parts = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for row in rows {
-        let size = row_bytes(&row);
-        if !current.is_empty() && bytes + size > FETCH_FRAME_BYTES {
-            parts.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(row);
-    }
-    (parts, current)
-}
-
-/// Roughly how many bytes a row takes encoded.
-fn row_bytes(row: &[crate::value::Value]) -> usize {
-    use crate::value::Value;
-    row.iter()
-        .map(|v| match v {
-            Value::Text(s) => s.len() + 5,
-            Value::Blob(b) => b.len() + 5,
-            _ => 9,
-        })
-        .sum()
-}
-
 async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<ServerMessage>) {
     while let Some(message) = queue.recv().await {
         if writer.send(&ServerFrame::V1(message)).await.is_err() {
-            break;
+            return;
         }
     }
-    let _ = writer.finish();
+    // Wait (briefly) until the client has every answer, so that closing the connection
+    // right after cannot discard them.
+    if writer.finish().is_ok() {
+        let _ = tokio::time::timeout(super::SHUTDOWN_DRAIN, writer.stream().stopped()).await;
+    }
 }
 
 async fn write_live(
@@ -702,27 +519,5 @@ async fn write_live(
             buf.clear();
             buf.shrink_to(LIVE_BATCH_BYTES);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::value::Value;
-
-    #[test]
-    fn large_fetch_answers_are_split_into_bounded_parts() {
-        let row = |i: i64| vec![Value::Integer(i), Value::Text("x".repeat(1000))];
-        let rows: Vec<_> = (0..1000).map(row).collect();
-        let (parts, last) = split_answer(rows.clone());
-        assert!(parts.len() >= 3, "{} parts", parts.len());
-        for part in parts.iter().chain([&last]) {
-            let bytes: usize = part.iter().map(|r| row_bytes(r)).sum();
-            assert!(bytes <= FETCH_FRAME_BYTES);
-        }
-        let joined: Vec<_> = parts.into_iter().flatten().chain(last).collect();
-        assert_eq!(joined, rows, "every row once, in order");
-        let (parts, last) = split_answer(vec![row(1)]);
-        assert!(parts.is_empty() && last.len() == 1);
     }
 }

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::convert::{encode_image, read_row};
-use super::types::{
-    Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
-};
 use super::{GuardedTxn, StoreError, WriteGuard};
 use crate::schema::{quote_ident, Column, Schema, Table};
 use crate::value::{parse_numeric_text, Affinity, Value};
+use crate::vocab::{
+    Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
+};
 
 /// Why one transaction stopped: rejected (its savepoint is rolled back, the batch goes
 /// on) or a database failure (the whole batch is rolled back).
@@ -323,7 +323,7 @@ fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreE
         seq,
         change.table,
         change.key,
-        change.kind.code(),
+        super::types::kind_code(change.kind),
         old,
         new,
         client,

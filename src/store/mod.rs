@@ -36,9 +36,10 @@ pub use local::{
 };
 pub use options::{StoreOptions, Synchronous};
 pub use sqlite::SqliteStore;
-pub use types::{
-    Change, ChangeKind, ClientId, LogRead, Mutation, Precondition, RejectCode, SyncId, TxnOutcome,
-    WriteTxn,
+pub use types::LogRead;
+
+pub use crate::vocab::{
+    Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
 };
 
 use crate::query::Shape;

@@ -15,11 +15,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 use super::apply::{apply_batch, SqlCache};
 use super::convert::{decode_image, read_row};
-use super::types::{Change, ChangeKind, ClientId, LogRead, SyncId, TxnOutcome, WriteTxn};
+use super::types::LogRead;
 use super::{GuardedTxn, Store, StoreError, StoreOptions};
 use crate::query::{where_sql, Shape};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
+use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
 
 /// sluice's own tables; see the module documentation.
 const SLUICE_DDL: &str = "
@@ -239,7 +240,7 @@ pub(crate) fn now_ms() -> i64 {
 
 fn change_from_row(row: &rusqlite::Row<'_>) -> Result<Change, StoreError> {
     let kind_code: i64 = row.get(3)?;
-    let kind = ChangeKind::from_code(kind_code)
+    let kind = super::types::kind_from_code(kind_code)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind_code}")))?;
     let image = |i: usize| -> Result<Option<Vec<Value>>, StoreError> {
         let bytes: Option<Vec<u8>> = row.get(i)?;

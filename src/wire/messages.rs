@@ -14,20 +14,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClientId, SyncId};
 use crate::query::Params;
-use crate::store::{Mutation, Precondition, RejectCode};
 use crate::value::Value;
+use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId, WriteOutcome};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// A client-chosen id for one subscription within a session.
-pub type SubId = u64;
+/// Keys one [`ClientMessage::Fetch`] may ask for: a protocol limit, so a client splits
+/// larger requests and a server refuses them.
+pub const MAX_FETCH_KEYS: usize = 1000;
 
 /// Reserved subscription id: live events of the rows a session has pinned (the batch
 /// loader's key sets) arrive under it. A client may not subscribe with it.
-pub const PIN_SUB: SubId = SubId::MAX;
+pub const PIN_SUB: SubId = SubId::PINS;
 
 /// Every frame a client sends, tagged with its protocol generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,62 +170,6 @@ pub enum RefuseCode {
     Malformed,
 }
 
-/// What happened to a client transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum WriteOutcome {
-    Committed { sync_id: SyncId },
-    Rejected { code: RejectCode, message: String },
-}
-
-/// Why a row left a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum MoveOut {
-    /// The row was deleted.
-    Deleted,
-    /// The row changed and no longer matches.
-    MovedOut,
-    /// The caller may no longer read the row.
-    Forbidden,
-}
-
-impl MoveOut {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MoveOut::Deleted => "deleted",
-            MoveOut::MovedOut => "moved_out",
-            MoveOut::Forbidden => "forbidden",
-        }
-    }
-}
-
-/// One row event of one subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum RowEvent {
-    /// The row entered the subscription; `row` is projected by the subscription.
-    Insert {
-        key: Value,
-        row: Vec<Value>,
-    },
-    Update {
-        key: Value,
-        row: Vec<Value>,
-    },
-    Delete {
-        key: Value,
-        reason: MoveOut,
-    },
-}
-
-impl RowEvent {
-    pub fn key(&self) -> &Value {
-        match self {
-            RowEvent::Insert { key, .. } | RowEvent::Update { key, .. } => key,
-            RowEvent::Delete { key, .. } => key,
-        }
-    }
-}
-
 /// Everything one committed server transaction means for one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveTxn {
@@ -257,10 +201,17 @@ pub enum LiveFrame {
 /// Frames of a subscription's bootstrap stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BootstrapFrame {
-    /// First frame: which subscription this stream serves.
+    /// First frame: which subscription this stream serves, and what its rows carry.
+    /// A stream is self-describing: its rows are never read against columns learned
+    /// elsewhere (the control stream's `Subscribed` may arrive after them).
     Begin {
+        /// The subscription this stream serves.
         sub: SubId,
+        /// The subscription's table.
         table: String,
+        /// The projected columns, in the order every `Row` and `Replay` row carries them.
+        columns: Vec<String>,
+        /// The server's estimate of the rows to come (0 when unknown or resuming).
         estimate: u64,
     },
     /// A snapshot row (projected).
@@ -291,7 +242,7 @@ mod tests {
                 token: None,
             }),
             ClientFrame::V1(ClientMessage::Subscribe {
-                sub: 3,
+                sub: SubId(3),
                 sql: "SELECT * FROM t".into(),
                 params: Params::new().value("team", Value::Text("T1".into())),
                 resume_after: Some(SyncId(9)),

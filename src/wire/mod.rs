@@ -13,3 +13,5 @@ mod messages;
 
 pub use codec::*;
 pub use messages::*;
+
+pub use crate::vocab::{MoveOut, RowEvent, SubId, WriteOutcome};

@@ -176,7 +176,13 @@ impl Client {
         }
     }
 
-    pub async fn subscribe(&mut self, sub: SubId, sql: &str, resume_after: Option<SyncId>) {
+    pub async fn subscribe(
+        &mut self,
+        sub: impl Into<SubId>,
+        sql: &str,
+        resume_after: Option<SyncId>,
+    ) {
+        let sub = sub.into();
         self.subs.insert(sub, SubState::default());
         self.conn
             .send(ClientMessage::Subscribe {
@@ -273,8 +279,8 @@ impl Client {
         }
     }
 
-    pub fn sub(&self, sub: SubId) -> &SubState {
-        &self.subs[&sub]
+    pub fn sub(&self, sub: impl Into<SubId>) -> &SubState {
+        &self.subs[&sub.into()]
     }
 }
 

@@ -16,25 +16,23 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::convert::{read_row, value_from_ref};
 use super::error::StoreError;
-use super::types::{ClientId, Mutation, Precondition, SyncId};
 use crate::query::Params;
 use crate::schema::{quote_ident, Schema};
 use crate::value::Value;
-use crate::wire::{RowEvent, SubId, WriteOutcome};
+use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId};
 
+mod outbox;
 mod pins;
 mod rows;
+mod sync;
 
-use rows::{
-    apply_event, covered, local_ddl, read_one, refresh, refresh_targets, set_cut, settle, shadow,
-    sub_columns, upsert_row,
-};
+use rows::{apply_event, covered, local_ddl, read_one, refresh, settle, shadow};
 
 /// Prepared statements kept per local database connection.
 pub const STATEMENT_CACHE: usize = 256;
 
 /// Coverage holder id used for batch-loader pins (subscriptions use their own ids).
-pub const PIN_HOLDER: i64 = -1;
+pub const PIN_HOLDER: SubId = SubId::PINS;
 
 const META_DDL: &str = "
 CREATE TABLE IF NOT EXISTS _sluice_meta (name TEXT PRIMARY KEY, value);
@@ -301,20 +299,17 @@ impl LocalStore {
         {
             let mut stmt = tx.prepare("SELECT id, table_name FROM _sluice_subs")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+                Ok((r.get::<_, SubId>(0)?, r.get::<_, Option<String>>(1)?))
             })?;
             for row in rows {
                 let (id, table) = row?;
                 if table.is_some_and(|t| reset_tables.iter().any(|r| r.eq_ignore_ascii_case(&t))) {
-                    reset_subs.push(id as SubId);
+                    reset_subs.push(id);
                 }
             }
         }
         for id in &reset_subs {
-            tx.execute(
-                "UPDATE _sluice_subs SET joined = 0 WHERE id = ?1",
-                [*id as i64],
-            )?;
+            tx.execute("UPDATE _sluice_subs SET joined = 0 WHERE id = ?1", [*id])?;
         }
         let sql: Vec<String> = schema.tables().map(|t| t.create_sql()).collect();
         tx.execute(
@@ -336,7 +331,7 @@ impl LocalStore {
             "INSERT INTO _sluice_subs (sql, params) VALUES (?1, ?2)",
             params![sql, blob],
         )?;
-        Ok(self.conn.last_insert_rowid() as SubId)
+        Ok(SubId(self.conn.last_insert_rowid() as u64))
     }
 
     /// Records what the server said about a subscription's rows.
@@ -349,7 +344,7 @@ impl LocalStore {
         let blob = postcard::to_allocvec(columns)?;
         self.conn.execute(
             "UPDATE _sluice_subs SET table_name = ?1, columns = ?2 WHERE id = ?3",
-            params![table, blob, sub as i64],
+            params![table, blob, sub],
         )?;
         Ok(())
     }
@@ -360,7 +355,7 @@ impl LocalStore {
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
+                r.get::<_, SubId>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
                 r.get::<_, Option<String>>(3)?,
@@ -372,7 +367,7 @@ impl LocalStore {
         for row in rows {
             let (id, sql, params, table, columns, joined) = row?;
             out.push(SubRecord {
-                id: id as SubId,
+                id,
                 sql,
                 params: postcard::from_bytes(&params)?,
                 table,
@@ -388,13 +383,13 @@ impl LocalStore {
 
     /// Forgets a subscription and every row only it covered.
     pub fn remove_sub(&mut self, sub: SubId) -> Result<Applied, StoreError> {
-        self.release_holder(sub as i64, true)
+        self.release_holder(sub, true)
     }
 
     /// Removes all coverage by `holder`; rows left uncovered leave the local view.
     pub(crate) fn release_holder(
         &mut self,
-        holder: i64,
+        holder: SubId,
         forget_sub: bool,
     ) -> Result<Applied, StoreError> {
         let tx = self.conn.transaction()?;
@@ -420,311 +415,11 @@ impl LocalStore {
                 applied.row(&t.name, key);
             }
         }
-        if holder >= 0 {
-            applied.subs.insert(holder as SubId);
+        if holder != PIN_HOLDER {
+            applied.subs.insert(holder);
         }
         tx.commit()?;
         Ok(applied)
-    }
-
-    // ----- staging -----
-
-    /// Discards whatever a subscription had staged (a bootstrap starting over).
-    pub fn stage_clear(&mut self, sub: SubId) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
-        Ok(())
-    }
-
-    /// Stages one snapshot row or change (`sync_id` None for snapshot rows).
-    pub fn stage(
-        &mut self,
-        sub: SubId,
-        sync_id: Option<SyncId>,
-        table: &str,
-        event: &RowEvent,
-    ) -> Result<(), StoreError> {
-        self.stage_many(&[(sub, sync_id, table.to_string(), event.clone())])
-    }
-
-    /// Stages many rows or changes in one transaction (a bootstrap streams thousands).
-    pub fn stage_many(
-        &mut self,
-        items: &[(SubId, Option<SyncId>, String, RowEvent)],
-    ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (sub, sync_id, table, event) in items {
-                let blob = postcard::to_allocvec(event)?;
-                insert.execute(params![
-                    *sub as i64,
-                    sync_id.map(|s| s.0 as i64),
-                    table,
-                    blob
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Joins staged subscriptions to the local view in one transaction: each one's
-    /// snapshot rows (replacing its old coverage) or replayed changes, then its staged
-    /// live changes after its seam `W`, in sync-id order.
-    pub fn join(
-        &mut self,
-        subs: &[(SubId, JoinKind, SyncId)],
-        cut: SyncId,
-    ) -> Result<Applied, StoreError> {
-        let pending_tables: BTreeSet<String> = self
-            .pending
-            .iter()
-            .flat_map(|p| p.mutations.iter())
-            .filter_map(|m| self.schema.table(m.table()).map(|t| t.name.clone()))
-            .collect();
-        let tx = self.conn.transaction()?;
-        let mut applied = Applied::default();
-        let columns = sub_columns(&tx)?;
-        // Keys to refresh are collected in SQLite, not in memory: a snapshot may be large.
-        tx.execute("DELETE FROM _sluice_touched", [])?;
-        let touch = |table: &str, key: &Value| -> Result<(), StoreError> {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO _sluice_touched (table_name, key) VALUES (?1, ?2)",
-            )?
-            .execute(params![table, key])?;
-            Ok(())
-        };
-        for &(sub, kind, w) in subs {
-            if kind == JoinKind::Bootstrap {
-                // Coverage is rebuilt from the snapshot: keys it no longer holds are released.
-                tx.execute(
-                    "INSERT OR IGNORE INTO _sluice_touched (table_name, key)
-                     SELECT table_name, key FROM _sluice_cover WHERE holder = ?1",
-                    [sub as i64],
-                )?;
-                tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub as i64])?;
-            }
-            let cols = columns.get(&sub).cloned().unwrap_or_default();
-            let mut stmt = tx.prepare(
-                "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
-                 ORDER BY (sync_id IS NOT NULL), sync_id, n",
-            )?;
-            let mut staged = stmt.query([sub as i64])?;
-            while let Some(r) = staged.next()? {
-                let sync_id: Option<i64> = r.get(0)?;
-                let table: String = r.get(1)?;
-                if let Some(s) = sync_id {
-                    // Live changes the snapshot already contains are skipped; replayed
-                    // changes of a resume are all after the old cut and at most W.
-                    if kind == JoinKind::Bootstrap && (s as u64) <= w.0 {
-                        continue;
-                    }
-                }
-                let blob: Vec<u8> = r.get(2)?;
-                let event: RowEvent = postcard::from_bytes(&blob)?;
-                let Some(t) = self.schema.table(&table).cloned() else {
-                    continue;
-                };
-                // Snapshot rows are the state at W; changes are at their own sync id.
-                let version = sync_id.map_or(w, |s| SyncId(s as u64));
-                let written = apply_event(&tx, &t, sub, &cols, &event, version)?;
-                match &event {
-                    // A snapshot row is covered and, with no local transaction pending on
-                    // its table, visible exactly as the server state: written directly.
-                    RowEvent::Insert { key, row }
-                        if sync_id.is_none() && !pending_tables.contains(&t.name) =>
-                    {
-                        if written {
-                            upsert_row(&tx, &quote_ident(&t.name), &t, &cols, key, row)?;
-                            applied.row(&t.name, key.clone());
-                        }
-                    }
-                    _ => touch(&t.name, event.key())?,
-                }
-            }
-            drop(staged);
-            drop(stmt);
-            tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub as i64])?;
-            tx.execute(
-                "UPDATE _sluice_subs SET joined = 1 WHERE id = ?1",
-                [sub as i64],
-            )?;
-            applied.subs.insert(sub);
-        }
-        {
-            let mut stmt = tx.prepare("SELECT table_name, key FROM _sluice_touched")?;
-            let mut keys = stmt.query([])?;
-            while let Some(r) = keys.next()? {
-                let table: String = r.get(0)?;
-                let key = value_from_ref(r.get_ref(1)?);
-                let Some(t) = self.schema.table(&table).cloned() else {
-                    continue;
-                };
-                if settle(&tx, &t, &key, &self.pending)? {
-                    applied.row(&t.name, key);
-                }
-            }
-        }
-        tx.execute("DELETE FROM _sluice_touched", [])?;
-        set_cut(&tx, cut)?;
-        tx.commit()?;
-        let confirmed = self.drop_confirmed(cut)?;
-        applied.merge(confirmed);
-        Ok(applied)
-    }
-
-    // ----- live -----
-
-    /// Applies one server transaction's events for joined subscriptions, atomically, and
-    /// advances the cut to its sync id.
-    pub fn apply_live(
-        &mut self,
-        sync_id: SyncId,
-        events: &[(SubId, String, RowEvent)],
-    ) -> Result<Applied, StoreError> {
-        let tx = self.conn.transaction()?;
-        let columns = sub_columns(&tx)?;
-        let mut applied = Applied::default();
-        let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
-        for (sub, table, event) in events {
-            let Some(t) = self.schema.table(table).cloned() else {
-                continue;
-            };
-            let cols = columns.get(sub).cloned().unwrap_or_default();
-            apply_event(&tx, &t, *sub, &cols, event, sync_id)?;
-            touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
-            applied.subs.insert(*sub);
-        }
-        for (table, key) in touched {
-            let Some(t) = self.schema.table(&table).cloned() else {
-                continue;
-            };
-            if settle(&tx, &t, &key.0, &self.pending)? {
-                applied.row(&t.name, key.0);
-            }
-        }
-        set_cut(&tx, sync_id)?;
-        tx.commit()?;
-        applied.merge(self.drop_confirmed(sync_id)?);
-        Ok(applied)
-    }
-
-    // ----- outbox -----
-
-    /// Persists a local transaction, then applies it to the local view. Returns its
-    /// sequence number.
-    pub fn enqueue(
-        &mut self,
-        mutations: Vec<Mutation>,
-        preconditions: Vec<Precondition>,
-    ) -> Result<(u64, Applied), StoreError> {
-        let seq = self.meta_u64("next_seq")?.max(1);
-        let blob = postcard::to_allocvec(&(&mutations, &preconditions))?;
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO _sluice_outbox (seq, txn) VALUES (?1, ?2)",
-            params![seq as i64, blob],
-        )?;
-        tx.execute(
-            "INSERT INTO _sluice_meta (name, value) VALUES ('next_seq', ?1)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            [(seq + 1) as i64],
-        )?;
-        let pending = Pending {
-            seq,
-            mutations,
-            preconditions,
-            committed: None,
-        };
-        let mut with_new = self.pending.clone();
-        with_new.push(pending.clone());
-        let applied = refresh_targets(&tx, &self.schema, &pending, &with_new)?;
-        tx.commit()?;
-        self.pending = with_new;
-        Ok((seq, applied))
-    }
-
-    /// Local transactions not yet confirmed, in order.
-    pub fn pending(&self) -> &[Pending] {
-        &self.pending
-    }
-
-    /// Records the server's answer to a local transaction: a rejection rolls it back from
-    /// the local view; a commit is kept applied until the cut reaches its sync id.
-    pub fn resolve(&mut self, seq: u64, outcome: &WriteOutcome) -> Result<Applied, StoreError> {
-        let Some(index) = self.pending.iter().position(|p| p.seq == seq) else {
-            return Ok(Applied::default());
-        };
-        match outcome {
-            WriteOutcome::Committed { sync_id } => {
-                self.conn.execute(
-                    "UPDATE _sluice_outbox SET committed = ?1 WHERE seq = ?2",
-                    params![sync_id.0 as i64, seq as i64],
-                )?;
-                self.pending[index].committed = Some(*sync_id);
-                let cut = self.cut()?;
-                self.drop_confirmed(cut)
-            }
-            WriteOutcome::Rejected { .. } => {
-                let removed = self.pending.remove(index);
-                let tx = self.conn.transaction()?;
-                tx.execute("DELETE FROM _sluice_outbox WHERE seq = ?1", [seq as i64])?;
-                let applied = refresh_targets(&tx, &self.schema, &removed, &self.pending)?;
-                tx.commit()?;
-                Ok(applied)
-            }
-        }
-    }
-
-    /// Drops committed transactions the cut has reached: the server state now holds them.
-    fn drop_confirmed(&mut self, cut: SyncId) -> Result<Applied, StoreError> {
-        let done: Vec<Pending> = self
-            .pending
-            .iter()
-            .filter(|p| p.committed.is_some_and(|s| s <= cut))
-            .cloned()
-            .collect();
-        if done.is_empty() {
-            return Ok(Applied::default());
-        }
-        self.pending.retain(|p| p.committed.is_none_or(|s| s > cut));
-        let tx = self.conn.transaction()?;
-        let mut applied = Applied::default();
-        for p in &done {
-            tx.execute("DELETE FROM _sluice_outbox WHERE seq = ?1", [p.seq as i64])?;
-            applied.merge(refresh_targets(&tx, &self.schema, p, &self.pending)?);
-        }
-        tx.commit()?;
-        Ok(applied)
-    }
-
-    fn load_pending(&self) -> Result<Vec<Pending>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, txn, committed FROM _sluice_outbox ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, blob, committed) = row?;
-            let (mutations, preconditions): (Vec<Mutation>, Vec<Precondition>) =
-                postcard::from_bytes(&blob)?;
-            out.push(Pending {
-                seq: seq as u64,
-                mutations,
-                preconditions,
-                committed: committed.map(|s| SyncId(s as u64)),
-            });
-        }
-        Ok(out)
     }
 
     // ----- reads -----

@@ -30,7 +30,7 @@ impl LocalStore {
             apply_event(
                 &tx,
                 &t,
-                PIN_HOLDER as SubId,
+                PIN_HOLDER,
                 &names,
                 &RowEvent::Insert {
                     key: key.clone(),
@@ -88,11 +88,11 @@ impl LocalStore {
             Some(at) => self.conn.execute(
                 "INSERT INTO _sluice_expiry (sub, expires_at) VALUES (?1, ?2)
                  ON CONFLICT (sub) DO UPDATE SET expires_at = excluded.expires_at",
-                params![sub as i64, at as i64],
+                params![sub, at as i64],
             )?,
             None => self
                 .conn
-                .execute("DELETE FROM _sluice_expiry WHERE sub = ?1", [sub as i64])?,
+                .execute("DELETE FROM _sluice_expiry WHERE sub = ?1", [sub])?,
         };
         Ok(())
     }
@@ -106,7 +106,7 @@ impl LocalStore {
         let mut out = Vec::new();
         for row in rows {
             let (sub, at) = row?;
-            out.push((sub as SubId, at.max(0) as u64));
+            out.push((SubId(sub as u64), at.max(0) as u64));
         }
         Ok(out)
     }

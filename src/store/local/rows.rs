@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Applied, Pending, PIN_HOLDER};
+use super::{Applied, Pending};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::convert::read_row;
 use crate::store::error::StoreError;
-use crate::store::types::{Mutation, SyncId};
 use crate::value::Value;
-use crate::wire::{RowEvent, SubId};
+use crate::vocab::{Mutation, RowEvent, SubId, SyncId};
 
 pub(super) fn shadow(table: &str) -> String {
     quote_ident(&format!("_sluice_srv_{table}"))
@@ -78,7 +77,7 @@ pub(super) fn sub_columns(conn: &Connection) -> Result<BTreeMap<SubId, Vec<Strin
     for row in rows {
         let (id, cols) = row?;
         if let Some(c) = cols {
-            out.insert(id as SubId, postcard::from_bytes(&c)?);
+            out.insert(SubId(id as u64), postcard::from_bytes(&c)?);
         }
     }
     Ok(out)
@@ -137,11 +136,7 @@ pub(super) fn apply_event(
     event: &RowEvent,
     version: SyncId,
 ) -> Result<bool, StoreError> {
-    let holder = if sub == PIN_HOLDER as SubId {
-        PIN_HOLDER
-    } else {
-        sub as i64
-    };
+    let holder = sub;
     match event {
         RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
             conn.prepare_cached(

@@ -1,6 +1,7 @@
 //! Unit tests of the local store.
 
 use super::*;
+use crate::vocab::WriteOutcome;
 
 fn store() -> (tempfile::TempDir, LocalStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +40,7 @@ fn an_older_snapshot_never_regresses_a_shared_row() {
     // Coverage by b still counts: the row survives a's move-out.
     let gone = RowEvent::Delete {
         key: key.clone(),
-        reason: crate::wire::MoveOut::MovedOut,
+        reason: crate::vocab::MoveOut::MovedOut,
     };
     store
         .apply_live(SyncId(6), &[(a, "t".into(), gone)])

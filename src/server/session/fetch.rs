@@ -1,0 +1,128 @@
+//! Fetch by key (the batch loader's requests): bounded in keys, read off the async
+//! workers, filtered by the session's read rules, answered in frames of bounded size.
+
+use super::*;
+
+impl Session {
+    pub(super) fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
+        let shared = self.shared.clone();
+        let control = self.control.clone();
+        let policy = self.policy.clone();
+        tokio::spawn(
+            async move {
+                let answer = if keys.len() > MAX_FETCH_KEYS {
+                    ServerMessage::FetchFailed {
+                        request,
+                        message: format!(
+                            "{} keys asked; at most {MAX_FETCH_KEYS} per fetch",
+                            keys.len()
+                        ),
+                    }
+                } else {
+                    match shared.schema.table(&table).cloned() {
+                        None => ServerMessage::FetchFailed {
+                            request,
+                            message: format!("unknown table `{table}`"),
+                        },
+                        Some(t) => {
+                            let store = shared.store.clone();
+                            let name = t.name.clone();
+                            match tokio::task::spawn_blocking(move || store.fetch(&name, &keys))
+                                .await
+                            {
+                                Ok(Ok((sync_id, rows))) => match policy.fetched(&t, rows) {
+                                    Ok((rows, columns)) => {
+                                        let (parts, rows) = split_answer(rows);
+                                        for rows in parts {
+                                            let part = ServerMessage::FetchedPart { request, rows };
+                                            if control.send(part).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                        ServerMessage::Fetched {
+                                            request,
+                                            sync_id,
+                                            rows,
+                                            columns,
+                                        }
+                                    }
+                                    Err(denied) => ServerMessage::FetchFailed {
+                                        request,
+                                        message: denied.to_string(),
+                                    },
+                                },
+                                Ok(Err(e)) => ServerMessage::FetchFailed {
+                                    request,
+                                    message: e.to_string(),
+                                },
+                                Err(e) => ServerMessage::FetchFailed {
+                                    request,
+                                    message: e.to_string(),
+                                },
+                            }
+                        }
+                    }
+                };
+                let _ = control.send(answer).await;
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Splits a fetch answer into leading parts and a last part, each about
+/// [`FETCH_FRAME_BYTES`] of row data at most (a single larger row goes alone).
+fn split_answer(
+    rows: Vec<Vec<crate::value::Value>>,
+) -> (
+    Vec<Vec<Vec<crate::value::Value>>>,
+    Vec<Vec<crate::value::Value>>,
+) {
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size = row_bytes(&row);
+        if !current.is_empty() && bytes + size > FETCH_FRAME_BYTES {
+            parts.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(row);
+    }
+    (parts, current)
+}
+
+/// Roughly how many bytes a row takes encoded.
+fn row_bytes(row: &[crate::value::Value]) -> usize {
+    use crate::value::Value;
+    row.iter()
+        .map(|v| match v {
+            Value::Text(s) => s.len() + 5,
+            Value::Blob(b) => b.len() + 5,
+            _ => 9,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    #[test]
+    fn large_fetch_answers_are_split_into_bounded_parts() {
+        let row = |i: i64| vec![Value::Integer(i), Value::Text("x".repeat(1000))];
+        let rows: Vec<_> = (0..1000).map(row).collect();
+        let (parts, last) = split_answer(rows.clone());
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for part in parts.iter().chain([&last]) {
+            let bytes: usize = part.iter().map(|r| row_bytes(r)).sum();
+            assert!(bytes <= FETCH_FRAME_BYTES);
+        }
+        let joined: Vec<_> = parts.into_iter().flatten().chain(last).collect();
+        assert_eq!(joined, rows, "every row once, in order");
+        let (parts, last) = split_answer(vec![row(1)]);
+        assert!(parts.is_empty() && last.len() == 1);
+    }
+}

@@ -1,0 +1,14 @@
+//! The words every layer shares: ids, transactions (mutations, preconditions, reject
+//! codes, outcomes) and row changes (change-log entries, per-subscription row events).
+//!
+//! Pure data with serde, below `query`, `wire` and `store`: it depends on nothing but
+//! [`crate::value`]. SQLite conversions of these types live in the store, their frame
+//! encoding in the wire codec.
+
+pub mod change;
+pub mod ids;
+pub mod txn;
+
+pub use change::{Change, ChangeKind, MoveOut, RowEvent};
+pub use ids::{ClientId, SessionId, SubId, SyncId};
+pub use txn::{Mutation, Precondition, RejectCode, TxnOutcome, WriteOutcome, WriteTxn};
