@@ -155,6 +155,11 @@ pub struct LocalStore {
     conn: Connection,
     schema: Arc<Schema>,
     pending: Vec<Pending>,
+    /// Subscriptions whose bootstrap or resume has started and not joined yet. While any
+    /// is staging, committed transactions stay in the outbox (and so in the view): the
+    /// server state that holds them may still be staged, and dropping them at the cut
+    /// would make an acknowledged write blink out until the join.
+    staging: BTreeSet<SubId>,
 }
 
 impl LocalStore {
@@ -179,6 +184,7 @@ impl LocalStore {
             conn,
             schema: Arc::new(empty),
             pending: Vec::new(),
+            staging: BTreeSet::new(),
         };
         if let Some(sql) = persisted {
             store.schema = Arc::new(
@@ -403,6 +409,7 @@ impl LocalStore {
         };
         tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [holder])?;
         if forget_sub {
+            self.staging.remove(&holder);
             tx.execute("DELETE FROM _sluice_subs WHERE id = ?1", [holder])?;
             tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [holder])?;
         }

@@ -51,7 +51,8 @@ impl LocalStore {
     }
 
     /// Records the server's answer to a local transaction: a rejection rolls it back from
-    /// the local view; a commit is kept applied until the cut reaches its sync id.
+    /// the local view; a commit is kept applied until the cut reaches its sync id and no
+    /// subscription is staging (the server state that holds it is then in the view).
     pub fn resolve(&mut self, seq: u64, outcome: &WriteOutcome) -> Result<Applied, StoreError> {
         let Some(index) = self.pending.iter().position(|p| p.seq == seq) else {
             return Ok(Applied::default());
@@ -79,6 +80,10 @@ impl LocalStore {
 
     /// Drops committed transactions the cut has reached: the server state now holds them.
     pub(super) fn drop_confirmed(&mut self, cut: SyncId) -> Result<Applied, StoreError> {
+        if !self.staging.is_empty() {
+            // Kept until the staged subscriptions join (see `LocalStore::staging`).
+            return Ok(Applied::default());
+        }
         let done: Vec<Pending> = self
             .pending
             .iter()

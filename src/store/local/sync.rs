@@ -18,9 +18,11 @@ impl LocalStore {
     // ----- staging -----
 
     /// Discards whatever a subscription had staged (a bootstrap starting over).
+    /// Marks the subscription as staging until [`LocalStore::join`] joins it.
     pub fn stage_clear(&mut self, sub: SubId) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub])?;
+        self.staging.insert(sub);
         Ok(())
     }
 
@@ -151,6 +153,9 @@ impl LocalStore {
         tx.execute("DELETE FROM _sluice_touched", [])?;
         set_cut(&tx, cut)?;
         tx.commit()?;
+        for (sub, _, _) in subs {
+            self.staging.remove(sub);
+        }
         let confirmed = self.drop_confirmed(cut)?;
         applied.merge(confirmed);
         Ok(applied)

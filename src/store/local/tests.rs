@@ -80,3 +80,43 @@ fn rejected_transactions_roll_back_and_committed_ones_wait_for_the_cut() {
         "no subscription covers it"
     );
 }
+
+/// The race behind an optimistic row that vanished: the live transaction of the client's
+/// own write arrives while the only subscription that covers the row is still staging,
+/// so its event is staged and the cut moves past the write before the row is in the
+/// view. The committed write must stay visible until the subscription joins.
+#[test]
+fn a_committed_write_stays_visible_until_its_staged_subscription_joins() {
+    let (_dir, mut store) = store();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let sub = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    store.describe_sub(sub, "t", &cols).unwrap();
+    let key = Value::Text("x".into());
+    let insert = Mutation::Insert {
+        table: "t".into(),
+        values: vec![("id".into(), key.clone()), ("v".into(), Value::Integer(1))],
+    };
+    let (seq, _) = store.enqueue(vec![insert], vec![]).unwrap();
+    store.stage_clear(sub).unwrap();
+    // The write's own transaction: its event waits with the staged subscription, and a
+    // transaction with nothing joined to apply still moves the cut.
+    let event = RowEvent::Insert {
+        key: key.clone(),
+        row: vec![key.clone(), Value::Integer(1)],
+    };
+    store.stage(sub, Some(SyncId(1)), "t", &event).unwrap();
+    store.apply_live(SyncId(1), &[]).unwrap();
+    store
+        .resolve(seq, &WriteOutcome::Committed { sync_id: SyncId(1) })
+        .unwrap();
+    assert_eq!(store.pending().len(), 1, "held while the subscription stages");
+    assert!(store.row("t", &key).unwrap().is_some(), "never blinks out");
+    store
+        .join(&[(sub, JoinKind::Bootstrap, SyncId(0))], SyncId(1))
+        .unwrap();
+    assert!(store.pending().is_empty(), "dropped once the server state holds it");
+    assert_eq!(
+        store.row("t", &key).unwrap(),
+        Some(vec![key.clone(), Value::Integer(1)])
+    );
+}
