@@ -2,14 +2,16 @@
 //! schema in a temporary folder, and protocol clients that collect what they receive.
 //!
 //! Submodules hold the helpers of one kind of test: `auth` (a server with tokens and the
-//! example rules), `client` (the client library against a server) and `cli` (the
-//! `sluice` binary as a subprocess).
+//! example rules), `permissions` (the users and data of the permission tests), `client`
+//! (the client library against a server) and `cli` (the `sluice` binary as a
+//! subprocess).
 
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod permissions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
