@@ -3,8 +3,8 @@
 //!
 //! Submodules hold the helpers of one kind of test: `auth` (a server with tokens and the
 //! example rules), `permissions` (the users and data of the permission tests), `client`
-//! (the client library against a server) and `cli` (the `sluice` binary as a
-//! subprocess).
+//! (the client library against a server), `cli` (the `sluice` binary as a subprocess)
+//! and `store` (the store on a small schema of its own).
 
 #![allow(dead_code)]
 
@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod permissions;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
