@@ -3,22 +3,12 @@
 //! `schema/access.rules` (loaded by default with `--auth-secret`) decide what each user
 //! reads and writes.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
+use common::auth::SECRET;
+use common::cli::{exec_as, serve_with, sluice, sub_as};
 use serde_json::json;
 use sluice::auth::JwtAuthenticator;
-
-const SECRET: &str = "cli-auth-test-secret";
-
-fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
-}
-
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
 
 fn token(args: &[&str]) -> String {
     let out = sluice()
@@ -32,30 +22,6 @@ fn token(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn sub(
-    addr: &str,
-    ca: &Path,
-    token: Option<&str>,
-    sql: &str,
-) -> (i32, Vec<serde_json::Value>, String) {
-    let mut cmd = sluice();
-    cmd.args(["sub", "--connect", addr, "--ca"]).arg(ca);
-    if let Some(t) = token {
-        cmd.args(["--token", t]);
-    }
-    let out = cmd.arg(sql).output().unwrap();
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[test]
@@ -81,39 +47,12 @@ fn token_serve_auth_secret_and_sub_token() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
-    let mut child = sluice()
-        .args(["serve", "--schema"])
-        .arg(schema_dir())
-        .arg("--db")
-        .arg(&db)
-        .args(["--listen", "127.0.0.1:0", "--auth-secret", SECRET])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let ca = PathBuf::from(format!("{}.cert.pem", db.display()));
+    let server = serve_with(&db, &["--auth-secret", SECRET]);
 
     let bob = token(&["--sub", "bob", "--claim", r#"teams=["T2"]"#]);
     let exec = |t: &str, sql: &str| {
-        let out = sluice()
-            .args(["exec", "--connect", &addr, "--ca"])
-            .arg(&ca)
-            .args(["--token", t, sql])
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8(out.stdout).unwrap(),
-        )
+        let (code, stdout, _) = exec_as(&server, Some(t), sql);
+        (code, stdout)
     };
     let (code, out) = exec(&alice, "INSERT INTO issues (id, team_id, number, title, creator_id) VALUES ('a1', 'T1', 1, 'a', 'alice')");
     assert_eq!(code, 0, "{out}");
@@ -123,22 +62,19 @@ fn token_serve_auth_secret_and_sub_token() {
     assert_eq!(code, 1);
     assert!(out.contains("forbidden"), "{out}");
 
-    let (code, lines, _) = sub(&addr, &ca, Some(&alice), "SELECT id, team_id FROM issues");
+    let (code, lines, _) = sub_as(&server, Some(&alice), "SELECT id, team_id FROM issues");
     assert_eq!(code, 0);
     let keys: Vec<&str> = lines.iter().filter_map(|l| l["key"].as_str()).collect();
     assert_eq!(keys, vec!["a1"]);
     assert_eq!(lines.last().unwrap()["op"], "snapshot_end");
 
-    let (code, lines, stderr) = sub(&addr, &ca, None, "SELECT * FROM issues");
+    let (code, lines, stderr) = sub_as(&server, None, "SELECT * FROM issues");
     assert_ne!(code, 0);
     assert!(lines.is_empty());
     assert!(stderr.contains("token is required"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
-    let (code, _, stderr) = sub(&addr, &ca, Some(&alice), "SELECT password_hash FROM users");
+    let (code, _, stderr) = sub_as(&server, Some(&alice), "SELECT password_hash FROM users");
     assert_eq!(code, 2);
     assert!(stderr.contains("password_hash"), "{stderr}");
-
-    let _ = child.kill();
-    let _ = child.wait();
 }

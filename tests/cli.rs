@@ -2,92 +2,14 @@
 //! and `exec`, exit codes, one-line errors, and durability of acked writes across
 //! `kill -9` of the server process.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
-}
-
-struct Served {
-    child: Child,
-    addr: String,
-    ca: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(db: &Path) -> Served {
-    let mut child = sluice()
-        .args(["serve", "--schema"])
-        .arg(schema_dir())
-        .arg("--db")
-        .arg(db)
-        .args(["--listen", "127.0.0.1:0", "--no-auth"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
-    Served {
-        child,
-        addr,
-        ca: PathBuf::from(format!("{}.cert.pem", db.display())),
-    }
-}
-
-fn exec(s: &Served, sql: &str) -> (i32, String, String) {
-    let out = sluice()
-        .args(["exec", "--connect", &s.addr, "--ca"])
-        .arg(&s.ca)
-        .arg(sql)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn sub(s: &Served, sql: &str) -> (i32, Vec<serde_json::Value>, String) {
-    let out = sluice()
-        .args(["sub", "--connect", &s.addr, "--ca"])
-        .arg(&s.ca)
-        .arg(sql)
-        .output()
-        .unwrap();
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use common::cli::{exec, serve, sluice, sub};
+use common::schema_dir;
 
 const INSERT_A: &str = "INSERT INTO issues (id, team_id, number, title, status, priority) \
                         VALUES ('a', 'T1', 1, 'first', 'todo', 2)";

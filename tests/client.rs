@@ -4,100 +4,17 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use common::{insert_issue, schema_dir, set_issue, text, TestServer, WAIT};
-use sluice::client::{
-    Backoff, Client, ClientConfig, ConnectionState, Interest, ServerAddress, Source,
-};
+use common::client::{client_at, client_of, eventually, ids, restart_on};
+use common::{backend_write, insert_issue, schema_dir, set_issue, text, TestServer, WAIT};
+use sluice::client::{Client, ClientConfig, ConnectionState, Interest, Source};
 use sluice::query::Params;
-use sluice::server::{Server, ServerHandle};
+use sluice::server::Server;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
 const OPEN_T1: &str = "SELECT * FROM issues WHERE team_id = 'T1' AND status != 'done'";
-
-fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        jitter: 0.2,
-    }
-}
-
-async fn client_of(server: &ServerHandle, db: &Path) -> Client {
-    let address = ServerAddress::new(server.local_addr(), server.cert_path().unwrap());
-    Client::open(
-        ClientConfig::new(db)
-            .server(address)
-            .backoff(fast_backoff()),
-    )
-    .await
-    .unwrap()
-}
-
-async fn client_at(addr: SocketAddr, ca: &Path, db: &Path) -> Client {
-    Client::open(
-        ClientConfig::new(db)
-            .server(ServerAddress::new(addr, ca))
-            .backoff(fast_backoff()),
-    )
-    .await
-    .unwrap()
-}
-
-fn ids(client: &Client, sql: &str) -> Vec<String> {
-    client
-        .query(sql, &[])
-        .unwrap()
-        .into_iter()
-        .map(|r| match &r[0] {
-            Value::Text(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect()
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn backend_write(
-    server: &ServerHandle,
-    m: sluice::store::Mutation,
-) -> Result<sluice::store::TxnOutcome, sluice::server::ServerError> {
-    let txn = sluice::store::WriteTxn {
-        origin: None,
-        mutations: vec![m],
-        preconditions: vec![],
-    };
-    server.write(txn).await
-}
-
-async fn restart_on(dir: &Path, addr: SocketAddr) -> ServerHandle {
-    // The old endpoint may need a moment to release the port.
-    for _ in 0..100 {
-        let started = Server::builder(schema_dir(), dir.join("app.db"))
-            .listen(addr)
-            .no_auth()
-            .start()
-            .await;
-        if let Ok(server) = started {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("could not restart the server on {addr}");
-}
 
 #[tokio::test]
 async fn subscription_rows_arrive_and_stay_live() {
@@ -238,13 +155,7 @@ async fn outbox_survives_a_client_restart_and_is_applied_once() {
     let rows = common::expected_rows(&dir.path().join("app.db"), "SELECT * FROM issues");
     assert_eq!(rows.keys().collect::<Vec<_>>(), vec!["p", "q"]);
     // Exactly two transactions in the server's log: none applied twice.
-    let schema = std::sync::Arc::new(sluice::Schema::load_dir(&schema_dir()).unwrap());
-    let store = sluice::store::SqliteStore::open(
-        dir.path().join("app.db"),
-        schema,
-        sluice::store::StoreOptions::default(),
-    )
-    .unwrap();
+    let store = common::open_server_store(&dir.path().join("app.db"));
     use sluice::store::Store;
     assert_eq!(store.head().0, 2);
     server.shutdown().await;
@@ -317,14 +228,7 @@ async fn pending_edit_is_rebased_over_concurrent_server_changes() {
     let server = common::start_on(dir.path()).await;
     let addr = server.local_addr();
     let ca = server.cert_path().unwrap().to_path_buf();
-    let backend = |m| {
-        server.write(sluice::store::WriteTxn {
-            origin: None,
-            mutations: vec![m],
-            preconditions: vec![],
-        })
-    };
-    backend(insert_issue("a", "T1", "todo", 1)).await.unwrap();
+    backend_write(&server, vec![insert_issue("a", "T1", "todo", 1)]).await;
     let local = tempfile::tempdir().unwrap();
     let client = client_at(addr, &ca, &local.path().join("c.db")).await;
     client
@@ -562,9 +466,7 @@ async fn resume_after_reconnect_applies_missed_changes() {
     let server = common::start_on(dir.path()).await;
     let addr = server.local_addr();
     let ca = server.cert_path().unwrap().to_path_buf();
-    backend_write(&server, insert_issue("a", "T1", "todo", 1))
-        .await
-        .unwrap();
+    backend_write(&server, vec![insert_issue("a", "T1", "todo", 1)]).await;
     let local = tempfile::tempdir().unwrap();
     let client = client_at(addr, &ca, &local.path().join("c.db")).await;
     client
@@ -574,12 +476,8 @@ async fn resume_after_reconnect_applies_missed_changes() {
         .await
         .unwrap();
     client.close().await;
-    backend_write(&server, insert_issue("b", "T1", "todo", 1))
-        .await
-        .unwrap();
-    backend_write(&server, set_issue("a", "status", text("done")))
-        .await
-        .unwrap();
+    backend_write(&server, vec![insert_issue("b", "T1", "todo", 1)]).await;
+    backend_write(&server, vec![set_issue("a", "status", text("done"))]).await;
     let client = client_at(addr, &ca, &local.path().join("c.db")).await;
     eventually("resumed", || ids(&client, "SELECT id FROM issues") == ["b"]).await;
     server.shutdown().await;
@@ -639,10 +537,8 @@ async fn schema_changes_keep_additive_tables_and_rebootstrap_broken_ones() {
     };
     std::fs::create_dir_all(dir.path().join("v1")).unwrap();
     let v1 = common::start_on(&dir.path().join("v1")).await;
-    backend_write(&v1, insert_issue("a", "T1", "todo", 1))
-        .await
-        .unwrap();
-    backend_write(&v1, label(text("#ff0000"))).await.unwrap();
+    backend_write(&v1, vec![insert_issue("a", "T1", "todo", 1)]).await;
+    backend_write(&v1, vec![label(text("#ff0000"))]).await;
     let local = tempfile::tempdir().unwrap();
     let db = local.path().join("c.db");
     let client = client_of(&v1, &db).await;
@@ -670,12 +566,8 @@ async fn schema_changes_keep_additive_tables_and_rebootstrap_broken_ones() {
         .start()
         .await
         .unwrap();
-    backend_write(&v2, insert_issue("a", "T1", "todo", 1))
-        .await
-        .unwrap();
-    backend_write(&v2, label(Value::Integer(255)))
-        .await
-        .unwrap();
+    backend_write(&v2, vec![insert_issue("a", "T1", "todo", 1)]).await;
+    backend_write(&v2, vec![label(Value::Integer(255))]).await;
     let mut observer = {
         let client = client_of(&v2, &db).await;
         let observer = client.observe(Interest::Table("labels".into()));

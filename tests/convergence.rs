@@ -14,18 +14,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Child;
 use std::time::Duration;
 
+use common::text;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::client::{Backoff, Client, ClientConfig, PendingWrite, ServerAddress};
 use sluice::query::Params;
-use sluice::store::{SqliteStore, Store, StoreOptions, TxnOutcome, WriteTxn};
+use sluice::store::{Store, TxnOutcome, WriteTxn};
 use sluice::value::Value;
 
 const TEAMS: [&str; 3] = ["T1", "T2", "T3"];
@@ -51,31 +50,13 @@ impl ServerProcess {
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.join("server.db.cert.pem")
+        common::cli::ca_of(&self.db())
     }
 
     fn spawn(dir: &Path, listen: &str) -> (Child, SocketAddr) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--schema"])
-            .arg(common::schema_dir())
-            .arg("--db")
-            .arg(dir.join("server.db"))
-            .args(["--listen", listen, "--no-auth"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sluice serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("serve line")
-            .parse()
-            .unwrap();
-        (child, addr)
+        let (child, addr) =
+            common::cli::spawn_serve(&dir.join("server.db"), listen, &["--no-auth"]);
+        (child, addr.parse().unwrap())
     }
 
     fn start(dir: &Path) -> ServerProcess {
@@ -112,7 +93,7 @@ impl ServerProcess {
     /// Compacts the log while the server is down (keeps only the newest `keep` sync ids).
     fn compact_offline(&mut self, keep: u64) {
         self.kill();
-        let store = open_store(&self.db());
+        let store = common::open_server_store(&self.db());
         let head = store.head().0;
         store
             .compact(sluice::ids::SyncId(head.saturating_sub(keep)))
@@ -126,21 +107,12 @@ impl Drop for ServerProcess {
     }
 }
 
-fn open_store(db: &Path) -> SqliteStore {
-    let schema = Arc::new(sluice::Schema::load_dir(&common::schema_dir()).unwrap());
-    SqliteStore::open(db, schema, StoreOptions::default()).unwrap()
-}
-
 struct Peer {
     name: String,
     db: PathBuf,
     client: Option<Client>,
     subs: Vec<&'static str>,
     writes: Vec<PendingWrite>,
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
 }
 
 async fn open_client(db: &Path, server: &ServerProcess) -> Client {
@@ -307,7 +279,7 @@ async fn run_schedule(seed: u64, steps: usize) {
             let client = peer.client.as_ref().unwrap();
             let mut expected: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for sql in &peer.subs {
-                expected.extend(common_rows(&server.db(), sql));
+                expected.extend(common::expected_rows(&server.db(), sql));
             }
             let mut actual: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for row in client.query("SELECT * FROM issues", &[]).unwrap() {
@@ -340,7 +312,7 @@ async fn run_schedule(seed: u64, steps: usize) {
         client.close().await;
     }
     server.kill();
-    let store = open_store(&server.db());
+    let store = common::open_server_store(&server.db());
     let head = store.head();
     let mut committed = 0u64;
     const PROBE: &str = "probe: only runs if the server never saw this transaction";
@@ -377,10 +349,6 @@ async fn run_schedule(seed: u64, steps: usize) {
         committed, head.0,
         "seed {seed}: commits and sync ids disagree"
     );
-}
-
-fn common_rows(db: &Path, sql: &str) -> BTreeMap<String, Vec<Value>> {
-    common::expected_rows(db, sql)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

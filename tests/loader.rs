@@ -6,28 +6,17 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{insert_issue, schema_dir, set_issue, text, TestServer, WAIT};
-use sluice::auth::{Claims, JwtAuthenticator};
-use sluice::client::{
-    Backoff, Client, ClientConfig, ClientError, ConnectionState, LoaderConfig, ServerAddress,
-};
+use common::auth::{start_with_rules, token};
+use common::client::{config_at, eventually, wait_online};
+use common::{backend_write, insert_issue, set_issue, text, TestServer, WAIT};
+use sluice::client::{Client, ClientError, LoaderConfig};
 use sluice::query::Params;
-use sluice::server::{Server, ServerHandle};
+use sluice::server::ServerHandle;
 use sluice::store::Mutation;
 use sluice::value::Value;
-use sluice::wire::MAX_FETCH_KEYS;
-use sluice::wire::{ClientMessage, ServerMessage};
-
-fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        jitter: 0.2,
-    }
-}
+use sluice::wire::{ClientMessage, ServerMessage, MAX_FETCH_KEYS};
 
 /// A batch window wide enough that a test's loads, issued back to back, share a batch.
 fn wide_window() -> LoaderConfig {
@@ -43,23 +32,12 @@ async fn client_with(
     loader: LoaderConfig,
     token: Option<String>,
 ) -> Client {
-    let address = ServerAddress::new(server.local_addr(), server.cert_path().unwrap());
-    let mut config = ClientConfig::new(db)
-        .server(address)
-        .backoff(fast_backoff())
-        .loader(loader);
+    let mut config = config_at(server.local_addr(), server.cert_path().unwrap(), db).loader(loader);
     if let Some(token) = token {
         config = config.token(token);
     }
     let client = Client::open(config).await.unwrap();
-    let mut state = client.state();
-    tokio::time::timeout(WAIT, async {
-        while !matches!(*state.borrow_and_update(), ConnectionState::Online) {
-            state.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("client online");
+    wait_online(&client).await;
     client
 }
 
@@ -104,17 +82,6 @@ async fn seed_users(server: &TestServer, n: usize) {
 /// Column 1 of `users` / `issues`.
 fn name_of(row: &Option<Vec<Value>>) -> Option<Value> {
     row.as_ref().map(|r| r[1].clone())
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn user_row(client: &Client, i: usize) -> Option<Vec<Value>> {
@@ -494,43 +461,15 @@ async fn pins_persist_and_are_refreshed_after_a_restart() {
 
 // ----- permissions -----
 
-const SECRET: &str = "loader-test-secret";
-
-async fn auth_server(dir: &Path) -> ServerHandle {
-    Server::builder(schema_dir(), dir.join("app.db"))
-        .listen("127.0.0.1:0".parse().unwrap())
-        .authenticator(Arc::new(JwtAuthenticator::new(SECRET)))
-        .rules_file(schema_dir().join("access.rules"))
-        .start()
-        .await
-        .unwrap()
-}
-
-fn token(user: &str, teams: &[&str]) -> String {
-    let claims = Claims::for_user(user)
-        .with("teams", serde_json::json!(teams))
-        .unwrap();
-    JwtAuthenticator::new(SECRET).sign(&claims)
-}
-
-async fn backend(server: &ServerHandle, mutations: Vec<Mutation>) {
-    let txn = sluice::store::WriteTxn {
-        origin: None,
-        mutations,
-        preconditions: vec![],
-    };
-    server.write(txn).await.unwrap();
-}
-
 #[tokio::test]
 async fn loads_never_return_rows_the_caller_may_not_read() {
     let dir = tempfile::tempdir().unwrap();
-    let server = auth_server(dir.path()).await;
+    let server = start_with_rules(dir.path()).await;
     let issues = (0..20)
         .map(|i| insert_issue(&format!("i{i:02}"), ["T1", "T2"][i % 2], "todo", 1))
         .collect();
-    backend(&server, issues).await;
-    backend(&server, vec![insert_user(1, "Alice")]).await;
+    backend_write(&server, issues).await;
+    backend_write(&server, vec![insert_user(1, "Alice")]).await;
     let local = tempfile::tempdir().unwrap();
     let client = client_with(
         &server,
@@ -562,19 +501,19 @@ async fn loads_never_return_rows_the_caller_may_not_read() {
     assert_eq!(user[3], Value::Null, "password_hash is hidden");
     // A pinned issue moved to a team the caller may not read leaves the view; an
     // update of a pinned user arrives without its hidden column.
-    backend(&server, vec![set_issue("i00", "team_id", text("T2"))]).await;
+    backend_write(&server, vec![set_issue("i00", "team_id", text("T2"))]).await;
     eventually("the forbidden row to leave", || {
         client.row("issues", &text("i00")).unwrap().is_none()
     })
     .await;
-    backend(&server, vec![set_user_name(1, "Alice B")]).await;
+    backend_write(&server, vec![set_user_name(1, "Alice B")]).await;
     eventually("the pinned user's update", || {
         name_of(&user_row(&client, 1)) == Some(text("Alice B"))
     })
     .await;
     assert_eq!(user_row(&client, 1).unwrap()[3], Value::Null);
     // Moving it back makes it readable again: the pin still holds its key.
-    backend(&server, vec![set_issue("i00", "team_id", text("T1"))]).await;
+    backend_write(&server, vec![set_issue("i00", "team_id", text("T1"))]).await;
     eventually("the row to be readable again", || {
         client.row("issues", &text("i00")).unwrap().is_some()
     })

@@ -1,17 +1,30 @@
 //! Helpers shared by the integration tests: a server on 127.0.0.1:0 over the example
 //! schema in a temporary folder, and protocol clients that collect what they receive.
+//!
+//! Submodules hold the helpers of one kind of test: `auth` (a server with tokens and the
+//! example rules), `permissions` (the users and data of the permission tests), `client`
+//! (the client library against a server), `cli` (the `sluice` binary as a subprocess)
+//! and `store` (the store on a small schema of its own).
 
 #![allow(dead_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod permissions;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice::client::{ConnectOptions, Connection, Event};
+use std::net::SocketAddr;
+
+use sluice::client::{ConnectOptions, Connection, ConnectionError, Event};
 use sluice::ids::{ClientId, SyncId};
 use sluice::query::Params;
 use sluice::server::{Server, ServerHandle};
-use sluice::store::{Mutation, StoreOptions, TxnOutcome, WriteTxn};
+use sluice::store::{Mutation, SqliteStore, StoreOptions, TxnOutcome, WriteTxn};
 use sluice::value::Value;
 use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId, WriteOutcome};
 
@@ -48,16 +61,32 @@ impl TestServer {
 
     /// A backend write; panics unless committed.
     pub async fn write(&self, mutations: Vec<Mutation>) -> SyncId {
-        let txn = WriteTxn {
-            origin: None,
-            mutations,
-            preconditions: Vec::new(),
-        };
-        match self.handle.write(txn).await.unwrap() {
-            TxnOutcome::Committed { sync_id, .. } => sync_id,
-            other => panic!("backend write failed: {other:?}"),
-        }
+        write_committed(&self.handle, mutations).await
     }
+}
+
+/// One backend transaction (no client origin, no preconditions) and its outcome.
+pub async fn backend_write(server: &ServerHandle, mutations: Vec<Mutation>) -> TxnOutcome {
+    let txn = WriteTxn {
+        origin: None,
+        mutations,
+        preconditions: Vec::new(),
+    };
+    server.write(txn).await.unwrap()
+}
+
+/// A backend write; panics unless committed.
+pub async fn write_committed(server: &ServerHandle, mutations: Vec<Mutation>) -> SyncId {
+    match backend_write(server, mutations).await {
+        TxnOutcome::Committed { sync_id, .. } => sync_id,
+        other => panic!("backend write failed: {other:?}"),
+    }
+}
+
+/// The server's database opened directly as a store over the example schema.
+pub fn open_server_store(db: &Path) -> SqliteStore {
+    let schema = sluice::Schema::load_dir(&schema_dir()).unwrap();
+    SqliteStore::open(db, std::sync::Arc::new(schema), StoreOptions::default()).unwrap()
 }
 
 pub async fn start_on(dir: &Path) -> ServerHandle {
@@ -156,24 +185,35 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(server: &ServerHandle, ca: &Path, id: &str) -> Client {
+        Client::connect_with(server.local_addr(), ca, id, None)
+            .await
+            .unwrap()
+    }
+
+    /// Connects as `id`, presenting `token` if given; the handshake's refusal is returned.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        ca: &Path,
+        id: &str,
+        token: Option<String>,
+    ) -> Result<Client, ConnectionError> {
         let conn = Connection::connect(ConnectOptions {
-            addr: server.local_addr(),
+            addr,
             ca,
             server_name: "localhost",
             client_id: ClientId(id.to_string()),
-            token: None,
+            token,
             schema_version: None,
         })
-        .await
-        .unwrap();
-        Client {
+        .await?;
+        Ok(Client {
             conn,
             subs: BTreeMap::new(),
             writes: BTreeMap::new(),
             live_origins: Vec::new(),
             closed: None,
             last_sync: SyncId::ZERO,
-        }
+        })
     }
 
     pub async fn subscribe(
@@ -286,11 +326,8 @@ impl Client {
 
 /// What a subscription should hold: the shape evaluated over the server database.
 pub fn expected_rows(db: &Path, sql: &str) -> BTreeMap<String, Vec<Value>> {
-    let schema = sluice::Schema::load_dir(&schema_dir()).unwrap();
-    let shape = sluice::query::compile(&schema, sql, &Params::new()).unwrap();
-    let store =
-        sluice::store::SqliteStore::open(db, std::sync::Arc::new(schema), StoreOptions::default())
-            .unwrap();
+    let store = open_server_store(db);
+    let shape = sluice::query::compile(store.schema(), sql, &Params::new()).unwrap();
     let mut rows = BTreeMap::new();
     use sluice::store::Store;
     store

@@ -109,12 +109,19 @@ fn a_committed_write_stays_visible_until_its_staged_subscription_joins() {
     store
         .resolve(seq, &WriteOutcome::Committed { sync_id: SyncId(1) })
         .unwrap();
-    assert_eq!(store.pending().len(), 1, "held while the subscription stages");
+    assert_eq!(
+        store.pending().len(),
+        1,
+        "held while the subscription stages"
+    );
     assert!(store.row("t", &key).unwrap().is_some(), "never blinks out");
     store
         .join(&[(sub, JoinKind::Bootstrap, SyncId(0))], SyncId(1))
         .unwrap();
-    assert!(store.pending().is_empty(), "dropped once the server state holds it");
+    assert!(
+        store.pending().is_empty(),
+        "dropped once the server state holds it"
+    );
     assert_eq!(
         store.row("t", &key).unwrap(),
         Some(vec![key.clone(), Value::Integer(1)])
