@@ -382,7 +382,7 @@ fn table_from_ddl(file: &Path, create: &sqlparser::ast::CreateTable) -> Result<T
             match &option.option {
                 ColumnOption::Null => {}
                 ColumnOption::NotNull => column.not_null = true,
-                ColumnOption::Default(expr) => column.default = Some(expr.to_string()),
+                ColumnOption::Default(expr) => column.default = Some(default_text(expr)),
                 ColumnOption::Unique {
                     is_primary: true, ..
                 } => pk_columns.push(name.clone()),
@@ -464,6 +464,17 @@ fn table_from_ddl(file: &Path, create: &sqlparser::ast::CreateTable) -> Result<T
     })
 }
 
+/// The text of a DEFAULT expression without its enclosing parentheses, so that
+/// `create_sql` (which writes `DEFAULT (text)`) parsed again gives the same text: a
+/// schema that travels from server to client and back compares equal to itself.
+fn default_text(expr: &sqlparser::ast::Expr) -> String {
+    let mut expr = expr;
+    while let sqlparser::ast::Expr::Nested(inner) = expr {
+        expr = inner;
+    }
+    expr.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +493,9 @@ mod tests {
         assert!(t.columns[1].not_null);
         assert_eq!(t.columns[2].affinity, Affinity::Integer);
         assert_eq!(t.columns[2].default.as_deref(), Some("0"));
+        // The generated DDL parses back to the same columns (defaults included).
+        let again = Schema::parse("again.sql", &t.create_sql()).unwrap();
+        assert_eq!(again.table("issues").unwrap().columns, t.columns);
         assert_eq!(t.columns[3].affinity, Affinity::Real);
         assert_eq!(t.columns[4].affinity, Affinity::Blob);
         assert_eq!(t.indexes[0].columns, vec!["priority".to_string()]);

@@ -526,3 +526,56 @@ async fn bootstrap_reports_its_estimate_and_progress() {
     assert_eq!(progress, vec![1000, 2000]);
     assert_eq!(rows_seen, 2500);
 }
+
+/// Shutdown drains: writes a session already handed to the committer are committed and
+/// answered before the connection closes; nothing is committed without its answer, and
+/// nothing answered is missing from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_every_write_it_committed() {
+    const WRITES: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start_on(dir.path()).await;
+    let ca = handle.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&handle, &ca, "c").await;
+    for seq in 1..=WRITES {
+        let id = format!("s{seq}");
+        client
+            .write(seq, vec![insert_issue(&id, "T1", "todo", 1)])
+            .await;
+    }
+    client
+        .until("a first answer", |c| !c.writes.is_empty())
+        .await;
+    let stopping = tokio::spawn(handle.shutdown());
+    while tokio::time::timeout(WAIT, client.step()).await.unwrap() {}
+    stopping.await.unwrap();
+    assert!(
+        client
+            .closed
+            .as_deref()
+            .is_some_and(|r| r.contains("shutting down")),
+        "closed with the shutdown reason: {:?}",
+        client.closed
+    );
+    let answered: Vec<String> = client
+        .writes
+        .iter()
+        .map(|(seq, outcome)| {
+            assert!(
+                matches!(outcome, WriteOutcome::Committed { .. }),
+                "{outcome:?}"
+            );
+            format!("s{seq}")
+        })
+        .collect();
+    let stored: Vec<String> = expected_rows(&dir.path().join("app.db"), "SELECT * FROM issues")
+        .into_keys()
+        .collect();
+    let mut answered_sorted = answered.clone();
+    answered_sorted.sort();
+    assert_eq!(
+        stored, answered_sorted,
+        "committed exactly what was answered"
+    );
+    assert!(!answered.is_empty());
+}

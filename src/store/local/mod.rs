@@ -273,12 +273,22 @@ impl LocalStore {
                         && old.columns.iter().zip(&table.columns).all(|(a, b)| a == b)
                         && table.columns[old.columns.len()..]
                             .iter()
-                            .all(|c| !c.not_null || c.default.is_some());
+                            .all(|c| match &c.default {
+                                Some(d) => is_literal(d),
+                                None => !c.not_null,
+                            });
                     if additive {
                         for c in &table.columns[old.columns.len()..] {
+                            // Existing rows take the column's default, as they did on
+                            // the server when it added the column.
+                            let default = c
+                                .default
+                                .as_ref()
+                                .map(|d| format!(" DEFAULT {d}"))
+                                .unwrap_or_default();
                             for name in [quote_ident(&table.name), shadow(&table.name)] {
                                 tx.execute_batch(&format!(
-                                    "ALTER TABLE {name} ADD COLUMN {} {}",
+                                    "ALTER TABLE {name} ADD COLUMN {} {}{default}",
                                     quote_ident(&c.name),
                                     c.declared_type
                                 ))?;
@@ -466,6 +476,20 @@ impl LocalStore {
         };
         covered(&self.conn, &t.name, key)
     }
+}
+
+/// Whether a DEFAULT text is a literal that `ALTER TABLE … ADD COLUMN` accepts (SQLite
+/// refuses expressions there): a number, a string, a blob, NULL, TRUE or FALSE.
+fn is_literal(default: &str) -> bool {
+    let d = default.trim();
+    let unsigned = d.strip_prefix(['-', '+']).unwrap_or(d);
+    (unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && unsigned.parse::<f64>().is_ok())
+        || (d.len() >= 2 && d.starts_with('\'') && d.ends_with('\''))
+        || ((d.starts_with("x'") || d.starts_with("X'")) && d.ends_with('\''))
+        || ["NULL", "TRUE", "FALSE"]
+            .iter()
+            .any(|k| d.eq_ignore_ascii_case(k))
 }
 
 #[cfg(test)]
