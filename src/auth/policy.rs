@@ -245,7 +245,30 @@ impl Policy {
     }
 }
 
+/// The refusal of `op` on the row with primary key `key`: one wording for every refusal,
+/// so that a refusal says nothing about whether a row the caller cannot read exists.
+fn denial(op: Op, table: &Table, key: &Value, which: &str) -> String {
+    Denied(format!("you may not {op} {}[{key}]{which}", table.name)).to_string()
+}
+
 impl WriteGuard for Policy {
+    fn readable(&self, table: &Table, row: &[Value], column: Option<usize>) -> bool {
+        match self.read(table) {
+            Err(_) => false,
+            Ok(None) => true,
+            Ok(Some(access)) => {
+                access.filter.matches(row)
+                    && column.is_none_or(|c| {
+                        access.columns.as_ref().is_none_or(|cols| cols.contains(&c))
+                    })
+            }
+        }
+    }
+
+    fn insert_denied(&self, table: &Table, row: &[Value]) -> String {
+        denial(Op::Insert, table, &row[table.pk], "")
+    }
+
     fn check(
         &self,
         table: &Table,
@@ -282,13 +305,8 @@ impl WriteGuard for Policy {
                 Denied(format!("column {}.{name} is not writable", table.name)).to_string(),
             );
         }
-        let key = new
-            .or(old)
-            .map(|r| r[table.pk].to_string())
-            .unwrap_or_default();
-        let fail = |op: Op, which: &str| {
-            Err(Denied(format!("you may not {op} {}[{key}]{which}", table.name)).to_string())
-        };
+        let key = new.or(old).map_or(Value::Null, |r| r[table.pk].clone());
+        let fail = |op: Op, which: &str| Err(denial(op, table, &key, which));
         match (mutation, old, new) {
             (Mutation::Insert { .. }, _, Some(new)) => {
                 let rule = self

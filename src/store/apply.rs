@@ -261,18 +261,20 @@ fn write_txn(
     guard: Option<&dyn WriteGuard>,
 ) -> Result<Vec<Change>, TxnError> {
     for precondition in &txn.preconditions {
-        check_precondition(conn, ctx, precondition)?;
+        check_precondition(conn, ctx, precondition, guard)?;
     }
     let mut changes = Vec::with_capacity(txn.mutations.len());
     for (seq, mutation) in txn.mutations.iter().enumerate() {
         let table = lookup_table(ctx.schema, mutation.table())?;
         let sql = ctx.sql.table(table)?;
         let (kind, old, new) = match mutation {
-            Mutation::Insert { values, .. } => (
-                ChangeKind::Insert,
-                None,
-                Some(insert(conn, table, sql, values)?),
-            ),
+            Mutation::Insert { values, .. } => match insert(conn, table, sql, values) {
+                Ok(new) => (ChangeKind::Insert, None, Some(new)),
+                Err(TxnError::Reject(RejectCode::AlreadyExists, message)) => {
+                    return Err(taken_key(conn, table, sql, values, guard, message));
+                }
+                Err(e) => return Err(e),
+            },
             Mutation::Update { key, set, .. } => {
                 let (old, new) = update(conn, table, sql, key, set)?;
                 (ChangeKind::Update, Some(old), Some(new))
@@ -283,6 +285,12 @@ fn write_txn(
                 None,
             ),
         };
+        if let (Some(guard), Some(old)) = (guard, &old) {
+            // A row the caller may not read is reported as missing, with the same words.
+            if !guard.readable(table, old, None) {
+                return missing_row(table, &old[table.pk]);
+            }
+        }
         if let Some(guard) = guard {
             if let Err(message) = guard.check(table, mutation, old.as_deref(), new.as_deref()) {
                 return reject(RejectCode::Forbidden, message);
@@ -533,10 +541,7 @@ fn update(
         );
     }
     let Some(old) = row_by_key(conn, table, sql, key)? else {
-        return reject(
-            RejectCode::NotFound,
-            format!("no row {}", describe_key(table, key)),
-        );
+        return missing_row(table, key);
     };
     let assignments: Vec<String> = resolved
         .iter()
@@ -573,28 +578,31 @@ fn delete(
     let mut stmt = conn.prepare_cached(&sql.delete)?;
     match stmt.query_row([key], |r| read_row(r, width)).optional()? {
         Some(old) => Ok(old),
-        None => reject(
-            RejectCode::NotFound,
-            format!("no row {}", describe_key(table, key)),
-        ),
+        None => missing_row(table, key),
     }
 }
 
+/// Checks one precondition. The answer never carries the stored value, and a row (or
+/// column) the guard says the caller may not read fails exactly as a missing row does:
+/// a precondition is no way to read data.
 fn check_precondition(
     conn: &Connection,
     ctx: &Ctx<'_>,
     precondition: &Precondition,
+    guard: Option<&dyn WriteGuard>,
 ) -> Result<(), TxnError> {
     let table = lookup_table(ctx.schema, &precondition.table)?;
     let sql = ctx.sql.table(table)?;
     let index = lookup_column(table, &precondition.column)?;
     let column = &table.columns[index];
     let at = format!("{}.{}", describe_key(table, &precondition.key), column.name);
-    let Some(row) = row_by_key(conn, table, sql, &precondition.key)? else {
+    let row = row_by_key(conn, table, sql, &precondition.key)?
+        .filter(|row| guard.is_none_or(|g| g.readable(table, row, Some(index))));
+    let Some(row) = row else {
         return reject(
             RejectCode::PreconditionFailed,
             format!(
-                "precondition failed on {at}: expected {}, but the row does not exist",
+                "precondition failed on {at}: expected {}, but there is no such row",
                 precondition.expected
             ),
         );
@@ -602,15 +610,58 @@ fn check_precondition(
     let expected = column
         .affinity
         .apply_for_comparison(precondition.expected.clone());
-    let actual = &row[index];
-    if actual.sqlite_cmp(&expected) == Ordering::Equal {
+    if row[index].sqlite_cmp(&expected) == Ordering::Equal {
         return Ok(());
     }
     reject(
         RejectCode::PreconditionFailed,
         format!(
-            "precondition failed on {at}: expected {}, found {actual}",
+            "precondition failed on {at}: expected {}",
             precondition.expected
         ),
     )
+}
+
+/// The rejection for an update or delete of a row that does not exist (or that the
+/// caller may not read: the same words).
+fn missing_row<T>(table: &Table, key: &Value) -> Result<T, TxnError> {
+    reject(
+        RejectCode::NotFound,
+        format!("no row {}", describe_key(table, key)),
+    )
+}
+
+/// The rejection for an insert whose key is taken: `already_exists` when the caller may
+/// read the row that holds it, otherwise the guard's refusal of an insert, so that the
+/// answer does not tell whether a row it cannot read exists.
+fn taken_key(
+    conn: &Connection,
+    table: &Table,
+    sql: &TableSql,
+    values: &[(String, Value)],
+    guard: Option<&dyn WriteGuard>,
+    message: String,
+) -> TxnError {
+    let Some(guard) = guard else {
+        return TxnError::Reject(RejectCode::AlreadyExists, message);
+    };
+    let existing = resolve_values(table, values)
+        .ok()
+        .and_then(|resolved| {
+            resolved
+                .iter()
+                .find(|(i, _)| *i == table.pk)
+                .map(|(_, key)| (*key).clone())
+        })
+        .map(|key| row_by_key(conn, table, sql, &key));
+    match existing {
+        Some(Ok(Some(row))) if guard.readable(table, &row, None) => {
+            TxnError::Reject(RejectCode::AlreadyExists, message)
+        }
+        Some(Ok(Some(row))) => {
+            TxnError::Reject(RejectCode::Forbidden, guard.insert_denied(table, &row))
+        }
+        Some(Err(e)) => e,
+        _ => TxnError::Reject(RejectCode::AlreadyExists, message),
+    }
 }

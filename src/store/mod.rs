@@ -50,7 +50,13 @@ use crate::value::Value;
 /// it (so it sees the row exactly as stored, and the check and the write are atomic):
 /// `old` is the row before (updates, deletes), `new` after (inserts, updates).
 /// `Err(reason)` rejects the whole transaction with [`RejectCode::Forbidden`].
+///
+/// A guarded caller learns nothing of rows it may not read: the store reports such a row
+/// exactly as a missing one (`not_found` for updates and deletes, a failed precondition
+/// with the same words), and an insert whose key is taken by one is refused with the
+/// guard's own words for a refused insert ([`WriteGuard::insert_denied`]).
 pub trait WriteGuard: Send + Sync {
+    /// Checks one row change; `Err(reason)` rejects the transaction (`forbidden`).
     fn check(
         &self,
         table: &Table,
@@ -58,6 +64,19 @@ pub trait WriteGuard: Send + Sync {
         old: Option<&[Value]>,
         new: Option<&[Value]>,
     ) -> Result<(), String>;
+
+    /// Whether the caller may read `row` of `table` (and its column `column`, when
+    /// given). The default reads everything.
+    fn readable(&self, table: &Table, row: &[Value], column: Option<usize>) -> bool {
+        let _ = (table, row, column);
+        true
+    }
+
+    /// The refusal for an insert whose primary key is held by `row`, a row the caller may
+    /// not read: the same words [`WriteGuard::check`] uses for an insert it refuses.
+    fn insert_denied(&self, table: &Table, row: &[Value]) -> String {
+        format!("you may not insert {}[{}]", table.name, row[table.pk])
+    }
 }
 
 /// A transaction and the guard that checks its rows, if any.

@@ -178,8 +178,13 @@ impl LocalStore {
             let Some(t) = self.schema.table(table).cloned() else {
                 continue;
             };
-            let cols = columns.get(sub).cloned().unwrap_or_default();
-            apply_event(&tx, &t, *sub, &cols, event, sync_id)?;
+            // An event for a subscription the app already dropped (it crossed the
+            // `Unsubscribe` on the way) must not cover the row again under a holder that
+            // no longer exists: the row would never leave the view.
+            let Some(cols) = columns.get(sub) else {
+                continue;
+            };
+            apply_event(&tx, &t, *sub, cols, event, sync_id)?;
             touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
             applied.subs.insert(*sub);
         }

@@ -185,3 +185,47 @@ fn an_added_not_null_column_shows_its_default_on_existing_rows() {
         ]]
     );
 }
+
+/// A live event can cross the app's `Unsubscribe` on its way: it must not cover the row
+/// under the holder that is gone, or the row would never leave the view.
+#[test]
+fn an_event_for_a_dropped_subscription_covers_nothing() {
+    let (_dir, mut store) = store();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let team = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    let urgent = store
+        .add_sub("SELECT * FROM t WHERE v >= 5", &Params::new())
+        .unwrap();
+    store.describe_sub(team, "t", &cols).unwrap();
+    store.describe_sub(urgent, "t", &cols).unwrap();
+    store
+        .apply_live(
+            SyncId(1),
+            &[
+                (team, "t".into(), row("a", 5)),
+                (urgent, "t".into(), row("a", 5)),
+            ],
+        )
+        .unwrap();
+    store.remove_sub(team).unwrap();
+    let key = Value::Text("a".into());
+    assert!(
+        store.row("t", &key).unwrap().is_some(),
+        "urgent still covers it"
+    );
+    // The server had not seen the unsubscribe when it matched the next change.
+    let gone = RowEvent::Delete {
+        key: key.clone(),
+        reason: crate::vocab::MoveOut::MovedOut,
+    };
+    store
+        .apply_live(
+            SyncId(2),
+            &[(team, "t".into(), row("a", 1)), (urgent, "t".into(), gone)],
+        )
+        .unwrap();
+    assert!(
+        store.row("t", &key).unwrap().is_none(),
+        "the row left the view"
+    );
+}
