@@ -14,12 +14,16 @@
 //!   id module).
 //! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate (pure).
 //! - [`matcher`]: index of shapes: a row change -> the shapes it affects, sublinear (pure).
-//! - [`store`]: SQLite through rusqlite: data, change log, snapshots. The only IO on disk.
+//! - [`store`]: SQLite through rusqlite: the server's data, change log and snapshots, and
+//!   the client's local database. The only module that touches SQLite.
 //! - [`wire`]: the frame codec and protocol messages (pure).
 //! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
 //! - [`auth`]: token claims, HS256 tokens, permission rules and per-session policies.
 //! - [`server`]: sessions, handshake, bootstrap, live fan-out, resume, writes.
-//! - [`client`]: the protocol connection a client and the command line speak.
+//! - [`client`]: the client an app embeds (local store, subscriptions, optimistic writes,
+//!   batch loader) and the protocol connection the command line speaks.
+
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod client;

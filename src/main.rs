@@ -1,5 +1,8 @@
 //! The `sluice` command: thin argument parsing over the library. DESIGN.md holds the
 //! exact contract of each subcommand; scripts depend on it.
+//!
+//! Uses only the library's public API; nothing in the library may depend on it. (The
+//! clap structs' doc comments are the command's help text: change them only on purpose.)
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -165,6 +169,7 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The multi-threaded tokio runtime the networked subcommands run on.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,6 +177,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting runtime")
 }
 
+/// `sluice check`: prints the normalized subscription, or the error with exit code 2.
 fn check(schema_dir: &Path, sql: &str) -> ExitCode {
     let schema = match Schema::load_dir(schema_dir) {
         Ok(s) => s,
@@ -195,6 +201,8 @@ fn check(schema_dir: &Path, sql: &str) -> ExitCode {
 /// Rules file `serve --auth-secret` loads from the schema folder when --rules is absent.
 const DEFAULT_RULES_FILE: &str = "access.rules";
 
+/// `sluice token`: prints an HS256 token for `sub` with the extra claims, valid `ttl`
+/// seconds. Fails when a claim is not `KEY=JSON`, has a bad name or JSON, or is reserved.
 fn token(secret: &str, sub: &str, claims: &[String], ttl: u64) -> Result<ExitCode> {
     let mut c = Claims::for_user(sub);
     for assignment in claims {
@@ -205,6 +213,7 @@ fn token(secret: &str, sub: &str, claims: &[String], ttl: u64) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// The first address `HOST:PORT` resolves to; fails when it does not resolve.
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
         .with_context(|| format!("cannot resolve `{addr}` (expected HOST:PORT)"))?
@@ -212,6 +221,8 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("`{addr}` resolves to no address"))
 }
 
+/// `sluice serve`: runs a server until Ctrl-C. Fails when `--auth-secret` is empty or
+/// the server cannot start.
 async fn serve(
     schema: PathBuf,
     db: PathBuf,
@@ -266,6 +277,8 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Connects as a fresh command-line client id; fails when the server refuses, the CA file
+/// is unusable, or nothing answers within [`CONNECT_TIMEOUT`].
 async fn connect(addr: &str, ca: &Path, token: Option<String>) -> Result<Connection> {
     let addr = resolve(addr)?;
     let client_id = ClientId(format!("cli-{}-{}", std::process::id(), now_nanos()));
@@ -289,6 +302,7 @@ async fn connect(addr: &str, ca: &Path, token: Option<String>) -> Result<Connect
 /// How long `exec` and `sub` wait for the server to answer the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
 fn now_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -296,6 +310,8 @@ fn now_nanos() -> u128 {
         .unwrap_or_default()
 }
 
+/// `sluice exec`: sends the statements as one transaction and prints its sync id, or its
+/// rejection with exit code 1.
 async fn exec(addr: &str, ca: &Path, token: Option<String>, sql: &str) -> Result<ExitCode> {
     let mut conn = connect(addr, ca, token).await?;
     let schema = Schema::parse("server schema", &conn.welcome().schema_sql)
@@ -331,6 +347,7 @@ async fn exec(addr: &str, ca: &Path, token: Option<String>, sql: &str) -> Result
     }
 }
 
+/// A row as a JSON object keyed by column name.
 fn row_json(columns: &[String], row: &[Value]) -> serde_json::Value {
     let map: serde_json::Map<String, serde_json::Value> = columns
         .iter()
@@ -340,6 +357,7 @@ fn row_json(columns: &[String], row: &[Value]) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// One live row event as a JSON line.
 fn event_json(table: &str, columns: &[String], event: &RowEvent, sync_id: SyncId) -> String {
     let value = match event {
         RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
@@ -361,6 +379,8 @@ fn event_json(table: &str, columns: &[String], event: &RowEvent, sync_id: SyncId
     value.to_string()
 }
 
+/// `sluice sub`: prints the snapshot as JSON lines, then `snapshot_end`, then (with
+/// `--follow`) live changes after it; exit code 2 when the subscription is refused.
 async fn sub(
     addr: &str,
     ca: &Path,
@@ -446,6 +466,7 @@ async fn sub(
     }
 }
 
+/// Prints a live transaction's events, unless the snapshot at `after` already holds it.
 fn print_live(txn: &sluice::wire::LiveTxn, after: SyncId, table: &str, columns: &[String]) {
     if txn.sync_id <= after {
         return;

@@ -2,7 +2,8 @@
 //! stream of events (control answers, live transactions, bootstrap frames).
 //!
 //! This is the layer under the local-store client and the `sluice sub` / `sluice exec`
-//! commands. It keeps no state of its own beyond the connection.
+//! commands. It keeps no state of its own beyond the connection. Depends on the wire and
+//! the transport; it must not depend on the store or the server.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,19 +18,32 @@ use crate::wire::{
     ServerMessage, SubId, PROTOCOL_VERSION,
 };
 
-/// Events received but not yet taken by the application.
+/// Events received but not yet taken by the application. When the queue is full the
+/// stream readers wait, so QUIC flow control slows the server down instead of memory
+/// growing.
 pub const EVENT_QUEUE_CAPACITY: usize = 1024;
 
 /// Errors of a protocol connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
+    /// The endpoint could not be set up (CA file unreadable or empty) or the QUIC
+    /// connection could not be established (unreachable, untrusted certificate).
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The server answered the handshake with `Refused`.
     #[error("server refused the connection: {message}")]
-    Refused { code: RefuseCode, message: String },
+    Refused {
+        /// Why, as a code.
+        code: RefuseCode,
+        /// Why, for a person.
+        message: String,
+    },
+    /// The connection or the control stream failed, or the server closed it (the text
+    /// carries the server's close reason when it gave one).
     #[error("connection lost: {0}")]
     Lost(String),
+    /// The server's first answer was not `Welcome` or `Refused`.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
@@ -37,21 +51,28 @@ pub enum ConnectionError {
 /// What the server said when it accepted the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
+    /// The server's schema version (a hash of its normalized schema).
     pub schema_version: u64,
     /// The server's schema as `CREATE TABLE` statements.
     pub schema_sql: String,
+    /// The server's last committed sync id at the handshake.
     pub head: SyncId,
+    /// The server log's horizon at the handshake: resuming from before it is refused.
     pub horizon: SyncId,
 }
 
 /// Something that arrived from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// An answer on the control stream.
     Control(ServerMessage),
+    /// A committed transaction's events, from the live stream.
     Live(LiveTxn),
     /// Subscription `sub` may join the local view at this point (see [`Live::Joined`]).
     Joined {
+        /// The subscription.
         sub: SubId,
+        /// The sync id its bootstrap covers.
         sync_id: SyncId,
     },
     /// A frame of the bootstrap stream of subscription `sub`.
@@ -63,17 +84,22 @@ pub enum Event {
 /// How to reach a server.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions<'a> {
+    /// The server's UDP address.
     pub addr: SocketAddr,
     /// PEM file with the certificate(s) to trust.
     pub ca: &'a Path,
+    /// The name the server's certificate must be valid for (e.g. `localhost`).
     pub server_name: &'a str,
+    /// The client's stable identity, sent in `Hello`.
     pub client_id: ClientId,
+    /// The token for the server's authenticator, if any.
     pub token: Option<String>,
     /// The schema version the client expects; `None` accepts any.
     pub schema_version: Option<u64>,
 }
 
-/// An open connection.
+/// An open connection. Two background tasks read the server's streams into one event
+/// queue; they end when the connection does.
 pub struct Connection {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
@@ -83,7 +109,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects, says hello and waits for the welcome.
+    /// Connects, says hello and waits for the welcome. Must be called inside a tokio
+    /// runtime; it has no timeout of its own (wrap it in one).
+    ///
+    /// Fails with [`ConnectionError::Transport`] when the CA file cannot be used or the
+    /// QUIC handshake fails, [`ConnectionError::Refused`] when the server refuses the
+    /// hello, [`ConnectionError::Lost`] when the connection ends during the handshake, and
+    /// [`ConnectionError::Protocol`] when the server answers with anything else.
     pub async fn connect(options: ConnectOptions<'_>) -> Result<Connection, ConnectionError> {
         let endpoint = transport::client_endpoint(options.ca)?;
         let connection = transport::connect(&endpoint, options.addr, options.server_name).await?;
@@ -148,11 +180,13 @@ impl Connection {
         })
     }
 
+    /// What the server said when it accepted the connection.
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
     }
 
-    /// Sends one request on the control stream.
+    /// Sends one request on the control stream; its answer arrives as an
+    /// [`Event::Control`]. Fails with [`ConnectionError::Lost`] when the stream is gone.
     pub async fn send(&mut self, message: ClientMessage) -> Result<(), ConnectionError> {
         self.control
             .send(&ClientFrame::V1(message))
@@ -166,16 +200,20 @@ impl Connection {
     }
 
     /// Moves the connection to a new local UDP socket (e.g. after a network change);
-    /// QUIC migrates the connection without a new handshake.
+    /// QUIC migrates the connection without a new handshake. Fails when the socket cannot
+    /// be set up for the endpoint.
     pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
         self.endpoint.rebind(socket)
     }
 
+    /// The local UDP address the connection uses. Fails only if the socket's address
+    /// cannot be read.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
     }
 
-    /// Closes the connection.
+    /// Closes the connection (close code [`crate::server::close::NORMAL`]) and waits up to
+    /// one second for the close to reach the server.
     pub async fn close(self) {
         self.connection
             .close(quinn::VarInt::from_u32(0), b"client closed");

@@ -17,6 +17,9 @@
 //! ([`LoaderConfig::pin_ttl`]); a released row leaves the local view unless a
 //! subscription covers it. Pins persist in the local store and are re-sent (and their
 //! rows fetched again) on every connection.
+//!
+//! Talks to the server only through the sync task's command queue; it must not depend on
+//! the transport or the server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,11 +43,13 @@ use crate::store::{Applied, KeyOrd, LocalStore, StoreError};
 use crate::value::Value;
 use crate::wire::{ClientMessage, RowEvent, SubId, PIN_SUB};
 
-/// Default time a miss waits for others to share its fetch.
+/// Default time a miss waits for others to share its fetch: added to the latency of
+/// every miss, in exchange for fewer requests.
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(2);
-/// Default bound on loads waiting for an answer at once.
+/// Default bound on loads waiting for an answer at once (each holds a reply channel).
 pub const DEFAULT_MAX_PENDING_LOADS: usize = 100_000;
-/// Default bound on pinned rows.
+/// Default bound on pinned rows (each costs a row in the local store and a key in the
+/// server's key-set shape).
 pub const DEFAULT_MAX_PINS: usize = 10_000;
 /// Keys per fetch request (the server's bound); larger batches are split.
 pub const MAX_KEYS_PER_FETCH: usize = crate::wire::MAX_FETCH_KEYS;
@@ -57,11 +62,13 @@ pub struct LoaderConfig {
     /// How long the first miss of a batch waits for more. Default 2 ms.
     pub batch_window: Duration,
     /// Keys per fetch; a queue this long is sent at once. Clamped to
-    /// [`MAX_KEYS_PER_FETCH`]. Default [`MAX_KEYS_PER_FETCH`].
+    /// [`MAX_FETCH_KEYS`](crate::wire::MAX_FETCH_KEYS), the default.
     pub max_batch: usize,
-    /// Loads waiting at once; more fail with [`ClientError::TooManyLoads`].
+    /// Loads waiting at once; more fail with [`ClientError::TooManyLoads`]. Default
+    /// [`DEFAULT_MAX_PENDING_LOADS`].
     pub max_pending: usize,
-    /// Pinned rows kept; past this the least recently used are released.
+    /// Pinned rows kept; past this the least recently used are released. Default
+    /// [`DEFAULT_MAX_PINS`].
     pub max_pins: usize,
     /// Pins unused for this long are released. Default: never.
     pub pin_ttl: Option<Duration>,
@@ -82,7 +89,8 @@ impl Default for LoaderConfig {
 /// What the batch loader has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FetchStats {
-    /// Fetch requests sent to the server (loads, pin refreshes and [`Client::fetch`]).
+    /// Fetch requests sent to the server (loads, pin refreshes and
+    /// [`Client::fetch`](crate::client::Client::fetch)).
     pub requests: u64,
     /// Keys asked for over all fetch requests.
     pub keys: u64,

@@ -3,6 +3,9 @@
 //! resolve when the server commits or rejects them, change observers, and a background
 //! task that keeps it all in sync.
 //!
+//! The client sits beside the server, above the store, the wire and the transport; it
+//! must not depend on [`crate::server`] (only on the protocol both speak).
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use sluice::client::{Client, ClientConfig, ServerAddress};
@@ -45,32 +48,45 @@ use crate::vocab::{Mutation, Precondition, RejectCode};
 use crate::wire::{SubId, WriteOutcome};
 use sync::Command;
 
-/// Notifications kept for observers that fall behind; a slower observer gets `Lagged`.
+/// Notifications kept for observers that fall behind (each kept notification costs its
+/// row list); an observer further behind skips the oldest (see [`Observer::next`]).
 pub const OBSERVER_QUEUE_CAPACITY: usize = 1024;
 
 /// Errors of the client API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The local database failed (see [`StoreError`]).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The client (or its sync task) has stopped, so no answer will come.
     #[error("the client is closed")]
     Closed,
+    /// The subscription did not compile against the schema, or the server refused it.
     #[error("subscription failed: {0}")]
     SubscriptionFailed(String),
+    /// The schema has no such table.
     #[error("unknown table `{0}`")]
     UnknownTable(String),
+    /// The request is malformed (an empty transaction), or rebinding the socket failed.
     #[error("{0}")]
     Invalid(String),
+    /// A fetch got no rows: offline, no server configured, the connection was lost, or the
+    /// server refused it.
     #[error("fetch failed: {0}")]
     Fetch(String),
+    /// The batch loader already has [`LoaderConfig::max_pending`] loads waiting.
     #[error("too many loads waiting (at most {limit})")]
-    TooManyLoads { limit: usize },
+    TooManyLoads {
+        /// The configured bound.
+        limit: usize,
+    },
 }
 
 /// Where the server is.
 #[derive(Debug, Clone)]
 pub struct ServerAddress {
+    /// The server's UDP address.
     pub addr: SocketAddr,
     /// PEM file of the certificate authority to trust.
     pub ca: PathBuf,
@@ -79,6 +95,8 @@ pub struct ServerAddress {
 }
 
 impl ServerAddress {
+    /// The server at `addr`, trusted through the CA file `ca`, with server name
+    /// `localhost`.
     pub fn new(addr: SocketAddr, ca: impl Into<PathBuf>) -> ServerAddress {
         ServerAddress {
             addr,
@@ -99,12 +117,14 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// The app's schema; without it the schema is learnt from the server (and kept).
     pub schema: Option<Schema>,
+    /// Reconnection delays. Default: [`Backoff::default`].
     pub backoff: Backoff,
     /// The batch loader: batch window, pin bound and TTL.
     pub loader: LoaderConfig,
 }
 
 impl ClientConfig {
+    /// A purely local client on the SQLite file `db_path`, with default settings.
     pub fn new(db_path: impl Into<PathBuf>) -> ClientConfig {
         ClientConfig {
             db_path: db_path.into(),
@@ -116,26 +136,32 @@ impl ClientConfig {
         }
     }
 
+    /// Syncs with this server.
     pub fn server(mut self, server: ServerAddress) -> Self {
         self.server = Some(server);
         self
     }
 
+    /// Presents this token at the handshake.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
 
+    /// Starts from the app's schema, so local reads and validation work before the first
+    /// connection; the server's schema is still adopted on every connection.
     pub fn schema(mut self, schema: Schema) -> Self {
         self.schema = Some(schema);
         self
     }
 
+    /// Sets the reconnection delays.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
 
+    /// Sets how the batch loader batches, bounds and expires.
     pub fn loader(mut self, loader: LoaderConfig) -> Self {
         self.loader = loader;
         self
@@ -145,7 +171,9 @@ impl ClientConfig {
 /// The connection as an app would show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
+    /// Not connected (no server configured, or waiting before the next attempt).
     Offline,
+    /// Connecting or in the handshake.
     Connecting,
     /// Connected; some subscription is still bootstrapping or resuming.
     Syncing,
@@ -158,14 +186,19 @@ pub enum ConnectionState {
 pub enum SubStatus {
     /// Waiting for a connection or for the server.
     Pending,
+    /// Its snapshot (or replay) is arriving.
     Bootstrapping {
+        /// Rows (or changes) received so far.
         received: u64,
+        /// The server's estimate of the total (0 when unknown or resuming).
         estimate: u64,
     },
     /// Its rows are in the local view, consistent at `sync_id` or later.
     Ready {
+        /// The cut at which it joined the local view.
         sync_id: SyncId,
     },
+    /// The server refused it; the text says why.
     Failed(String),
 }
 
@@ -174,25 +207,33 @@ pub enum SubStatus {
 pub enum Source {
     /// A server transaction was applied.
     Server {
+        /// The transaction's sync id.
         sync_id: SyncId,
     },
     /// A local transaction was applied optimistically.
     Local {
+        /// The transaction's sequence number ([`PendingWrite::seq`]).
         seq: u64,
     },
     /// A local transaction was rejected and rolled back.
     Rollback {
+        /// The transaction's sequence number.
         seq: u64,
     },
     /// A local transaction was committed by the server.
     Confirmed {
+        /// The transaction's sequence number.
         seq: u64,
     },
     /// Staged subscriptions joined the local view.
     Joined {
+        /// The subscriptions that joined.
         subs: Vec<SubId>,
     },
+    /// A subscription ended (by the app, by a hydration's expiry, or refused by the
+    /// server); rows only it covered left the local view.
     Unsubscribed {
+        /// The subscription.
         sub: SubId,
     },
     /// Batch-loader pins changed.
@@ -202,6 +243,7 @@ pub enum Source {
 /// One change to the local view: everything one applied transaction changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
+    /// What caused it.
     pub source: Source,
     /// Rows whose visible content changed, as (table, key), listed up to
     /// [`crate::store::MAX_NOTIFY_ROWS`] (a large bootstrap lists only its tables).
@@ -210,15 +252,21 @@ pub struct Notification {
     pub tables: Vec<String>,
     /// More rows changed than `rows` lists: re-read rather than patch.
     pub truncated: bool,
+    /// Subscriptions whose rows changed.
     pub subs: Vec<SubId>,
 }
 
 /// What an observer wants to hear about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Interest {
+    /// Every notification.
     All,
+    /// Notifications that change rows of this table (name compared case-insensitively).
     Table(String),
+    /// Notifications that change rows of this subscription.
     Subscription(SubId),
+    /// Notifications that change this row (table, primary key), or that may have
+    /// (a truncated notification about its table).
     Row(String, Value),
 }
 
@@ -279,16 +327,20 @@ impl Observer {
 
 /// A subscription handle: its id and its progress.
 pub struct Subscription {
+    /// The subscription's id, stable across runs.
     pub id: SubId,
     status: watch::Receiver<SubStatus>,
 }
 
 impl Subscription {
+    /// Where the subscription is now.
     pub fn status(&self) -> SubStatus {
         self.status.borrow().clone()
     }
 
-    /// Waits until the rows are in the local view (or the server refused it).
+    /// Waits until the rows are in the local view; returns the cut they joined at. Fails
+    /// with [`ClientError::SubscriptionFailed`] when the server refused it and
+    /// [`ClientError::Closed`] when the client closed first.
     pub async fn ready(&self) -> Result<SyncId, ClientError> {
         let mut rx = self.status.clone();
         loop {
@@ -305,13 +357,16 @@ impl Subscription {
 /// A local transaction that has been applied optimistically; await it for the
 /// server's answer.
 pub struct PendingWrite {
+    /// The transaction's sequence number in the outbox (its idempotency key).
     pub seq: u64,
     outcome: oneshot::Receiver<WriteOutcome>,
 }
 
 impl PendingWrite {
     /// Resolves when the server commits (with its sync id) or rejects (with a reason; the
-    /// local view has been rolled back by then).
+    /// local view has been rolled back by then). Fails with [`ClientError::Closed`] when
+    /// the client closes before the answer arrives (the transaction stays in the outbox
+    /// and is sent again on the next run).
     pub async fn outcome(self) -> Result<WriteOutcome, ClientError> {
         self.outcome.await.map_err(|_| ClientError::Closed)
     }
@@ -325,6 +380,8 @@ pub struct Transaction<'a> {
 }
 
 impl Transaction<'_> {
+    /// Inserts a row; `values` are (column, value) pairs and must include the primary
+    /// key. Nothing is checked until [`Transaction::commit`].
     pub fn insert(mut self, table: &str, values: Vec<(&str, Value)>) -> Self {
         let values = values
             .into_iter()
@@ -348,6 +405,7 @@ impl Transaction<'_> {
         self
     }
 
+    /// Deletes the row with this primary key.
     pub fn delete(mut self, table: &str, key: Value) -> Self {
         self.mutations.push(Mutation::Delete {
             table: table.into(),
@@ -369,6 +427,11 @@ impl Transaction<'_> {
 
     /// Persists the transaction in the outbox, applies it to the local view, and queues it
     /// for the server. Works offline: it is sent when the client connects.
+    ///
+    /// Fails with [`ClientError::Invalid`] for a transaction without writes,
+    /// [`ClientError::UnknownTable`] when a write names a table the known schema lacks, and
+    /// [`ClientError::Store`] when the local database fails. Constraint and permission
+    /// checks happen on the server: their failures arrive as a rejected outcome.
     pub fn commit(self) -> Result<PendingWrite, ClientError> {
         self.client.commit(self.mutations, self.preconditions)
     }
@@ -439,7 +502,9 @@ pub struct Client {
 
 impl Client {
     /// Opens the local store (reads work at once, offline) and starts syncing in the
-    /// background when a server is configured.
+    /// background when a server is configured. Must be called inside a tokio runtime.
+    /// Fails with [`ClientError::Store`] when the local database cannot be opened or read
+    /// (see [`LocalStore::open`]).
     pub async fn open(config: ClientConfig) -> Result<Client, ClientError> {
         let path = config.db_path.clone();
         let schema = config.schema.clone();
@@ -491,17 +556,22 @@ impl Client {
         })
     }
 
-    /// This installation's client id.
+    /// This installation's client id (generated and stored on first use). Fails with
+    /// [`ClientError::Store`] when the local database does.
     pub fn client_id(&self) -> Result<ClientId, ClientError> {
         Ok(self.shared.local().client_id()?)
     }
 
-    /// The sync id the local view reflects.
+    /// The sync id the local view reflects. Fails with [`ClientError::Store`] when the
+    /// local database does.
     pub fn cut(&self) -> Result<SyncId, ClientError> {
         Ok(self.shared.local().cut()?)
     }
 
-    /// Subscribes; rows arrive in the background (see [`Subscription::ready`]).
+    /// Subscribes; rows arrive in the background (see [`Subscription::ready`]). The
+    /// subscription is remembered in the local store and resumed on every later run.
+    /// Fails with [`ClientError::SubscriptionFailed`] when the known schema rejects it,
+    /// and [`ClientError::Store`] when the local database fails.
     pub fn subscribe(&self, sql: &str, params: Params) -> Result<Subscription, ClientError> {
         {
             // Validate locally when the schema is known, for an immediate, precise error.
@@ -531,7 +601,8 @@ impl Client {
         })
     }
 
-    /// Ends a subscription; rows nothing else covers leave the local view.
+    /// Ends a subscription; rows nothing else covers leave the local view. Fails with
+    /// [`ClientError::Store`] when the local database does.
     pub fn unsubscribe(&self, id: SubId) -> Result<(), ClientError> {
         let applied = self.shared.local().remove_sub(id)?;
         self.shared
@@ -545,12 +616,14 @@ impl Client {
         Ok(())
     }
 
-    /// Runs a read-only SQL query on the local view.
+    /// Runs a read-only SQL query on the local view; works offline. Fails with
+    /// [`ClientError::Store`] when the statement writes, does not prepare or fails.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, ClientError> {
         Ok(self.shared.local().query(sql, params)?.1)
     }
 
-    /// One visible row by primary key.
+    /// One visible row by primary key (`None` also for an unknown table). Fails with
+    /// [`ClientError::Store`] when the local database does.
     pub fn row(&self, table: &str, key: &Value) -> Result<Option<Vec<Value>>, ClientError> {
         Ok(self.shared.local().row(table, key)?)
     }
@@ -624,7 +697,9 @@ impl Client {
     }
 
     /// Moves the connection to a new local UDP socket (the device changed networks);
-    /// QUIC migrates it without a new handshake.
+    /// QUIC migrates it without a new handshake. A no-op while offline. Fails with
+    /// [`ClientError::Invalid`] when the socket cannot be used and [`ClientError::Closed`]
+    /// when the sync task is gone (or no server is configured).
     pub async fn rebind(&self, socket: std::net::UdpSocket) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -637,7 +712,9 @@ impl Client {
     }
 
     /// Fetches rows by key from the server, bypassing the local store (the batch loader
-    /// builds on this).
+    /// builds on this); the rows found, in the order of `keys`, carry the columns the
+    /// caller may read. Fails with [`ClientError::Fetch`] when offline, without a server, on a lost
+    /// connection or a refusal, and [`ClientError::Closed`] when the client has stopped.
     pub async fn fetch(
         &self,
         table: &str,
@@ -656,7 +733,8 @@ impl Client {
 }
 
 impl RejectCode {
-    /// Whether retrying the same transaction could succeed later.
+    /// Whether retrying the same transaction cannot succeed: true for every code except
+    /// [`RejectCode::PreconditionFailed`] (the row may change so that it holds).
     pub fn is_permanent(self) -> bool {
         !matches!(self, RejectCode::PreconditionFailed)
     }

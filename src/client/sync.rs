@@ -1,6 +1,9 @@
 //! The client's background sync task: connects (with exponential backoff and jitter),
 //! resumes every subscription from the local cut, resends the outbox, stages bootstraps
 //! until they can join the consistent cut, and applies live transactions atomically.
+//!
+//! The only task that talks to the server on the client's behalf; the app-facing API
+//! reaches it through a bounded command queue. It must not depend on the server.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -42,18 +45,24 @@ pub(crate) struct FetchAnswer {
     pub columns: Vec<String>,
 }
 
-/// Snapshot rows buffered before they are staged in one local transaction.
+/// Snapshot rows buffered before they are staged in one local transaction: larger
+/// batches mean fewer local commits, and more rows held in memory.
 pub const STAGE_BATCH: usize = 1000;
 
-/// Commands waiting for the sync task.
+/// Commands waiting for the sync task. Subscribe, unsubscribe and write commands are
+/// dropped when it is full (the outbox and the stored subscriptions are re-sent on the
+/// next connection); fetches wait for room.
 pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
 
 /// Reconnection delays: exponential from `initial` up to `max`, each randomized by
 /// ±`jitter` (a fraction) so that many clients do not reconnect in lockstep.
 #[derive(Debug, Clone)]
 pub struct Backoff {
+    /// The delay before the first retry.
     pub initial: Duration,
+    /// The longest delay, before jitter.
     pub max: Duration,
+    /// The fraction (0 to 1) by which each delay is randomly shortened or lengthened.
     pub jitter: f64,
 }
 

@@ -2,6 +2,8 @@
 //! id W (or, on resume, the matching changes replayed from the log up to W), then
 //! `End(W)`. Rows flow from a blocking SQLite reader through a bounded channel, so memory
 //! stays flat in the size of the snapshot.
+//!
+//! Server-internal: reads only through the [`Store`] trait, never SQLite directly.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -18,18 +20,27 @@ use crate::store::{LogRead, Store};
 use crate::transport::FrameWriter;
 use crate::wire::{BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
 
-/// Rows read from SQLite but not yet written to the stream.
+/// Rows read from SQLite but not yet written to the stream: the memory one bootstrap
+/// holds; when the client reads slowly the reader waits.
 pub const BOOTSTRAP_CHANNEL_CAPACITY: usize = 256;
 
+/// One subscription's bootstrap to run.
 pub struct Job {
+    /// The server's shared state (store, registry).
     pub shared: Arc<Shared>,
+    /// The connection to open the bootstrap stream on.
     pub connection: quinn::Connection,
+    /// The session's control-stream queue (`Subscribed`, refusals).
     pub control: mpsc::Sender<ServerMessage>,
+    /// The session's live queue, where the seam is announced.
     pub live: mpsc::Sender<LiveItem>,
+    /// The subscription.
     pub sub: SubId,
+    /// The compiled shape, permission rule included.
     pub shape: Arc<Shape>,
     /// The subscription's predicate without its permission rule (see `registry::refine`).
     pub base: Option<Arc<Pred>>,
+    /// Replay the log after this sync id instead of sending a snapshot.
     pub resume_after: Option<SyncId>,
 }
 
@@ -40,6 +51,10 @@ enum Produced {
     Refused(ServerMessage),
 }
 
+/// Serves one bootstrap: answers `Subscribed`, opens the stream, sends `Begin`, the rows
+/// (or replayed changes) with a `Progress` every [`PROGRESS_EVERY`], and `End(W)`; then,
+/// once every transaction up to W is in the session's live queue, queues the seam there.
+/// Ends quietly when the client goes away or the subscription is refused.
 pub async fn run(job: Job) {
     let estimate = {
         let store = job.shared.store.clone();

@@ -1,6 +1,9 @@
 //! The single writer: takes client and backend transactions from a bounded queue,
 //! commits them in batches (one SQLite commit, one savepoint each), then fans every
 //! committed transaction out to the sessions whose shapes it touches, in sync-id order.
+//!
+//! Server-internal: the only task that writes to the store. It must not wait on a session
+//! (delivery never blocks: a full session queue cuts that session off).
 
 use std::sync::Arc;
 
@@ -12,17 +15,23 @@ use crate::store::{GuardedTxn, WriteGuard};
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 use crate::wire::LiveTxn;
 
-/// Transactions waiting for the writer, across all sessions.
+/// Transactions waiting for the writer, across all sessions. When it is full, a session
+/// with a write to queue stops reading requests until there is room.
 pub const WRITE_QUEUE_CAPACITY: usize = 4096;
-/// Most transactions committed by one SQLite commit.
+/// Most transactions committed by one SQLite commit: they share its fsync, and a larger
+/// batch holds the writer longer before anyone hears of an outcome.
 pub const MAX_WRITE_BATCH: usize = 256;
 
 /// One transaction waiting to be committed, with where to send its outcome.
 pub struct WriteRequest {
+    /// Who is writing, for the write hook.
     pub context: WriteContext,
+    /// The transaction.
     pub txn: WriteTxn,
     /// The session's permission check, run by the store on every row written.
     pub guard: Option<Arc<dyn WriteGuard>>,
+    /// Where the outcome goes (dropped unanswered only if the store task panics or the
+    /// committer is stopped at shutdown).
     pub reply: oneshot::Sender<TxnOutcome>,
 }
 

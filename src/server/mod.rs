@@ -9,6 +9,10 @@
 //! Claims are fixed for a session: a revoked user keeps access until the token expires
 //! (the session is closed then) or the backend calls [`ServerHandle::disconnect_user`].
 //!
+//! The server is the top of the library: it uses every layer below it (store, matcher,
+//! query, auth, wire, transport) and nothing may depend on it; in particular it must not
+//! depend on [`crate::client`].
+//!
 //! Embedding:
 //!
 //! ```no_run
@@ -112,14 +116,19 @@ impl Default for Retention {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The schema folder could not be read or a `CREATE TABLE` file is invalid.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// The database could not be opened, or a store operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The certificate or key could not be loaded or generated, or the socket not bound.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The rules file could not be read or does not fit the schema.
     #[error(transparent)]
     Rules(#[from] RulesError),
+    /// The server stopped (or its blocking task died) before the request was answered.
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -206,6 +215,8 @@ impl ServerBuilder {
         self
     }
 
+    /// How clients are authenticated at the handshake (e.g.
+    /// [`crate::auth::JwtAuthenticator`]). Default: [`NoAuth`], every client accepted.
     pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
         self.authenticator = authenticator;
         self
@@ -219,7 +230,8 @@ impl ServerBuilder {
         self
     }
 
-    /// A check run on every transaction before it commits.
+    /// A check run on every transaction before it commits (see [`WriteHook`]). It runs on
+    /// the single writer task, so its cost adds to every commit.
     pub fn write_hook(
         mut self,
         hook: impl Fn(&WriteContext, &WriteTxn) -> Result<(), String> + Send + Sync + 'static,
@@ -228,23 +240,35 @@ impl ServerBuilder {
         self
     }
 
+    /// How much of the change log to keep. Default: [`Retention::default`].
     pub fn retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
     }
 
+    /// SQLite tuning (durability, caches, busy timeout). Default:
+    /// [`StoreOptions::default`].
     pub fn store_options(mut self, options: StoreOptions) -> Self {
         self.store_options = options;
         self
     }
 
+    /// QUIC limits (streams, windows, idle timeout). Default:
+    /// [`TransportLimits::default`].
     pub fn transport_limits(mut self, limits: TransportLimits) -> Self {
         self.transport_limits = limits;
         self
     }
 
     /// Opens the database and starts listening. The returned handle serves until
-    /// [`ServerHandle::shutdown`] or [`ServerHandle::run_until`].
+    /// [`ServerHandle::shutdown`] or [`ServerHandle::run_until`]. Must be called inside a
+    /// tokio runtime.
+    ///
+    /// Fails with [`ServerError::Schema`] when the schema folder cannot be loaded,
+    /// [`ServerError::Rules`] when the rules file is unreadable or invalid,
+    /// [`ServerError::Store`] when the database cannot be opened (see
+    /// [`SqliteStore::open`]), and [`ServerError::Transport`] when the certificate cannot be
+    /// loaded or generated or the address cannot be bound.
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
         let schema = Arc::new(Schema::load_dir(&self.schema_dir)?);
         let rules = match &self.rules_file {
@@ -346,6 +370,10 @@ impl ServerHandle {
     }
 
     /// Commits a transaction from the backend itself; it reaches subscribers like any other.
+    /// It goes through the write hook but no permission rule. A rejection is an
+    /// `Ok(TxnOutcome::Rejected)` (a failure of the store is reported that way too, with
+    /// code `invalid`); fails with [`ServerError::ShuttingDown`] when the server stops
+    /// before answering.
     pub async fn write(&self, txn: WriteTxn) -> Result<TxnOutcome, ServerError> {
         let (reply, outcome) = oneshot::channel();
         let request = committer::WriteRequest {
@@ -366,7 +394,8 @@ impl ServerHandle {
     }
 
     /// Closes every session of user `sub` (for instance after revoking their access;
-    /// claims are fixed for a session's lifetime). Returns how many were closed.
+    /// claims are fixed for a session's lifetime). Returns how many were closed. Costs a
+    /// scan of every authenticated session.
     pub fn disconnect_user(&self, sub: &str) -> usize {
         let mut closed = 0;
         for entry in self.shared.users.iter() {
@@ -393,7 +422,9 @@ impl ServerHandle {
             .shape_count()
     }
 
-    /// Compacts the change log up to and including `sync_id` now.
+    /// Compacts the change log up to and including `sync_id` (capped at the head) now;
+    /// returns the number of changes deleted. Fails with [`ServerError::Store`] when the
+    /// database does, and [`ServerError::ShuttingDown`] when the blocking task dies.
     pub async fn compact(&self, sync_id: crate::ids::SyncId) -> Result<u64, ServerError> {
         let store = self.shared.store.clone();
         Ok(tokio::task::spawn_blocking(move || store.compact(sync_id))

@@ -4,7 +4,11 @@
 //! caller's read rule exactly like a subscription (so a pin never reveals a row the caller
 //! may not read), registered in the matcher under the reserved subscription id
 //! [`PIN_SUB`]. Whenever the set changes the shape is re-registered, old and new swapped
-//! under one registry lock so no change falls in between.
+//! under one registry lock so no change falls in between. Re-registering costs a compile
+//! of the key-set shape, linear in the table's pinned keys, on every pin or unpin.
+//!
+//! Server-internal: depends on auth, query, schema and the matcher registry; the client
+//! must not depend on it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,7 +22,9 @@ use crate::value::Value;
 use crate::vocab::SessionId;
 use crate::wire::PIN_SUB;
 
-/// Rows one session may keep pinned at once (over all tables).
+/// Rows one session may keep pinned at once (over all tables). Each pinned key costs its
+/// value in the session's key set and in the compiled key-set shape; a pin past the limit
+/// is refused with [`PinError::TooMany`].
 pub const MAX_PINS_PER_SESSION: usize = 100_000;
 
 /// Name of the list parameter the key-set shape is compiled with.
@@ -28,10 +34,17 @@ const KEYS_PARAM: &str = "pinned_keys";
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PinError {
+    /// The schema has no such table.
     #[error("unknown table `{0}`")]
     UnknownTable(String),
+    /// The pin would take the session past its limit.
     #[error("at most {limit} pinned rows per session")]
-    TooMany { limit: usize },
+    TooMany {
+        /// [`MAX_PINS_PER_SESSION`].
+        limit: usize,
+    },
+    /// The key-set subscription was refused: the caller's read rule does not allow the
+    /// table (or the generated subscription did not compile).
     #[error("{0}")]
     Refused(String),
 }
@@ -39,9 +52,11 @@ pub enum PinError {
 /// What a table's pin set became.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PinChange {
+    /// The table, as the schema names it.
     pub table: String,
     /// Columns of the rows live events carry (the readable ones).
     pub columns: Vec<String>,
+    /// Keys of the table now pinned.
     pub pinned: u64,
 }
 

@@ -1,6 +1,9 @@
 //! Which sessions listen to which shapes: the matcher plus, per shape, its subscribers.
 //!
 //! Matching happens once per distinct shape; fan-out once per session.
+//!
+//! Server-internal and synchronous (held under a mutex for short sections): no IO, no
+//! store, no async.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,10 +26,14 @@ pub struct Registry {
 pub type Deliveries = HashMap<SessionId, Vec<(SubId, String, RowEvent)>>;
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Registry {
         Registry::default()
     }
 
+    /// Registers `sub` of `session` on `shape` (shared with identical shapes already
+    /// registered) and returns the shape's id; `base` is the subscription's predicate
+    /// without its permission rule, when one was ANDed in.
     pub fn subscribe(
         &mut self,
         shape: Arc<Shape>,
@@ -42,6 +49,8 @@ impl Registry {
         id
     }
 
+    /// Removes `sub` of `session` from `shape`; the shape leaves the matcher with its last
+    /// subscriber. Does nothing when the pair is not registered.
     pub fn unsubscribe(&mut self, shape: ShapeId, session: SessionId, sub: SubId) {
         if let Some(list) = self.subscribers.get_mut(&shape) {
             if let Some(i) = list.iter().position(|&(s, b)| s == session && b == sub) {

@@ -1,5 +1,9 @@
 //! One client connection: handshake, then requests on the control stream, live
 //! transactions on the live stream, and one bootstrap stream per subscription.
+//!
+//! Server-internal apart from its limits and close codes; it must not depend on the
+//! client or touch SQLite directly (reads and writes go through the store and the
+//! committer).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,31 +31,45 @@ use crate::wire::{
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
-/// cut off as lagging (it resumes from its last sync id).
+/// cut off as lagging (close code [`close::LAGGING`]; the client resumes from its last
+/// sync id). Memory per session grows with it, by the size of the queued transactions.
 pub const SESSION_QUEUE_CAPACITY: usize = 1024;
-/// Most live frames, and bytes, gathered into one write of the live stream.
+/// Most live frames gathered into one write of the live stream: larger batches mean fewer
+/// stream writes under a burst of commits.
 pub const LIVE_BATCH_FRAMES: usize = 256;
+/// Once the encoded batch reaches this many bytes it is written; it bounds the batch
+/// buffer each session keeps.
 pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
-/// Control-stream answers waiting to be written to one session.
+/// Control-stream answers waiting to be written to one session; when it is full the
+/// session stops reading requests until the client reads its answers.
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
-/// Subscriptions one session may hold at once.
+/// Subscriptions one session may hold at once; one more is answered with
+/// `SubscribeFailed`. Each costs a shape in the matcher (shared with identical ones) and a
+/// bootstrap task while it runs.
 pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1000;
 /// Row bytes (roughly, as encoded) per fetch answer frame; a larger answer is split
 /// into `FetchedPart` frames ending with `Fetched`.
 pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
-/// How long a client has to say hello.
+/// How long a client has to open its control stream, and then to say hello, before the
+/// server gives up on the connection.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a refused client gets to read the refusal before the connection is closed.
 pub const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 
-/// QUIC application close codes.
+/// QUIC application close codes; the close reason carries a text for people.
 pub mod close {
     use quinn::VarInt;
+    /// An ordinary close (the client's [`crate::client::Connection::close`]).
     pub const NORMAL: VarInt = VarInt::from_u32(0);
+    /// The peer sent a frame that could not be decoded, or did not start with `Hello`.
     pub const PROTOCOL_ERROR: VarInt = VarInt::from_u32(1);
+    /// The session's live queue overflowed ([`super::SESSION_QUEUE_CAPACITY`]): the client
+    /// should reconnect and resume.
     pub const LAGGING: VarInt = VarInt::from_u32(2);
+    /// The handshake was refused (after the `Refused` frame).
     pub const REFUSED: VarInt = VarInt::from_u32(3);
+    /// The server is shutting down.
     pub const SHUTDOWN: VarInt = VarInt::from_u32(4);
     /// The backend closed the user's sessions (`ServerHandle::disconnect_user`).
     pub const REVOKED: VarInt = VarInt::from_u32(5);
@@ -61,13 +79,18 @@ pub mod close {
 
 /// Items of a session's live queue.
 pub enum LiveItem {
+    /// A committed transaction's events for this session.
     Txn(LiveTxn),
     /// The subscription's bootstrap covered everything up to `through`.
     Seam {
+        /// The subscription.
         sub: SubId,
+        /// The sync id its bootstrap covers.
         through: SyncId,
     },
+    /// The subscription ended: forget its seam.
     Forget {
+        /// The subscription.
         sub: SubId,
     },
 }

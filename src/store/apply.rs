@@ -1,6 +1,9 @@
 //! The write path: validates client and server transactions against the schema and
 //! applies a batch of them in one SQLite transaction, each inside its own savepoint,
 //! appending their changes to the log.
+//!
+//! Synchronous, on the writer connection it is given; depends on the schema, values and
+//! the vocabulary only (permission checks come in as a [`super::WriteGuard`]).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Conversions between [`Value`] and rusqlite, and the compact encoding of row images in
 //! the change log (postcard of `Vec<Value>`).
+//!
+//! Depends only on [`Value`], rusqlite and postcard.
 
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::Row;

@@ -2,7 +2,9 @@
 //!
 //! This is the only module that uses rusqlite; everything SQLite-specific stays behind the
 //! [`Store`] trait so that another backend (PostgreSQL, for several servers sharing one
-//! database) can sit beside [`SqliteStore`].
+//! database) can sit beside [`SqliteStore`]. It sits below the wire, the transport, the
+//! server and the client and must not depend on any of them (nor on tokio): it uses only
+//! the vocabulary, values, the schema and the query layer (to turn a shape into SQL).
 //!
 //! The API is synchronous and every type is `Send + Sync`: the async server calls it from
 //! `spawn_blocking`. Writes are serialized through one connection and applied in groups
@@ -56,7 +58,9 @@ use crate::value::Value;
 /// with the same words), and an insert whose key is taken by one is refused with the
 /// guard's own words for a refused insert ([`WriteGuard::insert_denied`]).
 pub trait WriteGuard: Send + Sync {
-    /// Checks one row change; `Err(reason)` rejects the transaction (`forbidden`).
+    /// Checks one row change of `mutation` on `table`: `Ok(())` lets it stand,
+    /// `Err(reason)` rejects the transaction with that message. Called once per changed
+    /// row, inside the writer's transaction: its cost adds to every guarded commit.
     fn check(
         &self,
         table: &Table,
@@ -92,22 +96,26 @@ pub trait Store: Send + Sync {
     /// per transaction, in order. A client transaction whose `(client, seq)` already has
     /// an outcome is not applied again; its stored outcome is returned (for a commit, with
     /// the original sync id and no changes). `Err` means the database failed and nothing
-    /// of the batch was committed.
+    /// of the batch was committed: [`StoreError::Sqlite`] (disk, lock timeout),
+    /// [`StoreError::Image`] or [`StoreError::Corrupt`].
     fn apply(&self, txns: Vec<WriteTxn>) -> Result<Vec<TxnOutcome>, StoreError>;
 
     /// [`Store::apply`] with a per-transaction [`WriteGuard`]. A guarded transaction
-    /// whose guard refuses a row is rejected (`forbidden`) and writes nothing.
+    /// whose guard refuses a row is rejected (`forbidden`) and writes nothing. Errors as
+    /// for [`Store::apply`].
     fn apply_guarded(&self, txns: Vec<GuardedTxn>) -> Result<Vec<TxnOutcome>, StoreError>;
 
-    /// The sync id of the last committed transaction.
+    /// The sync id of the last committed transaction. Cheap: no database access.
     fn head(&self) -> SyncId;
 
     /// The log is compacted up to and including this sync id; every change after it is
-    /// present.
+    /// present. Cheap: no database access.
     fn horizon(&self) -> SyncId;
 
     /// Streams the changes with sync id `> after` in order, until the callback breaks.
-    /// Returns [`LogRead::Compacted`] without calling it when `after < horizon`.
+    /// Returns [`LogRead::Compacted`] without calling it when `after < horizon`. Fails
+    /// with [`StoreError::Sqlite`] when the read fails, and with [`StoreError::Image`] or
+    /// [`StoreError::Corrupt`] when a log entry cannot be decoded.
     fn read_log(
         &self,
         after: SyncId,
@@ -116,27 +124,36 @@ pub trait Store: Send + Sync {
 
     /// Streams the full rows (table column order) of the shape's table that match it, as
     /// of one committed state, and returns that state's sync id. The callback may stop
-    /// early. Rows are never all held in memory.
+    /// early. Rows are never all held in memory. Fails with [`StoreError::Sqlite`] when
+    /// the read fails.
     fn snapshot(
         &self,
         shape: &Shape,
         f: &mut dyn FnMut(Vec<Value>) -> ControlFlow<()>,
     ) -> Result<SyncId, StoreError>;
 
-    /// A cheap estimate of the number of rows in the shape (for progress reports).
+    /// An estimate of the number of rows in the shape, for progress reports.
+    /// [`SqliteStore`] counts them exactly (`COUNT(*)` with the shape's filter), which
+    /// costs a scan of the matching rows, or of the table without a usable index. Fails
+    /// with [`StoreError::Sqlite`] when the read fails.
     fn count_estimate(&self, shape: &Shape) -> Result<u64, StoreError>;
 
     /// The rows with these primary keys, as of one committed state whose sync id is
-    /// returned. Missing keys are simply absent; rows come in key order, one per key
-    /// given (a repeated key repeats its row).
+    /// returned. Missing keys are simply absent; rows come in the order of `keys`, one per
+    /// key found (a repeated key repeats its row). One indexed lookup per key. Fails with
+    /// [`StoreError::UnknownTable`] when the schema has no such table, and with
+    /// [`StoreError::Sqlite`] when the read fails.
     fn fetch(&self, table: &str, keys: &[Value]) -> Result<(SyncId, Vec<Vec<Value>>), StoreError>;
 
     /// Deletes the log entries with sync id `<= before_or_at` (capped at the head) and
-    /// advances the horizon to it. Returns the number of changes deleted.
+    /// advances the horizon to it; a target at or below the horizon does nothing. Returns
+    /// the number of changes deleted. Takes the writer for the duration of the delete.
+    /// Fails with [`StoreError::Sqlite`] when the database does.
     fn compact(&self, before_or_at: SyncId) -> Result<u64, StoreError>;
 
     /// Retention: compacts everything except the last `keep_last` transactions and,
     /// when `max_age` is given, except the transactions committed within it (an entry
     /// goes only when it is outside both windows). Returns the number of changes deleted.
+    /// Errors as for [`Store::compact`].
     fn compact_retain(&self, keep_last: u64, max_age: Option<Duration>) -> Result<u64, StoreError>;
 }

@@ -1,4 +1,6 @@
 //! Tuning knobs of the SQLite store, each with a documented default and its cost.
+//!
+//! Plain data with serde; depends on nothing else in the crate.
 
 use std::time::Duration;
 

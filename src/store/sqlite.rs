@@ -3,6 +3,10 @@
 //! One writer connection behind a mutex; every read opens a fresh read-only connection
 //! and runs inside one read transaction, so it sees a single committed state while the
 //! writer goes on.
+//!
+//! Synchronous and blocking: callers on an async runtime use `spawn_blocking`. Depends on
+//! the schema, the vocabulary and the query layer (shapes to SQL), never on the wire, the
+//! transport, the server or the client.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -56,7 +60,8 @@ CREATE TABLE IF NOT EXISTS _sluice_client_txns (
 ) WITHOUT ROWID;
 ";
 
-/// The [`Store`] on a SQLite database file.
+/// The [`Store`] on a SQLite database file. Holds one writer connection; each read opens
+/// (and closes) its own read-only connection, which costs a file open per read.
 pub struct SqliteStore {
     path: PathBuf,
     schema: Arc<Schema>,
@@ -74,8 +79,15 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`: WAL mode, the schema's tables
-    /// and indexes, and sluice's own tables. Fails with [`StoreError::SchemaChanged`] when
-    /// the database was created for a different schema version.
+    /// and indexes, and sluice's own tables. A database created for an older schema is
+    /// migrated in place when the change is additive (new tables, new nullable or
+    /// defaulted columns at the end).
+    ///
+    /// Fails with [`StoreError::InMemory`] for an in-memory path,
+    /// [`StoreError::SchemaChanged`] when the database was created for a schema it cannot
+    /// be migrated from additively, [`StoreError::Corrupt`] when WAL mode cannot be enabled
+    /// or the meta row is missing, and [`StoreError::Sqlite`] when SQLite fails (the file
+    /// cannot be opened or created, a lock is held past the busy timeout).
     pub fn open(
         path: impl AsRef<Path>,
         schema: Arc<Schema>,

@@ -1,5 +1,7 @@
 //! The store's own vocabulary ([`LogRead`]) and the SQLite conversions of the shared ids
 //! and change kinds (the types themselves live in [`crate::vocab`], which has no SQLite).
+//!
+//! Depends only on the vocabulary and rusqlite.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
@@ -60,13 +62,22 @@ pub(crate) fn kind_from_code(code: i64) -> Option<ChangeKind> {
 #[non_exhaustive]
 pub enum LogRead {
     /// Every change after the requested id up to and including `head` was delivered.
-    Complete { head: SyncId },
+    Complete {
+        /// The head of the committed state the read saw.
+        head: SyncId,
+    },
     /// The callback stopped the read; `last` is the sync id of the last change delivered
     /// (that transaction's later changes, if any, were not).
-    Stopped { last: SyncId },
+    Stopped {
+        /// The sync id of the last change delivered.
+        last: SyncId,
+    },
     /// Changes right after the requested id were compacted away; the log starts after
     /// `horizon`. The reader must re-bootstrap.
-    Compacted { horizon: SyncId },
+    Compacted {
+        /// The log's horizon.
+        horizon: SyncId,
+    },
 }
 
 #[cfg(test)]

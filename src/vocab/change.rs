@@ -2,7 +2,8 @@
 //! log records it) and what that means for one subscription ([`RowEvent`], with the
 //! reason a row left it, [`MoveOut`]).
 //!
-//! Pure data with serde.
+//! Pure data with serde: depends only on [`crate::value`] and the ids, never on the
+//! store, the wire or any IO.
 
 use serde::{Deserialize, Serialize};
 

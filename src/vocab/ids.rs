@@ -1,8 +1,9 @@
 //! Identifiers: the server's clock ([`SyncId`]), a client's identity ([`ClientId`]), a
 //! subscription within a session ([`SubId`]) and a server session ([`SessionId`]).
 //!
-//! Newtypes, so that one kind of id is never passed where another is expected. Pure: their
-//! SQLite conversions live in the store.
+//! Newtypes, so that one kind of id is never passed where another is expected. Pure: this
+//! file depends on nothing else in the crate (no SQLite, no wire, no IO); the ids' SQLite
+//! conversions live in the store.
 
 use std::fmt;
 

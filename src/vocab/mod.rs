@@ -2,8 +2,8 @@
 //! codes, outcomes) and row changes (change-log entries, per-subscription row events).
 //!
 //! Pure data with serde, below `query`, `wire` and `store`: it depends on nothing but
-//! [`crate::value`]. SQLite conversions of these types live in the store, their frame
-//! encoding in the wire codec.
+//! [`crate::value`] and must not depend on any of them (nor on SQLite or IO). SQLite
+//! conversions of these types live in the store, their frame encoding in the wire codec.
 
 pub mod change;
 pub mod ids;

@@ -2,7 +2,8 @@
 //! carry, and how they end (committed at a sync id, or rejected with a code).
 //!
 //! Pure data with serde: the store applies them, the wire carries them, the client queues
-//! them in its outbox.
+//! them in its outbox. Depends only on [`crate::value`] and the rest of the vocabulary,
+//! never on the store, the wire or any IO.
 
 use std::fmt;
 
@@ -100,7 +101,8 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
-    /// The snake_case name used on the wire and in storage.
+    /// The snake_case name stored with a client transaction's recorded outcome and printed
+    /// by the command line (on the wire the code travels as its serde variant).
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::Schema => "schema",

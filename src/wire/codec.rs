@@ -6,6 +6,8 @@
 //! bytes" (`Ok(None)`) apart from "invalid" (`Err`). A length prefix above the decoder's
 //! maximum is rejected as soon as its four bytes arrive, before any payload is buffered,
 //! so a peer cannot make us allocate memory by announcing a huge frame.
+//!
+//! Depends on serde and postcard only: nothing else in the crate, no sockets, no async.
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -27,14 +29,23 @@ pub enum FrameError {
     /// The payload is longer than the allowed maximum (announced by a length prefix when
     /// decoding, or produced by serialization when encoding).
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The maximum allowed.
+        max: usize,
+    },
     /// The payload is not a valid postcard encoding of the expected type, or the value
     /// could not be serialized.
     #[error("invalid frame: {0}")]
     Invalid(String),
     /// The byte stream ended in the middle of a frame.
     #[error("stream ended inside a frame ({buffered} bytes of an unfinished frame)")]
-    Truncated { buffered: usize },
+    Truncated {
+        /// Bytes still buffered: the unfinished frame, prefix included, plus any whole
+        /// frames not yet taken.
+        buffered: usize,
+    },
 }
 
 /// Appends one frame carrying `msg` to `out`, with the default maximum

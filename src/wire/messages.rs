@@ -10,7 +10,9 @@
 //!   [`BootstrapFrame`]s (snapshot rows or replayed changes) ending in `End { sync_id }`,
 //!   so a large snapshot never delays live traffic.
 //!
-//! Pure: no IO. Frames are encoded with [`super::encode`].
+//! Pure: no IO. Frames are encoded with [`super::encode`]. Depends only on the shared
+//! vocabulary, [`crate::value`] and [`crate::query::Params`]; it must not depend on the
+//! transport, the store, the server or the client.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,129 +34,196 @@ pub const PIN_SUB: SubId = SubId::PINS;
 /// Every frame a client sends, tagged with its protocol generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientFrame {
+    /// Protocol version 1.
     V1(ClientMessage),
 }
 
 /// Every frame a server sends on the control stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ServerFrame {
+    /// Protocol version 1.
     V1(ServerMessage),
 }
 
+/// What a client says on the control stream: the handshake's `Hello`, then requests.
+/// Each request is answered by a [`ServerMessage`] on the same stream; answers to
+/// different requests may come in any order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ClientMessage {
-    /// First frame of a connection.
+    /// First frame of a connection, answered by `Welcome` or `Refused`.
     Hello {
+        /// The protocol version the client speaks ([`PROTOCOL_VERSION`] of its build).
         protocol: u32,
         /// The schema version the client was built for; `None` for schema-agnostic
         /// tools such as `sluice sub`.
         schema_version: Option<u64>,
+        /// The client's stable identity; the server scopes it by the verified user.
         client_id: ClientId,
+        /// The token the server's authenticator verifies; `None` when the client has none.
         token: Option<String>,
     },
     /// Start a subscription. With `resume_after`, the server replays the matching changes
     /// after that sync id instead of sending a snapshot (or refuses with `ResumeRefused`
     /// when its log no longer reaches back that far).
     Subscribe {
+        /// The client-chosen id of the subscription in this session (never [`PIN_SUB`]).
         sub: SubId,
+        /// The subscription, e.g. `SELECT * FROM issues WHERE team_id = :team`.
         sql: String,
+        /// Values of the `:name` parameters in `sql`.
         params: Params,
+        /// The sync id the client's copy already covers, to resume from; `None` for a
+        /// fresh snapshot.
         resume_after: Option<SyncId>,
     },
+    /// Stop a subscription; answered by `Unsubscribed` (also for an unknown id).
     Unsubscribe {
+        /// The subscription to stop.
         sub: SubId,
     },
-    /// One client transaction, applied at most once per `(client_id, seq)`.
+    /// One client transaction, applied at most once per `(client_id, seq)`; answered by
+    /// `WriteResult` with the same `seq`.
     Write {
+        /// The client's sequence number of the transaction: its idempotency key.
         seq: u64,
+        /// The writes, applied in order, all or none.
         mutations: Vec<Mutation>,
+        /// Checks that must hold before the writes, or the transaction is rejected.
         preconditions: Vec<Precondition>,
     },
-    /// Rows by primary key (the batch loader).
+    /// Rows by primary key (the batch loader); answered by `Fetched` (after any
+    /// `FetchedPart`s) or `FetchFailed` with the same `request`.
     Fetch {
+        /// A client-chosen id echoed in the answer.
         request: u64,
+        /// The table, as the schema names it.
         table: String,
+        /// The primary keys wanted, at most [`MAX_FETCH_KEYS`].
         keys: Vec<Value>,
     },
     /// Keep these rows live: the server adds the keys to the session's pinned key set of
     /// `table`, and changes to those rows arrive on the live stream under [`PIN_SUB`].
     /// Sent before the `Fetch` of the same keys, so no change between the two is missed.
+    /// Answered by `Pinned`, or by `Error` when refused.
     Pin {
+        /// The table, as the schema names it.
         table: String,
+        /// The primary keys to add to the pinned set.
         keys: Vec<Value>,
     },
-    /// Stop keeping these rows live.
+    /// Stop keeping these rows live; answered by `Pinned` like `Pin`.
     Unpin {
+        /// The table, as the schema names it.
         table: String,
+        /// The primary keys to remove from the pinned set.
         keys: Vec<Value>,
     },
 }
 
+/// What a server says on the control stream: the handshake's answer, then the answers to
+/// the client's requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ServerMessage {
+    /// The handshake succeeded: the connection is open.
     Welcome {
+        /// The protocol version the server speaks.
         protocol: u32,
+        /// The server's schema version ([`crate::schema::SchemaVersion`], a hash of the
+        /// normalized schema).
         schema_version: u64,
         /// The server's schema as `CREATE TABLE` text, for tools that bring none.
         schema_sql: String,
+        /// The sync id of the server's last committed transaction at the handshake.
         head: SyncId,
+        /// The log's horizon at the handshake: a resume from before it is refused.
         horizon: SyncId,
     },
     /// The connection is refused; the server closes it after this frame.
     Refused {
+        /// Why, as a code a client can branch on.
         code: RefuseCode,
+        /// Why, for a person.
         message: String,
     },
     /// The subscription compiled; its rows follow on its bootstrap stream.
     Subscribed {
+        /// The subscription.
         sub: SubId,
+        /// The subscription's normalized text (without the read rule the server ANDs in).
         shape: String,
+        /// The projected columns its rows carry.
         columns: Vec<String>,
+        /// The server's estimate of the snapshot's rows (0 when unknown or resuming).
         estimate: u64,
     },
     /// The subscription did not compile or is not allowed.
     SubscribeFailed {
+        /// The subscription.
         sub: SubId,
+        /// Why, for a person.
         message: String,
     },
     /// `resume_after` is older than the log's horizon: subscribe again without it.
     ResumeRefused {
+        /// The subscription.
         sub: SubId,
+        /// The log's current horizon.
         horizon: SyncId,
     },
+    /// The subscription is stopped: no more of its events follow.
     Unsubscribed {
+        /// The subscription.
         sub: SubId,
     },
+    /// How a client transaction ended.
     WriteResult {
+        /// The transaction's `seq`, as the client sent it.
         seq: u64,
+        /// Committed at a sync id, or rejected with a code.
         outcome: WriteOutcome,
     },
+    /// The answer to a fetch (its last frame).
     Fetched {
+        /// The fetch's `request` id.
         request: u64,
+        /// The committed state the rows were read at.
         sync_id: SyncId,
+        /// The rows found that the caller may read, in key order (missing keys are
+        /// absent), carrying `columns`; preceded by the rows of any `FetchedPart`s.
         rows: Vec<Vec<Value>>,
+        /// The columns each row carries (the readable ones).
         columns: Vec<String>,
     },
     /// Leading part of a large fetch answer; the final `Fetched` of the same request
     /// carries the rest (answers are split to keep frames small).
     FetchedPart {
+        /// The fetch's `request` id.
         request: u64,
+        /// Leading rows of the answer, laid out like `Fetched`'s.
         rows: Vec<Vec<Value>>,
     },
+    /// The fetch was refused (too many keys, unknown table, not allowed) or failed.
     FetchFailed {
+        /// The fetch's `request` id.
         request: u64,
+        /// Why, for a person.
         message: String,
     },
     /// The session's pinned key set of `table` changed; its live rows carry `columns`.
     Pinned {
+        /// The table, as the schema names it.
         table: String,
+        /// The columns the table's pinned rows carry on the live stream (the readable
+        /// ones; empty when nothing is pinned).
         columns: Vec<String>,
+        /// How many keys of `table` are now pinned.
         pinned: u64,
     },
     /// A request the server could not read or accept; the connection stays open.
     Error {
+        /// Why, for a person.
         message: String,
     },
 }
@@ -163,19 +232,27 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RefuseCode {
+    /// The client speaks an older protocol than the server: the client must upgrade.
     ClientTooOld,
+    /// The client speaks a newer protocol than the server: the server must upgrade.
     ClientTooNew,
+    /// The client was built for another schema version than the server's.
     SchemaMismatch,
+    /// The authenticator rejected the token (or its absence).
     Unauthenticated,
+    /// The first frame was not a readable `Hello`.
     Malformed,
 }
 
 /// Everything one committed server transaction means for one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveTxn {
+    /// The transaction's sync id; transactions arrive in increasing order.
     pub sync_id: SyncId,
     /// The client transaction that produced it, so its author can confirm it.
     pub origin: Option<(ClientId, u64)>,
+    /// `(subscription, table, event)` per affected row of each of the session's
+    /// subscriptions (and [`PIN_SUB`] for pinned rows), in change order.
     pub events: Vec<(SubId, String, RowEvent)>,
 }
 
@@ -189,12 +266,18 @@ pub enum Live {
     /// Everything up to `sync_id` that concerns this session is now ahead of this point in
     /// the live stream, and subscription `sub`'s bootstrap covers exactly `sync_id`: its
     /// staged rows can join the local view here (invariant 10).
-    Joined { sub: SubId, sync_id: SyncId },
+    Joined {
+        /// The subscription whose bootstrap ended.
+        sub: SubId,
+        /// The sync id its bootstrap covers (its `End`).
+        sync_id: SyncId,
+    },
 }
 
 /// Frames of the live stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LiveFrame {
+    /// Protocol version 1.
     V1(Live),
 }
 
@@ -215,13 +298,29 @@ pub enum BootstrapFrame {
         estimate: u64,
     },
     /// A snapshot row (projected).
-    Row { key: Value, row: Vec<Value> },
+    Row {
+        /// The row's primary key.
+        key: Value,
+        /// The row, carrying `Begin`'s columns.
+        row: Vec<Value>,
+    },
     /// A replayed change (resume), in sync-id order.
-    Replay { sync_id: SyncId, event: RowEvent },
+    Replay {
+        /// The transaction that made the change.
+        sync_id: SyncId,
+        /// What it means for the subscription.
+        event: RowEvent,
+    },
     /// Rows sent so far, for progress display; sent every [`PROGRESS_EVERY`] rows.
-    Progress { sent: u64 },
+    Progress {
+        /// `Row` and `Replay` frames sent so far on this stream.
+        sent: u64,
+    },
     /// The subscription is complete at `sync_id`: live changes after it follow.
-    End { sync_id: SyncId },
+    End {
+        /// The sync id the snapshot (or replay) covers.
+        sync_id: SyncId,
+    },
 }
 
 /// How often a bootstrap stream reports progress, in rows.

@@ -1,7 +1,8 @@
 //! The wire protocol: how messages travel between a sluice client and server.
 //!
 //! Pure, no IO: everything here works on byte slices and is tested without sockets. The
-//! async glue that moves frames over QUIC streams lives in [`crate::transport`].
+//! async glue that moves frames over QUIC streams lives in [`crate::transport`]; this
+//! module must not depend on it, nor on the store, the server or the client.
 //!
 //! - `codec`: length-prefixed frames (4-byte big-endian length + postcard payload) with a
 //!   decoder that tells "need more bytes" apart from "invalid".

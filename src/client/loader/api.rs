@@ -1,5 +1,8 @@
 //! The batch loader's app-facing API on [`Client`]: `load`, `load_many`, `unpin`,
 //! statistics, and `hydrate`.
+//!
+//! Synchronous bookkeeping under the loader's lock, then waiting on channels; no IO of its
+//! own.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -106,6 +109,12 @@ impl Client {
     /// One row by primary key: from the local store when covered there, else fetched
     /// (batched with other loads) and pinned. `Ok(None)`: no such row, or one the caller
     /// may not read. The request is queued when this is called, not when awaited.
+    ///
+    /// Fails with [`ClientError::UnknownTable`] when the schema (learnt on the first
+    /// connection if need be) has no such table, [`ClientError::TooManyLoads`] past
+    /// [`LoaderConfig::max_pending`](crate::client::LoaderConfig::max_pending),
+    /// [`ClientError::Fetch`] when the fetch fails, [`ClientError::Store`] when the local
+    /// database does, and [`ClientError::Closed`] when the client stops first.
     pub fn load(
         &self,
         table: &str,
@@ -133,7 +142,9 @@ impl Client {
         }
     }
 
-    /// Several rows of one table by primary key, in the order of `keys`.
+    /// Several rows of one table by primary key, in the order of `keys`; every load is
+    /// queued at once, so they share fetches. Fails as [`Client::load`] does, on the first
+    /// failing key.
     pub fn load_many(
         &self,
         table: &str,
@@ -150,12 +161,14 @@ impl Client {
     }
 
     /// Releases the pin of one loaded row; it leaves the local view unless a
-    /// subscription covers it.
+    /// subscription covers it. Errors as for [`Client::unpin_many`].
     pub async fn unpin(&self, table: &str, key: Value) -> Result<(), ClientError> {
         self.unpin_many(table, vec![key]).await
     }
 
-    /// Releases the pins of several loaded rows of one table (one local transaction).
+    /// Releases the pins of several loaded rows of one table (one local transaction); keys
+    /// not pinned are ignored. Fails with [`ClientError::UnknownTable`] and
+    /// [`ClientError::Store`].
     pub async fn unpin_many(&self, table: &str, keys: Vec<Value>) -> Result<(), ClientError> {
         let (name, released, applied) = {
             let mut state = self.shared.loader.state();
@@ -197,6 +210,7 @@ impl Client {
     /// view: for collections opened on navigation (start it before it is needed). The
     /// same query hydrated again while alive reuses the subscription and extends its
     /// life to `ttl` from now; once expired it is unsubscribed. Expiries persist.
+    /// Fails as [`Client::subscribe`] and [`Subscription::ready`] do.
     pub async fn hydrate(
         &self,
         sql: &str,

@@ -1,6 +1,9 @@
 //! The loader's asynchronous side: fetches sent through the sync task (pin first, then
 //! fetch, then the answer applied), unpins, hydration expiry, and the background task
 //! that sends due batches and re-pins after each new connection.
+//!
+//! Reaches the server only through the sync task's commands, never a connection of its
+//! own.
 
 use super::*;
 

@@ -1,5 +1,7 @@
 //! Fetch by key (the batch loader's requests): bounded in keys, read off the async
 //! workers, filtered by the session's read rules, answered in frames of bounded size.
+//!
+//! Reads only through the [`crate::store::Store`] trait, on a blocking thread.
 
 use super::*;
 

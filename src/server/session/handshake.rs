@@ -1,5 +1,8 @@
 //! The handshake: the client's `Hello` (protocol, schema version, token) answered by
 //! `Welcome`, or by `Refused` with a reason before the connection closes.
+//!
+//! Each wait is bounded by [`HANDSHAKE_TIMEOUT`]; the token is checked only through the
+//! server's [`crate::server::Authenticator`], never by a token format of its own.
 
 use super::*;
 

@@ -7,6 +7,15 @@
 //! pending outbox replayed on top (invariant 5's rebase), recomputed per key whenever
 //! either side changes. Each public method is one SQLite transaction, so the app never
 //! reads half of an applied server transaction (invariant 10).
+//!
+//! Synchronous: the client calls it from `spawn_blocking`. Depends on the schema, values,
+//! the vocabulary and [`crate::query::Params`]; it must not depend on the client, the
+//! wire or the transport.
+//!
+//! Errors: every fallible method fails with [`StoreError::Sqlite`] when SQLite does (IO,
+//! a full disk, a lock) and with [`StoreError::Image`] when a stored blob cannot be
+//! encoded or decoded; the failed method's transaction is rolled back. Methods that can
+//! fail otherwise say so.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -28,7 +37,8 @@ mod sync;
 
 use rows::{apply_event, covered, local_ddl, read_one, refresh, settle, shadow};
 
-/// Prepared statements kept per local database connection.
+/// Prepared statements kept per local database connection, so the per-row statements of
+/// bootstraps and live changes are prepared once; each cached statement costs a few KiB.
 pub const STATEMENT_CACHE: usize = 256;
 
 /// Coverage holder id used for batch-loader pins (subscriptions use their own ids).
@@ -59,9 +69,13 @@ CREATE TABLE IF NOT EXISTS _sluice_stage (
 /// A subscription as the local store remembers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubRecord {
+    /// Its id, numbered by the local store (never [`PIN_HOLDER`]).
     pub id: SubId,
+    /// The subscription as the app wrote it.
     pub sql: String,
+    /// Values of its `:name` parameters.
     pub params: Params,
+    /// The table its rows come from, once the server has said it.
     pub table: Option<String>,
     /// Column names of its rows, once the server has said them.
     pub columns: Vec<String>,
@@ -72,8 +86,11 @@ pub struct SubRecord {
 /// A local transaction not yet confirmed in the local view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
+    /// Its sequence number, sent as the write's `seq` (idempotency key).
     pub seq: u64,
+    /// The writes, in order.
     pub mutations: Vec<Mutation>,
+    /// The checks the server makes before the writes.
     pub preconditions: Vec<Precondition>,
     /// Committed by the server at this sync id; kept until the cut reaches it.
     pub committed: Option<SyncId>,
@@ -106,6 +123,7 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// Whether nothing changed (no table, no subscription).
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty() && self.subs.is_empty()
     }
@@ -122,6 +140,7 @@ impl Applied {
         }
     }
 
+    /// Adds what `other` changed, keeping the [`MAX_NOTIFY_ROWS`] bound.
     pub fn merge(&mut self, other: Applied) {
         for (t, k) in other.rows {
             self.row(&t, k.0);
@@ -132,7 +151,8 @@ impl Applied {
     }
 }
 
-/// A primary key with a total order, for sets of keys.
+/// A primary key with a total order (SQLite's: NULL, numbers, text, blobs), for sets of
+/// keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyOrd(pub Value);
 
@@ -150,7 +170,8 @@ impl Ord for KeyOrd {
     }
 }
 
-/// The client's SQLite database.
+/// The client's SQLite database: one connection, plus the pending outbox mirrored in
+/// memory.
 pub struct LocalStore {
     conn: Connection,
     schema: Arc<Schema>,
@@ -165,6 +186,8 @@ pub struct LocalStore {
 impl LocalStore {
     /// Opens (or creates) the local database. Without `schema`, the schema last adopted
     /// from a server is used (none on a fresh database: call [`LocalStore::adopt_schema`]).
+    /// Fails with [`StoreError::Local`] when the persisted schema no longer parses, and
+    /// with [`StoreError::Sqlite`] when the file cannot be opened or created.
     pub fn open(path: &Path, schema: Option<Schema>) -> Result<LocalStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -199,6 +222,7 @@ impl LocalStore {
         Ok(store)
     }
 
+    /// The schema the local tables follow (empty until one is adopted).
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
@@ -254,6 +278,7 @@ impl LocalStore {
     /// Adopts the server's schema (`CREATE TABLE` text). Tables that only gained
     /// nullable columns keep their rows; a table whose columns changed otherwise is
     /// emptied and the subscriptions on it must bootstrap again: their ids are returned.
+    /// Fails with [`StoreError::Local`] when `schema_sql` does not parse.
     pub fn adopt_schema(&mut self, schema_sql: &str) -> Result<Vec<SubId>, StoreError> {
         let schema = Schema::parse("server schema", schema_sql)
             .map_err(|e| StoreError::Local(e.to_string()))?;
@@ -365,6 +390,7 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Every remembered subscription, by id.
     pub fn subs(&self) -> Result<Vec<SubRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, sql, params, table_name, columns, joined FROM _sluice_subs ORDER BY id",
@@ -441,7 +467,10 @@ impl LocalStore {
 
     // ----- reads -----
 
-    /// Runs a read-only query on the local view; returns column names and rows.
+    /// Runs a read-only query on the local view; returns column names and rows. Fails with
+    /// [`StoreError::Local`] when the statement would write, and with
+    /// [`StoreError::Sqlite`] when it does not prepare or run (bad SQL, wrong parameter
+    /// count).
     pub fn query(
         &self,
         sql: &str,
@@ -461,7 +490,7 @@ impl LocalStore {
         Ok((names, rows.collect::<Result<_, _>>()?))
     }
 
-    /// The visible row of `table` with this key, if any.
+    /// The visible row of `table` with this key, if any (`None` for an unknown table).
     pub fn row(&self, table: &str, key: &Value) -> Result<Option<Vec<Value>>, StoreError> {
         let Some(t) = self.schema.table(table) else {
             return Ok(None);
@@ -469,7 +498,8 @@ impl LocalStore {
         read_one(&self.conn, &quote_ident(&t.name), t, key)
     }
 
-    /// Whether anything (a subscription or a pin) covers the row.
+    /// Whether anything (a subscription or a pin) covers the row (`false` for an unknown
+    /// table).
     pub fn is_covered(&self, table: &str, key: &Value) -> Result<bool, StoreError> {
         let Some(t) = self.schema.table(table) else {
             return Ok(false);

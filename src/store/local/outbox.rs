@@ -1,6 +1,9 @@
 //! The outbox: local transactions persisted before they are applied optimistically,
 //! resolved by the server's answer (a rejection rolls back; a commit stays applied until
 //! the cut reaches it, so an acknowledged write never blinks out).
+//!
+//! Storage only: sending the outbox is the client's sync task; this file must not depend
+//! on the client or the wire.
 
 use rusqlite::params;
 

@@ -1,5 +1,8 @@
 //! Batch-loader pins in the local store: rows covered by the pin holder, written and
 //! released in one transaction per answer.
+//!
+//! Storage only: which rows to pin and when to release them is the client loader's
+//! business; this file must not depend on the client.
 
 use super::*;
 

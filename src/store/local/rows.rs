@@ -2,6 +2,8 @@
 //! visible tables, coverage checks, per-row versions, and the rebase of a row (server
 //! state plus pending local transactions). Every function runs inside the caller's
 //! transaction.
+//!
+//! Private to the local store; depends only on the schema, values and the vocabulary.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

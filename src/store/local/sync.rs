@@ -1,6 +1,9 @@
 //! Applying the server's state to the local store: snapshot rows and replayed changes
 //! staged until their subscription can join the consistent cut, the join itself, and
 //! live transactions, each in one local SQLite transaction.
+//!
+//! Takes row events as the vocabulary defines them; it must not depend on the wire's
+//! frames or on the client that receives them.
 
 use std::collections::BTreeSet;
 
