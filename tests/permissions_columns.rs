@@ -15,34 +15,6 @@ use sluice::store::Mutation;
 use sluice::value::Value;
 use sluice::wire::{ClientMessage, ServerMessage, SubId};
 
-async fn fetch(client: &mut Client, request: u64, table: &str, keys: Vec<Value>) -> ServerMessage {
-    client
-        .conn
-        .send(ClientMessage::Fetch {
-            request,
-            table: table.into(),
-            keys,
-        })
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, client.conn.next_event())
-            .await
-            .expect("fetch answer in time")
-            .expect("connection open");
-        match event {
-            Event::Control(m @ ServerMessage::Fetched { request: r, .. })
-            | Event::Control(m @ ServerMessage::FetchFailed { request: r, .. })
-                if r == request =>
-            {
-                return m
-            }
-            other => client.handle(other),
-        }
-    }
-}
-
 #[tokio::test]
 async fn fetches_return_only_readable_rows_and_columns() {
     let server = AuthServer::start().await;

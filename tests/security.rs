@@ -6,11 +6,12 @@
 mod common;
 
 use common::auth::AuthServer;
-use common::permissions::{issue, users};
+use common::permissions::{issue, users, write_outcome, User};
 use common::*;
 use sluice::store::{Mutation, Precondition, RejectCode};
 use sluice::value::Value;
-use sluice::wire::{ClientMessage, WriteOutcome};
+use sluice::client::ConnectionError;
+use sluice::wire::{ClientMessage, RefuseCode, ServerMessage, WriteOutcome};
 
 /// Sends one transaction with preconditions and waits for its outcome.
 async fn write_with(
@@ -184,5 +185,136 @@ async fn write_errors_do_not_tell_whether_an_unreadable_row_exists() {
     let rows = expected_rows(&server.db(), "SELECT * FROM issues");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows["hidden"][4], text("issue hidden"));
+    server.handle.shutdown().await;
+}
+
+/// User `a/b` with client `c` and user `a` with client `b/c` once shared one idempotency
+/// key: the second write was acknowledged as committed and never written.
+#[tokio::test]
+async fn client_ids_of_different_users_never_collide() {
+    let server = AuthServer::start().await;
+    let slashed = User {
+        sub: "a/b",
+        teams: Some(serde_json::json!(["T1"])),
+    };
+    let plain = User {
+        sub: "a",
+        teams: Some(serde_json::json!(["T1"])),
+    };
+    let mut first = server.connect("c", Some(slashed.token())).await.unwrap();
+    let mut second = server.connect("b/c", Some(plain.token())).await.unwrap();
+    let one = write_outcome(&mut first, 1, vec![issue("x1", "T1", "a/b", "todo", 1)]).await;
+    let two = write_outcome(&mut second, 1, vec![issue("x2", "T1", "a", "todo", 1)]).await;
+    assert!(matches!(one, WriteOutcome::Committed { .. }), "{one:?}");
+    assert!(matches!(two, WriteOutcome::Committed { .. }), "{two:?}");
+    let rows = expected_rows(&server.db(), "SELECT * FROM issues");
+    assert!(rows.contains_key("x1") && rows.contains_key("x2"), "{rows:?}");
+    server.handle.shutdown().await;
+}
+
+/// Who wrote a transaction is the author's business: its own sessions see the origin
+/// (under the id they chose), everyone else sees none.
+#[tokio::test]
+async fn the_origin_of_a_write_goes_only_to_its_author() {
+    let server = seeded().await;
+    let users = users();
+    let (alice, bob) = (&users[0], &users[1]);
+    let mut writer = server.user(alice).await;
+    let mut watcher = server.connect("watcher", Some(bob.token())).await.unwrap();
+    // Both read team T2.
+    for client in [&mut writer, &mut watcher] {
+        client
+            .subscribe(1, "SELECT * FROM issues WHERE team_id = 'T2'", None)
+            .await;
+        client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    }
+    let outcome = write_outcome(&mut writer, 9, vec![issue("t2", "T2", "alice", "todo", 1)]).await;
+    let WriteOutcome::Committed { sync_id } = outcome else {
+        panic!("{outcome:?}");
+    };
+    writer
+        .until("own live txn", |c| c.live_origins.iter().any(|(s, _)| *s == sync_id))
+        .await;
+    watcher
+        .until("the live txn", |c| c.sub(1).rows.contains_key("t2"))
+        .await;
+    let seen = |c: &Client| {
+        c.live_origins
+            .iter()
+            .find(|(s, _)| *s == sync_id)
+            .map(|(_, o)| o.clone())
+            .expect("the transaction arrived")
+    };
+    let own = seen(&writer).expect("the author sees its origin");
+    assert_eq!((own.0 .0.as_str(), own.1), ("client-alice", 9));
+    assert_eq!(seen(&watcher), None, "others never learn who wrote it");
+    server.handle.shutdown().await;
+}
+
+/// A fetch that names one row a thousand times (as it is, and as text its affinity turns
+/// into the same key) returns it once: duplicates cost no memory.
+#[tokio::test]
+async fn a_fetch_returns_each_row_once_however_often_it_is_named() {
+    let server = seeded().await;
+    let mut client = server.user(&users()[0]).await;
+    let keys = vec![text("mine"); sluice::wire::MAX_FETCH_KEYS];
+    match fetch(&mut client, 1, "issues", keys).await {
+        ServerMessage::Fetched { rows, .. } => assert_eq!(rows.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    server.handle.shutdown().await;
+}
+
+/// Before its token is verified a peer may send only a small `Hello`: a megabyte of
+/// "token" is refused without the server buffering it, and the server serves on.
+#[tokio::test]
+async fn an_oversized_hello_is_refused_before_the_token_is_read() {
+    let server = seeded().await;
+    let huge = "x".repeat(1024 * 1024);
+    let refused = server.connect("big", Some(huge)).await;
+    assert!(refused.is_err(), "an oversized hello must not be accepted");
+    let mut client = server.user(&users()[0]).await;
+    client
+        .subscribe(1, "SELECT * FROM issues WHERE team_id = 'T1'", None)
+        .await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    assert!(sluice::server::MAX_HELLO_BYTES < 1024 * 1024);
+    server.handle.shutdown().await;
+}
+
+/// One user cannot hold more than its share of connections; others still connect.
+#[tokio::test]
+async fn connections_per_user_are_capped() {
+    let server = seeded().await;
+    let users = users();
+    let alice = &users[0];
+    let mut held = Vec::new();
+    for n in 0..sluice::server::MAX_CONNECTIONS_PER_USER {
+        let client = server
+            .connect(&format!("device-{n}"), Some(alice.token()))
+            .await
+            .unwrap();
+        held.push(client);
+    }
+    match server.connect("one-more", Some(alice.token())).await {
+        Err(ConnectionError::Refused { code, message }) => {
+            assert_eq!(code, RefuseCode::TooManyConnections, "{message}");
+        }
+        Err(other) => panic!("refused without a reason: {other}"),
+        Ok(_) => panic!("the cap was not enforced"),
+    }
+    // Another user is not affected, and a place freed is a place again.
+    server.connect("bob", Some(users[1].token())).await.unwrap();
+    let first = held.remove(0);
+    first.conn.close().await;
+    let mut reconnected = None;
+    for _ in 0..100 {
+        if let Ok(c) = server.connect("again", Some(alice.token())).await {
+            reconnected = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(reconnected.is_some(), "a freed place can be used again");
     server.handle.shutdown().await;
 }

@@ -48,7 +48,8 @@ pub use committer::{MAX_WRITE_BATCH, WRITE_QUEUE_CAPACITY};
 pub use pins::{PinError, MAX_PINS_PER_SESSION};
 pub use session::{
     close, CONTROL_QUEUE_CAPACITY, FETCH_FRAME_BYTES, HANDSHAKE_TIMEOUT, LIVE_BATCH_BYTES,
-    LIVE_BATCH_FRAMES, MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
+    LIVE_BATCH_FRAMES, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_USER, MAX_FETCHES_IN_FLIGHT,
+    MAX_HELLO_BYTES, MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
 };
 
 use crate::auth::{Claims, Rules, RulesError};
@@ -483,7 +484,17 @@ async fn accept_loop(
     sessions: mpsc::Sender<()>,
 ) {
     let next_id = AtomicU64::new(1);
+    // One permit per connection served: past the bound, connections wait in the QUIC
+    // accept queue instead of costing sessions.
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let place = tokio::select! {
+            _ = &mut stop => break,
+            place = places.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = &mut stop => break,
             incoming = endpoint.accept() => {
@@ -493,7 +504,7 @@ async fn accept_loop(
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     session::serve(shared, id, incoming).await;
-                    drop(alive);
+                    drop((alive, place));
                 });
             }
         }

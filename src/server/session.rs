@@ -27,7 +27,8 @@ use crate::transport::{FrameReader, FrameWriter};
 use crate::vocab::{ClientId, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
     encode, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
-    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, PIN_SUB, PROTOCOL_VERSION,
+    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB,
+    PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -50,6 +51,19 @@ pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1000;
 /// Row bytes (roughly, as encoded) per fetch answer frame; a larger answer is split
 /// into `FetchedPart` frames ending with `Fetched`.
 pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
+/// Fetches one session may have in flight; a further one waits for a place before the
+/// session reads its next request (back-pressure on that client alone). Each holds at
+/// most [`crate::store::MAX_FETCH_BYTES`] of rows.
+pub const MAX_FETCHES_IN_FLIGHT: usize = 8;
+/// The largest `Hello` frame (read before the token is verified): 64 KiB, room for any
+/// token; later frames may reach [`crate::wire::MAX_FRAME_BYTES`].
+pub const MAX_HELLO_BYTES: usize = 64 * 1024;
+/// Connections a server serves at once; past it new connections wait in the QUIC
+/// accept queue (each session costs its queues and a few tasks).
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Sessions one verified user may hold at once; a further one is refused at the
+/// handshake with `TooManyConnections`.
+pub const MAX_CONNECTIONS_PER_USER: usize = 64;
 /// How long a client has to open its control stream, and then to say hello, before the
 /// server gives up on the connection.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,6 +149,8 @@ struct Session {
     subscriptions: HashMap<SubId, Subscription>,
     /// Rows the client's batch loader keeps live.
     pins: Pins,
+    /// Places for fetches in flight ([`MAX_FETCHES_IN_FLIGHT`]).
+    fetches: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves one incoming connection until it closes.
@@ -149,7 +165,7 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
     let span = info_span!("session", id = id.0, remote = %connection.remote_address());
     async move {
         match handshake::handshake(&shared, &connection).await {
-            Ok((client_id, claims, writer, reader)) => {
+            Ok((client_id, chosen_id, claims, writer, reader)) => {
                 info!(client = %client_id, user = claims.sub.as_deref(), "session started");
                 let policy = Arc::new(match &shared.rules {
                     Some(rules) => Policy::bind(rules, &claims),
@@ -171,7 +187,7 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
                     shared.clone(),
                     id,
                     connection.clone(),
-                    client_id,
+                    (client_id, chosen_id),
                     auth,
                     writer,
                     reader,
@@ -194,7 +210,7 @@ async fn run(
     shared: Arc<Shared>,
     id: SessionId,
     connection: quinn::Connection,
-    client_id: ClientId,
+    (client_id, chosen_id): (ClientId, ClientId),
     (claims, policy): (Arc<Claims>, Arc<Policy>),
     writer: FrameWriter,
     mut reader: FrameReader,
@@ -217,7 +233,12 @@ async fn run(
         }),
     );
     let live_task = tokio::spawn(
-        write_live(FrameWriter::new(live_stream), live_rx, client_id.clone()).in_current_span(),
+        write_live(
+            FrameWriter::new(live_stream),
+            live_rx,
+            (client_id.clone(), chosen_id),
+        )
+        .in_current_span(),
     );
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_CAPACITY);
     let control_task = tokio::spawn(write_control(writer, control_rx).in_current_span());
@@ -232,6 +253,7 @@ async fn run(
         live: live_tx,
         subscriptions: HashMap::new(),
         pins: Pins::default(),
+        fetches: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES_IN_FLIGHT)),
     };
     let mut shutdown = shared.shutdown.subscribe();
     let mut stopping = false;
@@ -301,7 +323,7 @@ impl Session {
                 request,
                 table,
                 keys,
-            } => self.fetch(request, table, keys),
+            } => self.fetch(request, table, keys).await,
             ClientMessage::Pin { table, keys } => self.pin(table, keys, true).await,
             ClientMessage::Unpin { table, keys } => self.pin(table, keys, false).await,
             ClientMessage::Hello { .. } => {
@@ -490,10 +512,14 @@ async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<Server
     }
 }
 
+/// Writes the session's live stream. `client_id` is the server's name for the client
+/// (to recognize its own transactions), `chosen_id` the id it chose: a transaction's
+/// origin goes only to its author, under the author's own id; nobody else learns who
+/// wrote what.
 async fn write_live(
     mut writer: FrameWriter,
     mut queue: mpsc::Receiver<LiveItem>,
-    client_id: ClientId,
+    (client_id, chosen_id): (ClientId, ClientId),
 ) {
     // Per subscription, the last sync id its bootstrap already covered.
     let mut seams: HashMap<SubId, SyncId> = HashMap::new();
@@ -521,6 +547,10 @@ async fn write_live(
                         .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
                     // An empty transaction still goes to its author, to confirm it in order.
                     let authored = txn.origin.as_ref().is_some_and(|(c, _)| *c == client_id);
+                    txn.origin = match txn.origin.take() {
+                        Some((_, seq)) if authored => Some((chosen_id.clone(), seq)),
+                        _ => None,
+                    };
                     (!txn.events.is_empty() || authored).then_some(Live::Txn(txn))
                 }
             };

@@ -46,6 +46,18 @@ pub(crate) fn read_row(row: &Row<'_>, width: usize) -> rusqlite::Result<Vec<Valu
         .collect()
 }
 
+/// Roughly how many bytes a row takes encoded: what answer budgets and frame splits
+/// count.
+pub fn row_bytes(row: &[Value]) -> usize {
+    row.iter()
+        .map(|v| match v {
+            Value::Text(s) => s.len() + 5,
+            Value::Blob(b) => b.len() + 5,
+            _ => 9,
+        })
+        .sum()
+}
+
 pub(crate) fn encode_image(row: &[Value]) -> Result<Vec<u8>, StoreError> {
     Ok(postcard::to_allocvec(row)?)
 }

@@ -40,6 +40,13 @@ pub enum StoreError {
     /// `file::memory:...`): its readers open their own connections to the file.
     #[error("a store path is required: in-memory databases cannot be shared by connections")]
     InMemory,
+    /// A fetch answer would exceed [`crate::store::MAX_FETCH_BYTES`] of row data: the
+    /// read stops there, before the rest is loaded into memory.
+    #[error("the answer exceeds {limit} bytes of row data; fetch fewer keys")]
+    AnswerTooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// A client-side local store operation was refused (a write in a read query, a
     /// schema that does not parse).
     #[error("{0}")]

@@ -32,7 +32,12 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use convert::row_bytes;
 pub use error::StoreError;
+
+/// Row data one [`Store::fetch`] answer may hold (as counted by [`row_bytes`]): 64 MiB.
+/// A fetch of 1,000 keys of large rows cannot make the server hold more than this.
+pub const MAX_FETCH_BYTES: usize = 64 * 1024 * 1024;
 pub use local::{
     Applied, JoinKind, KeyOrd, LocalStore, Pending, SubRecord, MAX_NOTIFY_ROWS, PIN_HOLDER,
 };

@@ -380,10 +380,24 @@ impl Store for SqliteStore {
         let mut stmt = tx.prepare(&sql)?;
         let width = table.columns.len();
         let mut rows = Vec::with_capacity(keys.len());
+        // Keys that name the same row (repeated, or equal once the column's affinity is
+        // applied) return it once.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut bytes = 0;
         for key in keys {
-            if let Some(row) = stmt.query_row([key], |r| read_row(r, width)).optional()? {
-                rows.push(row);
+            let Some(row) = stmt.query_row([key], |r| read_row(r, width)).optional()? else {
+                continue;
+            };
+            if !seen.insert(super::KeyOrd(row[table.pk].clone())) {
+                continue;
             }
+            bytes += super::row_bytes(&row);
+            if bytes > super::MAX_FETCH_BYTES {
+                return Err(StoreError::AnswerTooLarge {
+                    limit: super::MAX_FETCH_BYTES,
+                });
+            }
+            rows.push(row);
         }
         Ok((head, rows))
     }

@@ -128,4 +128,9 @@ impl FrameReader {
     pub fn stream(&mut self) -> &mut quinn::RecvStream {
         &mut self.recv
     }
+
+    /// Changes the largest frame accepted from the next frame on.
+    pub fn set_max(&mut self, max: usize) {
+        self.decoder.set_max(max);
+    }
 }

@@ -117,6 +117,12 @@ impl FrameDecoder {
         self.max
     }
 
+    /// Changes the largest payload accepted from the next frame on (a server raises it
+    /// once the peer has authenticated).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = effective_max(max);
+    }
+
     /// Bytes received but not yet returned as a message (a partial frame, or whole frames
     /// not yet taken with [`next`](Self::next)).
     pub fn buffered(&self) -> usize {

@@ -242,6 +242,8 @@ pub enum RefuseCode {
     Unauthenticated,
     /// The first frame was not a readable `Hello`.
     Malformed,
+    /// The user already holds as many sessions as the server allows one user.
+    TooManyConnections,
 }
 
 /// Everything one committed server transaction means for one session.

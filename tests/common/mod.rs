@@ -338,3 +338,33 @@ pub fn expected_rows(db: &Path, sql: &str) -> BTreeMap<String, Vec<Value>> {
         .unwrap();
     rows
 }
+
+/// Sends a fetch and returns its answer (`Fetched` or `FetchFailed`), handling
+/// whatever else arrives meanwhile.
+pub async fn fetch(client: &mut Client, request: u64, table: &str, keys: Vec<Value>) -> ServerMessage {
+    client
+        .conn
+        .send(ClientMessage::Fetch {
+            request,
+            table: table.into(),
+            keys,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.conn.next_event())
+            .await
+            .expect("fetch answer in time")
+            .expect("connection open");
+        match event {
+            Event::Control(m @ ServerMessage::Fetched { request: r, .. })
+            | Event::Control(m @ ServerMessage::FetchFailed { request: r, .. })
+                if r == request =>
+            {
+                return m
+            }
+            other => client.handle(other),
+        }
+    }
+}

@@ -4,14 +4,19 @@
 //! Reads only through the [`crate::store::Store`] trait, on a blocking thread.
 
 use super::*;
+use crate::store::row_bytes;
 
 impl Session {
-    pub(super) fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
+    pub(super) async fn fetch(&self, request: u64, table: String, keys: Vec<crate::value::Value>) {
+        let Ok(place) = self.fetches.clone().acquire_owned().await else {
+            return;
+        };
         let shared = self.shared.clone();
         let control = self.control.clone();
         let policy = self.policy.clone();
         tokio::spawn(
             async move {
+                let _place = place;
                 let answer = if keys.len() > MAX_FETCH_KEYS {
                     ServerMessage::FetchFailed {
                         request,
@@ -95,17 +100,6 @@ fn split_answer(
     (parts, current)
 }
 
-/// Roughly how many bytes a row takes encoded.
-fn row_bytes(row: &[crate::value::Value]) -> usize {
-    use crate::value::Value;
-    row.iter()
-        .map(|v| match v {
-            Value::Text(s) => s.len() + 5,
-            Value::Blob(b) => b.len() + 5,
-            _ => 9,
-        })
-        .sum()
-}
 
 #[cfg(test)]
 mod tests {

@@ -9,13 +9,15 @@ use super::*;
 pub(super) async fn handshake(
     shared: &Shared,
     connection: &quinn::Connection,
-) -> Result<(ClientId, Claims, FrameWriter, FrameReader), String> {
+) -> Result<(ClientId, ClientId, Claims, FrameWriter, FrameReader), String> {
     let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
         .await
         .map_err(|_| "no control stream in time".to_string())?
         .map_err(|e| e.to_string())?;
     let mut writer = FrameWriter::new(send);
-    let mut reader = FrameReader::new(recv);
+    // Small until the token is verified: an unauthenticated peer cannot make the server
+    // buffer more than this.
+    let mut reader = FrameReader::with_max(recv, MAX_HELLO_BYTES);
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv::<ClientFrame>())
         .await
         .map_err(|_| "no hello in time".to_string())?;
@@ -71,7 +73,20 @@ pub(super) async fn handshake(
         match shared.authenticator.authenticate(token.as_deref()) {
             Ok(verified) => {
                 claims = verified;
-                None
+                let user = claims.sub.as_deref();
+                let held = user.map_or(0, |user| {
+                    shared
+                        .users
+                        .iter()
+                        .filter(|entry| entry.value().0.as_deref() == Some(user))
+                        .count()
+                });
+                (held >= MAX_CONNECTIONS_PER_USER).then(|| {
+                    (
+                        RefuseCode::TooManyConnections,
+                        format!("at most {MAX_CONNECTIONS_PER_USER} connections per user"),
+                    )
+                })
             }
             Err(message) => Some((RefuseCode::Unauthenticated, message)),
         }
@@ -97,11 +112,36 @@ pub(super) async fn handshake(
         .send(&ServerFrame::V1(welcome))
         .await
         .map_err(|e| e.to_string())?;
-    // Client ids are chosen by clients; scoped by the verified user, one user cannot claim
-    // another's transaction sequence numbers (idempotency keys) or confirmations.
-    let client_id = match &claims.sub {
-        Some(user) => ClientId(format!("{user}/{}", client_id.0)),
-        None => client_id,
-    };
-    Ok((client_id, claims, writer, reader))
+    reader.set_max(MAX_FRAME_BYTES);
+    let scoped = scoped_client_id(claims.sub.as_deref(), &client_id);
+    Ok((scoped, client_id, claims, writer, reader))
+}
+
+/// The server's name for a client: client ids are chosen by clients, so they are scoped
+/// by the verified user, and one user cannot claim another's transaction sequence
+/// numbers (idempotency keys) or confirmations. The pair is unambiguous whatever the
+/// names: the user's length comes first (`5:alice/phone`), and a connection without a
+/// user is `-/phone`, which no user's name can spell.
+pub(crate) fn scoped_client_id(user: Option<&str>, client: &ClientId) -> ClientId {
+    match user {
+        Some(user) => ClientId(format!("{}:{user}/{}", user.len(), client.0)),
+        None => ClientId(format!("-/{}", client.0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_client_ids_are_unambiguous() {
+        let id = |user: Option<&str>, client: &str| {
+            scoped_client_id(user, &ClientId(client.to_string()))
+        };
+        assert_ne!(id(Some("a/b"), "c"), id(Some("a"), "b/c"));
+        assert_ne!(id(Some("a"), "b"), id(None, "1:a/b"));
+        assert_ne!(id(Some(""), "x"), id(None, "x"));
+        assert_ne!(id(Some("ab"), "c"), id(Some("a"), "bc"));
+        assert_eq!(id(Some("alice"), "phone").0, "5:alice/phone");
+    }
 }
