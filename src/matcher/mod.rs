@@ -9,6 +9,7 @@
 //! semantics), so correctness never depends on the index being tight.
 
 mod access;
+mod effect;
 mod intervals;
 mod key;
 mod posting;
@@ -19,34 +20,14 @@ use std::sync::Arc;
 use crate::query::{Shape, ShapeId};
 use crate::value::Value;
 
+pub use effect::{classify, Effect, MoveOutReason};
+
 use access::{plan, Cost, Probe};
 use intervals::Intervals;
 use key::{
     eq_key, orderable, prefix_key_of_text, BuildKeyMapHasher, OrdValue, PatternKind, PREFIX_MAX,
 };
 use posting::Posting;
-
-/// What a change does to one shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Effect {
-    /// The row entered the shape (move in, or a new row).
-    Insert,
-    /// The row was and stays in the shape.
-    Update,
-    /// The row left the shape.
-    Delete(MoveOutReason),
-}
-
-/// Why a row left a shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MoveOutReason {
-    /// The row was deleted.
-    Deleted,
-    /// The row was updated and no longer matches the predicate.
-    MovedOut,
-}
 
 /// One shape affected by a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -280,12 +261,8 @@ impl Matcher {
             let filter = entry.shape.filter();
             let was = old.is_some_and(|row| filter.matches(row));
             let is = new.is_some_and(|row| filter.matches(row));
-            let effect = match (was, is) {
-                (false, true) => Effect::Insert,
-                (true, true) => Effect::Update,
-                (true, false) if new.is_none() => Effect::Delete(MoveOutReason::Deleted),
-                (true, false) => Effect::Delete(MoveOutReason::MovedOut),
-                (false, false) => continue,
+            let Some(effect) = classify(was, is, new.is_none()) else {
+                continue;
             };
             out.push(ShapeMatch {
                 shape: entry.shape.id(),
