@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Pos, QueryError, QueryErrorKind};
 use super::parse::{ColRef, InList, Node, Operand, Template};
-use super::pred::{ident_sql, CmpOp, Pred, PARAM_MARKER};
+use super::pred::{CmpOp, Pred, PARAM_MARKER};
+use super::render::ident_sql;
 use crate::schema::Table;
 use crate::value::Value;
 

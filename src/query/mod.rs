@@ -11,7 +11,7 @@ mod eval;
 mod parse;
 mod pattern;
 mod pred;
-mod sql;
+mod render;
 mod tokens;
 
 pub use compile::{Param, ParamUse, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
@@ -20,8 +20,8 @@ pub use error::{Pos, QueryError, QueryErrorKind};
 pub use eval::{compare, Truth};
 pub use parse::Template;
 pub use pattern::{glob, like};
-pub use pred::{ident_sql, CmpOp, Pred, TruthTest};
-pub use sql::where_sql;
+pub use pred::{CmpOp, Pred, TruthTest};
+pub use render::{ident_sql, where_sql};
 
 use crate::schema::Schema;
 
