@@ -22,6 +22,7 @@ pub use parse::Template;
 pub use pattern::{glob, like};
 pub use pred::{CmpOp, Pred, TruthTest};
 pub use render::{ident_sql, where_sql};
+pub(crate) use tokens::tokenize;
 
 use crate::schema::Schema;
 

@@ -13,11 +13,11 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Tokenizer};
+use sqlparser::tokenizer::Location;
 
 use super::error::{Pos, QueryError, QueryErrorKind};
 use super::pred::{CmpOp, TruthTest};
-use super::tokens::{rewrite_tokens, ARRAY_PARAM};
+use super::tokens::{rewrite_tokens, tokenize, ARRAY_PARAM};
 use crate::schema::{Schema, Table};
 use crate::value::Value;
 
@@ -95,16 +95,7 @@ impl Template {
     /// Parses `sql` against `schema`.
     pub fn parse(schema: &Schema, sql: &str) -> Result<Template, QueryError> {
         let dialect = SQLiteDialect {};
-        let tokens = Tokenizer::new(&dialect, sql)
-            .tokenize_with_location()
-            .map_err(|e| {
-                QueryError::new(
-                    QueryErrorKind::Syntax,
-                    e.message.clone(),
-                    Pos::from_location(e.location),
-                )
-            })?;
-        let tokens = rewrite_tokens(tokens)?;
+        let tokens = rewrite_tokens(tokenize(sql)?)?;
         let statements = Parser::new(&dialect)
             .with_tokens_with_locations(tokens)
             .parse_statements()
