@@ -8,13 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlparser::dialect::SQLiteDialect;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::Token;
 
 use super::claims::Claims;
 use super::rules::{Op, Rule, Rules};
 use crate::query::{
-    Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
+    tokenize, Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
 };
 use crate::schema::{Schema, Table};
 use crate::store::{Mutation, WriteGuard};
@@ -378,8 +377,7 @@ fn leaf_column(leaf: &Pred) -> Option<usize> {
 /// The error for a hidden column, at its first mention in the subscription text.
 fn hidden_error(table: &Table, col: usize, sql: &str) -> Denied {
     let name = &table.columns[col].name;
-    let pos = Tokenizer::new(&SQLiteDialect {}, sql)
-        .tokenize_with_location()
+    let pos = tokenize(sql)
         .ok()
         .and_then(|tokens| {
             tokens.into_iter().find_map(|t| match &t.token {
