@@ -13,8 +13,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value as Json};
 use sha2::Sha256;
 
+use super::authenticator::Authenticator;
 use super::claims::Claims;
-use crate::server::Authenticator;
 
 /// How long a token made by `sluice token` (or [`JwtAuthenticator::sign`] without an
 /// `exp`) stays valid: 24 hours.
