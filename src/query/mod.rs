@@ -4,10 +4,12 @@
 //! ([`Shape`]) -> evaluate ([`Pred::eval`]) or render as SQL for the store. Pure: no IO,
 //! no SQLite. Semantics follow SQLite exactly (see [`crate::value`]).
 
+mod build;
 mod compile;
 mod dml;
 mod error;
 mod eval;
+mod literal;
 mod parse;
 mod pattern;
 mod pred;
