@@ -29,8 +29,10 @@ pub struct Denied(pub String);
 #[non_exhaustive]
 pub enum SubscribeError {
     #[error(transparent)]
+    /// The subscription does not compile.
     Query(#[from] QueryError),
     #[error(transparent)]
+    /// The subscription compiles but asks for what the caller may not read.
     Denied(#[from] Denied),
 }
 
@@ -57,6 +59,7 @@ pub struct Effective {
 /// What a caller may read of one table.
 #[derive(Debug)]
 pub struct ReadAccess<'a> {
+    /// The read rule as a predicate on the table's rows (TRUE when every row is readable).
     pub filter: &'a Pred,
     /// Readable column indexes, in table order; `None` for all.
     pub columns: Option<Vec<usize>>,

@@ -37,19 +37,25 @@ use crate::schema::{Schema, Table};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Op {
+    /// Reading rows: subscriptions and fetches.
     Read,
+    /// Inserting rows.
     Insert,
+    /// Updating rows.
     Update,
+    /// Deleting rows.
     Delete,
 }
 
 impl Op {
+    /// Every operation, in index order.
     pub const ALL: [Op; 4] = [Op::Read, Op::Insert, Op::Update, Op::Delete];
 
     pub(crate) fn index(self) -> usize {
         self as usize
     }
 
+    /// The operation's lower-case name, as in error messages.
     pub fn name(self) -> &'static str {
         match self {
             Op::Read => "read",
@@ -65,14 +71,21 @@ impl Op {
 #[non_exhaustive]
 pub enum RulesError {
     #[error("{}:{}:{}: {message}", file.display(), pos.line, pos.column)]
+    /// The file's content is wrong at `pos`.
     Invalid {
+        /// The rules file.
         file: PathBuf,
+        /// Where the offending token starts.
         pos: Pos,
+        /// What is wrong.
         message: String,
     },
     #[error("cannot read rules file {}: {source}", file.display())]
+    /// The file could not be read.
     Io {
+        /// The rules file.
         file: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
@@ -104,7 +117,8 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Reads and validates a rules file.
+    /// Reads and validates a rules file: one read of the file, then [`Rules::parse`].
+    /// Errors: [`RulesError::Io`] when it cannot be read, else as [`Rules::parse`].
     pub fn load(schema: &Schema, file: &Path) -> Result<Rules, RulesError> {
         let text = std::fs::read_to_string(file).map_err(|source| RulesError::Io {
             file: file.to_path_buf(),
@@ -113,7 +127,9 @@ impl Rules {
         Rules::parse(schema, file, &text)
     }
 
-    /// Validates rules given as text; `file` is only used in error messages.
+    /// Validates rules given as text; `file` is only used in error messages. Each
+    /// predicate is compiled against the schema (linear in the text). Errors:
+    /// [`RulesError::Invalid`] at the first offending token.
     pub fn parse(schema: &Schema, file: &Path, text: &str) -> Result<Rules, RulesError> {
         let mut rules = Rules {
             tables: BTreeMap::new(),

@@ -93,7 +93,9 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses `sql` against `schema`.
+    /// Parses `sql` against `schema`. Linear in the length of the text. Errors: a
+    /// [`QueryError`] at the offending token: not SQL, not a single plain SELECT of one
+    /// table, an unknown table or column, or an expression outside the language.
     pub fn parse(schema: &Schema, sql: &str) -> Result<Template, QueryError> {
         let dialect = SQLiteDialect {};
         let tokens = rewrite_tokens(tokenize(sql)?)?;
@@ -149,6 +151,7 @@ impl Template {
         })
     }
 
+    /// The table the subscription selects from.
     pub fn table(&self) -> &Table {
         &self.table
     }

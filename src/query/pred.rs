@@ -12,11 +12,17 @@ use crate::value::Value;
 /// A comparison operator of a leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CmpOp {
+    /// `=`
     Eq,
+    /// `!=` (also written `<>`)
     Ne,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
     /// `IS`: equality where NULL equals NULL; never NULL itself.
     Is,
@@ -25,6 +31,7 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// The operator whose result is the negation of this one for non-NULL operands (`=` and `!=`, `<` and `>=`, `IS` and `IS NOT`).
     pub fn negate(self) -> CmpOp {
         match self {
             CmpOp::Eq => CmpOp::Ne,
@@ -49,6 +56,7 @@ impl CmpOp {
         }
     }
 
+    /// The operator as SQL text.
     pub fn sql(self) -> &'static str {
         match self {
             CmpOp::Eq => "=",
@@ -70,13 +78,18 @@ pub enum TruthTest {
     Bare,
     /// `NOT col`.
     NotBare,
+    /// `col IS TRUE`: never NULL.
     IsTrue,
+    /// `col IS NOT TRUE`.
     IsNotTrue,
+    /// `col IS FALSE`.
     IsFalse,
+    /// `col IS NOT FALSE`.
     IsNotFalse,
 }
 
 impl TruthTest {
+    /// The test that holds exactly when this one does not (NULL included for the `IS` forms).
     pub fn negate(self) -> TruthTest {
         match self {
             TruthTest::Bare => TruthTest::NotBare,
@@ -97,33 +110,57 @@ pub enum Pred {
     /// One must hold. Never empty.
     Or(Vec<Pred>),
     /// `col op value`, the value already converted by the column's affinity.
-    Cmp { col: usize, op: CmpOp, value: Value },
+    Cmp {
+        /// The column's index in the table.
+        col: usize,
+        /// The operator.
+        op: CmpOp,
+        /// The constant compared with.
+        value: Value,
+    },
     /// `col [NOT] IN (values)`: values sorted, de-duplicated, converted.
     In {
+        /// The column's index in the table.
         col: usize,
+        /// The values.
         values: Vec<Value>,
+        /// `NOT IN`.
         negated: bool,
     },
     /// `col [NOT] LIKE pattern [ESCAPE e]`; a `None` pattern is NULL (never matches).
     Like {
+        /// The column's index in the table.
         col: usize,
+        /// The pattern's bytes; `None` for NULL.
         pattern: Option<Vec<u8>>,
+        /// The escape character, if any.
         escape: Option<char>,
+        /// `NOT LIKE`.
         negated: bool,
     },
     /// `col [NOT] GLOB pattern`; a `None` pattern is NULL.
     Glob {
+        /// The column's index in the table.
         col: usize,
+        /// The pattern's bytes; `None` for NULL.
         pattern: Option<Vec<u8>>,
+        /// `NOT GLOB`.
         negated: bool,
     },
     /// `col`, `NOT col`, `col IS [NOT] TRUE|FALSE`.
-    Truth { col: usize, test: TruthTest },
+    Truth {
+        /// The column's index in the table.
+        col: usize,
+        /// Which reading.
+        test: TruthTest,
+    },
 }
 
 impl Pred {
+    /// The always-true predicate (an empty `And`).
     pub const TRUE: Pred = Pred::And(Vec::new());
 
+    /// Whether this is the always-true predicate.
     pub fn is_true(&self) -> bool {
         matches!(self, Pred::And(v) if v.is_empty())
     }
@@ -145,7 +182,7 @@ impl Pred {
 
     /// SQL text of the predicate, parseable by the subscription language: literals
     /// inlined, identifiers bare where they are plain words, `TRUE` when always true.
-    /// Linear in the size of the tree; never fails. See [`super::render`].
+    /// Linear in the size of the tree; never fails. See the `render` module.
     pub fn to_sql(&self, table: &Table) -> String {
         literal_sql(self, table)
     }
