@@ -26,30 +26,59 @@ pub const RESERVED_PREFIX: &str = "_sluice";
 #[non_exhaustive]
 pub enum SchemaError {
     #[error("{file}: cannot read: {source}")]
+    /// A schema file could not be read.
     Io {
+        /// The file.
         file: PathBuf,
         #[source]
+        /// The operating system's error.
         source: std::io::Error,
     },
     #[error("{file}: SQL syntax error: {message}")]
-    Syntax { file: PathBuf, message: String },
-    #[error("{file}: {message}")]
-    Unsupported { file: PathBuf, message: String },
-    #[error("{file}: table {table}: {message}")]
-    Table {
+    /// A file is not valid SQL.
+    Syntax {
+        /// The file.
         file: PathBuf,
+        /// The SQL parser's message.
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    /// A statement other than CREATE TABLE / CREATE INDEX, or a feature sluice does not
+    /// support.
+    Unsupported {
+        /// The file.
+        file: PathBuf,
+        /// What is not supported.
+        message: String,
+    },
+    #[error("{file}: table {table}: {message}")]
+    /// A table definition is invalid (no columns, no single-column primary key, ...).
+    Table {
+        /// The file.
+        file: PathBuf,
+        /// The table.
         table: String,
+        /// What is wrong.
         message: String,
     },
     #[error("{file}: table {table}, column {column}: {message}")]
+    /// A column definition is invalid.
     Column {
+        /// The file.
         file: PathBuf,
+        /// The table.
         table: String,
+        /// The column.
         column: String,
+        /// What is wrong.
         message: String,
     },
     #[error("{dir}: no .sql files with CREATE TABLE statements")]
-    Empty { dir: PathBuf },
+    /// The schema folder holds no table.
+    Empty {
+        /// The folder.
+        dir: PathBuf,
+    },
 }
 
 /// A stable hash of the normalized schema. Clients and servers compare it at handshake.
@@ -65,10 +94,13 @@ impl fmt::Display for SchemaVersion {
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Column {
+    /// The column's name as declared.
     pub name: String,
     /// The declared type as written (upper-cased), empty when none was given.
     pub declared_type: String,
+    /// The type affinity derived from the declared type.
     pub affinity: Affinity,
+    /// Whether the column is declared NOT NULL.
     pub not_null: bool,
     /// The DEFAULT expression as SQL text, when the column has one.
     pub default: Option<String>,
@@ -77,20 +109,26 @@ pub struct Column {
 /// A secondary index declared in the schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Index {
+    /// The index's name.
     pub name: String,
+    /// Its columns, in order.
     pub columns: Vec<String>,
+    /// Whether it is a UNIQUE index.
     pub unique: bool,
 }
 
 /// One table: its columns in declaration order and its single-column primary key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
+    /// The table's name as declared.
     pub name: String,
+    /// The columns in declaration order.
     pub columns: Vec<Column>,
     /// Index into `columns` of the primary key column.
     pub pk: usize,
     /// Table-level CHECK and UNIQUE constraints as SQL text, kept in the generated DDL.
     pub constraints: Vec<String>,
+    /// Secondary indexes declared with `CREATE INDEX`.
     pub indexes: Vec<Index>,
 }
 
@@ -102,6 +140,7 @@ impl Table {
             .position(|c| c.name.eq_ignore_ascii_case(name))
     }
 
+    /// The primary key column.
     pub fn pk_column(&self) -> &Column {
         &self.columns[self.pk]
     }
@@ -302,6 +341,7 @@ impl Schema {
         Ok(Schema { tables, version })
     }
 
+    /// The schema version: a hash of the normalized schema. Constant time.
     pub fn version(&self) -> SchemaVersion {
         self.version
     }

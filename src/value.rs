@@ -13,20 +13,30 @@ use serde::{Deserialize, Serialize};
 /// One SQLite value, tagged with its storage class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
+    /// SQL NULL.
     Null,
+    /// A 64-bit signed integer.
     Integer(i64),
+    /// An IEEE 754 double.
     Real(f64),
+    /// UTF-8 text.
     Text(String),
+    /// Bytes.
     Blob(Vec<u8>),
 }
 
 /// The type affinity of a column, derived from its declared type (datatype3.html §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Affinity {
+    /// INTEGER affinity (declared type contains `INT`).
     Integer,
+    /// TEXT affinity (`CHAR`, `CLOB` or `TEXT`).
     Text,
+    /// BLOB affinity (no declared type, or `BLOB`).
     Blob,
+    /// REAL affinity (`REAL`, `FLOA` or `DOUB`).
     Real,
+    /// NUMERIC affinity (anything else).
     Numeric,
 }
 
@@ -89,6 +99,7 @@ impl Value {
         }
     }
 
+    /// Whether this is NULL.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }

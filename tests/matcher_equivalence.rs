@@ -9,7 +9,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice::matcher::{Effect, Matcher, MoveOutReason, ShapeMatch};
+use sluice::matcher::{classify, Effect, Matcher, ShapeMatch};
 use sluice::query::{compile, Params, Shape, ShapeId};
 use sluice::{Schema, Value};
 
@@ -179,12 +179,8 @@ fn brute_force(
     for (id, (shape, _)) in shapes {
         let was = old.is_some_and(|row| shape.matches(row));
         let is = new.is_some_and(|row| shape.matches(row));
-        let effect = match (was, is) {
-            (false, true) => Effect::Insert,
-            (true, true) => Effect::Update,
-            (true, false) if new.is_none() => Effect::Delete(MoveOutReason::Deleted),
-            (true, false) => Effect::Delete(MoveOutReason::MovedOut),
-            (false, false) => continue,
+        let Some(effect) = classify(was, is, new.is_none()) else {
+            continue;
         };
         out.push(ShapeMatch { shape: *id, effect });
     }

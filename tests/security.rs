@@ -8,9 +8,9 @@ mod common;
 use common::auth::AuthServer;
 use common::permissions::{issue, users, write_outcome, User};
 use common::*;
+use sluice::client::ConnectionError;
 use sluice::store::{Mutation, Precondition, RejectCode};
 use sluice::value::Value;
-use sluice::client::ConnectionError;
 use sluice::wire::{ClientMessage, RefuseCode, ServerMessage, WriteOutcome};
 
 /// Sends one transaction with preconditions and waits for its outcome.
@@ -208,7 +208,10 @@ async fn client_ids_of_different_users_never_collide() {
     assert!(matches!(one, WriteOutcome::Committed { .. }), "{one:?}");
     assert!(matches!(two, WriteOutcome::Committed { .. }), "{two:?}");
     let rows = expected_rows(&server.db(), "SELECT * FROM issues");
-    assert!(rows.contains_key("x1") && rows.contains_key("x2"), "{rows:?}");
+    assert!(
+        rows.contains_key("x1") && rows.contains_key("x2"),
+        "{rows:?}"
+    );
     server.handle.shutdown().await;
 }
 
@@ -233,7 +236,9 @@ async fn the_origin_of_a_write_goes_only_to_its_author() {
         panic!("{outcome:?}");
     };
     writer
-        .until("own live txn", |c| c.live_origins.iter().any(|(s, _)| *s == sync_id))
+        .until("own live txn", |c| {
+            c.live_origins.iter().any(|(s, _)| *s == sync_id)
+        })
         .await;
     watcher
         .until("the live txn", |c| c.sub(1).rows.contains_key("t2"))

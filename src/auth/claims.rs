@@ -28,16 +28,23 @@ pub struct Claims {
 #[non_exhaustive]
 pub enum ClaimsError {
     #[error("claim name `{0}` must be a letter or `_` followed by letters, digits or `_`")]
+    /// The name is not a letter or `_` followed by letters, digits or `_`.
     BadName(String),
     #[error("claim `{0}` is reserved; it is set by its own option")]
+    /// The name is set by its own option (`sub`, `exp`, ...), not by `--claim`.
     Reserved(String),
     #[error("claim `{name}`: `{text}` is not JSON ({reason})")]
+    /// The value is not JSON.
     BadJson {
+        /// The claim's name.
         name: String,
+        /// The value as given.
         text: String,
+        /// The JSON parser's message.
         reason: String,
     },
     #[error("`{0}` is not KEY=JSON")]
+    /// The argument has no `=`.
     NotKeyValue(String),
 }
 

@@ -8,13 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlparser::dialect::SQLiteDialect;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::Token;
 
 use super::claims::Claims;
 use super::rules::{Op, Rule, Rules};
 use crate::query::{
-    Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
+    tokenize, Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
 };
 use crate::schema::{Schema, Table};
 use crate::store::WriteGuard;
@@ -31,8 +30,10 @@ pub struct Denied(pub String);
 #[non_exhaustive]
 pub enum SubscribeError {
     #[error(transparent)]
+    /// The subscription does not compile.
     Query(#[from] QueryError),
     #[error(transparent)]
+    /// The subscription compiles but asks for what the caller may not read.
     Denied(#[from] Denied),
 }
 
@@ -59,6 +60,7 @@ pub struct Effective {
 /// What a caller may read of one table.
 #[derive(Debug)]
 pub struct ReadAccess<'a> {
+    /// The read rule as a predicate on the table's rows (TRUE when every row is readable).
     pub filter: &'a Pred,
     /// Readable column indexes, in table order; `None` for all.
     pub columns: Option<Vec<usize>>,
@@ -397,8 +399,7 @@ fn leaf_column(leaf: &Pred) -> Option<usize> {
 /// The error for a hidden column, at its first mention in the subscription text.
 fn hidden_error(table: &Table, col: usize, sql: &str) -> Denied {
     let name = &table.columns[col].name;
-    let pos = Tokenizer::new(&SQLiteDialect {}, sql)
-        .tokenize_with_location()
+    let pos = tokenize(sql)
         .ok()
         .and_then(|tokens| {
             tokens.into_iter().find_map(|t| match &t.token {

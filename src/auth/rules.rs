@@ -19,34 +19,43 @@
 //!   on nor write. The primary key cannot be hidden.
 //! - A table with no `ALLOW` for an op is closed for it.
 //!
-//! Everything is validated when the file is loaded; an error names the file, line and
-//! column of the offending token.
+//! The file is read with the subscription language's tokenizer, so strings, quoted names
+//! and comments follow the same rules as in a subscription. Everything is validated when
+//! the file is loaded; an error names the file, line and column of the offending token.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::query::{ident_sql, ParamUse, Pos, Template};
+use sqlparser::tokenizer::{Location, Token};
+
+use crate::query::{ident_sql, tokenize, ParamUse, Pos, QueryError, Template};
 use crate::schema::{Schema, Table};
 
 /// The operations a rule can allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Op {
+    /// Reading rows: subscriptions and fetches.
     Read,
+    /// Inserting rows.
     Insert,
+    /// Updating rows.
     Update,
+    /// Deleting rows.
     Delete,
 }
 
 impl Op {
+    /// Every operation, in index order.
     pub const ALL: [Op; 4] = [Op::Read, Op::Insert, Op::Update, Op::Delete];
 
     pub(crate) fn index(self) -> usize {
         self as usize
     }
 
+    /// The operation's lower-case name, as in error messages.
     pub fn name(self) -> &'static str {
         match self {
             Op::Read => "read",
@@ -62,14 +71,21 @@ impl Op {
 #[non_exhaustive]
 pub enum RulesError {
     #[error("{}:{}:{}: {message}", file.display(), pos.line, pos.column)]
+    /// The file's content is wrong at `pos`.
     Invalid {
+        /// The rules file.
         file: PathBuf,
+        /// Where the offending token starts.
         pos: Pos,
+        /// What is wrong.
         message: String,
     },
     #[error("cannot read rules file {}: {source}", file.display())]
+    /// The file could not be read.
     Io {
+        /// The rules file.
         file: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
@@ -101,7 +117,8 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Reads and validates a rules file.
+    /// Reads and validates a rules file: one read of the file, then [`Rules::parse`].
+    /// Errors: [`RulesError::Io`] when it cannot be read, else as [`Rules::parse`].
     pub fn load(schema: &Schema, file: &Path) -> Result<Rules, RulesError> {
         let text = std::fs::read_to_string(file).map_err(|source| RulesError::Io {
             file: file.to_path_buf(),
@@ -110,13 +127,20 @@ impl Rules {
         Rules::parse(schema, file, &text)
     }
 
-    /// Validates rules given as text; `file` is only used in error messages.
+    /// Validates rules given as text; `file` is only used in error messages. Each
+    /// predicate is compiled against the schema (linear in the text). Errors:
+    /// [`RulesError::Invalid`] at the first offending token.
     pub fn parse(schema: &Schema, file: &Path, text: &str) -> Result<Rules, RulesError> {
         let mut rules = Rules {
             tables: BTreeMap::new(),
             file: file.to_path_buf(),
         };
-        for statement in split_statements(text) {
+        let statements = split_statements(text).map_err(|e| RulesError::Invalid {
+            file: file.to_path_buf(),
+            pos: e.pos,
+            message: e.message,
+        })?;
+        for statement in statements {
             rules.statement(schema, &statement)?;
         }
         Ok(rules)
@@ -367,19 +391,21 @@ impl fmt::Display for Op {
     }
 }
 
-/// A header token: a word, a quoted identifier, or one punctuation character.
+/// A header token: a word, a quoted identifier, or a punctuation token.
 #[derive(Debug, Clone)]
 struct Word {
+    /// As written (a quoted identifier with its quotes), for error messages.
     text: String,
+    /// A word's name without quotes; otherwise the same as `text`.
+    name: String,
     pos: Pos,
+    /// Just past the token's last character.
+    end: Pos,
 }
 
 impl Word {
     fn unquoted(&self) -> &str {
-        self.text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .unwrap_or(&self.text)
+        &self.name
     }
 }
 
@@ -388,10 +414,7 @@ fn end_of(words: &[Word]) -> Pos {
 }
 
 fn end_of_or(words: &[Word], default: Pos) -> Pos {
-    words.last().map_or(default, |w| Pos {
-        line: w.pos.line,
-        column: w.pos.column + w.text.chars().count() as u64,
-    })
+    words.last().map_or(default, |w| w.end)
 }
 
 /// A statement: header tokens up to WHERE, and the predicate text with its position.
@@ -401,125 +424,83 @@ struct Statement {
     predicate: Option<(String, Pos)>,
 }
 
-/// Splits the file into statements at `;` outside strings, quoted names and comments.
-fn split_statements(text: &str) -> Vec<Statement> {
+/// Splits the file into statements at `;` tokens (never inside strings, quoted names or
+/// comments), with the query tokenizer. A predicate is kept as the text between `WHERE`
+/// and `;`, so that positions in it map back into the file.
+fn split_statements(text: &str) -> Result<Vec<Statement>, QueryError> {
+    let tokens = tokenize(text)?;
+    let lines = LineStarts::new(text);
     let mut out = Vec::new();
-    let mut current = Statement {
-        header: Vec::new(),
-        predicate: None,
-    };
-    let (mut line, mut column) = (1u64, 1u64);
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let pos = Pos { line, column };
-        let advance = |i: &mut usize, line: &mut u64, column: &mut u64| {
-            if chars[*i] == '\n' {
-                *line += 1;
-                *column = 1;
-            } else {
-                *column += 1;
-            }
-            *i += 1;
-        };
-        if let Some((pred, _)) = &mut current.predicate {
-            // Inside a predicate: copy text through to `;`, skipping over strings and
-            // comments so that a `;` inside them does not end the statement.
-            match c {
-                ';' => {
-                    out.push(std::mem::replace(
-                        &mut current,
-                        Statement {
-                            header: Vec::new(),
-                            predicate: None,
-                        },
-                    ));
-                    advance(&mut i, &mut line, &mut column);
-                }
-                '\'' | '"' => {
-                    pred.push(c);
-                    advance(&mut i, &mut line, &mut column);
-                    while i < chars.len() {
-                        let d = chars[i];
-                        pred.push(d);
-                        advance(&mut i, &mut line, &mut column);
-                        if d == c {
-                            if chars.get(i) == Some(&c) {
-                                pred.push(c);
-                                advance(&mut i, &mut line, &mut column);
-                            } else {
-                                break;
-                            }
-                        }
-                    }
-                }
-                '-' if chars.get(i + 1) == Some(&'-') => {
-                    while i < chars.len() && chars[i] != '\n' {
-                        pred.push(' ');
-                        advance(&mut i, &mut line, &mut column);
-                    }
-                }
-                _ => {
-                    pred.push(c);
-                    advance(&mut i, &mut line, &mut column);
-                }
-            }
-            continue;
-        }
-        if c == '-' && chars.get(i + 1) == Some(&'-') {
-            while i < chars.len() && chars[i] != '\n' {
-                advance(&mut i, &mut line, &mut column);
-            }
-        } else if c.is_whitespace() {
-            advance(&mut i, &mut line, &mut column);
-        } else if c == ';' {
-            if !current.header.is_empty() {
-                out.push(std::mem::replace(
-                    &mut current,
-                    Statement {
-                        header: Vec::new(),
-                        predicate: None,
-                    },
-                ));
-            }
-            advance(&mut i, &mut line, &mut column);
-        } else if c.is_alphanumeric() || c == '_' || c == '"' {
-            let mut word = String::new();
-            if c == '"' {
-                word.push(c);
-                advance(&mut i, &mut line, &mut column);
-                while i < chars.len() {
-                    let d = chars[i];
-                    word.push(d);
-                    advance(&mut i, &mut line, &mut column);
-                    if d == '"' {
-                        break;
-                    }
-                }
-            } else {
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    word.push(chars[i]);
-                    advance(&mut i, &mut line, &mut column);
-                }
-            }
-            if word.eq_ignore_ascii_case("WHERE") {
-                current.predicate = Some((String::new(), Pos { line, column }));
-            } else {
-                current.header.push(Word { text: word, pos });
-            }
-        } else {
-            current.header.push(Word {
-                text: c.to_string(),
-                pos,
+    let mut header = Vec::new();
+    // Byte offset and position just after `WHERE`.
+    let mut predicate: Option<(usize, Pos)> = None;
+    let mut finish = |header: &mut Vec<Word>, predicate: Option<(usize, Pos)>, end: usize| {
+        let predicate = predicate.map(|(start, pos)| (text[start..end].to_string(), pos));
+        if !header.is_empty() || predicate.is_some() {
+            out.push(Statement {
+                header: std::mem::take(header),
+                predicate,
             });
-            advance(&mut i, &mut line, &mut column);
+        }
+    };
+    for t in &tokens {
+        match &t.token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => {
+                finish(&mut header, predicate.take(), lines.offset(t.span.start));
+            }
+            _ if predicate.is_some() => {}
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("WHERE") => {
+                predicate = Some((lines.offset(t.span.end), Pos::from_location(t.span.end)));
+            }
+            other => {
+                let text = other.to_string();
+                let name = match other {
+                    Token::Word(w) => w.value.clone(),
+                    _ => text.clone(),
+                };
+                header.push(Word {
+                    text,
+                    name,
+                    pos: Pos::from_location(t.span.start),
+                    end: Pos::from_location(t.span.end),
+                });
+            }
         }
     }
-    if !current.header.is_empty() {
-        out.push(current);
+    finish(&mut header, predicate, text.len());
+    Ok(out)
+}
+
+/// Byte offsets of line starts, to turn a token's line and column into a text offset.
+struct LineStarts<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineStarts<'a> {
+    fn new(text: &'a str) -> LineStarts<'a> {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineStarts { text, starts }
     }
-    out
+
+    /// The byte offset of a 1-based line and character column (the end of the text when
+    /// past it).
+    fn offset(&self, at: Location) -> usize {
+        let Some(&start) = usize::try_from(at.line)
+            .ok()
+            .and_then(|l| self.starts.get(l.saturating_sub(1)))
+        else {
+            return self.text.len();
+        };
+        let skip = usize::try_from(at.column.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.text[start..]
+            .char_indices()
+            .nth(skip)
+            .map_or(self.text.len(), |(i, _)| start + i)
+    }
 }
 
 #[cfg(test)]
@@ -605,6 +586,26 @@ mod tests {
         assert!(message.contains("both as a list"), "{message}");
         let (_, _, message) = error_at("ALLOW READ ON issues WHERE 1 = 1;");
         assert!(message.contains("constant"), "{message}");
+    }
+
+    #[test]
+    fn quoted_names_comments_and_tokenizer_errors() {
+        let rules = parse(
+            "ALLOW READ ON \"issues\" -- the table\n WHERE\n  title = 'a''; --' ;\n\
+             HIDE \"users\".password_hash, users.\"name\";",
+        )
+        .unwrap();
+        assert!(rules.tables["issues"].ops[0].is_some());
+        assert_eq!(rules.hidden_columns("users"), vec!["name", "password_hash"]);
+        let (line, column, message) = error_at("ALLOW READ ON issues WHERE\n  title = 'open;");
+        assert_eq!((line, column), (2, 11), "{message}");
+        let (line, column, message) = error_at("ALLOW READ ON \"nope\" WHERE\n\tnope = 1;");
+        assert_eq!((line, column), (1, 15), "{message}");
+        let (_, column, message) = error_at("ALLOW READ ON issues x;");
+        assert_eq!(column, 22);
+        assert!(message.contains("found `x`"), "{message}");
+        let (_, column, message) = error_at("ALLOW READ ON issues\t\tWHERE nope = 1;");
+        assert_eq!(column, 29, "{message}");
     }
 
     #[test]

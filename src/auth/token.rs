@@ -13,8 +13,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value as Json};
 use sha2::Sha256;
 
+use super::authenticator::Authenticator;
 use super::claims::Claims;
-use crate::server::Authenticator;
 
 /// How long a token made by `sluice token` (or [`JwtAuthenticator::sign`] without an
 /// `exp`) stays valid: 24 hours.
@@ -31,18 +31,26 @@ type HmacSha256 = Hmac<Sha256>;
 #[non_exhaustive]
 pub enum TokenError {
     #[error("a token is required (this server has authentication enabled)")]
+    /// No token was presented.
     Missing,
     #[error("malformed token: {0}")]
+    /// Not a JWT: three base64url parts, a JSON header and payload (the detail says
+    /// what is wrong).
     Malformed(String),
     #[error("token algorithm `{0}` is not accepted (only HS256)")]
+    /// Signed with an algorithm other than HS256.
     Algorithm(String),
     #[error("invalid token signature")]
+    /// The signature does not match the secret.
     BadSignature,
     #[error("token expired {0} s ago")]
+    /// `exp` is in the past; the value is how many seconds ago.
     Expired(u64),
     #[error("token not valid before {0}")]
+    /// `nbf` is in the future; the value is that time (Unix seconds).
     NotYetValid(u64),
     #[error("token lacks the `{0}` claim")]
+    /// A required claim (`sub` or `exp`) is missing or not of the right type.
     MissingClaim(&'static str),
 }
 
@@ -59,6 +67,7 @@ impl std::fmt::Debug for JwtAuthenticator {
 }
 
 impl JwtAuthenticator {
+    /// An authenticator that signs and verifies with `secret`. Cheap: keeps the bytes.
     pub fn new(secret: impl AsRef<[u8]>) -> JwtAuthenticator {
         JwtAuthenticator {
             secret: secret.as_ref().to_vec(),
@@ -86,7 +95,8 @@ impl JwtAuthenticator {
         format!("{signing_input}.{signature}")
     }
 
-    /// Verifies `token` at the current time.
+    /// Verifies `token` at the current time (reads the system clock; one HMAC over the
+    /// token). Errors: the [`TokenError`] that says why it is refused.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         self.verify_at(token, unix_now())
     }

@@ -2,13 +2,14 @@
 //! in time that stays flat as subscriptions grow. Pure, no IO.
 //!
 //! Per table, equality and IN terms live in a hash map keyed by (column, value) with
-//! SQLite's comparison semantics (see [`key`]), range terms in ordered maps and interval
+//! SQLite's comparison semantics (see the `key` module), range terms in ordered maps and interval
 //! lists, LIKE/GLOB literal prefixes in the same hash map, and shapes with nothing
 //! indexable in a residual list scanned on every change. The index is a superset filter:
 //! every candidate is evaluated in full on the old and the new image (invariant 3, move
 //! semantics), so correctness never depends on the index being tight.
 
 mod access;
+mod effect;
 mod intervals;
 mod key;
 mod posting;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use crate::query::{Shape, ShapeId};
 use crate::value::Value;
 
+pub use effect::{classify, Effect, MoveOutReason};
+
 use access::{plan, Cost, Probe};
 use intervals::Intervals;
 use key::{
@@ -26,32 +29,12 @@ use key::{
 };
 use posting::Posting;
 
-/// What a change does to one shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Effect {
-    /// The row entered the shape (move in, or a new row).
-    Insert,
-    /// The row was and stays in the shape.
-    Update,
-    /// The row left the shape.
-    Delete(MoveOutReason),
-}
-
-/// Why a row left a shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MoveOutReason {
-    /// The row was deleted.
-    Deleted,
-    /// The row was updated and no longer matches the predicate.
-    MovedOut,
-}
-
 /// One shape affected by a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShapeMatch {
+    /// The shape affected.
     pub shape: ShapeId,
+    /// What the change does to it.
     pub effect: Effect,
 }
 
@@ -150,11 +133,14 @@ fn take(posting: &mut Posting, pos: u32, entries: &mut [Option<Entry>]) {
 }
 
 impl Matcher {
+    /// An empty matcher.
     pub fn new() -> Matcher {
         Matcher::default()
     }
 
     /// Registers a shape; identical shapes (same ShapeId) are shared and reference-counted.
+    /// Costs one plan of the shape's predicate (linear in its size) and one posting entry
+    /// per probe; a shape already registered costs a hash lookup. Never fails.
     pub fn register(&mut self, shape: Arc<Shape>) -> ShapeId {
         let id = shape.id();
         if let Some(&slot) = self.ids.get(&id) {
@@ -192,7 +178,8 @@ impl Matcher {
         id
     }
 
-    /// Drops one reference; returns true when the last one went and the shape was removed.
+    /// Drops one reference; returns true when the last one went and the shape was removed
+    /// (constant time per probe of its plan). An unknown id is ignored (false).
     pub fn unregister(&mut self, id: ShapeId) -> bool {
         let Some(&slot) = self.ids.get(&id) else {
             return false;
@@ -221,6 +208,7 @@ impl Matcher {
         true
     }
 
+    /// The registered shape with this id, if any. A hash lookup.
     pub fn shape(&self, id: ShapeId) -> Option<&Arc<Shape>> {
         let slot = *self.ids.get(&id)?;
         self.entries[slot as usize].as_ref().map(|e| &e.shape)
@@ -231,13 +219,16 @@ impl Matcher {
         self.ids.len()
     }
 
+    /// Whether no shape is registered.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
 
     /// Every shape affected by a change of one row of `table` (old/new full images; None
     /// for insert's old and delete's new). Appends to `out` (cleared first), sorted by
-    /// shape id; returns the work done.
+    /// shape id; returns the work done. Costs one hash lookup per indexed column value
+    /// and a full evaluation of each candidate on both images (see [`MatchWork`]); a NaN
+    /// in an indexed column makes every shape of the table a candidate. Never fails.
     pub fn match_change(
         &self,
         table: &str,
@@ -280,12 +271,8 @@ impl Matcher {
             let filter = entry.shape.filter();
             let was = old.is_some_and(|row| filter.matches(row));
             let is = new.is_some_and(|row| filter.matches(row));
-            let effect = match (was, is) {
-                (false, true) => Effect::Insert,
-                (true, true) => Effect::Update,
-                (true, false) if new.is_none() => Effect::Delete(MoveOutReason::Deleted),
-                (true, false) => Effect::Delete(MoveOutReason::MovedOut),
-                (false, false) => continue,
+            let Some(effect) = classify(was, is, new.is_none()) else {
+                continue;
             };
             out.push(ShapeMatch {
                 shape: entry.shape.id(),

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Pos, QueryError, QueryErrorKind};
 use super::parse::{ColRef, InList, Node, Operand, Template};
-use super::pred::{ident_sql, CmpOp, Pred, PARAM_MARKER};
+use super::pred::{CmpOp, Pred, PARAM_MARKER};
+use super::render::ident_sql;
 use crate::schema::Table;
 use crate::value::Value;
 
@@ -22,7 +23,9 @@ pub const MAX_PATTERN_BYTES: usize = 50_000;
 /// The value bound to a named parameter.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Param {
+    /// A single value (`:name`).
     Value(Value),
+    /// A list of values (`IN :name`).
     List(Vec<Value>),
 }
 
@@ -31,6 +34,7 @@ pub enum Param {
 pub struct Params(BTreeMap<String, Param>);
 
 impl Params {
+    /// No parameters.
     pub fn new() -> Params {
         Params::default()
     }
@@ -53,11 +57,13 @@ impl Params {
         self
     }
 
+    /// Binds `name` (a leading `:` is ignored) to `param`, replacing an earlier value.
     pub fn insert(&mut self, name: &str, param: Param) {
         self.0
             .insert(name.trim_start_matches(':').to_string(), param);
     }
 
+    /// The value bound to `name` (without the colon), if any. Logarithmic in the count.
     pub fn get(&self, name: &str) -> Option<&Param> {
         self.0.get(name)
     }
@@ -67,6 +73,7 @@ impl Params {
         self.0.keys().map(String::as_str)
     }
 
+    /// Adds every binding of `other`, replacing values bound under the same names.
     pub fn extend(&mut self, other: &Params) {
         for (k, v) in &other.0 {
             self.0.insert(k.clone(), v.clone());
@@ -120,14 +127,17 @@ impl Shape {
         }
     }
 
+    /// The shape's identity: a hash of its normalized text, equal for equivalent subscriptions.
     pub fn id(&self) -> ShapeId {
         self.id
     }
 
+    /// The table the shape selects from.
     pub fn table(&self) -> &Arc<Table> {
         &self.table
     }
 
+    /// The compiled predicate in negation normal form (the permission rule included).
     pub fn filter(&self) -> &Pred {
         &self.filter
     }
@@ -185,7 +195,10 @@ fn shape_text(table: &Table, projection: Option<&[usize]>, filter: &Pred) -> Str
 }
 
 impl Template {
-    /// Binds parameters and normalizes: the shape a subscription stands for.
+    /// Binds parameters and normalizes: the shape a subscription stands for. Costs a
+    /// copy of the tree plus a sort of each AND/OR group and IN list. Errors: an unbound
+    /// parameter, a list where a value is needed or the reverse, or a pattern longer
+    /// than [`MAX_PATTERN_BYTES`].
     pub fn bind(&self, params: &Params) -> Result<Shape, QueryError> {
         let binder = Binder {
             table: &self.table,
@@ -234,8 +247,11 @@ impl Template {
 /// (`IN :name`) or a single value, and where it appears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamUse {
+    /// The parameter's name without the colon (`auth.teams`).
     pub name: String,
+    /// Whether it stands for a list (`IN :name`).
     pub list: bool,
+    /// Where it appears in the subscription text.
     pub pos: Pos,
 }
 

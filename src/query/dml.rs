@@ -215,12 +215,12 @@ pub(crate) fn literal(e: &Expr) -> Result<Value, QueryError> {
                     }
                 }
             }
-            Ok(super::parse::negate(literal(expr)?))
+            Ok(super::literal::negate(literal(expr)?))
         }
         Expr::Value(v) => match &v.value {
             SqlValue::Null => Ok(Value::Null),
             SqlValue::Boolean(b) => Ok(Value::Integer(*b as i64)),
-            SqlValue::Number(text, _) => super::parse::number(text).ok_or_else(|| {
+            SqlValue::Number(text, _) => super::literal::number(text).ok_or_else(|| {
                 QueryError::new(
                     QueryErrorKind::Syntax,
                     format!("malformed number `{text}`"),
@@ -228,7 +228,7 @@ pub(crate) fn literal(e: &Expr) -> Result<Value, QueryError> {
                 )
             }),
             SqlValue::SingleQuotedString(s) => Ok(Value::Text(s.clone())),
-            SqlValue::HexStringLiteral(hex) => super::parse::decode_hex(hex)
+            SqlValue::HexStringLiteral(hex) => super::literal::decode_hex(hex)
                 .map(Value::Blob)
                 .ok_or_else(|| unsupported("malformed blob literal", e)),
             other => Err(unsupported(

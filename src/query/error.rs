@@ -6,11 +6,14 @@ use std::fmt;
 /// A 1-based line and column in the subscription text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pos {
+    /// 1-based line.
     pub line: u64,
+    /// 1-based column, in characters.
     pub column: u64,
 }
 
 impl Pos {
+    /// The first character of the text.
     pub const START: Pos = Pos { line: 1, column: 1 };
 }
 
@@ -28,7 +31,9 @@ pub enum QueryErrorKind {
     Syntax,
     /// Valid SQL outside the subscription language (joins, functions, ORDER BY, ...).
     Unsupported,
+    /// FROM names a table the schema does not have.
     UnknownTable,
+    /// A column the table does not have.
     UnknownColumn,
     /// A `:name` with no value bound.
     UnboundParameter,
@@ -44,12 +49,16 @@ pub enum QueryErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{pos}: {message}")]
 pub struct QueryError {
+    /// What kind of mistake.
     pub kind: QueryErrorKind,
+    /// The message shown to the user.
     pub message: String,
+    /// Where the offending token starts.
     pub pos: Pos,
 }
 
 impl QueryError {
+    /// An error of `kind` at `pos`.
     pub fn new(kind: QueryErrorKind, message: impl Into<String>, pos: Pos) -> QueryError {
         QueryError {
             kind,

@@ -9,8 +9,11 @@ use crate::value::Value;
 /// SQL's three truth values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truth {
+    /// Definitely false.
     False,
+    /// Unknown (SQL NULL): not a match, and its negation is not one either.
     Null,
+    /// Definitely true.
     True,
 }
 

@@ -1,17 +1,25 @@
 //! The subscription language: `SELECT * | col, ... FROM table [WHERE expr]`.
 //!
-//! parse (sqlparser) -> validate ([`Template`]) -> bind parameters and normalize
-//! ([`Shape`]) -> evaluate ([`Pred::eval`]) or render as SQL for the store. Pure: no IO,
-//! no SQLite. Semantics follow SQLite exactly (see [`crate::value`]).
+//! tokenize and parse (sqlparser) -> validate ([`Template`]) -> bind parameters and
+//! normalize ([`Shape`]) -> evaluate ([`Pred::eval`]) or render as SQL text
+//! ([`Pred::to_sql`], [`where_sql`]) that the store hands to SQLite. The same tokenizer
+//! reads the permission rules file, and [`parse_writes`] reads the write statements of
+//! `sluice exec` into the store's `Mutation` (the one dependency on a layer above; it
+//! goes when the shared vocabulary moves below `query`).
+//!
+//! No IO, and no SQLite library: semantics follow SQLite exactly (see [`crate::value`]),
+//! implemented here and checked against SQLite by the differential tests.
 
+mod build;
 mod compile;
 mod dml;
 mod error;
 mod eval;
+mod literal;
 mod parse;
 mod pattern;
 mod pred;
-mod sql;
+mod render;
 mod tokens;
 
 pub use compile::{Param, ParamUse, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
@@ -20,17 +28,22 @@ pub use error::{Pos, QueryError, QueryErrorKind};
 pub use eval::{compare, Truth};
 pub use parse::Template;
 pub use pattern::{glob, like};
-pub use pred::{ident_sql, CmpOp, Pred, TruthTest};
-pub use sql::where_sql;
+pub use pred::{CmpOp, Pred, TruthTest};
+pub use render::{ident_sql, where_sql};
+pub(crate) use tokens::tokenize;
 
 use crate::schema::Schema;
 
-/// Parses, validates, binds and normalizes a subscription in one step.
+/// Parses, validates, binds and normalizes a subscription in one step. Linear in the
+/// length of the text (normalization sorts each AND/OR group). Errors: a [`QueryError`]
+/// with the position of the offending token (syntax, unsupported construct, unknown table
+/// or column, unbound or mistyped parameter, too complex).
 pub fn compile(schema: &Schema, sql: &str, params: &Params) -> Result<Shape, QueryError> {
     Template::parse(schema, sql)?.bind(params)
 }
 
-/// What `sluice check` prints: the normalized text, parameters left as `:name`.
+/// What `sluice check` prints: the normalized text, parameters left as `:name`. Same cost
+/// and errors as [`compile`], except that parameters need no values.
 pub fn check(schema: &Schema, sql: &str) -> Result<String, QueryError> {
     Ok(Template::parse(schema, sql)?.normalized_text())
 }

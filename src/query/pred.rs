@@ -5,19 +5,24 @@
 //! Normalization (flattening, sorting, de-duplication) lives here, so equivalent
 //! subscriptions produce the same tree and the same text.
 
-use std::fmt::Write as _;
-
+use super::render::literal_sql;
 use crate::schema::Table;
 use crate::value::Value;
 
 /// A comparison operator of a leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CmpOp {
+    /// `=`
     Eq,
+    /// `!=` (also written `<>`)
     Ne,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
     /// `IS`: equality where NULL equals NULL; never NULL itself.
     Is,
@@ -26,6 +31,7 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// The operator whose result is the negation of this one for non-NULL operands (`=` and `!=`, `<` and `>=`, `IS` and `IS NOT`).
     pub fn negate(self) -> CmpOp {
         match self {
             CmpOp::Eq => CmpOp::Ne,
@@ -50,6 +56,7 @@ impl CmpOp {
         }
     }
 
+    /// The operator as SQL text.
     pub fn sql(self) -> &'static str {
         match self {
             CmpOp::Eq => "=",
@@ -71,13 +78,18 @@ pub enum TruthTest {
     Bare,
     /// `NOT col`.
     NotBare,
+    /// `col IS TRUE`: never NULL.
     IsTrue,
+    /// `col IS NOT TRUE`.
     IsNotTrue,
+    /// `col IS FALSE`.
     IsFalse,
+    /// `col IS NOT FALSE`.
     IsNotFalse,
 }
 
 impl TruthTest {
+    /// The test that holds exactly when this one does not (NULL included for the `IS` forms).
     pub fn negate(self) -> TruthTest {
         match self {
             TruthTest::Bare => TruthTest::NotBare,
@@ -98,33 +110,57 @@ pub enum Pred {
     /// One must hold. Never empty.
     Or(Vec<Pred>),
     /// `col op value`, the value already converted by the column's affinity.
-    Cmp { col: usize, op: CmpOp, value: Value },
+    Cmp {
+        /// The column's index in the table.
+        col: usize,
+        /// The operator.
+        op: CmpOp,
+        /// The constant compared with.
+        value: Value,
+    },
     /// `col [NOT] IN (values)`: values sorted, de-duplicated, converted.
     In {
+        /// The column's index in the table.
         col: usize,
+        /// The values.
         values: Vec<Value>,
+        /// `NOT IN`.
         negated: bool,
     },
     /// `col [NOT] LIKE pattern [ESCAPE e]`; a `None` pattern is NULL (never matches).
     Like {
+        /// The column's index in the table.
         col: usize,
+        /// The pattern's bytes; `None` for NULL.
         pattern: Option<Vec<u8>>,
+        /// The escape character, if any.
         escape: Option<char>,
+        /// `NOT LIKE`.
         negated: bool,
     },
     /// `col [NOT] GLOB pattern`; a `None` pattern is NULL.
     Glob {
+        /// The column's index in the table.
         col: usize,
+        /// The pattern's bytes; `None` for NULL.
         pattern: Option<Vec<u8>>,
+        /// `NOT GLOB`.
         negated: bool,
     },
     /// `col`, `NOT col`, `col IS [NOT] TRUE|FALSE`.
-    Truth { col: usize, test: TruthTest },
+    Truth {
+        /// The column's index in the table.
+        col: usize,
+        /// Which reading.
+        test: TruthTest,
+    },
 }
 
 impl Pred {
+    /// The always-true predicate (an empty `And`).
     pub const TRUE: Pred = Pred::And(Vec::new());
 
+    /// Whether this is the always-true predicate.
     pub fn is_true(&self) -> bool {
         matches!(self, Pred::And(v) if v.is_empty())
     }
@@ -144,105 +180,11 @@ impl Pred {
         }
     }
 
-    /// SQL text of the predicate, parseable by the subscription language.
+    /// SQL text of the predicate, parseable by the subscription language: literals
+    /// inlined, identifiers bare where they are plain words, `TRUE` when always true.
+    /// Linear in the size of the tree; never fails. See the `render` module.
     pub fn to_sql(&self, table: &Table) -> String {
-        let mut out = String::new();
-        self.write_sql(table, &mut out, false);
-        out
-    }
-
-    fn write_sql(&self, table: &Table, out: &mut String, inside_and: bool) {
-        match self {
-            Pred::And(children) if children.is_empty() => out.push_str("TRUE"),
-            Pred::And(children) => {
-                for (i, c) in children.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(" AND ");
-                    }
-                    c.write_sql(table, out, true);
-                }
-            }
-            Pred::Or(children) => {
-                if inside_and {
-                    out.push('(');
-                }
-                for (i, c) in children.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(" OR ");
-                    }
-                    c.write_sql(table, out, false);
-                }
-                if inside_and {
-                    out.push(')');
-                }
-            }
-            Pred::Cmp { col, op, value } => {
-                out.push_str(&column_sql(table, *col, std::slice::from_ref(value)));
-                match (op, value) {
-                    (CmpOp::Is, Value::Null) => out.push_str(" IS NULL"),
-                    (CmpOp::IsNot, Value::Null) => out.push_str(" IS NOT NULL"),
-                    _ => {
-                        let _ = write!(out, " {} {}", op.sql(), value.to_sql_literal());
-                    }
-                }
-            }
-            Pred::In {
-                col,
-                values,
-                negated,
-            } => {
-                out.push_str(&column_sql(table, *col, values));
-                out.push_str(if *negated { " NOT IN (" } else { " IN (" });
-                let items: Vec<String> = values.iter().map(Value::to_sql_literal).collect();
-                out.push_str(&items.join(", "));
-                out.push(')');
-            }
-            Pred::Like {
-                col,
-                pattern,
-                escape,
-                negated,
-            } => {
-                let _ = write!(
-                    out,
-                    "{} {}LIKE {}",
-                    ident_sql(&table.columns[*col].name),
-                    if *negated { "NOT " } else { "" },
-                    pattern_sql(pattern)
-                );
-                if let Some(e) = escape {
-                    let _ = write!(
-                        out,
-                        " ESCAPE {}",
-                        Value::Text(e.to_string()).to_sql_literal()
-                    );
-                }
-            }
-            Pred::Glob {
-                col,
-                pattern,
-                negated,
-            } => {
-                let _ = write!(
-                    out,
-                    "{} {}GLOB {}",
-                    ident_sql(&table.columns[*col].name),
-                    if *negated { "NOT " } else { "" },
-                    pattern_sql(pattern)
-                );
-            }
-            Pred::Truth { col, test } => {
-                let name = ident_sql(&table.columns[*col].name);
-                let _ = match test {
-                    TruthTest::Bare => write!(out, "{name}"),
-                    TruthTest::NotBare => write!(out, "NOT {name}"),
-                    TruthTest::IsTrue => write!(out, "{name} IS TRUE"),
-                    TruthTest::IsNotTrue => write!(out, "{name} IS NOT TRUE"),
-                    TruthTest::IsFalse => write!(out, "{name} IS FALSE"),
-                    TruthTest::IsNotFalse => write!(out, "{name} IS NOT FALSE"),
-                };
-            }
-        }
+        literal_sql(self, table)
     }
 
     /// Every leaf of the tree, depth first.
@@ -304,31 +246,10 @@ fn normalize_in(col: usize, mut values: Vec<Value>, negated: bool) -> Pred {
     }
 }
 
-/// The column as written in normalized text: `+name` when the column's affinity would
-/// change one of the (already converted) values, so that re-parsing keeps them as is.
-fn column_sql(table: &Table, col: usize, values: &[Value]) -> String {
-    let column = &table.columns[col];
-    let changed = values
-        .iter()
-        .any(|v| !is_param_marker(v) && &column.affinity.apply_for_comparison(v.clone()) != v);
-    let plus = changed || values.iter().any(is_plus_param_marker);
-    format!("{}{}", if plus { "+" } else { "" }, ident_sql(&column.name))
-}
-
-fn pattern_sql(pattern: &Option<Vec<u8>>) -> String {
-    match pattern {
-        None => "NULL".to_string(),
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => Value::Text(text.to_string()).to_sql_literal(),
-            Err(_) => Value::Blob(bytes.clone()).to_sql_literal(),
-        },
-    }
-}
-
 /// Marks an unbound parameter inside a template's normalized text (see `query::check`).
 pub(crate) const PARAM_MARKER: &str = "\u{0}\u{1}sluice-param";
 
-fn is_param_marker(v: &Value) -> bool {
+pub(super) fn is_param_marker(v: &Value) -> bool {
     matches!(v, Value::Text(s) if s.starts_with(PARAM_MARKER))
 }
 
@@ -336,176 +257,6 @@ fn is_array_marker(v: &Value) -> bool {
     matches!(v, Value::Text(s) if s.starts_with(PARAM_MARKER) && s.contains("[]"))
 }
 
-fn is_plus_param_marker(v: &Value) -> bool {
+pub(super) fn is_plus_param_marker(v: &Value) -> bool {
     matches!(v, Value::Text(s) if s.starts_with(PARAM_MARKER) && s[PARAM_MARKER.len()..].starts_with('+'))
-}
-
-/// An identifier as it appears in normalized text: bare when it is a plain word that is
-/// not a keyword, double-quoted otherwise.
-pub fn ident_sql(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if plain && !is_keyword(name) {
-        name.to_string()
-    } else {
-        crate::schema::quote_ident(name)
-    }
-}
-
-fn is_keyword(word: &str) -> bool {
-    const KEYWORDS: &[&str] = &[
-        "ABORT",
-        "ACTION",
-        "ADD",
-        "AFTER",
-        "ALL",
-        "ALTER",
-        "ALWAYS",
-        "ANALYZE",
-        "AND",
-        "AS",
-        "ASC",
-        "ATTACH",
-        "AUTOINCREMENT",
-        "BEFORE",
-        "BEGIN",
-        "BETWEEN",
-        "BY",
-        "CASCADE",
-        "CASE",
-        "CAST",
-        "CHECK",
-        "COLLATE",
-        "COLUMN",
-        "COMMIT",
-        "CONFLICT",
-        "CONSTRAINT",
-        "CREATE",
-        "CROSS",
-        "CURRENT",
-        "CURRENT_DATE",
-        "CURRENT_TIME",
-        "CURRENT_TIMESTAMP",
-        "DATABASE",
-        "DEFAULT",
-        "DEFERRABLE",
-        "DEFERRED",
-        "DELETE",
-        "DESC",
-        "DETACH",
-        "DISTINCT",
-        "DO",
-        "DROP",
-        "EACH",
-        "ELSE",
-        "END",
-        "ESCAPE",
-        "EXCEPT",
-        "EXCLUDE",
-        "EXCLUSIVE",
-        "EXISTS",
-        "EXPLAIN",
-        "FAIL",
-        "FALSE",
-        "FILTER",
-        "FIRST",
-        "FOLLOWING",
-        "FOR",
-        "FOREIGN",
-        "FROM",
-        "FULL",
-        "GENERATED",
-        "GLOB",
-        "GROUP",
-        "GROUPS",
-        "HAVING",
-        "IF",
-        "IGNORE",
-        "IMMEDIATE",
-        "IN",
-        "INDEX",
-        "INDEXED",
-        "INITIALLY",
-        "INNER",
-        "INSERT",
-        "INSTEAD",
-        "INTERSECT",
-        "INTO",
-        "IS",
-        "ISNULL",
-        "JOIN",
-        "KEY",
-        "LAST",
-        "LEFT",
-        "LIKE",
-        "LIMIT",
-        "MATCH",
-        "MATERIALIZED",
-        "NATURAL",
-        "NO",
-        "NOT",
-        "NOTHING",
-        "NOTNULL",
-        "NULL",
-        "NULLS",
-        "OF",
-        "OFFSET",
-        "ON",
-        "OR",
-        "ORDER",
-        "OTHERS",
-        "OUTER",
-        "OVER",
-        "PARTITION",
-        "PLAN",
-        "PRAGMA",
-        "PRECEDING",
-        "PRIMARY",
-        "QUERY",
-        "RAISE",
-        "RANGE",
-        "RECURSIVE",
-        "REFERENCES",
-        "REGEXP",
-        "REINDEX",
-        "RELEASE",
-        "RENAME",
-        "REPLACE",
-        "RESTRICT",
-        "RETURNING",
-        "RIGHT",
-        "ROLLBACK",
-        "ROW",
-        "ROWS",
-        "SAVEPOINT",
-        "SELECT",
-        "SET",
-        "TABLE",
-        "TEMP",
-        "TEMPORARY",
-        "THEN",
-        "TIES",
-        "TO",
-        "TRANSACTION",
-        "TRIGGER",
-        "TRUE",
-        "UNBOUNDED",
-        "UNION",
-        "UNIQUE",
-        "UPDATE",
-        "USING",
-        "VACUUM",
-        "VALUES",
-        "VIEW",
-        "VIRTUAL",
-        "WHEN",
-        "WHERE",
-        "WINDOW",
-        "WITH",
-        "WITHOUT",
-    ];
-    KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
 }

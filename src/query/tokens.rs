@@ -1,10 +1,13 @@
-//! The token pass before sqlparser: adds what SQLite has and sqlparser's SQLite dialect
+//! The tokenizer of the subscription language and of the permission rules file
+//! ([`tokenize`], sqlparser's with the SQLite dialect), and the token pass before
+//! sqlparser parses a subscription: adds what SQLite has and sqlparser's SQLite dialect
 //! lacks (`:name` / `:a.b` parameters, `IN :param`, `GLOB`, `IS <value>` with the
 //! precedence of `=`, hex integer literals), keeping every token's position so errors
 //! still point at what the user wrote.
 
+use sqlparser::dialect::SQLiteDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Word};
+use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer, Word};
 
 use super::error::{Pos, QueryError, QueryErrorKind};
 
@@ -15,6 +18,25 @@ pub(super) const ARRAY_PARAM: &str = "[]";
 const IS_OPERATOR: Token = Token::Spaceship;
 /// The token standing for `IS NOT <value>` (SQLite has no `!~~`; refused likewise).
 const IS_NOT_OPERATOR: Token = Token::ExclamationMarkDoubleTilde;
+
+/// Splits SQL text into SQLite tokens, each with its span (1-based line and column,
+/// columns counted in characters; a span's end is just past its last character).
+/// Whitespace and comments are tokens too. The subscription parser and the permission
+/// rules file both read their text through this.
+///
+/// Linear in the length of the text. Errors: a malformed token (an unterminated string
+/// or quoted name, a bad number) as [`QueryErrorKind::Syntax`] at its position.
+pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, QueryError> {
+    Tokenizer::new(&SQLiteDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| {
+            QueryError::new(
+                QueryErrorKind::Syntax,
+                e.message.clone(),
+                Pos::from_location(e.location),
+            )
+        })
+}
 
 fn token(token: Token, span: Span) -> TokenWithSpan {
     TokenWithSpan { token, span }

@@ -44,6 +44,7 @@ use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+pub use crate::auth::{Authenticator, NoAuth};
 pub use committer::{MAX_WRITE_BATCH, WRITE_QUEUE_CAPACITY};
 pub use pins::{PinError, MAX_PINS_PER_SESSION};
 pub use session::{
@@ -72,24 +73,6 @@ pub struct WriteContext {
 /// A backend check run on every transaction before it is committed: `Err(reason)` rejects
 /// it with that reason (code `invalid`).
 pub type WriteHook = Arc<dyn Fn(&WriteContext, &WriteTxn) -> Result<(), String> + Send + Sync>;
-
-/// Verifies the token a client presents at the handshake. A backend can plug in its own
-/// (sessions, API keys, another token format); the claims it returns become the rules'
-/// `:auth.*` parameters.
-pub trait Authenticator: Send + Sync {
-    /// The verified claims, or `Err(reason)`: the connection is refused with that reason
-    /// (code `Unauthenticated`).
-    fn authenticate(&self, token: Option<&str>) -> Result<Claims, String>;
-}
-
-/// Accepts every client (`--no-auth`), with empty claims.
-pub struct NoAuth;
-
-impl Authenticator for NoAuth {
-    fn authenticate(&self, _token: Option<&str>) -> Result<Claims, String> {
-        Ok(Claims::default())
-    }
-}
 
 /// How much of the change log to keep. Older entries are compacted away; a client that
 /// resumes from before the horizon re-bootstraps.

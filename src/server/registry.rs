@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::matcher::{Effect, Matcher, MoveOutReason, ShapeMatch};
+use crate::matcher::{classify, Effect, Matcher, MoveOutReason, ShapeMatch};
 use crate::query::{Pred, Shape, ShapeId};
-use crate::vocab::{Change, ChangeKind, MoveOut, RowEvent, SessionId, SubId};
+use crate::vocab::{Change, MoveOut, RowEvent, SessionId, SubId};
 
 /// The matcher and the subscribers of every registered shape.
 #[derive(Default)]
@@ -145,16 +145,9 @@ pub fn replay_event(shape: &Shape, base: Option<&Pred>, change: &Change) -> Opti
     if !change.table.eq_ignore_ascii_case(&shape.table().name) {
         return None;
     }
-    let before = change.old.as_deref().is_some_and(|r| shape.matches(r));
-    let after = change.new.as_deref().is_some_and(|r| shape.matches(r));
-    let effect = match (before, after) {
-        (false, true) => Effect::Insert,
-        (true, true) => Effect::Update,
-        (true, false) if change.kind == ChangeKind::Delete => {
-            Effect::Delete(MoveOutReason::Deleted)
-        }
-        (true, false) => Effect::Delete(MoveOutReason::MovedOut),
-        (false, false) => return None,
-    };
+    let was = change.old.as_deref().is_some_and(|r| shape.matches(r));
+    let is = change.new.as_deref().is_some_and(|r| shape.matches(r));
+    // The same rule as the live path: the row is gone when the change has no new image.
+    let effect = classify(was, is, change.new.is_none())?;
     Some(refine(row_event(shape, change, &effect), base, change))
 }

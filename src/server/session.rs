@@ -27,8 +27,7 @@ use crate::transport::{FrameReader, FrameWriter};
 use crate::vocab::{ClientId, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
     encode, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
-    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB,
-    PROTOCOL_VERSION,
+    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is

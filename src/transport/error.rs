@@ -12,18 +12,27 @@ pub enum TransportError {
     /// A certificate or key file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     ReadFile {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The generated certificate could not be written.
     #[error("cannot write {}: {source}", path.display())]
     WriteFile {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A PEM file holds nothing usable of the expected kind.
     #[error("{}: {detail}", path.display())]
-    Pem { path: PathBuf, detail: String },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was expected and not found.
+        detail: String,
+    },
     /// rustls refused the configuration (for example a key that does not match the
     /// certificate).
     #[error("TLS configuration: {0}")]
@@ -34,19 +43,25 @@ pub enum TransportError {
     /// The UDP socket could not be bound (or rebound).
     #[error("cannot bind UDP socket on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The connection attempt could not even start (bad server name, endpoint closing...).
     #[error("cannot connect to {addr}: {source}")]
     Connect {
+        /// The server's address.
         addr: SocketAddr,
+        /// quinn's reason.
         source: quinn::ConnectError,
     },
     /// The connection failed or was lost.
     #[error("connection to {addr} failed: {source}")]
     Connection {
+        /// The server's address.
         addr: SocketAddr,
+        /// quinn's reason.
         source: quinn::ConnectionError,
     },
     /// The client rejected the server's certificate during the handshake.
@@ -54,7 +69,12 @@ pub enum TransportError {
         "the server's certificate for {server_name} is not trusted by the given CA file \
          ({detail})"
     )]
-    UntrustedCertificate { server_name: String, detail: String },
+    UntrustedCertificate {
+        /// The name the certificate was checked against.
+        server_name: String,
+        /// rustls's reason.
+        detail: String,
+    },
     /// A frame on a stream was oversized, malformed or cut short.
     #[error(transparent)]
     Frame(#[from] FrameError),

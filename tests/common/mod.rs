@@ -341,7 +341,12 @@ pub fn expected_rows(db: &Path, sql: &str) -> BTreeMap<String, Vec<Value>> {
 
 /// Sends a fetch and returns its answer (`Fetched` or `FetchFailed`), handling
 /// whatever else arrives meanwhile.
-pub async fn fetch(client: &mut Client, request: u64, table: &str, keys: Vec<Value>) -> ServerMessage {
+pub async fn fetch(
+    client: &mut Client,
+    request: u64,
+    table: &str,
+    keys: Vec<Value>,
+) -> ServerMessage {
     client
         .conn
         .send(ClientMessage::Fetch {

@@ -100,7 +100,6 @@ fn split_answer(
     (parts, current)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
