@@ -308,7 +308,10 @@ async fn run_schedule(seed: u64, steps: usize) {
     let mut queued = Vec::new();
     for peer in &mut peers {
         let client = peer.client.take().unwrap();
-        queued.push((client.client_id().unwrap(), peer.writes.len() as u64));
+        queued.push((
+            sluice::server::scoped_client_id(None, &client.client_id().unwrap()),
+            peer.writes.len() as u64,
+        ));
         client.close().await;
     }
     server.kill();

@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use common::auth::AuthServer;
 use common::permissions::{oracle, seed_issues, users, ISSUE_TEAM, USERS_WIDTH_VISIBLE};
 use common::*;
-use sluice::client::Event;
 use sluice::query::Params;
 use sluice::store::Mutation;
 use sluice::value::Value;

@@ -312,9 +312,9 @@ async fn resume_from_zero_replays_only_readable_rows() {
             "{}",
             user.sub
         );
-        if user.sub == "alice" {
-            assert_eq!(replayed_forbidden, vec!["i00".to_string()]);
-        }
+        // The replay is net: i00 entered and left alice's view after sync id 0, so a
+        // client that had nothing at 0 hears nothing of it (no row, no move-out).
+        assert!(replayed_forbidden.is_empty(), "{replayed_forbidden:?}");
     }
 }
 

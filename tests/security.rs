@@ -323,3 +323,62 @@ async fn connections_per_user_are_capped() {
     assert!(reconnected.is_some(), "a freed place can be used again");
     server.handle.shutdown().await;
 }
+
+/// Resuming from sync id 0 is no way to read history: the replay is the net change of
+/// each row, so rows that were deleted, rows that moved to a team the caller cannot
+/// read, and contents since overwritten are never sent; what a fresh snapshot shows is.
+#[tokio::test]
+async fn resume_sends_net_state_not_history() {
+    let server = AuthServer::start().await;
+    server
+        .write(vec![
+            issue("gone", "T1", "alice", "todo", 1),
+            issue("moved", "T1", "alice", "todo", 1),
+            issue("kept", "T1", "alice", "todo", 1),
+        ])
+        .await;
+    server
+        .write(vec![set_issue("kept", "title", text("first draft"))])
+        .await;
+    server.write(vec![delete_issue("gone")]).await;
+    server
+        .write(vec![set_issue("moved", "team_id", text("T3"))])
+        .await;
+    server
+        .write(vec![set_issue("kept", "title", text("final"))])
+        .await;
+    let mut client = server.user(&users()[0]).await;
+    client
+        .subscribe(1, "SELECT * FROM issues", Some(sluice::ids::SyncId::ZERO))
+        .await;
+    let mut replayed = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.sub(1).end.is_none() {
+        let event = tokio::time::timeout_at(deadline, client.conn.next_event())
+            .await
+            .expect("replay in time")
+            .expect("connection open");
+        if let sluice::client::Event::Bootstrap(
+            _,
+            sluice::wire::BootstrapFrame::Replay { event, .. },
+        ) = &event
+        {
+            replayed.push(format!("{event:?}"));
+        }
+        client.handle(event);
+    }
+    let all = replayed.join("\n");
+    assert_eq!(replayed.len(), 1, "only the row that is there now: {all}");
+    for secret in ["gone", "moved", "first draft"] {
+        assert!(
+            !all.contains(secret),
+            "{secret} leaked through the replay: {all}"
+        );
+    }
+    assert!(all.contains("final"), "{all}");
+    assert_eq!(
+        client.sub(1).rows.keys().cloned().collect::<Vec<_>>(),
+        vec!["kept".to_string()]
+    );
+    server.handle.shutdown().await;
+}

@@ -579,3 +579,72 @@ async fn shutdown_answers_every_write_it_committed() {
     );
     assert!(!answered.is_empty());
 }
+
+/// Clients that subscribe and never read their bootstrap streams hold no more than their
+/// share of bootstrap places, never delay another client's commit, and are cut off once
+/// their streams make no progress for the stall timeout (the read transactions with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bootstraps_are_bounded_and_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = sluice::server::Server::builder(schema_dir(), dir.path().join("app.db"))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .no_auth()
+        .bootstrap_stall_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let ca = handle.cert_path().unwrap().to_path_buf();
+    // Enough rows, with long titles, that a snapshot cannot fit in the stream windows.
+    let rows: Vec<_> = (0..6000)
+        .map(|i| {
+            let mut m = insert_issue(&format!("r{i:05}"), "T1", "todo", 1);
+            if let sluice::store::Mutation::Insert { values, .. } = &mut m {
+                values.push(("description".into(), text(&"x".repeat(2000))));
+            }
+            m
+        })
+        .collect();
+    write_committed(&handle, rows).await;
+    const SESSIONS: usize = 3;
+    const SUBS: u64 = 6;
+    let mut stalled = Vec::new();
+    for n in 0..SESSIONS {
+        let mut client = Client::connect(&handle, &ca, &format!("stalled-{n}")).await;
+        for sub in 1..=SUBS {
+            client.subscribe(sub, "SELECT * FROM issues", None).await;
+        }
+        // Never reads another event.
+        stalled.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = handle.bootstraps_running();
+    assert!(
+        running <= SESSIONS * sluice::server::MAX_BOOTSTRAPS_PER_SESSION,
+        "{running} bootstraps running"
+    );
+    // Another client's write is not held up by the stalled readers.
+    let mut writer = Client::connect(&handle, &ca, "writer").await;
+    writer
+        .write(1, vec![insert_issue("w", "T2", "todo", 1)])
+        .await;
+    writer
+        .until("the write's answer", |c| c.writes.contains_key(&1))
+        .await;
+    assert!(matches!(writer.writes[&1], WriteOutcome::Committed { .. }));
+    // The stalled sessions are cut off, and their bootstraps end with them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handle.bootstraps_running() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled bootstraps were never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for mut client in stalled {
+        let closed = tokio::time::timeout(WAIT, async { while client.step().await {} }).await;
+        assert!(closed.is_ok(), "a stalled session was closed");
+        let reason = client.closed.clone().unwrap_or_default();
+        assert!(reason.contains("lagging"), "{reason}");
+    }
+    handle.shutdown().await;
+}

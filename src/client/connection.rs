@@ -169,7 +169,7 @@ impl Connection {
             }
         };
         let (tx, events) = mpsc::channel(EVENT_QUEUE_CAPACITY);
-        tokio::spawn(read_control(reader, tx.clone()));
+        tokio::spawn(read_control(reader, connection.clone(), tx.clone()));
         tokio::spawn(accept_streams(connection.clone(), tx));
         Ok(Connection {
             endpoint,
@@ -222,7 +222,22 @@ impl Connection {
     }
 }
 
-async fn read_control(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
+/// Why the connection ended, in the server's words when it closed it with a reason;
+/// otherwise `fallback` (what the failed read said).
+fn close_text(connection: &quinn::Connection, fallback: String) -> String {
+    match connection.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            String::from_utf8_lossy(&close.reason).into_owned()
+        }
+        _ => fallback,
+    }
+}
+
+async fn read_control(
+    mut reader: FrameReader,
+    connection: quinn::Connection,
+    tx: mpsc::Sender<Event>,
+) {
     loop {
         match reader.recv::<ServerFrame>().await {
             Ok(Some(ServerFrame::V1(message))) => {
@@ -232,7 +247,8 @@ async fn read_control(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
             }
             Ok(None) => return,
             Err(e) => {
-                let _ = tx.send(Event::Closed(e.to_string())).await;
+                let reason = close_text(&connection, e.to_string());
+                let _ = tx.send(Event::Closed(reason)).await;
                 return;
             }
         }

@@ -7,6 +7,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -24,6 +25,58 @@ use crate::wire::{BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
 /// holds; when the client reads slowly the reader waits.
 pub const BOOTSTRAP_CHANNEL_CAPACITY: usize = 256;
 
+/// Bootstraps running at once across all sessions: each holds a blocking thread and a
+/// SQLite read transaction while it streams, so the rest wait for a place instead of
+/// starving the threads that commits and fetches need.
+pub const MAX_BOOTSTRAPS: usize = 64;
+/// Bootstraps one session may run at once; its further subscriptions wait their turn.
+pub const MAX_BOOTSTRAPS_PER_SESSION: usize = 4;
+/// How long a bootstrap stream may make no progress before the bootstrap ends and its
+/// read transaction is released (the session is closed as lagging and resumes later).
+pub const BOOTSTRAP_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Distinct rows one resume may replay; past it the subscription is told to bootstrap
+/// again (a snapshot is cheaper than that many changed rows, and the replay holds the
+/// net change of each row in memory until the log is read).
+pub const MAX_RESUME_ROWS: usize = 50_000;
+
+/// The net change of each row over a stretch of the log: its image before the first
+/// change (the state the resuming client had) and after the last, at the last change's
+/// sync id. Bounded by [`MAX_RESUME_ROWS`].
+#[derive(Default)]
+struct NetLog {
+    rows: std::collections::BTreeMap<crate::store::KeyOrd, crate::store::Change>,
+}
+
+impl NetLog {
+    /// Folds one change in; false when the bound is reached.
+    fn add(&mut self, change: crate::store::Change) -> bool {
+        use std::collections::btree_map::Entry;
+        let full = self.rows.len() >= MAX_RESUME_ROWS;
+        match self.rows.entry(crate::store::KeyOrd(change.key.clone())) {
+            Entry::Occupied(mut entry) => {
+                let net = entry.get_mut();
+                net.sync_id = change.sync_id;
+                net.new = change.new;
+                net.kind = change.kind;
+                true
+            }
+            Entry::Vacant(_) if full => false,
+            Entry::Vacant(entry) => {
+                entry.insert(change);
+                true
+            }
+        }
+    }
+
+    /// One change per row, first image to last, in the order of their last sync ids.
+    fn into_changes(self) -> Vec<crate::store::Change> {
+        let mut changes: Vec<_> = self.rows.into_values().collect();
+        changes.sort_by_key(|c| c.sync_id);
+        changes
+    }
+}
+
 /// One subscription's bootstrap to run.
 pub struct Job {
     /// The server's shared state (store, registry).
@@ -34,6 +87,8 @@ pub struct Job {
     pub control: mpsc::Sender<ServerMessage>,
     /// The session's live queue, where the seam is announced.
     pub live: mpsc::Sender<LiveItem>,
+    /// The session's places for bootstraps ([`MAX_BOOTSTRAPS_PER_SESSION`]).
+    pub places: Arc<tokio::sync::Semaphore>,
     /// The subscription.
     pub sub: SubId,
     /// The compiled shape, permission rule included.
@@ -56,6 +111,14 @@ enum Produced {
 /// once every transaction up to W is in the session's live queue, queues the seam there.
 /// Ends quietly when the client goes away or the subscription is refused.
 pub async fn run(job: Job) {
+    // A place in the session's share, then in the server's: the blocking reader starts
+    // only with both.
+    let Ok(_session_place) = job.places.clone().acquire_owned().await else {
+        return;
+    };
+    let Ok(_place) = job.shared.bootstraps.clone().acquire_owned().await else {
+        return;
+    };
     let estimate = {
         let store = job.shared.store.clone();
         let shape = job.shape.clone();
@@ -124,20 +187,30 @@ pub async fn run(job: Job) {
     });
     let mut sent: u64 = 0;
     let mut end = None;
+    let stall = job.shared.bootstrap_stall;
+    let mut stalled = false;
     while let Some(item) = rx.recv().await {
         match item {
             Produced::Frame(frame) => {
-                if writer.send(&frame).await.is_err() {
-                    break;
-                }
-                sent += 1;
-                if sent.is_multiple_of(PROGRESS_EVERY)
-                    && writer
-                        .send(&BootstrapFrame::Progress { sent })
-                        .await
-                        .is_err()
-                {
-                    break;
+                let progress = sent
+                    .saturating_add(1)
+                    .is_multiple_of(PROGRESS_EVERY)
+                    .then_some(BootstrapFrame::Progress { sent: sent + 1 });
+                let written = tokio::time::timeout(stall, async {
+                    writer.send(&frame).await?;
+                    if let Some(progress) = &progress {
+                        writer.send(progress).await?;
+                    }
+                    Ok::<_, crate::transport::TransportError>(())
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => sent += 1,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        stalled = true;
+                        break;
+                    }
                 }
             }
             Produced::Done(w) => end = Some(w),
@@ -148,8 +221,17 @@ pub async fn run(job: Job) {
             }
         }
     }
+    // Dropping the receiver ends the blocking reader and its read transaction.
     drop(rx);
     let _ = producer.await;
+    if stalled {
+        info!(rows = sent, "bootstrap stalled; closing the session");
+        job.connection.close(
+            super::session::close::LAGGING,
+            b"lagging: the bootstrap stream made no progress; resume later",
+        );
+        return;
+    }
     let Some(w) = end else { return };
     if writer
         .send(&BootstrapFrame::End { sync_id: w })
@@ -212,28 +294,53 @@ fn produce(
         }
         Some(after) => {
             // Everything up to the head read now is replayed; later changes arrive live
-            // (the shape was registered before this point).
+            // (the shape was registered before this point). The replay is net: per row,
+            // its state at `after` against its state at W, never the history between
+            // (rows that came and went, contents since overwritten or deleted).
             let w = store.head();
+            let mut net = NetLog::default();
+            let mut too_many = false;
             let mut on_change = |change: crate::store::Change| {
                 if change.sync_id > w {
                     return ControlFlow::Break(());
                 }
-                match replay_event(shape, base, &change) {
-                    Some(event) => send(Produced::Frame(BootstrapFrame::Replay {
-                        sync_id: change.sync_id,
-                        event,
-                    })),
-                    None => ControlFlow::Continue(()),
+                if !change.table.eq_ignore_ascii_case(&shape.table().name) {
+                    return ControlFlow::Continue(());
+                }
+                if net.add(change) {
+                    ControlFlow::Continue(())
+                } else {
+                    too_many = true;
+                    ControlFlow::Break(())
                 }
             };
-            match store.read_log(after, &mut on_change) {
+            let read = store.read_log(after, &mut on_change);
+            match read {
                 Ok(LogRead::Compacted { horizon }) => {
                     let _ = send(Produced::Refused(ServerMessage::ResumeRefused {
                         sub,
                         horizon,
                     }));
                 }
+                // A fresh snapshot costs less than this many changed rows.
+                Ok(_) if too_many => {
+                    let _ = send(Produced::Refused(ServerMessage::ResumeRefused {
+                        sub,
+                        horizon: w,
+                    }));
+                }
                 Ok(_) => {
+                    for change in net.into_changes() {
+                        if let Some(event) = replay_event(shape, base, &change) {
+                            let frame = BootstrapFrame::Replay {
+                                sync_id: change.sync_id,
+                                event,
+                            };
+                            if send(Produced::Frame(frame)).is_break() {
+                                return;
+                            }
+                        }
+                    }
                     let _ = send(Produced::Done(w));
                 }
                 Err(e) => {

@@ -35,6 +35,31 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<TxnOutcome>,
 }
 
+/// A batch for the writer thread, and where its outcomes go.
+pub type ApplyJob = (
+    Vec<GuardedTxn>,
+    oneshot::Sender<Result<Vec<TxnOutcome>, crate::store::StoreError>>,
+);
+
+/// Starts the thread that applies batches to the store: commits run on a thread of their
+/// own, never behind snapshot readers or fetches in the blocking pool. The thread ends
+/// when the returned sender is dropped.
+pub fn start_writer(store: Arc<dyn crate::store::Store>) -> std::sync::mpsc::SyncSender<ApplyJob> {
+    // One batch at a time: the committer waits for each outcome before the next.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<ApplyJob>(1);
+    let spawned = std::thread::Builder::new()
+        .name("sluice-writer".into())
+        .spawn(move || {
+            while let Ok((txns, done)) = queue.recv() {
+                let _ = done.send(store.apply_guarded(txns));
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "could not start the writer thread");
+    }
+    jobs
+}
+
 /// Runs until every sender is dropped, or until the server shuts down: then the queue
 /// is closed to new requests and what it already holds is committed (and answered)
 /// before the committer returns.
@@ -91,8 +116,13 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
         .into_iter()
         .map(|r| ((r.txn, r.guard), r.reply))
         .unzip();
-    let store = shared.store.clone();
-    let result = tokio::task::spawn_blocking(move || store.apply_guarded(txns)).await;
+    let (done, result) = oneshot::channel();
+    let result = match shared.writer.send((txns, done)) {
+        Ok(()) => result
+            .await
+            .map_err(|_| "the writer thread is gone".to_string()),
+        Err(_) => Err("the writer thread is gone".to_string()),
+    };
     let outcomes = match result {
         Ok(Ok(outcomes)) => outcomes,
         Ok(Err(e)) => {
@@ -106,7 +136,7 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             return;
         }
         Err(e) => {
-            warn!(error = %e, "store task panicked");
+            warn!(error = %e, "store writer unavailable");
             return;
         }
     };

@@ -45,12 +45,15 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use crate::auth::{Authenticator, NoAuth};
+pub use bootstrap::{
+    BOOTSTRAP_STALL_TIMEOUT, MAX_BOOTSTRAPS, MAX_BOOTSTRAPS_PER_SESSION, MAX_RESUME_ROWS,
+};
 pub use committer::{MAX_WRITE_BATCH, WRITE_QUEUE_CAPACITY};
 pub use pins::{PinError, MAX_PINS_PER_SESSION};
 pub use session::{
-    close, CONTROL_QUEUE_CAPACITY, FETCH_FRAME_BYTES, HANDSHAKE_TIMEOUT, LIVE_BATCH_BYTES,
-    LIVE_BATCH_FRAMES, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_USER, MAX_FETCHES_IN_FLIGHT,
-    MAX_HELLO_BYTES, MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
+    close, scoped_client_id, CONTROL_QUEUE_CAPACITY, FETCH_FRAME_BYTES, HANDSHAKE_TIMEOUT,
+    LIVE_BATCH_BYTES, LIVE_BATCH_FRAMES, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_USER,
+    MAX_FETCHES_IN_FLIGHT, MAX_HELLO_BYTES, MAX_SUBSCRIPTIONS_PER_SESSION, SESSION_QUEUE_CAPACITY,
 };
 
 use crate::auth::{Claims, Rules, RulesError};
@@ -138,6 +141,12 @@ pub(crate) struct Shared {
     /// Set once when the server starts shutting down: sessions stop reading requests and
     /// answer what is in flight, the committer drains its queue and stops.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Places for bootstraps running at once, across sessions ([`MAX_BOOTSTRAPS`]).
+    pub bootstraps: Arc<tokio::sync::Semaphore>,
+    /// See [`ServerBuilder::bootstrap_stall_timeout`].
+    pub bootstrap_stall: Duration,
+    /// The writer thread's queue ([`committer::start_writer`]).
+    pub writer: std::sync::mpsc::SyncSender<committer::ApplyJob>,
 }
 
 /// How long [`ServerHandle::shutdown`] waits for sessions to answer their in-flight
@@ -156,6 +165,7 @@ pub struct ServerBuilder {
     retention: Retention,
     store_options: StoreOptions,
     transport_limits: TransportLimits,
+    bootstrap_stall: Duration,
 }
 
 /// Entry point of the embedding API.
@@ -175,6 +185,7 @@ impl Server {
             retention: Retention::default(),
             store_options: StoreOptions::default(),
             transport_limits: TransportLimits::default(),
+            bootstrap_stall: bootstrap::BOOTSTRAP_STALL_TIMEOUT,
         }
     }
 }
@@ -244,6 +255,15 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a bootstrap stream may make no progress (the client reads none of it)
+    /// before the bootstrap ends, its read transaction is released and the session is
+    /// closed as lagging (the client resumes later). Default:
+    /// [`bootstrap::BOOTSTRAP_STALL_TIMEOUT`].
+    pub fn bootstrap_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.bootstrap_stall = timeout;
+        self
+    }
+
     /// Opens the database and starts listening. The returned handle serves until
     /// [`ServerHandle::shutdown`] or [`ServerHandle::run_until`]. Must be called inside a
     /// tokio runtime.
@@ -288,6 +308,7 @@ impl ServerBuilder {
             })?;
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let (delivered, _) = tokio::sync::watch::channel(store.head());
+        let writer = committer::start_writer(store.clone());
         let shared = Arc::new(Shared {
             schema,
             store,
@@ -301,6 +322,9 @@ impl ServerBuilder {
             rules,
             users: DashMap::new(),
             shutdown: tokio::sync::watch::channel(false).0,
+            bootstraps: Arc::new(tokio::sync::Semaphore::new(MAX_BOOTSTRAPS)),
+            bootstrap_stall: self.bootstrap_stall,
+            writer,
         });
         let committer = tokio::spawn(committer::run(shared.clone(), write_queue));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -395,6 +419,12 @@ impl ServerHandle {
     /// Connected sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.len()
+    }
+
+    /// Bootstraps (snapshots and resumes) running now, across sessions; at most
+    /// [`MAX_BOOTSTRAPS`], the others wait for a place.
+    pub fn bootstraps_running(&self) -> usize {
+        MAX_BOOTSTRAPS - self.shared.bootstraps.available_permits()
     }
 
     /// Distinct shapes registered in the matcher.

@@ -17,6 +17,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 mod fetch;
 mod handshake;
 
+pub use handshake::scoped_client_id;
+
 use super::bootstrap;
 use super::committer::WriteRequest;
 use super::pins::Pins;
@@ -150,6 +152,8 @@ struct Session {
     pins: Pins,
     /// Places for fetches in flight ([`MAX_FETCHES_IN_FLIGHT`]).
     fetches: Arc<tokio::sync::Semaphore>,
+    /// Places for bootstraps running ([`bootstrap::MAX_BOOTSTRAPS_PER_SESSION`]).
+    bootstraps: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves one incoming connection until it closes.
@@ -253,6 +257,9 @@ async fn run(
         subscriptions: HashMap::new(),
         pins: Pins::default(),
         fetches: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES_IN_FLIGHT)),
+        bootstraps: Arc::new(tokio::sync::Semaphore::new(
+            bootstrap::MAX_BOOTSTRAPS_PER_SESSION,
+        )),
     };
     let mut shutdown = shared.shutdown.subscribe();
     let mut stopping = false;
@@ -397,6 +404,7 @@ impl Session {
             connection: self.connection.clone(),
             control: self.control.clone(),
             live: self.live.clone(),
+            places: self.bootstraps.clone(),
             sub,
             shape,
             base,

@@ -122,7 +122,7 @@ pub(super) async fn handshake(
 /// numbers (idempotency keys) or confirmations. The pair is unambiguous whatever the
 /// names: the user's length comes first (`5:alice/phone`), and a connection without a
 /// user is `-/phone`, which no user's name can spell.
-pub(crate) fn scoped_client_id(user: Option<&str>, client: &ClientId) -> ClientId {
+pub fn scoped_client_id(user: Option<&str>, client: &ClientId) -> ClientId {
     match user {
         Some(user) => ClientId(format!("{}:{user}/{}", user.len(), client.0)),
         None => ClientId(format!("-/{}", client.0)),
