@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sqlparser::tokenizer::Token;
 
 use super::claims::Claims;
-use super::rules::{Op, Rule, Rules};
+use super::rules::{Grant, Op, Rules};
 use crate::query::{
     tokenize, Param, ParamUse, Params, Pos, Pred, QueryError, QueryErrorKind, Shape, Template,
 };
@@ -37,12 +37,26 @@ pub enum SubscribeError {
     Denied(#[from] Denied),
 }
 
+/// One grant of the rules bound for one session.
+#[derive(Debug)]
+struct BoundGrant {
+    /// The predicate the row (for an update: the old and the new row) must satisfy.
+    filter: Pred,
+    /// The only columns an insert or update may set; `None`: any.
+    columns: Option<Vec<usize>>,
+    /// The columns an update must leave unchanged.
+    keep: Vec<usize>,
+}
+
 /// The rules of one table for one session.
 #[derive(Debug)]
 struct BoundTable {
     table: Arc<Table>,
-    /// Per op, the predicate a row must satisfy; `None`: the op is not allowed.
+    /// Per op, the predicate a row must satisfy (the grants' predicates ORed); `None`: the
+    /// op is not allowed.
     ops: [Option<Pred>; 4],
+    /// Per op, the grants: inserts and updates are checked against each in turn.
+    grants: [Vec<BoundGrant>; 4],
     hidden: Vec<usize>,
 }
 
@@ -92,17 +106,18 @@ impl Policy {
         let params = claims.params();
         let mut tables = HashMap::new();
         for (name, t) in &rules.tables {
-            let mut ops: [Option<Pred>; 4] = [None, None, None, None];
-            for op in Op::ALL {
-                ops[op.index()] = t.ops[op.index()]
-                    .as_ref()
-                    .and_then(|rule| bind_rule(rule, &params));
-            }
+            let grants: [Vec<BoundGrant>; 4] = Op::ALL.map(|op| {
+                t.ops[op.index()]
+                    .iter()
+                    .filter_map(|grant| bind_grant(grant, &params))
+                    .collect()
+            });
             tables.insert(
                 name.clone(),
                 BoundTable {
                     table: t.table.clone(),
-                    ops,
+                    ops: Op::ALL.map(|op| any_of(&grants[op.index()])),
+                    grants,
                     hidden: t.hidden.clone(),
                 },
             );
@@ -230,27 +245,37 @@ impl Policy {
             }
         }
     }
-
-    fn write_rule(&self, table: &Table, op: Op) -> Result<Option<&Pred>, Denied> {
-        if self.tables.is_none() {
-            return Ok(None);
-        }
-        self.table(&table.name)
-            .and_then(|t| t.ops[op.index()].as_ref())
-            .map(Some)
-            .ok_or_else(|| {
-                Denied(format!(
-                    "no rule allows you to {op} rows of `{}`",
-                    table.name
-                ))
-            })
-    }
 }
 
 /// The refusal of `op` on the row with primary key `key`: one wording for every refusal,
 /// so that a refusal says nothing about whether a row the caller cannot read exists.
 fn denial(op: Op, table: &Table, key: &Value, which: &str) -> String {
     Denied(format!("you may not {op} {}[{key}]{which}", table.name)).to_string()
+}
+
+impl Policy {
+    /// The one refusal of an insert of `key` into `table`, whatever the reason (a table
+    /// closed to inserts says so, whatever the row): the same words whether the rules
+    /// refuse the row, a column of it, or a row the caller cannot read holds the key.
+    fn insert_refusal(&self, table: &Table, key: &Value) -> String {
+        let open = self
+            .table(&table.name)
+            .is_some_and(|t| !t.grants[Op::Insert.index()].is_empty());
+        if open {
+            denial(Op::Insert, table, key, "")
+        } else {
+            closed(Op::Insert, table)
+        }
+    }
+}
+
+/// The refusal of `op` on a table no rule opens for it.
+fn closed(op: Op, table: &Table) -> String {
+    Denied(format!(
+        "no rule allows you to {op} rows of `{}`",
+        table.name
+    ))
+    .to_string()
 }
 
 impl WriteGuard for Policy {
@@ -268,7 +293,7 @@ impl WriteGuard for Policy {
     }
 
     fn insert_denied(&self, table: &Table, row: &[Value]) -> String {
-        denial(Op::Insert, table, &row[table.pk], "")
+        self.insert_refusal(table, &row[table.pk])
     }
 
     fn check(
@@ -278,21 +303,20 @@ impl WriteGuard for Policy {
         old: Option<&[Value]>,
         new: Option<&[Value]>,
     ) -> Result<(), String> {
-        let Some(t) = self.table(&table.name) else {
-            if self.tables.is_none() {
-                return Ok(());
-            }
-            let op = match mutation {
-                Mutation::Insert { .. } => Op::Insert,
-                Mutation::Update { .. } => Op::Update,
-                _ => Op::Delete,
-            };
-            return Err(Denied(format!(
-                "no rule allows you to {op} rows of `{}`",
-                table.name
-            ))
-            .to_string());
+        let op = match mutation {
+            Mutation::Insert { .. } => Op::Insert,
+            Mutation::Update { .. } => Op::Update,
+            _ => Op::Delete,
         };
+        let Some(t) = self.table(&table.name) else {
+            return if self.tables.is_none() {
+                Ok(())
+            } else {
+                Err(closed(op, table))
+            };
+        };
+        let key = new.or(old).map_or(Value::Null, |r| r[table.pk].clone());
+        let fail = |op: Op, which: &str| Err(denial(op, table, &key, which));
         let set: &[(String, Value)] = match mutation {
             Mutation::Insert { values, .. } => values,
             Mutation::Update { set, .. } => set,
@@ -303,39 +327,68 @@ impl WriteGuard for Policy {
                 .column_index(name)
                 .is_some_and(|i| t.hidden.contains(&i))
         }) {
+            // An insert's refusal never names a column: it must read like the refusal of
+            // an insert whose key is held by a row the caller cannot read.
+            if op == Op::Insert {
+                return Err(self.insert_refusal(table, &key));
+            }
             return Err(
                 Denied(format!("column {}.{name} is not writable", table.name)).to_string(),
             );
         }
-        let key = new.or(old).map_or(Value::Null, |r| r[table.pk].clone());
-        let fail = |op: Op, which: &str| Err(denial(op, table, &key, which));
+        let grants = &t.grants[op.index()];
+        if grants.is_empty() {
+            return Err(closed(op, table));
+        }
+        let columns: Vec<usize> = set
+            .iter()
+            .filter_map(|(name, _)| table.column_index(name))
+            .filter(|&i| !(op == Op::Insert && i == table.pk))
+            .collect();
         match (mutation, old, new) {
             (Mutation::Insert { .. }, _, Some(new)) => {
-                let rule = self
-                    .write_rule(table, Op::Insert)
-                    .map_err(|e| e.to_string())?;
-                if !rule.is_none_or(|p| p.matches(new)) {
+                if !grants
+                    .iter()
+                    .any(|g| g.filter.matches(new) && g.settable(&columns).is_none())
+                {
                     return fail(Op::Insert, "");
                 }
             }
             (Mutation::Update { .. }, Some(old), Some(new)) => {
-                let rule = self
-                    .write_rule(table, Op::Update)
-                    .map_err(|e| e.to_string())?;
-                if let Some(p) = rule {
-                    if !p.matches(old) {
-                        return fail(Op::Update, "");
-                    }
-                    if !p.matches(new) {
-                        return fail(Op::Update, " into that state");
+                let mut first = None;
+                for g in grants.iter().filter(|g| g.filter.matches(old)) {
+                    let refusal = g.settable(&columns).map(Refusal::Column).or_else(|| {
+                        g.keep
+                            .iter()
+                            .find(|&&c| old[c] != new[c])
+                            .map(|&c| Refusal::Kept(c))
+                            .or((!g.filter.matches(new)).then_some(Refusal::State))
+                    });
+                    match refusal {
+                        None => return Ok(()),
+                        Some(r) => {
+                            first.get_or_insert(r);
+                        }
                     }
                 }
+                let column = |c: usize| &table.columns[c].name;
+                return match first {
+                    None => fail(Op::Update, ""),
+                    Some(Refusal::Column(c)) => fail(Op::Update, &format!(".{}", column(c))),
+                    Some(Refusal::Kept(c)) => Err(Denied(format!(
+                        "you may not change {}[{key}].{}",
+                        table.name,
+                        column(c)
+                    ))
+                    .to_string()),
+                    Some(Refusal::State) => fail(Op::Update, " into that state"),
+                };
             }
             (Mutation::Delete { .. }, Some(old), _) => {
-                let rule = self
-                    .write_rule(table, Op::Delete)
-                    .map_err(|e| e.to_string())?;
-                if !rule.is_none_or(|p| p.matches(old)) {
+                if !t.ops[Op::Delete.index()]
+                    .as_ref()
+                    .is_some_and(|p| p.matches(old))
+                {
                     return fail(Op::Delete, "");
                 }
             }
@@ -345,23 +398,47 @@ impl WriteGuard for Policy {
     }
 }
 
-fn bind_rule(rule: &Rule, claims: &Params) -> Option<Pred> {
-    let templates = match rule {
-        Rule::Always => return Some(Pred::TRUE),
-        Rule::Any(templates) => templates,
-    };
-    let mut alternatives = Vec::new();
-    for (template, uses) in templates {
-        let params = coerce(uses, claims);
-        // Validation at load time rules out binding errors; a rule that still fails to
-        // bind allows nothing.
-        if let Ok(shape) = template.bind(&params) {
-            if shape.filter().is_true() {
-                return Some(Pred::TRUE);
-            }
-            alternatives.push(shape.filter().clone());
-        }
+/// Why one grant does not allow an update.
+enum Refusal {
+    /// The update sets a column the grant does not list.
+    Column(usize),
+    /// The update changes a column the grant keeps.
+    Kept(usize),
+    /// The new row does not satisfy the grant's predicate.
+    State,
+}
+
+impl BoundGrant {
+    /// The first of `columns` this grant may not set, if any.
+    fn settable(&self, columns: &[usize]) -> Option<usize> {
+        let allowed = self.columns.as_ref()?;
+        columns.iter().copied().find(|c| !allowed.contains(c))
     }
+}
+
+fn bind_grant(grant: &Grant, claims: &Params) -> Option<BoundGrant> {
+    let filter = match &grant.filter {
+        None => Pred::TRUE,
+        Some((template, uses)) => {
+            // Validation at load time rules out binding errors; a grant that still fails
+            // to bind allows nothing.
+            let shape = template.bind(&coerce(uses, claims)).ok()?;
+            shape.filter().clone()
+        }
+    };
+    Some(BoundGrant {
+        filter,
+        columns: grant.columns.clone(),
+        keep: grant.keep.clone(),
+    })
+}
+
+/// The grants' predicates ORed; `None` when there are none.
+fn any_of(grants: &[BoundGrant]) -> Option<Pred> {
+    if grants.iter().any(|g| g.filter.is_true()) {
+        return Some(Pred::TRUE);
+    }
+    let mut alternatives: Vec<Pred> = grants.iter().map(|g| g.filter.clone()).collect();
     match alternatives.len() {
         0 => None,
         1 => alternatives.pop(),
@@ -569,6 +646,110 @@ mod tests {
         assert!(Policy::open(&alice())
             .check(issues, &del, Some(&a), None)
             .is_ok());
+    }
+
+    #[test]
+    fn column_lists_and_kept_columns_limit_updates_and_inserts() {
+        let schema = schema();
+        let rules = Rules::parse(
+            &schema,
+            Path::new("t.rules"),
+            "ALLOW UPDATE (title) ON issues WHERE team_id IN :auth.teams;\n\
+             ALLOW UPDATE ON issues KEEP (creator_id) WHERE creator_id = :auth.sub;\n\
+             ALLOW INSERT (team_id, title) ON issues WHERE team_id IN :auth.teams;",
+        )
+        .unwrap();
+        let policy = Policy::bind(&rules, &alice());
+        let issues = schema.table("issues").unwrap();
+        let update = |row: &[Value], column: &str, value: Value| {
+            let index = issues.column_index(column).unwrap();
+            let mut new = row.to_vec();
+            new[index] = value.clone();
+            let m = Mutation::Update {
+                table: "issues".into(),
+                key: row[0].clone(),
+                set: vec![(column.into(), value)],
+            };
+            policy.check(issues, &m, Some(row), Some(&new))
+        };
+        let bobs = issue("b", "T1", "bob");
+        let mine = issue("m", "T1", "alice");
+        // A member edits a listed column of anyone's issue in their teams.
+        assert!(update(&bobs, "title", text("x")).is_ok());
+        // The takeover: rewriting the creator of someone else's issue names the column.
+        let m = update(&bobs, "creator_id", text("alice")).unwrap_err();
+        assert_eq!(
+            m,
+            "permission denied: you may not update issues['b'].creator_id"
+        );
+        // Grants never add up: the first allows the title on any team issue, the second
+        // any column of one's own issue but the creator; neither allows this alone.
+        let m = update(&mine, "creator_id", text("carol")).unwrap_err();
+        assert!(m.contains("issues['m'].creator_id"), "{m}");
+        // Setting a kept column to its own value changes nothing, so it is allowed.
+        assert!(update(&mine, "creator_id", text("alice")).is_ok());
+        assert!(update(&mine, "team_id", text("T2")).is_ok());
+        // Neither grant holds on the old row: the plain refusal.
+        let far = issue("f", "T9", "bob");
+        let m = update(&far, "title", text("x")).unwrap_err();
+        assert_eq!(m, "permission denied: you may not update issues['f']");
+        // Only KEEP stands in the way: the message says the column must keep its value.
+        let keep_only = Rules::parse(
+            &schema,
+            Path::new("t.rules"),
+            "ALLOW UPDATE ON issues KEEP (creator_id, team_id) WHERE team_id IN :auth.teams;",
+        )
+        .unwrap();
+        let policy = Policy::bind(&keep_only, &alice());
+        let row = issue("b", "T1", "bob");
+        let mut new = row.clone();
+        new[2] = text("alice");
+        let m = Mutation::Update {
+            table: "issues".into(),
+            key: text("b"),
+            set: vec![("creator_id".into(), text("alice"))],
+        };
+        let refused = policy
+            .check(issues, &m, Some(&row), Some(&new))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            "permission denied: you may not change issues['b'].creator_id"
+        );
+        // Inserts: only listed columns (and the key); the refusal names no column.
+        let policy = Policy::bind(&rules, &alice());
+        let insert = |names: &[&str]| Mutation::Insert {
+            table: "issues".into(),
+            values: names.iter().map(|n| (n.to_string(), text("T1"))).collect(),
+        };
+        let row = [text("n"), text("T1"), Value::Null, text("T1")];
+        assert!(policy
+            .check(
+                issues,
+                &insert(&["id", "team_id", "title"]),
+                None,
+                Some(&row)
+            )
+            .is_ok());
+        let m = policy
+            .check(
+                issues,
+                &insert(&["id", "team_id", "creator_id"]),
+                None,
+                Some(&row),
+            )
+            .unwrap_err();
+        assert_eq!(m, policy.insert_denied(issues, &row));
+        assert_eq!(m, "permission denied: you may not insert issues['n']");
+        // A table closed to inserts answers alike for a free key and a held one.
+        let users = schema.table("users").unwrap();
+        let user = [text("u"), text("n"), Value::Null];
+        let free = Mutation::Insert {
+            table: "users".into(),
+            values: vec![("id".into(), text("u"))],
+        };
+        let m = policy.check(users, &free, None, Some(&user)).unwrap_err();
+        assert_eq!(m, policy.insert_denied(users, &user));
     }
 
     #[test]
