@@ -648,3 +648,50 @@ async fn stalled_bootstraps_are_bounded_and_ended() {
     }
     handle.shutdown().await;
 }
+
+/// A subscription refused after it was registered (here: a resume that would replay more
+/// rows than a snapshot costs) leaves nothing behind: the client subscribes again under
+/// the same id and gets its snapshot, and no shape stays registered for it.
+#[tokio::test]
+async fn a_refused_resume_frees_its_subscription_id() {
+    let server = TestServer::start().await;
+    let rows: Vec<_> = (0..=sluice::server::MAX_RESUME_ROWS)
+        .map(|i| insert_issue(&format!("r{i:06}"), "T1", "todo", 1))
+        .collect();
+    server.write(rows).await;
+    let mut client = server.client("c").await;
+    client
+        .subscribe(1, "SELECT id FROM issues", Some(sluice::ids::SyncId::ZERO))
+        .await;
+    client
+        .until("the refusal", |c| c.sub(1).resume_refused)
+        .await;
+    client.subscribe(1, "SELECT id FROM issues", None).await;
+    client
+        .until("the snapshot", |c| c.sub(1).end.is_some())
+        .await;
+    assert!(client.sub(1).failed.is_none(), "{:?}", client.sub(1).failed);
+    assert_eq!(
+        client.sub(1).rows.len(),
+        sluice::server::MAX_RESUME_ROWS + 1
+    );
+    assert_eq!(server.handle.shape_count(), 1);
+}
+
+/// A subscription's error answer repeats at most a short prefix of what the client sent.
+#[tokio::test]
+async fn errors_never_echo_a_large_subscription() {
+    let server = TestServer::start().await;
+    let mut client = server.client("c").await;
+    let sql = format!(
+        "SELECT * FROM issues WHERE nope = '{}'",
+        "x".repeat(100_000)
+    );
+    client.subscribe(1, &sql, None).await;
+    client
+        .until("the refusal", |c| c.sub(1).failed.is_some())
+        .await;
+    let message = client.sub(1).failed.clone().unwrap();
+    assert!(message.len() < 1000, "{} bytes echoed", message.len());
+    assert_eq!(server.handle.shape_count(), 0);
+}

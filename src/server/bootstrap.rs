@@ -87,6 +87,10 @@ pub struct Job {
     pub control: mpsc::Sender<ServerMessage>,
     /// The session's live queue, where the seam is announced.
     pub live: mpsc::Sender<LiveItem>,
+    /// Where the session hears that this subscription ended without joining (refused
+    /// after it was registered): it unregisters it before the refusal goes out, so the
+    /// client may subscribe again under the same id.
+    pub ended: mpsc::Sender<SubId>,
     /// The session's places for bootstraps ([`MAX_BOOTSTRAPS_PER_SESSION`]).
     pub places: Arc<tokio::sync::Semaphore>,
     /// The subscription.
@@ -215,6 +219,7 @@ pub async fn run(job: Job) {
             }
             Produced::Done(w) => end = Some(w),
             Produced::Refused(answer) => {
+                let _ = job.ended.send(job.sub).await;
                 let _ = job.control.send(answer).await;
                 let _ = writer.finish();
                 return;
@@ -265,8 +270,10 @@ fn produce(
     resume_after: Option<SyncId>,
     tx: mpsc::Sender<Produced>,
 ) {
-    let failed =
-        |message: String| Produced::Refused(ServerMessage::SubscribeFailed { sub, message });
+    let failed = |message: String| {
+        let message = super::session::brief(&message);
+        Produced::Refused(ServerMessage::SubscribeFailed { sub, message })
+    };
     let send = |item: Produced| -> ControlFlow<()> {
         match tx.blocking_send(item) {
             Ok(()) => ControlFlow::Continue(()),

@@ -42,6 +42,11 @@ pub const LIVE_BATCH_FRAMES: usize = 256;
 /// Once the encoded batch reaches this many bytes it is written; it bounds the batch
 /// buffer each session keeps.
 pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
+/// Subscriptions of one session that ended without joining, waiting for the session to
+/// unregister them (each bootstrap sends at most one).
+pub const ENDED_QUEUE_CAPACITY: usize = 64;
+/// Characters of a client's input an answer or a log line repeats at most.
+pub const MAX_ECHO_CHARS: usize = 200;
 /// Control-stream answers waiting to be written to one session; when it is full the
 /// session stops reading requests until the client reads its answers.
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
@@ -154,6 +159,9 @@ struct Session {
     fetches: Arc<tokio::sync::Semaphore>,
     /// Places for bootstraps running ([`bootstrap::MAX_BOOTSTRAPS_PER_SESSION`]).
     bootstraps: Arc<tokio::sync::Semaphore>,
+    /// Bootstraps that ended without joining tell the session here (see
+    /// [`bootstrap::Job::ended`]).
+    ended: mpsc::Sender<SubId>,
 }
 
 /// Serves one incoming connection until it closes.
@@ -244,6 +252,7 @@ async fn run(
         .in_current_span(),
     );
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_CAPACITY);
+    let (ended, mut ended_rx) = mpsc::channel(ENDED_QUEUE_CAPACITY);
     let control_task = tokio::spawn(write_control(writer, control_rx).in_current_span());
     let mut session = Session {
         id,
@@ -260,6 +269,7 @@ async fn run(
         bootstraps: Arc::new(tokio::sync::Semaphore::new(
             bootstrap::MAX_BOOTSTRAPS_PER_SESSION,
         )),
+        ended,
     };
     let mut shutdown = shared.shutdown.subscribe();
     let mut stopping = false;
@@ -269,6 +279,12 @@ async fn run(
             _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
                 stopping = true;
                 break;
+            }
+            // Before the next request: the refusal that follows may bring the client
+            // back with the same subscription id.
+            Some(sub) = ended_rx.recv() => {
+                session.forget(sub);
+                continue;
             }
             frame = reader.recv::<ClientFrame>() => frame,
         };
@@ -355,8 +371,21 @@ impl Session {
         params: query::Params,
         resume_after: Option<SyncId>,
     ) {
-        let span = info_span!("subscription", sub = sub.0, %sql);
-        let _enter = span.enter();
+        let span = info_span!("subscription", sub = sub.0, sql = %brief(&sql));
+        self.subscribe_in(span.clone(), sub, sql, params, resume_after)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Session::subscribe`] inside its span (`span` goes on with the bootstrap task).
+    async fn subscribe_in(
+        &mut self,
+        span: tracing::Span,
+        sub: SubId,
+        sql: String,
+        params: query::Params,
+        resume_after: Option<SyncId>,
+    ) {
         if sub == PIN_SUB {
             let message = format!("subscription id {sub} is reserved for pinned rows");
             return self
@@ -376,11 +405,22 @@ impl Session {
                 .reply(ServerMessage::SubscribeFailed { sub, message })
                 .await;
         }
-        let (shape, base) = match self.policy.subscription(&self.shared.schema, &sql, &params) {
+        // Compiled on a blocking thread: a large subscription never holds an async worker.
+        let compiled = {
+            let (policy, schema) = (self.policy.clone(), self.shared.schema.clone());
+            tokio::task::spawn_blocking(move || {
+                policy
+                    .subscription(&schema, &sql, &params)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the subscription could not be compiled: {e}")))
+        };
+        let (shape, base) = match compiled {
             Ok(effective) => (Arc::new(effective.shape), effective.base),
             Err(e) => {
-                debug!(error = %e, "subscription refused");
-                let message = e.to_string();
+                let message = brief(&e);
+                debug!(error = %message, "subscription refused");
                 return self
                     .reply(ServerMessage::SubscribeFailed { sub, message })
                     .await;
@@ -405,12 +445,12 @@ impl Session {
             control: self.control.clone(),
             live: self.live.clone(),
             places: self.bootstraps.clone(),
+            ended: self.ended.clone(),
             sub,
             shape,
             base,
             resume_after,
         };
-        drop(_enter);
         let task = tokio::spawn(bootstrap::run(job).instrument(span));
         self.subscriptions.insert(
             sub,
@@ -419,6 +459,19 @@ impl Session {
                 bootstrap: task,
             },
         );
+    }
+
+    /// Unregisters a subscription whose bootstrap ended without joining (its task is
+    /// finishing by itself and still has the refusal to send).
+    fn forget(&mut self, sub: SubId) {
+        if let Some(s) = self.subscriptions.remove(&sub) {
+            self.shared
+                .registry
+                .lock()
+                .expect("registry lock")
+                .unsubscribe(s.shape, self.id, sub);
+            let _ = self.live.try_send(LiveItem::Forget { sub });
+        }
     }
 
     fn unsubscribe(&mut self, sub: SubId) {
@@ -503,6 +556,15 @@ impl Session {
         self.shared
             .authors
             .remove_if(&self.client_id, |_, session| *session == self.id);
+    }
+}
+
+/// At most [`MAX_ECHO_CHARS`] characters of `text`, for logs and error answers that
+/// would otherwise repeat what a client sent (a subscription may be megabytes).
+pub(crate) fn brief(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}…", &text[..end]),
     }
 }
 
