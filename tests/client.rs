@@ -613,3 +613,65 @@ async fn subscription_status_moves_to_ready_at_the_snapshot_sync_id() {
     let count = client.query("SELECT count(*) FROM issues", &[]).unwrap();
     assert_eq!(count[0][0], Value::Integer(2500));
 }
+
+/// A server whose database cannot take a write right now (another process holds the
+/// write lock past the busy timeout) answers `unavailable`: the client keeps the write
+/// queued and visible and sends it again, and it commits once the database is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_server_cannot_store_now_is_retried_not_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let server = Server::builder(schema_dir(), &db)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .no_auth()
+        .store_options(sluice::store::StoreOptions {
+            busy_timeout_ms: 50,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server, &local.path().join("c.db")).await;
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    // Another process takes the database's write lock.
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let write = client
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("w")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(1)),
+                ("title", text("while locked")),
+                ("status", text("todo")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    // Through several refused attempts the write stays queued and visible.
+    for _ in 0..25 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(ids(&client, "SELECT id FROM issues"), vec!["w"]);
+        assert_eq!(client.pending_writes(), 1);
+    }
+    blocker.execute_batch("ROLLBACK").unwrap();
+    let outcome = tokio::time::timeout(WAIT, write.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    eventually("the outbox drains", || client.pending_writes() == 0).await;
+    assert_eq!(ids(&client, "SELECT id FROM issues"), vec!["w"]);
+    server.shutdown().await;
+}

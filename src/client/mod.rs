@@ -734,8 +734,13 @@ impl Client {
 
 impl RejectCode {
     /// Whether retrying the same transaction cannot succeed: true for every code except
-    /// [`RejectCode::PreconditionFailed`] (the row may change so that it holds).
+    /// [`RejectCode::PreconditionFailed`] (the row may change so that it holds) and
+    /// [`RejectCode::Unavailable`] (the server could not store it now; a client keeps
+    /// such a transaction queued and sends it again by itself).
     pub fn is_permanent(self) -> bool {
-        !matches!(self, RejectCode::PreconditionFailed)
+        !matches!(
+            self,
+            RejectCode::PreconditionFailed | RejectCode::Unavailable
+        )
     }
 }

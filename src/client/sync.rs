@@ -16,6 +16,7 @@ use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
 use super::{ClientShared, ConnectionState, Notification, Source, SubStatus};
 use crate::ids::SyncId;
 use crate::store::{Applied, JoinKind, StoreError};
+use crate::vocab::{RejectCode, WriteOutcome};
 use crate::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId};
 
 /// Requests from the application to the sync task.
@@ -48,6 +49,18 @@ pub(crate) struct FetchAnswer {
 /// Snapshot rows buffered before they are staged in one local transaction: larger
 /// batches mean fewer local commits, and more rows held in memory.
 pub const STAGE_BATCH: usize = 1000;
+
+/// How long a write the server could not store now (`unavailable`) waits before it is
+/// sent again.
+pub const WRITE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Waits until `at`; never, without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Commands waiting for the sync task. Subscribe, unsubscribe and write commands are
 /// dropped when it is full (the outbox and the stored subscriptions are re-sent on the
@@ -134,6 +147,10 @@ struct Online<'a> {
     next_fetch: u64,
     /// Snapshot rows not yet written to the staging table (at most [`STAGE_BATCH`]).
     rows: Vec<(SubId, Option<SyncId>, String, RowEvent)>,
+    /// Transactions the server could not store now (`unavailable`), sent again at
+    /// `retry_at`: they stay in the outbox and in the view meanwhile.
+    retry: Vec<u64>,
+    retry_at: Option<tokio::time::Instant>,
 }
 
 pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<Command>) {
@@ -180,6 +197,8 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         fetches: HashMap::new(),
                         next_fetch: 1,
                         rows: Vec::with_capacity(STAGE_BATCH),
+                        retry: Vec::new(),
+                        retry_at: None,
                     };
                     online.run(&mut commands).await
                 }
@@ -282,6 +301,12 @@ impl Online<'_> {
                     Some(Event::Closed(reason)) => return Ok(Exit::Lost(reason)),
                     Some(event) => self.event(event).await?,
                 },
+                _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    for seq in std::mem::take(&mut self.retry) {
+                        self.command(Command::Write(seq)).await?;
+                    }
+                }
             }
         }
     }
@@ -487,6 +512,21 @@ impl Online<'_> {
                     self.start(sub, &record.sql, record.params, None, in_group)
                         .await?;
                 }
+            }
+            ServerMessage::WriteResult {
+                seq,
+                outcome:
+                    WriteOutcome::Rejected {
+                        code: RejectCode::Unavailable,
+                        message,
+                    },
+            } => {
+                // Not an answer: the server stored nothing and recorded nothing. The
+                // transaction stays queued and visible, and goes again shortly.
+                debug!(seq, %message, "server could not store the write now; retrying");
+                self.retry.push(seq);
+                self.retry_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + WRITE_RETRY_DELAY);
             }
             ServerMessage::WriteResult { seq, outcome } => {
                 let applied = self.shared.local().resolve(seq, &outcome)?;

@@ -127,16 +127,12 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
         Ok(Ok(outcomes)) => outcomes,
         Ok(Err(e)) => {
             warn!(error = %e, "store failed to apply a batch");
-            for reply in replies {
-                let _ = reply.send(TxnOutcome::Rejected {
-                    code: RejectCode::Invalid,
-                    message: format!("server storage error: {e}"),
-                });
-            }
+            unavailable(replies, &format!("server storage error: {e}"));
             return;
         }
         Err(e) => {
             warn!(error = %e, "store writer unavailable");
+            unavailable(replies, &e);
             return;
         }
     };
@@ -156,6 +152,17 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             });
         }
         let _ = reply.send(outcome);
+    }
+}
+
+/// Answers a batch that could not be stored: nothing of it was written or recorded, so
+/// each transaction may be sent again (clients keep it queued and do).
+fn unavailable(replies: Vec<oneshot::Sender<TxnOutcome>>, message: &str) {
+    for reply in replies {
+        let _ = reply.send(TxnOutcome::Rejected {
+            code: RejectCode::Unavailable,
+            message: message.to_string(),
+        });
     }
 }
 

@@ -98,6 +98,10 @@ pub enum RejectCode {
     Forbidden,
     /// The transaction is malformed (duplicate column, primary key update, ...).
     Invalid,
+    /// The server could not store the transaction now (its database failed: disk full,
+    /// locked past the busy timeout). Nothing was written and nothing recorded: the same
+    /// transaction may be sent again, and a client keeps it queued and does.
+    Unavailable,
 }
 
 impl RejectCode {
@@ -112,6 +116,7 @@ impl RejectCode {
             RejectCode::PreconditionFailed => "precondition_failed",
             RejectCode::Forbidden => "forbidden",
             RejectCode::Invalid => "invalid",
+            RejectCode::Unavailable => "unavailable",
         }
     }
 
@@ -125,6 +130,7 @@ impl RejectCode {
             RejectCode::PreconditionFailed,
             RejectCode::Forbidden,
             RejectCode::Invalid,
+            RejectCode::Unavailable,
         ]
         .into_iter()
         .find(|c| c.as_str() == name)
@@ -199,6 +205,7 @@ mod tests {
             RejectCode::PreconditionFailed,
             RejectCode::Forbidden,
             RejectCode::Invalid,
+            RejectCode::Unavailable,
         ] {
             assert_eq!(RejectCode::parse(code.as_str()), Some(code));
         }
