@@ -40,15 +40,26 @@ pub(super) trait Cost {
     fn cost(&self, probe: &Probe) -> usize;
 }
 
+/// How many AND/OR levels a plan looks into. The walk recurses once per level; a
+/// compiled subscription nests at most about [`crate::query::MAX_DEPTH`] levels, and a
+/// deeper (hand-built) predicate is simply not indexed: it goes to the residual list.
+const MAX_PLAN_LEVELS: usize = 2 * crate::query::MAX_DEPTH;
+
 /// The access plan of `pred`; see the module docs.
 pub(super) fn plan(pred: &Pred, cost: &dyn Cost) -> Option<Vec<Probe>> {
+    plan_within(pred, cost, MAX_PLAN_LEVELS)
+}
+
+/// `plan`, looking at most `levels` more AND/OR levels down (bounded recursion).
+fn plan_within(pred: &Pred, cost: &dyn Cost, levels: usize) -> Option<Vec<Probe>> {
     match pred {
+        Pred::And(_) | Pred::Or(_) if levels == 0 => None,
         Pred::And(children) if children.is_empty() => None,
-        Pred::And(children) => plan_and(children, cost),
+        Pred::And(children) => plan_and(children, cost, levels - 1),
         Pred::Or(children) => {
             let mut probes = Vec::new();
             for child in children {
-                probes.extend(plan(child, cost)?);
+                probes.extend(plan_within(child, cost, levels - 1)?);
             }
             Some(probes)
         }
@@ -119,7 +130,7 @@ fn plan_cmp(col: usize, op: CmpOp, value: &Value) -> Option<Vec<Probe>> {
     }
 }
 
-fn plan_and(children: &[Pred], cost: &dyn Cost) -> Option<Vec<Probe>> {
+fn plan_and(children: &[Pred], cost: &dyn Cost, levels: usize) -> Option<Vec<Probe>> {
     let mut best: Option<(usize, Vec<Probe>)> = None;
     let mut consider = |probes: Vec<Probe>| {
         let c: usize = probes.iter().map(|p| cost.cost(p)).sum();
@@ -165,7 +176,7 @@ fn plan_and(children: &[Pred], cost: &dyn Cost) -> Option<Vec<Probe>> {
         }
     }
     for child in children {
-        if let Some(probes) = plan(child, cost) {
+        if let Some(probes) = plan_within(child, cost, levels) {
             consider(probes);
         }
     }
@@ -232,8 +243,9 @@ mod tests {
         ]);
         let probes = plan(&pred, &Flat).expect("indexable");
         assert!(matches!(&probes[..], [Probe::Between { col: 0, .. }]));
-        let mut with_eq = match pred {
-            Pred::And(c) => c,
+        let mut pred = pred;
+        let mut with_eq = match &mut pred {
+            Pred::And(c) => std::mem::take(c),
             _ => unreachable!(),
         };
         with_eq.push(cmp(2, CmpOp::Eq, Value::Text("x".into())));

@@ -2,18 +2,42 @@
 //! select list -> projected columns, for one table. Everything outside the subscription
 //! language is refused here with the position of the offending expression. Pure: no IO.
 //!
-//! The tree is walked recursively; its depth is bounded by sqlparser's recursion limit
-//! (deeper input fails to parse with [`QueryErrorKind::TooComplex`] before it gets here).
+//! The tree is walked recursively only across nesting: a chain of AND or of OR (which
+//! sqlparser builds as a left-deep tree as long as the chain) is collected with a loop.
+//! Nesting is bounded by [`super::MAX_DEPTH`], checked on the tokens before parsing.
 
 use sqlparser::ast::{BinaryOperator, Expr, SelectItem, UnaryOperator, Value as SqlValue};
 
-use super::error::{Pos, QueryError, QueryErrorKind};
+use super::error::{snippet, Pos, QueryError, QueryErrorKind};
+use super::limits::MAX_PATTERN_BYTES;
 use super::literal::{decode_hex, negate, number};
 use super::parse::{pos_of, unsupported, ColRef, InList, Node, Operand};
 use super::pred::{CmpOp, TruthTest};
 use super::tokens::ARRAY_PARAM;
 use crate::schema::Table;
 use crate::value::Value;
+
+/// The operands of a chain `a op b op c ...` of one operator, left to right, collected
+/// with a loop down the left-deep tree sqlparser builds for it.
+fn chain<'e>(e: &'e Expr, op: &BinaryOperator) -> Vec<&'e Expr> {
+    let mut operands = Vec::new();
+    let mut rest = e;
+    while let Expr::BinaryOp {
+        left,
+        op: this,
+        right,
+    } = rest
+    {
+        if this != op {
+            break;
+        }
+        operands.push(right.as_ref());
+        rest = left;
+    }
+    operands.push(rest);
+    operands.reverse();
+    operands
+}
 
 /// Builds one subscription's projection and predicate against its table.
 pub(super) struct Builder<'a> {
@@ -47,7 +71,7 @@ impl Builder<'_> {
                     return Err(unsupported(
                         format!(
                             "functions and aggregates are not supported: `{}(...)`",
-                            f.name
+                            snippet(&f.name.to_string())
                         ),
                         f,
                     ))
@@ -95,7 +119,8 @@ impl Builder<'_> {
                     QueryErrorKind::UnknownTable,
                     format!(
                         "unknown table `{}` (only `{}` is in scope)",
-                        q.value, self.table.name
+                        snippet(&q.value),
+                        self.table.name
                     ),
                     Pos::from_location(q.span.start),
                 ));
@@ -111,7 +136,8 @@ impl Builder<'_> {
                 QueryErrorKind::UnknownColumn,
                 format!(
                     "unknown column `{}` in table `{}`{hint}",
-                    ident.value, self.table.name
+                    snippet(&ident.value),
+                    self.table.name
                 ),
                 Pos::from_location(ident.span.start),
             )
@@ -122,21 +148,19 @@ impl Builder<'_> {
         match e {
             Expr::Nested(inner) => self.predicate(inner),
             Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => Ok(Node::And(
-                Box::new(self.predicate(left)?),
-                Box::new(self.predicate(right)?),
-            )),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Or,
-                right,
-            } => Ok(Node::Or(
-                Box::new(self.predicate(left)?),
-                Box::new(self.predicate(right)?),
-            )),
+                op: op @ (BinaryOperator::And | BinaryOperator::Or),
+                ..
+            } => {
+                let members = chain(e, op)
+                    .into_iter()
+                    .map(|member| self.predicate(member))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if *op == BinaryOperator::And {
+                    Node::And(members)
+                } else {
+                    Node::Or(members)
+                })
+            }
             Expr::UnaryOp {
                 op: UnaryOperator::Not,
                 expr,
@@ -254,7 +278,7 @@ impl Builder<'_> {
                 };
                 Ok(Node::Like {
                     col: self.col_ref(expr)?.idx,
-                    pattern: self.constant(pattern, "a LIKE pattern")?,
+                    pattern: self.pattern(pattern, "a LIKE pattern")?,
                     escape,
                     negated: *negated,
                 })
@@ -270,7 +294,7 @@ impl Builder<'_> {
                 }
                 Ok(Node::Glob {
                     col: self.col_ref(expr)?.idx,
-                    pattern: self.constant(pattern, "a GLOB pattern")?,
+                    pattern: self.pattern(pattern, "a GLOB pattern")?,
                     negated: *negated,
                 })
             }
@@ -318,9 +342,13 @@ impl Builder<'_> {
 
     fn unsupported_expr(&self, e: &Expr) -> QueryError {
         match e {
-            Expr::Function(f) => {
-                unsupported(format!("functions are not supported: `{}(...)`", f.name), e)
-            }
+            Expr::Function(f) => unsupported(
+                format!(
+                    "functions are not supported: `{}(...)`",
+                    snippet(&f.name.to_string())
+                ),
+                e,
+            ),
             Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
                 unsupported("subqueries are not supported", e)
             }
@@ -338,7 +366,13 @@ impl Builder<'_> {
                 e,
             ),
             Expr::UnaryOp { op, .. } => unsupported(format!("operator `{op}` is not supported"), e),
-            other => unsupported(format!("`{other}` is not supported in a subscription"), e),
+            other => unsupported(
+                format!(
+                    "`{}` is not supported in a subscription",
+                    snippet(&other.to_string())
+                ),
+                e,
+            ),
         }
     }
 
@@ -362,6 +396,23 @@ impl Builder<'_> {
                 e,
             )),
         }
+    }
+
+    /// A LIKE/GLOB pattern: a constant, refused here when it is a literal longer than
+    /// [`MAX_PATTERN_BYTES`] (a bound one is checked when it is bound).
+    fn pattern(&self, e: &Expr, context: &str) -> Result<Operand, QueryError> {
+        let operand = self.constant(e, context)?;
+        if let Operand::Lit(v) = &operand {
+            let len = v.text_bytes().map_or(0, |b| b.len());
+            if len > MAX_PATTERN_BYTES {
+                return Err(QueryError::new(
+                    QueryErrorKind::TooComplex,
+                    format!("pattern is {len} bytes long; the limit is {MAX_PATTERN_BYTES}"),
+                    pos_of(e),
+                ));
+            }
+        }
+        Ok(operand)
     }
 
     fn comparison(
@@ -450,7 +501,7 @@ impl Builder<'_> {
             SqlValue::Number(text, _) => number(text).ok_or_else(|| {
                 QueryError::new(
                     QueryErrorKind::Syntax,
-                    format!("malformed number `{text}`"),
+                    format!("malformed number `{}`", snippet(text)),
                     pos_of(at),
                 )
             })?,
@@ -458,7 +509,7 @@ impl Builder<'_> {
             SqlValue::HexStringLiteral(hex) => Value::Blob(decode_hex(hex).ok_or_else(|| {
                 QueryError::new(
                     QueryErrorKind::Syntax,
-                    format!("malformed blob literal x'{hex}'"),
+                    format!("malformed blob literal x'{}'", snippet(hex)),
                     pos_of(at),
                 )
             })?),
@@ -471,7 +522,7 @@ impl Builder<'_> {
             }
             other => {
                 return Err(unsupported(
-                    format!("literal `{other}` is not supported"),
+                    format!("literal `{}` is not supported", snippet(&other.to_string())),
                     at,
                 ))
             }

@@ -10,15 +10,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::error::{Pos, QueryError, QueryErrorKind};
+use super::error::{snippet, Pos, QueryError, QueryErrorKind};
+use super::limits::{MAX_IN_LIST, MAX_PATTERN_BYTES};
 use super::parse::{ColRef, InList, Node, Operand, Template};
 use super::pred::{CmpOp, Pred, PARAM_MARKER};
 use super::render::ident_sql;
 use crate::schema::Table;
 use crate::value::Value;
-
-/// The largest LIKE/GLOB pattern accepted, in bytes (SQLite's default limit).
-pub const MAX_PATTERN_BYTES: usize = 50_000;
 
 /// The value bound to a named parameter.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -197,8 +195,9 @@ fn shape_text(table: &Table, projection: Option<&[usize]>, filter: &Pred) -> Str
 impl Template {
     /// Binds parameters and normalizes: the shape a subscription stands for. Costs a
     /// copy of the tree plus a sort of each AND/OR group and IN list. Errors: an unbound
-    /// parameter, a list where a value is needed or the reverse, or a pattern longer
-    /// than [`MAX_PATTERN_BYTES`].
+    /// parameter, a list where a value is needed or the reverse, a list longer than
+    /// [`MAX_IN_LIST`] (refused before any value is converted), or a pattern longer than
+    /// [`MAX_PATTERN_BYTES`].
     pub fn bind(&self, params: &Params) -> Result<Shape, QueryError> {
         let binder = Binder {
             table: &self.table,
@@ -277,9 +276,8 @@ fn collect_uses(node: &Node, out: &mut Vec<ParamUse>) {
         }
     };
     match node {
-        Node::And(a, b) | Node::Or(a, b) => {
-            collect_uses(a, out);
-            collect_uses(b, out);
+        Node::And(members) | Node::Or(members) => {
+            members.iter().for_each(|m| collect_uses(m, out));
         }
         Node::Not(a) => collect_uses(a, out),
         Node::Cmp { rhs, .. } => operand(rhs, out),
@@ -311,9 +309,8 @@ fn collect_params(node: &Node, out: &mut Vec<String>) {
         }
     };
     match node {
-        Node::And(a, b) | Node::Or(a, b) => {
-            collect_params(a, out);
-            collect_params(b, out);
+        Node::And(members) | Node::Or(members) => {
+            members.iter().for_each(|m| collect_params(m, out));
         }
         Node::Not(a) => collect_params(a, out),
         Node::Cmp { rhs, .. } => operand(rhs),
@@ -366,6 +363,9 @@ fn unmark_params(text: &str) -> String {
     out
 }
 
+/// Binds a [`Node`] tree into a [`Pred`]. Recursive over the tree, whose depth is the
+/// text's nesting (at most [`super::MAX_DEPTH`] levels, checked before parsing); AND/OR
+/// groups are already flat.
 struct Binder<'a> {
     table: &'a Table,
     /// `None` binds symbolically, for display of an unbound template.
@@ -375,8 +375,11 @@ struct Binder<'a> {
 impl Binder<'_> {
     fn pred(&self, node: &Node, negate: bool) -> Result<Pred, QueryError> {
         Ok(match node {
-            Node::And(a, b) | Node::Or(a, b) => {
-                let children = vec![self.pred(a, negate)?, self.pred(b, negate)?];
+            Node::And(members) | Node::Or(members) => {
+                let children = members
+                    .iter()
+                    .map(|m| self.pred(m, negate))
+                    .collect::<Result<Vec<_>, _>>()?;
                 if matches!(node, Node::And(..)) != negate {
                     Pred::And(children)
                 } else {
@@ -494,7 +497,10 @@ impl Binder<'_> {
                     Some(super::Param::Value(v)) => Ok(self.convert(col, v.clone())),
                     Some(super::Param::List(_)) => Err(QueryError::new(
                         QueryErrorKind::ParameterType,
-                        format!(":{name} is bound to a list; use it as `IN :{name}`"),
+                        format!(
+                            ":{name} is bound to a list; use it as `IN :{name}`",
+                            name = snippet(name)
+                        ),
                         *pos,
                     )),
                     None => Err(unbound(name, *pos)),
@@ -507,13 +513,27 @@ impl Binder<'_> {
         match self.params {
             None => Ok(vec![self.marker(col, name, true)]),
             Some(params) => match params.get(name) {
+                Some(super::Param::List(values)) if values.len() > MAX_IN_LIST => {
+                    Err(QueryError::new(
+                        QueryErrorKind::TooComplex,
+                        format!(
+                            ":{} is bound to {} values; an IN list takes at most {MAX_IN_LIST}",
+                            snippet(name),
+                            values.len()
+                        ),
+                        pos,
+                    ))
+                }
                 Some(super::Param::List(values)) => Ok(values
                     .iter()
                     .map(|v| self.convert(col, v.clone()))
                     .collect()),
                 Some(super::Param::Value(_)) => Err(QueryError::new(
                     QueryErrorKind::ParameterType,
-                    format!("`IN :{name}` needs a list, but :{name} is bound to a single value"),
+                    format!(
+                        "`IN :{name}` needs a list, but :{name} is bound to a single value",
+                        name = snippet(name)
+                    ),
                     pos,
                 )),
                 None => Err(unbound(name, pos)),
@@ -546,7 +566,7 @@ impl Binder<'_> {
 fn unbound(name: &str, pos: Pos) -> QueryError {
     QueryError::new(
         QueryErrorKind::UnboundParameter,
-        format!("parameter :{name} is not bound"),
+        format!("parameter :{} is not bound", snippet(name)),
         pos,
     )
 }

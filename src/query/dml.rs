@@ -9,7 +9,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
-use super::error::{Pos, QueryError, QueryErrorKind};
+use super::error::{snippet, Pos, QueryError, QueryErrorKind};
 use crate::schema::{Schema, Table};
 use crate::value::Value;
 use crate::vocab::Mutation;
@@ -141,7 +141,7 @@ fn table<'a>(schema: &'a Schema, name: &str, at: Pos) -> Result<&'a Table, Query
     schema.table(name).map(|t| t.as_ref()).ok_or_else(|| {
         QueryError::new(
             QueryErrorKind::UnknownTable,
-            format!("unknown table `{name}`"),
+            format!("unknown table `{}`", snippet(name)),
             at,
         )
     })
@@ -154,7 +154,11 @@ fn column(table: &Table, name: &str, at: Pos) -> Result<String, QueryError> {
         .ok_or_else(|| {
             QueryError::new(
                 QueryErrorKind::UnknownColumn,
-                format!("unknown column `{name}` in table `{}`", table.name),
+                format!(
+                    "unknown column `{}` in table `{}`",
+                    snippet(name),
+                    table.name
+                ),
                 at,
             )
         })
@@ -223,7 +227,7 @@ pub(crate) fn literal(e: &Expr) -> Result<Value, QueryError> {
             SqlValue::Number(text, _) => super::literal::number(text).ok_or_else(|| {
                 QueryError::new(
                     QueryErrorKind::Syntax,
-                    format!("malformed number `{text}`"),
+                    format!("malformed number `{}`", snippet(text)),
                     pos(e),
                 )
             }),
@@ -232,7 +236,7 @@ pub(crate) fn literal(e: &Expr) -> Result<Value, QueryError> {
                 .map(Value::Blob)
                 .ok_or_else(|| unsupported("malformed blob literal", e)),
             other => Err(unsupported(
-                &format!("literal `{other}` is not supported"),
+                &format!("literal `{}` is not supported", snippet(&other.to_string())),
                 e,
             )),
         },

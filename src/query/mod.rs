@@ -15,6 +15,7 @@ mod compile;
 mod dml;
 mod error;
 mod eval;
+mod limits;
 mod literal;
 mod parse;
 mod pattern;
@@ -22,10 +23,11 @@ mod pred;
 mod render;
 mod tokens;
 
-pub use compile::{Param, ParamUse, Params, Shape, ShapeId, MAX_PATTERN_BYTES};
+pub use compile::{Param, ParamUse, Params, Shape, ShapeId};
 pub use dml::parse_writes;
 pub use error::{Pos, QueryError, QueryErrorKind};
 pub use eval::{compare, Truth};
+pub use limits::{MAX_DEPTH, MAX_IN_LIST, MAX_PATTERN_BYTES, MAX_SUBSCRIPTION_BYTES, MAX_TERMS};
 pub use parse::Template;
 pub use pattern::{glob, like};
 pub use pred::{CmpOp, Pred, TruthTest};
@@ -37,7 +39,10 @@ use crate::schema::Schema;
 /// Parses, validates, binds and normalizes a subscription in one step. Linear in the
 /// length of the text (normalization sorts each AND/OR group). Errors: a [`QueryError`]
 /// with the position of the offending token (syntax, unsupported construct, unknown table
-/// or column, unbound or mistyped parameter, too complex).
+/// or column, unbound or mistyped parameter, too complex). A text past one of the limits
+/// ([`MAX_SUBSCRIPTION_BYTES`], [`MAX_TERMS`], [`MAX_DEPTH`], [`MAX_IN_LIST`],
+/// [`MAX_PATTERN_BYTES`]) is refused as [`QueryErrorKind::TooComplex`] before any tree is
+/// built (a bound list or pattern, when it is bound).
 pub fn compile(schema: &Schema, sql: &str, params: &Params) -> Result<Shape, QueryError> {
     Template::parse(schema, sql)?.bind(params)
 }

@@ -16,11 +16,17 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Location;
 
 use super::build::Builder;
-use super::error::{Pos, QueryError, QueryErrorKind};
+use super::error::{snippet, Pos, QueryError, QueryErrorKind};
+use super::limits::{self, MAX_DEPTH};
 use super::pred::{CmpOp, TruthTest};
 use super::tokens::{rewrite_tokens, tokenize};
 use crate::schema::{Schema, Table};
 use crate::value::Value;
+
+/// sqlparser's own recursion limit, a safety net behind [`MAX_DEPTH`] (which the token
+/// pass enforces first): each parenthesis or NOT costs sqlparser about one level, and
+/// the statement around the expression a few more.
+const PARSER_RECURSION_LIMIT: usize = 2 * MAX_DEPTH + 16;
 
 /// A column reference; `affinity` is false for `+col`, which drops the column's affinity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,11 +49,13 @@ pub(crate) enum InList {
     Array { name: String, pos: Pos },
 }
 
-/// A validated predicate before binding and normalization.
+/// A validated predicate before binding and normalization. AND/OR chains are flattened
+/// into one group, so the tree is only as deep as the text's nesting (parentheses and
+/// NOT, at most [`MAX_DEPTH`]); walks over it may recurse.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Node {
-    And(Box<Node>, Box<Node>),
-    Or(Box<Node>, Box<Node>),
+    And(Vec<Node>),
+    Or(Vec<Node>),
     Not(Box<Node>),
     Cmp {
         col: ColRef,
@@ -95,11 +103,18 @@ pub struct Template {
 impl Template {
     /// Parses `sql` against `schema`. Linear in the length of the text. Errors: a
     /// [`QueryError`] at the offending token: not SQL, not a single plain SELECT of one
-    /// table, an unknown table or column, or an expression outside the language.
+    /// table, an unknown table or column, or an expression outside the language; or
+    /// [`QueryErrorKind::TooComplex`] past one of the limits of [`super::MAX_TERMS`] and
+    /// its neighbours, checked on the text's length and then on its tokens before
+    /// anything is parsed.
     pub fn parse(schema: &Schema, sql: &str) -> Result<Template, QueryError> {
         let dialect = SQLiteDialect {};
-        let tokens = rewrite_tokens(tokenize(sql)?)?;
+        limits::check_length(sql)?;
+        let tokens = tokenize(sql)?;
+        limits::check_tokens(&tokens)?;
+        let tokens = rewrite_tokens(tokens)?;
         let statements = Parser::new(&dialect)
+            .with_recursion_limit(PARSER_RECURSION_LIMIT)
             .with_tokens_with_locations(tokens)
             .parse_statements()
             .map_err(|e| parser_error(e, sql))?;
@@ -327,7 +342,7 @@ fn table_of(schema: &Schema, select: &Select) -> Result<Arc<Table>, QueryError> 
             schema.table(&table_name).cloned().ok_or_else(|| {
                 QueryError::new(
                     QueryErrorKind::UnknownTable,
-                    format!("unknown table `{table_name}`"),
+                    format!("unknown table `{}`", snippet(&table_name)),
                     pos_of(name),
                 )
             })

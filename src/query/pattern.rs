@@ -1,6 +1,10 @@
 //! LIKE and GLOB pattern matching with SQLite's exact rules (`patternCompare` in
 //! SQLite's `func.c`): `%`/`_` and `*`/`?`/`[...]`, LIKE case-insensitive for ASCII only,
 //! strings ending at the first NUL as SQLite's C strings do.
+//!
+//! SQLite recurses once per `%`; this walk does not recurse at all and costs at most
+//! pattern × string steps (see [`compare`]), so neither a pattern of many `%` nor a long
+//! text can exhaust the stack. Patterns are bounded by [`super::MAX_PATTERN_BYTES`].
 
 /// Decodes bytes into code points the way `sqlite3Utf8Read` does (lenient with invalid
 /// sequences), stopping at the first NUL.
@@ -41,14 +45,7 @@ fn decode(bytes: &[u8]) -> Vec<u32> {
 /// code points never exceed 31 bits).
 const NO_CHAR: u32 = u32::MAX;
 
-#[derive(PartialEq)]
-enum Outcome {
-    Match,
-    NoMatch,
-    /// No match, and no later position of an enclosing wildcard can match either.
-    NoWildcardMatch,
-}
-
+/// Which characters play which role in a pattern.
 struct Rules {
     match_one: u32,
     match_all: u32,
@@ -56,6 +53,22 @@ struct Rules {
     match_other: u32,
     glob_sets: bool,
     no_case: bool,
+}
+
+/// One element of a pattern. Every element but [`Token::Any`] matches exactly one
+/// character.
+enum Token {
+    /// `%` / `*`: any run of characters, the empty one included.
+    Any,
+    /// `_` / `?`: any one character.
+    One,
+    /// A literal character (an escaped wildcard included).
+    Lit(u32),
+    /// A GLOB set `[...]`: inclusive ranges (a single character is a range of one).
+    Set {
+        ranges: Vec<(u32, u32)>,
+        invert: bool,
+    },
 }
 
 fn lower(c: u32) -> u32 {
@@ -66,143 +79,125 @@ fn lower(c: u32) -> u32 {
     }
 }
 
-fn compare(pattern: &[u32], string: &[u32], rules: &Rules) -> Outcome {
-    // Reading past either end yields 0, like SQLite's NUL-terminated strings.
-    let at = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
-    let (mut p, mut s) = (0usize, 0usize);
-    // Position in the pattern just after an escaped character, if any.
-    let mut escaped_end: Option<usize> = None;
+impl Token {
+    fn matches(&self, c: u32, rules: &Rules) -> bool {
+        match self {
+            Token::Any | Token::One => true,
+            Token::Lit(l) => {
+                *l == c || (rules.no_case && *l < 0x80 && c < 0x80 && lower(*l) == lower(c))
+            }
+            Token::Set { ranges, invert } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *invert
+            }
+        }
+    }
+}
+
+/// Splits a decoded pattern into tokens, reading escapes and sets exactly as SQLite's
+/// `patternCompare` does. `None` when the pattern can match nothing: an escape character
+/// at its end, or a set with no closing `]` (SQLite fails on reaching either, and every
+/// match reaches every part of the pattern). Runs of `%` collapse into one.
+fn tokens(pattern: &[u32], rules: &Rules) -> Option<Vec<Token>> {
+    let at = |i: usize| pattern.get(i).copied().unwrap_or(0);
+    let mut out = Vec::with_capacity(pattern.len());
+    let mut p = 0;
     while p < pattern.len() {
-        let mut c = pattern[p];
+        let c = pattern[p];
         p += 1;
         if c == rules.match_all {
-            // Skip further wildcards; each match-one among them consumes one character.
-            loop {
-                c = at(pattern, p);
+            if !matches!(out.last(), Some(Token::Any)) {
+                out.push(Token::Any);
+            }
+        } else if c == rules.match_one {
+            out.push(Token::One);
+        } else if c == rules.match_other && !rules.glob_sets {
+            let escaped = at(p);
+            p += 1;
+            if escaped == 0 {
+                return None;
+            }
+            out.push(Token::Lit(escaped));
+        } else if c == rules.match_other {
+            let mut ranges = Vec::new();
+            let mut invert = false;
+            let mut prior: u32 = 0;
+            let mut c2 = at(p);
+            p += 1;
+            if c2 == '^' as u32 {
+                invert = true;
+                c2 = at(p);
                 p += 1;
-                if c == rules.match_all {
-                    continue;
-                }
-                if c == rules.match_one {
-                    if at(string, s) == 0 {
-                        return Outcome::NoWildcardMatch;
-                    }
-                    s += 1;
-                    continue;
-                }
-                break;
             }
-            if c == 0 {
-                return Outcome::Match;
+            if c2 == ']' as u32 {
+                ranges.push((c2, c2));
+                c2 = at(p);
+                p += 1;
             }
-            if c == rules.match_other {
-                if !rules.glob_sets {
-                    c = at(pattern, p);
+            while c2 != 0 && c2 != ']' as u32 {
+                let next = at(p);
+                if c2 == '-' as u32 && next != ']' as u32 && next != 0 && prior > 0 {
                     p += 1;
-                    if c == 0 {
-                        return Outcome::NoWildcardMatch;
-                    }
+                    ranges.push((prior, next));
+                    prior = 0;
                 } else {
-                    // A set right after `*`: try the rest at every position.
-                    while s < string.len() {
-                        let r = compare(&pattern[p - 1..], &string[s..], rules);
-                        if r != Outcome::NoMatch {
-                            return r;
-                        }
-                        s += 1;
-                    }
-                    return Outcome::NoWildcardMatch;
+                    ranges.push((c2, c2));
+                    prior = c2;
                 }
+                c2 = at(p);
+                p += 1;
             }
-            // `c` is a literal: resume after each place it occurs in the string.
-            let rest = &pattern[p.min(pattern.len())..];
-            while s < string.len() {
-                let c2 = string[s];
-                s += 1;
-                let same =
-                    c2 == c || (rules.no_case && c < 0x80 && c2 < 0x80 && lower(c) == lower(c2));
-                if !same {
-                    continue;
-                }
-                let r = compare(rest, &string[s..], rules);
-                if r != Outcome::NoMatch {
-                    return r;
-                }
+            if c2 == 0 {
+                return None;
             }
-            return Outcome::NoWildcardMatch;
+            out.push(Token::Set { ranges, invert });
+        } else {
+            out.push(Token::Lit(c));
         }
-        if c == rules.match_other {
-            if !rules.glob_sets {
-                c = at(pattern, p);
-                p += 1;
-                if c == 0 {
-                    return Outcome::NoMatch;
+    }
+    Some(out)
+}
+
+/// Whether the whole `string` matches the whole `pattern`, without recursion: the
+/// classic two-pointer walk that, on a mismatch, lets the most recent `%` swallow one
+/// more character and retries from just after it. Only the most recent `%` ever needs
+/// to move, because every other token matches exactly one character. The position the
+/// `%` retries from never moves backwards, so the cost is at most the length of the
+/// string times the longest run of tokens between two `%` (pattern × string in the
+/// worst case), with no allocation besides the decoded inputs.
+fn compare(pattern: &[u32], string: &[u32], rules: &Rules) -> bool {
+    let Some(tokens) = tokens(pattern, rules) else {
+        return false;
+    };
+    let (mut t, mut s) = (0usize, 0usize);
+    // (token just after the most recent `%`, string position that `%` stops before).
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        match tokens.get(t) {
+            Some(Token::Any) => {
+                if t + 1 == tokens.len() {
+                    return true;
                 }
-                escaped_end = Some(p);
-            } else {
-                let ch = at(string, s);
-                s += 1;
-                if ch == 0 {
-                    return Outcome::NoMatch;
-                }
-                let mut seen = false;
-                let mut invert = false;
-                let mut prior: u32 = 0;
-                let mut c2 = at(pattern, p);
-                p += 1;
-                if c2 == '^' as u32 {
-                    invert = true;
-                    c2 = at(pattern, p);
-                    p += 1;
-                }
-                if c2 == ']' as u32 {
-                    if ch == ']' as u32 {
-                        seen = true;
-                    }
-                    c2 = at(pattern, p);
-                    p += 1;
-                }
-                while c2 != 0 && c2 != ']' as u32 {
-                    let next = at(pattern, p);
-                    if c2 == '-' as u32 && next != ']' as u32 && next != 0 && prior > 0 {
-                        c2 = next;
-                        p += 1;
-                        if ch >= prior && ch <= c2 {
-                            seen = true;
-                        }
-                        prior = 0;
-                    } else {
-                        if ch == c2 {
-                            seen = true;
-                        }
-                        prior = c2;
-                    }
-                    c2 = at(pattern, p);
-                    p += 1;
-                }
-                if c2 == 0 || seen == invert {
-                    return Outcome::NoMatch;
-                }
+                star = Some((t + 1, s));
+                t += 1;
                 continue;
             }
+            Some(token) if s < string.len() && token.matches(string[s], rules) => {
+                t += 1;
+                s += 1;
+                continue;
+            }
+            Some(_) => {}
+            None if s == string.len() => return true,
+            None => {}
         }
-        let c2 = at(string, s);
-        s += 1;
-        if c == c2 {
-            continue;
+        match star {
+            Some((after, from)) if from < string.len() => {
+                star = Some((after, from + 1));
+                t = after;
+                s = from + 1;
+            }
+            _ => return false,
         }
-        if rules.no_case && c < 0x80 && c2 < 0x80 && lower(c) == lower(c2) {
-            continue;
-        }
-        if c == rules.match_one && escaped_end != Some(p) && c2 != 0 {
-            continue;
-        }
-        return Outcome::NoMatch;
-    }
-    if at(string, s) == 0 {
-        Outcome::Match
-    } else {
-        Outcome::NoMatch
     }
 }
 
@@ -225,7 +220,7 @@ pub fn like(pattern: &[u8], string: &[u8], escape: Option<char>) -> bool {
         glob_sets: false,
         no_case: true,
     };
-    compare(&decode(pattern), &decode(string), &rules) == Outcome::Match
+    compare(&decode(pattern), &decode(string), &rules)
 }
 
 /// `string GLOB pattern`.
@@ -237,7 +232,7 @@ pub fn glob(pattern: &[u8], string: &[u8]) -> bool {
         glob_sets: true,
         no_case: false,
     };
-    compare(&decode(pattern), &decode(string), &rules) == Outcome::Match
+    compare(&decode(pattern), &decode(string), &rules)
 }
 
 #[cfg(test)]
@@ -288,5 +283,52 @@ mod tests {
         assert!(glob(b"[]]", b"]"));
         assert!(glob(b"*[0-9]", b"abc7"));
         assert!(!glob(b"[a-c", b"a"));
+    }
+
+    #[test]
+    fn backtracking_and_corner_cases() {
+        assert!(like(b"%ab%", b"aaab", None));
+        assert!(like(b"%a_c", b"abcabc", None));
+        assert!(!like(b"%a_c", b"abcab", None));
+        assert!(like(b"%_%_%", b"ab", None));
+        assert!(!like(b"%_%_%", b"a", None));
+        assert!(!like(b"%!", b"abc!", Some('!')));
+        assert!(glob(b"*[0-9]*x", b"ab7cx"));
+        assert!(!glob(b"*[0-9", b"a7"));
+        assert!(glob(b"[]-a]", b"-"));
+        assert!(glob(b"[]-a]", b"a"));
+        assert!(!glob(b"[]-a]", b"b"));
+        assert!(glob(b"[z-a]", b"z"));
+        assert!(!glob(b"[z-a]", b"m"));
+        assert!(glob(b"[a-]", b"-"));
+        assert!(glob(b"[^]]", b"x"));
+        assert!(!glob(b"[^]]", b"]"));
+        assert!(glob(b"a*", b"a\0ignored"));
+        assert!(like(b"abc", b"abc\0def", None));
+    }
+
+    #[test]
+    fn many_wildcards_on_a_long_text_on_a_small_stack() {
+        // The attack from the security review: SQLite's algorithm (and the recursive
+        // port this replaced) recursed once per `%`, and retried every position.
+        let worker = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let text = "a".repeat(30_000);
+                let pattern = "%a".repeat(400);
+                let mut miss = pattern.clone();
+                miss.push('b');
+                let star_glob = "*a".repeat(400) + "b";
+                (
+                    like(pattern.as_bytes(), text.as_bytes(), None),
+                    like(miss.as_bytes(), text.as_bytes(), None),
+                    glob(star_glob.as_bytes(), text.as_bytes()),
+                )
+            })
+            .expect("spawn");
+        assert_eq!(
+            worker.join().expect("no stack overflow"),
+            (true, false, false)
+        );
     }
 }

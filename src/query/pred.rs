@@ -166,17 +166,64 @@ impl Pred {
     }
 
     /// Flattens nested AND/OR, sorts children by their text, drops duplicates and
-    /// unwraps single children, recursively. `table` gives names for the sort key.
+    /// unwraps single children, at every level. `table` gives names for the sort key.
+    ///
+    /// Walks with an explicit stack (no recursion, whatever the depth). Nested groups of
+    /// the same operator are spliced into their parent before anything is rendered, so
+    /// a long chain costs one sort of its members, not one render per link: the cost is
+    /// the size of the tree times its depth in AND/OR alternations (at most about
+    /// [`super::MAX_DEPTH`] for a compiled subscription), plus the sorts.
     pub fn normalize(self, table: &Table) -> Pred {
-        match self {
-            Pred::And(children) => normalize_group(children, true, table),
-            Pred::Or(children) => normalize_group(children, false, table),
-            Pred::In {
-                col,
-                values,
-                negated,
-            } => normalize_in(col, values, negated),
-            leaf => leaf,
+        /// A group being normalized: members still to do (next one last) and done ones.
+        struct Frame {
+            is_and: bool,
+            todo: Vec<Pred>,
+            done: Vec<Pred>,
+        }
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut next = self;
+        loop {
+            // Descend: a group opens a frame; anything else is normalized at once.
+            let is_and = matches!(next, Pred::And(_));
+            let mut finished = match &mut next {
+                Pred::And(children) | Pred::Or(children) => {
+                    let mut todo = splice_same(std::mem::take(children), is_and);
+                    todo.reverse();
+                    stack.push(Frame {
+                        is_and,
+                        todo,
+                        done: Vec::new(),
+                    });
+                    None
+                }
+                Pred::In {
+                    col,
+                    values,
+                    negated,
+                } => Some(normalize_in(*col, std::mem::take(values), *negated)),
+                _ => Some(std::mem::replace(&mut next, Pred::TRUE)),
+            };
+            // Ascend: hand the finished member to its group; close groups that are done.
+            loop {
+                let Some(frame) = stack.last_mut() else {
+                    return finished.expect("the root is finished last");
+                };
+                if let Some(mut member) = finished.take() {
+                    // A member that became a group of the same operator (`x OR (y)` with
+                    // `y` an OR) merges into it.
+                    match &mut member {
+                        Pred::And(inner) if frame.is_and => frame.done.append(inner),
+                        Pred::Or(inner) if !frame.is_and => frame.done.append(inner),
+                        _ => frame.done.push(member),
+                    }
+                }
+                if let Some(member) = frame.todo.pop() {
+                    next = member;
+                    break;
+                }
+                let frame = stack.pop().expect("a frame is open");
+                finished = Some(finish_group(frame.done, frame.is_and, table));
+            }
         }
     }
 
@@ -187,31 +234,60 @@ impl Pred {
         literal_sql(self, table)
     }
 
-    /// Every leaf of the tree, depth first.
+    /// Every leaf of the tree, depth first, left to right. Walks with an explicit stack.
     pub fn leaves(&self) -> Vec<&Pred> {
         let mut out = Vec::new();
-        self.collect_leaves(&mut out);
+        let mut stack = vec![self];
+        while let Some(pred) = stack.pop() {
+            match pred {
+                Pred::And(c) | Pred::Or(c) => stack.extend(c.iter().rev()),
+                leaf => out.push(leaf),
+            }
+        }
         out
     }
+}
 
-    fn collect_leaves<'a>(&'a self, out: &mut Vec<&'a Pred>) {
-        match self {
-            Pred::And(c) | Pred::Or(c) => c.iter().for_each(|p| p.collect_leaves(out)),
-            leaf => out.push(leaf),
+/// Dropping a deep tree with the compiler's drop glue recurses once per level; this
+/// moves every group's members onto one explicit stack instead, so each `Pred` dropped
+/// has no members left by the time its own drop runs.
+impl Drop for Pred {
+    fn drop(&mut self) {
+        let mut stack = match self {
+            Pred::And(children) | Pred::Or(children) if !children.is_empty() => {
+                std::mem::take(children)
+            }
+            _ => return,
+        };
+        while let Some(mut pred) = stack.pop() {
+            if let Pred::And(children) | Pred::Or(children) = &mut pred {
+                stack.append(children);
+            }
         }
     }
 }
 
-fn normalize_group(children: Vec<Pred>, is_and: bool, table: &Table) -> Pred {
-    let mut flat = Vec::new();
-    for child in children {
-        match child.normalize(table) {
-            Pred::And(inner) if is_and => flat.extend(inner),
-            Pred::Or(inner) if !is_and => flat.extend(inner),
-            other => flat.push(other),
+/// `children` with every member that is itself a group of the same operator replaced by
+/// its members, at any depth, in order (an explicit stack, no recursion).
+fn splice_same(children: Vec<Pred>, is_and: bool) -> Vec<Pred> {
+    let mut out = Vec::with_capacity(children.len());
+    let mut work = children;
+    work.reverse();
+    while let Some(mut pred) = work.pop() {
+        match &mut pred {
+            Pred::And(inner) if is_and => work.extend(std::mem::take(inner).into_iter().rev()),
+            Pred::Or(inner) if !is_and => work.extend(std::mem::take(inner).into_iter().rev()),
+            _ => out.push(pred),
         }
     }
-    let mut keyed: Vec<(String, Pred)> = flat.into_iter().map(|p| (p.to_sql(table), p)).collect();
+    out
+}
+
+/// Sorts a group's normalized members by their text, drops duplicates and unwraps a
+/// single member. One render per member, one sort.
+fn finish_group(members: Vec<Pred>, is_and: bool, table: &Table) -> Pred {
+    let mut keyed: Vec<(String, Pred)> =
+        members.into_iter().map(|p| (p.to_sql(table), p)).collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     keyed.dedup_by(|a, b| a.0 == b.0);
     let mut children: Vec<Pred> = keyed.into_iter().map(|(_, p)| p).collect();

@@ -9,7 +9,7 @@ use sqlparser::dialect::SQLiteDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer, Word};
 
-use super::error::{Pos, QueryError, QueryErrorKind};
+use super::error::{snippet, Pos, QueryError, QueryErrorKind};
 
 /// Placeholder prefix the token pass gives to the parameter of `IN :param`.
 pub(super) const ARRAY_PARAM: &str = "[]";
@@ -98,7 +98,7 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
                         _ => {
                             return Err(QueryError::new(
                                 QueryErrorKind::Syntax,
-                                format!("parameter {name}. must continue with a name"),
+                                format!("parameter {}. must continue with a name", snippet(&name)),
                                 Pos::from_location(dot.span.start),
                             ))
                         }
@@ -152,14 +152,20 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
             Token::Spaceship | Token::ExclamationMarkDoubleTilde => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
-                    format!("operator `{}` is not supported", t.token),
+                    format!(
+                        "operator `{}` is not supported",
+                        snippet(&t.token.to_string())
+                    ),
                     Pos::from_location(t.span.start),
                 ))
             }
             Token::Placeholder(p) => {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
-                    format!("parameter {p} is not supported; name parameters like :team"),
+                    format!(
+                        "parameter {} is not supported; name parameters like :team",
+                        snippet(p)
+                    ),
                     Pos::from_location(t.span.start),
                 ))
             }
@@ -170,7 +176,10 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
             {
                 return Err(QueryError::new(
                     QueryErrorKind::Unsupported,
-                    format!("{} is not supported", t.token.to_string().to_uppercase()),
+                    format!(
+                        "{} is not supported",
+                        snippet(&t.token.to_string().to_uppercase())
+                    ),
                     Pos::from_location(t.span.start),
                 ))
             }
@@ -184,11 +193,12 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
         .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
         .map(|(i, _)| i)
         .collect();
-    let next_sig = |i: usize| -> Option<&TokenWithSpan> {
-        significant.iter().find(|&&j| j > i).map(|&j| &merged[j])
-    };
+    // `significant` is sorted, so the neighbours of a token are found by binary search:
+    // the pass stays linear-logarithmic however many IN and IS tokens there are.
+    let next_index = |i: usize| significant.get(significant.partition_point(|&j| j <= i));
+    let next_sig = |i: usize| -> Option<&TokenWithSpan> { next_index(i).map(|&j| &merged[j]) };
     let mut out = Vec::with_capacity(merged.len() + 4);
-    let mut skip_tokens: Vec<usize> = Vec::new();
+    let mut skip_tokens = vec![false; merged.len()];
     for (i, t) in merged.iter().enumerate() {
         let span = t.span;
         if is_keyword(&t.token, Keyword::IN) {
@@ -204,11 +214,10 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
             }
         }
         if let Token::Placeholder(name) = &t.token {
-            let after_in = significant
-                .iter()
-                .rev()
-                .find(|&&j| j < i)
-                .is_some_and(|&j| is_keyword(&merged[j].token, Keyword::IN));
+            let before = significant.partition_point(|&j| j < i);
+            let after_in = before
+                .checked_sub(1)
+                .is_some_and(|k| is_keyword(&merged[significant[k]].token, Keyword::IN));
             if after_in {
                 out.push(token(
                     Token::Placeholder(format!("{ARRAY_PARAM}{name}")),
@@ -239,22 +248,20 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
             let mut skip = Vec::new();
             if next.is_some_and(|n| is_keyword(&n.token, Keyword::NOT)) {
                 negated = true;
-                j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
+                j = next_index(j).copied().unwrap_or(j);
                 skip.push(j);
                 next = next_sig(j);
             }
             let distinct_from = next.is_some_and(|n| is_keyword(&n.token, Keyword::DISTINCT))
-                && significant
-                    .iter()
+                && next_index(j)
                     .copied()
-                    .find(|&k| k > j)
                     .and_then(next_sig)
                     .is_some_and(|n| is_keyword(&n.token, Keyword::FROM));
             if distinct_from {
                 // `IS DISTINCT FROM` is `IS NOT`; `IS NOT DISTINCT FROM` is `IS`.
                 negated = !negated;
                 for _ in 0..2 {
-                    j = significant.iter().copied().find(|&k| k > j).unwrap_or(j);
+                    j = next_index(j).copied().unwrap_or(j);
                     skip.push(j);
                 }
             }
@@ -279,11 +286,13 @@ pub(super) fn rewrite_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWith
                     },
                     span,
                 ));
-                skip_tokens.extend(skip);
+                for k in skip {
+                    skip_tokens[k] = true;
+                }
                 continue;
             }
         }
-        if skip_tokens.contains(&i) {
+        if skip_tokens[i] {
             continue;
         }
         out.push(t.clone());
@@ -306,14 +315,14 @@ fn hex_integer(digits: &str, negated: bool, span: Span) -> Result<Token, QueryEr
         ))
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
-        return malformed(format!("malformed hex integer 0x{digits}"));
+        return malformed(format!("malformed hex integer 0x{}", snippet(digits)));
     }
     let significant = digits.trim_start_matches('0');
     let value = match u64::from_str_radix(digits, 16) {
         Ok(v) if significant.len() <= MAX_HEX_DIGITS && !(negated && v as i64 == i64::MIN) => v,
         _ => {
             let sign = if negated { "-" } else { "" };
-            return malformed(format!("hex literal too big: {sign}0x{digits}"));
+            return malformed(format!("hex literal too big: {sign}0x{}", snippet(digits)));
         }
     };
     Ok(Token::Number((value as i64).to_string(), false))
