@@ -93,3 +93,23 @@ fn query_corpus_replays() {
     }
     assert!(compiled >= 15, "most seeds compile ({compiled})");
 }
+
+#[test]
+fn rules_corpus_replays() {
+    let schema = harness::schema();
+    let files = corpus("rules");
+    assert!(files.len() >= 3, "seed corpus present");
+    let mut parsed = 0;
+    for (path, bytes) in &files {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            continue;
+        };
+        // Never a panic; the seeds that are whole rules files parse.
+        let result = sluice::auth::Rules::parse(&schema, path, text);
+        if name(path) == "seed-access" {
+            assert!(result.is_ok(), "{}: {:?}", path.display(), result.err());
+        }
+        parsed += usize::from(result.is_ok());
+    }
+    assert!(parsed >= 1, "seeds parse ({parsed})");
+}
