@@ -356,6 +356,15 @@ async fn large_loads_are_split_into_bounded_fetches() {
         "{stats:?}"
     );
     assert_eq!(stats.keys as usize, n);
+    // All of them stay live, past the length of a client's own IN list too.
+    assert!(n > sluice::query::MAX_IN_LIST);
+    server
+        .write(vec![set_user_name(n - 1, "last, renamed")])
+        .await;
+    eventually("the update of the last pinned row", || {
+        name_of(&user_row(&client, n - 1)) == Some(text("last, renamed"))
+    })
+    .await;
 
     // Over the protocol, a fetch past the bound is refused with a clear reason.
     let mut raw = server.client("raw").await;

@@ -171,6 +171,28 @@ impl Policy {
         sql: &str,
         client_params: &Params,
     ) -> Result<Effective, SubscribeError> {
+        self.compile(schema, sql, client_params, false)
+    }
+
+    /// [`Policy::subscription`] for a key-set shape the server builds from a session's
+    /// pins: its key list may be longer than a client's IN list
+    /// ([`crate::query::MAX_IN_LIST`]); the pins have their own bound.
+    pub fn pinned(
+        &self,
+        schema: &Schema,
+        sql: &str,
+        params: &Params,
+    ) -> Result<Effective, SubscribeError> {
+        self.compile(schema, sql, params, true)
+    }
+
+    fn compile(
+        &self,
+        schema: &Schema,
+        sql: &str,
+        client_params: &Params,
+        trusted_lists: bool,
+    ) -> Result<Effective, SubscribeError> {
         if let Some(name) = client_params.names().find(|n| n.starts_with("auth.")) {
             return Err(Denied(format!(
                 "parameter :{name} comes from the token; a client cannot set it"
@@ -180,7 +202,11 @@ impl Policy {
         let template = Template::parse(schema, sql)?;
         let mut params = client_params.clone();
         params.extend(&self.params);
-        let bound = template.bind(&params)?;
+        let bound = if trusted_lists {
+            template.bind_trusted(&params)?
+        } else {
+            template.bind(&params)?
+        };
         let table = bound.table().clone();
         let Some(access) = self.read(&table)? else {
             return Ok(Effective {
@@ -422,7 +448,7 @@ fn bind_grant(grant: &Grant, claims: &Params) -> Option<BoundGrant> {
         Some((template, uses)) => {
             // Validation at load time rules out binding errors; a grant that still fails
             // to bind allows nothing.
-            let shape = template.bind(&coerce(uses, claims)).ok()?;
+            let shape = template.bind_trusted(&coerce(uses, claims)).ok()?;
             shape.filter().clone()
         }
     };

@@ -199,9 +199,21 @@ impl Template {
     /// [`MAX_IN_LIST`] (refused before any value is converted), or a pattern longer than
     /// [`MAX_PATTERN_BYTES`].
     pub fn bind(&self, params: &Params) -> Result<Shape, QueryError> {
+        self.bind_with(params, MAX_IN_LIST)
+    }
+
+    /// [`Template::bind`] for lists the server built itself, not a client: the claims of
+    /// a verified token and the key sets of a session's pins (bounded by their own
+    /// limits). A bound list may be longer than [`MAX_IN_LIST`]; every other check holds.
+    pub fn bind_trusted(&self, params: &Params) -> Result<Shape, QueryError> {
+        self.bind_with(params, usize::MAX)
+    }
+
+    fn bind_with(&self, params: &Params, max_list: usize) -> Result<Shape, QueryError> {
         let binder = Binder {
             table: &self.table,
             params: Some(params),
+            max_list,
         };
         let filter = match &self.filter {
             None => Pred::TRUE,
@@ -219,6 +231,7 @@ impl Template {
         let binder = Binder {
             table: &self.table,
             params: None,
+            max_list: MAX_IN_LIST,
         };
         let filter = match &self.filter {
             None => Pred::TRUE,
@@ -370,6 +383,8 @@ struct Binder<'a> {
     table: &'a Table,
     /// `None` binds symbolically, for display of an unbound template.
     params: Option<&'a Params>,
+    /// The longest list a parameter may be bound to.
+    max_list: usize,
 }
 
 impl Binder<'_> {
@@ -513,7 +528,7 @@ impl Binder<'_> {
         match self.params {
             None => Ok(vec![self.marker(col, name, true)]),
             Some(params) => match params.get(name) {
-                Some(super::Param::List(values)) if values.len() > MAX_IN_LIST => {
+                Some(super::Param::List(values)) if values.len() > self.max_list => {
                     Err(QueryError::new(
                         QueryErrorKind::TooComplex,
                         format!(

@@ -119,7 +119,7 @@ impl Pins {
             let values = keys_after.iter().map(|k| k.0.clone()).collect();
             let params = Params::new().list(KEYS_PARAM, values);
             let effective = policy
-                .subscription(&shared.schema, &sql, &params)
+                .pinned(&shared.schema, &sql, &params)
                 .map_err(|e| PinError::Refused(e.to_string()))?;
             columns = effective
                 .shape
