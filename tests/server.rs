@@ -695,3 +695,47 @@ async fn errors_never_echo_a_large_subscription() {
     assert!(message.len() < 1000, "{} bytes echoed", message.len());
     assert_eq!(server.handle.shape_count(), 0);
 }
+
+/// A client that floods writes without reading its answers is held back by its own share
+/// of the write queue: another client's write still commits meanwhile, and the flood
+/// loses nothing (every write is answered once its client reads again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_flood_is_held_back_without_losing_writes_or_slowing_others() {
+    let server = TestServer::start().await;
+    let flood = (sluice::server::MAX_WRITES_IN_FLIGHT * 4) as u64;
+    let mut flooder = server.client("flooder").await;
+    let sender = async {
+        for seq in 1..=flood {
+            flooder
+                .write(
+                    seq,
+                    vec![insert_issue(&format!("f{seq:05}"), "T1", "todo", 1)],
+                )
+                .await;
+        }
+        flooder
+    };
+    let other = async {
+        let mut other = server.client("other").await;
+        other
+            .write(1, vec![insert_issue("o", "T2", "todo", 1)])
+            .await;
+        other
+            .until("its answer", |c| c.writes.contains_key(&1))
+            .await;
+        other
+    };
+    let (mut flooder, other) = tokio::join!(sender, other);
+    assert!(matches!(other.writes[&1], WriteOutcome::Committed { .. }));
+    flooder
+        .until("every flooded write's answer", |c| {
+            c.writes.len() == flood as usize
+        })
+        .await;
+    assert!(flooder
+        .writes
+        .values()
+        .all(|o| matches!(o, WriteOutcome::Committed { .. })));
+    let rows = expected_rows(&server.db(), "SELECT * FROM issues");
+    assert_eq!(rows.len(), flood as usize + 1);
+}

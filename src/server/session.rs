@@ -61,6 +61,10 @@ pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
 /// session reads its next request (back-pressure on that client alone). Each holds at
 /// most [`crate::store::MAX_FETCH_BYTES`] of rows.
 pub const MAX_FETCHES_IN_FLIGHT: usize = 8;
+/// Writes one session may have waiting for the committer: its share of the shared write
+/// queue ([`super::WRITE_QUEUE_CAPACITY`]). A further write waits for a place before the
+/// session reads its next request, so one busy client cannot fill the queue for all.
+pub const MAX_WRITES_IN_FLIGHT: usize = 256;
 /// The largest `Hello` frame (read before the token is verified): 64 KiB, room for any
 /// token; later frames may reach [`crate::wire::MAX_FRAME_BYTES`].
 pub const MAX_HELLO_BYTES: usize = 64 * 1024;
@@ -157,6 +161,8 @@ struct Session {
     pins: Pins,
     /// Places for fetches in flight ([`MAX_FETCHES_IN_FLIGHT`]).
     fetches: Arc<tokio::sync::Semaphore>,
+    /// Places for writes in flight ([`MAX_WRITES_IN_FLIGHT`]).
+    writes: Arc<tokio::sync::Semaphore>,
     /// Places for bootstraps running ([`bootstrap::MAX_BOOTSTRAPS_PER_SESSION`]).
     bootstraps: Arc<tokio::sync::Semaphore>,
     /// Bootstraps that ended without joining tell the session here (see
@@ -266,6 +272,7 @@ async fn run(
         subscriptions: HashMap::new(),
         pins: Pins::default(),
         fetches: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES_IN_FLIGHT)),
+        writes: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
         bootstraps: Arc::new(tokio::sync::Semaphore::new(
             bootstrap::MAX_BOOTSTRAPS_PER_SESSION,
         )),
@@ -488,6 +495,9 @@ impl Session {
 
     async fn write(&self, seq: u64, txn: WriteTxn) {
         let span = info_span!("transaction", client = %self.client_id, seq);
+        let Ok(place) = self.writes.clone().acquire_owned().await else {
+            return;
+        };
         let (reply_tx, reply_rx) = oneshot::channel();
         let request = WriteRequest {
             context: WriteContext {
@@ -507,6 +517,7 @@ impl Session {
         let control = self.control.clone();
         tokio::spawn(
             async move {
+                let _place = place;
                 let outcome = match reply_rx.await {
                     Ok(TxnOutcome::Committed { sync_id, .. }) => {
                         WriteOutcome::Committed { sync_id }
