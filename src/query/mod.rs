@@ -25,7 +25,7 @@ mod tokens;
 
 pub use compile::{Param, ParamUse, Params, Shape, ShapeId};
 pub use dml::parse_writes;
-pub use error::{Pos, QueryError, QueryErrorKind, MAX_MESSAGE_CHARS};
+pub use error::{Pos, QueryError, QueryErrorKind, MAX_ECHO_CHARS, MAX_MESSAGE_CHARS};
 pub use eval::{compare, Truth};
 pub use limits::{MAX_DEPTH, MAX_IN_LIST, MAX_PATTERN_BYTES, MAX_SUBSCRIPTION_BYTES, MAX_TERMS};
 pub use parse::Template;
