@@ -675,3 +675,77 @@ async fn a_write_the_server_cannot_store_now_is_retried_not_rolled_back() {
     assert_eq!(ids(&client, "SELECT id FROM issues"), vec!["w"]);
     server.shutdown().await;
 }
+
+/// A token provider is asked before every connection: when the server closes a session
+/// because its token expired, the client reconnects with the fresh token the provider
+/// hands back, and goes on syncing and writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_through_the_provider() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use sluice::auth::{Claims, JwtAuthenticator};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::auth::start_with_rules(dir.path()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let provider = {
+        let calls = calls.clone();
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let mut claims = Claims::for_user("alice")
+                .with("teams", serde_json::json!(["T1"]))
+                .unwrap();
+            // The first token lives one second; the ones after it an hour.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            claims.exp = Some(now + if n == 0 { 1 } else { 3600 });
+            Some(JwtAuthenticator::new(common::auth::SECRET).sign(&claims))
+        }
+    };
+    let local = tempfile::tempdir().unwrap();
+    let config = common::client::config_at(
+        server.local_addr(),
+        server.cert_path().unwrap(),
+        &local.path().join("c.db"),
+    )
+    .token_provider(provider);
+    let client = Client::open(config).await.unwrap();
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    eventually("a reconnection with a fresh token", || {
+        calls.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    common::client::wait_online(&client).await;
+    let write = client
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("fresh")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(1)),
+                ("title", text("after the refresh")),
+                ("status", text("todo")),
+                ("creator_id", text("alice")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, write.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    server.shutdown().await;
+}

@@ -106,6 +106,29 @@ impl ServerAddress {
     }
 }
 
+/// Where a client's tokens come from: called before each connection
+/// ([`ClientConfig::token_provider`]).
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl TokenSource {
+    /// A source that calls `provider` for each connection.
+    pub fn new(provider: impl Fn() -> Option<String> + Send + Sync + 'static) -> TokenSource {
+        TokenSource(Arc::new(provider))
+    }
+
+    /// The token to present now.
+    pub fn current(&self) -> Option<String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource(..)")
+    }
+}
+
 /// How to open a client. Only the database path is required.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -113,8 +136,8 @@ pub struct ClientConfig {
     pub db_path: PathBuf,
     /// The server to sync with; `None` works purely locally.
     pub server: Option<ServerAddress>,
-    /// Token presented at the handshake.
-    pub token: Option<String>,
+    /// Where the token presented at each handshake comes from.
+    pub token: Option<TokenSource>,
     /// The app's schema; without it the schema is learnt from the server (and kept).
     pub schema: Option<Schema>,
     /// Reconnection delays. Default: [`Backoff::default`].
@@ -142,9 +165,23 @@ impl ClientConfig {
         self
     }
 
-    /// Presents this token at the handshake.
+    /// Presents this token at every handshake.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        let token = token.into();
+        self.token = Some(TokenSource::new(move || Some(token.clone())));
+        self
+    }
+
+    /// Asks `provider` for the token before each connection and reconnection, so an app
+    /// can refresh a token that expired (the server closes a session when its token
+    /// expires; the client then reconnects with whatever the provider returns). It runs on
+    /// the sync task: it must return quickly (hand back a token refreshed elsewhere), and
+    /// `None` connects without a token.
+    pub fn token_provider(
+        mut self,
+        provider: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.token = Some(TokenSource::new(provider));
         self
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
-use super::{ClientShared, ConnectionState, Notification, Source, SubStatus};
+use super::{ClientShared, ConnectionState, Notification, Source, SubStatus, TokenSource};
 use crate::ids::SyncId;
 use crate::store::{Applied, JoinKind, StoreError};
 use crate::vocab::{RejectCode, WriteOutcome};
@@ -179,7 +179,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
             ca: &server.ca,
             server_name: &server.server_name,
             client_id: client_id.clone(),
-            token: shared.config.token.clone(),
+            token: shared.config.token.as_ref().and_then(TokenSource::current),
             schema_version: None,
         })
         .await;
