@@ -749,3 +749,46 @@ async fn an_expired_token_is_refreshed_through_the_provider() {
     );
     server.shutdown().await;
 }
+
+/// An app that writes faster than the sync task takes requests (here: thousands of
+/// commits without yielding) fills the command queue; no request is dropped: every
+/// write reaches the server and is answered.
+#[tokio::test]
+async fn a_burst_of_writes_past_the_command_queue_loses_none() {
+    let server = TestServer::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    common::client::wait_online(&client).await;
+    let n = sluice::client::COMMAND_QUEUE_CAPACITY + 100;
+    let writes: Vec<_> = (0..n)
+        .map(|i| {
+            client
+                .transaction()
+                .insert(
+                    "issues",
+                    vec![
+                        ("id", text(&format!("b{i:05}"))),
+                        ("team_id", text("T1")),
+                        ("number", Value::Integer(i as i64)),
+                        ("title", text("burst")),
+                        ("status", text("todo")),
+                    ],
+                )
+                .commit()
+                .unwrap()
+        })
+        .collect();
+    for write in writes {
+        let outcome = tokio::time::timeout(WAIT, write.outcome())
+            .await
+            .expect("every write is answered")
+            .unwrap();
+        assert!(
+            matches!(outcome, WriteOutcome::Committed { .. }),
+            "{outcome:?}"
+        );
+    }
+    let rows = common::expected_rows(&server.db(), "SELECT * FROM issues");
+    assert_eq!(rows.len(), n);
+    server.handle.shutdown().await;
+}

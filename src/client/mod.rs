@@ -486,6 +486,12 @@ pub(crate) struct ClientShared {
     last_error: Mutex<Option<String>>,
     /// Batch-loader queues, pins and hydrations.
     pub(crate) loader: Arc<loader::LoaderShared>,
+    /// App requests that found the command queue full: kept here (one entry per
+    /// subscription or queued write at most, so bounded by what the local store holds)
+    /// and handed to the sync task when `kick` wakes it. Never dropped.
+    pub(crate) deferred: Mutex<std::collections::BTreeSet<sync::Deferred>>,
+    /// Wakes the sync task for `deferred`.
+    pub(crate) kick: tokio::sync::Notify,
 }
 
 impl ClientShared {
@@ -577,6 +583,8 @@ impl Client {
             writes: Mutex::new(waiters),
             last_error: Mutex::new(None),
             loader,
+            deferred: Mutex::new(Default::default()),
+            kick: tokio::sync::Notify::new(),
         });
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
         let task = tokio::spawn(sync::run(shared.clone(), queue));
@@ -625,7 +633,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        let _ = self.commands.try_send(Command::Subscribe(id));
+        self.send(sync::Deferred::Subscribe(id));
         Ok(Subscription { id, status: rx })
     }
 
@@ -649,7 +657,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        let _ = self.commands.try_send(Command::Unsubscribe(id));
+        self.send(sync::Deferred::Unsubscribe(id));
         Ok(())
     }
 
@@ -702,8 +710,24 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .insert(seq, tx);
         self.shared.notify(Source::Local { seq }, applied);
-        let _ = self.commands.try_send(Command::Write(seq));
+        self.send(sync::Deferred::Write(seq));
         Ok(PendingWrite { seq, outcome: rx })
+    }
+
+    /// Hands a request to the sync task without waiting: through the command queue, or,
+    /// when it is full, through the deferred set the sync task drains next. Never lost.
+    fn send(&self, request: sync::Deferred) {
+        match self.commands.try_send(request.command()) {
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared
+                    .deferred
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(request);
+                self.shared.kick.notify_one();
+            }
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Local transactions the server has not confirmed yet.

@@ -35,6 +35,29 @@ pub(crate) enum Command {
     Rebind(std::net::UdpSocket, oneshot::Sender<std::io::Result<()>>),
 }
 
+/// An app request that may wait in [`ClientShared::deferred`] when the command queue is
+/// full; ordered so that a subscription's requests keep their order by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Deferred {
+    /// [`Command::Subscribe`].
+    Subscribe(SubId),
+    /// [`Command::Unsubscribe`].
+    Unsubscribe(SubId),
+    /// [`Command::Write`].
+    Write(u64),
+}
+
+impl Deferred {
+    /// The command it stands for.
+    pub(crate) fn command(self) -> Command {
+        match self {
+            Deferred::Subscribe(sub) => Command::Subscribe(sub),
+            Deferred::Unsubscribe(sub) => Command::Unsubscribe(sub),
+            Deferred::Write(seq) => Command::Write(seq),
+        }
+    }
+}
+
 /// A batch-loader fetch answer: rows, or why there are none.
 pub(crate) type FetchReply = Result<FetchAnswer, String>;
 
@@ -301,6 +324,15 @@ impl Online<'_> {
                     Some(Event::Closed(reason)) => return Ok(Exit::Lost(reason)),
                     Some(event) => self.event(event).await?,
                 },
+                // Only once the queue is empty: deferred requests came after what it holds.
+                _ = self.shared.kick.notified(), if commands.is_empty() => {
+                    let deferred = std::mem::take(
+                        &mut *self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    for request in deferred {
+                        self.command(request.command()).await?;
+                    }
+                }
                 _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
                     self.retry_at = None;
                     for seq in std::mem::take(&mut self.retry) {
