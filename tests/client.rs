@@ -792,3 +792,63 @@ async fn a_burst_of_writes_past_the_command_queue_loses_none() {
     assert_eq!(rows.len(), n);
     server.handle.shutdown().await;
 }
+
+/// Sync ids mean something only within one server database. A client that finds
+/// another database behind the same address (replaced, or restored from a backup and
+/// so behind its cut) bootstraps every subscription again instead of resuming: it ends
+/// with exactly that database's rows, and its queued writes are kept and sent there.
+#[tokio::test]
+async fn a_replaced_server_database_makes_the_client_start_over() {
+    let local = tempfile::tempdir().unwrap();
+    let db = local.path().join("c.db");
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = common::start_on(first_dir.path()).await;
+    backend_write(&first, vec![insert_issue("a", "T1", "todo", 1)]).await;
+    backend_write(&first, vec![insert_issue("b", "T1", "todo", 1)]).await;
+    let client = client_of(&first, &db).await;
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&client, "SELECT id FROM issues ORDER BY id"),
+        vec!["a", "b"]
+    );
+    client.close().await;
+    first.shutdown().await;
+
+    // Another database, behind the client's cut.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = common::start_on(second_dir.path()).await;
+    backend_write(&second, vec![insert_issue("c", "T1", "todo", 1)]).await;
+    let client = client_of(&second, &db).await;
+    let queued = client
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("d")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(4)),
+                ("title", text("queued")),
+                ("status", text("todo")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, queued.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    eventually("exactly the second database's rows", || {
+        ids(&client, "SELECT id FROM issues ORDER BY id") == ["c", "d"]
+    })
+    .await;
+    second.shutdown().await;
+}

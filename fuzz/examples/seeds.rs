@@ -97,6 +97,7 @@ fn server_frames() -> Vec<ServerFrame> {
             schema_sql: "CREATE TABLE t (id TEXT PRIMARY KEY)".into(),
             head: SyncId(10),
             horizon: SyncId(2),
+            server_id: "0123456789abcdef0123456789abcdef".into(),
         }),
         ServerFrame::V1(ServerMessage::Refused {
             code: RefuseCode::SchemaMismatch,

@@ -59,6 +59,9 @@ pub struct Welcome {
     pub head: SyncId,
     /// The server log's horizon at the handshake: resuming from before it is refused.
     pub horizon: SyncId,
+    /// The identity of the server's database: another one means the client's sync ids
+    /// mean nothing there.
+    pub server_id: String,
 }
 
 /// Something that arrived from the server.
@@ -141,12 +144,14 @@ impl Connection {
                 schema_sql,
                 head,
                 horizon,
+                server_id,
                 ..
             }))) => Welcome {
                 schema_version,
                 schema_sql,
                 head,
                 horizon,
+                server_id,
             },
             Ok(Some(ServerFrame::V1(ServerMessage::Refused { code, message }))) => {
                 return Err(ConnectionError::Refused { code, message })

@@ -278,6 +278,16 @@ enum SyncError {
 
 impl Online<'_> {
     async fn run(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<Exit, SyncError> {
+        let (server_id, head) = {
+            let welcome = self.conn.welcome();
+            (welcome.server_id.clone(), welcome.head)
+        };
+        if self.shared.local().adopt_server(&server_id, head)? {
+            info!(
+                %server_id,
+                "a different (or restored) server database: every subscription starts over"
+            );
+        }
         let schema_sql = self.conn.welcome().schema_sql.clone();
         let reset = self.shared.local().adopt_schema(&schema_sql)?;
         if !reset.is_empty() {

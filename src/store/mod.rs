@@ -117,6 +117,11 @@ pub trait Store: Send + Sync {
     /// present. Cheap: no database access.
     fn horizon(&self) -> SyncId;
 
+    /// A random id created with the database and kept for its life (a copy restored
+    /// from a backup keeps it too; a new database gets a new one). Sync ids only mean
+    /// something within one database: a client that finds another id starts over.
+    fn server_id(&self) -> &str;
+
     /// Streams the changes with sync id `> after` in order, until the callback breaks.
     /// Returns [`LogRead::Compacted`] without calling it when `after < horizon`. Fails
     /// with [`StoreError::Sqlite`] when the read fails, and with [`StoreError::Image`] or

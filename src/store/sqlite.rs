@@ -28,6 +28,11 @@ use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
 
 /// sluice's own tables; see the module documentation.
 const SLUICE_DDL: &str = "
+CREATE TABLE IF NOT EXISTS _sluice_identity (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    server_id TEXT NOT NULL
+);
+INSERT OR IGNORE INTO _sluice_identity (id, server_id) VALUES (0, lower(hex(randomblob(16))));
 CREATE TABLE IF NOT EXISTS _sluice_meta (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     head INTEGER NOT NULL,
@@ -75,6 +80,8 @@ pub struct SqliteStore {
     /// Cached copies of the meta row, updated after each commit under the writer lock.
     head: AtomicU64,
     horizon: AtomicU64,
+    /// The database's identity, created with it (see [`Store::server_id`]).
+    server_id: String,
 }
 
 impl SqliteStore {
@@ -152,6 +159,11 @@ impl SqliteStore {
             }
         }
         let (head, horizon) = read_meta(&tx)?;
+        let server_id: String = tx.query_row(
+            "SELECT server_id FROM _sluice_identity WHERE id = 0",
+            [],
+            |r| r.get(0),
+        )?;
         tx.commit()?;
         let sql = SqlCache::new(&schema);
         Ok(SqliteStore {
@@ -162,6 +174,7 @@ impl SqliteStore {
             sql,
             head: AtomicU64::new(head.0),
             horizon: AtomicU64::new(horizon.0),
+            server_id,
         })
     }
 
@@ -297,6 +310,10 @@ impl Store for SqliteStore {
 
     fn horizon(&self) -> SyncId {
         SyncId(self.horizon.load(Ordering::Acquire))
+    }
+
+    fn server_id(&self) -> &str {
+        &self.server_id
     }
 
     fn read_log(

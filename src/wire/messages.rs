@@ -139,6 +139,9 @@ pub enum ServerMessage {
         head: SyncId,
         /// The log's horizon at the handshake: a resume from before it is refused.
         horizon: SyncId,
+        /// The identity of the server's database ([`crate::store::Store::server_id`]):
+        /// sync ids mean something only within one database.
+        server_id: String,
     },
     /// The connection is refused; the server closes it after this frame.
     Refused {

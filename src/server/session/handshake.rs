@@ -107,6 +107,7 @@ pub(super) async fn handshake(
         schema_sql: schema_sql.join(";\n"),
         head,
         horizon,
+        server_id: shared.store.server_id().to_string(),
     };
     writer
         .send(&ServerFrame::V1(welcome))

@@ -275,6 +275,47 @@ impl LocalStore {
         Ok(SyncId(self.meta_u64("cut")?))
     }
 
+    /// Checks that the server is the one the local state came from: the same database
+    /// (`server_id`) and not behind the local cut (a database restored from a backup
+    /// keeps its id but loses the transactions after the backup). Otherwise the local
+    /// server state is worthless there: every row version and the cut are forgotten and
+    /// every subscription bootstraps again (rows stay visible until their snapshots
+    /// replace them); the outbox is kept and sent to the new server. Returns whether it
+    /// started over.
+    pub fn adopt_server(&mut self, server_id: &str, head: SyncId) -> Result<bool, StoreError> {
+        let known: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM _sluice_meta WHERE name = 'server_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let same = known.as_deref().is_none_or(|k| k == server_id) && self.cut()? <= head;
+        let tx = self.conn.transaction()?;
+        if !same {
+            tx.execute("DELETE FROM _sluice_rowver", [])?;
+            tx.execute("UPDATE _sluice_subs SET joined = 0", [])?;
+            // An acknowledgement from the other database says nothing about this one:
+            // such writes are sent again (idempotent where this database recorded them).
+            tx.execute("UPDATE _sluice_outbox SET committed = NULL", [])?;
+            // The cut only ever grows, except here: it starts over with the database.
+            tx.execute("DELETE FROM _sluice_meta WHERE name = 'cut'", [])?;
+        }
+        tx.execute(
+            "INSERT INTO _sluice_meta (name, value) VALUES ('server_id', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [server_id],
+        )?;
+        tx.commit()?;
+        if !same {
+            for p in &mut self.pending {
+                p.committed = None;
+            }
+        }
+        Ok(!same)
+    }
+
     /// Adopts the server's schema (`CREATE TABLE` text). Tables that only gained
     /// nullable columns keep their rows; a table whose columns changed otherwise is
     /// emptied and the subscriptions on it must bootstrap again: their ids are returned.

@@ -229,3 +229,35 @@ fn an_event_for_a_dropped_subscription_covers_nothing() {
         "the row left the view"
     );
 }
+
+#[test]
+fn a_database_behind_the_cut_or_another_database_means_starting_over() {
+    let (_dir, mut store) = store();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let sub = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    store.describe_sub(sub, "t", &cols).unwrap();
+    assert!(
+        !store.adopt_server("one", SyncId(0)).unwrap(),
+        "first contact"
+    );
+    store.stage_clear(sub).unwrap();
+    store
+        .join(&[(sub, JoinKind::Bootstrap, SyncId(5))], SyncId(5))
+        .unwrap();
+    assert!(
+        !store.adopt_server("one", SyncId(7)).unwrap(),
+        "same, ahead"
+    );
+    assert_eq!(store.cut().unwrap(), SyncId(5));
+    // Restored from a backup: same id, behind the cut.
+    assert!(store.adopt_server("one", SyncId(3)).unwrap());
+    assert_eq!(store.cut().unwrap(), SyncId::ZERO);
+    assert!(!store.subs().unwrap()[0].joined, "bootstraps again");
+    store.stage_clear(sub).unwrap();
+    store
+        .join(&[(sub, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    // Another database altogether.
+    assert!(store.adopt_server("two", SyncId(9)).unwrap());
+    assert_eq!(store.cut().unwrap(), SyncId::ZERO);
+}
