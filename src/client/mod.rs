@@ -20,17 +20,17 @@
 //! # Ok(()) }
 //! ```
 
+mod config;
 mod connection;
 mod loader;
 mod sync;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use config::{ClientConfig, ServerAddress, TokenSource};
 pub use connection::{
     ConnectOptions, Connection, ConnectionError, Event, Welcome, EVENT_QUEUE_CAPACITY,
 };
@@ -41,7 +41,6 @@ pub use sync::{Backoff, COMMAND_QUEUE_CAPACITY};
 
 use crate::ids::{ClientId, SyncId};
 use crate::query::Params;
-use crate::schema::Schema;
 use crate::store::{LocalStore, StoreError};
 use crate::value::Value;
 use crate::vocab::{Mutation, Precondition, RejectCode};
@@ -81,128 +80,6 @@ pub enum ClientError {
         /// The configured bound.
         limit: usize,
     },
-}
-
-/// Where the server is.
-#[derive(Debug, Clone)]
-pub struct ServerAddress {
-    /// The server's UDP address.
-    pub addr: SocketAddr,
-    /// PEM file of the certificate authority to trust.
-    pub ca: PathBuf,
-    /// Name the server's certificate must carry. Default "localhost".
-    pub server_name: String,
-}
-
-impl ServerAddress {
-    /// The server at `addr`, trusted through the CA file `ca`, with server name
-    /// `localhost`.
-    pub fn new(addr: SocketAddr, ca: impl Into<PathBuf>) -> ServerAddress {
-        ServerAddress {
-            addr,
-            ca: ca.into(),
-            server_name: "localhost".into(),
-        }
-    }
-}
-
-/// Where a client's tokens come from: called before each connection
-/// ([`ClientConfig::token_provider`]).
-#[derive(Clone)]
-pub struct TokenSource(Arc<dyn Fn() -> Option<String> + Send + Sync>);
-
-impl TokenSource {
-    /// A source that calls `provider` for each connection.
-    pub fn new(provider: impl Fn() -> Option<String> + Send + Sync + 'static) -> TokenSource {
-        TokenSource(Arc::new(provider))
-    }
-
-    /// The token to present now.
-    pub fn current(&self) -> Option<String> {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for TokenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenSource(..)")
-    }
-}
-
-/// How to open a client. Only the database path is required.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// The local SQLite file (created if missing).
-    pub db_path: PathBuf,
-    /// The server to sync with; `None` works purely locally.
-    pub server: Option<ServerAddress>,
-    /// Where the token presented at each handshake comes from.
-    pub token: Option<TokenSource>,
-    /// The app's schema; without it the schema is learnt from the server (and kept).
-    pub schema: Option<Schema>,
-    /// Reconnection delays. Default: [`Backoff::default`].
-    pub backoff: Backoff,
-    /// The batch loader: batch window, pin bound and TTL.
-    pub loader: LoaderConfig,
-}
-
-impl ClientConfig {
-    /// A purely local client on the SQLite file `db_path`, with default settings.
-    pub fn new(db_path: impl Into<PathBuf>) -> ClientConfig {
-        ClientConfig {
-            db_path: db_path.into(),
-            server: None,
-            token: None,
-            schema: None,
-            backoff: Backoff::default(),
-            loader: LoaderConfig::default(),
-        }
-    }
-
-    /// Syncs with this server.
-    pub fn server(mut self, server: ServerAddress) -> Self {
-        self.server = Some(server);
-        self
-    }
-
-    /// Presents this token at every handshake.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        let token = token.into();
-        self.token = Some(TokenSource::new(move || Some(token.clone())));
-        self
-    }
-
-    /// Asks `provider` for the token before each connection and reconnection, so an app
-    /// can refresh a token that expired (the server closes a session when its token
-    /// expires; the client then reconnects with whatever the provider returns). It runs on
-    /// the sync task: it must return quickly (hand back a token refreshed elsewhere), and
-    /// `None` connects without a token.
-    pub fn token_provider(
-        mut self,
-        provider: impl Fn() -> Option<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.token = Some(TokenSource::new(provider));
-        self
-    }
-
-    /// Starts from the app's schema, so local reads and validation work before the first
-    /// connection; the server's schema is still adopted on every connection.
-    pub fn schema(mut self, schema: Schema) -> Self {
-        self.schema = Some(schema);
-        self
-    }
-
-    /// Sets the reconnection delays.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Sets how the batch loader batches, bounds and expires.
-    pub fn loader(mut self, loader: LoaderConfig) -> Self {
-        self.loader = loader;
-        self
-    }
 }
 
 /// The connection as an app would show it.

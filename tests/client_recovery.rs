@@ -1,0 +1,253 @@
+//! The client through failures it must ride out without losing or showing anything
+//! wrong: a server that cannot store a write right now, an expired token, a burst of
+//! app requests past the command queue, and a server database replaced behind the same
+//! address.
+
+mod common;
+
+use common::client::{client_of, eventually, ids};
+use common::{backend_write, insert_issue, schema_dir, text, TestServer, WAIT};
+use sluice::client::Client;
+use sluice::query::Params;
+use sluice::server::Server;
+use sluice::value::Value;
+use sluice::wire::WriteOutcome;
+
+/// A server whose database cannot take a write right now (another process holds the
+/// write lock past the busy timeout) answers `unavailable`: the client keeps the write
+/// queued and visible and sends it again, and it commits once the database is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_server_cannot_store_now_is_retried_not_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let server = Server::builder(schema_dir(), &db)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .no_auth()
+        .store_options(sluice::store::StoreOptions {
+            busy_timeout_ms: 50,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server, &local.path().join("c.db")).await;
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    // Another process takes the database's write lock.
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let write = client
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("w")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(1)),
+                ("title", text("while locked")),
+                ("status", text("todo")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    // Through several refused attempts the write stays queued and visible.
+    for _ in 0..25 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(ids(&client, "SELECT id FROM issues"), vec!["w"]);
+        assert_eq!(client.pending_writes(), 1);
+    }
+    blocker.execute_batch("ROLLBACK").unwrap();
+    let outcome = tokio::time::timeout(WAIT, write.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    eventually("the outbox drains", || client.pending_writes() == 0).await;
+    assert_eq!(ids(&client, "SELECT id FROM issues"), vec!["w"]);
+    server.shutdown().await;
+}
+
+/// A token provider is asked before every connection: when the server closes a session
+/// because its token expired, the client reconnects with the fresh token the provider
+/// hands back, and goes on syncing and writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_through_the_provider() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use sluice::auth::{Claims, JwtAuthenticator};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::auth::start_with_rules(dir.path()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let provider = {
+        let calls = calls.clone();
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let mut claims = Claims::for_user("alice")
+                .with("teams", serde_json::json!(["T1"]))
+                .unwrap();
+            // The first token lives one second; the ones after it an hour.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            claims.exp = Some(now + if n == 0 { 1 } else { 3600 });
+            Some(JwtAuthenticator::new(common::auth::SECRET).sign(&claims))
+        }
+    };
+    let local = tempfile::tempdir().unwrap();
+    let config = common::client::config_at(
+        server.local_addr(),
+        server.cert_path().unwrap(),
+        &local.path().join("c.db"),
+    )
+    .token_provider(provider);
+    let client = Client::open(config).await.unwrap();
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    eventually("a reconnection with a fresh token", || {
+        calls.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    common::client::wait_online(&client).await;
+    let write = client
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("fresh")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(1)),
+                ("title", text("after the refresh")),
+                ("status", text("todo")),
+                ("creator_id", text("alice")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, write.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    server.shutdown().await;
+}
+
+/// An app that writes faster than the sync task takes requests (here: thousands of
+/// commits without yielding) fills the command queue; no request is dropped: every
+/// write reaches the server and is answered.
+#[tokio::test]
+async fn a_burst_of_writes_past_the_command_queue_loses_none() {
+    let server = TestServer::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    common::client::wait_online(&client).await;
+    let n = sluice::client::COMMAND_QUEUE_CAPACITY + 100;
+    let writes: Vec<_> = (0..n)
+        .map(|i| {
+            client
+                .transaction()
+                .insert(
+                    "issues",
+                    vec![
+                        ("id", text(&format!("b{i:05}"))),
+                        ("team_id", text("T1")),
+                        ("number", Value::Integer(i as i64)),
+                        ("title", text("burst")),
+                        ("status", text("todo")),
+                    ],
+                )
+                .commit()
+                .unwrap()
+        })
+        .collect();
+    for write in writes {
+        let outcome = tokio::time::timeout(WAIT, write.outcome())
+            .await
+            .expect("every write is answered")
+            .unwrap();
+        assert!(
+            matches!(outcome, WriteOutcome::Committed { .. }),
+            "{outcome:?}"
+        );
+    }
+    let rows = common::expected_rows(&server.db(), "SELECT * FROM issues");
+    assert_eq!(rows.len(), n);
+    server.handle.shutdown().await;
+}
+
+/// Sync ids mean something only within one server database. A client that finds
+/// another database behind the same address (replaced, or restored from a backup and
+/// so behind its cut) bootstraps every subscription again instead of resuming: it ends
+/// with exactly that database's rows, and its queued writes are kept and sent there.
+#[tokio::test]
+async fn a_replaced_server_database_makes_the_client_start_over() {
+    let local = tempfile::tempdir().unwrap();
+    let db = local.path().join("c.db");
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = common::start_on(first_dir.path()).await;
+    backend_write(&first, vec![insert_issue("a", "T1", "todo", 1)]).await;
+    backend_write(&first, vec![insert_issue("b", "T1", "todo", 1)]).await;
+    let client = client_of(&first, &db).await;
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&client, "SELECT id FROM issues ORDER BY id"),
+        vec!["a", "b"]
+    );
+    client.close().await;
+    first.shutdown().await;
+
+    // Another database, behind the client's cut.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = common::start_on(second_dir.path()).await;
+    backend_write(&second, vec![insert_issue("c", "T1", "todo", 1)]).await;
+    let client = client_of(&second, &db).await;
+    let queued = client
+        .transaction()
+        .insert(
+            "issues",
+            vec![
+                ("id", text("d")),
+                ("team_id", text("T1")),
+                ("number", Value::Integer(4)),
+                ("title", text("queued")),
+                ("status", text("todo")),
+            ],
+        )
+        .commit()
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, queued.outcome())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+    eventually("exactly the second database's rows", || {
+        ids(&client, "SELECT id FROM issues ORDER BY id") == ["c", "d"]
+    })
+    .await;
+    second.shutdown().await;
+}
