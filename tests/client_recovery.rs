@@ -13,6 +13,17 @@ use sluice::server::Server;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
+/// The columns of a new open issue of team T1.
+fn new_issue(id: &str, number: i64, title: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("id", text(id)),
+        ("team_id", text("T1")),
+        ("number", Value::Integer(number)),
+        ("title", text(title)),
+        ("status", text("todo")),
+    ]
+}
+
 /// A server whose database cannot take a write right now (another process holds the
 /// write lock past the busy timeout) answers `unavailable`: the client keeps the write
 /// queued and visible and sends it again, and it commits once the database is free.
@@ -43,16 +54,7 @@ async fn a_write_the_server_cannot_store_now_is_retried_not_rolled_back() {
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let write = client
         .transaction()
-        .insert(
-            "issues",
-            vec![
-                ("id", text("w")),
-                ("team_id", text("T1")),
-                ("number", Value::Integer(1)),
-                ("title", text("while locked")),
-                ("status", text("todo")),
-            ],
-        )
+        .insert("issues", new_issue("w", 1, "while locked"))
         .commit()
         .unwrap();
     // Through several refused attempts the write stays queued and visible.
@@ -125,17 +127,11 @@ async fn an_expired_token_is_refreshed_through_the_provider() {
     common::client::wait_online(&client).await;
     let write = client
         .transaction()
-        .insert(
-            "issues",
-            vec![
-                ("id", text("fresh")),
-                ("team_id", text("T1")),
-                ("number", Value::Integer(1)),
-                ("title", text("after the refresh")),
-                ("status", text("todo")),
-                ("creator_id", text("alice")),
-            ],
-        )
+        .insert("issues", {
+            let mut values = new_issue("fresh", 1, "after the refresh");
+            values.push(("creator_id", text("alice")));
+            values
+        })
         .commit()
         .unwrap();
     let outcome = tokio::time::timeout(WAIT, write.outcome())
@@ -163,16 +159,7 @@ async fn a_burst_of_writes_past_the_command_queue_loses_none() {
         .map(|i| {
             client
                 .transaction()
-                .insert(
-                    "issues",
-                    vec![
-                        ("id", text(&format!("b{i:05}"))),
-                        ("team_id", text("T1")),
-                        ("number", Value::Integer(i as i64)),
-                        ("title", text("burst")),
-                        ("status", text("todo")),
-                    ],
-                )
+                .insert("issues", new_issue(&format!("b{i:05}"), i as i64, "burst"))
                 .commit()
                 .unwrap()
         })
@@ -225,16 +212,7 @@ async fn a_replaced_server_database_makes_the_client_start_over() {
     let client = client_of(&second, &db).await;
     let queued = client
         .transaction()
-        .insert(
-            "issues",
-            vec![
-                ("id", text("d")),
-                ("team_id", text("T1")),
-                ("number", Value::Integer(4)),
-                ("title", text("queued")),
-                ("status", text("todo")),
-            ],
-        )
+        .insert("issues", new_issue("d", 4, "queued"))
         .commit()
         .unwrap();
     let outcome = tokio::time::timeout(WAIT, queued.outcome())

@@ -120,20 +120,21 @@ impl RejectCode {
         }
     }
 
+    /// Every code, in declaration order.
+    pub const ALL: [RejectCode; 8] = [
+        RejectCode::Schema,
+        RejectCode::NotFound,
+        RejectCode::AlreadyExists,
+        RejectCode::Constraint,
+        RejectCode::PreconditionFailed,
+        RejectCode::Forbidden,
+        RejectCode::Invalid,
+        RejectCode::Unavailable,
+    ];
+
     /// The inverse of [`RejectCode::as_str`].
     pub fn parse(name: &str) -> Option<RejectCode> {
-        [
-            RejectCode::Schema,
-            RejectCode::NotFound,
-            RejectCode::AlreadyExists,
-            RejectCode::Constraint,
-            RejectCode::PreconditionFailed,
-            RejectCode::Forbidden,
-            RejectCode::Invalid,
-            RejectCode::Unavailable,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
+        RejectCode::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
@@ -197,16 +198,7 @@ mod tests {
 
     #[test]
     fn reject_codes_round_trip_through_names() {
-        for code in [
-            RejectCode::Schema,
-            RejectCode::NotFound,
-            RejectCode::AlreadyExists,
-            RejectCode::Constraint,
-            RejectCode::PreconditionFailed,
-            RejectCode::Forbidden,
-            RejectCode::Invalid,
-            RejectCode::Unavailable,
-        ] {
+        for code in RejectCode::ALL {
             assert_eq!(RejectCode::parse(code.as_str()), Some(code));
         }
         assert_eq!(
