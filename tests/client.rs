@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::client::{client_at, client_of, eventually, ids, restart_on};
+use common::client::{client_at, client_of, committed, eventually, ids, restart_on};
 use common::{backend_write, insert_issue, schema_dir, set_issue, text, TestServer, WAIT};
 use sluice::client::{Client, ClientConfig, ConnectionState, Interest, Source};
 use sluice::query::Params;
@@ -95,14 +95,7 @@ async fn offline_edits_reach_the_server_and_the_other_client() {
     assert_eq!(alice.pending_writes(), 1);
 
     let server = restart_on(dir.path(), addr).await;
-    let outcome = tokio::time::timeout(WAIT, insert.outcome())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(outcome, WriteOutcome::Committed { .. }),
-        "{outcome:?}"
-    );
+    committed(insert).await;
     eventually("bob sees alice's offline edit", || {
         ids(&bob, "SELECT id FROM issues") == ["x"]
     })
@@ -200,13 +193,7 @@ async fn rejected_write_rolls_back_fires_observers_and_does_not_block() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert!(matches!(
-        tokio::time::timeout(WAIT, next.outcome())
-            .await
-            .unwrap()
-            .unwrap(),
-        WriteOutcome::Committed { .. }
-    ));
+    committed(next).await;
     let mut saw_rollback = false;
     while let Some(note) = row_observer.try_next() {
         saw_rollback |= matches!(note.source, Source::Rollback { .. });

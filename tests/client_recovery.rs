@@ -5,13 +5,12 @@
 
 mod common;
 
-use common::client::{client_of, eventually, ids};
-use common::{backend_write, insert_issue, schema_dir, text, TestServer, WAIT};
+use common::client::{client_of, committed, eventually, ids};
+use common::{backend_write, insert_issue, schema_dir, text, TestServer};
 use sluice::client::Client;
 use sluice::query::Params;
 use sluice::server::Server;
 use sluice::value::Value;
-use sluice::wire::WriteOutcome;
 
 /// The columns of a new open issue of team T1.
 fn new_issue(id: &str, number: i64, title: &str) -> Vec<(&'static str, Value)> {
@@ -64,14 +63,7 @@ async fn a_write_the_server_cannot_store_now_is_retried_not_rolled_back() {
         assert_eq!(client.pending_writes(), 1);
     }
     blocker.execute_batch("ROLLBACK").unwrap();
-    let outcome = tokio::time::timeout(WAIT, write.outcome())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(outcome, WriteOutcome::Committed { .. }),
-        "{outcome:?}"
-    );
+    committed(write).await;
     eventually("the outbox drains", || client.pending_writes() == 0).await;
     assert_eq!(ids(&client, "SELECT id FROM issues"), vec!["w"]);
     server.shutdown().await;
@@ -134,14 +126,7 @@ async fn an_expired_token_is_refreshed_through_the_provider() {
         })
         .commit()
         .unwrap();
-    let outcome = tokio::time::timeout(WAIT, write.outcome())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(outcome, WriteOutcome::Committed { .. }),
-        "{outcome:?}"
-    );
+    committed(write).await;
     server.shutdown().await;
 }
 
@@ -165,14 +150,7 @@ async fn a_burst_of_writes_past_the_command_queue_loses_none() {
         })
         .collect();
     for write in writes {
-        let outcome = tokio::time::timeout(WAIT, write.outcome())
-            .await
-            .expect("every write is answered")
-            .unwrap();
-        assert!(
-            matches!(outcome, WriteOutcome::Committed { .. }),
-            "{outcome:?}"
-        );
+        committed(write).await;
     }
     let rows = common::expected_rows(&server.db(), "SELECT * FROM issues");
     assert_eq!(rows.len(), n);
@@ -215,14 +193,7 @@ async fn a_replaced_server_database_makes_the_client_start_over() {
         .insert("issues", new_issue("d", 4, "queued"))
         .commit()
         .unwrap();
-    let outcome = tokio::time::timeout(WAIT, queued.outcome())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(outcome, WriteOutcome::Committed { .. }),
-        "{outcome:?}"
-    );
+    committed(queued).await;
     eventually("exactly the second database's rows", || {
         ids(&client, "SELECT id FROM issues ORDER BY id") == ["c", "d"]
     })

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice::client::{Backoff, Client, ClientConfig, ConnectionState, ServerAddress};
+use sluice::client::{Backoff, Client, ClientConfig, ConnectionState, PendingWrite, ServerAddress};
 use sluice::server::{Server, ServerHandle};
+use sluice::wire::WriteOutcome;
 
 use super::{key_string, schema_dir, WAIT};
 
@@ -84,4 +85,16 @@ pub async fn restart_on(dir: &Path, addr: SocketAddr) -> ServerHandle {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("could not restart the server on {addr}");
+}
+
+/// Waits (at most [`WAIT`]) for the server's answer to `write` and asserts it committed.
+pub async fn committed(write: PendingWrite) {
+    let outcome = tokio::time::timeout(WAIT, write.outcome())
+        .await
+        .expect("the write is answered in time")
+        .expect("the client is still running");
+    assert!(
+        matches!(outcome, WriteOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
 }
