@@ -98,7 +98,7 @@ pub(crate) fn snippet(text: &str) -> Cow<'_, str> {
 }
 
 /// `text` cut to `max` characters (the last one `…`) when it is longer.
-fn truncate(text: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn truncate(text: &str, max: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => Cow::Borrowed(text),
         Some(_) => {

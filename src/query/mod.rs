@@ -25,6 +25,7 @@ mod tokens;
 
 pub use compile::{Param, ParamUse, Params, Shape, ShapeId};
 pub use dml::parse_writes;
+pub(crate) use error::truncate;
 pub use error::{Pos, QueryError, QueryErrorKind, MAX_ECHO_CHARS, MAX_MESSAGE_CHARS};
 pub use eval::{compare, Truth};
 pub use limits::{MAX_DEPTH, MAX_IN_LIST, MAX_PATTERN_BYTES, MAX_SUBSCRIPTION_BYTES, MAX_TERMS};

@@ -573,10 +573,7 @@ impl Session {
 /// At most [`MAX_ECHO_CHARS`] characters of `text`, for logs and error answers that
 /// would otherwise repeat what a client sent (a subscription may be megabytes).
 pub(crate) fn brief(text: &str) -> String {
-    match text.char_indices().nth(MAX_ECHO_CHARS) {
-        None => text.to_string(),
-        Some((end, _)) => format!("{}…", &text[..end]),
-    }
+    query::truncate(text, MAX_ECHO_CHARS).into_owned()
 }
 
 async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<ServerMessage>) {
