@@ -471,19 +471,20 @@ impl Session {
     /// Unregisters a subscription whose bootstrap ended without joining (its task is
     /// finishing by itself and still has the refusal to send).
     fn forget(&mut self, sub: SubId) {
-        if let Some(s) = self.subscriptions.remove(&sub) {
-            self.shared
-                .registry
-                .lock()
-                .expect("registry lock")
-                .unsubscribe(s.shape, self.id, sub);
-            let _ = self.live.try_send(LiveItem::Forget { sub });
-        }
+        self.drop_subscription(sub, false);
     }
 
     fn unsubscribe(&mut self, sub: SubId) {
+        self.drop_subscription(sub, true);
+    }
+
+    /// Unregisters `sub` and tells the live writer to forget its seam; `abort` also stops
+    /// its bootstrap task (not when the task is ending by itself with a refusal to send).
+    fn drop_subscription(&mut self, sub: SubId, abort: bool) {
         if let Some(s) = self.subscriptions.remove(&sub) {
-            s.bootstrap.abort();
+            if abort {
+                s.bootstrap.abort();
+            }
             self.shared
                 .registry
                 .lock()
