@@ -165,6 +165,7 @@ async fn sluice_setup(clients: usize) -> SluiceSetup {
                 sql: SUBSCRIPTION.into(),
                 params: Params::new(),
                 resume_after: None,
+                resume_shape: None,
             })
             .await
             .expect("subscribe");

@@ -77,6 +77,7 @@ async fn main() -> Result<()> {
             sql: sql.into(),
             params: Params::new(),
             resume_after: None,
+            resume_shape: None,
         })
         .await?;
 

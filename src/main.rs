@@ -395,6 +395,7 @@ async fn sub(
         sql: sql.to_string(),
         params: Params::new(),
         resume_after: None,
+        resume_shape: None,
     })
     .await?;
     let mut columns: Vec<String> = Vec::new();

@@ -1,7 +1,7 @@
 //! The client through failures it must ride out without losing or showing anything
 //! wrong: a server that cannot store a write right now, an expired token, a burst of
-//! app requests past the command queue, and a server database replaced behind the same
-//! address.
+//! app requests past the command queue, a server database replaced behind the same
+//! address, and a server transaction too large for one frame.
 
 mod common;
 
@@ -199,4 +199,42 @@ async fn a_replaced_server_database_makes_the_client_start_over() {
     })
     .await;
     second.shutdown().await;
+}
+
+/// A server transaction too large for one frame (40 rows of 1 MiB) arrives in parts and
+/// is applied whole: at every poll the client holds none of its rows or all of them.
+#[tokio::test]
+async fn a_transaction_larger_than_a_frame_arrives_whole() {
+    let server = TestServer::start().await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    client
+        .subscribe("SELECT * FROM issues", Params::new())
+        .unwrap()
+        .ready()
+        .await
+        .unwrap();
+    let big = "x".repeat(1 << 20);
+    let rows: Vec<_> = (0..40)
+        .map(|i| {
+            let mut m = insert_issue(&format!("big{i:02}"), "T1", "todo", 1);
+            if let sluice::store::Mutation::Insert { values, .. } = &mut m {
+                values.push(("description".into(), text(&big)));
+            }
+            m
+        })
+        .collect();
+    let sync_id = server.write(rows).await;
+    eventually("the large transaction", || {
+        let n = ids(&client, "SELECT id FROM issues").len();
+        assert!(n == 0 || n == 40, "half a transaction: {n} rows");
+        n == 40
+    })
+    .await;
+    let lengths = client
+        .query("SELECT length(description) FROM issues", &[])
+        .unwrap();
+    assert!(lengths.iter().all(|r| r[0] == Value::Integer(1 << 20)));
+    assert!(client.cut().unwrap() >= sync_id);
+    client.close().await;
 }

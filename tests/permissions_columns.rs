@@ -104,6 +104,7 @@ async fn hidden_columns_and_auth_params_are_refused() {
             sql: "SELECT * FROM issues WHERE team_id IN :auth.teams".into(),
             params: Params::new().list("auth.teams", vec![text("T3"), text("T4")]),
             resume_after: None,
+            resume_shape: None,
         })
         .await
         .unwrap();

@@ -328,6 +328,7 @@ async fn a_stalled_client_is_cut_off_while_another_keeps_receiving() {
             sql: "SELECT * FROM issues".into(),
             params: sluice::query::Params::new(),
             resume_after: None,
+            resume_shape: None,
         },
     ] {
         control

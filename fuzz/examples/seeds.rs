@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use sluice::ids::{ClientId, SyncId};
-use sluice::query::Params;
+use sluice::query::{Params, ShapeId};
 use sluice::store::{Mutation, Precondition, RejectCode};
 use sluice::value::Value;
 use sluice::wire::{
@@ -42,10 +42,11 @@ fn hello(protocol: u32) -> ClientFrame {
 
 fn subscribe(sub: u64, sql: &str, params: Params, resume_after: Option<u64>) -> ClientFrame {
     client(ClientMessage::Subscribe {
-        sub,
+        sub: SubId(sub),
         sql: sql.into(),
         params,
         resume_after: resume_after.map(SyncId),
+        resume_shape: None,
     })
 }
 
@@ -168,6 +169,7 @@ fn bootstrap_frames() -> Vec<BootstrapFrame> {
             table: "issues".into(),
             columns: vec!["id".into(), "title".into()],
             estimate: 2,
+            access: ShapeId(1),
         },
         BootstrapFrame::Row {
             key: Value::Integer(1),

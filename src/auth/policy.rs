@@ -20,6 +20,7 @@ use crate::store::WriteGuard;
 use crate::value::Value;
 use crate::vocab::Mutation;
 
+mod visible;
 mod write;
 
 /// An operation the caller may not do; the message says which and why.

@@ -14,8 +14,8 @@ use tracing::debug;
 use crate::ids::{ClientId, SyncId};
 use crate::transport::{self, FrameReader, FrameWriter, TransportError};
 use crate::wire::{
-    BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
-    ServerMessage, SubId, PROTOCOL_VERSION,
+    BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, RowEvent,
+    ServerFrame, ServerMessage, SubId, MAX_TXN_PARTS, PROTOCOL_VERSION,
 };
 
 /// Events received but not yet taken by the application. When the queue is full the
@@ -288,10 +288,36 @@ async fn accept_streams(connection: quinn::Connection, tx: mpsc::Sender<Event>) 
     }
 }
 
+/// A transaction's parts received so far: its sync id, its events, how many parts.
+type Parts = (SyncId, Vec<(SubId, String, RowEvent)>, usize);
+
 async fn read_live(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
+    // The parts of a transaction too large for one frame, until its `Txn`.
+    let mut parts: Option<Parts> = None;
     while let Ok(Some(LiveFrame::V1(live))) = reader.recv::<LiveFrame>().await {
         let event = match live {
-            Live::Txn(txn) => Event::Live(txn),
+            Live::Part(part) => {
+                let (sync_id, events, count) =
+                    parts.get_or_insert_with(|| (part.sync_id, Vec::new(), 0));
+                *count += 1;
+                if *sync_id != part.sync_id || *count > MAX_TXN_PARTS {
+                    debug!("malformed transaction parts on the live stream");
+                    return;
+                }
+                events.extend(part.events);
+                continue;
+            }
+            Live::Txn(mut txn) => {
+                if let Some((sync_id, mut events, _)) = parts.take() {
+                    if sync_id != txn.sync_id {
+                        debug!("a transaction's parts end with another transaction");
+                        return;
+                    }
+                    events.append(&mut txn.events);
+                    txn.events = events;
+                }
+                Event::Live(txn)
+            }
             Live::Joined { sub, sync_id } => Event::Joined { sub, sync_id },
             #[allow(unreachable_patterns)]
             _ => continue,

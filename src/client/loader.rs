@@ -252,17 +252,21 @@ impl LoaderShared {
         }
     }
 
-    /// Applies the live events of pinned rows of one server transaction: each only when
-    /// newer than what its key holds.
+    /// Applies the live events of pinned rows of one server transaction (each only when
+    /// newer than what its key holds) and, under the same store lock, `rest`: the
+    /// transaction's other events.
     pub(crate) fn apply_live(
         &self,
         shared: &ClientShared,
         sync_id: SyncId,
         events: Vec<(String, RowEvent)>,
+        rest: impl FnOnce(&mut LocalStore) -> Result<Applied, StoreError>,
     ) -> Result<Applied, StoreError> {
         let mut state = self.state();
         let mut local = shared.local();
-        let mut applied = Applied::default();
+        // The rest of the server transaction is applied under the same lock: an app
+        // never reads the pinned part of a transaction without the rest.
+        let mut applied = rest(&mut local)?;
         for (table, event) in events {
             let Some(t) = local.schema().table(&table).cloned() else {
                 continue;

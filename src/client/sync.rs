@@ -307,7 +307,7 @@ impl Online<'_> {
                 sub.id,
                 &sub.sql,
                 sub.params.clone(),
-                resume.then_some(cut),
+                resume.then_some((cut, sub.access)),
                 resume,
             )
             .await?;
@@ -367,7 +367,7 @@ impl Online<'_> {
         sub: SubId,
         sql: &str,
         params: crate::query::Params,
-        resume_after: Option<SyncId>,
+        resume: Option<(SyncId, Option<crate::query::ShapeId>)>,
         in_group: bool,
     ) -> Result<(), SyncError> {
         self.shared.local().stage_clear(sub)?;
@@ -375,7 +375,7 @@ impl Online<'_> {
         self.staged.insert(
             sub,
             Staged {
-                kind: if resume_after.is_some() {
+                kind: if resume.is_some() {
                     JoinKind::Resume
                 } else {
                     JoinKind::Bootstrap
@@ -394,7 +394,8 @@ impl Online<'_> {
                 sub,
                 sql: sql.to_string(),
                 params,
-                resume_after,
+                resume_after: resume.map(|(after, _)| after),
+                resume_shape: resume.and_then(|(_, shape)| shape),
             })
             .await?;
         Ok(())
@@ -489,38 +490,47 @@ impl Online<'_> {
             }
             Event::Live(mut txn) => {
                 let pinned = super::loader::take_pin_events(&mut txn.events);
-                if !pinned.is_empty() {
-                    let applied =
-                        self.shared
-                            .loader
-                            .apply_live(self.shared, txn.sync_id, pinned)?;
-                    let source = Source::Server {
-                        sync_id: txn.sync_id,
-                    };
-                    self.shared.notify(source, applied);
-                }
-                let mut now: Vec<(SubId, String, RowEvent)> = Vec::new();
+                let sync_id = txn.sync_id;
                 let group_staged = self.staged.values().any(|s| s.in_group);
+                let mut now: Vec<(SubId, String, RowEvent)> = Vec::new();
+                let mut staged = Vec::new();
                 for (sub, table, event) in txn.events {
+                    if group_staged
+                        && !self.staged.contains_key(&sub)
+                        && !self.active.contains(&sub)
+                    {
+                        // A subscription dropped since: nothing will ever join it.
+                        continue;
+                    }
                     if self.staged.contains_key(&sub) || group_staged {
-                        self.shared
-                            .local()
-                            .stage(sub, Some(txn.sync_id), &table, &event)?;
+                        staged.push((sub, Some(sync_id), table, event));
                     } else {
                         now.push((sub, table, event));
                     }
                 }
-                if group_staged {
-                    self.held_cut = self.held_cut.max(txn.sync_id);
+                // One local transaction's worth of work under one store lock: the app
+                // sees all of the server transaction or none of it.
+                let apply = |local: &mut crate::store::LocalStore| {
+                    if !staged.is_empty() {
+                        local.stage_many(&staged)?;
+                    }
+                    if group_staged {
+                        Ok(crate::store::Applied::default())
+                    } else {
+                        local.apply_live(sync_id, &now)
+                    }
+                };
+                let applied = if pinned.is_empty() {
+                    apply(&mut self.shared.local())?
                 } else {
-                    let applied = self.shared.local().apply_live(txn.sync_id, &now)?;
-                    self.shared.notify(
-                        Source::Server {
-                            sync_id: txn.sync_id,
-                        },
-                        applied,
-                    );
+                    self.shared
+                        .loader
+                        .apply_live(self.shared, sync_id, pinned, apply)?
+                };
+                if group_staged {
+                    self.held_cut = self.held_cut.max(sync_id);
                 }
+                self.shared.notify(Source::Server { sync_id }, applied);
             }
             Event::Joined { sub, sync_id } => {
                 if let Some(s) = self.staged.get_mut(&sub) {
@@ -622,9 +632,13 @@ impl Online<'_> {
                 table,
                 columns,
                 estimate,
+                access,
                 ..
             } => {
-                self.shared.local().describe_sub(sub, &table, &columns)?;
+                let mut local = self.shared.local();
+                local.describe_sub(sub, &table, &columns)?;
+                local.set_sub_access(sub, access)?;
+                drop(local);
                 state.table = Some(table);
                 state.estimate = estimate.max(state.estimate);
             }
@@ -668,7 +682,14 @@ impl Online<'_> {
             .map(|(id, _)| *id)
             .collect();
         let mut joining: Vec<SubId> = Vec::new();
-        if !group.is_empty() && group.iter().all(|id| ready(&self.staged[id])) {
+        if !group.is_empty() {
+            if !group.iter().all(|id| ready(&self.staged[id])) {
+                // While the resume group stages, the cut cannot move (live transactions
+                // are held for it), so nothing joins before it: a subscription joining
+                // alone would move the cut past changes the group has not applied.
+                self.update_state();
+                return Ok(());
+            }
             joining.extend(group);
         }
         joining.extend(

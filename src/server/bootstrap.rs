@@ -176,6 +176,7 @@ pub async fn run(job: Job) {
         table: job.shape.table().name.clone(),
         columns,
         estimate,
+        access: job.shape.id(),
     };
     if writer.send(&begin).await.is_err() {
         return;

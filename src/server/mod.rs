@@ -428,6 +428,16 @@ impl ServerHandle {
         MAX_BOOTSTRAPS - self.shared.bootstraps.available_permits()
     }
 
+    /// Rows kept live by batch-loader pins, over all sessions (a key pinned by several
+    /// sessions counts once).
+    pub fn pinned_rows(&self) -> usize {
+        self.shared
+            .registry
+            .lock()
+            .expect("registry lock")
+            .pinned_rows()
+    }
+
     /// Distinct shapes registered in the matcher.
     pub fn shape_count(&self) -> usize {
         self.shared

@@ -1,11 +1,11 @@
 //! A session's pinned rows: the keys the client's batch loader holds, kept live.
 //!
-//! Per table, the pinned keys form one key-set shape, `pk IN (keys)` ANDed with the
-//! caller's read rule exactly like a subscription (so a pin never reveals a row the caller
-//! may not read), registered in the matcher under the reserved subscription id
-//! [`PIN_SUB`]. Whenever the set changes the shape is re-registered, old and new swapped
-//! under one registry lock so no change falls in between. Re-registering costs a compile
-//! of the key-set shape, linear in the table's pinned keys, on every pin or unpin.
+//! Per table, the session's pinned keys are entered one by one in the registry's pin
+//! index ([`super::registry::Registry::pin`]), beside one shape: the table under the
+//! caller's read rule, compiled like a subscription `SELECT * FROM table` (so a pin never
+//! reveals a row the caller may not read). Their events go out under the reserved
+//! subscription id [`crate::wire::PIN_SUB`]. A pin or unpin costs its own keys, under one registry
+//! lock, so no change falls in between; the shape is compiled once per table.
 //!
 //! Server-internal: depends on auth, query, schema and the matcher registry; the client
 //! must not depend on it.
@@ -15,20 +15,16 @@ use std::sync::Arc;
 
 use super::Shared;
 use crate::auth::Policy;
-use crate::query::{Params, ShapeId};
+use crate::query::{Params, Shape};
 use crate::schema::quote_ident;
 use crate::store::KeyOrd;
 use crate::value::Value;
 use crate::vocab::SessionId;
-use crate::wire::PIN_SUB;
 
 /// Rows one session may keep pinned at once (over all tables). Each pinned key costs its
-/// value in the session's key set and in the compiled key-set shape; a pin past the limit
+/// value in the session's key set and an entry in the registry's pin index; a pin past the limit
 /// is refused with [`PinError::TooMany`].
 pub const MAX_PINS_PER_SESSION: usize = 100_000;
-
-/// Name of the list parameter the key-set shape is compiled with.
-const KEYS_PARAM: &str = "pinned_keys";
 
 /// Why a pin request was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,7 +59,8 @@ pub struct PinChange {
 #[derive(Default)]
 struct PinSet {
     keys: BTreeSet<KeyOrd>,
-    shape: Option<ShapeId>,
+    /// The table under the caller's read rule, once a key is pinned.
+    shape: Option<Arc<Shape>>,
 }
 
 /// Every pinned key set of one session.
@@ -74,7 +71,7 @@ pub struct Pins {
 }
 
 impl Pins {
-    /// Adds (`pin`) or removes keys of `table`, then re-registers its key-set shape.
+    /// Adds (`pin`) or removes keys of `table` from the rows the session keeps live.
     pub fn change(
         &mut self,
         shared: &Shared,
@@ -91,61 +88,59 @@ impl Pins {
             .ok_or_else(|| PinError::UnknownTable(table.to_string()))?;
         let affinity = t.pk_column().affinity;
         let set = self.tables.entry(t.name.clone()).or_default();
-        let mut keys_after = set.keys.clone();
+        // The keys that change the set, each once.
+        let mut changed = BTreeSet::new();
         for key in keys {
             let key = KeyOrd(affinity.apply_for_comparison(key));
-            if pin {
-                keys_after.insert(key);
-            } else {
-                keys_after.remove(&key);
+            if set.keys.contains(&key) != pin {
+                changed.insert(key);
             }
         }
-        let total_after = self.total - set.keys.len() + keys_after.len();
+        let total_after = if pin {
+            self.total + changed.len()
+        } else {
+            self.total - changed.len()
+        };
         if pin && total_after > MAX_PINS_PER_SESSION {
             return Err(PinError::TooMany {
                 limit: MAX_PINS_PER_SESSION,
             });
         }
-        let columns: Vec<String>;
-        let registered = if keys_after.is_empty() {
-            columns = Vec::new();
-            None
-        } else {
-            let sql = format!(
-                "SELECT * FROM {} WHERE {} IN :{KEYS_PARAM}",
-                quote_ident(&t.name),
-                quote_ident(&t.pk_column().name)
-            );
-            let values = keys_after.iter().map(|k| k.0.clone()).collect();
-            let params = Params::new().list(KEYS_PARAM, values);
-            let effective = policy
-                .pinned(&shared.schema, &sql, &params)
-                .map_err(|e| PinError::Refused(e.to_string()))?;
-            columns = effective
-                .shape
-                .column_names()
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
-            Some(effective)
-        };
-        {
-            let mut registry = shared.registry.lock().expect("registry lock");
-            if let Some(old) = set.shape.take() {
-                registry.unsubscribe(old, session, PIN_SUB);
-            }
-            if let Some(effective) = registered {
-                set.shape = Some(registry.subscribe(
-                    Arc::new(effective.shape),
-                    effective.base,
-                    session,
-                    PIN_SUB,
-                ));
+        if pin && set.shape.is_none() && !changed.is_empty() {
+            let sql = format!("SELECT * FROM {}", quote_ident(&t.name));
+            match policy.pinned(&shared.schema, &sql, &Params::new()) {
+                Ok(effective) => set.shape = Some(Arc::new(effective.shape)),
+                Err(e) => {
+                    self.tables.remove(&t.name);
+                    return Err(PinError::Refused(e.to_string()));
+                }
             }
         }
-        set.keys = keys_after;
+        let changed: Vec<KeyOrd> = changed.into_iter().collect();
+        {
+            let mut registry = shared.registry.lock().expect("registry lock");
+            match (&set.shape, pin) {
+                (Some(shape), true) => registry.pin(session, &t.name, shape.clone(), &changed),
+                (Some(_), false) => {
+                    let last = set.keys.len() == changed.len();
+                    registry.unpin(session, &t.name, &changed, last);
+                }
+                (None, _) => {}
+            }
+        }
+        for key in changed {
+            if pin {
+                set.keys.insert(key);
+            } else {
+                set.keys.remove(&key);
+            }
+        }
         self.total = total_after;
         let pinned = set.keys.len() as u64;
+        let columns: Vec<String> = match (&set.shape, pinned) {
+            (Some(shape), 1..) => shape.column_names().iter().map(|c| c.to_string()).collect(),
+            _ => Vec::new(),
+        };
         if set.keys.is_empty() {
             self.tables.remove(&t.name);
         }
@@ -156,13 +151,12 @@ impl Pins {
         })
     }
 
-    /// Unregisters every key-set shape (the session ends).
+    /// Drops every pinned key (the session ends).
     pub fn clear(&mut self, shared: &Shared, session: SessionId) {
         let mut registry = shared.registry.lock().expect("registry lock");
-        for (_, set) in self.tables.drain() {
-            if let Some(shape) = set.shape {
-                registry.unsubscribe(shape, session, PIN_SUB);
-            }
+        for (table, set) in self.tables.drain() {
+            let keys: Vec<KeyOrd> = set.keys.into_iter().collect();
+            registry.unpin(session, &table, &keys, true);
         }
         self.total = 0;
     }

@@ -5,12 +5,14 @@
 //! Server-internal and synchronous (held under a mutex for short sections): no IO, no
 //! store, no async.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::matcher::{classify, Effect, Matcher, MoveOutReason, ShapeMatch};
 use crate::query::{Pred, Shape, ShapeId};
+use crate::store::KeyOrd;
 use crate::vocab::{Change, MoveOut, RowEvent, SessionId, SubId};
+use crate::wire::PIN_SUB;
 
 /// The matcher and the subscribers of every registered shape.
 #[derive(Default)]
@@ -20,6 +22,19 @@ pub struct Registry {
     /// For shapes that include a permission rule: the subscription's own predicate, to
     /// tell "no longer permitted" from "stopped matching" when a row leaves.
     bases: HashMap<ShapeId, Arc<Pred>>,
+    /// Rows kept live by batch-loader pins, per table (lower-cased name).
+    pins: HashMap<String, PinnedTable>,
+}
+
+/// The pinned rows of one table: an index from key to the sessions pinning it, so a pin
+/// or unpin costs its own keys (not a recompile of the session's whole key set) and a
+/// change costs one lookup.
+#[derive(Default)]
+struct PinnedTable {
+    keys: BTreeMap<KeyOrd, Vec<SessionId>>,
+    /// Per pinning session: the table under its read rule, projected to the columns it
+    /// may read. A pinned row is delivered while it matches this shape.
+    shapes: HashMap<SessionId, Arc<Shape>>,
 }
 
 /// The events one change produces, per session.
@@ -64,6 +79,47 @@ impl Registry {
         }
     }
 
+    /// Adds `keys` of `table` to the rows `session` keeps live under `shape` (the
+    /// table's read rule for the session, see [`PinnedTable`]). Already pinned keys stay.
+    pub fn pin(&mut self, session: SessionId, table: &str, shape: Arc<Shape>, keys: &[KeyOrd]) {
+        let pinned = self.pins.entry(table.to_ascii_lowercase()).or_default();
+        pinned.shapes.insert(session, shape);
+        for key in keys {
+            let sessions = pinned.keys.entry(key.clone()).or_default();
+            if !sessions.contains(&session) {
+                sessions.push(session);
+            }
+        }
+    }
+
+    /// Removes `keys` of `table` from the rows `session` keeps live; with `last`, the
+    /// session keeps no row of the table any more and its shape goes too.
+    pub fn unpin(&mut self, session: SessionId, table: &str, keys: &[KeyOrd], last: bool) {
+        let name = table.to_ascii_lowercase();
+        let Some(pinned) = self.pins.get_mut(&name) else {
+            return;
+        };
+        for key in keys {
+            if let Some(sessions) = pinned.keys.get_mut(key) {
+                sessions.retain(|&s| s != session);
+                if sessions.is_empty() {
+                    pinned.keys.remove(key);
+                }
+            }
+        }
+        if last {
+            pinned.shapes.remove(&session);
+        }
+        if pinned.shapes.is_empty() {
+            self.pins.remove(&name);
+        }
+    }
+
+    /// Rows pinned by any session (each key counted once per table).
+    pub fn pinned_rows(&self) -> usize {
+        self.pins.values().map(|p| p.keys.len()).sum()
+    }
+
     /// Distinct shapes registered.
     pub fn shape_count(&self) -> usize {
         self.matcher.len()
@@ -95,8 +151,46 @@ impl Registry {
                     ));
                 }
             }
+            if !self.pins.is_empty() {
+                self.pinned_deliveries(change, &mut out);
+            }
         }
         out
+    }
+
+    /// The events of one change for the sessions that pin its row.
+    fn pinned_deliveries(&self, change: &Change, out: &mut Deliveries) {
+        let Some(pinned) = self.pins.get(&change.table.to_ascii_lowercase()) else {
+            return;
+        };
+        let Some(sessions) = pinned.keys.get(&KeyOrd(change.key.clone())) else {
+            return;
+        };
+        for session in sessions {
+            let Some(shape) = pinned.shapes.get(session) else {
+                continue;
+            };
+            let was = change.old.as_deref().is_some_and(|r| shape.matches(r));
+            let is = change.new.as_deref().is_some_and(|r| shape.matches(r));
+            let Some(effect) = classify(was, is, change.new.is_none()) else {
+                continue;
+            };
+            let event = match row_event(shape, change, &effect) {
+                // The key is still pinned and the row still exists: it left because the
+                // read rule no longer allows it.
+                RowEvent::Delete {
+                    key,
+                    reason: MoveOut::MovedOut,
+                } => RowEvent::Delete {
+                    key,
+                    reason: MoveOut::Forbidden,
+                },
+                other => other,
+            };
+            out.entry(*session)
+                .or_default()
+                .push((PIN_SUB, change.table.clone(), event));
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 mod fetch;
 mod handshake;
+mod live;
 
 pub use handshake::scoped_client_id;
 
@@ -28,8 +29,8 @@ use crate::query::{self, ShapeId};
 use crate::transport::{FrameReader, FrameWriter};
 use crate::vocab::{ClientId, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
-    encode, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
-    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
+    ClientFrame, ClientMessage, Live, LiveTxn, RefuseCode, ServerFrame, ServerMessage, SubId,
+    WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -182,12 +183,15 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
     let span = info_span!("session", id = id.0, remote = %connection.remote_address());
     async move {
         match handshake::handshake(&shared, &connection).await {
-            Ok((client_id, chosen_id, claims, writer, reader)) => {
+            Ok(handshake::Handshaken {
+                client_id,
+                chosen_id,
+                claims,
+                policy,
+                writer,
+                reader,
+            }) => {
                 info!(client = %client_id, user = claims.sub.as_deref(), "session started");
-                let policy = Arc::new(match &shared.rules {
-                    Some(rules) => Policy::bind(rules, &claims),
-                    None => Policy::open(&claims),
-                });
                 shared
                     .users
                     .insert(id, (claims.sub.clone(), connection.clone()));
@@ -328,7 +332,11 @@ impl Session {
                 sql,
                 params,
                 resume_after,
-            } => self.subscribe(sub, sql, params, resume_after).await,
+                resume_shape,
+            } => {
+                let resume = resume_after.map(|after| (after, resume_shape));
+                self.subscribe(sub, sql, params, resume).await
+            }
             ClientMessage::Unsubscribe { sub } => {
                 self.unsubscribe(sub);
                 self.reply(ServerMessage::Unsubscribed { sub }).await;
@@ -376,10 +384,10 @@ impl Session {
         sub: SubId,
         sql: String,
         params: query::Params,
-        resume_after: Option<SyncId>,
+        resume: Option<(SyncId, Option<ShapeId>)>,
     ) {
         let span = info_span!("subscription", sub = sub.0, sql = %brief(&sql));
-        self.subscribe_in(span.clone(), sub, sql, params, resume_after)
+        self.subscribe_in(span.clone(), sub, sql, params, resume)
             .instrument(span)
             .await
     }
@@ -391,7 +399,7 @@ impl Session {
         sub: SubId,
         sql: String,
         params: query::Params,
-        resume_after: Option<SyncId>,
+        resume: Option<(SyncId, Option<ShapeId>)>,
     ) {
         if sub == PIN_SUB {
             let message = format!("subscription id {sub} is reserved for pinned rows");
@@ -433,14 +441,21 @@ impl Session {
                     .await;
             }
         };
-        if let Some(after) = resume_after {
+        if let Some((after, held)) = resume {
             let horizon = self.shared.store.horizon();
-            if after < horizon {
+            // Rows read under another shape (other claims, other rules) may include some
+            // the caller may no longer read and that no change since will remove.
+            let other_shape = held.is_some_and(|held| held != shape.id());
+            if other_shape {
+                debug!("the caller's shape changed since its rows were read: no resume");
+            }
+            if after < horizon || other_shape {
                 return self
                     .reply(ServerMessage::ResumeRefused { sub, horizon })
                     .await;
             }
         }
+        let resume_after = resume.map(|(after, _)| after);
         // Registered before the snapshot opens, so no later change can be missed.
         let shape_id = {
             let mut registry = self.shared.registry.lock().expect("registry lock");
@@ -633,7 +648,7 @@ async fn write_live(
                 }
             };
             if let Some(frame) = frame {
-                if let Err(e) = encode(&LiveFrame::V1(frame), &mut buf) {
+                if let Err(e) = live::encode_live(frame, &mut buf) {
                     warn!(error = %e, "live frame not encodable; closing the live stream");
                     return;
                 }

@@ -16,12 +16,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::query::Params;
+use crate::query::{Params, ShapeId};
 use crate::value::Value;
 use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId, WriteOutcome};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks. 2: `BootstrapFrame::Begin` carries the
+/// stream's columns and `access`, `Subscribe` its `resume_shape`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Keys one [`ClientMessage::Fetch`] may ask for: a protocol limit, so a client splits
 /// larger requests and a server refuses them.
@@ -76,6 +77,13 @@ pub enum ClientMessage {
         /// The sync id the client's copy already covers, to resume from; `None` for a
         /// fresh snapshot.
         resume_after: Option<SyncId>,
+        /// With `resume_after`: the `access` of the subscription's last bootstrap stream
+        /// ([`BootstrapFrame::Begin`]), the shape the client's rows were read under. A
+        /// resume under another shape (the caller's claims or the rules changed since) is
+        /// refused with `ResumeRefused`, so rows the caller may no longer read do not stay
+        /// behind unchanged. `None` resumes unchecked: what is replayed is still checked
+        /// against today's rules.
+        resume_shape: Option<ShapeId>,
     },
     /// Stop a subscription; answered by `Unsubscribed` (also for an unknown id).
     Unsubscribe {
@@ -168,7 +176,9 @@ pub enum ServerMessage {
         /// Why, for a person.
         message: String,
     },
-    /// `resume_after` is older than the log's horizon: subscribe again without it.
+    /// The resume cannot be served: `resume_after` is older than the log's horizon (or
+    /// further back than a fresh snapshot costs), or `resume_shape` is not the shape the
+    /// caller may read today. Subscribe again without `resume_after`.
     ResumeRefused {
         /// The subscription.
         sub: SubId,
@@ -277,7 +287,23 @@ pub enum Live {
         /// The sync id its bootstrap covers (its `End`).
         sync_id: SyncId,
     },
+    /// The first events of a transaction too large for one frame (its events in order,
+    /// `origin` unset): more `Part`s may follow, then the `Txn` with the same sync id and
+    /// the last events. A client applies the whole transaction at its `Txn`, never a
+    /// part alone. At most [`MAX_TXN_PARTS`] parts precede a `Txn`.
+    Part(LiveTxn),
 }
+
+/// Payload bytes the server puts in one [`Live::Part`] (the last part, the `Txn`, may
+/// hold less). A transaction whose frame would pass [`LIVE_SPLIT_BYTES`] is split.
+pub const LIVE_PART_BYTES: usize = 4 * 1024 * 1024;
+
+/// A live transaction frame larger than this is sent as [`Live::Part`]s.
+pub const LIVE_SPLIT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Parts one transaction may have: with [`LIVE_PART_BYTES`], 1 GiB. A client holds a
+/// transaction's parts until its `Txn`; a stream that sends more is refused.
+pub const MAX_TXN_PARTS: usize = 256;
 
 /// Frames of the live stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +327,10 @@ pub enum BootstrapFrame {
         columns: Vec<String>,
         /// The server's estimate of the rows to come (0 when unknown or resuming).
         estimate: u64,
+        /// The effective shape the rows are read under (the subscription ANDed with the
+        /// caller's read rule, projected to the columns it may read); sent back as
+        /// `resume_shape` to resume.
+        access: ShapeId,
     },
     /// A snapshot row (projected).
     Row {
@@ -350,6 +380,7 @@ mod tests {
                 sql: "SELECT * FROM t".into(),
                 params: Params::new().value("team", Value::Text("T1".into())),
                 resume_after: Some(SyncId(9)),
+                resume_shape: Some(ShapeId(7)),
             }),
         ];
         let mut bytes = Vec::new();

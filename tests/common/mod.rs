@@ -230,6 +230,7 @@ impl Client {
                 sql: sql.to_string(),
                 params: Params::new(),
                 resume_after,
+                resume_shape: None,
             })
             .await
             .unwrap();

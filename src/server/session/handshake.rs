@@ -9,7 +9,7 @@ use super::*;
 pub(super) async fn handshake(
     shared: &Shared,
     connection: &quinn::Connection,
-) -> Result<(ClientId, ClientId, Claims, FrameWriter, FrameReader), String> {
+) -> Result<Handshaken, String> {
     let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
         .await
         .map_err(|_| "no control stream in time".to_string())?
@@ -100,11 +100,15 @@ pub(super) async fn handshake(
         return Err(message);
     }
     let (head, horizon) = (shared.store.head(), shared.store.horizon());
-    let schema_sql: Vec<String> = shared.schema.tables().map(|t| t.create_sql()).collect();
+    let policy = Arc::new(match &shared.rules {
+        Some(rules) => Policy::bind(rules, &claims),
+        None => Policy::open(&claims),
+    });
     let welcome = ServerMessage::Welcome {
         protocol: PROTOCOL_VERSION,
         schema_version: shared.schema.version().0,
-        schema_sql: schema_sql.join(";\n"),
+        // Only what this caller may read or write: no closed table, no hidden column.
+        schema_sql: policy.visible_schema(&shared.schema),
         head,
         horizon,
         server_id: shared.store.server_id().to_string(),
@@ -115,7 +119,30 @@ pub(super) async fn handshake(
         .map_err(|e| e.to_string())?;
     reader.set_max(MAX_FRAME_BYTES);
     let scoped = scoped_client_id(claims.sub.as_deref(), &client_id);
-    Ok((scoped, client_id, claims, writer, reader))
+    Ok(Handshaken {
+        client_id: scoped,
+        chosen_id: client_id,
+        claims,
+        policy,
+        writer,
+        reader,
+    })
+}
+
+/// What a successful handshake yields.
+pub(super) struct Handshaken {
+    /// The client id scoped by the verified user ([`scoped_client_id`]).
+    pub client_id: ClientId,
+    /// The client id as the client chose it.
+    pub chosen_id: ClientId,
+    /// The verified token's claims.
+    pub claims: Claims,
+    /// The rules bound with those claims.
+    pub policy: Arc<Policy>,
+    /// The control stream's writer.
+    pub writer: FrameWriter,
+    /// The control stream's reader.
+    pub reader: FrameReader,
 }
 
 /// The server's name for a client: client ids are chosen by clients, so they are scoped

@@ -25,7 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::convert::{read_row, value_from_ref};
 use super::error::StoreError;
-use crate::query::Params;
+use crate::query::{Params, ShapeId};
 use crate::schema::{quote_ident, Schema};
 use crate::value::Value;
 use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId};
@@ -35,7 +35,9 @@ mod pins;
 mod rows;
 mod sync;
 
-use rows::{apply_event, covered, local_ddl, read_one, refresh, settle, shadow};
+use rows::{
+    apply_event, covered, forget_uncovered_columns, local_ddl, read_one, refresh, settle, shadow,
+};
 
 /// Prepared statements kept per local database connection, so the per-row statements of
 /// bootstraps and live changes are prepared once; each cached statement costs a few KiB.
@@ -48,7 +50,8 @@ const META_DDL: &str = "
 CREATE TABLE IF NOT EXISTS _sluice_meta (name TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS _sluice_subs (
     id INTEGER PRIMARY KEY, sql TEXT NOT NULL, params BLOB NOT NULL,
-    table_name TEXT, columns BLOB, joined INTEGER NOT NULL DEFAULT 0);
+    table_name TEXT, columns BLOB, joined INTEGER NOT NULL DEFAULT 0,
+    access INTEGER, access_next INTEGER);
 CREATE TABLE IF NOT EXISTS _sluice_cover (
     table_name TEXT NOT NULL, key NOT NULL, holder INTEGER NOT NULL,
     PRIMARY KEY (table_name, key, holder)) WITHOUT ROWID;
@@ -81,6 +84,9 @@ pub struct SubRecord {
     pub columns: Vec<String>,
     /// Whether its rows have joined the local view (a resume is possible).
     pub joined: bool,
+    /// The effective shape its joined rows were read under (the server's `access`), sent
+    /// back to resume; `None` when unknown.
+    pub access: Option<ShapeId>,
 }
 
 /// A local transaction not yet confirmed in the local view.
@@ -195,6 +201,18 @@ impl LocalStore {
         // Per-row statements of bootstraps and live changes are prepared once.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(META_DDL)?;
+        // Stores made before subscriptions remembered their shape gain the columns.
+        let has_access: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('_sluice_subs') WHERE name = 'access'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_access {
+            conn.execute_batch(
+                "ALTER TABLE _sluice_subs ADD COLUMN access INTEGER;
+                 ALTER TABLE _sluice_subs ADD COLUMN access_next INTEGER;",
+            )?;
+        }
         let persisted: Option<String> = conn
             .query_row(
                 "SELECT value FROM _sluice_meta WHERE name = 'schema_sql'",
@@ -209,14 +227,35 @@ impl LocalStore {
             pending: Vec::new(),
             staging: BTreeSet::new(),
         };
-        if let Some(sql) = persisted {
+        if let Some(sql) = &persisted {
             store.schema = Arc::new(
-                Schema::parse("local schema", &sql)
-                    .map_err(|e| StoreError::Local(e.to_string()))?,
+                Schema::parse("local schema", sql).map_err(|e| StoreError::Local(e.to_string()))?,
             );
         }
         if let Some(schema) = schema {
-            store.adopt(schema)?;
+            // The app's schema is adopted when it is new to this store (a first open, an
+            // app upgrade). Opening again with the same one keeps what the server last
+            // said, which may be narrower (a server tells each caller only the tables
+            // and columns it may know of): adopting the app's again would reset those
+            // tables at every open and again at every connection.
+            let app_sql: Vec<String> = schema.tables().map(|t| t.create_sql()).collect();
+            let app_sql = app_sql.join(";\n");
+            let seen: Option<String> = store
+                .conn
+                .query_row(
+                    "SELECT value FROM _sluice_meta WHERE name = 'app_schema_sql'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if persisted.is_none() || seen.as_deref() != Some(app_sql.as_str()) {
+                store.adopt(schema)?;
+                store.conn.execute(
+                    "INSERT INTO _sluice_meta (name, value) VALUES ('app_schema_sql', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    [app_sql],
+                )?;
+            }
         }
         store.pending = store.load_pending()?;
         Ok(store)
@@ -431,10 +470,21 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Records the shape a subscription's coming rows are read under; it becomes the
+    /// subscription's [`SubRecord::access`] when they join, in the join's transaction.
+    pub fn set_sub_access(&mut self, sub: SubId, access: ShapeId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE _sluice_subs SET access_next = ?1 WHERE id = ?2",
+            params![access.0 as i64, sub],
+        )?;
+        Ok(())
+    }
+
     /// Every remembered subscription, by id.
     pub fn subs(&self) -> Result<Vec<SubRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, sql, params, table_name, columns, joined FROM _sluice_subs ORDER BY id",
+            "SELECT id, sql, params, table_name, columns, joined, access FROM _sluice_subs
+             ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -444,11 +494,12 @@ impl LocalStore {
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, Option<Vec<u8>>>(4)?,
                 r.get::<_, bool>(5)?,
+                r.get::<_, Option<i64>>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, sql, params, table, columns, joined) = row?;
+            let (id, sql, params, table, columns, joined, access) = row?;
             out.push(SubRecord {
                 id,
                 sql,
@@ -459,6 +510,7 @@ impl LocalStore {
                     None => Vec::new(),
                 },
                 joined,
+                access: access.map(|a| ShapeId(a as u64)),
             });
         }
         Ok(out)
@@ -495,6 +547,7 @@ impl LocalStore {
             let Some(t) = self.schema.table(&table).cloned() else {
                 continue;
             };
+            forget_uncovered_columns(&tx, &t, &key)?;
             if settle(&tx, &t, &key, &self.pending)? {
                 applied.row(&t.name, key);
             }

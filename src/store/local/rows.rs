@@ -160,13 +160,74 @@ pub(super) fn apply_event(
             Ok(true)
         }
         RowEvent::Delete { key, .. } => {
-            conn.prepare_cached(
-                "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
-            )?
-            .execute(params![table.name, key, holder])?;
+            let released = conn
+                .prepare_cached(
+                    "DELETE FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
+                )?
+                .execute(params![table.name, key, holder])?;
+            if released > 0 {
+                forget_uncovered_columns(conn, table, key)?;
+            }
             Ok(false)
         }
     }
+}
+
+/// After a holder let go of a row that others still hold: the columns none of them
+/// carries would otherwise keep the released holder's last values, a state the server no
+/// longer vouches for (a narrower subscription's updates never refresh them). They become
+/// NULL in the server state. A holder whose columns are unknown (a batch-loader pin, or
+/// a subscription not described yet) counts as carrying every column.
+pub(super) fn forget_uncovered_columns(
+    conn: &Connection,
+    table: &Table,
+    key: &Value,
+) -> Result<(), StoreError> {
+    let mut carried = vec![false; table.columns.len()];
+    carried[table.pk] = true;
+    let mut any = false;
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.columns FROM _sluice_cover c LEFT JOIN _sluice_subs s ON s.id = c.holder
+             WHERE c.table_name = ?1 AND c.key = ?2",
+        )?;
+        let mut rows = stmt.query(params![table.name, key])?;
+        while let Some(r) = rows.next()? {
+            any = true;
+            let columns: Option<Vec<String>> = match r.get::<_, Option<Vec<u8>>>(0)? {
+                Some(blob) => Some(postcard::from_bytes(&blob)?),
+                None => None,
+            };
+            match columns {
+                Some(names) => {
+                    for name in names {
+                        if let Some(i) = table.column_index(&name) {
+                            carried[i] = true;
+                        }
+                    }
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+    if !any || carried.iter().all(|&c| c) {
+        return Ok(());
+    }
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .zip(&carried)
+        .filter(|(_, &c)| !c)
+        .map(|(c, _)| format!("{} = NULL", quote_ident(&c.name)))
+        .collect();
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET {} WHERE {} = ?1",
+        shadow(&table.name),
+        sets.join(", "),
+        quote_ident(&table.pk_column().name)
+    ))?
+    .execute([key])?;
+    Ok(())
 }
 
 /// Writes the given columns of one row (inserting it, or updating just those columns),

@@ -136,7 +136,10 @@ impl LocalStore {
             drop(staged);
             drop(stmt);
             tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub])?;
-            tx.execute("UPDATE _sluice_subs SET joined = 1 WHERE id = ?1", [sub])?;
+            tx.execute(
+                "UPDATE _sluice_subs SET joined = 1, access = access_next WHERE id = ?1",
+                [sub],
+            )?;
             applied.subs.insert(sub);
         }
         {

@@ -1,7 +1,7 @@
 //! Unit tests of the local store.
 
 use super::*;
-use crate::vocab::WriteOutcome;
+use crate::vocab::{MoveOut, WriteOutcome};
 
 fn store() -> (tempfile::TempDir, LocalStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -260,4 +260,122 @@ fn a_database_behind_the_cut_or_another_database_means_starting_over() {
     // Another database altogether.
     assert!(store.adopt_server("two", SyncId(9)).unwrap());
     assert_eq!(store.cut().unwrap(), SyncId::ZERO);
+}
+
+/// A server tells each caller only the columns it may know of: opening the store again
+/// with the same app schema must not widen (and so reset) what the server narrowed.
+#[test]
+fn reopening_with_the_same_app_schema_keeps_the_servers_narrower_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.db");
+    let app = |sql: &str| Schema::parse("app.sql", sql).unwrap();
+    const WIDE: &str = "CREATE TABLE t (id TEXT PRIMARY KEY, secret TEXT, v INTEGER)";
+    {
+        let mut store = LocalStore::open(&path, Some(app(WIDE))).unwrap();
+        let told = app("CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)");
+        store.adopt_schema(&schema_sql(&told)).unwrap();
+        let sub = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+        store
+            .describe_sub(sub, "t", &["id".to_string(), "v".to_string()])
+            .unwrap();
+        let key = Value::Text("a".into());
+        let event = RowEvent::Insert {
+            key: key.clone(),
+            row: vec![key, Value::Integer(1)],
+        };
+        store
+            .apply_live(SyncId(1), &[(sub, "t".into(), event)])
+            .unwrap();
+    }
+    let expected = vec![vec![Value::Text("a".into()), Value::Integer(1)]];
+    {
+        let store = LocalStore::open(&path, Some(app(WIDE))).unwrap();
+        let columns: Vec<&str> = store
+            .schema()
+            .table("t")
+            .unwrap()
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["id", "v"], "the server's form is kept");
+        assert_eq!(store.query("SELECT id, v FROM t", &[]).unwrap().1, expected);
+    }
+    // An upgraded app schema is the app's to adopt: it is new to this store.
+    let store = LocalStore::open(
+        &path,
+        Some(app(&format!(
+            "{WIDE}; CREATE TABLE u (id INTEGER PRIMARY KEY)"
+        ))),
+    )
+    .unwrap();
+    assert!(store.schema().table("u").is_some());
+}
+
+/// Two subscriptions hold a row, one with every column, one with two: when the wide one
+/// lets go, the columns only it carried do not keep its last values (the narrow one's
+/// updates would never refresh them); they become NULL.
+#[test]
+fn columns_only_a_released_wide_subscription_carried_do_not_go_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::parse(
+        "t.sql",
+        "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER, status TEXT)",
+    )
+    .unwrap();
+    let mut store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
+    let wide = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    let narrow = store
+        .add_sub("SELECT id, v FROM t", &Params::new())
+        .unwrap();
+    let all: Vec<String> = ["id", "v", "status"].map(String::from).to_vec();
+    store.describe_sub(wide, "t", &all).unwrap();
+    store.describe_sub(narrow, "t", &all[..2]).unwrap();
+    let key = Value::Text("a".into());
+    let full = vec![key.clone(), Value::Integer(1), Value::Text("todo".into())];
+    let events = [
+        (
+            wide,
+            "t".into(),
+            RowEvent::Insert {
+                key: key.clone(),
+                row: full,
+            },
+        ),
+        (
+            narrow,
+            "t".into(),
+            RowEvent::Insert {
+                key: key.clone(),
+                row: vec![key.clone(), Value::Integer(1)],
+            },
+        ),
+    ];
+    store.apply_live(SyncId(1), &events).unwrap();
+    let visible = |store: &LocalStore| store.query("SELECT id, v, status FROM t", &[]).unwrap().1;
+    assert_eq!(visible(&store)[0][2], Value::Text("todo".into()));
+    // The row's status changed on the server, so it left the wide subscription's WHERE
+    // (say `status = 'todo'`); the narrow one still holds it.
+    let left = RowEvent::Delete {
+        key: key.clone(),
+        reason: MoveOut::MovedOut,
+    };
+    let update = RowEvent::Update {
+        key: key.clone(),
+        row: vec![key.clone(), Value::Integer(2)],
+    };
+    store
+        .apply_live(
+            SyncId(2),
+            &[(wide, "t".into(), left), (narrow, "t".into(), update)],
+        )
+        .unwrap();
+    assert_eq!(
+        visible(&store),
+        vec![vec![key.clone(), Value::Integer(2), Value::Null]],
+        "not the stale 'todo'"
+    );
+    // Unsubscribing the narrow one's sibling never blanks what a remaining holder carries.
+    store.remove_sub(wide).unwrap();
+    assert_eq!(visible(&store)[0][1], Value::Integer(2));
 }
