@@ -197,15 +197,26 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                 return;
             }
         };
-        let connected = Connection::connect(ConnectOptions {
+        let connect = Connection::connect(ConnectOptions {
             addr: server.addr,
             ca: &server.ca,
             server_name: &server.server_name,
             client_id: client_id.clone(),
             token: shared.config.token.as_ref().and_then(TokenSource::current),
             schema_version: None,
-        })
-        .await;
+        });
+        tokio::pin!(connect);
+        // An attempt can take until the handshake times out: commands are answered
+        // meanwhile, and closing the client does not wait for it.
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connect => break connected,
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(command) => answer_offline(command),
+                },
+            }
+        };
         match connected {
             Ok(conn) => {
                 attempt = 0;
@@ -250,16 +261,25 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                 _ = &mut sleep => break,
                 command = commands.recv() => match command {
                     None => return,
-                    Some(Command::Fetch { reply, .. }) => {
-                        let _ = reply.send(Err("offline".into()));
-                    }
-                    Some(Command::Rebind(_, reply)) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Some(_) => {}
+                    Some(command) => answer_offline(command),
                 },
             }
         }
+    }
+}
+
+/// A command while not connected: only those that wait for an answer need one. The
+/// others are carried out from the local store when the connection opens (every
+/// subscription starts, every pending write is sent).
+fn answer_offline(command: Command) {
+    match command {
+        Command::Fetch { reply, .. } => {
+            let _ = reply.send(Err("offline".into()));
+        }
+        Command::Rebind(_, reply) => {
+            let _ = reply.send(Ok(()));
+        }
+        _ => {}
     }
 }
 
