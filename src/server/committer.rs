@@ -11,9 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::{Shared, WriteContext};
+use crate::ids::ClientId;
 use crate::store::{GuardedTxn, WriteGuard};
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 use crate::wire::LiveTxn;
+
+mod fair;
+pub use fair::FairQueue;
 
 /// Transactions waiting for the writer, across all sessions. When it is full, a session
 /// with a write to queue stops reading requests until there is room.
@@ -63,30 +67,35 @@ pub fn start_writer(store: Arc<dyn crate::store::Store>) -> std::sync::mpsc::Syn
 /// Runs until every sender is dropped, or until the server shuts down: then the queue
 /// is closed to new requests and what it already holds is committed (and answered)
 /// before the committer returns.
+///
+/// What is queued is taken into a [`FairQueue`] by client (the backend's own writes are
+/// one more lane; at most [`WRITE_QUEUE_CAPACITY`] wait there besides the channel), and
+/// each batch takes one transaction per client in turn.
 pub async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>) {
-    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_WRITE_BATCH);
+    let mut waiting: FairQueue<Option<ClientId>, WriteRequest> = FairQueue::default();
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let first = tokio::select! {
-            biased;
-            request = queue.recv() => request,
-            _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
-                queue.close();
-                queue.recv().await
-            }
-        };
-        let Some(first) = first else { break };
-        batch.push(first);
-        while batch.len() < MAX_WRITE_BATCH {
+        if waiting.is_empty() {
+            let first = tokio::select! {
+                biased;
+                request = queue.recv() => request,
+                _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                    queue.close();
+                    queue.recv().await
+                }
+            };
+            let Some(first) = first else { break };
+            waiting.push(first.context.client_id.clone(), first);
+        }
+        while waiting.len() < WRITE_QUEUE_CAPACITY {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => waiting.push(next.context.client_id.clone(), next),
                 Err(_) => break,
             }
         }
+        let batch = waiting.take(MAX_WRITE_BATCH);
         let span = info_span!("commit_batch", txns = batch.len());
-        commit_batch(&shared, std::mem::take(&mut batch))
-            .instrument(span)
-            .await;
+        commit_batch(&shared, batch).instrument(span).await;
     }
 }
 
