@@ -3,6 +3,11 @@
 //! crashing with a pending outbox and restarting, while the server process is killed with
 //! SIGKILL, restarted, and its log compacted so resumes are refused and re-bootstrap.
 //!
+//! In flight, after every step: each online client that is not staging and has nothing
+//! pending shows exactly the server's rows at its cut (the server's rows now with every
+//! logged change after the cut undone), for its subscriptions: never half of a server
+//! transaction, never a row without its columns.
+//!
 //! After quiescence: every client holds exactly what SQLite returns on the server database
 //! for its subscriptions; every transaction a client ever queued reached the server once
 //! (its recorded outcome is there, and a resend changes nothing); committed transactions
@@ -191,6 +196,107 @@ fn random_write(
     tx.commit().unwrap()
 }
 
+/// A column value as SQLite returned it.
+fn value_of(v: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// The server's `issues` rows at sync id `at`, read from its database (the server may be
+/// running): today's rows with every logged change after `at` undone, newest first, all
+/// in one read transaction. `None` when the log no longer reaches back to `at`.
+fn server_issues_at(db: &Path, at: u64) -> Option<BTreeMap<String, Vec<Value>>> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let conn = rusqlite::Connection::open_with_flags(db, flags).ok()?;
+    conn.busy_timeout(Duration::from_secs(5)).ok()?;
+    conn.execute_batch("BEGIN").ok()?;
+    let (head, horizon): (i64, i64) = conn
+        .query_row("SELECT head, horizon FROM _sluice_meta", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .ok()?;
+    if (at as i64) < horizon || (at as i64) > head {
+        return None;
+    }
+    let mut rows = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT * FROM issues").ok()?;
+    let width = stmt.column_count();
+    let mut all = stmt.query([]).ok()?;
+    while let Some(r) = all.next().ok()? {
+        let row: Vec<Value> = (0..width)
+            .map(|i| value_of(r.get_ref(i).unwrap()))
+            .collect();
+        rows.insert(common::key_string(&row[0]), row);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT key, old FROM _sluice_log WHERE tbl = 'issues' AND sync_id > ?1
+             ORDER BY sync_id DESC, seq DESC",
+        )
+        .ok()?;
+    let mut undo = stmt.query([at as i64]).ok()?;
+    while let Some(r) = undo.next().ok()? {
+        let key = common::key_string(&value_of(r.get_ref(0).unwrap()));
+        match r.get::<_, Option<Vec<u8>>>(1).unwrap() {
+            Some(old) => {
+                rows.insert(key, postcard::from_bytes(&old).expect("a logged row image"));
+            }
+            None => {
+                rows.remove(&key);
+            }
+        }
+    }
+    Some(rows)
+}
+
+/// Checks one online client in flight (see the module documentation); returns whether
+/// it did. Skipped when the client is staging, has writes pending, or moved while it was
+/// being read.
+fn check_in_flight(seed: u64, peer: &Peer, server_db: &Path, schema: &sluice::Schema) -> bool {
+    let Some(client) = &peer.client else {
+        return false;
+    };
+    let settled = || {
+        *client.state().borrow() == sluice::client::ConnectionState::Online
+            && client.pending_writes() == 0
+    };
+    let before = client.cut().unwrap();
+    if !settled() {
+        return false;
+    }
+    let mut view: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for row in client.query("SELECT * FROM issues", &[]).unwrap() {
+        view.insert(common::key_string(&row[0]), row);
+    }
+    if !settled() || client.cut().unwrap() != before {
+        return false;
+    }
+    let Some(state) = server_issues_at(server_db, before.0) else {
+        return false;
+    };
+    let shapes: Vec<_> = peer
+        .subs
+        .iter()
+        .map(|sql| sluice::query::compile(schema, sql, &Params::new()).unwrap())
+        .collect();
+    let expected: BTreeMap<String, Vec<Value>> = state
+        .into_iter()
+        .filter(|(_, row)| shapes.iter().any(|s| s.matches(row)))
+        .collect();
+    assert_eq!(
+        view, expected,
+        "seed {seed}: {} at cut {before} shows a state the server never had",
+        peer.name
+    );
+    true
+}
+
 async fn run_schedule(seed: u64, steps: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +328,9 @@ async fn run_schedule(seed: u64, steps: usize) {
             writes: Vec::new(),
         });
     }
+    let schema = sluice::Schema::load_dir(&common::schema_dir()).unwrap();
     let mut next_id = 0u64;
+    let mut checked = 0usize;
     for _ in 0..steps {
         let roll = rng.gen_range(0..100);
         let p = rng.gen_range(0..peers.len());
@@ -264,7 +372,17 @@ async fn run_schedule(seed: u64, steps: usize) {
         if rng.gen_bool(0.3) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        for peer in &peers {
+            if check_in_flight(seed, peer, &server.db(), &schema) {
+                checked += 1;
+            }
+        }
     }
+    // Most steps find some client settled; a schedule that checked nothing proves nothing.
+    assert!(
+        checked >= steps / 4,
+        "seed {seed}: only {checked} in-flight checks in {steps} steps"
+    );
     // Quiescence: everyone online, outboxes drained, views equal to the server's.
     for peer in &mut peers {
         if peer.client.is_none() {
