@@ -22,11 +22,6 @@ use crate::value::Value;
 use crate::vocab::SessionId;
 use crate::wire::PIN_SUB;
 
-/// Rows one session may keep pinned at once (over all tables). Each pinned key costs its
-/// value in the session's key set and in the compiled key-set shape; a pin past the limit
-/// is refused with [`PinError::TooMany`].
-pub const MAX_PINS_PER_SESSION: usize = 100_000;
-
 /// Name of the list parameter the key-set shape is compiled with.
 const KEYS_PARAM: &str = "pinned_keys";
 
@@ -37,12 +32,9 @@ pub enum PinError {
     /// The schema has no such table.
     #[error("unknown table `{0}`")]
     UnknownTable(String),
-    /// The pin would take the session past its limit.
-    #[error("at most {limit} pinned rows per session")]
-    TooMany {
-        /// [`MAX_PINS_PER_SESSION`].
-        limit: usize,
-    },
+    /// The pin would take the session past [`super::Quotas::pins_per_session`].
+    #[error(transparent)]
+    Quota(crate::vocab::QuotaExceeded),
     /// The key-set subscription was refused: the caller's read rule does not allow the
     /// table (or the generated subscription did not compile).
     #[error("{0}")]
@@ -74,7 +66,8 @@ pub struct Pins {
 }
 
 impl Pins {
-    /// Adds (`pin`) or removes keys of `table`, then re-registers its key-set shape.
+    /// Adds (`pin`) or removes keys of `table`, then re-registers its key-set shape. A pin
+    /// past [`super::Quotas::pins_per_session`] pins none of its keys.
     pub fn change(
         &mut self,
         shared: &Shared,
@@ -101,10 +94,12 @@ impl Pins {
             }
         }
         let total_after = self.total - set.keys.len() + keys_after.len();
-        if pin && total_after > MAX_PINS_PER_SESSION {
-            return Err(PinError::TooMany {
-                limit: MAX_PINS_PER_SESSION,
-            });
+        let limit = shared.quotas.pins_per_session;
+        if pin && total_after > limit {
+            let quota = crate::vocab::Quota::PinsPerSession;
+            return Err(PinError::Quota(crate::vocab::QuotaExceeded::new(
+                quota, limit,
+            )));
         }
         let columns: Vec<String>;
         let registered = if keys_after.is_empty() {
@@ -154,6 +149,11 @@ impl Pins {
             columns,
             pinned,
         })
+    }
+
+    /// Keys pinned now, over all tables.
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     /// Unregisters every key-set shape (the session ends).
