@@ -212,3 +212,59 @@ async fn a_token_protects_the_admin_listener() {
         Err(ServerError::Admin(AdminError::TokenRequired(_)))
     ));
 }
+
+/// `sluice serve --admin` tells where the admin listener is on stderr (stdout keeps its
+/// one line), and refuses a non-loopback address without `--admin-token` in one line.
+#[test]
+fn the_command_line_starts_the_admin_listener() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use common::cli::sluice;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |db: &str, admin: &str| {
+        let mut command = sluice();
+        command
+            .args(["serve", "--schema"])
+            .arg(schema_dir())
+            .arg("--db")
+            .arg(dir.path().join(db))
+            .args(["--listen", "127.0.0.1:0", "--no-auth", "--admin", admin]);
+        command
+    };
+    let out = serve("refused.db", "0.0.0.0:0").output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(stderr.contains("give it an admin token"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let mut child = serve("app.db", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut admin = String::new();
+    while !admin.contains("admin listening on") {
+        admin.clear();
+        if stderr.read_line(&mut admin).unwrap() == 0 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let addr: SocketAddr = admin
+        .trim()
+        .strip_prefix("admin listening on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("{admin:?}"))
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 0);
+}

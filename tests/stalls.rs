@@ -1,7 +1,8 @@
 //! Fifty clients that subscribe at once and never read their bootstrap streams: commits
 //! go on beside their open read transactions, the stall timeout ends every one of them
 //! (closing those sessions as lagging, counted in the metrics), and once they are gone
-//! the WAL stops growing however much is written.
+//! the WAL stops growing however much is written. A client that asks for fetches and
+//! reads none of the answers is ended by the same timeout.
 
 mod common;
 
@@ -30,6 +31,23 @@ async fn stalled_subscriber(
     ca: std::path::PathBuf,
     name: String,
 ) -> Stalled {
+    let subscribe = ClientMessage::Subscribe {
+        sub: 1.into(),
+        sql: "SELECT * FROM issues".into(),
+        params: sluice::query::Params::new(),
+        resume_after: None,
+    };
+    stalled_client(addr, ca, name, vec![subscribe]).await
+}
+
+/// A client with tiny receive windows that sends `requests` after its hello and reads
+/// nothing.
+async fn stalled_client(
+    addr: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+    name: String,
+    requests: Vec<ClientMessage>,
+) -> Stalled {
     let limits = sluice::transport::TransportLimits {
         stream_receive_window: 16 * 1024,
         receive_window: 64 * 1024,
@@ -44,20 +62,13 @@ async fn stalled_subscriber(
     // The answers are never read, but the stream stays open.
     let (send, answers) = connection.open_bi().await.unwrap();
     let mut control = sluice::transport::FrameWriter::new(send);
-    for message in [
-        ClientMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            schema_version: None,
-            client_id: sluice::ids::ClientId(name),
-            token: None,
-        },
-        ClientMessage::Subscribe {
-            sub: 1.into(),
-            sql: "SELECT * FROM issues".into(),
-            params: sluice::query::Params::new(),
-            resume_after: None,
-        },
-    ] {
+    let hello = ClientMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        schema_version: None,
+        client_id: sluice::ids::ClientId(name),
+        token: None,
+    };
+    for message in std::iter::once(hello).chain(requests) {
         control.send(&ClientFrame::V1(message)).await.unwrap();
     }
     Stalled {
@@ -167,6 +178,46 @@ async fn fifty_stalled_bootstraps_neither_block_commits_nor_hold_the_wal() {
     assert!(
         after <= bound,
         "the WAL grew from {before} to {after} bytes (bound {bound})"
+    );
+    server.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_reads_no_fetch_answers_is_ended_by_the_stall_timeout() {
+    let server = TestServer::with_quotas(Quotas {
+        stall_timeout_ms: 1_000,
+        ..Quotas::default()
+    })
+    .await;
+    server.write(vec![long_issue("big")]).await;
+    // More answers than the session's control queue holds, each larger than the
+    // client's window: the last fetches find the queue full and wait.
+    let fetches = (1..=400)
+        .map(|request| ClientMessage::Fetch {
+            request,
+            table: "issues".into(),
+            keys: vec![text("big")],
+        })
+        .collect();
+    let (addr, ca) = (server.handle.local_addr(), server.ca());
+    let stalled = stalled_client(addr, ca, "no-reader".into(), fetches).await;
+    match tokio::time::timeout(WAIT, stalled.connection.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains("lagging: a fetch answer"), "{reason}");
+        }
+        other => panic!("expected a lagging close, got {other:?}"),
+    }
+    assert!(server
+        .handle
+        .metrics()
+        .contains("sluice_session_cutoffs_total{reason=\"stalled\"} 1"));
+    // Another client fetches as before.
+    let mut other = server.client("reader").await;
+    let answer = fetch(&mut other, 1, "issues", vec![text("big")]).await;
+    assert!(
+        matches!(&answer, sluice::wire::ServerMessage::Fetched { rows, .. } if rows.len() == 1),
+        "{answer:?}"
     );
     server.handle.shutdown().await;
 }

@@ -70,6 +70,8 @@ impl NetLog {
 pub struct Job {
     /// The server's shared state (store, registry).
     pub shared: Arc<Shared>,
+    /// The session, to cut it off when the stream stalls.
+    pub session: Arc<super::session::SessionHandle>,
     /// The connection to open the bootstrap stream on.
     pub connection: quinn::Connection,
     /// The session's control-stream queue (`Subscribed`, refusals).
@@ -223,9 +225,8 @@ pub async fn run(job: Job) {
     let _ = producer.await;
     if stalled {
         info!(rows = sent, "bootstrap stalled; closing the session");
-        job.shared.metrics.cut_off(super::metrics::Cutoff::Stalled);
-        job.connection.close(
-            super::session::close::LAGGING,
+        job.session.cut_off(
+            super::metrics::Cutoff::Stalled,
             b"lagging: the bootstrap stream made no progress; resume later",
         );
         return;

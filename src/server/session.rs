@@ -63,7 +63,7 @@ pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
 pub const MAX_HELLO_BYTES: usize = 64 * 1024;
 /// Connections past [`super::Quotas::connections`] being told so at once; past this many
 /// a further one is refused at the QUIC level without a reason (each refusal holds a
-/// connection for at most [`HANDSHAKE_TIMEOUT`] and [`REFUSAL_GRACE`]).
+/// connection for at most [`HANDSHAKE_TIMEOUT`] and a short grace to read the refusal).
 pub const REFUSALS_IN_FLIGHT: usize = 64;
 /// How long a client has to open its control stream, and then to say hello, before the
 /// server gives up on the connection.
@@ -164,14 +164,20 @@ impl SessionHandle {
     pub fn deliver(&self, txn: LiveTxn, committed: Instant) {
         let item = LiveItem::Txn(txn, committed);
         if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(item) {
-            if !self.lagging.swap(true, Ordering::SeqCst) {
-                self.metrics.cut_off(Cutoff::Lagging);
-                warn!(remote = %self.connection.remote_address(), "session lagging; cutting it off");
-                self.connection.close(
-                    close::LAGGING,
-                    b"lagging: the client fell too far behind; resume from the last sync id",
-                );
-            }
+            self.cut_off(
+                Cutoff::Lagging,
+                b"lagging: the client fell too far behind; resume from the last sync id",
+            );
+        }
+    }
+
+    /// Closes the session as lagging (the client resumes later), once: several stalled
+    /// streams of one session count one cut-off.
+    pub fn cut_off(&self, why: Cutoff, reason: &[u8]) {
+        if !self.lagging.swap(true, Ordering::SeqCst) {
+            self.metrics.cut_off(why);
+            warn!(remote = %self.connection.remote_address(), ?why, "cutting the session off");
+            self.connection.close(close::LAGGING, reason);
         }
     }
 }
@@ -515,6 +521,7 @@ impl Session {
         };
         let job = bootstrap::Job {
             shared: self.shared.clone(),
+            session: self.handle.clone(),
             connection: self.connection.clone(),
             control: self.control.clone(),
             live: self.live.clone(),

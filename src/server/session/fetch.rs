@@ -14,7 +14,7 @@ impl Session {
         let shared = self.shared.clone();
         let control = self.control.clone();
         let policy = self.policy.clone();
-        let connection = self.connection.clone();
+        let session = self.handle.clone();
         tokio::spawn(
             async move {
                 let _place = place;
@@ -27,16 +27,14 @@ impl Session {
                 // fetch and the session (the rows read are released with it).
                 let stall = shared.quotas.stall_timeout();
                 let send = |message: ServerMessage| {
-                    let (control, connection) = (control.clone(), connection.clone());
-                    let metrics = shared.metrics.clone();
+                    let (control, session) = (control.clone(), session.clone());
                     async move {
                         match tokio::time::timeout(stall, control.send(message)).await {
                             Ok(sent) => sent.is_ok(),
                             Err(_) => {
                                 info!("fetch answer stalled; closing the session");
-                                metrics.cut_off(super::super::metrics::Cutoff::Stalled);
-                                connection.close(
-                                    close::LAGGING,
+                                session.cut_off(
+                                    Cutoff::Stalled,
                                     b"lagging: a fetch answer made no progress; resume later",
                                 );
                                 false
