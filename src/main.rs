@@ -17,7 +17,7 @@ use sluice::auth::{Claims, JwtAuthenticator};
 use sluice::client::{ConnectOptions, Connection, Event};
 use sluice::ids::{ClientId, SubId, SyncId};
 use sluice::query::Params;
-use sluice::server::Server;
+use sluice::server::{AdminConfig, Server, ServerConfig};
 use sluice::transport::TlsFiles;
 use sluice::value::Value;
 use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, WriteOutcome};
@@ -58,6 +58,21 @@ enum Command {
         /// Permission rules file; tables without a rule are then closed.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Operator configuration as JSON, e.g. {"quotas": {"subscriptions_per_user": 500}}.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One quota, NAME=VALUE (e.g. subscriptions_per_user=500); repeatable, applied
+        /// after --config.
+        #[arg(long = "quota", value_name = "NAME=VALUE")]
+        quotas: Vec<String>,
+        /// HOST:PORT serving metrics (/metrics) and the inspector page (/) over HTTP; off
+        /// by default. Not on loopback, it needs --admin-token.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Token every admin request must carry (`Authorization: Bearer TOKEN` or
+        /// `?token=TOKEN`).
+        #[arg(long, requires = "admin")]
+        admin_token: Option<String>,
     },
     /// Print a signed token for development.
     Token {
@@ -127,6 +142,10 @@ fn main() -> ExitCode {
             auth_secret,
             no_auth,
             rules,
+            config,
+            quotas,
+            admin,
+            admin_token,
         } => runtime().and_then(|rt| {
             rt.block_on(serve(
                 schema,
@@ -134,6 +153,8 @@ fn main() -> ExitCode {
                 listen,
                 cert.zip(key),
                 (auth_secret, no_auth, rules),
+                (config, quotas),
+                (admin, admin_token),
             ))
         }),
         Command::Exec {
@@ -221,17 +242,41 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("`{addr}` resolves to no address"))
 }
 
-/// `sluice serve`: runs a server until Ctrl-C. Fails when `--auth-secret` is empty or
-/// the server cannot start.
+/// The configuration `--config` and `--quota` describe; fails when the file cannot be
+/// read or parsed, or a quota is unknown or not a whole number.
+fn server_config(file: Option<PathBuf>, quotas: &[String]) -> Result<ServerConfig> {
+    let mut config = match file {
+        Some(file) => ServerConfig::load(&file).map_err(|e| anyhow!(e))?,
+        None => ServerConfig::default(),
+    };
+    for assignment in quotas {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--quota `{assignment}`: expected NAME=VALUE"))?;
+        config
+            .quotas
+            .set(name.trim(), value)
+            .map_err(|e| anyhow!(e))?;
+    }
+    Ok(config)
+}
+
+/// `sluice serve`: runs a server until Ctrl-C. Fails when `--auth-secret` is empty, the
+/// configuration is invalid, or the server cannot start.
 async fn serve(
     schema: PathBuf,
     db: PathBuf,
     listen: String,
     tls: Option<(PathBuf, PathBuf)>,
     (auth_secret, no_auth, rules): (Option<String>, bool, Option<PathBuf>),
+    (config, quotas): (Option<PathBuf>, Vec<String>),
+    (admin, admin_token): (Option<String>, Option<String>),
 ) -> Result<ExitCode> {
     let default_rules = schema.join(DEFAULT_RULES_FILE);
-    let mut builder = Server::builder(&schema, db).listen(resolve(&listen)?);
+    let config = server_config(config, &quotas)?;
+    let mut builder = Server::builder(&schema, db)
+        .listen(resolve(&listen)?)
+        .config(config);
     if let Some((cert_pem, key_pem)) = tls {
         builder = builder.tls(TlsFiles { cert_pem, key_pem });
     }
@@ -260,7 +305,16 @@ async fn serve(
     if let Some(file) = rules {
         builder = builder.rules_file(file);
     }
+    if let Some(admin) = admin {
+        builder = builder.admin(AdminConfig {
+            addr: resolve(&admin)?,
+            token: admin_token,
+        });
+    }
     let server = builder.start().await?;
+    if let Some(addr) = server.admin_addr() {
+        eprintln!("admin listening on http://{addr}/");
+    }
     // HOST as the user wrote it, with the real port (the one bound when 0 was asked).
     let host = listen
         .rsplit_once(':')
@@ -417,6 +471,10 @@ async fn sub(
             }
             Event::Control(ServerMessage::SubscribeFailed { message, .. }) => {
                 eprintln!("error: {message}");
+                return Ok(ExitCode::from(2));
+            }
+            Event::Control(ServerMessage::QuotaExceeded { exceeded, .. }) => {
+                eprintln!("error: {exceeded}");
                 return Ok(ExitCode::from(2));
             }
             Event::Control(ServerMessage::ResumeRefused { .. }) => bail!("resume refused"),

@@ -294,7 +294,7 @@ async fn connections_per_user_are_capped() {
     let users = users();
     let alice = &users[0];
     let mut held = Vec::new();
-    for n in 0..sluice::server::MAX_CONNECTIONS_PER_USER {
+    for n in 0..sluice::server::Quotas::default().connections_per_user {
         let client = server
             .connect(&format!("device-{n}"), Some(alice.token()))
             .await
@@ -303,7 +303,12 @@ async fn connections_per_user_are_capped() {
     }
     match server.connect("one-more", Some(alice.token())).await {
         Err(ConnectionError::Refused { code, message }) => {
-            assert_eq!(code, RefuseCode::TooManyConnections, "{message}");
+            let quota = sluice::wire::Quota::ConnectionsPerUser;
+            assert_eq!(code, RefuseCode::QuotaExceeded(quota), "{message}");
+            assert!(
+                message.contains("quota_exceeded: connections_per_user"),
+                "{message}"
+            );
         }
         Err(other) => panic!("refused without a reason: {other}"),
         Ok(_) => panic!("the cap was not enforced"),

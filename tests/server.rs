@@ -620,7 +620,7 @@ async fn stalled_bootstraps_are_bounded_and_ended() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let running = handle.bootstraps_running();
     assert!(
-        running <= SESSIONS * sluice::server::MAX_BOOTSTRAPS_PER_SESSION,
+        running <= SESSIONS * sluice::server::Quotas::default().bootstraps_per_session,
         "{running} bootstraps running"
     );
     // Another client's write is not held up by the stalled readers.
@@ -703,7 +703,7 @@ async fn errors_never_echo_a_large_subscription() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_flood_is_held_back_without_losing_writes_or_slowing_others() {
     let server = TestServer::start().await;
-    let flood = (sluice::server::MAX_WRITES_IN_FLIGHT * 4) as u64;
+    let flood = (sluice::server::Quotas::default().writes_per_session * 4) as u64;
     let mut flooder = server.client("flooder").await;
     let sender = async {
         for seq in 1..=flood {

@@ -74,6 +74,10 @@ pub enum ClientError {
     /// server refused it.
     #[error("fetch failed: {0}")]
     Fetch(String),
+    /// The server refused the request by one of its quotas (which one, and its value).
+    /// The rest of the client's work goes on.
+    #[error(transparent)]
+    QuotaExceeded(crate::vocab::QuotaExceeded),
     /// The batch loader already has [`LoaderConfig::max_pending`] loads waiting.
     #[error("too many loads waiting (at most {limit})")]
     TooManyLoads {
@@ -114,6 +118,9 @@ pub enum SubStatus {
     },
     /// The server refused it; the text says why.
     Failed(String),
+    /// The server refused it by one of its quotas (a per-user, per-session or total
+    /// limit); the client may subscribe again once it holds less.
+    QuotaExceeded(crate::vocab::QuotaExceeded),
 }
 
 /// What caused a notification.
@@ -261,6 +268,7 @@ impl Subscription {
             match rx.borrow_and_update().clone() {
                 SubStatus::Ready { sync_id } => return Ok(sync_id),
                 SubStatus::Failed(m) => return Err(ClientError::SubscriptionFailed(m)),
+                SubStatus::QuotaExceeded(q) => return Err(ClientError::QuotaExceeded(q)),
                 _ => {}
             }
             rx.changed().await.map_err(|_| ClientError::Closed)?;

@@ -16,8 +16,8 @@ use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
 use super::{ClientShared, ConnectionState, Notification, Source, SubStatus, TokenSource};
 use crate::ids::SyncId;
 use crate::store::{Applied, JoinKind, StoreError};
-use crate::vocab::{RejectCode, WriteOutcome};
-use crate::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId};
+use crate::vocab::{QuotaExceeded, RejectCode, WriteOutcome};
+use crate::wire::{BootstrapFrame, ClientMessage, QuotaRequest, RowEvent, ServerMessage, SubId};
 
 /// Requests from the application to the sync task.
 pub(crate) enum Command {
@@ -32,6 +32,9 @@ pub(crate) enum Command {
     /// A request without an answer to wait for (pins); dropped while offline, since
     /// whatever it concerns is re-sent on the next connection.
     Send(ClientMessage),
+    /// A `Pin` whose answer is awaited: `Some` when a quota refused it. Dropped while
+    /// offline, like [`Command::Send`].
+    Pin(ClientMessage, oneshot::Sender<Option<QuotaExceeded>>),
     Rebind(std::net::UdpSocket, oneshot::Sender<std::io::Result<()>>),
 }
 
@@ -174,6 +177,9 @@ struct Online<'a> {
     /// `retry_at`: they stay in the outbox and in the view meanwhile.
     retry: Vec<u64>,
     retry_at: Option<tokio::time::Instant>,
+    /// Pins and unpins sent on this connection, waiting for their answers (the server
+    /// answers them in order), with where a [`Command::Pin`] wants its answer.
+    pins: std::collections::VecDeque<Option<oneshot::Sender<Option<QuotaExceeded>>>>,
 }
 
 pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<Command>) {
@@ -233,6 +239,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         rows: Vec::with_capacity(STAGE_BATCH),
                         retry: Vec::new(),
                         retry_at: None,
+                        pins: Default::default(),
                     };
                     online.run(&mut commands).await
                 }
@@ -477,7 +484,19 @@ impl Online<'_> {
                     })
                     .await?;
             }
-            Command::Send(message) => self.conn.send(message).await?,
+            Command::Send(message) => {
+                if matches!(
+                    message,
+                    ClientMessage::Pin { .. } | ClientMessage::Unpin { .. }
+                ) {
+                    self.pins.push_back(None);
+                }
+                self.conn.send(message).await?
+            }
+            Command::Pin(message, reply) => {
+                self.pins.push_back(Some(reply));
+                self.conn.send(message).await?
+            }
             Command::Rebind(socket, reply) => {
                 let _ = reply.send(self.conn.rebind(socket));
             }
@@ -571,11 +590,27 @@ impl Online<'_> {
                 }
             }
             ServerMessage::SubscribeFailed { sub, message } => {
-                self.staged.remove(&sub);
-                let applied = self.shared.local().remove_sub(sub)?;
-                self.shared.notify(Source::Unsubscribed { sub }, applied);
-                self.shared.set_sub_status(sub, SubStatus::Failed(message));
-                self.try_join().await?;
+                self.failed(sub, SubStatus::Failed(message)).await?;
+            }
+            ServerMessage::QuotaExceeded {
+                request: QuotaRequest::Subscribe { sub },
+                exceeded,
+            } => {
+                warn!(sub = sub.0, %exceeded, "subscription refused");
+                self.failed(sub, SubStatus::QuotaExceeded(exceeded)).await?;
+            }
+            ServerMessage::QuotaExceeded {
+                request: QuotaRequest::Pin { .. },
+                exceeded,
+            } => {
+                if let Some(Some(reply)) = self.pins.pop_front() {
+                    let _ = reply.send(Some(exceeded));
+                }
+            }
+            ServerMessage::Error { message } => {
+                // Pins and unpins are the only requests answered this way.
+                debug!(%message, "request refused");
+                self.pins.pop_front();
             }
             ServerMessage::ResumeRefused { sub, .. } => {
                 // The log no longer reaches our cut: this subscription alone bootstraps.
@@ -636,11 +671,23 @@ impl Online<'_> {
                 }
             }
             ServerMessage::Pinned { table, columns, .. } => {
+                if let Some(Some(reply)) = self.pins.pop_front() {
+                    let _ = reply.send(None);
+                }
                 self.shared.loader.learn_columns(&table, columns);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// The server refused subscription `sub`: its rows leave, and `status` says why.
+    async fn failed(&mut self, sub: SubId, status: SubStatus) -> Result<(), SyncError> {
+        self.staged.remove(&sub);
+        let applied = self.shared.local().remove_sub(sub)?;
+        self.shared.notify(Source::Unsubscribed { sub }, applied);
+        self.shared.set_sub_status(sub, status);
+        self.try_join().await
     }
 
     fn bootstrap(&mut self, sub: SubId, frame: BootstrapFrame) -> Result<(), SyncError> {

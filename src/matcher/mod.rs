@@ -219,6 +219,22 @@ impl Matcher {
         self.ids.len()
     }
 
+    /// Whether `id` is registered. A hash lookup.
+    pub fn contains(&self, id: ShapeId) -> bool {
+        self.ids.contains_key(&id)
+    }
+
+    /// Whether no index would serve `shape`: it would go to its table's residual list and
+    /// be evaluated on every change of the table. Costs one plan of its predicate.
+    pub fn is_residual(shape: &Shape) -> bool {
+        plan(shape.filter(), &TableIndex::default()).is_none()
+    }
+
+    /// Distinct registered shapes in residual lists. Costs one step per table.
+    pub fn residual_len(&self) -> usize {
+        self.tables.values().map(|t| t.residual.len()).sum()
+    }
+
     /// Whether no shape is registered.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()

@@ -7,7 +7,6 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -24,16 +23,6 @@ use crate::wire::{BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
 /// Rows read from SQLite but not yet written to the stream: the memory one bootstrap
 /// holds; when the client reads slowly the reader waits.
 pub const BOOTSTRAP_CHANNEL_CAPACITY: usize = 256;
-
-/// Bootstraps running at once across all sessions: each holds a blocking thread and a
-/// SQLite read transaction while it streams, so the rest wait for a place instead of
-/// starving the threads that commits and fetches need.
-pub const MAX_BOOTSTRAPS: usize = 64;
-/// Bootstraps one session may run at once; its further subscriptions wait their turn.
-pub const MAX_BOOTSTRAPS_PER_SESSION: usize = 4;
-/// How long a bootstrap stream may make no progress before the bootstrap ends and its
-/// read transaction is released (the session is closed as lagging and resumes later).
-pub const BOOTSTRAP_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Distinct rows one resume may replay; past it the subscription is told to bootstrap
 /// again (a snapshot is cheaper than that many changed rows, and the replay holds the
@@ -81,6 +70,8 @@ impl NetLog {
 pub struct Job {
     /// The server's shared state (store, registry).
     pub shared: Arc<Shared>,
+    /// The session, to cut it off when the stream stalls.
+    pub session: Arc<super::session::SessionHandle>,
     /// The connection to open the bootstrap stream on.
     pub connection: quinn::Connection,
     /// The session's control-stream queue (`Subscribed`, refusals).
@@ -91,7 +82,7 @@ pub struct Job {
     /// after it was registered): it unregisters it before the refusal goes out, so the
     /// client may subscribe again under the same id.
     pub ended: mpsc::Sender<SubId>,
-    /// The session's places for bootstraps ([`MAX_BOOTSTRAPS_PER_SESSION`]).
+    /// The session's places for bootstraps ([`super::Quotas::bootstraps_per_session`]).
     pub places: Arc<tokio::sync::Semaphore>,
     /// The subscription.
     pub sub: SubId,
@@ -192,7 +183,7 @@ pub async fn run(job: Job) {
     });
     let mut sent: u64 = 0;
     let mut end = None;
-    let stall = job.shared.bootstrap_stall;
+    let stall = job.shared.quotas.stall_timeout();
     let mut stalled = false;
     while let Some(item) = rx.recv().await {
         match item {
@@ -210,7 +201,10 @@ pub async fn run(job: Job) {
                 })
                 .await;
                 match written {
-                    Ok(Ok(())) => sent += 1,
+                    Ok(Ok(())) => {
+                        sent += 1;
+                        job.shared.metrics.bootstrap_rows(1);
+                    }
                     Ok(Err(_)) => break,
                     Err(_) => {
                         stalled = true;
@@ -232,8 +226,8 @@ pub async fn run(job: Job) {
     let _ = producer.await;
     if stalled {
         info!(rows = sent, "bootstrap stalled; closing the session");
-        job.connection.close(
-            super::session::close::LAGGING,
+        job.session.cut_off(
+            super::metrics::Cutoff::Stalled,
             b"lagging: the bootstrap stream made no progress; resume later",
         );
         return;

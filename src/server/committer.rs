@@ -145,11 +145,13 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             return;
         }
     };
+    let committed = std::time::Instant::now();
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
         if let TxnOutcome::Committed { sync_id, changes } = &outcome {
+            shared.metrics.committed(changes.len());
             if !changes.is_empty() {
                 let origin = changes.first().and_then(|c| c.origin.clone());
-                fan_out(shared, *sync_id, origin, changes);
+                fan_out(shared, *sync_id, origin, changes, committed);
             }
             let s = *sync_id;
             shared.delivered.send_if_modified(|d| {
@@ -180,6 +182,7 @@ fn fan_out(
     sync_id: crate::ids::SyncId,
     origin: Option<(crate::ids::ClientId, u64)>,
     changes: &[crate::store::Change],
+    committed: std::time::Instant,
 ) {
     let mut deliveries = {
         let registry = shared.registry.lock().expect("registry lock");
@@ -191,6 +194,7 @@ fn fan_out(
             deliveries.entry(*session).or_default();
         }
     }
+    shared.metrics.delivered(deliveries.len());
     for (session, events) in deliveries {
         let Some(handle) = shared.sessions.get(&session) else {
             continue;
@@ -200,6 +204,6 @@ fn fan_out(
             origin: origin.clone(),
             events,
         };
-        handle.deliver(txn);
+        handle.deliver(txn, committed);
     }
 }

@@ -27,9 +27,13 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod bootstrap;
 mod committer;
+mod config;
+mod metrics;
 mod pins;
+mod quotas;
 mod registry;
 mod session;
 
@@ -45,15 +49,16 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use crate::auth::{Authenticator, NoAuth};
-pub use bootstrap::{
-    BOOTSTRAP_STALL_TIMEOUT, MAX_BOOTSTRAPS, MAX_BOOTSTRAPS_PER_SESSION, MAX_RESUME_ROWS,
-};
+pub use admin::{AdminConfig, AdminError, ADMIN_HEADER_TIMEOUT, MAX_ADMIN_CONNECTIONS};
+pub use bootstrap::MAX_RESUME_ROWS;
 pub use committer::{MAX_WRITE_BATCH, WRITE_QUEUE_CAPACITY};
-pub use pins::{PinError, MAX_PINS_PER_SESSION};
+pub use config::{Idempotency, ServerConfig};
+pub use pins::PinError;
+pub use quotas::{Quotas, UserUsage};
+pub use session::SessionInfo;
 pub use session::{
     close, scoped_client_id, CONTROL_QUEUE_CAPACITY, FETCH_FRAME_BYTES, HANDSHAKE_TIMEOUT,
-    LIVE_BATCH_BYTES, LIVE_BATCH_FRAMES, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_USER, MAX_ECHO_CHARS,
-    MAX_FETCHES_IN_FLIGHT, MAX_HELLO_BYTES, MAX_SUBSCRIPTIONS_PER_SESSION, MAX_WRITES_IN_FLIGHT,
+    LIVE_BATCH_BYTES, LIVE_BATCH_FRAMES, MAX_ECHO_CHARS, MAX_HELLO_BYTES, REFUSALS_IN_FLIGHT,
     SESSION_QUEUE_CAPACITY,
 };
 
@@ -116,6 +121,9 @@ pub enum ServerError {
     /// The rules file could not be read or does not fit the schema.
     #[error(transparent)]
     Rules(#[from] RulesError),
+    /// The admin listener could not start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     /// The server stopped (or its blocking task died) before the request was answered.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -142,10 +150,16 @@ pub(crate) struct Shared {
     /// Set once when the server starts shutting down: sessions stop reading requests and
     /// answer what is in flight, the committer drains its queue and stops.
     pub shutdown: tokio::sync::watch::Sender<bool>,
-    /// Places for bootstraps running at once, across sessions ([`MAX_BOOTSTRAPS`]).
+    /// Every admission limit and quota ([`ServerBuilder::quotas`]).
+    pub quotas: Quotas,
+    /// What each user holds, for the per-user quotas.
+    pub ledger: quotas::Ledger,
+    /// Places for bootstraps running at once, across sessions ([`Quotas::bootstraps`]).
     pub bootstraps: Arc<tokio::sync::Semaphore>,
-    /// See [`ServerBuilder::bootstrap_stall_timeout`].
-    pub bootstrap_stall: Duration,
+    /// Places for fetches running at once, across sessions ([`Quotas::fetches`]).
+    pub fetches: Arc<tokio::sync::Semaphore>,
+    /// Counters and histograms ([`ServerHandle::metrics`]).
+    pub metrics: Arc<metrics::Metrics>,
     /// The writer thread's queue ([`committer::start_writer`]).
     pub writer: std::sync::mpsc::SyncSender<committer::ApplyJob>,
 }
@@ -166,7 +180,9 @@ pub struct ServerBuilder {
     retention: Retention,
     store_options: StoreOptions,
     transport_limits: TransportLimits,
-    bootstrap_stall: Duration,
+    quotas: Quotas,
+    idempotency: Idempotency,
+    admin: Option<AdminConfig>,
 }
 
 /// Entry point of the embedding API.
@@ -186,7 +202,9 @@ impl Server {
             retention: Retention::default(),
             store_options: StoreOptions::default(),
             transport_limits: TransportLimits::default(),
-            bootstrap_stall: bootstrap::BOOTSTRAP_STALL_TIMEOUT,
+            quotas: Quotas::default(),
+            idempotency: Idempotency::default(),
+            admin: None,
         }
     }
 }
@@ -256,12 +274,41 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a bootstrap stream may make no progress (the client reads none of it)
-    /// before the bootstrap ends, its read transaction is released and the session is
-    /// closed as lagging (the client resumes later). Default:
-    /// [`bootstrap::BOOTSTRAP_STALL_TIMEOUT`].
+    /// Admission limits and quotas: connections, subscriptions, residual shapes, pins,
+    /// concurrent fetches and bootstraps, the stall timeout. Default:
+    /// [`Quotas::default`] (each field's doc says its default and what it costs).
+    pub fn quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Applies an operator's configuration ([`ServerConfig`], e.g. from
+    /// [`ServerConfig::load`]): its quotas replace the builder's.
+    pub fn config(self, config: ServerConfig) -> Self {
+        self.quotas(config.quotas).idempotency(config.idempotency)
+    }
+
+    /// Serves metrics (`/metrics`, Prometheus text format) and the inspector page (`/`)
+    /// over HTTP on `config.addr`, never on the QUIC port. Off by default. An address that
+    /// is not loopback needs `config.token` ([`AdminError::TokenRequired`] otherwise).
+    pub fn admin(mut self, config: AdminConfig) -> Self {
+        self.admin = Some(config);
+        self
+    }
+
+    /// How long idempotency records are kept. Default: [`Idempotency::default`] (at
+    /// least 7 days, at most 1,000,000 records).
+    pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = idempotency;
+        self
+    }
+
+    /// How long a bootstrap stream or a fetch answer may make no progress (the client
+    /// reads none of it) before it ends, its read transaction is released and the
+    /// session is closed as lagging (the client resumes later): sets
+    /// [`Quotas::stall_timeout_ms`]. Default 30 s.
     pub fn bootstrap_stall_timeout(mut self, timeout: Duration) -> Self {
-        self.bootstrap_stall = timeout;
+        self.quotas.stall_timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
         self
     }
 
@@ -307,6 +354,10 @@ impl ServerBuilder {
                 addr: self.listen,
                 source,
             })?;
+        let admin = match &self.admin {
+            Some(config) => Some((admin::bind(config).await?, config.token.clone())),
+            None => None,
+        };
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let (delivered, _) = tokio::sync::watch::channel(store.head());
         let writer = committer::start_writer(store.clone());
@@ -323,8 +374,11 @@ impl ServerBuilder {
             rules,
             users: DashMap::new(),
             shutdown: tokio::sync::watch::channel(false).0,
-            bootstraps: Arc::new(tokio::sync::Semaphore::new(MAX_BOOTSTRAPS)),
-            bootstrap_stall: self.bootstrap_stall,
+            bootstraps: Arc::new(tokio::sync::Semaphore::new(self.quotas.bootstraps)),
+            fetches: Arc::new(tokio::sync::Semaphore::new(self.quotas.fetches)),
+            quotas: self.quotas,
+            ledger: quotas::Ledger::default(),
+            metrics: Arc::new(metrics::Metrics::new()),
             writer,
         });
         let committer = tokio::spawn(committer::run(shared.clone(), write_queue));
@@ -336,9 +390,22 @@ impl ServerBuilder {
             stop_rx,
             sessions_tx,
         ));
-        let compactor = tokio::spawn(compact_loop(shared.clone(), self.retention));
+        let compactor = tokio::spawn(compact_loop(
+            shared.clone(),
+            self.retention,
+            self.idempotency,
+        ));
+        let (admin_addr, admin) = match admin {
+            Some(((listener, addr), token)) => (
+                Some(addr),
+                Some(tokio::spawn(admin::serve(shared.clone(), listener, token))),
+            ),
+            None => (None, None),
+        };
         info!(%local_addr, "sluice server listening");
         Ok(ServerHandle {
+            admin_addr,
+            admin,
             local_addr,
             cert_path,
             shared,
@@ -355,6 +422,9 @@ impl ServerBuilder {
 /// A running server.
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    /// The admin listener's address and task, when one was asked for.
+    admin_addr: Option<SocketAddr>,
+    admin: Option<tokio::task::JoinHandle<()>>,
     cert_path: Option<PathBuf>,
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
@@ -371,6 +441,11 @@ impl ServerHandle {
     /// The address actually bound (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address (the real port when 0 was asked), if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The generated self-signed certificate clients should trust, if one was generated.
@@ -423,9 +498,34 @@ impl ServerHandle {
     }
 
     /// Bootstraps (snapshots and resumes) running now, across sessions; at most
-    /// [`MAX_BOOTSTRAPS`], the others wait for a place.
+    /// [`Quotas::bootstraps`], the others wait for a place.
     pub fn bootstraps_running(&self) -> usize {
-        MAX_BOOTSTRAPS - self.shared.bootstraps.available_permits()
+        self.shared.quotas.bootstraps - self.shared.bootstraps.available_permits()
+    }
+
+    /// The server's metrics in Prometheus text format (what the admin listener serves at
+    /// `/metrics`). Costs a walk of every session and a short registry lock.
+    pub fn metrics(&self) -> String {
+        metrics::render(&self.shared)
+    }
+
+    /// Every connected session, as the inspector lists them.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.shared
+            .sessions
+            .iter()
+            .map(|s| s.value().info())
+            .collect()
+    }
+
+    /// The quotas the server runs with.
+    pub fn quotas(&self) -> &Quotas {
+        &self.shared.quotas
+    }
+
+    /// What user `sub` holds now (sessions, subscriptions, residual ones).
+    pub fn user_usage(&self, sub: &str) -> UserUsage {
+        self.shared.ledger.usage(sub)
     }
 
     /// Rows kept live by batch-loader pins, over all sessions (a key pinned by several
@@ -457,6 +557,22 @@ impl ServerHandle {
             .map_err(|_| ServerError::ShuttingDown)??)
     }
 
+    /// Prunes idempotency records now, as the server does after each compaction: forgets
+    /// outcomes older than `max_age` and the oldest past `max_records` (see
+    /// [`Idempotency`]); returns how many. Fails like [`ServerHandle::compact`].
+    pub async fn prune_outcomes(
+        &self,
+        max_age: Duration,
+        max_records: u64,
+    ) -> Result<u64, ServerError> {
+        let store = self.shared.store.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || store.prune_outcomes(max_age, max_records))
+                .await
+                .map_err(|_| ServerError::ShuttingDown)??,
+        )
+    }
+
     /// Serves until `shutdown` completes, then shuts down.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
@@ -476,6 +592,9 @@ impl ServerHandle {
             let _ = acceptor.await;
         }
         self.compactor.abort();
+        if let Some(admin) = self.admin.take() {
+            admin.abort();
+        }
         self.shared.shutdown.send_replace(true);
         if tokio::time::timeout(SHUTDOWN_DRAIN, self.sessions_done.recv())
             .await
@@ -508,17 +627,12 @@ async fn accept_loop(
     sessions: mpsc::Sender<()>,
 ) {
     let next_id = AtomicU64::new(1);
-    // One permit per connection served: past the bound, connections wait in the QUIC
-    // accept queue instead of costing sessions.
-    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // One permit per connection served ([`Quotas::connections`]). Past the bound a
+    // connection is told why (`quota_exceeded: connections`) by a short refusal task;
+    // past [`REFUSALS_IN_FLIGHT`] of those it is refused at the QUIC level.
+    let places = Arc::new(tokio::sync::Semaphore::new(shared.quotas.connections));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT));
     loop {
-        let place = tokio::select! {
-            _ = &mut stop => break,
-            place = places.clone().acquire_owned() => match place {
-                Ok(place) => place,
-                Err(_) => break,
-            },
-        };
         tokio::select! {
             _ = &mut stop => break,
             incoming = endpoint.accept() => {
@@ -526,16 +640,33 @@ async fn accept_loop(
                 let id = SessionId(next_id.fetch_add(1, Ordering::Relaxed));
                 let alive = sessions.clone();
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    session::serve(shared, id, incoming).await;
-                    drop((alive, place));
-                });
+                match places.clone().try_acquire_owned() {
+                    Ok(place) => {
+                        tokio::spawn(async move {
+                            session::serve(shared, id, incoming, None).await;
+                            drop((alive, place));
+                        });
+                    }
+                    Err(_) => match refusals.clone().try_acquire_owned() {
+                        Ok(refusal) => {
+                            let full = crate::vocab::QuotaExceeded::new(
+                                crate::vocab::Quota::Connections,
+                                shared.quotas.connections,
+                            );
+                            tokio::spawn(async move {
+                                session::serve(shared, id, incoming, Some(full)).await;
+                                drop((alive, refusal));
+                            });
+                        }
+                        Err(_) => incoming.refuse(),
+                    },
+                }
             }
         }
     }
 }
 
-async fn compact_loop(shared: Arc<Shared>, retention: Retention) {
+async fn compact_loop(shared: Arc<Shared>, retention: Retention, idempotency: Idempotency) {
     let mut ticker = tokio::time::interval(retention.interval);
     ticker.tick().await;
     loop {
@@ -545,6 +676,13 @@ async fn compact_loop(shared: Arc<Shared>, retention: Retention) {
         match tokio::task::spawn_blocking(move || store.compact_retain(keep, age)).await {
             Ok(Ok(n)) if n > 0 => info!(removed = n, "change log compacted"),
             Ok(Err(e)) => warn!(error = %e, "compaction failed"),
+            _ => {}
+        }
+        let store = shared.store.clone();
+        let (age, records) = (idempotency.max_age(), idempotency.max_records);
+        match tokio::task::spawn_blocking(move || store.prune_outcomes(age, records)).await {
+            Ok(Ok(n)) if n > 0 => info!(forgotten = n, "idempotency records pruned"),
+            Ok(Err(e)) => warn!(error = %e, "pruning idempotency records failed"),
             _ => {}
         }
     }

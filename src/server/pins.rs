@@ -21,11 +21,6 @@ use crate::store::KeyOrd;
 use crate::value::Value;
 use crate::vocab::SessionId;
 
-/// Rows one session may keep pinned at once (over all tables). Each pinned key costs its
-/// value in the session's key set and an entry in the registry's pin index; a pin past the limit
-/// is refused with [`PinError::TooMany`].
-pub const MAX_PINS_PER_SESSION: usize = 100_000;
-
 /// Why a pin request was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -33,12 +28,9 @@ pub enum PinError {
     /// The schema has no such table.
     #[error("unknown table `{0}`")]
     UnknownTable(String),
-    /// The pin would take the session past its limit.
-    #[error("at most {limit} pinned rows per session")]
-    TooMany {
-        /// [`MAX_PINS_PER_SESSION`].
-        limit: usize,
-    },
+    /// The pin would take the session past [`super::Quotas::pins_per_session`].
+    #[error(transparent)]
+    Quota(crate::vocab::QuotaExceeded),
     /// The key-set subscription was refused: the caller's read rule does not allow the
     /// table (or the generated subscription did not compile).
     #[error("{0}")]
@@ -71,7 +63,8 @@ pub struct Pins {
 }
 
 impl Pins {
-    /// Adds (`pin`) or removes keys of `table` from the rows the session keeps live.
+    /// Adds (`pin`) or removes keys of `table` from the rows the session keeps live. A
+    /// pin past [`super::Quotas::pins_per_session`] pins none of its keys.
     pub fn change(
         &mut self,
         shared: &Shared,
@@ -101,10 +94,12 @@ impl Pins {
         } else {
             self.total - changed.len()
         };
-        if pin && total_after > MAX_PINS_PER_SESSION {
-            return Err(PinError::TooMany {
-                limit: MAX_PINS_PER_SESSION,
-            });
+        let limit = shared.quotas.pins_per_session;
+        if pin && total_after > limit {
+            let quota = crate::vocab::Quota::PinsPerSession;
+            return Err(PinError::Quota(crate::vocab::QuotaExceeded::new(
+                quota, limit,
+            )));
         }
         if pin && set.shape.is_none() && !changed.is_empty() {
             let sql = format!("SELECT * FROM {}", quote_ident(&t.name));
@@ -149,6 +144,11 @@ impl Pins {
             columns,
             pinned,
         })
+    }
+
+    /// Keys pinned now, over all tables.
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     /// Drops every pinned key (the session ends).

@@ -125,6 +125,23 @@ impl Registry {
         self.matcher.len()
     }
 
+    /// Whether a shape with this id is registered.
+    pub fn contains(&self, shape: ShapeId) -> bool {
+        self.matcher.contains(shape)
+    }
+
+    /// Distinct registered shapes no index serves.
+    pub fn residual_count(&self) -> usize {
+        self.matcher.residual_len()
+    }
+
+    /// Every registered shape with its subscriber count, for the inspector.
+    pub fn shapes(&self) -> impl Iterator<Item = (&Arc<Shape>, usize)> + '_ {
+        self.subscribers
+            .iter()
+            .filter_map(|(id, subs)| self.matcher.shape(*id).map(|shape| (shape, subs.len())))
+    }
+
     /// Matches every change of one committed transaction and groups the resulting row
     /// events by session, in change order.
     pub fn deliveries(&self, changes: &[Change]) -> Deliveries {

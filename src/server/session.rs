@@ -6,9 +6,9 @@
 //! committer).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -18,19 +18,22 @@ mod fetch;
 mod handshake;
 mod live;
 
+use live::write_live;
+
 pub use handshake::scoped_client_id;
 
 use super::bootstrap;
 use super::committer::WriteRequest;
+use super::metrics::{Cutoff, Metrics};
 use super::pins::Pins;
 use super::{Shared, WriteContext};
 use crate::auth::{token::unix_now, Claims, Policy};
 use crate::query::{self, ShapeId};
 use crate::transport::{FrameReader, FrameWriter};
-use crate::vocab::{ClientId, SessionId, SyncId, TxnOutcome, WriteTxn};
+use crate::vocab::{ClientId, QuotaExceeded, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
-    ClientFrame, ClientMessage, Live, LiveTxn, RefuseCode, ServerFrame, ServerMessage, SubId,
-    WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
+    ClientFrame, ClientMessage, Live, LiveTxn, QuotaRequest, RefuseCode, ServerFrame,
+    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -51,30 +54,16 @@ pub const MAX_ECHO_CHARS: usize = 200;
 /// Control-stream answers waiting to be written to one session; when it is full the
 /// session stops reading requests until the client reads its answers.
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
-/// Subscriptions one session may hold at once; one more is answered with
-/// `SubscribeFailed`. Each costs a shape in the matcher (shared with identical ones) and a
-/// bootstrap task while it runs.
-pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1000;
 /// Row bytes (roughly, as encoded) per fetch answer frame; a larger answer is split
 /// into `FetchedPart` frames ending with `Fetched`.
 pub const FETCH_FRAME_BYTES: usize = 256 * 1024;
-/// Fetches one session may have in flight; a further one waits for a place before the
-/// session reads its next request (back-pressure on that client alone). Each holds at
-/// most [`crate::store::MAX_FETCH_BYTES`] of rows.
-pub const MAX_FETCHES_IN_FLIGHT: usize = 8;
-/// Writes one session may have waiting for the committer: its share of the shared write
-/// queue ([`super::WRITE_QUEUE_CAPACITY`]). A further write waits for a place before the
-/// session reads its next request, so one busy client cannot fill the queue for all.
-pub const MAX_WRITES_IN_FLIGHT: usize = 256;
 /// The largest `Hello` frame (read before the token is verified): 64 KiB, room for any
 /// token; later frames may reach [`crate::wire::MAX_FRAME_BYTES`].
 pub const MAX_HELLO_BYTES: usize = 64 * 1024;
-/// Connections a server serves at once; past it new connections wait in the QUIC
-/// accept queue (each session costs its queues and a few tasks).
-pub const MAX_CONNECTIONS: usize = 10_000;
-/// Sessions one verified user may hold at once; a further one is refused at the
-/// handshake with `TooManyConnections`.
-pub const MAX_CONNECTIONS_PER_USER: usize = 64;
+/// Connections past [`super::Quotas::connections`] being told so at once; past this many
+/// a further one is refused at the QUIC level without a reason (each refusal holds a
+/// connection for at most [`HANDSHAKE_TIMEOUT`] and a short grace to read the refusal).
+pub const REFUSALS_IN_FLIGHT: usize = 64;
 /// How long a client has to open its control stream, and then to say hello, before the
 /// server gives up on the connection.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,8 +93,8 @@ pub mod close {
 
 /// Items of a session's live queue.
 pub enum LiveItem {
-    /// A committed transaction's events for this session.
-    Txn(LiveTxn),
+    /// A committed transaction's events for this session, and when it was committed.
+    Txn(LiveTxn, Instant),
     /// The subscription's bootstrap covered everything up to `through`.
     Seam {
         /// The subscription.
@@ -125,25 +114,77 @@ pub struct SessionHandle {
     live: mpsc::Sender<LiveItem>,
     connection: quinn::Connection,
     lagging: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// The verified user, if any.
+    user: Option<String>,
+    /// The client's own id.
+    client: ClientId,
+    /// Subscriptions held now.
+    subscriptions: AtomicUsize,
+    /// Rows pinned now.
+    pins: AtomicUsize,
+}
+
+/// One session as the inspector shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    /// The verified user, if any.
+    pub user: Option<String>,
+    /// The id the client chose.
+    pub client: String,
+    /// The client's address.
+    pub remote: String,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+    /// Rows pinned.
+    pub pins: usize,
+    /// Live transactions queued for it, not yet written (its lag; at
+    /// [`SESSION_QUEUE_CAPACITY`] it is cut off).
+    pub queued: usize,
+    /// Bytes sent to it (UDP payload, every stream and retransmission included).
+    pub bytes_sent: u64,
 }
 
 impl SessionHandle {
+    /// A snapshot of the session for the inspector and the metrics.
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            user: self.user.clone(),
+            client: self.client.0.clone(),
+            remote: self.connection.remote_address().to_string(),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            pins: self.pins.load(Ordering::Relaxed),
+            queued: SESSION_QUEUE_CAPACITY - self.live.capacity(),
+            bytes_sent: self.connection.stats().udp_tx.bytes,
+        }
+    }
+
     /// Queues a live transaction without waiting; a full queue cuts the session off.
-    pub fn deliver(&self, txn: LiveTxn) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(LiveItem::Txn(txn)) {
-            if !self.lagging.swap(true, Ordering::SeqCst) {
-                warn!(remote = %self.connection.remote_address(), "session lagging; cutting it off");
-                self.connection.close(
-                    close::LAGGING,
-                    b"lagging: the client fell too far behind; resume from the last sync id",
-                );
-            }
+    pub fn deliver(&self, txn: LiveTxn, committed: Instant) {
+        let item = LiveItem::Txn(txn, committed);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(item) {
+            self.cut_off(
+                Cutoff::Lagging,
+                b"lagging: the client fell too far behind; resume from the last sync id",
+            );
+        }
+    }
+
+    /// Closes the session as lagging (the client resumes later), once: several stalled
+    /// streams of one session count one cut-off.
+    pub fn cut_off(&self, why: Cutoff, reason: &[u8]) {
+        if !self.lagging.swap(true, Ordering::SeqCst) {
+            self.metrics.cut_off(why);
+            warn!(remote = %self.connection.remote_address(), ?why, "cutting the session off");
+            self.connection.close(close::LAGGING, reason);
         }
     }
 }
 
 struct Subscription {
     shape: ShapeId,
+    /// Whether no index serves its shape (counted by the residual quotas).
+    residual: bool,
     bootstrap: JoinHandle<()>,
 }
 
@@ -157,22 +198,30 @@ struct Session {
     policy: Arc<Policy>,
     control: mpsc::Sender<ServerMessage>,
     live: mpsc::Sender<LiveItem>,
+    /// What the rest of the server sees of this session (its counts are kept here).
+    handle: Arc<SessionHandle>,
     subscriptions: HashMap<SubId, Subscription>,
     /// Rows the client's batch loader keeps live.
     pins: Pins,
-    /// Places for fetches in flight ([`MAX_FETCHES_IN_FLIGHT`]).
+    /// Places for fetches in flight ([`super::Quotas::fetches_per_session`]).
     fetches: Arc<tokio::sync::Semaphore>,
-    /// Places for writes in flight ([`MAX_WRITES_IN_FLIGHT`]).
+    /// Places for writes in flight ([`super::Quotas::writes_per_session`]).
     writes: Arc<tokio::sync::Semaphore>,
-    /// Places for bootstraps running ([`bootstrap::MAX_BOOTSTRAPS_PER_SESSION`]).
+    /// Places for bootstraps running ([`super::Quotas::bootstraps_per_session`]).
     bootstraps: Arc<tokio::sync::Semaphore>,
     /// Bootstraps that ended without joining tell the session here (see
     /// [`bootstrap::Job::ended`]).
     ended: mpsc::Sender<SubId>,
 }
 
-/// Serves one incoming connection until it closes.
-pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming) {
+/// Serves one incoming connection until it closes; with `full`, only tells the client
+/// that the server has no place for it.
+pub async fn serve(
+    shared: Arc<Shared>,
+    id: SessionId,
+    incoming: quinn::Incoming,
+    full: Option<QuotaExceeded>,
+) {
     let connection = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -182,7 +231,7 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
     };
     let span = info_span!("session", id = id.0, remote = %connection.remote_address());
     async move {
-        match handshake::handshake(&shared, &connection).await {
+        match handshake::handshake(&shared, &connection, full).await {
             Ok(handshake::Handshaken {
                 client_id,
                 chosen_id,
@@ -203,6 +252,7 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
                         connection.close(close::EXPIRED, b"token expired");
                     })
                 });
+                let user = claims.sub.clone();
                 let auth = (Arc::new(claims), policy);
                 run(
                     shared.clone(),
@@ -218,6 +268,9 @@ pub async fn serve(shared: Arc<Shared>, id: SessionId, incoming: quinn::Incoming
                     expiry.abort();
                 }
                 shared.users.remove(&id);
+                if let Some(user) = &user {
+                    shared.ledger.release_connection(user);
+                }
             }
             Err(reason) => debug!(%reason, "handshake failed"),
         }
@@ -245,19 +298,23 @@ async fn run(
     };
     let (live_tx, live_rx) = mpsc::channel(SESSION_QUEUE_CAPACITY);
     shared.authors.insert(client_id.clone(), id);
-    shared.sessions.insert(
-        id,
-        Arc::new(SessionHandle {
-            live: live_tx.clone(),
-            connection: connection.clone(),
-            lagging: AtomicBool::new(false),
-        }),
-    );
+    let handle = Arc::new(SessionHandle {
+        live: live_tx.clone(),
+        connection: connection.clone(),
+        lagging: AtomicBool::new(false),
+        metrics: shared.metrics.clone(),
+        user: claims.sub.clone(),
+        client: chosen_id.clone(),
+        subscriptions: AtomicUsize::new(0),
+        pins: AtomicUsize::new(0),
+    });
+    shared.sessions.insert(id, handle.clone());
     let live_task = tokio::spawn(
         write_live(
             FrameWriter::new(live_stream),
             live_rx,
             (client_id.clone(), chosen_id),
+            shared.metrics.clone(),
         )
         .in_current_span(),
     );
@@ -273,12 +330,17 @@ async fn run(
         policy,
         control: control_tx,
         live: live_tx,
+        handle,
         subscriptions: HashMap::new(),
         pins: Pins::default(),
-        fetches: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES_IN_FLIGHT)),
-        writes: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
+        fetches: Arc::new(tokio::sync::Semaphore::new(
+            shared.quotas.fetches_per_session,
+        )),
+        writes: Arc::new(tokio::sync::Semaphore::new(
+            shared.quotas.writes_per_session,
+        )),
         bootstraps: Arc::new(tokio::sync::Semaphore::new(
-            bootstrap::MAX_BOOTSTRAPS_PER_SESSION,
+            shared.quotas.bootstraps_per_session,
         )),
         ended,
     };
@@ -413,12 +475,13 @@ impl Session {
                 .reply(ServerMessage::SubscribeFailed { sub, message })
                 .await;
         }
-        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SESSION {
-            let message =
-                format!("at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per session");
-            return self
-                .reply(ServerMessage::SubscribeFailed { sub, message })
-                .await;
+        let quotas = &self.shared.quotas;
+        if self.subscriptions.len() >= quotas.subscriptions_per_session {
+            let exceeded = QuotaExceeded::new(
+                crate::vocab::Quota::SubscriptionsPerSession,
+                quotas.subscriptions_per_session,
+            );
+            return self.refuse_subscription(sub, exceeded).await;
         }
         // Compiled on a blocking thread: a large subscription never holds an async worker.
         let compiled = {
@@ -456,13 +519,22 @@ impl Session {
             }
         }
         let resume_after = resume.map(|(after, _)| after);
-        // Registered before the snapshot opens, so no later change can be missed.
-        let shape_id = {
+        // Registered before the snapshot opens, so no later change can be missed. The
+        // quotas are checked under the same lock: two sessions cannot both take the last
+        // place.
+        let residual = crate::matcher::Matcher::is_residual(&shape);
+        let registered = {
             let mut registry = self.shared.registry.lock().expect("registry lock");
-            registry.subscribe(shape.clone(), base.clone(), self.id, sub)
+            self.admit(&registry, &shape, residual)
+                .map(|()| registry.subscribe(shape.clone(), base.clone(), self.id, sub))
+        };
+        let shape_id = match registered {
+            Ok(id) => id,
+            Err(exceeded) => return self.refuse_subscription(sub, exceeded).await,
         };
         let job = bootstrap::Job {
             shared: self.shared.clone(),
+            session: self.handle.clone(),
             connection: self.connection.clone(),
             control: self.control.clone(),
             live: self.live.clone(),
@@ -478,9 +550,43 @@ impl Session {
             sub,
             Subscription {
                 shape: shape_id,
+                residual,
                 bootstrap: task,
             },
         );
+        self.handle
+            .subscriptions
+            .store(self.subscriptions.len(), Ordering::Relaxed);
+    }
+
+    /// Checks the residual and per-user quotas for a new subscription on `shape`, and
+    /// takes the user's place when they allow it.
+    fn admit(
+        &self,
+        registry: &super::registry::Registry,
+        shape: &query::Shape,
+        residual: bool,
+    ) -> Result<(), QuotaExceeded> {
+        let quotas = &self.shared.quotas;
+        if residual
+            && !registry.contains(shape.id())
+            && registry.residual_count() >= quotas.residual_shapes
+        {
+            let quota = crate::vocab::Quota::ResidualShapes;
+            return Err(QuotaExceeded::new(quota, quotas.residual_shapes));
+        }
+        match &self.claims.sub {
+            Some(user) => self.shared.ledger.take_subscription(quotas, user, residual),
+            None => Ok(()),
+        }
+    }
+
+    async fn refuse_subscription(&self, sub: SubId, exceeded: QuotaExceeded) {
+        debug!(%exceeded, "subscription refused");
+        self.shared.metrics.refused(exceeded.quota);
+        let request = QuotaRequest::Subscribe { sub };
+        self.reply(ServerMessage::QuotaExceeded { request, exceeded })
+            .await
     }
 
     /// Unregisters a subscription whose bootstrap ended without joining (its task is
@@ -500,12 +606,18 @@ impl Session {
             if abort {
                 s.bootstrap.abort();
             }
+            if let Some(user) = &self.claims.sub {
+                self.shared.ledger.release_subscription(user, s.residual);
+            }
             self.shared
                 .registry
                 .lock()
                 .expect("registry lock")
                 .unsubscribe(s.shape, self.id, sub);
             let _ = self.live.try_send(LiveItem::Forget { sub });
+            self.handle
+                .subscriptions
+                .store(self.subscriptions.len(), Ordering::Relaxed);
         }
     }
 
@@ -557,12 +669,19 @@ impl Session {
         let changed = self
             .pins
             .change(&self.shared, &self.policy, self.id, &table, keys, pin);
+        self.handle.pins.store(self.pins.total(), Ordering::Relaxed);
         let answer = match changed {
             Ok(c) => ServerMessage::Pinned {
                 table: c.table,
                 columns: c.columns,
                 pinned: c.pinned,
             },
+            Err(super::PinError::Quota(exceeded)) => {
+                debug!(%exceeded, "pin refused");
+                self.shared.metrics.refused(exceeded.quota);
+                let request = QuotaRequest::Pin { table };
+                ServerMessage::QuotaExceeded { request, exceeded }
+            }
             Err(e) => {
                 debug!(error = %e, "pin refused");
                 ServerMessage::Error {
@@ -602,68 +721,5 @@ async fn write_control(mut writer: FrameWriter, mut queue: mpsc::Receiver<Server
     // right after cannot discard them.
     if writer.finish().is_ok() {
         let _ = tokio::time::timeout(super::SHUTDOWN_DRAIN, writer.stream().stopped()).await;
-    }
-}
-
-/// Writes the session's live stream. `client_id` is the server's name for the client
-/// (to recognize its own transactions), `chosen_id` the id it chose: a transaction's
-/// origin goes only to its author, under the author's own id; nobody else learns who
-/// wrote what.
-async fn write_live(
-    mut writer: FrameWriter,
-    mut queue: mpsc::Receiver<LiveItem>,
-    (client_id, chosen_id): (ClientId, ClientId),
-) {
-    // Per subscription, the last sync id its bootstrap already covered.
-    let mut seams: HashMap<SubId, SyncId> = HashMap::new();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(first) = queue.recv().await {
-        // Whatever else is already queued goes out in the same stream write: a burst of
-        // commits costs one write per session, not one per transaction.
-        let mut next = Some(first);
-        let mut batched = 0;
-        while let Some(item) = next.take() {
-            let frame = match item {
-                LiveItem::Seam { sub, through } => {
-                    seams.insert(sub, through);
-                    Some(Live::Joined {
-                        sub,
-                        sync_id: through,
-                    })
-                }
-                LiveItem::Forget { sub } => {
-                    seams.remove(&sub);
-                    None
-                }
-                LiveItem::Txn(mut txn) => {
-                    txn.events
-                        .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
-                    // An empty transaction still goes to its author, to confirm it in order.
-                    let authored = txn.origin.as_ref().is_some_and(|(c, _)| *c == client_id);
-                    txn.origin = match txn.origin.take() {
-                        Some((_, seq)) if authored => Some((chosen_id.clone(), seq)),
-                        _ => None,
-                    };
-                    (!txn.events.is_empty() || authored).then_some(Live::Txn(txn))
-                }
-            };
-            if let Some(frame) = frame {
-                if let Err(e) = live::encode_live(frame, &mut buf) {
-                    warn!(error = %e, "live frame not encodable; closing the live stream");
-                    return;
-                }
-            }
-            batched += 1;
-            if batched < LIVE_BATCH_FRAMES && buf.len() < LIVE_BATCH_BYTES {
-                next = queue.try_recv().ok();
-            }
-        }
-        if !buf.is_empty() {
-            if writer.stream().write_all(&buf).await.is_err() {
-                break;
-            }
-            buf.clear();
-            buf.shrink_to(LIVE_BATCH_BYTES);
-        }
     }
 }

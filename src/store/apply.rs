@@ -136,6 +136,16 @@ pub(crate) fn apply_batch(
                     outcomes.push(previous);
                     continue;
                 }
+                if forgotten(&tx, client, *seq)? {
+                    outcomes.push(TxnOutcome::Rejected {
+                        code: RejectCode::Expired,
+                        message: format!(
+                            "transaction {seq} was sent again after its outcome was forgotten; \
+                             it may have been applied, and is not applied again"
+                        ),
+                    });
+                    continue;
+                }
             }
             if *seq <= i64::MAX as u64 {
                 let entry = newest.entry(client.0.clone()).or_insert(None);
@@ -155,7 +165,7 @@ pub(crate) fn apply_batch(
                 if savepoint {
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
                 }
-                record_outcome(&tx, &txn, Some(sync_id), None)?;
+                record_outcome(&tx, &txn, Some(sync_id), None, now_ms)?;
                 head = sync_id;
                 outcomes.push(TxnOutcome::Committed { sync_id, changes });
             }
@@ -164,7 +174,7 @@ pub(crate) fn apply_batch(
                     tx.prepare_cached("ROLLBACK TO sluice_txn")?.execute([])?;
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
                 }
-                record_outcome(&tx, &txn, None, Some((code, &message)))?;
+                record_outcome(&tx, &txn, None, Some((code, &message)), now_ms)?;
                 outcomes.push(TxnOutcome::Rejected { code, message });
             }
             Err(TxnError::Store(e)) => return Err(e),
@@ -183,14 +193,27 @@ pub(crate) fn apply_batch(
     Ok((outcomes, head))
 }
 
-/// The highest sequence number of `client` with a recorded outcome.
+/// The highest sequence number of `client` with a recorded (or forgotten) outcome.
 fn newest_seq(conn: &Connection, client: &ClientId) -> Result<Option<u64>, StoreError> {
     let n: Option<i64> = conn
         .prepare_cached(
-            "SELECT max(seq) FROM _sluice_client_txns WHERE client_id = ?1 AND seq >= 0",
+            "SELECT max(n) FROM ( \
+               SELECT max(seq) AS n FROM _sluice_client_txns WHERE client_id = ?1 AND seq >= 0 \
+               UNION ALL SELECT seq FROM _sluice_client_floors WHERE client_id = ?1)",
         )?
         .query_row([&client.0], |r| r.get(0))?;
     Ok(n.map(|n| n as u64))
+}
+
+/// Whether the outcome of `client`'s transaction `seq` may have been recorded and then
+/// forgotten ([`crate::store::Store::prune_outcomes`]).
+fn forgotten(conn: &Connection, client: &ClientId, seq: u64) -> Result<bool, StoreError> {
+    let Ok(seq) = i64::try_from(seq) else {
+        return Ok(false);
+    };
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM _sluice_client_floors WHERE client_id = ?1 AND seq >= ?2")?
+        .exists(params![client.0, seq])?)
 }
 
 /// The recorded outcome of a client transaction, if it was seen before.
@@ -234,13 +257,15 @@ fn record_outcome(
     txn: &WriteTxn,
     sync_id: Option<SyncId>,
     rejection: Option<(RejectCode, &str)>,
+    now_ms: i64,
 ) -> Result<(), StoreError> {
     let Some((client, seq)) = &txn.origin else {
         return Ok(());
     };
     conn.prepare_cached(
-        "INSERT INTO _sluice_client_txns (client_id, seq, sync_id, reject_code, message) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO _sluice_client_txns \
+         (client_id, seq, sync_id, reject_code, message, recorded_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         client.0,
@@ -249,6 +274,7 @@ fn record_outcome(
         sync_id,
         rejection.map(|(code, _)| code.as_str()),
         rejection.map(|(_, message)| message),
+        now_ms,
     ])?;
     Ok(())
 }

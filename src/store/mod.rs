@@ -166,4 +166,12 @@ pub trait Store: Send + Sync {
     /// goes only when it is outside both windows). Returns the number of changes deleted.
     /// Errors as for [`Store::compact`].
     fn compact_retain(&self, keep_last: u64, max_age: Option<Duration>) -> Result<u64, StoreError>;
+
+    /// Forgets the recorded outcomes of client transactions (their idempotency records)
+    /// older than `max_age`, and the oldest past `max_records`. Per client, the highest
+    /// forgotten sequence number is kept (one row per client): a resend at or below it is
+    /// rejected with [`crate::vocab::RejectCode::Expired`] instead of being applied again.
+    /// Returns the number of outcomes forgotten. Takes the writer for the duration.
+    /// Errors as for [`Store::compact`].
+    fn prune_outcomes(&self, max_age: Duration, max_records: u64) -> Result<u64, StoreError>;
 }

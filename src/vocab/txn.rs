@@ -102,6 +102,10 @@ pub enum RejectCode {
     /// locked past the busy timeout). Nothing was written and nothing recorded: the same
     /// transaction may be sent again, and a client keeps it queued and does.
     Unavailable,
+    /// The transaction was sent again after the server forgot its outcome (idempotency
+    /// records are kept for a documented time): it may have been applied the first time,
+    /// and is not applied again.
+    Expired,
 }
 
 impl RejectCode {
@@ -117,11 +121,12 @@ impl RejectCode {
             RejectCode::Forbidden => "forbidden",
             RejectCode::Invalid => "invalid",
             RejectCode::Unavailable => "unavailable",
+            RejectCode::Expired => "expired",
         }
     }
 
     /// Every code, in declaration order.
-    pub const ALL: [RejectCode; 8] = [
+    pub const ALL: [RejectCode; 9] = [
         RejectCode::Schema,
         RejectCode::NotFound,
         RejectCode::AlreadyExists,
@@ -130,6 +135,7 @@ impl RejectCode {
         RejectCode::Forbidden,
         RejectCode::Invalid,
         RejectCode::Unavailable,
+        RejectCode::Expired,
     ];
 
     /// The inverse of [`RejectCode::as_str`].

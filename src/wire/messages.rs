@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::{Params, ShapeId};
 use crate::value::Value;
-use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId, WriteOutcome};
+use crate::vocab::{
+    ClientId, Mutation, Precondition, QuotaExceeded, RowEvent, SubId, SyncId, WriteOutcome,
+};
 
 /// The protocol version this build speaks. 2: `BootstrapFrame::Begin` carries the
 /// stream's columns and `access`, `Subscribe` its `resume_shape`.
@@ -239,6 +241,31 @@ pub enum ServerMessage {
         /// Why, for a person.
         message: String,
     },
+    /// A request refused by one of the server's quotas. Nothing of it was done; the
+    /// session and the rest of its work go on.
+    QuotaExceeded {
+        /// The refused request.
+        request: QuotaRequest,
+        /// Which quota, and its value.
+        exceeded: QuotaExceeded,
+    },
+}
+
+/// The request a [`ServerMessage::QuotaExceeded`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum QuotaRequest {
+    /// A `Subscribe` (the subscription is not registered; its id is free again).
+    Subscribe {
+        /// The subscription.
+        sub: SubId,
+    },
+    /// A `Pin` of `table` (none of its keys were pinned). Pins are answered in the order
+    /// they were sent, each by `Pinned`, `Error` or this.
+    Pin {
+        /// The table, as the request named it.
+        table: String,
+    },
 }
 
 /// Why a connection was refused at the handshake.
@@ -255,8 +282,10 @@ pub enum RefuseCode {
     Unauthenticated,
     /// The first frame was not a readable `Hello`.
     Malformed,
-    /// The user already holds as many sessions as the server allows one user.
-    TooManyConnections,
+    /// A quota refused the connection: the server's connections
+    /// ([`crate::vocab::Quota::Connections`]) or the user's
+    /// ([`crate::vocab::Quota::ConnectionsPerUser`]).
+    QuotaExceeded(crate::vocab::Quota),
 }
 
 /// Everything one committed server transaction means for one session.

@@ -15,4 +15,4 @@ mod messages;
 pub use codec::*;
 pub use messages::*;
 
-pub use crate::vocab::{MoveOut, RowEvent, SubId, WriteOutcome};
+pub use crate::vocab::{MoveOut, Quota, QuotaExceeded, RowEvent, SubId, WriteOutcome};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice::auth::{Claims, JwtAuthenticator};
 use sluice::client::ConnectionError;
 use sluice::ids::SyncId;
-use sluice::server::{Server, ServerHandle};
+use sluice::server::{Quotas, Server, ServerHandle};
 use sluice::store::Mutation;
 
 use super::{schema_dir, write_committed, Client};
@@ -21,10 +21,16 @@ pub fn rules_file() -> PathBuf {
 
 /// A server on 127.0.0.1:0 with its database in `dir`, tokens and the example rules.
 pub async fn start_with_rules(dir: &Path) -> ServerHandle {
+    start_with_rules_and(dir, Quotas::default()).await
+}
+
+/// [`start_with_rules`] with these quotas.
+pub async fn start_with_rules_and(dir: &Path, quotas: Quotas) -> ServerHandle {
     Server::builder(schema_dir(), dir.join("app.db"))
         .listen("127.0.0.1:0".parse().unwrap())
         .authenticator(Arc::new(JwtAuthenticator::new(SECRET)))
         .rules_file(rules_file())
+        .quotas(quotas)
         .start()
         .await
         .unwrap()
@@ -46,8 +52,13 @@ pub struct AuthServer {
 
 impl AuthServer {
     pub async fn start() -> AuthServer {
+        AuthServer::with_quotas(Quotas::default()).await
+    }
+
+    /// A server with tokens, the example rules and these quotas.
+    pub async fn with_quotas(quotas: Quotas) -> AuthServer {
         let dir = tempfile::tempdir().unwrap();
-        let handle = start_with_rules(dir.path()).await;
+        let handle = start_with_rules_and(dir.path(), quotas).await;
         AuthServer { dir, handle }
     }
 

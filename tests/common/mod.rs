@@ -3,14 +3,16 @@
 //!
 //! Submodules hold the helpers of one kind of test: `auth` (a server with tokens and the
 //! example rules), `permissions` (the users and data of the permission tests), `client`
-//! (the client library against a server), `cli` (the `sluice` binary as a subprocess)
-//! and `store` (the store on a small schema of its own).
+//! (the client library against a server), `cli` (the `sluice` binary as a subprocess),
+//! `http` (a small HTTP client for the admin listener) and `store` (the store on a small
+//! schema of its own).
 
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod http;
 pub mod permissions;
 pub mod store;
 
@@ -23,7 +25,7 @@ use std::net::SocketAddr;
 use sluice::client::{ConnectOptions, Connection, ConnectionError, Event};
 use sluice::ids::{ClientId, SyncId};
 use sluice::query::Params;
-use sluice::server::{Server, ServerHandle};
+use sluice::server::{Quotas, Server, ServerHandle};
 use sluice::store::{Mutation, SqliteStore, StoreOptions, TxnOutcome, WriteTxn};
 use sluice::value::Value;
 use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId, WriteOutcome};
@@ -42,8 +44,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::with_quotas(Quotas::default()).await
+    }
+
+    /// A server with these quotas.
+    pub async fn with_quotas(quotas: Quotas) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let handle = start_on(dir.path()).await;
+        let handle = start_with(dir.path(), quotas).await;
         TestServer { dir, handle }
     }
 
@@ -90,10 +97,16 @@ pub fn open_server_store(db: &Path) -> SqliteStore {
 }
 
 pub async fn start_on(dir: &Path) -> ServerHandle {
+    start_with(dir, Quotas::default()).await
+}
+
+/// A server without authentication in `dir`, with these quotas.
+pub async fn start_with(dir: &Path, quotas: Quotas) -> ServerHandle {
     Server::builder(schema_dir(), dir.join("app.db"))
         .listen("127.0.0.1:0".parse().unwrap())
         .no_auth()
         .store_options(StoreOptions::default())
+        .quotas(quotas)
         .start()
         .await
         .unwrap()
@@ -141,6 +154,8 @@ pub struct SubState {
     pub early: Vec<(SyncId, RowEvent)>,
     pub inserts_seen: BTreeMap<String, usize>,
     pub failed: Option<String>,
+    /// The quota that refused the subscription, if one did.
+    pub quota: Option<sluice::wire::QuotaExceeded>,
     pub resume_refused: bool,
     pub last_sync: SyncId,
     /// Where the live stream said the subscription joins the view.
@@ -263,6 +278,12 @@ impl Client {
             }
             Event::Control(ServerMessage::SubscribeFailed { sub, message }) => {
                 self.subs.entry(sub).or_default().failed = Some(message);
+            }
+            Event::Control(ServerMessage::QuotaExceeded {
+                request: sluice::wire::QuotaRequest::Subscribe { sub },
+                exceeded,
+            }) => {
+                self.subs.entry(sub).or_default().quota = Some(exceeded);
             }
             Event::Control(ServerMessage::ResumeRefused { sub, .. }) => {
                 self.subs.entry(sub).or_default().resume_refused = true;

@@ -46,11 +46,18 @@ async fn fetch_batch(
         table: table.clone(),
         keys: keys.clone(),
     };
-    if commands.send(Command::Send(pin)).await.is_err() {
+    let (pinned, refusal) = oneshot::channel();
+    if commands.send(Command::Pin(pin, pinned)).await.is_err() {
         loader.fail(&shared, &table, &keys, "the client is closed");
         return;
     }
     let result = fetch(loader, &commands, &table, keys.clone()).await;
+    // The pin's answer came before the fetch's (the server answers in order); a pin a
+    // quota refused fails the load, since its rows would not be kept live.
+    let result = match refusal.await {
+        Ok(Some(exceeded)) => Err(ClientError::QuotaExceeded(exceeded)),
+        _ => result,
+    };
     let schema_table = shared.local().schema().table(&table).cloned();
     let outcome = match (result, schema_table) {
         (Ok(answer), Some(t)) => loader

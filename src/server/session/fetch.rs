@@ -14,9 +14,34 @@ impl Session {
         let shared = self.shared.clone();
         let control = self.control.clone();
         let policy = self.policy.clone();
+        let session = self.handle.clone();
         tokio::spawn(
             async move {
                 let _place = place;
+                // The server's share after the session's: a busy client waits for its own
+                // places first.
+                let Ok(_server_place) = shared.fetches.clone().acquire_owned().await else {
+                    return;
+                };
+                // An answer the client does not read within the stall timeout ends the
+                // fetch and the session (the rows read are released with it).
+                let stall = shared.quotas.stall_timeout();
+                let send = |message: ServerMessage| {
+                    let (control, session) = (control.clone(), session.clone());
+                    async move {
+                        match tokio::time::timeout(stall, control.send(message)).await {
+                            Ok(sent) => sent.is_ok(),
+                            Err(_) => {
+                                info!("fetch answer stalled; closing the session");
+                                session.cut_off(
+                                    Cutoff::Stalled,
+                                    b"lagging: a fetch answer made no progress; resume later",
+                                );
+                                false
+                            }
+                        }
+                    }
+                };
                 let answer = if keys.len() > MAX_FETCH_KEYS {
                     ServerMessage::FetchFailed {
                         request,
@@ -42,7 +67,7 @@ impl Session {
                                         let (parts, rows) = split_answer(rows);
                                         for rows in parts {
                                             let part = ServerMessage::FetchedPart { request, rows };
-                                            if control.send(part).await.is_err() {
+                                            if !send(part).await {
                                                 return;
                                             }
                                         }
@@ -70,7 +95,7 @@ impl Session {
                         }
                     }
                 };
-                let _ = control.send(answer).await;
+                send(answer).await;
             }
             .in_current_span(),
         );

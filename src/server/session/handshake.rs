@@ -6,9 +6,14 @@
 
 use super::*;
 
+/// Answers the client's `Hello`. With `full` the answer is that refusal, whatever the
+/// hello says (the server has no place for the connection). A verified user's connection
+/// takes a place in the ledger ([`super::super::Quotas::connections_per_user`]), which the
+/// session gives back when it ends.
 pub(super) async fn handshake(
     shared: &Shared,
     connection: &quinn::Connection,
+    full: Option<QuotaExceeded>,
 ) -> Result<Handshaken, String> {
     let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
         .await
@@ -44,7 +49,16 @@ pub(super) async fn handshake(
         }
     };
     let mut claims = Claims::default();
-    let refusal = if protocol < PROTOCOL_VERSION {
+    let quota_refusal = |exceeded: QuotaExceeded| {
+        shared.metrics.refused(exceeded.quota);
+        (
+            RefuseCode::QuotaExceeded(exceeded.quota),
+            exceeded.to_string(),
+        )
+    };
+    let refusal = if let Some(full) = full {
+        Some(quota_refusal(full))
+    } else if protocol < PROTOCOL_VERSION {
         Some((
             RefuseCode::ClientTooOld,
             format!(
@@ -73,20 +87,11 @@ pub(super) async fn handshake(
         match shared.authenticator.authenticate(token.as_deref()) {
             Ok(verified) => {
                 claims = verified;
-                let user = claims.sub.as_deref();
-                let held = user.map_or(0, |user| {
-                    shared
-                        .users
-                        .iter()
-                        .filter(|entry| entry.value().0.as_deref() == Some(user))
-                        .count()
-                });
-                (held >= MAX_CONNECTIONS_PER_USER).then(|| {
-                    (
-                        RefuseCode::TooManyConnections,
-                        format!("at most {MAX_CONNECTIONS_PER_USER} connections per user"),
-                    )
-                })
+                let taken = match claims.sub.as_deref() {
+                    Some(user) => shared.ledger.take_connection(&shared.quotas, user),
+                    None => Ok(()),
+                };
+                taken.err().map(quota_refusal)
             }
             Err(message) => Some((RefuseCode::Unauthenticated, message)),
         }
@@ -113,10 +118,12 @@ pub(super) async fn handshake(
         horizon,
         server_id: shared.store.server_id().to_string(),
     };
-    writer
-        .send(&ServerFrame::V1(welcome))
-        .await
-        .map_err(|e| e.to_string())?;
+    if let Err(e) = writer.send(&ServerFrame::V1(welcome)).await {
+        if let Some(user) = claims.sub.as_deref() {
+            shared.ledger.release_connection(user);
+        }
+        return Err(e.to_string());
+    }
     reader.set_max(MAX_FRAME_BYTES);
     let scoped = scoped_client_id(claims.sub.as_deref(), &client_id);
     Ok(Handshaken {
