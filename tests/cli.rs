@@ -134,7 +134,19 @@ fn check_prints_normalized_form_or_positioned_error() {
     assert_eq!(bad.status.code(), Some(2));
     let stderr = String::from_utf8(bad.stderr).unwrap();
     assert!(stderr.contains("line 1, column 31"), "{stderr}");
-    assert!(stderr.contains("windows are not supported yet"), "{stderr}");
+    assert!(stderr.contains("ORDER BY needs LIMIT"), "{stderr}");
+    let window = sluice()
+        .args(["check", "--schema"])
+        .arg(schema_dir())
+        .arg("SELECT id, title FROM issues WHERE team_id = :t ORDER BY created_at DESC LIMIT :n")
+        .output()
+        .unwrap();
+    assert_eq!(window.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(window.stdout).unwrap().trim(),
+        "SELECT id, team_id, title, created_at FROM issues WHERE team_id = :t \
+         ORDER BY created_at DESC, id ASC LIMIT :n"
+    );
 }
 
 #[test]

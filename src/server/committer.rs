@@ -1,16 +1,20 @@
 //! The single writer: takes client and backend transactions from a bounded queue,
 //! commits them in batches (one SQLite commit, one savepoint each), then fans every
 //! committed transaction out to the sessions whose shapes it touches, in sync-id order.
+//! Window shapes are kept exact on the writer thread, inside the commit
+//! ([`super::windows`]); their events join the fan-out of their transaction.
 //!
 //! Server-internal: the only task that writes to the store. It must not wait on a session
 //! (delivery never blocks: a full session queue cuts that session off).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::windows::{WindowEvents, WindowObserver, Windows};
 use super::{Shared, WriteContext};
+use crate::ids::SyncId;
 use crate::store::{GuardedTxn, WriteGuard};
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 use crate::wire::LiveTxn;
@@ -35,23 +39,32 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<TxnOutcome>,
 }
 
+/// What the writer thread answers for a batch: one outcome per transaction, and the
+/// window events of the committed ones, per sync id.
+pub type Applied = (Vec<TxnOutcome>, Vec<(SyncId, WindowEvents)>);
+
 /// A batch for the writer thread, and where its outcomes go.
 pub type ApplyJob = (
     Vec<GuardedTxn>,
-    oneshot::Sender<Result<Vec<TxnOutcome>, crate::store::StoreError>>,
+    oneshot::Sender<Result<Applied, crate::store::StoreError>>,
 );
 
 /// Starts the thread that applies batches to the store: commits run on a thread of their
 /// own, never behind snapshot readers or fetches in the blocking pool. The thread ends
 /// when the returned sender is dropped.
-pub fn start_writer(store: Arc<dyn crate::store::Store>) -> std::sync::mpsc::SyncSender<ApplyJob> {
+pub fn start_writer(
+    store: Arc<dyn crate::store::Store>,
+    windows: Arc<Mutex<Windows>>,
+) -> std::sync::mpsc::SyncSender<ApplyJob> {
     // One batch at a time: the committer waits for each outcome before the next.
     let (jobs, queue) = std::sync::mpsc::sync_channel::<ApplyJob>(1);
     let spawned = std::thread::Builder::new()
         .name("sluice-writer".into())
         .spawn(move || {
             while let Ok((txns, done)) = queue.recv() {
-                let _ = done.send(store.apply_guarded(txns));
+                let mut observer = WindowObserver::new(&windows);
+                let applied = store.apply_observed(txns, &mut observer);
+                let _ = done.send(applied.map(|outcomes| (outcomes, observer.events)));
             }
         });
     if let Err(e) = spawned {
@@ -63,12 +76,21 @@ pub fn start_writer(store: Arc<dyn crate::store::Store>) -> std::sync::mpsc::Syn
 /// Runs until every sender is dropped, or until the server shuts down: then the queue
 /// is closed to new requests and what it already holds is committed (and answered)
 /// before the committer returns.
-pub async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    mut resizes: mpsc::Receiver<super::resize::ResizeRequest>,
+) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_WRITE_BATCH);
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let first = tokio::select! {
             biased;
+            // Between batches: every committed transaction is fanned out, none is coming.
+            Some(resize) = resizes.recv() => {
+                super::resize::run(&shared, resize).await;
+                continue;
+            }
             request = queue.recv() => request,
             _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
                 queue.close();
@@ -123,8 +145,8 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             .map_err(|_| "the writer thread is gone".to_string()),
         Err(_) => Err("the writer thread is gone".to_string()),
     };
-    let outcomes = match result {
-        Ok(Ok(outcomes)) => outcomes,
+    let (outcomes, window_events) = match result {
+        Ok(Ok(applied)) => applied,
         Ok(Err(e)) => {
             warn!(error = %e, "store failed to apply a batch");
             unavailable(replies, &format!("server storage error: {e}"));
@@ -136,11 +158,16 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             return;
         }
     };
+    let mut window_events = window_events.into_iter().peekable();
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
         if let TxnOutcome::Committed { sync_id, changes } = &outcome {
+            let windows = window_events
+                .next_if(|(s, _)| s == sync_id)
+                .map(|(_, events)| events)
+                .unwrap_or_default();
             if !changes.is_empty() {
                 let origin = changes.first().and_then(|c| c.origin.clone());
-                fan_out(shared, *sync_id, origin, changes);
+                fan_out(shared, *sync_id, origin, changes, &windows);
             }
             let s = *sync_id;
             shared.delivered.send_if_modified(|d| {
@@ -171,10 +198,13 @@ fn fan_out(
     sync_id: crate::ids::SyncId,
     origin: Option<(crate::ids::ClientId, u64)>,
     changes: &[crate::store::Change],
+    windows: &WindowEvents,
 ) {
     let mut deliveries = {
         let registry = shared.registry.lock().expect("registry lock");
-        registry.deliveries(changes)
+        let mut deliveries = registry.deliveries(changes);
+        registry.window_deliveries(windows, &mut deliveries);
+        deliveries
     };
     // The author hears of its transaction even when no subscription of its matched.
     if let Some((client, _)) = &origin {

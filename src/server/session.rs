@@ -16,6 +16,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 mod fetch;
 mod handshake;
+mod window;
 
 pub use handshake::scoped_client_id;
 
@@ -24,7 +25,7 @@ use super::committer::WriteRequest;
 use super::pins::Pins;
 use super::{Shared, WriteContext};
 use crate::auth::{token::unix_now, Claims, Policy};
-use crate::query::{self, ShapeId};
+use crate::query;
 use crate::transport::{FrameReader, FrameWriter};
 use crate::vocab::{ClientId, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
@@ -117,6 +118,15 @@ pub enum LiveItem {
         /// The subscription.
         sub: SubId,
     },
+    /// The window subscription was resized at `sync_id`: the rows that moved in or out.
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// The state the delta was read at.
+        sync_id: SyncId,
+        /// `(table, event)` per row.
+        events: Vec<(String, crate::vocab::RowEvent)>,
+    },
 }
 
 /// What the rest of the server keeps of a session.
@@ -129,7 +139,12 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Queues a live transaction without waiting; a full queue cuts the session off.
     pub fn deliver(&self, txn: LiveTxn) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(LiveItem::Txn(txn)) {
+        self.deliver_item(LiveItem::Txn(txn));
+    }
+
+    /// Queues a live item without waiting; a full queue cuts the session off.
+    pub fn deliver_item(&self, item: LiveItem) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(item) {
             if !self.lagging.swap(true, Ordering::SeqCst) {
                 warn!(remote = %self.connection.remote_address(), "session lagging; cutting it off");
                 self.connection.close(
@@ -142,7 +157,13 @@ impl SessionHandle {
 }
 
 struct Subscription {
-    shape: ShapeId,
+    shape: Arc<query::Shape>,
+    /// The subscription's own predicate, when a read rule was ANDed in.
+    base: Option<Arc<query::Pred>>,
+    /// A window shape: also held in [`super::windows::Windows`].
+    window: bool,
+    /// Its seam is queued (see [`bootstrap::Job::ready`]).
+    ready: Arc<AtomicBool>,
     bootstrap: JoinHandle<()>,
 }
 
@@ -354,6 +375,7 @@ impl Session {
                 keys,
             } => self.fetch(request, table, keys).await,
             ClientMessage::Pin { table, keys } => self.pin(table, keys, true).await,
+            ClientMessage::Resize { sub, limit } => self.resize(sub, limit).await,
             ClientMessage::Unpin { table, keys } => self.pin(table, keys, false).await,
             ClientMessage::Hello { .. } => {
                 self.reply(ServerMessage::Error {
@@ -441,11 +463,38 @@ impl Session {
                     .await;
             }
         }
+        let window = shape.window().is_some();
+        if window && resume_after.is_some() {
+            // A window is at most MAX_WINDOW_LIMIT rows: a fresh snapshot replaces it.
+            let horizon = self.shared.store.head();
+            return self
+                .reply(ServerMessage::ResumeRefused { sub, horizon })
+                .await;
+        }
         // Registered before the snapshot opens, so no later change can be missed.
         let shape_id = {
             let mut registry = self.shared.registry.lock().expect("registry lock");
-            registry.subscribe(shape.clone(), base.clone(), self.id, sub)
+            if window {
+                registry.subscribe_window(&shape, self.id, sub)
+            } else {
+                registry.subscribe(shape.clone(), base.clone(), self.id, sub)
+            }
         };
+        if window {
+            if let Err(message) = self.start_window(&shape, base.clone()).await {
+                self.shared
+                    .registry
+                    .lock()
+                    .expect("registry lock")
+                    .unsubscribe(shape_id, self.id, sub);
+                let message = brief(&message);
+                return self
+                    .reply(ServerMessage::SubscribeFailed { sub, message })
+                    .await;
+            }
+        }
+        let _ = shape_id;
+        let ready = Arc::new(AtomicBool::new(false));
         let job = bootstrap::Job {
             shared: self.shared.clone(),
             connection: self.connection.clone(),
@@ -454,15 +503,19 @@ impl Session {
             places: self.bootstraps.clone(),
             ended: self.ended.clone(),
             sub,
-            shape,
-            base,
+            shape: shape.clone(),
+            base: base.clone(),
             resume_after,
+            ready: ready.clone(),
         };
         let task = tokio::spawn(bootstrap::run(job).instrument(span));
         self.subscriptions.insert(
             sub,
             Subscription {
-                shape: shape_id,
+                shape,
+                base,
+                window,
+                ready,
                 bootstrap: task,
             },
         );
@@ -489,7 +542,14 @@ impl Session {
                 .registry
                 .lock()
                 .expect("registry lock")
-                .unsubscribe(s.shape, self.id, sub);
+                .unsubscribe(s.shape.id(), self.id, sub);
+            if s.window {
+                self.shared
+                    .windows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .release(s.shape.id());
+            }
             let _ = self.live.try_send(LiveItem::Forget { sub });
         }
     }
@@ -620,6 +680,15 @@ async fn write_live(
                     seams.remove(&sub);
                     None
                 }
+                LiveItem::Resized {
+                    sub,
+                    sync_id,
+                    events,
+                } => Some(Live::Resized {
+                    sub,
+                    sync_id,
+                    events,
+                }),
                 LiveItem::Txn(mut txn) => {
                     txn.events
                         .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));

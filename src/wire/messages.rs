@@ -119,6 +119,15 @@ pub enum ClientMessage {
         /// The primary keys to remove from the pinned set.
         keys: Vec<Value>,
     },
+    /// Grow or shrink a window subscription (`... LIMIT n`) in place, once it is ready:
+    /// only the rows between the old and the new edge travel, as one `Live::Resized` on
+    /// the live stream. Answered by `Resized`, or by `Error` when refused.
+    Resize {
+        /// The window subscription.
+        sub: SubId,
+        /// The new `n`, at most [`crate::query::MAX_WINDOW_LIMIT`].
+        limit: u64,
+    },
 }
 
 /// What a server says on the control stream: the handshake's answer, then the answers to
@@ -229,6 +238,16 @@ pub enum ServerMessage {
         /// Why, for a person.
         message: String,
     },
+    /// The window subscription now holds `limit` rows; its `Live::Resized` is on the live
+    /// stream (sent before this answer).
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// Its new limit.
+        limit: u64,
+        /// Its normalized text with the new limit (without the server's read rule).
+        shape: String,
+    },
 }
 
 /// Why a connection was refused at the handshake.
@@ -276,6 +295,18 @@ pub enum Live {
         sub: SubId,
         /// The sync id its bootstrap covers (its `End`).
         sync_id: SyncId,
+    },
+    /// Window subscription `sub` was resized at `sync_id` (a state the client has already
+    /// received every transaction of): the rows between the old and the new edge, as
+    /// inserts (it grew) or deletes with reason `window` (it shrank). Live transactions
+    /// after it carry the resized window's events.
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// The state the delta was read at.
+        sync_id: SyncId,
+        /// `(table, event)` per row that moved in or out.
+        events: Vec<(String, RowEvent)>,
     },
 }
 
