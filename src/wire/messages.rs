@@ -177,7 +177,9 @@ pub enum ServerMessage {
         /// Why, for a person.
         message: String,
     },
-    /// `resume_after` is older than the log's horizon: subscribe again without it.
+    /// `resume_after` is older than the log's horizon, or the subscription is a window
+    /// (windows are not replayed: a fresh snapshot of at most
+    /// [`crate::query::MAX_WINDOW_LIMIT`] rows replaces them): subscribe again without it.
     ResumeRefused {
         /// The subscription.
         sub: SubId,
