@@ -16,7 +16,7 @@ use crate::schema::{quote_ident, Table};
 use crate::value::Value;
 use crate::vocab::{Change, SyncId};
 
-/// Where a window read starts, as a sort key ([`Window::key`]).
+/// Where a window read starts, as a sort key ([`crate::query::Window::key`]).
 #[derive(Debug, Clone, Copy)]
 pub enum WindowFrom<'a> {
     /// From the first row.
