@@ -12,14 +12,16 @@
 //! - [`vocab`]: the words every layer shares: ids, mutations, preconditions, reject codes,
 //!   outcomes, changes and row events (pure, below query, wire and store; [`ids`] is its
 //!   id module).
-//! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate (pure).
+//! - [`query`]: the subscription language: parse, validate, bind, normalize, evaluate, and
+//!   the order of windows (`ORDER BY ... LIMIT n`) (pure).
 //! - [`matcher`]: index of shapes: a row change -> the shapes it affects, sublinear (pure).
 //! - [`store`]: SQLite through rusqlite: the server's data, change log and snapshots, and
 //!   the client's local database. The only module that touches SQLite.
 //! - [`wire`]: the frame codec and protocol messages (pure).
 //! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
 //! - [`auth`]: token claims, HS256 tokens, permission rules and per-session policies.
-//! - [`server`]: sessions, handshake, bootstrap, live fan-out, resume, writes.
+//! - [`server`]: sessions, handshake, bootstrap, live fan-out, windows kept exact at each
+//!   commit and resized in place, resume, writes.
 //! - [`client`]: the client an app embeds (local store, subscriptions, optimistic writes,
 //!   batch loader) and the protocol connection the command line speaks.
 

@@ -519,7 +519,7 @@ async fn sub(
                 None => early.push_back(txn),
                 Some(w) => print_live(&txn, w, &table, &columns),
             },
-            Event::Joined { .. } => {}
+            Event::Joined { .. } | Event::Resized { .. } => {}
             Event::Closed(reason) => bail!("connection closed: {reason}"),
         }
     }

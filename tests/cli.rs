@@ -83,6 +83,61 @@ fn sub_follow_prints_live_events() {
 }
 
 #[test]
+fn sub_follow_prints_a_window_with_reason_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("app.db"));
+    for i in 1..=3 {
+        exec(
+            &server,
+            &format!(
+                "INSERT INTO messages (id, room_id, author_id, body, sent_at) \
+                 VALUES ({i}, 'r', 'u', 'm{i}', {i})"
+            ),
+        );
+    }
+    let mut follower = sluice()
+        .args(["sub", "--follow", "--connect", &server.addr, "--ca"])
+        .arg(&server.ca)
+        .arg("SELECT id FROM messages WHERE room_id = 'r' ORDER BY sent_at DESC LIMIT 2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value {
+        serde_json::from_str(&lines.next().expect("a line").unwrap()).unwrap()
+    };
+    let mut keys = vec![next()["key"].clone(), next()["key"].clone()];
+    keys.sort_by_key(|k| k.as_i64());
+    assert_eq!(keys, vec![serde_json::json!(2), serde_json::json!(3)]);
+    assert_eq!(next()["op"], "snapshot_end");
+    exec(
+        &server,
+        "INSERT INTO messages (id, room_id, author_id, body, sent_at) VALUES (4, 'r', 'u', 'm4', 4)",
+    );
+    let mut events = [next(), next()];
+    events.sort_by_key(|e| e["op"].as_str().map(str::to_string));
+    assert_eq!(
+        (
+            events[0]["op"].as_str(),
+            events[0]["key"].as_i64(),
+            events[0]["reason"].as_str()
+        ),
+        (Some("delete"), Some(2), Some("window"))
+    );
+    assert_eq!(
+        (
+            events[1]["op"].as_str(),
+            events[1]["key"].as_i64(),
+            events[1]["row"]["sent_at"].as_i64()
+        ),
+        (Some("insert"), Some(4), Some(4))
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[test]
 fn user_errors_are_one_line_and_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&dir.path().join("app.db"));
@@ -134,7 +189,19 @@ fn check_prints_normalized_form_or_positioned_error() {
     assert_eq!(bad.status.code(), Some(2));
     let stderr = String::from_utf8(bad.stderr).unwrap();
     assert!(stderr.contains("line 1, column 31"), "{stderr}");
-    assert!(stderr.contains("windows are not supported yet"), "{stderr}");
+    assert!(stderr.contains("ORDER BY needs LIMIT"), "{stderr}");
+    let window = sluice()
+        .args(["check", "--schema"])
+        .arg(schema_dir())
+        .arg("SELECT id, title FROM issues WHERE team_id = :t ORDER BY created_at DESC LIMIT :n")
+        .output()
+        .unwrap();
+    assert_eq!(window.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(window.stdout).unwrap().trim(),
+        "SELECT id, team_id, title, created_at FROM issues WHERE team_id = :t \
+         ORDER BY created_at DESC, id ASC LIMIT :n"
+    );
 }
 
 #[test]

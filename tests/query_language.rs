@@ -347,21 +347,6 @@ fn having_without_group_by_is_refused() {
 }
 
 #[test]
-fn windows_are_not_supported_yet() {
-    for (sql, column) in [
-        ("SELECT * FROM issues ORDER BY priority", 31),
-        ("SELECT * FROM issues LIMIT 10", 28),
-        (
-            "SELECT * FROM issues ORDER BY priority LIMIT 10 OFFSET 5",
-            31,
-        ),
-    ] {
-        let m = refused(sql, QueryErrorKind::Unsupported, 1, column);
-        assert!(m.contains("windows are not supported yet"), "{sql}: {m}");
-    }
-}
-
-#[test]
 fn unknown_names() {
     let m = refused("SELECT * FROM nope", QueryErrorKind::UnknownTable, 1, 15);
     assert!(m.contains("nope"), "{m}");

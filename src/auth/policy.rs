@@ -231,6 +231,10 @@ impl Policy {
                 return Err(hidden_error(&table, c, sql).into());
             }
         }
+        let order = bound.window().map(|w| w.order()).unwrap_or_default();
+        if let Some(t) = order.iter().find(|t| hidden.contains(&t.col)) {
+            return Err(hidden_error(&table, t.col, sql).into());
+        }
         let projection = match bound.projection() {
             Some(cols) => Some(cols.to_vec()),
             None => access.columns.clone(),
@@ -238,7 +242,7 @@ impl Policy {
         let base = bound.filter().clone();
         let combined = Pred::And(vec![base.clone(), access.filter.clone()]);
         Ok(Effective {
-            shape: Shape::new(table, projection, combined),
+            shape: Shape::windowed(table, projection, combined, bound.window().cloned()),
             base: Some(Arc::new(base)),
         })
     }

@@ -80,6 +80,16 @@ pub enum Event {
     },
     /// A frame of the bootstrap stream of subscription `sub`.
     Bootstrap(SubId, BootstrapFrame),
+    /// Window subscription `sub` was resized (see [`Live::Resized`]): apply `events` at
+    /// `sync_id`, right after the transactions before it.
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// The state the delta was read at.
+        sync_id: SyncId,
+        /// `(table, event)` per row that moved in or out.
+        events: Vec<(String, crate::wire::RowEvent)>,
+    },
     /// The connection ended; the text says why (e.g. "lagging").
     Closed(String),
 }
@@ -319,6 +329,15 @@ async fn read_live(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
                 Event::Live(txn)
             }
             Live::Joined { sub, sync_id } => Event::Joined { sub, sync_id },
+            Live::Resized {
+                sub,
+                sync_id,
+                events,
+            } => Event::Resized {
+                sub,
+                sync_id,
+                events,
+            },
             #[allow(unreachable_patterns)]
             _ => continue,
         };

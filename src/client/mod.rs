@@ -24,6 +24,7 @@ mod config;
 mod connection;
 mod loader;
 mod sync;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

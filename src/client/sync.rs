@@ -26,6 +26,8 @@ pub(crate) enum Command {
     Subscribe(SubId),
     Unsubscribe(SubId),
     Write(u64),
+    /// Resize a window subscription (its new text is already recorded).
+    Resize(SubId, u64),
     Fetch {
         table: String,
         keys: Vec<crate::value::Value>,
@@ -50,6 +52,8 @@ pub(crate) enum Deferred {
     Unsubscribe(SubId),
     /// [`Command::Write`].
     Write(u64),
+    /// [`Command::Resize`].
+    Resize(SubId, u64),
 }
 
 impl Deferred {
@@ -59,6 +63,7 @@ impl Deferred {
             Deferred::Subscribe(sub) => Command::Subscribe(sub),
             Deferred::Unsubscribe(sub) => Command::Unsubscribe(sub),
             Deferred::Write(seq) => Command::Write(seq),
+            Deferred::Resize(sub, limit) => Command::Resize(sub, limit),
         }
     }
 }
@@ -168,6 +173,8 @@ struct Online<'a> {
     staged: HashMap<SubId, Staged>,
     /// Subscriptions sent on this connection.
     active: std::collections::HashSet<SubId>,
+    /// Window resizes asked while the subscription was bootstrapping: sent when it joins.
+    resizes: HashMap<SubId, u64>,
     /// Highest live sync id held back while the resume group is staged.
     held_cut: SyncId,
     /// Fetches waiting for their answer, with the rows of its leading parts.
@@ -235,6 +242,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         conn,
                         staged: HashMap::new(),
                         active: Default::default(),
+                        resizes: HashMap::new(),
                         held_cut: SyncId::ZERO,
                         fetches: HashMap::new(),
                         next_fetch: 1,
@@ -450,8 +458,16 @@ impl Online<'_> {
                     self.update_state();
                 }
             }
+            Command::Resize(sub, limit) if self.staged.contains_key(&sub) => {
+                self.resizes.insert(sub, limit);
+            }
+            Command::Resize(sub, limit) if self.active.contains(&sub) => {
+                self.conn.send(ClientMessage::Resize { sub, limit }).await?;
+            }
+            Command::Resize(..) => {}
             Command::Unsubscribe(sub) => {
                 self.staged.remove(&sub);
+                self.resizes.remove(&sub);
                 self.active.remove(&sub);
                 self.conn.send(ClientMessage::Unsubscribe { sub }).await?;
                 self.try_join().await?;
@@ -528,6 +544,21 @@ impl Online<'_> {
                     // The seam marker may have arrived first, on the live stream.
                     self.try_join().await?;
                 }
+            }
+            Event::Resized {
+                sub,
+                sync_id,
+                events,
+            } => {
+                // The rows between the old and the new edge, at a state whose transactions
+                // already arrived: applied like one more live transaction at it.
+                let events = events.into_iter().map(|(t, e)| (sub, t, e)).collect();
+                let txn = crate::wire::LiveTxn {
+                    sync_id,
+                    origin: None,
+                    events,
+                };
+                Box::pin(self.event(Event::Live(txn))).await?;
             }
             Event::Live(mut txn) => {
                 let pinned = super::loader::take_pin_events(&mut txn.events);

@@ -102,7 +102,7 @@ impl Builder<'_> {
     }
 
     /// Resolves a column expression to its index.
-    fn column(&self, e: &Expr) -> Result<usize, QueryError> {
+    pub(super) fn column(&self, e: &Expr) -> Result<usize, QueryError> {
         let (qualifier, ident) = match e {
             Expr::Identifier(ident) => (None, ident),
             Expr::CompoundIdentifier(parts) if parts.len() == 2 => (Some(&parts[0]), &parts[1]),

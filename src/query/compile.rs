@@ -15,6 +15,7 @@ use super::limits::{MAX_IN_LIST, MAX_PATTERN_BYTES};
 use super::parse::{ColRef, InList, Node, Operand, Template};
 use super::pred::{CmpOp, Pred, PARAM_MARKER};
 use super::render::ident_sql;
+use super::window::{window_text, Limit, Window};
 use crate::schema::Table;
 use crate::value::Value;
 
@@ -97,6 +98,7 @@ pub struct Shape {
     table: Arc<Table>,
     projection: Option<Vec<usize>>,
     filter: Pred,
+    window: Option<Window>,
     text: String,
     id: ShapeId,
 }
@@ -110,8 +112,35 @@ impl PartialEq for Shape {
 impl Shape {
     /// Builds a shape from parts (used by binding and by rule combination).
     pub fn new(table: Arc<Table>, projection: Option<Vec<usize>>, filter: Pred) -> Shape {
+        Shape::windowed(table, projection, filter, None)
+    }
+
+    /// Builds a shape from parts, a window (`ORDER BY ... LIMIT n`) included; the
+    /// window's order columns join the projection.
+    pub fn windowed(
+        table: Arc<Table>,
+        projection: Option<Vec<usize>>,
+        filter: Pred,
+        window: Option<Window>,
+    ) -> Shape {
+        let projection = match (&window, projection) {
+            (Some(w), Some(mut cols)) => {
+                for t in w.order() {
+                    if !cols.contains(&t.col) {
+                        cols.push(t.col);
+                    }
+                }
+                cols.sort_unstable();
+                (cols.len() < table.columns.len()).then_some(cols)
+            }
+            (_, projection) => projection,
+        };
         let filter = filter.normalize(&table);
-        let text = shape_text(&table, projection.as_deref(), &filter);
+        let mut text = shape_text(&table, projection.as_deref(), &filter);
+        if let Some(w) = &window {
+            text.push(' ');
+            text.push_str(&window_text(&table, w));
+        }
         let digest = Sha256::digest(text.as_bytes());
         let id = ShapeId(u64::from_be_bytes(
             digest[..8].try_into().expect("32-byte digest"),
@@ -120,9 +149,27 @@ impl Shape {
             table,
             projection,
             filter,
+            window,
             text,
             id,
         }
+    }
+
+    /// The window (`ORDER BY ... LIMIT n`), when the shape is one.
+    pub fn window(&self) -> Option<&Window> {
+        self.window.as_ref()
+    }
+
+    /// The same shape with the window's limit changed (a resize); `None` when the shape
+    /// is no window.
+    pub fn with_limit(&self, limit: u64) -> Option<Shape> {
+        let window = self.window.as_ref()?.with_limit(limit);
+        Some(Shape::windowed(
+            self.table.clone(),
+            self.projection.clone(),
+            self.filter.clone(),
+            Some(window),
+        ))
     }
 
     /// The shape's identity: a hash of its normalized text, equal for equivalent subscriptions.
@@ -219,10 +266,12 @@ impl Template {
             None => Pred::TRUE,
             Some(node) => binder.pred(node, false)?,
         };
-        Ok(Shape::new(
+        let window = self.window.as_ref().map(|w| w.bind(params)).transpose()?;
+        Ok(Shape::windowed(
             self.table.clone(),
             self.projection.clone(),
             filter,
+            window,
         ))
     }
 
@@ -240,7 +289,12 @@ impl Template {
                 .expect("symbolic binding cannot fail"),
         };
         let shape = Shape::new(self.table.clone(), self.projection.clone(), filter);
-        unmark_params(&shape.text)
+        let mut text = unmark_params(&shape.text);
+        if let Some(w) = &self.window {
+            text.push(' ');
+            text.push_str(&w.text(&self.table));
+        }
+        text
     }
 
     /// Names of the parameters the template uses.
@@ -248,6 +302,9 @@ impl Template {
         let mut names = Vec::new();
         if let Some(node) = &self.filter {
             collect_params(node, &mut names);
+        }
+        if let Some(Limit::Param { name, .. }) = self.window.as_ref().map(|w| &w.limit) {
+            names.push(name.clone());
         }
         names.sort();
         names.dedup();
@@ -273,6 +330,13 @@ impl Template {
         let mut out = Vec::new();
         if let Some(node) = &self.filter {
             collect_uses(node, &mut out);
+        }
+        if let Some(Limit::Param { name, pos }) = self.window.as_ref().map(|w| &w.limit) {
+            out.push(ParamUse {
+                name: name.clone(),
+                list: false,
+                pos: *pos,
+            });
         }
         out
     }

@@ -1,4 +1,5 @@
-//! The subscription language: `SELECT * | col, ... FROM table [WHERE expr]`.
+//! The subscription language: `SELECT * | col, ... FROM table [WHERE expr] [ORDER BY ...
+//! LIMIT n]`.
 //!
 //! tokenize and parse (sqlparser) -> validate ([`Template`]) -> bind parameters and
 //! normalize ([`Shape`]) -> evaluate ([`Pred::eval`]) or render as SQL text
@@ -22,6 +23,7 @@ mod pattern;
 mod pred;
 mod render;
 mod tokens;
+mod window;
 
 pub use compile::{Param, ParamUse, Params, Shape, ShapeId};
 pub use dml::parse_writes;
@@ -34,6 +36,7 @@ pub use pattern::{glob, like};
 pub use pred::{CmpOp, Pred, TruthTest};
 pub use render::{ident_sql, where_sql};
 pub(crate) use tokens::tokenize;
+pub use window::{order_sql_quoted, OrderTerm, Window, MAX_WINDOW_LIMIT};
 
 use crate::schema::Schema;
 

@@ -4,7 +4,8 @@
 //! sqlparser does the parsing; a small token pass before it ([`super::tokens`]) adds what
 //! SQLite has and sqlparser's SQLite dialect lacks (`:name` / `:a.b` parameters,
 //! `IN :param`, `GLOB`, `x IS <value>`). This file checks the statement's shape (one
-//! SELECT from one table, no joins, grouping or windows); [`super::build`] turns the
+//! SELECT from one table, no joins or grouping; [`super::window`] reads an `ORDER BY ...
+//! LIMIT n`); [`super::build`] turns the
 //! select list and WHERE clause into the tree. Everything outside the language is refused
 //! with a position. Pure: no IO.
 
@@ -20,6 +21,7 @@ use super::error::{snippet, Pos, QueryError, QueryErrorKind};
 use super::limits::{self, MAX_DEPTH};
 use super::pred::{CmpOp, TruthTest};
 use super::tokens::{rewrite_tokens, tokenize};
+use super::window::{window_of, WindowTemplate};
 use crate::schema::{Schema, Table};
 use crate::value::Value;
 
@@ -98,6 +100,8 @@ pub struct Template {
     /// `None` for every column.
     pub(crate) projection: Option<Vec<usize>>,
     pub(crate) filter: Option<Node>,
+    /// `ORDER BY ... LIMIT n`, normalized, for a window.
+    pub(crate) window: Option<WindowTemplate>,
 }
 
 impl Template {
@@ -147,7 +151,7 @@ impl Template {
                 ));
             }
         };
-        let select = select_of(query)?;
+        let select = select_of(query, true)?;
         let table = table_of(schema, select)?;
         let builder = Builder {
             table: &table,
@@ -159,16 +163,62 @@ impl Template {
             .as_ref()
             .map(|e| builder.predicate(e))
             .transpose()?;
+        let window = window_of(&builder, query)?;
+        let projection = match &window {
+            Some(w) => {
+                let mut needed: Vec<usize> = w.order.iter().map(|t| t.col).collect();
+                if let Some(node) = &filter {
+                    filter_columns(node, &mut needed);
+                }
+                with_columns(&table, projection, &needed)
+            }
+            None => projection,
+        };
         Ok(Template {
             table,
             projection,
             filter,
+            window,
         })
     }
 
     /// The table the subscription selects from.
     pub fn table(&self) -> &Table {
         &self.table
+    }
+}
+
+/// The projection with `needed` columns added. A window's order columns and the columns
+/// its WHERE clause tests always travel (like the primary key): a client orders its local
+/// copy of the window by the first, and decides with the second which of its own pending
+/// writes sort into it.
+fn with_columns(
+    table: &Table,
+    projection: Option<Vec<usize>>,
+    needed: &[usize],
+) -> Option<Vec<usize>> {
+    let mut cols = projection?;
+    for &col in needed {
+        if !cols.contains(&col) {
+            cols.push(col);
+        }
+    }
+    cols.sort_unstable();
+    (cols.len() < table.columns.len()).then_some(cols)
+}
+
+/// Appends the columns `node` tests. Recursive over the tree, whose depth is the text's
+/// nesting (at most [`MAX_DEPTH`]).
+fn filter_columns(node: &Node, out: &mut Vec<usize>) {
+    match node {
+        Node::And(members) | Node::Or(members) => {
+            members.iter().for_each(|m| filter_columns(m, out));
+        }
+        Node::Not(inner) => filter_columns(inner, out),
+        Node::Cmp { col, .. } | Node::In { col, .. } | Node::Between { col, .. } => {
+            out.push(col.idx)
+        }
+        Node::Like { col, .. } | Node::Glob { col, .. } | Node::Truth { col, .. } => out.push(*col),
     }
 }
 
@@ -236,36 +286,32 @@ pub(super) fn unsupported(message: impl Into<String>, at: &impl Spanned) -> Quer
     QueryError::new(QueryErrorKind::Unsupported, message, pos_of(at))
 }
 
-fn select_of(query: &Query) -> Result<&Select, QueryError> {
+/// The SELECT of a query; only the outermost (`top`) may carry a window, which
+/// [`window_of`] reads.
+fn select_of(query: &Query, top: bool) -> Result<&Select, QueryError> {
     if let Some(with) = &query.with {
         return Err(unsupported(
             "WITH (common table expressions) is not supported",
             with,
         ));
     }
-    if let Some(order_by) = &query.order_by {
-        return Err(unsupported(
-            "windows are not supported yet (ORDER BY / LIMIT): a subscription holds every \
-             matching row",
-            order_by,
-        ));
-    }
-    if let Some(limit) = &query.limit_clause {
-        return Err(unsupported(
-            "windows are not supported yet (ORDER BY / LIMIT): a subscription holds every \
-             matching row",
-            limit,
-        ));
-    }
-    if query.fetch.is_some() {
-        return Err(unsupported(
-            "windows are not supported yet (FETCH)",
-            query.body.as_ref(),
-        ));
+    if !top {
+        if let Some(order_by) = &query.order_by {
+            return Err(unsupported(
+                "ORDER BY inside parentheses is not supported; put the window outside",
+                order_by,
+            ));
+        }
+        if let Some(limit) = &query.limit_clause {
+            return Err(unsupported(
+                "LIMIT inside parentheses is not supported; put the window outside",
+                limit,
+            ));
+        }
     }
     match query.body.as_ref() {
         SetExpr::Select(select) => Ok(select),
-        SetExpr::Query(inner) => select_of(inner),
+        SetExpr::Query(inner) => select_of(inner, false),
         SetExpr::SetOperation { op, right, .. } => Err(unsupported(
             format!("{op} is not supported"),
             right.as_ref(),

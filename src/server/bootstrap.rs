@@ -92,6 +92,9 @@ pub struct Job {
     pub base: Option<Arc<Pred>>,
     /// Replay the log after this sync id instead of sending a snapshot.
     pub resume_after: Option<SyncId>,
+    /// Set when the seam is queued: from then on the client may join, and a window may
+    /// be resized.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Produced {
@@ -130,10 +133,11 @@ pub async fn run(job: Job) {
     // its claims that the server ANDs into it.
     let shown = match &job.base {
         Some(base) => {
-            let own = Shape::new(
+            let own = Shape::windowed(
                 job.shape.table().clone(),
                 job.shape.projection().map(<[usize]>::to_vec),
                 (**base).clone(),
+                job.shape.window().cloned(),
             );
             own.text().to_string()
         }
@@ -246,6 +250,7 @@ pub async fn run(job: Job) {
     // its changes up to W from then on.
     let mut delivered = job.shared.delivered.subscribe();
     if delivered.wait_for(|d| *d >= w).await.is_ok() {
+        job.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = job
             .live
             .send(LiveItem::Seam {

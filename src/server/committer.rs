@@ -1,17 +1,20 @@
 //! The single writer: takes client and backend transactions from a bounded queue,
 //! commits them in batches (one SQLite commit, one savepoint each), then fans every
 //! committed transaction out to the sessions whose shapes it touches, in sync-id order.
+//! Window shapes are kept exact on the writer thread, inside the commit
+//! ([`super::windows`]); their events join the fan-out of their transaction.
 //!
 //! Server-internal: the only task that writes to the store. It must not wait on a session
 //! (delivery never blocks: a full session queue cuts that session off).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::windows::{WindowEvents, WindowObserver, Windows};
 use super::{Shared, WriteContext};
-use crate::ids::ClientId;
+use crate::ids::{ClientId, SyncId};
 use crate::store::{GuardedTxn, WriteGuard};
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 use crate::wire::LiveTxn;
@@ -39,23 +42,32 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<TxnOutcome>,
 }
 
+/// What the writer thread answers for a batch: one outcome per transaction, and the
+/// window events of the committed ones, per sync id.
+pub type Applied = (Vec<TxnOutcome>, Vec<(SyncId, WindowEvents)>);
+
 /// A batch for the writer thread, and where its outcomes go.
 pub type ApplyJob = (
     Vec<GuardedTxn>,
-    oneshot::Sender<Result<Vec<TxnOutcome>, crate::store::StoreError>>,
+    oneshot::Sender<Result<Applied, crate::store::StoreError>>,
 );
 
 /// Starts the thread that applies batches to the store: commits run on a thread of their
 /// own, never behind snapshot readers or fetches in the blocking pool. The thread ends
 /// when the returned sender is dropped.
-pub fn start_writer(store: Arc<dyn crate::store::Store>) -> std::sync::mpsc::SyncSender<ApplyJob> {
+pub fn start_writer(
+    store: Arc<dyn crate::store::Store>,
+    windows: Arc<Mutex<Windows>>,
+) -> std::sync::mpsc::SyncSender<ApplyJob> {
     // One batch at a time: the committer waits for each outcome before the next.
     let (jobs, queue) = std::sync::mpsc::sync_channel::<ApplyJob>(1);
     let spawned = std::thread::Builder::new()
         .name("sluice-writer".into())
         .spawn(move || {
             while let Ok((txns, done)) = queue.recv() {
-                let _ = done.send(store.apply_guarded(txns));
+                let mut observer = WindowObserver::new(&windows);
+                let applied = store.apply_observed(txns, &mut observer);
+                let _ = done.send(applied.map(|outcomes| (outcomes, observer.events)));
             }
         });
     if let Err(e) = spawned {
@@ -70,14 +82,27 @@ pub fn start_writer(store: Arc<dyn crate::store::Store>) -> std::sync::mpsc::Syn
 ///
 /// What is queued is taken into a [`FairQueue`] by client (the backend's own writes are
 /// one more lane; at most [`WRITE_QUEUE_CAPACITY`] wait there besides the channel), and
-/// each batch takes one transaction per client in turn.
-pub async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>) {
+/// each batch takes one transaction per client in turn. Window resizes run between
+/// batches.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    mut resizes: mpsc::Receiver<super::resize::ResizeRequest>,
+) {
     let mut waiting: FairQueue<Option<ClientId>, WriteRequest> = FairQueue::default();
     let mut shutdown = shared.shutdown.subscribe();
     loop {
+        // Between batches: every committed transaction is fanned out, none is coming.
+        while let Ok(resize) = resizes.try_recv() {
+            super::resize::run(&shared, resize).await;
+        }
         if waiting.is_empty() {
             let first = tokio::select! {
                 biased;
+                Some(resize) = resizes.recv() => {
+                    super::resize::run(&shared, resize).await;
+                    continue;
+                }
                 request = queue.recv() => request,
                 _ = async { shutdown.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
                     queue.close();
@@ -132,8 +157,8 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             .map_err(|_| "the writer thread is gone".to_string()),
         Err(_) => Err("the writer thread is gone".to_string()),
     };
-    let outcomes = match result {
-        Ok(Ok(outcomes)) => outcomes,
+    let (outcomes, window_events) = match result {
+        Ok(Ok(applied)) => applied,
         Ok(Err(e)) => {
             warn!(error = %e, "store failed to apply a batch");
             unavailable(replies, &format!("server storage error: {e}"));
@@ -146,12 +171,17 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
         }
     };
     let committed = std::time::Instant::now();
+    let mut window_events = window_events.into_iter().peekable();
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
         if let TxnOutcome::Committed { sync_id, changes } = &outcome {
             shared.metrics.committed(changes.len());
+            let windows = window_events
+                .next_if(|(s, _)| s == sync_id)
+                .map(|(_, events)| events)
+                .unwrap_or_default();
             if !changes.is_empty() {
                 let origin = changes.first().and_then(|c| c.origin.clone());
-                fan_out(shared, *sync_id, origin, changes, committed);
+                fan_out(shared, *sync_id, origin, changes, &windows, committed);
             }
             let s = *sync_id;
             shared.delivered.send_if_modified(|d| {
@@ -182,11 +212,14 @@ fn fan_out(
     sync_id: crate::ids::SyncId,
     origin: Option<(crate::ids::ClientId, u64)>,
     changes: &[crate::store::Change],
+    windows: &WindowEvents,
     committed: std::time::Instant,
 ) {
     let mut deliveries = {
         let registry = shared.registry.lock().expect("registry lock");
-        registry.deliveries(changes)
+        let mut deliveries = registry.deliveries(changes);
+        registry.window_deliveries(windows, &mut deliveries);
+        deliveries
     };
     // The author hears of its transaction even when no subscription of its matched.
     if let Some((client, _)) = &origin {

@@ -35,7 +35,9 @@ mod metrics;
 mod pins;
 mod quotas;
 mod registry;
+mod resize;
 mod session;
+mod windows;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,12 +137,17 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     /// std Mutex: held only for short, non-async sections (register, match a change).
     pub registry: Mutex<Registry>,
+    /// Window shapes and their state. std Mutex: taken on the writer thread inside a
+    /// commit and under the store's writer lock (always after it), never across an await.
+    pub windows: Arc<Mutex<windows::Windows>>,
     pub sessions: DashMap<SessionId, Arc<SessionHandle>>,
     /// The latest session of each connected client, to confirm its own transactions.
     pub authors: DashMap<ClientId, SessionId>,
     /// The last sync id whose transaction has been fanned out to every session queue.
     pub delivered: tokio::sync::watch::Sender<crate::ids::SyncId>,
     pub writes: mpsc::Sender<committer::WriteRequest>,
+    /// Window resizes for the committer, which runs them between batches.
+    pub resizes: mpsc::Sender<resize::ResizeRequest>,
     pub write_hook: Option<WriteHook>,
     pub authenticator: Arc<dyn Authenticator>,
     /// Permission rules; `None`: everything open.
@@ -359,16 +366,20 @@ impl ServerBuilder {
             None => None,
         };
         let (writes, write_queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let (resizes, resize_queue) = mpsc::channel(resize::RESIZE_QUEUE_CAPACITY);
         let (delivered, _) = tokio::sync::watch::channel(store.head());
-        let writer = committer::start_writer(store.clone());
+        let windows = Arc::new(Mutex::new(windows::Windows::new()));
+        let writer = committer::start_writer(store.clone(), windows.clone());
         let shared = Arc::new(Shared {
             schema,
             store,
             registry: Mutex::new(Registry::new()),
+            windows,
             sessions: DashMap::new(),
             authors: DashMap::new(),
             delivered,
             writes,
+            resizes,
             write_hook: self.write_hook,
             authenticator: self.authenticator,
             rules,
@@ -381,7 +392,7 @@ impl ServerBuilder {
             metrics: Arc::new(metrics::Metrics::new()),
             writer,
         });
-        let committer = tokio::spawn(committer::run(shared.clone(), write_queue));
+        let committer = tokio::spawn(committer::run(shared.clone(), write_queue, resize_queue));
         let (stop_tx, stop_rx) = oneshot::channel();
         let (sessions_tx, sessions_done) = mpsc::channel(1);
         let acceptor = tokio::spawn(accept_loop(

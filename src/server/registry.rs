@@ -5,9 +5,10 @@
 //! Server-internal and synchronous (held under a mutex for short sections): no IO, no
 //! store, no async.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::windows::WindowEvents;
 use crate::matcher::{classify, Effect, Matcher, MoveOutReason, ShapeMatch};
 use crate::query::{Pred, Shape, ShapeId};
 use crate::store::KeyOrd;
@@ -22,6 +23,8 @@ pub struct Registry {
     /// For shapes that include a permission rule: the subscription's own predicate, to
     /// tell "no longer permitted" from "stopped matching" when a row leaves.
     bases: HashMap<ShapeId, Arc<Pred>>,
+    /// Window shapes: subscribers only (see [`Registry::subscribe_window`]).
+    windows: HashSet<ShapeId>,
     /// Rows kept live by batch-loader pins, per table (lower-cased name).
     pins: HashMap<String, PinnedTable>,
 }
@@ -70,11 +73,35 @@ impl Registry {
         if let Some(list) = self.subscribers.get_mut(&shape) {
             if let Some(i) = list.iter().position(|&(s, b)| s == session && b == sub) {
                 list.swap_remove(i);
-                self.matcher.unregister(shape);
+                if !self.windows.contains(&shape) {
+                    self.matcher.unregister(shape);
+                }
             }
             if list.is_empty() {
                 self.subscribers.remove(&shape);
                 self.bases.remove(&shape);
+                self.windows.remove(&shape);
+            }
+        }
+    }
+
+    /// Registers `sub` of `session` on the window shape `shape` for fan-out only: window
+    /// shapes are matched and kept by [`super::windows::Windows`], whose events
+    /// [`Registry::window_deliveries`] routes.
+    pub fn subscribe_window(&mut self, shape: &Shape, session: SessionId, sub: SubId) -> ShapeId {
+        let id = shape.id();
+        self.windows.insert(id);
+        self.subscribers.entry(id).or_default().push((session, sub));
+        id
+    }
+
+    /// Groups one transaction's window events by session, after the plain shapes' ones.
+    pub fn window_deliveries(&self, events: &WindowEvents, out: &mut Deliveries) {
+        for (shape, table, event) in events {
+            for &(session, sub) in self.subscribers.get(shape).into_iter().flatten() {
+                out.entry(session)
+                    .or_default()
+                    .push((sub, table.clone(), event.clone()));
             }
         }
     }

@@ -17,6 +17,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 mod fetch;
 mod handshake;
 mod live;
+mod window;
 
 use live::write_live;
 
@@ -107,6 +108,15 @@ pub enum LiveItem {
         /// The subscription.
         sub: SubId,
     },
+    /// The window subscription was resized at `sync_id`: the rows that moved in or out.
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// The state the delta was read at.
+        sync_id: SyncId,
+        /// `(table, event)` per row.
+        events: Vec<(String, crate::vocab::RowEvent)>,
+    },
 }
 
 /// What the rest of the server keeps of a session.
@@ -161,7 +171,11 @@ impl SessionHandle {
 
     /// Queues a live transaction without waiting; a full queue cuts the session off.
     pub fn deliver(&self, txn: LiveTxn, committed: Instant) {
-        let item = LiveItem::Txn(txn, committed);
+        self.deliver_item(LiveItem::Txn(txn, committed));
+    }
+
+    /// Queues a live item without waiting; a full queue cuts the session off.
+    pub fn deliver_item(&self, item: LiveItem) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(item) {
             self.cut_off(
                 Cutoff::Lagging,
@@ -182,7 +196,13 @@ impl SessionHandle {
 }
 
 struct Subscription {
-    shape: ShapeId,
+    shape: Arc<query::Shape>,
+    /// The subscription's own predicate, when a read rule was ANDed in.
+    base: Option<Arc<query::Pred>>,
+    /// A window shape: also held in [`super::windows::Windows`].
+    window: bool,
+    /// Its seam is queued (see [`bootstrap::Job::ready`]).
+    ready: Arc<AtomicBool>,
     /// Whether no index serves its shape (counted by the residual quotas).
     residual: bool,
     bootstrap: JoinHandle<()>,
@@ -424,6 +444,7 @@ impl Session {
                 keys,
             } => self.fetch(request, table, keys).await,
             ClientMessage::Pin { table, keys } => self.pin(table, keys, true).await,
+            ClientMessage::Resize { sub, limit } => self.resize(sub, limit).await,
             ClientMessage::Unpin { table, keys } => self.pin(table, keys, false).await,
             ClientMessage::Hello { .. } => {
                 self.reply(ServerMessage::Error {
@@ -519,19 +540,47 @@ impl Session {
             }
         }
         let resume_after = resume.map(|(after, _)| after);
+        let window = shape.window().is_some();
+        if window && resume_after.is_some() {
+            // A window is at most MAX_WINDOW_LIMIT rows: a fresh snapshot replaces it.
+            let horizon = self.shared.store.head();
+            return self
+                .reply(ServerMessage::ResumeRefused { sub, horizon })
+                .await;
+        }
         // Registered before the snapshot opens, so no later change can be missed. The
         // quotas are checked under the same lock: two sessions cannot both take the last
         // place.
         let residual = crate::matcher::Matcher::is_residual(&shape);
         let registered = {
             let mut registry = self.shared.registry.lock().expect("registry lock");
-            self.admit(&registry, &shape, residual)
-                .map(|()| registry.subscribe(shape.clone(), base.clone(), self.id, sub))
+            self.admit(&registry, &shape, residual).map(|()| {
+                if window {
+                    registry.subscribe_window(&shape, self.id, sub)
+                } else {
+                    registry.subscribe(shape.clone(), base.clone(), self.id, sub)
+                }
+            })
         };
         let shape_id = match registered {
             Ok(id) => id,
             Err(exceeded) => return self.refuse_subscription(sub, exceeded).await,
         };
+        if window {
+            if let Err(message) = self.start_window(&shape, base.clone()).await {
+                self.shared
+                    .registry
+                    .lock()
+                    .expect("registry lock")
+                    .unsubscribe(shape_id, self.id, sub);
+                let message = brief(&message);
+                return self
+                    .reply(ServerMessage::SubscribeFailed { sub, message })
+                    .await;
+            }
+        }
+        let _ = shape_id;
+        let ready = Arc::new(AtomicBool::new(false));
         let job = bootstrap::Job {
             shared: self.shared.clone(),
             session: self.handle.clone(),
@@ -541,15 +590,19 @@ impl Session {
             places: self.bootstraps.clone(),
             ended: self.ended.clone(),
             sub,
-            shape,
-            base,
+            shape: shape.clone(),
+            base: base.clone(),
             resume_after,
+            ready: ready.clone(),
         };
         let task = tokio::spawn(bootstrap::run(job).instrument(span));
         self.subscriptions.insert(
             sub,
             Subscription {
-                shape: shape_id,
+                shape,
+                base,
+                window,
+                ready,
                 residual,
                 bootstrap: task,
             },
@@ -613,7 +666,14 @@ impl Session {
                 .registry
                 .lock()
                 .expect("registry lock")
-                .unsubscribe(s.shape, self.id, sub);
+                .unsubscribe(s.shape.id(), self.id, sub);
+            if s.window {
+                self.shared
+                    .windows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .release(s.shape.id());
+            }
             let _ = self.live.try_send(LiveItem::Forget { sub });
             self.handle
                 .subscriptions

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::convert::{encode_image, read_row};
+use super::window::{CommitObserver, ConnView};
 use super::{GuardedTxn, StoreError, WriteGuard};
 use crate::schema::{quote_ident, Column, Schema, Table};
 use crate::value::{parse_numeric_text, Affinity, Value};
@@ -102,12 +103,15 @@ struct Ctx<'a> {
 }
 
 /// Applies `txns` in one immediate transaction. Returns the outcomes and the new head.
+/// `observer` hears of each committed transaction right after it is applied, inside the
+/// transaction.
 pub(crate) fn apply_batch(
     conn: &mut Connection,
     schema: &Schema,
     sql: &SqlCache,
     txns: Vec<GuardedTxn>,
     now_ms: i64,
+    observer: &mut dyn CommitObserver,
 ) -> Result<(Vec<TxnOutcome>, SyncId), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let start: SyncId = tx.query_row("SELECT head FROM _sluice_meta WHERE id = 0", [], |r| {
@@ -166,6 +170,9 @@ pub(crate) fn apply_batch(
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
                 }
                 record_outcome(&tx, &txn, Some(sync_id), None, now_ms)?;
+                if !changes.is_empty() {
+                    observer.committed(&ConnView(&tx), sync_id, &changes)?;
+                }
                 head = sync_id;
                 outcomes.push(TxnOutcome::Committed { sync_id, changes });
             }

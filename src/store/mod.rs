@@ -27,6 +27,7 @@ mod local;
 mod options;
 mod sqlite;
 mod types;
+mod window;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use local::{
 pub use options::{StoreOptions, Synchronous};
 pub use sqlite::SqliteStore;
 pub use types::LogRead;
+pub use window::{CommitObserver, TxnView, WindowFrom, WindowRead};
 
 pub use crate::vocab::{
     Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
@@ -109,6 +111,24 @@ pub trait Store: Send + Sync {
     /// whose guard refuses a row is rejected (`forbidden`) and writes nothing. Errors as
     /// for [`Store::apply`].
     fn apply_guarded(&self, txns: Vec<GuardedTxn>) -> Result<Vec<TxnOutcome>, StoreError>;
+
+    /// [`Store::apply_guarded`], telling `observer` of each committed transaction inside
+    /// the writer's transaction (window maintenance reads there), and whether the batch
+    /// committed. An observer's error fails the batch. Errors as for [`Store::apply`].
+    fn apply_observed(
+        &self,
+        txns: Vec<GuardedTxn>,
+        observer: &mut dyn CommitObserver,
+    ) -> Result<Vec<TxnOutcome>, StoreError>;
+
+    /// Runs `f` under the writer lock, between batches: it reads the state at the head
+    /// (given) and no transaction commits until it returns. Window shapes start here, so
+    /// that their maintenance picks up at the next transaction. Fails with
+    /// [`StoreError::Sqlite`] when the database does, or with `f`'s error.
+    fn at_head(
+        &self,
+        f: &mut dyn FnMut(&dyn TxnView, SyncId) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 
     /// The sync id of the last committed transaction. Cheap: no database access.
     fn head(&self) -> SyncId;

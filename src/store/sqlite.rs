@@ -20,8 +20,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use super::apply::{apply_batch, SqlCache};
 use super::convert::{decode_image, read_row};
 use super::types::LogRead;
+use super::window::{CommitObserver, ConnView, NoObserver, TxnView};
 use super::{GuardedTxn, Store, StoreError, StoreOptions};
-use crate::query::{where_sql, Shape};
+use crate::query::{order_sql_quoted, where_sql, Shape};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
 use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
@@ -301,13 +302,33 @@ impl Store for SqliteStore {
     }
 
     fn apply_guarded(&self, txns: Vec<GuardedTxn>) -> Result<Vec<TxnOutcome>, StoreError> {
+        self.apply_observed(txns, &mut NoObserver)
+    }
+
+    fn apply_observed(
+        &self,
+        txns: Vec<GuardedTxn>,
+        observer: &mut dyn CommitObserver,
+    ) -> Result<Vec<TxnOutcome>, StoreError> {
         if txns.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.lock_writer()?;
-        let (outcomes, head) = apply_batch(&mut conn, &self.schema, &self.sql, txns, now_ms())?;
+        let applied = apply_batch(&mut conn, &self.schema, &self.sql, txns, now_ms(), observer);
+        observer.finished(applied.is_ok());
+        let (outcomes, head) = applied?;
         self.head.store(head.0, Ordering::Release);
         Ok(outcomes)
+    }
+
+    fn at_head(
+        &self,
+        f: &mut dyn FnMut(&dyn TxnView, SyncId) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock_writer()?;
+        let tx = conn.transaction()?;
+        let (head, _) = read_meta(&tx)?;
+        f(&ConnView(&tx), head)
     }
 
     fn head(&self) -> SyncId {
@@ -355,11 +376,15 @@ impl Store for SqliteStore {
     ) -> Result<SyncId, StoreError> {
         let table = shape.table();
         let (filter, values) = where_sql(shape.filter(), table);
-        let sql = format!(
+        let mut sql = format!(
             "SELECT {} FROM {} WHERE {filter}",
             column_list(table),
             quote_ident(&table.name)
         );
+        if let Some(window) = shape.window() {
+            let order = order_sql_quoted(table, window.order());
+            sql.push_str(&format!(" {order} LIMIT {}", window.limit()));
+        }
         let mut conn = self.reader()?;
         let tx = conn.transaction()?;
         // The meta row and the rows below are read in one transaction: one WAL snapshot.
@@ -378,10 +403,17 @@ impl Store for SqliteStore {
     fn count_estimate(&self, shape: &Shape) -> Result<u64, StoreError> {
         let table = shape.table();
         let (filter, values) = where_sql(shape.filter(), table);
-        let sql = format!(
+        let mut sql = format!(
             "SELECT COUNT(*) FROM {} WHERE {filter}",
             quote_ident(&table.name)
         );
+        if let Some(window) = shape.window() {
+            sql = format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE {filter} LIMIT {})",
+                quote_ident(&table.name),
+                window.limit()
+            );
+        }
         let conn = self.reader()?;
         let count: i64 = conn.query_row(&sql, rusqlite::params_from_iter(values.iter()), |r| {
             r.get(0)

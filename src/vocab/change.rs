@@ -55,16 +55,20 @@ pub enum MoveOut {
     MovedOut,
     /// The caller may no longer read the row.
     Forbidden,
+    /// The row still matches, but a window (`ORDER BY ... LIMIT n`) moved past it: rows
+    /// that sort before it came in, or the window shrank.
+    Window,
 }
 
 impl MoveOut {
     /// The snake_case name used by the command line (`"deleted"`, `"moved_out"`,
-    /// `"forbidden"`).
+    /// `"forbidden"`, `"window"`).
     pub fn as_str(self) -> &'static str {
         match self {
             MoveOut::Deleted => "deleted",
             MoveOut::MovedOut => "moved_out",
             MoveOut::Forbidden => "forbidden",
+            MoveOut::Window => "window",
         }
     }
 }

@@ -129,6 +129,15 @@ pub enum ClientMessage {
         /// The primary keys to remove from the pinned set.
         keys: Vec<Value>,
     },
+    /// Grow or shrink a window subscription (`... LIMIT n`) in place, once it is ready:
+    /// only the rows between the old and the new edge travel, as one `Live::Resized` on
+    /// the live stream. Answered by `Resized`, or by `Error` when refused.
+    Resize {
+        /// The window subscription.
+        sub: SubId,
+        /// The new `n`, at most [`crate::query::MAX_WINDOW_LIMIT`].
+        limit: u64,
+    },
 }
 
 /// What a server says on the control stream: the handshake's answer, then the answers to
@@ -179,8 +188,10 @@ pub enum ServerMessage {
         message: String,
     },
     /// The resume cannot be served: `resume_after` is older than the log's horizon (or
-    /// further back than a fresh snapshot costs), or `resume_shape` is not the shape the
-    /// caller may read today. Subscribe again without `resume_after`.
+    /// further back than a fresh snapshot costs), `resume_shape` is not the shape the
+    /// caller may read today, or the subscription is a window (windows are not replayed:
+    /// a fresh snapshot of at most [`crate::query::MAX_WINDOW_LIMIT`] rows replaces them).
+    /// Subscribe again without `resume_after`.
     ResumeRefused {
         /// The subscription.
         sub: SubId,
@@ -240,6 +251,16 @@ pub enum ServerMessage {
     Error {
         /// Why, for a person.
         message: String,
+    },
+    /// The window subscription now holds `limit` rows; its `Live::Resized` is on the live
+    /// stream (sent before this answer).
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// Its new limit.
+        limit: u64,
+        /// Its normalized text with the new limit (without the server's read rule).
+        shape: String,
     },
     /// A request refused by one of the server's quotas. Nothing of it was done; the
     /// session and the rest of its work go on.
@@ -321,6 +342,18 @@ pub enum Live {
     /// the last events. A client applies the whole transaction at its `Txn`, never a
     /// part alone. At most [`MAX_TXN_PARTS`] parts precede a `Txn`.
     Part(LiveTxn),
+    /// Window subscription `sub` was resized at `sync_id` (a state the client has already
+    /// received every transaction of): the rows between the old and the new edge, as
+    /// inserts (it grew) or deletes with reason `window` (it shrank). Live transactions
+    /// after it carry the resized window's events.
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// The state the delta was read at.
+        sync_id: SyncId,
+        /// `(table, event)` per row that moved in or out.
+        events: Vec<(String, RowEvent)>,
+    },
 }
 
 /// Payload bytes the server puts in one [`Live::Part`] (the last part, the `Txn`, may

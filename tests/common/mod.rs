@@ -160,6 +160,10 @@ pub struct SubState {
     pub last_sync: SyncId,
     /// Where the live stream said the subscription joins the view.
     pub joined: Option<SyncId>,
+    /// Rows that left because a window moved past them (reason `window`).
+    pub window_moves: usize,
+    /// Resizes received: the sync id and the number of rows that moved.
+    pub resized: Vec<(SyncId, usize)>,
 }
 
 impl SubState {
@@ -173,7 +177,10 @@ impl SubState {
             RowEvent::Update { row, .. } => {
                 self.rows.insert(key, row.clone());
             }
-            RowEvent::Delete { .. } => {
+            RowEvent::Delete { reason, .. } => {
+                if *reason == sluice::wire::MoveOut::Window {
+                    self.window_moves += 1;
+                }
                 self.rows.remove(&key);
             }
         }
@@ -321,6 +328,17 @@ impl Client {
                         Some(_) => {}
                     }
                 }
+            }
+            Event::Resized {
+                sub,
+                sync_id,
+                events,
+            } => {
+                let state = self.subs.entry(sub).or_default();
+                for (_, event) in &events {
+                    state.apply(sync_id, event);
+                }
+                state.resized.push((sync_id, events.len()));
             }
             Event::Joined { sub, sync_id } => {
                 self.subs.entry(sub).or_default().joined = Some(sync_id);

@@ -98,6 +98,14 @@ impl Online<'_> {
             cut = cut.max(w);
             batch.push((*id, s.kind, w));
         }
+        for id in &joining {
+            // A resize asked while it was bootstrapping (the server resizes ready ones).
+            if let Some(limit) = self.resizes.remove(id) {
+                self.conn
+                    .send(ClientMessage::Resize { sub: *id, limit })
+                    .await?;
+            }
+        }
         let started = std::time::Instant::now();
         let applied = self.shared.local().join(&batch, cut)?;
         debug!(

@@ -46,6 +46,15 @@ pub(super) async fn write_live(
                     seams.remove(&sub);
                     None
                 }
+                LiveItem::Resized {
+                    sub,
+                    sync_id,
+                    events,
+                } => Some(Live::Resized {
+                    sub,
+                    sync_id,
+                    events,
+                }),
                 LiveItem::Txn(mut txn, at) => {
                     committed.push(at);
                     txn.events

@@ -455,6 +455,16 @@ impl LocalStore {
         Ok(SubId(self.conn.last_insert_rowid() as u64))
     }
 
+    /// Replaces the text of a subscription (a window resized: the same rows, another
+    /// limit); its parameters stay.
+    pub fn set_sub_sql(&mut self, sub: SubId, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE _sluice_subs SET sql = ?1 WHERE id = ?2",
+            params![sql, sub],
+        )?;
+        Ok(())
+    }
+
     /// Records what the server said about a subscription's rows.
     pub fn describe_sub(
         &mut self,
