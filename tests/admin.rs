@@ -66,8 +66,15 @@ async fn metrics_count_what_the_server_did() {
         .subscribe(2, "SELECT * FROM issues WHERE status != 'done'", None)
         .await;
     client
+        .subscribe(
+            3,
+            "SELECT * FROM issues WHERE team_id = 'T2' ORDER BY number DESC LIMIT 2",
+            None,
+        )
+        .await;
+    client
         .until("snapshots", |c| {
-            c.sub(1).end.is_some() && c.sub(2).end.is_some()
+            c.sub(1).end.is_some() && c.sub(2).end.is_some() && c.sub(3).end.is_some()
         })
         .await;
     for i in 0..5 {
@@ -101,10 +108,10 @@ async fn metrics_count_what_the_server_did() {
     assert_eq!(value("sluice_rows_changed_total"), 10.0);
     assert_eq!(value("sluice_fanout_deliveries_total"), 5.0);
     assert_eq!(value("sluice_sessions"), 1.0);
-    assert_eq!(value("sluice_subscriptions"), 2.0);
+    assert_eq!(value("sluice_subscriptions"), 3.0);
     assert_eq!(value("sluice_shapes{kind=\"indexed\"}"), 1.0);
     assert_eq!(value("sluice_shapes{kind=\"residual\"}"), 1.0);
-    assert_eq!(value("sluice_shapes{kind=\"window\"}"), 0.0);
+    assert_eq!(value("sluice_shapes{kind=\"window\"}"), 1.0);
     assert_eq!(value("sluice_log_head"), 5.0);
     assert_eq!(value("sluice_log_horizon"), 0.0);
     assert_eq!(value("sluice_commit_to_send_seconds_count"), 5.0);

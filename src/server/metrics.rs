@@ -265,9 +265,13 @@ pub fn render(shared: &Shared) -> String {
     m.pins.set(pins as i64);
     m.queue_depth.set(depth as i64);
     m.queue_depth_max.set(depth_max as i64);
-    let (total, residual) = {
+    let (total, residual, windows) = {
         let registry = shared.registry.lock().expect("registry lock");
-        (registry.shape_count(), registry.residual_count())
+        (
+            registry.shape_count(),
+            registry.residual_count(),
+            registry.window_count(),
+        )
     };
     m.shapes
         .with_label_values(&["indexed"])
@@ -275,8 +279,7 @@ pub fn render(shared: &Shared) -> String {
     m.shapes
         .with_label_values(&["residual"])
         .set(residual as i64);
-    // Windows (`ORDER BY … LIMIT`) are not compiled by this build yet.
-    m.shapes.with_label_values(&["window"]).set(0);
+    m.shapes.with_label_values(&["window"]).set(windows as i64);
     m.log_head.set(shared.store.head().0 as i64);
     m.log_horizon.set(shared.store.horizon().0 as i64);
     let q = &shared.quotas;

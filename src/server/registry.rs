@@ -157,6 +157,11 @@ impl Registry {
         self.matcher.contains(shape)
     }
 
+    /// Distinct registered window shapes (`ORDER BY ... LIMIT n`).
+    pub fn window_count(&self) -> usize {
+        self.windows.len()
+    }
+
     /// Distinct registered shapes no index serves.
     pub fn residual_count(&self) -> usize {
         self.matcher.residual_len()

@@ -31,7 +31,7 @@ pub fn state(shared: &Shared) -> Json {
     sessions.truncate(MAX_LISTED_SESSIONS);
     // Cost: a residual shape is evaluated on every change of its table; every shape
     // costs a delivery per subscriber for each change it matches.
-    let (mut shapes, total, residual) = {
+    let (mut shapes, total, residual, windows) = {
         let registry = shared.registry.lock().expect("registry lock");
         let shapes: Vec<(bool, usize, String, String)> = registry
             .shapes()
@@ -44,7 +44,12 @@ pub fn state(shared: &Shared) -> Json {
                 )
             })
             .collect();
-        (shapes, registry.shape_count(), registry.residual_count())
+        (
+            shapes,
+            registry.shape_count(),
+            registry.residual_count(),
+            registry.window_count(),
+        )
     };
     shapes.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.3.cmp(&b.3)));
     shapes.truncate(MAX_LISTED_SHAPES);
@@ -70,7 +75,7 @@ pub fn state(shared: &Shared) -> Json {
         "shapes": {
             "indexed": total.saturating_sub(residual),
             "residual": residual,
-            "window": 0,
+            "window": windows,
         },
         "bootstraps_running": q.bootstraps - shared.bootstraps.available_permits(),
         "fetches_running": q.fetches - shared.fetches.available_permits(),
