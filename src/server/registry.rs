@@ -219,12 +219,10 @@ impl Registry {
             let Some(shape) = pinned.shapes.get(session) else {
                 continue;
             };
-            let was = change.old.as_deref().is_some_and(|r| shape.matches(r));
-            let is = change.new.as_deref().is_some_and(|r| shape.matches(r));
-            let Some(effect) = classify(was, is, change.new.is_none()) else {
+            let Some(event) = replay_event(shape, None, change) else {
                 continue;
             };
-            let event = match row_event(shape, change, &effect) {
+            let event = match event {
                 // The key is still pinned and the row still exists: it left because the
                 // read rule no longer allows it.
                 RowEvent::Delete {

@@ -250,11 +250,7 @@ impl LocalStore {
                 .optional()?;
             if persisted.is_none() || seen.as_deref() != Some(app_sql.as_str()) {
                 store.adopt(schema)?;
-                store.conn.execute(
-                    "INSERT INTO _sluice_meta (name, value) VALUES ('app_schema_sql', ?1)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    [app_sql],
-                )?;
+                store.set_meta("app_schema_sql", &Value::Text(app_sql))?;
             }
         }
         store.pending = store.load_pending()?;
