@@ -6,7 +6,12 @@
 //! 1M-row bootstrap takes long enough to be measured directly. Peak resident memory is
 //! read from /proc after each sluice run (server and client share this process).
 //! `SLUICE_BOOTSTRAP_SIZES=100000,1000000` picks the sizes.
+//!
+//! While the bootstrap runs, a thread reads one row by primary key through the client
+//! every millisecond, as an app would: its latency (p50/p99/max) says how long an app
+//! read waits while snapshot rows are staged and joined.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,7 +97,24 @@ fn raw_copy(db: &std::path::Path, out: &std::path::Path) -> Duration {
     start.elapsed()
 }
 
-async fn sluice_bootstrap(dir: &std::path::Path, n: usize) -> Duration {
+/// What one sluice bootstrap measured.
+struct Run {
+    elapsed: Duration,
+    /// App read latencies during the bootstrap, sorted.
+    reads: Vec<Duration>,
+}
+
+impl Run {
+    fn read_percentile(&self, p: f64) -> Duration {
+        if self.reads.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.reads.len() - 1) as f64 * p).round() as usize;
+        self.reads[i]
+    }
+}
+
+async fn sluice_bootstrap(dir: &std::path::Path, n: usize) -> Run {
     let server = Server::builder(schema_dir(), dir.join("server.db"))
         .listen("127.0.0.1:0".parse().unwrap())
         .no_auth()
@@ -105,17 +127,43 @@ async fn sluice_bootstrap(dir: &std::path::Path, n: usize) -> Duration {
     let client = Client::open(ClientConfig::new(&local).server(address))
         .await
         .unwrap();
+    let client = Arc::new(client);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let client = client.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut reads = Vec::new();
+            let mut i: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = Value::Integer((i.wrapping_mul(7919) % n as u64) as i64);
+                let t = Instant::now();
+                client.row("messages", &key).unwrap();
+                reads.push(t.elapsed());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            reads
+        })
+    };
     let sub = client
         .subscribe("SELECT * FROM messages", Params::new())
         .unwrap();
     sub.ready().await.unwrap();
     let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = reader.join().unwrap();
+    reads.sort();
     let count = client.query("SELECT count(*) FROM messages", &[]).unwrap();
     assert_eq!(count[0][0], Value::Integer(n as i64), "every row arrived");
+    drop(sub);
+    let client = Arc::try_unwrap(client)
+        .ok()
+        .expect("the reader thread ended");
     client.close().await;
     server.shutdown().await;
     let _ = std::fs::remove_file(&local);
-    elapsed
+    Run { elapsed, reads }
 }
 
 fn main() {
@@ -144,11 +192,13 @@ fn main() {
         );
         let raw = raw_copy(&dir.path().join("server.db"), &dir.path().join("raw.db"));
         let rss_before = peak_rss_mib();
-        let sluice = runtime.block_on(sluice_bootstrap(dir.path(), n));
+        let run = runtime.block_on(sluice_bootstrap(dir.path(), n));
+        let sluice = run.elapsed;
         let rss_after = peak_rss_mib();
         println!(
             "bootstrap/{n}: sluice {:.2?} ({:.0} rows/s), raw_sqlite {:.2?} ({:.0} rows/s), \
-             sluice/raw throughput {:.0}%, peak RSS {:.0} MiB (before the bootstrap {:.0} MiB)",
+             sluice/raw throughput {:.0}%, peak RSS {:.0} MiB (before the bootstrap {:.0} MiB), \
+             app reads during it: {} reads, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
             sluice,
             n as f64 / sluice.as_secs_f64(),
             raw,
@@ -156,6 +206,10 @@ fn main() {
             100.0 * raw.as_secs_f64() / sluice.as_secs_f64(),
             rss_after,
             rss_before,
+            run.reads.len(),
+            run.read_percentile(0.5),
+            run.read_percentile(0.99),
+            run.reads.last().copied().unwrap_or_default(),
         );
     }
 }

@@ -197,6 +197,45 @@ fn random_write(
             _ => (tx.delete("issues", text(&id)), format!("delete {id}")),
         }
     };
+    // One write in three carries more: new issues and an update of another issue, so
+    // server transactions bring several events to one client at once (a client that
+    // applied only part of a transaction shows in the in-flight check).
+    let (mut tx, mut what) = (tx, what);
+    if rng.gen_range(0..3) == 0 {
+        for _ in 0..rng.gen_range(1..=2) {
+            *next_id += 1;
+            let id = format!("i{next_id}");
+            let team = TEAMS[rng.gen_range(0..3)];
+            tx = tx.insert(
+                "issues",
+                vec![
+                    ("id", text(&id)),
+                    ("team_id", text(team)),
+                    ("number", Value::Integer(*next_id as i64)),
+                    ("title", text("t")),
+                    ("status", text(STATUSES[rng.gen_range(0..3)])),
+                    ("priority", Value::Integer(rng.gen_range(0..5))),
+                ],
+            );
+            what.push_str(&format!(", insert {id} {team}"));
+        }
+        let first = what
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let start = if known.is_empty() {
+            0
+        } else {
+            rng.gen_range(0..known.len())
+        };
+        let mut others = known[start..].iter().chain(&known[..start]);
+        if let Some(other) = others.find(|k| **k != first) {
+            let status = text(STATUSES[rng.gen_range(0..3)]);
+            what.push_str(&format!(", update {other} status={status}"));
+            tx = tx.update("issues", text(other), vec![("status", status)]);
+        }
+    }
     trace.push(format!("{name}: {what}"));
     tx.commit().unwrap()
 }

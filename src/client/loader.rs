@@ -39,7 +39,7 @@ use super::sync::{Command, FetchAnswer};
 use super::{ClientError, ClientShared, Source};
 use crate::ids::SyncId;
 use crate::schema::Table;
-use crate::store::{Applied, KeyOrd, LocalStore, StoreError};
+use crate::store::{Applied, KeyOrd, LocalStore, PinChange, StoreError};
 use crate::value::Value;
 use crate::wire::{ClientMessage, RowEvent, SubId, PIN_SUB};
 
@@ -252,48 +252,54 @@ impl LoaderShared {
         }
     }
 
-    /// Applies the live events of pinned rows of one server transaction (each only when
-    /// newer than what its key holds) and, under the same store lock, `rest`: the
-    /// transaction's other events.
+    /// Applies one server transaction that touches pinned rows: picks its pinned rows'
+    /// events newer than what each key holds, and hands them to `apply` (with the store
+    /// locked), which writes them with the rest of the transaction in one local
+    /// transaction. The loader's versions move only once that transaction committed.
     pub(crate) fn apply_live(
         &self,
         shared: &ClientShared,
         sync_id: SyncId,
         events: Vec<(String, RowEvent)>,
-        rest: impl FnOnce(&mut LocalStore) -> Result<Applied, StoreError>,
+        apply: impl FnOnce(&mut LocalStore, &[(String, PinChange)]) -> Result<Applied, StoreError>,
     ) -> Result<Applied, StoreError> {
         let mut state = self.state();
         let mut local = shared.local();
-        // The rest of the server transaction is applied under the same lock: an app
-        // never reads the pinned part of a transaction without the rest.
-        let mut applied = rest(&mut local)?;
+        let mut pins: Vec<(String, PinChange)> = Vec::new();
+        let mut moved: Vec<(PinKey, bool)> = Vec::new();
         for (table, event) in events {
             let Some(t) = local.schema().table(&table).cloned() else {
                 continue;
             };
             let pk = (t.name.clone(), KeyOrd(event.key().clone()));
-            let columns = state.columns.get(&t.name).cloned();
-            let Some(entry) = state.entries.get_mut(&pk) else {
+            let Some(entry) = state.entries.get(&pk) else {
                 continue;
             };
-            if sync_id <= entry.version {
+            if sync_id <= entry.version || moved.iter().any(|(k, _)| *k == pk) {
                 continue;
             }
             match event {
                 RowEvent::Insert { row, .. } | RowEvent::Update { row, .. } => {
-                    let Some(row) = full_row(&t, columns.as_deref(), row) else {
+                    let Some(row) = full_row(&t, state.columns.get(&t.name).map(|c| &c[..]), row)
+                    else {
                         debug!(table = %t.name, "pinned row event with unknown columns");
                         continue;
                     };
-                    applied.merge(local.pin_rows(&t.name, &[row], sync_id)?);
-                    entry.present = true;
+                    pins.push((t.name.clone(), PinChange::Row(row)));
+                    moved.push((pk, true));
                 }
                 RowEvent::Delete { key, .. } => {
-                    applied.merge(local.unpin(&t.name, &key)?);
-                    entry.present = false;
+                    pins.push((t.name.clone(), PinChange::Gone(key)));
+                    moved.push((pk, false));
                 }
             }
-            entry.version = sync_id;
+        }
+        let applied = apply(&mut local, &pins)?;
+        for (pk, present) in moved {
+            if let Some(entry) = state.entries.get_mut(&pk) {
+                entry.present = present;
+                entry.version = sync_id;
+            }
         }
         Ok(applied)
     }

@@ -22,6 +22,7 @@
 
 mod config;
 mod connection;
+pub mod core;
 mod loader;
 mod sync;
 mod window;
@@ -363,8 +364,11 @@ impl Transaction<'_> {
 /// State shared by the app-facing handle and the sync task.
 pub(crate) struct ClientShared {
     pub config: ClientConfig,
-    /// std Mutex: SQLite calls are short and never held across an await.
+    /// std Mutex, never held across an await. The sync task holds it for as long as a
+    /// join takes: app reads go through `reader` instead.
     local: Mutex<LocalStore>,
+    /// App reads, on a connection of their own (`None` for a store with no file).
+    reader: Option<crate::store::LocalReader>,
     notify: broadcast::Sender<Arc<Notification>>,
     state: watch::Sender<ConnectionState>,
     subs: Mutex<HashMap<SubId, watch::Sender<SubStatus>>>,
@@ -460,9 +464,11 @@ impl Client {
             waiters.insert(p.seq, tx);
         }
         let loader = Arc::new(loader::LoaderShared::new(config.loader.clone(), &local)?);
+        let reader = local.reader().ok();
         let shared = Arc::new(ClientShared {
             config,
             local: Mutex::new(local),
+            reader,
             notify,
             state,
             subs: Mutex::new(statuses),
@@ -550,13 +556,19 @@ impl Client {
     /// Runs a read-only SQL query on the local view; works offline. Fails with
     /// [`ClientError::Store`] when the statement writes, does not prepare or fails.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, ClientError> {
-        Ok(self.shared.local().query(sql, params)?.1)
+        match &self.shared.reader {
+            Some(reader) => Ok(reader.query(sql, params)?.1),
+            None => Ok(self.shared.local().query(sql, params)?.1),
+        }
     }
 
     /// One visible row by primary key (`None` also for an unknown table). Fails with
     /// [`ClientError::Store`] when the local database does.
     pub fn row(&self, table: &str, key: &Value) -> Result<Option<Vec<Value>>, ClientError> {
-        Ok(self.shared.local().row(table, key)?)
+        match &self.shared.reader {
+            Some(reader) => Ok(reader.row(table, key)?),
+            None => Ok(self.shared.local().row(table, key)?),
+        }
     }
 
     /// Starts a local transaction.

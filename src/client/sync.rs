@@ -5,7 +5,7 @@
 //! The only task that talks to the server on the client's behalf; the app-facing API
 //! reaches it through a bounded command queue. It must not depend on the server.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
+use super::core::{Action, StoreOp, SyncCore};
 use super::{ClientShared, ConnectionState, Notification, Source, SubStatus, TokenSource};
 use crate::ids::SyncId;
-use crate::store::{Applied, JoinKind, StoreError};
+use crate::store::{Applied, StoreError};
 use crate::vocab::{QuotaExceeded, RejectCode, WriteOutcome};
-use crate::wire::{BootstrapFrame, ClientMessage, QuotaRequest, RowEvent, ServerMessage, SubId};
-
-mod staging;
+use crate::wire::{BootstrapFrame, ClientMessage, QuotaRequest, ServerMessage, SubId};
 
 /// Requests from the application to the sync task.
 pub(crate) enum Command {
@@ -78,10 +77,6 @@ pub(crate) struct FetchAnswer {
     pub rows: Vec<Vec<crate::value::Value>>,
     pub columns: Vec<String>,
 }
-
-/// Snapshot rows buffered before they are staged in one local transaction: larger
-/// batches mean fewer local commits, and more rows held in memory.
-pub const STAGE_BATCH: usize = 1000;
 
 /// How long a write the server could not store now (`unavailable`) waits before it is
 /// sent again.
@@ -154,34 +149,15 @@ impl Jitter {
     }
 }
 
-/// Where a staged subscription is.
-struct Staged {
-    kind: JoinKind,
-    /// Part of the group of subscriptions resumed together after a reconnect.
-    in_group: bool,
-    end: Option<SyncId>,
-    joined_at: Option<SyncId>,
-    table: Option<String>,
-    received: u64,
-    estimate: u64,
-}
-
 /// One connected period.
 struct Online<'a> {
     shared: &'a Arc<ClientShared>,
     conn: Connection,
-    staged: HashMap<SubId, Staged>,
-    /// Subscriptions sent on this connection.
-    active: std::collections::HashSet<SubId>,
-    /// Window resizes asked while the subscription was bootstrapping: sent when it joins.
-    resizes: HashMap<SubId, u64>,
-    /// Highest live sync id held back while the resume group is staged.
-    held_cut: SyncId,
+    /// The protocol state of this connection.
+    core: SyncCore,
     /// Fetches waiting for their answer, with the rows of its leading parts.
     fetches: HashMap<u64, (oneshot::Sender<FetchReply>, Vec<Vec<crate::value::Value>>)>,
     next_fetch: u64,
-    /// Snapshot rows not yet written to the staging table (at most [`STAGE_BATCH`]).
-    rows: Vec<(SubId, Option<SyncId>, String, RowEvent)>,
     /// Transactions the server could not store now (`unavailable`), sent again at
     /// `retry_at`: they stay in the outbox and in the view meanwhile.
     retry: Vec<u64>,
@@ -240,13 +216,9 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                     let mut online = Online {
                         shared: &shared,
                         conn,
-                        staged: HashMap::new(),
-                        active: Default::default(),
-                        resizes: HashMap::new(),
-                        held_cut: SyncId::ZERO,
+                        core: SyncCore::new(),
                         fetches: HashMap::new(),
                         next_fetch: 1,
-                        rows: Vec::with_capacity(STAGE_BATCH),
                         retry: Vec::new(),
                         retry_at: None,
                         pins: Default::default(),
@@ -338,26 +310,8 @@ impl Online<'_> {
             let local = self.shared.local();
             (local.subs()?, local.pending().to_vec(), local.cut()?)
         };
-        for sub in subs {
-            let resume = sub.joined && cut > SyncId::ZERO;
-            self.start(
-                sub.id,
-                &sub.sql,
-                sub.params.clone(),
-                resume.then_some((cut, sub.access)),
-                resume,
-            )
-            .await?;
-        }
-        for p in pending.into_iter().filter(|p| p.committed.is_none()) {
-            self.conn
-                .send(ClientMessage::Write {
-                    seq: p.seq,
-                    mutations: p.mutations,
-                    preconditions: p.preconditions,
-                })
-                .await?;
-        }
+        let actions = self.core.connected(&subs, cut, &pending);
+        self.act(actions).await?;
         self.update_state();
         self.shared.loader.connected();
         loop {
@@ -391,7 +345,7 @@ impl Online<'_> {
     }
 
     fn update_state(&self) {
-        let state = if self.staged.is_empty() {
+        let state = if self.core.is_settled() {
             ConnectionState::Online
         } else {
             ConnectionState::Syncing
@@ -407,34 +361,44 @@ impl Online<'_> {
         resume: Option<(SyncId, Option<crate::query::ShapeId>)>,
         in_group: bool,
     ) -> Result<(), SyncError> {
-        self.shared.local().stage_clear(sub)?;
-        self.active.insert(sub);
-        self.staged.insert(
-            sub,
-            Staged {
-                kind: if resume.is_some() {
-                    JoinKind::Resume
-                } else {
-                    JoinKind::Bootstrap
-                },
-                in_group,
-                end: None,
-                joined_at: None,
-                table: None,
-                received: 0,
-                estimate: 0,
-            },
-        );
-        self.shared.set_sub_status(sub, SubStatus::Pending);
-        self.conn
-            .send(ClientMessage::Subscribe {
-                sub,
-                sql: sql.to_string(),
-                params,
-                resume_after: resume.map(|(after, _)| after),
-                resume_shape: resume.and_then(|(_, shape)| shape),
-            })
-            .await?;
+        let actions = self.core.start(sub, sql, params, resume, in_group);
+        self.act(actions).await
+    }
+
+    /// Carries out what the core decided, in order: local-store operations on the
+    /// blocking pool (each one local transaction, observers notified after it commits),
+    /// frames, statuses.
+    async fn act(&mut self, actions: Vec<Action>) -> Result<(), SyncError> {
+        for action in actions {
+            match action {
+                Action::Send(message) => self.conn.send(message).await?,
+                Action::Status(sub, status) => self.shared.set_sub_status(sub, status),
+                Action::Store(op) => {
+                    let source = store_source(&op);
+                    let started = std::time::Instant::now();
+                    let applied = self
+                        .blocking(move |shared| match &op {
+                            StoreOp::Txn {
+                                sync_id, pinned, ..
+                            } if !pinned.is_empty() => shared.loader.apply_live(
+                                shared,
+                                *sync_id,
+                                pinned.clone(),
+                                |local, pins| op.run_with_pins(local, pins),
+                            ),
+                            _ => op.run(&mut shared.local()),
+                        })
+                        .await?;
+                    if let Some(source) = source {
+                        if matches!(source, Source::Joined { .. }) {
+                            debug!(elapsed_ms = started.elapsed().as_millis() as u64, "joined");
+                        }
+                        self.shared.notify(source, applied);
+                    }
+                }
+            }
+        }
+        self.update_state();
         Ok(())
     }
 
@@ -450,7 +414,7 @@ impl Online<'_> {
 
     async fn command(&mut self, command: Command) -> Result<(), SyncError> {
         match command {
-            Command::Subscribe(sub) if self.active.contains(&sub) => {}
+            Command::Subscribe(sub) if self.core.is_active(sub) => {}
             Command::Subscribe(sub) => {
                 if let Some(record) = self.sub_record(sub)? {
                     self.start(sub, &record.sql, record.params, None, false)
@@ -458,19 +422,13 @@ impl Online<'_> {
                     self.update_state();
                 }
             }
-            Command::Resize(sub, limit) if self.staged.contains_key(&sub) => {
-                self.resizes.insert(sub, limit);
+            Command::Resize(sub, limit) => {
+                let actions = self.core.resize(sub, limit);
+                self.act(actions).await?;
             }
-            Command::Resize(sub, limit) if self.active.contains(&sub) => {
-                self.conn.send(ClientMessage::Resize { sub, limit }).await?;
-            }
-            Command::Resize(..) => {}
             Command::Unsubscribe(sub) => {
-                self.staged.remove(&sub);
-                self.resizes.remove(&sub);
-                self.active.remove(&sub);
-                self.conn.send(ClientMessage::Unsubscribe { sub }).await?;
-                self.try_join().await?;
+                let actions = self.core.unsubscribe(sub);
+                self.act(actions).await?;
             }
             Command::Write(seq) => {
                 let pending = self
@@ -522,29 +480,30 @@ impl Online<'_> {
         Ok(())
     }
 
-    fn flush_rows(&mut self) -> Result<(), SyncError> {
-        if !self.rows.is_empty() {
-            self.shared.local().stage_many(&self.rows)?;
-            self.rows.clear();
-        }
-        Ok(())
+    /// Runs SQLite work on the blocking pool rather than on a runtime worker: a join of a
+    /// million rows holds the store for seconds. Awaited, so the sync task's order holds;
+    /// the work is one SQLite transaction, so it commits whole even if this task is
+    /// dropped meanwhile.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ClientShared) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let shared = self.shared.clone();
+        let done = tokio::task::spawn_blocking(move || work(&shared))
+            .await
+            .map_err(|e| StoreError::Local(format!("local store task failed: {e}")))?;
+        Ok(done?)
     }
 
     async fn event(&mut self, event: Event) -> Result<(), SyncError> {
         // Buffered snapshot rows go to the staging table before anything else happens.
         if !matches!(event, Event::Bootstrap(_, BootstrapFrame::Row { .. })) {
-            self.flush_rows()?;
+            let actions = self.core.flush_rows();
+            self.act(actions).await?;
         }
-        match event {
-            Event::Control(message) => self.control(message).await?,
-            Event::Bootstrap(sub, frame) => {
-                let ended = matches!(frame, BootstrapFrame::End { .. });
-                self.bootstrap(sub, frame)?;
-                if ended {
-                    // The seam marker may have arrived first, on the live stream.
-                    self.try_join().await?;
-                }
-            }
+        let actions = match event {
+            Event::Control(message) => return self.control(message).await,
+            Event::Bootstrap(sub, frame) => self.core.bootstrap(sub, frame),
             Event::Resized {
                 sub,
                 sync_id,
@@ -558,69 +517,22 @@ impl Online<'_> {
                     origin: None,
                     events,
                 };
-                Box::pin(self.event(Event::Live(txn))).await?;
+                self.core.live(txn, Vec::new())
             }
             Event::Live(mut txn) => {
                 let pinned = super::loader::take_pin_events(&mut txn.events);
-                let sync_id = txn.sync_id;
-                let group_staged = self.staged.values().any(|s| s.in_group);
-                let mut now: Vec<(SubId, String, RowEvent)> = Vec::new();
-                let mut staged = Vec::new();
-                for (sub, table, event) in txn.events {
-                    if group_staged
-                        && !self.staged.contains_key(&sub)
-                        && !self.active.contains(&sub)
-                    {
-                        // A subscription dropped since: nothing will ever join it.
-                        continue;
-                    }
-                    if self.staged.contains_key(&sub) || group_staged {
-                        staged.push((sub, Some(sync_id), table, event));
-                    } else {
-                        now.push((sub, table, event));
-                    }
-                }
-                // One local transaction's worth of work under one store lock: the app
-                // sees all of the server transaction or none of it.
-                let apply = |local: &mut crate::store::LocalStore| {
-                    if !staged.is_empty() {
-                        local.stage_many(&staged)?;
-                    }
-                    if group_staged {
-                        Ok(crate::store::Applied::default())
-                    } else {
-                        local.apply_live(sync_id, &now)
-                    }
-                };
-                let applied = if pinned.is_empty() {
-                    apply(&mut self.shared.local())?
-                } else {
-                    self.shared
-                        .loader
-                        .apply_live(self.shared, sync_id, pinned, apply)?
-                };
-                if group_staged {
-                    self.held_cut = self.held_cut.max(sync_id);
-                }
-                self.shared.notify(Source::Server { sync_id }, applied);
+                self.core.live(txn, pinned)
             }
-            Event::Joined { sub, sync_id } => {
-                if let Some(s) = self.staged.get_mut(&sub) {
-                    s.joined_at = Some(sync_id);
-                }
-                self.try_join().await?;
-            }
-            Event::Closed(_) => {}
-        }
-        Ok(())
+            Event::Joined { sub, sync_id } => self.core.joined(sub, sync_id),
+            Event::Closed(_) => Vec::new(),
+        };
+        self.act(actions).await
     }
 
     async fn control(&mut self, message: ServerMessage) -> Result<(), SyncError> {
         match message {
             ServerMessage::Subscribed { sub, estimate, .. } => {
-                if let Some(s) = self.staged.get_mut(&sub) {
-                    s.estimate = estimate;
-                }
+                self.core.subscribed(sub, estimate);
             }
             ServerMessage::SubscribeFailed { sub, message } => {
                 self.failed(sub, SubStatus::Failed(message)).await?;
@@ -648,7 +560,7 @@ impl Online<'_> {
             ServerMessage::ResumeRefused { sub, .. } => {
                 // The log no longer reaches our cut: this subscription alone bootstraps.
                 if let Some(record) = self.sub_record(sub)? {
-                    let in_group = self.staged.get(&sub).is_some_and(|s| s.in_group);
+                    let in_group = self.core.in_group(sub);
                     self.start(sub, &record.sql, record.params, None, in_group)
                         .await?;
                 }
@@ -716,11 +628,20 @@ impl Online<'_> {
 
     /// The server refused subscription `sub`: its rows leave, and `status` says why.
     async fn failed(&mut self, sub: SubId, status: SubStatus) -> Result<(), SyncError> {
-        self.staged.remove(&sub);
-        let applied = self.shared.local().remove_sub(sub)?;
-        self.shared.notify(Source::Unsubscribed { sub }, applied);
-        self.shared.set_sub_status(sub, status);
-        self.try_join().await
+        let actions = self.core.failed(sub, status);
+        self.act(actions).await
+    }
+}
+
+/// What a store operation's notification says caused it (`None`: nothing an app sees).
+fn store_source(op: &StoreOp) -> Option<Source> {
+    match op {
+        StoreOp::Txn { sync_id, .. } => Some(Source::Server { sync_id: *sync_id }),
+        StoreOp::Join { subs, .. } => Some(Source::Joined {
+            subs: subs.iter().map(|(sub, _, _)| *sub).collect(),
+        }),
+        StoreOp::RemoveSub(sub) => Some(Source::Unsubscribed { sub: *sub }),
+        StoreOp::StageClear(_) | StoreOp::Describe { .. } | StoreOp::Stage(_) => None,
     }
 }
 

@@ -40,7 +40,8 @@ pub use error::StoreError;
 /// A fetch of 1,000 keys of large rows cannot make the server hold more than this.
 pub const MAX_FETCH_BYTES: usize = 64 * 1024 * 1024;
 pub use local::{
-    Applied, JoinKind, KeyOrd, LocalStore, Pending, SubRecord, MAX_NOTIFY_ROWS, PIN_HOLDER,
+    Applied, JoinKind, KeyOrd, LocalReader, LocalStore, Pending, PinChange, ServerTxn, SubRecord,
+    MAX_NOTIFY_ROWS, PIN_HOLDER, READ_BUSY_TIMEOUT,
 };
 pub use options::{StoreOptions, Synchronous};
 pub use sqlite::SqliteStore;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::convert::{read_row, value_from_ref};
+use super::convert::value_from_ref;
 use super::error::StoreError;
 use crate::query::{Params, ShapeId};
 use crate::schema::{quote_ident, Schema};
@@ -32,8 +32,12 @@ use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId};
 
 mod outbox;
 mod pins;
+mod read;
 mod rows;
 mod sync;
+
+pub use read::{LocalReader, READ_BUSY_TIMEOUT};
+pub use sync::{PinChange, ServerTxn};
 
 use rows::{
     apply_event, covered, forget_uncovered_columns, local_ddl, read_one, refresh, settle, shadow,
@@ -187,6 +191,8 @@ pub struct LocalStore {
     /// server state that holds them may still be staged, and dropping them at the cut
     /// would make an acknowledged write blink out until the join.
     staging: BTreeSet<SubId>,
+    /// `schema`, as the store's readers see it.
+    shared_schema: read::SharedSchema,
 }
 
 impl LocalStore {
@@ -221,16 +227,22 @@ impl LocalStore {
             )
             .optional()?;
         let empty = Schema::parse("local", "").map_err(|e| StoreError::Local(e.to_string()))?;
+        let empty = Arc::new(empty);
         let mut store = LocalStore {
             conn,
-            schema: Arc::new(empty),
+            schema: empty.clone(),
             pending: Vec::new(),
             staging: BTreeSet::new(),
+            shared_schema: Arc::new(std::sync::Mutex::new(empty)),
         };
         if let Some(sql) = &persisted {
             store.schema = Arc::new(
                 Schema::parse("local schema", sql).map_err(|e| StoreError::Local(e.to_string()))?,
             );
+            *store
+                .shared_schema
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = store.schema.clone();
         }
         if let Some(schema) = schema {
             // The app's schema is adopted when it is new to this store (a first open, an
@@ -436,6 +448,7 @@ impl LocalStore {
         )?;
         tx.commit()?;
         self.schema = Arc::new(schema);
+        *self.shared_schema.lock().unwrap_or_else(|e| e.into_inner()) = self.schema.clone();
         Ok(reset_subs)
     }
 
@@ -444,11 +457,26 @@ impl LocalStore {
     /// Remembers a new subscription; returns its id.
     pub fn add_sub(&mut self, sql: &str, params: &Params) -> Result<SubId, StoreError> {
         let blob = postcard::to_allocvec(params)?;
-        self.conn.execute(
-            "INSERT INTO _sluice_subs (sql, params) VALUES (?1, ?2)",
-            params![sql, blob],
+        // Ids are never reused: frames of a dropped subscription may still be on their
+        // way, and must not be taken for a new one's.
+        let highest: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(id), 0) FROM _sluice_subs", [], |r| {
+                    r.get(0)
+                })?;
+        let id = self.meta_u64("last_sub")?.max(highest.max(0) as u64) + 1;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO _sluice_subs (id, sql, params) VALUES (?1, ?2, ?3)",
+            params![id as i64, sql, blob],
         )?;
-        Ok(SubId(self.conn.last_insert_rowid() as u64))
+        tx.execute(
+            "INSERT INTO _sluice_meta (name, value) VALUES ('last_sub', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [id as i64],
+        )?;
+        tx.commit()?;
+        Ok(SubId(id))
     }
 
     /// Replaces the text of a subscription (a window resized: the same rows, another
@@ -533,6 +561,7 @@ impl LocalStore {
         holder: SubId,
         forget_sub: bool,
     ) -> Result<Applied, StoreError> {
+        let cut = self.cut()?;
         let tx = self.conn.transaction()?;
         let keys: Vec<(String, Value)> = {
             let mut stmt =
@@ -561,7 +590,16 @@ impl LocalStore {
         if holder != PIN_HOLDER {
             applied.subs.insert(holder);
         }
+        // The last staging subscription gone: writes the cut already holds leave the
+        // outbox now (nothing else may come to confirm them).
+        let confirm = forget_sub && self.staging.is_empty();
+        if confirm {
+            applied.merge(outbox::confirm_in(&tx, &self.schema, &self.pending, cut)?);
+        }
         tx.commit()?;
+        if confirm {
+            outbox::forget_confirmed(&mut self.pending, cut);
+        }
         Ok(applied)
     }
 
@@ -576,18 +614,25 @@ impl LocalStore {
         sql: &str,
         params: &[Value],
     ) -> Result<(Vec<String>, Vec<Vec<Value>>), StoreError> {
-        let mut stmt = self.conn.prepare(sql)?;
-        if !stmt.readonly() {
-            return Err(StoreError::Local(
-                "local queries are read-only: write through a transaction".into(),
-            ));
-        }
-        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-        let width = names.len();
-        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-            read_row(r, width)
-        })?;
-        Ok((names, rows.collect::<Result<_, _>>()?))
+        read::query(&self.conn, sql, params)
+    }
+
+    /// A reader of this store's file on a connection of its own: it sees the last
+    /// committed state and never waits for this store's open transaction. Fails when the
+    /// store is not a file (a reader needs a path another connection can open).
+    pub fn reader(&self) -> Result<LocalReader, StoreError> {
+        let path = self
+            .conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| StoreError::Local("an in-memory store has no reader".into()))?;
+        LocalReader::open(Path::new(path), self.shared_schema.clone())
+    }
+
+    /// Whether a subscription's bootstrap or resume has started and not joined yet
+    /// (committed writes stay in the outbox meanwhile).
+    pub fn is_staging(&self) -> bool {
+        !self.staging.is_empty()
     }
 
     /// The visible row of `table` with this key, if any (`None` for an unknown table).

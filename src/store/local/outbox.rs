@@ -62,13 +62,26 @@ impl LocalStore {
         };
         match outcome {
             WriteOutcome::Committed { sync_id } => {
-                self.conn.execute(
+                let cut = self.cut()?;
+                self.pending[index].committed = Some(*sync_id);
+                // Marked committed and, when the cut already holds it, dropped: one
+                // transaction.
+                let confirm = self.staging.is_empty();
+                let tx = self.conn.transaction()?;
+                tx.execute(
                     "UPDATE _sluice_outbox SET committed = ?1 WHERE seq = ?2",
                     params![sync_id.0 as i64, seq as i64],
                 )?;
-                self.pending[index].committed = Some(*sync_id);
-                let cut = self.cut()?;
-                self.drop_confirmed(cut)
+                let applied = if confirm {
+                    confirm_in(&tx, &self.schema, &self.pending, cut)?
+                } else {
+                    Applied::default()
+                };
+                tx.commit()?;
+                if confirm {
+                    forget_confirmed(&mut self.pending, cut);
+                }
+                Ok(applied)
             }
             WriteOutcome::Rejected { .. } => {
                 let removed = self.pending.remove(index);
@@ -79,32 +92,6 @@ impl LocalStore {
                 Ok(applied)
             }
         }
-    }
-
-    /// Drops committed transactions the cut has reached: the server state now holds them.
-    pub(super) fn drop_confirmed(&mut self, cut: SyncId) -> Result<Applied, StoreError> {
-        if !self.staging.is_empty() {
-            // Kept until the staged subscriptions join (see `LocalStore::staging`).
-            return Ok(Applied::default());
-        }
-        let done: Vec<Pending> = self
-            .pending
-            .iter()
-            .filter(|p| p.committed.is_some_and(|s| s <= cut))
-            .cloned()
-            .collect();
-        if done.is_empty() {
-            return Ok(Applied::default());
-        }
-        self.pending.retain(|p| p.committed.is_none_or(|s| s > cut));
-        let tx = self.conn.transaction()?;
-        let mut applied = Applied::default();
-        for p in &done {
-            tx.execute("DELETE FROM _sluice_outbox WHERE seq = ?1", [p.seq as i64])?;
-            applied.merge(refresh_targets(&tx, &self.schema, p, &self.pending)?);
-        }
-        tx.commit()?;
-        Ok(applied)
     }
 
     pub(super) fn load_pending(&self) -> Result<Vec<Pending>, StoreError> {
@@ -132,4 +119,33 @@ impl LocalStore {
         }
         Ok(out)
     }
+}
+
+/// Inside the caller's transaction, drops from the outbox the committed transactions the
+/// cut `cut` has reached and refreshes their rows without them (the server state in the
+/// same transaction holds them), so the optimistic state and the server state that
+/// replaces it change places in one local transaction. The caller forgets them in memory
+/// with [`forget_confirmed`] once the transaction commits.
+pub(super) fn confirm_in(
+    tx: &rusqlite::Connection,
+    schema: &crate::schema::Schema,
+    pending: &[Pending],
+    cut: SyncId,
+) -> Result<Applied, StoreError> {
+    let confirmed = |p: &Pending| p.committed.is_some_and(|s| s <= cut);
+    if !pending.iter().any(confirmed) {
+        return Ok(Applied::default());
+    }
+    let remaining: Vec<Pending> = pending.iter().filter(|p| !confirmed(p)).cloned().collect();
+    let mut applied = Applied::default();
+    for p in pending.iter().filter(|p| confirmed(p)) {
+        tx.execute("DELETE FROM _sluice_outbox WHERE seq = ?1", [p.seq as i64])?;
+        applied.merge(refresh_targets(tx, schema, p, &remaining)?);
+    }
+    Ok(applied)
+}
+
+/// Forgets in memory what [`confirm_in`] dropped from the outbox.
+pub(super) fn forget_confirmed(pending: &mut Vec<Pending>, cut: SyncId) {
+    pending.retain(|p| p.committed.is_none_or(|s| s > cut));
 }

@@ -6,12 +6,14 @@
 //! frames or on the client that receives them.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use rusqlite::params;
 
+use super::outbox::{confirm_in, forget_confirmed};
 use super::rows::{apply_event, set_cut, settle, sub_columns, upsert_row};
-use super::{Applied, JoinKind, KeyOrd, LocalStore};
-use crate::schema::quote_ident;
+use super::{Applied, JoinKind, KeyOrd, LocalStore, PIN_HOLDER};
+use crate::schema::{quote_ident, Table};
 use crate::store::convert::value_from_ref;
 use crate::store::error::StoreError;
 use crate::value::Value;
@@ -46,15 +48,7 @@ impl LocalStore {
         items: &[(SubId, Option<SyncId>, String, RowEvent)],
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (sub, sync_id, table, event) in items {
-                let blob = postcard::to_allocvec(event)?;
-                insert.execute(params![*sub, sync_id.map(|s| s.0 as i64), table, blob])?;
-            }
-        }
+        stage_in(&tx, items)?;
         tx.commit()?;
         Ok(())
     }
@@ -101,6 +95,27 @@ impl LocalStore {
                  ORDER BY (sync_id IS NOT NULL), sync_id, n",
             )?;
             let mut staged = stmt.query([sub])?;
+            // Changes are applied one transaction at a time, each keeping only its last
+            // event per row: a transaction that changed a row twice carries the row's
+            // final content in its last event, and an earlier one, at the same sync id,
+            // would otherwise overwrite what another holder already joined at it.
+            let mut txn: Vec<(Arc<Table>, RowEvent)> = Vec::new();
+            let mut txn_id: Option<SyncId> = None;
+            let apply_txn = |txn: &mut Vec<(Arc<Table>, RowEvent)>, at: SyncId| {
+                let mut seen: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
+                let last: Vec<bool> = txn
+                    .iter()
+                    .rev()
+                    .map(|(t, e)| seen.insert((t.name.clone(), KeyOrd(e.key().clone()))))
+                    .collect();
+                for ((t, event), keep) in txn.drain(..).zip(last.into_iter().rev()) {
+                    if keep {
+                        apply_event(&tx, &t, sub, &cols, &event, at)?;
+                        touch(&t.name, event.key())?;
+                    }
+                }
+                Ok::<(), StoreError>(())
+            };
             while let Some(r) = staged.next()? {
                 let sync_id: Option<i64> = r.get(0)?;
                 let table: String = r.get(1)?;
@@ -116,15 +131,21 @@ impl LocalStore {
                 let Some(t) = self.schema.table(&table).cloned() else {
                     continue;
                 };
-                // Snapshot rows are the state at W; changes are at their own sync id.
-                let version = sync_id.map_or(w, |s| SyncId(s as u64));
-                let written = apply_event(&tx, &t, sub, &cols, &event, version)?;
+                if let Some(s) = sync_id {
+                    let s = SyncId(s as u64);
+                    if let Some(at) = txn_id.filter(|at| *at != s) {
+                        apply_txn(&mut txn, at)?;
+                    }
+                    txn_id = Some(s);
+                    txn.push((t, event));
+                    continue;
+                }
+                // A snapshot row: the state at W.
+                let written = apply_event(&tx, &t, sub, &cols, &event, w)?;
                 match &event {
-                    // A snapshot row is covered and, with no local transaction pending on
-                    // its table, visible exactly as the server state: written directly.
-                    RowEvent::Insert { key, row }
-                        if sync_id.is_none() && !pending_tables.contains(&t.name) =>
-                    {
+                    // Covered and, with no local transaction pending on its table, visible
+                    // exactly as the server state: written directly.
+                    RowEvent::Insert { key, row } if !pending_tables.contains(&t.name) => {
                         if written {
                             upsert_row(&tx, &quote_ident(&t.name), &t, &cols, key, row)?;
                             applied.row(&t.name, key.clone());
@@ -132,6 +153,9 @@ impl LocalStore {
                     }
                     _ => touch(&t.name, event.key())?,
                 }
+            }
+            if let Some(at) = txn_id {
+                apply_txn(&mut txn, at)?;
             }
             drop(staged);
             drop(stmt);
@@ -158,12 +182,22 @@ impl LocalStore {
         }
         tx.execute("DELETE FROM _sluice_touched", [])?;
         set_cut(&tx, cut)?;
+        // With nothing left staging, committed writes the cut reached leave the outbox in
+        // this same transaction (the server state that holds them is joined in it).
+        let settled = self
+            .staging
+            .iter()
+            .all(|s| subs.iter().any(|(joined, _, _)| joined == s));
+        if settled {
+            applied.merge(confirm_in(&tx, &self.schema, &self.pending, cut)?);
+        }
         tx.commit()?;
         for (sub, _, _) in subs {
             self.staging.remove(sub);
         }
-        let confirmed = self.drop_confirmed(cut)?;
-        applied.merge(confirmed);
+        if settled {
+            forget_confirmed(&mut self.pending, cut);
+        }
         Ok(applied)
     }
 
@@ -176,23 +210,71 @@ impl LocalStore {
         sync_id: SyncId,
         events: &[(SubId, String, RowEvent)],
     ) -> Result<Applied, StoreError> {
+        self.apply_server_txn(ServerTxn {
+            sync_id,
+            stage: &[],
+            live: Some(events),
+            pins: &[],
+        })
+    }
+
+    /// Applies everything one server transaction brings in one local SQLite transaction:
+    /// the changes staged for subscriptions that have not joined yet, the events of
+    /// joined subscriptions (advancing the cut, unless `live` is `None` because the cut
+    /// is held), the batch loader's pinned rows, and the outbox entries the new cut
+    /// confirms. An app never reads, and a crash never leaves, part of it.
+    pub fn apply_server_txn(&mut self, txn: ServerTxn<'_>) -> Result<Applied, StoreError> {
+        let sync_id = txn.sync_id;
         let tx = self.conn.transaction()?;
-        let columns = sub_columns(&tx)?;
+        if !txn.stage.is_empty() {
+            stage_in(&tx, txn.stage)?;
+        }
         let mut applied = Applied::default();
         let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
-        for (sub, table, event) in events {
+        if let Some(events) = txn.live {
+            let columns = sub_columns(&tx)?;
+            for (sub, table, event) in events {
+                let Some(t) = self.schema.table(table).cloned() else {
+                    continue;
+                };
+                // An event for a subscription the app already dropped (it crossed the
+                // `Unsubscribe` on the way) must not cover the row again under a holder
+                // that no longer exists: the row would never leave the view.
+                let Some(cols) = columns.get(sub) else {
+                    continue;
+                };
+                apply_event(&tx, &t, *sub, cols, event, sync_id)?;
+                touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
+                applied.subs.insert(*sub);
+            }
+        }
+        for (table, change) in txn.pins {
             let Some(t) = self.schema.table(table).cloned() else {
                 continue;
             };
-            // An event for a subscription the app already dropped (it crossed the
-            // `Unsubscribe` on the way) must not cover the row again under a holder that
-            // no longer exists: the row would never leave the view.
-            let Some(cols) = columns.get(sub) else {
-                continue;
+            let key = match change {
+                PinChange::Row(row) => {
+                    let Some(key) = row.get(t.pk).cloned() else {
+                        continue;
+                    };
+                    let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+                    let event = RowEvent::Insert {
+                        key: key.clone(),
+                        row: row.clone(),
+                    };
+                    apply_event(&tx, &t, PIN_HOLDER, &names, &event, sync_id)?;
+                    key
+                }
+                PinChange::Gone(key) => {
+                    tx.prepare_cached(
+                        "DELETE FROM _sluice_cover
+                         WHERE table_name = ?1 AND key = ?2 AND holder = ?3",
+                    )?
+                    .execute(params![t.name, key, PIN_HOLDER])?;
+                    key.clone()
+                }
             };
-            apply_event(&tx, &t, *sub, cols, event, sync_id)?;
-            touched.insert((t.name.clone(), KeyOrd(event.key().clone())));
-            applied.subs.insert(*sub);
+            touched.insert((t.name.clone(), KeyOrd(key)));
         }
         for (table, key) in touched {
             let Some(t) = self.schema.table(&table).cloned() else {
@@ -202,9 +284,59 @@ impl LocalStore {
                 applied.row(&t.name, key.0);
             }
         }
-        set_cut(&tx, sync_id)?;
+        let advance = txn.live.is_some();
+        if advance {
+            set_cut(&tx, sync_id)?;
+        }
+        // Kept while anything stages (see `LocalStore::staging`).
+        let confirm = advance && self.staging.is_empty();
+        if confirm {
+            applied.merge(confirm_in(&tx, &self.schema, &self.pending, sync_id)?);
+        }
         tx.commit()?;
-        applied.merge(self.drop_confirmed(sync_id)?);
+        if confirm {
+            forget_confirmed(&mut self.pending, sync_id);
+        }
         Ok(applied)
     }
+}
+
+/// A batch-loader pin's part of a server transaction: the row's new content (every
+/// column of the table, in order), or its deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PinChange {
+    /// The pinned row as of the transaction.
+    Row(Vec<Value>),
+    /// The pinned row was deleted: its pin is released.
+    Gone(Value),
+}
+
+/// Everything one server transaction brings to the local store (see
+/// [`LocalStore::apply_server_txn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerTxn<'a> {
+    /// The transaction's sync id.
+    pub sync_id: SyncId,
+    /// Changes for subscriptions still staging, as (sub, sync id, table, event).
+    pub stage: &'a [(SubId, Option<SyncId>, String, RowEvent)],
+    /// Events of joined subscriptions, or `None` while the cut is held (every event is
+    /// staged then, and the cut stays).
+    pub live: Option<&'a [(SubId, String, RowEvent)]>,
+    /// Pinned rows' changes, as (table, change), already filtered to those newer than
+    /// what the loader holds.
+    pub pins: &'a [(String, PinChange)],
+}
+
+fn stage_in(
+    tx: &rusqlite::Connection,
+    items: &[(SubId, Option<SyncId>, String, RowEvent)],
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (sub, sync_id, table, event) in items {
+        let blob = postcard::to_allocvec(event)?;
+        insert.execute(params![*sub, sync_id.map(|s| s.0 as i64), table, blob])?;
+    }
+    Ok(())
 }

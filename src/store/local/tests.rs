@@ -379,3 +379,149 @@ fn columns_only_a_released_wide_subscription_carried_do_not_go_stale() {
     store.remove_sub(wide).unwrap();
     assert_eq!(visible(&store)[0][1], Value::Integer(2));
 }
+
+#[test]
+fn a_server_transaction_with_pinned_rows_is_one_local_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.db");
+    let schema = Schema::parse("t.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)").unwrap();
+    let mut store = LocalStore::open(&path, Some(schema)).unwrap();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let sub = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    store.describe_sub(sub, "t", &cols).unwrap();
+    // An optimistic write the server committed at 7, the transaction this test applies.
+    let insert = Mutation::Insert {
+        table: "t".into(),
+        values: vec![
+            ("id".into(), Value::Text("w".into())),
+            ("v".into(), Value::Integer(3)),
+        ],
+    };
+    let (seq, _) = store.enqueue(vec![insert], vec![]).unwrap();
+    store
+        .resolve(seq, &WriteOutcome::Committed { sync_id: SyncId(7) })
+        .unwrap();
+    let live = vec![
+        (sub, "t".to_string(), row("w", 3)),
+        (sub, "t".into(), row("s", 1)),
+    ];
+    let pins = vec![(
+        "t".to_string(),
+        PinChange::Row(vec![Value::Text("p".into()), Value::Integer(2)]),
+    )];
+    let txn = ServerTxn {
+        sync_id: SyncId(7),
+        stage: &[],
+        live: Some(&live),
+        pins: &pins,
+    };
+    // A failure while writing the pinned part (a crash would do the same) must take the
+    // subscription's part and the outbox's confirmation with it.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER fail_pins AFTER INSERT ON _sluice_cover WHEN NEW.key = 'p'
+         BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    )
+    .unwrap();
+    assert!(store.apply_server_txn(txn).is_err());
+    let s = Value::Text("s".into());
+    assert!(store.row("t", &s).unwrap().is_none(), "no half transaction");
+    assert_eq!(store.cut().unwrap(), SyncId::ZERO);
+    assert_eq!(
+        store.pending().len(),
+        1,
+        "the write waits for its server state"
+    );
+    assert!(store.row("t", &Value::Text("w".into())).unwrap().is_some());
+    raw.execute_batch("DROP TRIGGER fail_pins").unwrap();
+    let applied = store.apply_server_txn(txn).unwrap();
+    assert_eq!(store.cut().unwrap(), SyncId(7));
+    assert!(
+        store.pending().is_empty(),
+        "confirmed in the same transaction"
+    );
+    for (key, v) in [("s", 1), ("p", 2), ("w", 3)] {
+        let key = Value::Text(key.into());
+        assert_eq!(store.row("t", &key).unwrap().unwrap()[1], Value::Integer(v));
+    }
+    assert!(store.is_covered("t", &Value::Text("p".into())).unwrap());
+    assert!(applied
+        .rows
+        .contains(&("t".to_string(), KeyOrd(Value::Text("p".into())))));
+    // The pin's deletion releases the row in the next transaction.
+    let gone = vec![("t".to_string(), PinChange::Gone(Value::Text("p".into())))];
+    store
+        .apply_server_txn(ServerTxn {
+            sync_id: SyncId(8),
+            stage: &[],
+            live: Some(&[]),
+            pins: &gone,
+        })
+        .unwrap();
+    assert!(store.row("t", &Value::Text("p".into())).unwrap().is_none());
+}
+
+#[test]
+fn a_reader_sees_the_last_committed_view_while_the_store_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.db");
+    let schema = Schema::parse("t.sql", "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)").unwrap();
+    let mut store = LocalStore::open(&path, Some(schema)).unwrap();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let sub = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    store.describe_sub(sub, "t", &cols).unwrap();
+    store
+        .apply_live(SyncId(1), &[(sub, "t".into(), row("x", 1))])
+        .unwrap();
+    let reader = store.reader().unwrap();
+    let x = Value::Text("x".into());
+    // Another connection holds a write transaction open, as the store does during a
+    // join: the reader neither waits for it nor sees its uncommitted rows.
+    let mut raw = rusqlite::Connection::open(&path).unwrap();
+    let tx = raw
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("UPDATE t SET v = 99 WHERE id = 'x'", [])
+        .unwrap();
+    assert_eq!(reader.row("t", &x).unwrap().unwrap()[1], Value::Integer(1));
+    let (names, rows) = reader.query("SELECT v FROM t", &[]).unwrap();
+    assert_eq!(
+        (names, rows),
+        (vec!["v".to_string()], vec![vec![Value::Integer(1)]])
+    );
+    tx.commit().unwrap();
+    assert_eq!(reader.row("t", &x).unwrap().unwrap()[1], Value::Integer(99));
+    // Reads stay reads, and the reader follows the schema the store adopts.
+    assert!(matches!(
+        reader.query("DELETE FROM t", &[]),
+        Err(StoreError::Local(_))
+    ));
+    assert!(reader.row("u", &x).unwrap().is_none(), "unknown table");
+    store
+        .adopt_schema(
+            "CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER);
+             CREATE TABLE u (id TEXT PRIMARY KEY)",
+        )
+        .unwrap();
+    raw.execute("INSERT INTO u (id) VALUES ('x')", []).unwrap();
+    assert_eq!(reader.row("u", &x).unwrap(), Some(vec![x.clone()]));
+    assert!(!reader.is_covered("u", &x).unwrap());
+    assert!(reader.is_covered("t", &x).unwrap());
+}
+
+#[test]
+fn an_in_memory_store_has_no_reader() {
+    let schema = Schema::parse("t.sql", "CREATE TABLE t (id TEXT PRIMARY KEY)").unwrap();
+    let store = LocalStore::open(Path::new(":memory:"), Some(schema)).unwrap();
+    assert!(store.reader().is_err());
+}
+
+#[test]
+fn subscription_ids_are_never_reused() {
+    let (_dir, mut store) = store();
+    let a = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    store.remove_sub(a).unwrap();
+    let b = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
+    assert_ne!(a, b, "frames of the dropped one may still arrive");
+    assert!(b > a);
+}
