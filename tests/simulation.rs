@@ -694,7 +694,9 @@ impl Sim {
         let online = self.clients[c].core.is_some();
         match self.rng.gen_range(0..100) {
             0..=54 => {
-                if !self.deliver(c) && !online {
+                // Nothing queued for an offline client: it connects instead.
+                let delivered = self.deliver(c);
+                if !delivered && !online {
                     self.connect(c);
                 }
             }
