@@ -3,8 +3,8 @@
 //!
 //! Intervals are kept sorted by `lo` in chunks of [`CHUNK`] to `2 * CHUNK` entries, each
 //! chunk remembering its largest upper bound. Over the chunks sits a tournament tree (a
-//! complete binary tree in an array) whose every node names the chunk with the largest
-//! upper bound below it. A query binary-searches the chunks whose lower bounds start at or
+//! complete binary tree in an array) whose every node holds the largest upper bound below
+//! it. A query binary-searches the chunks whose lower bounds start at or
 //! below `v`, then walks down the tree into the subtrees whose largest upper bound reaches
 //! `v` only. Every chunk it opens, except the one where `v` falls, holds at least one
 //! interval containing `v` (all its lower bounds are at or below the next chunk's first,
@@ -21,19 +21,20 @@ use crate::value::Value;
 /// Entries per chunk after a split; a chunk splits when it holds twice as many.
 const CHUNK: usize = 16;
 
-/// A tree node with no chunk below it.
-const NONE: u32 = u32::MAX;
-
 /// Deepest tree walk: 2^32 chunks would not fit in memory long before this.
 const MAX_DEPTH: usize = 40;
 
 #[derive(Debug, Default)]
 pub(super) struct Intervals {
     chunks: Vec<Chunk>,
+    /// The first lower bound of each chunk, contiguous: the binary search over chunks
+    /// reads this array only (not one chunk's items per step).
+    firsts: Vec<Value>,
     /// Tournament tree: node 1 is the root, node `i` has children `2i` and `2i + 1`, the
-    /// leaves `width..2 * width` stand for the chunks in order. Each node holds the index
-    /// of the chunk with the largest `max_hi` among its leaves, or [`NONE`].
-    tree: Vec<u32>,
+    /// leaves `width..2 * width` stand for the chunks in order. Each node holds the
+    /// largest `max_hi` among its leaves (a copy, so the walk reads only this array), or
+    /// NULL below no chunk (bounds are never NULL).
+    tree: Vec<Value>,
     /// Number of leaves: the smallest power of two at least `chunks.len()`.
     width: usize,
     len: usize,
@@ -81,6 +82,7 @@ impl Intervals {
     pub(super) fn insert(&mut self, lo: Value, hi: Value, slot: u32) {
         self.len += 1;
         if self.chunks.is_empty() {
+            self.firsts.push(lo.clone());
             self.chunks.push(Chunk {
                 max_hi: hi.clone(),
                 items: vec![Item { lo, hi, slot }],
@@ -89,14 +91,17 @@ impl Intervals {
             return;
         }
         let ci = self
-            .chunks
-            .partition_point(|c| le(c.first_lo(), &lo))
+            .firsts
+            .partition_point(|f| le(f, &lo))
             .saturating_sub(1);
         let chunk = &mut self.chunks[ci];
         let at = chunk.items.partition_point(|it| le(&it.lo, &lo));
         let raised = !le(&hi, &chunk.max_hi);
         if raised {
             chunk.max_hi = hi.clone();
+        }
+        if at == 0 {
+            self.firsts[ci] = lo.clone();
         }
         chunk.items.insert(at, Item { lo, hi, slot });
         if chunk.items.len() > 2 * CHUNK {
@@ -107,6 +112,7 @@ impl Intervals {
                 items,
             };
             right.recompute_max();
+            self.firsts.insert(ci + 1, right.first_lo().clone());
             self.chunks.insert(ci + 1, right);
             self.rebuild();
         } else if raised {
@@ -117,8 +123,8 @@ impl Intervals {
     /// Removes one interval of `slot` starting at `lo`; false when there is none.
     pub(super) fn remove(&mut self, lo: &Value, slot: u32) -> bool {
         let start = self
-            .chunks
-            .partition_point(|c| c.first_lo().sqlite_cmp(lo) == Ordering::Less);
+            .firsts
+            .partition_point(|f| f.sqlite_cmp(lo) == Ordering::Less);
         for ci in start.saturating_sub(1)..self.chunks.len() {
             let chunk = &mut self.chunks[ci];
             if !le(chunk.first_lo(), lo) {
@@ -133,8 +139,12 @@ impl Intervals {
                 self.len -= 1;
                 if chunk.items.is_empty() {
                     self.chunks.remove(ci);
+                    self.firsts.remove(ci);
                     self.rebuild();
                 } else {
+                    if i == 0 {
+                        self.firsts[ci] = chunk.first_lo().clone();
+                    }
                     chunk.recompute_max();
                     self.update(ci);
                 }
@@ -146,7 +156,8 @@ impl Intervals {
 
     /// Calls `hit` with the slot of every interval containing `v`.
     pub(super) fn stab(&self, v: &Value, mut hit: impl FnMut(u32)) {
-        let end = self.chunks.partition_point(|c| le(c.first_lo(), v));
+        debug_assert!(!v.is_null(), "NULL is in no interval");
+        let end = self.firsts.partition_point(|f| le(f, v));
         if end == 0 {
             return;
         }
@@ -160,10 +171,10 @@ impl Intervals {
             if first >= end {
                 continue;
             }
-            let best = self.tree[node];
+            let max = &self.tree[node];
             // Below a node that lies wholly before `end`, the largest upper bound decides;
             // across `end`, chunks past it could hold the largest, so look further down.
-            if best == NONE || (first + span <= end && !le(v, &self.chunks[best as usize].max_hi)) {
+            if max.is_null() || (first + span <= end && !le(v, max)) {
                 continue;
             }
             if span == 1 {
@@ -188,21 +199,13 @@ impl Intervals {
         }
     }
 
-    /// The index (of two chunks or NONE) with the larger `max_hi`.
-    fn larger(&self, a: u32, b: u32) -> u32 {
-        match (a, b) {
-            (NONE, x) | (x, NONE) => x,
-            (a, b) => {
-                let (ha, hb) = (
-                    &self.chunks[a as usize].max_hi,
-                    &self.chunks[b as usize].max_hi,
-                );
-                if le(hb, ha) {
-                    a
-                } else {
-                    b
-                }
-            }
+    /// The larger of a node's children's values (NULL: no chunk below).
+    fn larger(&self, node: usize) -> Value {
+        let (a, b) = (&self.tree[2 * node], &self.tree[2 * node + 1]);
+        if b.is_null() || le(b, a) {
+            a.clone()
+        } else {
+            b.clone()
         }
     }
 
@@ -210,20 +213,21 @@ impl Intervals {
     fn rebuild(&mut self) {
         self.width = self.chunks.len().next_power_of_two();
         self.tree.clear();
-        self.tree.resize(2 * self.width, NONE);
-        for ci in 0..self.chunks.len() {
-            self.tree[self.width + ci] = ci as u32;
+        self.tree.resize(2 * self.width, Value::Null);
+        for (ci, chunk) in self.chunks.iter().enumerate() {
+            self.tree[self.width + ci] = chunk.max_hi.clone();
         }
         for node in (1..self.width).rev() {
-            self.tree[node] = self.larger(self.tree[2 * node], self.tree[2 * node + 1]);
+            self.tree[node] = self.larger(node);
         }
     }
 
     /// Refreshes the path from chunk `ci`'s leaf to the root after its `max_hi` changed.
     fn update(&mut self, ci: usize) {
+        self.tree[self.width + ci] = self.chunks[ci].max_hi.clone();
         let mut node = (self.width + ci) / 2;
         while node >= 1 {
-            self.tree[node] = self.larger(self.tree[2 * node], self.tree[2 * node + 1]);
+            self.tree[node] = self.larger(node);
             node /= 2;
         }
     }
