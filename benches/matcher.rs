@@ -281,6 +281,14 @@ fn percentiles(matcher: &Matcher, changes: &[Change]) -> (Duration, Duration) {
     (times[times.len() / 2], times[times.len() * 99 / 100])
 }
 
+/// Shape counts to run: `SLUICE_MATCHER_SIZES` (comma-separated), by default 1k to 1M.
+fn sizes() -> Vec<usize> {
+    std::env::var("SLUICE_MATCHER_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 100_000, 1_000_000])
+}
+
 fn indexed_and_brute(c: &mut Criterion, group_name: &str, mixed: bool) {
     let table = table();
     let mut group = c.benchmark_group(group_name);
@@ -288,7 +296,7 @@ fn indexed_and_brute(c: &mut Criterion, group_name: &str, mixed: bool) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500));
     group.throughput(Throughput::Elements(1));
-    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
+    for n in sizes() {
         let mut rng = StdRng::seed_from_u64(n as u64);
         let built = build(|| {
             let mut shapes = if mixed {

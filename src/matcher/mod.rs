@@ -12,12 +12,13 @@ mod access;
 mod effect;
 mod intervals;
 mod key;
+mod keyed;
 mod posting;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::query::{Shape, ShapeId};
+use crate::query::{Pred, Shape, ShapeId};
 use crate::value::Value;
 
 pub use effect::{classify, Effect, MoveOutReason};
@@ -27,7 +28,8 @@ use intervals::Intervals;
 use key::{
     eq_key, orderable, prefix_key_of_text, BuildKeyMapHasher, OrdValue, PatternKind, PREFIX_MAX,
 };
-use posting::Posting;
+use keyed::Keyed;
+use posting::{Posted, Posting};
 
 /// One shape affected by a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,9 +55,26 @@ pub struct Matcher {
     ids: HashMap<ShapeId, u32>,
     /// Slab of shapes; `None` marks a free slot (listed in `free`).
     entries: Vec<Option<Entry>>,
+    /// What matching reads of each slot, densely packed beside `entries` (same index):
+    /// evaluating a candidate touches its `Hot` and nothing behind the shape's `Arc`.
+    hot: Vec<Hot>,
     free: Vec<u32>,
-    tables: HashMap<String, TableIndex>,
+    tables: HashMap<String, TableIndex, BuildKeyMapHasher>,
 }
+
+/// The part of a registered shape that matching reads: its id and its own copy of the
+/// predicate (an `IN` list or a text constant still sits behind one pointer).
+#[derive(Debug)]
+struct Hot {
+    id: ShapeId,
+    filter: Pred,
+}
+
+/// A free slot's `Hot`.
+const VACANT_HOT: Hot = Hot {
+    id: ShapeId(0),
+    filter: Pred::TRUE,
+};
 
 #[derive(Debug)]
 struct Entry {
@@ -72,7 +91,7 @@ struct TableIndex {
     shapes: usize,
     residual: Posting,
     /// Equality and prefix keys of every column.
-    keyed: HashMap<u64, Posting, BuildKeyMapHasher>,
+    keyed: Keyed,
     columns: Vec<ColumnIndex>,
 }
 
@@ -102,10 +121,12 @@ impl Cost for TableIndex {
             Probe::Residual => usize::MAX / 4,
             Probe::Eq { key, .. } | Probe::Prefix { key, .. } => {
                 let extra = usize::from(matches!(probe, Probe::Prefix { .. })) * 2;
-                1 + extra + self.keyed.get(key).map_or(0, Posting::len)
+                1 + extra + self.keyed.get(*key).len()
             }
-            // Stabbing visits a chunk header per 32 intervals and finds few hits.
-            Probe::Between { col, .. } => 2 + column(*col).map_or(0, |c| c.between.len() / 1024),
+            // Stabbing walks a tree, logarithmic in the intervals of the column.
+            Probe::Between { col, .. } => {
+                2 + column(*col).map_or(0, |c| c.between.len().max(1).ilog2() as usize / 4)
+            }
             // A one-sided range passes a large share of all rows, so the shape would be a
             // candidate for about every other change: the last resort before the residual.
             Probe::Lower { col, .. } | Probe::Upper { col, .. } => {
@@ -118,19 +139,6 @@ impl Cost for TableIndex {
 
 /// The estimated cost of a one-sided range term (`col > c`) as an entry point.
 const ONE_SIDED_COST: usize = 1_000;
-
-fn push(posting: &mut Posting, slot: u32, probe: usize) -> u32 {
-    posting.push((slot, probe as u32))
-}
-
-/// Swap-removes `pos` and fixes the recorded position of the entry moved into its place.
-fn take(posting: &mut Posting, pos: u32, entries: &mut [Option<Entry>]) {
-    if let Some((slot, probe)) = posting.swap_remove(pos) {
-        if let Some(entry) = entries[slot as usize].as_mut() {
-            entry.positions[probe as usize] = pos;
-        }
-    }
-}
 
 impl Matcher {
     /// An empty matcher.
@@ -153,8 +161,13 @@ impl Matcher {
             Some(slot) => slot,
             None => {
                 self.entries.push(None);
+                self.hot.push(VACANT_HOT);
                 (self.entries.len() - 1) as u32
             }
+        };
+        self.hot[slot as usize] = Hot {
+            id,
+            filter: shape.filter().clone(),
         };
         let width = shape.table().columns.len();
         let index = self.tables.entry(shape.table().name.clone()).or_default();
@@ -203,6 +216,7 @@ impl Matcher {
             }
         }
         self.entries[slot as usize] = None;
+        self.hot[slot as usize] = VACANT_HOT;
         self.free.push(slot);
         self.ids.remove(&id);
         true
@@ -244,7 +258,8 @@ impl Matcher {
     /// for insert's old and delete's new). Appends to `out` (cleared first), sorted by
     /// shape id; returns the work done. Costs one hash lookup per indexed column value
     /// and a full evaluation of each candidate on both images (see [`MatchWork`]); a NaN
-    /// in an indexed column makes every shape of the table a candidate. Never fails.
+    /// in an indexed column makes every shape of the table a candidate. Allocates
+    /// nothing once `out` has grown to the number of candidates. Never fails.
     pub fn match_change(
         &self,
         table: &str,
@@ -256,61 +271,71 @@ impl Matcher {
         let Some(index) = self.tables.get(table) else {
             return MatchWork::default();
         };
-        let mut candidates: Vec<u32> = Vec::new();
+        // Candidates gather in `out` itself, as slots in placeholder matches; each is
+        // then evaluated and, if affected, overwritten in place with its real match.
         let mut scan_all = false;
         if let Some(row) = old {
-            scan_all |= !index.collect(row, None, &mut candidates);
+            scan_all |= !index.collect(row, None, out);
         }
         if let Some(row) = new {
-            scan_all |= !index.collect(row, old, &mut candidates);
+            scan_all |= !index.collect(row, old, out);
         }
         let residual = index.residual.len();
         if scan_all {
-            candidates.clear();
+            out.clear();
             for (slot, entry) in self.entries.iter().enumerate() {
                 if entry
                     .as_ref()
                     .is_some_and(|e| e.shape.table().name == table)
                 {
-                    candidates.push(slot as u32);
+                    out.push(candidate(slot as u32));
                 }
             }
         } else {
-            candidates.extend(index.residual.as_slice().iter().map(|&(slot, _)| slot));
-            candidates.sort_unstable();
-            candidates.dedup();
+            out.extend(index.residual.as_slice().iter().map(|&(s, _)| candidate(s)));
+            out.sort_unstable_by_key(|m| m.shape);
+            out.dedup_by_key(|m| m.shape);
         }
-        for &slot in &candidates {
-            let Some(entry) = self.entries[slot as usize].as_ref() else {
-                continue;
-            };
-            let filter = entry.shape.filter();
-            let was = old.is_some_and(|row| filter.matches(row));
-            let is = new.is_some_and(|row| filter.matches(row));
-            let Some(effect) = classify(was, is, new.is_none()) else {
-                continue;
-            };
-            out.push(ShapeMatch {
-                shape: entry.shape.id(),
-                effect,
-            });
+        let candidates = out.len();
+        let mut kept = 0;
+        for i in 0..candidates {
+            let hot = &self.hot[out[i].shape.0 as usize];
+            let was = old.is_some_and(|row| hot.filter.matches(row));
+            let is = new.is_some_and(|row| hot.filter.matches(row));
+            if let Some(effect) = classify(was, is, new.is_none()) {
+                out[kept] = ShapeMatch {
+                    shape: hot.id,
+                    effect,
+                };
+                kept += 1;
+            }
         }
+        out.truncate(kept);
         out.sort_unstable_by_key(|m| m.shape);
         MatchWork {
-            candidates: candidates.len(),
+            candidates,
             residual,
         }
+    }
+}
+
+/// A placeholder match carrying a candidate's slot, see [`Matcher::match_change`].
+fn candidate(slot: u32) -> ShapeMatch {
+    ShapeMatch {
+        shape: ShapeId(u64::from(slot)),
+        effect: Effect::Insert,
     }
 }
 
 impl TableIndex {
     /// Files probe number `probe` of the shape in `slot`; returns its posting position.
     fn file(&mut self, probe: &Probe, slot: u32, i: usize) -> u32 {
+        let item: Posted = (slot, i as u32);
         match probe {
-            Probe::Residual => push(&mut self.residual, slot, i),
+            Probe::Residual => self.residual.push(item),
             Probe::Eq { col, key } => {
                 self.columns[*col].eq += 1;
-                push(self.keyed.entry(*key).or_default(), slot, i)
+                self.keyed.push(*key, item)
             }
             Probe::Prefix {
                 col,
@@ -324,25 +349,19 @@ impl TableIndex {
                     PatternKind::Like => column.like_lens[*len] += 1,
                     PatternKind::Glob => column.glob_lens[*len] += 1,
                 }
-                push(self.keyed.entry(*key).or_default(), slot, i)
+                self.keyed.push(*key, item)
             }
             Probe::Lower { col, bound } => {
                 let column = &mut self.columns[*col];
                 column.lower_len += 1;
-                push(
-                    column.lower.entry(OrdValue(bound.clone())).or_default(),
-                    slot,
-                    i,
-                )
+                let posting = column.lower.entry(OrdValue(bound.clone())).or_default();
+                posting.push(item)
             }
             Probe::Upper { col, bound } => {
                 let column = &mut self.columns[*col];
                 column.upper_len += 1;
-                push(
-                    column.upper.entry(OrdValue(bound.clone())).or_default(),
-                    slot,
-                    i,
-                )
+                let posting = column.upper.entry(OrdValue(bound.clone())).or_default();
+                posting.push(item)
             }
             Probe::Between { col, lo, hi } => {
                 self.columns[*col]
@@ -359,7 +378,7 @@ impl TableIndex {
             .as_ref()
             .map_or(0, |e| e.positions[i]);
         match probe {
-            Probe::Residual => take(&mut self.residual, pos, entries),
+            Probe::Residual => moved(self.residual.swap_remove(pos), pos, entries),
             Probe::Eq { col, key } | Probe::Prefix { col, key, .. } => {
                 let column = &mut self.columns[*col];
                 match probe {
@@ -381,12 +400,7 @@ impl TableIndex {
                     }
                     _ => column.eq -= 1,
                 }
-                if let Some(posting) = self.keyed.get_mut(key) {
-                    take(posting, pos, entries);
-                    if posting.is_empty() {
-                        self.keyed.remove(key);
-                    }
-                }
+                moved(self.keyed.swap_remove(*key, pos), pos, entries);
             }
             Probe::Lower { col, bound } | Probe::Upper { col, bound } => {
                 let column = &mut self.columns[*col];
@@ -399,7 +413,7 @@ impl TableIndex {
                 *len -= 1;
                 let bound = OrdValue(bound.clone());
                 if let Some(posting) = map.get_mut(&bound) {
-                    take(posting, pos, entries);
+                    moved(posting.swap_remove(pos), pos, entries);
                     if posting.is_empty() {
                         map.remove(&bound);
                     }
@@ -411,13 +425,14 @@ impl TableIndex {
         }
     }
 
-    /// Appends the slots of the shapes a row image can affect (index hits only), skipping
-    /// columns whose value equals the one in `seen` (already collected for that image).
-    /// Returns false when a value cannot be looked up (a NaN real in an indexed column)
-    /// and the caller must evaluate every shape of the table.
-    fn collect(&self, row: &[Value], seen: Option<&[Value]>, out: &mut Vec<u32>) -> bool {
-        let slots = |posting: &Posting, out: &mut Vec<u32>| {
-            out.extend(posting.as_slice().iter().map(|&(slot, _)| slot));
+    /// Appends a placeholder match (see [`candidate`]) for each shape a row image can
+    /// affect (index hits only), skipping columns whose value equals the one in `seen`
+    /// (already collected for that image). Returns false when a value cannot be looked
+    /// up (a NaN real in an indexed column) and the caller must evaluate every shape of
+    /// the table.
+    fn collect(&self, row: &[Value], seen: Option<&[Value]>, out: &mut Vec<ShapeMatch>) -> bool {
+        let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
+            out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
         };
         for (col, column) in self.columns.iter().enumerate() {
             let Some(value) = row.get(col) else {
@@ -428,11 +443,7 @@ impl TableIndex {
             }
             if column.eq > 0 {
                 match eq_key(col, value) {
-                    Some(key) => {
-                        if let Some(posting) = self.keyed.get(&key) {
-                            slots(posting, out);
-                        }
-                    }
+                    Some(key) => slots(self.keyed.get(key), out),
                     None => return false,
                 }
             }
@@ -440,14 +451,22 @@ impl TableIndex {
                 if !orderable(value) {
                     return false;
                 }
-                let v = OrdValue(value.clone());
-                if column.lower_len > 0 {
-                    column.lower.range(..=&v).for_each(|(_, p)| slots(p, out));
+                if column.lower_len + column.upper_len > 0 {
+                    let v = OrdValue(value.clone());
+                    if column.lower_len > 0 {
+                        for (_, p) in column.lower.range(..=&v) {
+                            slots(p.as_slice(), out);
+                        }
+                    }
+                    if column.upper_len > 0 {
+                        for (_, p) in column.upper.range(&v..) {
+                            slots(p.as_slice(), out);
+                        }
+                    }
                 }
-                if column.upper_len > 0 {
-                    column.upper.range(&v..).for_each(|(_, p)| slots(p, out));
+                if column.between.len() > 0 {
+                    column.between.stab(value, |slot| out.push(candidate(slot)));
                 }
-                column.between.stab(value, out);
             }
             if column.prefixes > 0 {
                 if let Some(text) = value.text_bytes() {
@@ -458,7 +477,13 @@ impl TableIndex {
         true
     }
 
-    fn collect_prefixes(&self, col: usize, column: &ColumnIndex, text: &[u8], out: &mut Vec<u32>) {
+    fn collect_prefixes(
+        &self,
+        col: usize,
+        column: &ColumnIndex,
+        text: &[u8],
+        out: &mut Vec<ShapeMatch>,
+    ) {
         for (kind, lens) in [
             (PatternKind::Like, &column.like_lens),
             (PatternKind::Glob, &column.glob_lens),
@@ -469,10 +494,17 @@ impl TableIndex {
                     continue;
                 }
                 let key = prefix_key_of_text(col, kind, text, len);
-                if let Some(posting) = self.keyed.get(&key) {
-                    out.extend(posting.as_slice().iter().map(|&(slot, _)| slot));
-                }
+                out.extend(self.keyed.get(key).iter().map(|&(s, _)| candidate(s)));
             }
+        }
+    }
+}
+
+/// After a swap-remove at `pos`, fixes the recorded position of the posting moved there.
+fn moved(moved: Option<Posted>, pos: u32, entries: &mut [Option<Entry>]) {
+    if let Some((slot, probe)) = moved {
+        if let Some(entry) = entries[slot as usize].as_mut() {
+            entry.positions[probe as usize] = pos;
         }
     }
 }

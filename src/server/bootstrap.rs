@@ -13,6 +13,7 @@ use tracing::{debug, info};
 
 use super::registry::replay_event;
 use super::session::LiveItem;
+use super::snapshots::{self, Filled};
 use super::Shared;
 use crate::ids::SyncId;
 use crate::query::{Pred, Shape};
@@ -117,16 +118,22 @@ pub async fn run(job: Job) {
     let Ok(_place) = job.shared.bootstraps.clone().acquire_owned().await else {
         return;
     };
-    let estimate = {
-        let store = job.shared.store.clone();
-        let shape = job.shape.clone();
-        match job.resume_after {
-            Some(_) => 0,
-            None => tokio::task::spawn_blocking(move || store.count_estimate(&shape))
+    // A fresh snapshot is read once per shape and head, however many sessions ask.
+    let cached = match job.resume_after {
+        None => cached_snapshot(&job).await,
+        Some(_) => Err(Some(0)),
+    };
+    let estimate = match &cached {
+        Ok(filled) => filled.estimate,
+        Err(Some(estimate)) => *estimate,
+        Err(None) => {
+            let store = job.shared.store.clone();
+            let shape = job.shape.clone();
+            tokio::task::spawn_blocking(move || store.count_estimate(&shape))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .unwrap_or(0),
+                .unwrap_or(0)
         }
     };
     // The client sees its own subscription normalized, never the read rule bound with
@@ -176,12 +183,119 @@ pub async fn run(job: Job) {
     if writer.send(&begin).await.is_err() {
         return;
     }
+    let streamed = match cached {
+        Ok(filled) => send_cached(&job, &mut writer, &filled).await,
+        Err(_) => match stream_rows(&job, &mut writer).await {
+            Some(streamed) => streamed,
+            None => return,
+        },
+    };
+    let Streamed { end, sent, stalled } = streamed;
+    if stalled {
+        info!(rows = sent, "bootstrap stalled; closing the session");
+        job.session.cut_off(
+            super::metrics::Cutoff::Stalled,
+            b"lagging: the bootstrap stream made no progress; resume later",
+        );
+        return;
+    }
+    let Some(w) = end else { return };
+    if writer
+        .send(&BootstrapFrame::End { sync_id: w })
+        .await
+        .is_ok()
+    {
+        let _ = writer.finish();
+        info!(rows = sent, sync_id = %w, "bootstrap complete");
+    }
+    // Once every transaction up to W sits in the session's live queue, the seam marker
+    // follows them: the client joins the subscription there, and the live writer skips
+    // its changes up to W from then on.
+    let mut delivered = job.shared.delivered.subscribe();
+    if delivered.wait_for(|d| *d >= w).await.is_ok() {
+        job.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = job
+            .live
+            .send(LiveItem::Seam {
+                sub: job.sub,
+                through: w,
+            })
+            .await;
+    }
+}
+
+/// How a bootstrap's rows went out.
+struct Streamed {
+    /// The sync id of the snapshot or replay, once it was read to the end.
+    end: Option<SyncId>,
+    /// Frames (rows or replayed changes) written.
+    sent: u64,
+    /// The stream made no progress for the stall timeout.
+    stalled: bool,
+}
+
+/// The shared snapshot of the job's shape at the store's head, read now by this job or
+/// already by another; `Err` when this job must read on its own (too large to cache, or
+/// the read failed), with the shape's row count when it is known.
+async fn cached_snapshot(job: &Job) -> Result<Arc<Filled>, Option<u64>> {
+    let shared = &job.shared;
+    // Read after the shape was registered: every change after `head` reaches this
+    // session live, so a snapshot at `head` or later joins without a gap.
+    let head = shared.store.head();
+    let id = job.shape.id();
+    let (entry, fill_it) = shared.snapshots.join(id, head);
+    if fill_it {
+        let (store, shape, shared) = (shared.store.clone(), job.shape.clone(), shared.clone());
+        let entry = entry.clone();
+        tokio::task::spawn_blocking(move || {
+            let fill = snapshots::fill(store.as_ref(), &shape, || shared.metrics.snapshot_read());
+            shared.snapshots.finish(id, head, &entry, fill);
+        });
+    }
+    let filled = entry.ready().await;
+    if filled.is_ok() && !fill_it {
+        shared.metrics.snapshot_cache_hit();
+    }
+    filled
+}
+
+/// Writes a shared snapshot's frames (no copy: the chunks are reference-counted).
+async fn send_cached(job: &Job, writer: &mut FrameWriter, filled: &Filled) -> Streamed {
+    let stall = job.shared.quotas.stall_timeout();
+    let mut streamed = Streamed {
+        end: None,
+        sent: 0,
+        stalled: false,
+    };
+    for chunk in &filled.chunks {
+        let written = tokio::time::timeout(stall, writer.stream().write_chunk(chunk.clone()));
+        match written.await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return streamed,
+            Err(_) => {
+                streamed.stalled = true;
+                return streamed;
+            }
+        }
+    }
+    job.shared.metrics.bootstrap_rows(filled.rows);
+    streamed.sent = filled.rows;
+    streamed.end = Some(filled.sync_id);
+    streamed
+}
+
+/// Streams this job's own snapshot (or replay) from a blocking reader; `None` when the
+/// subscription was refused (the refusal is sent).
+async fn stream_rows(job: &Job, writer: &mut FrameWriter) -> Option<Streamed> {
     let (tx, mut rx) = mpsc::channel(BOOTSTRAP_CHANNEL_CAPACITY);
     let store = job.shared.store.clone();
     let shape = job.shape.clone();
     let resume_after = job.resume_after;
     let base = job.base.clone();
     let sub = job.sub;
+    if resume_after.is_none() {
+        job.shared.metrics.snapshot_read();
+    }
     let producer = tokio::task::spawn_blocking(move || {
         produce(store, &shape, base.as_deref(), sub, resume_after, tx)
     });
@@ -221,44 +335,14 @@ pub async fn run(job: Job) {
                 let _ = job.ended.send(job.sub).await;
                 let _ = job.control.send(answer).await;
                 let _ = writer.finish();
-                return;
+                return None;
             }
         }
     }
     // Dropping the receiver ends the blocking reader and its read transaction.
     drop(rx);
     let _ = producer.await;
-    if stalled {
-        info!(rows = sent, "bootstrap stalled; closing the session");
-        job.session.cut_off(
-            super::metrics::Cutoff::Stalled,
-            b"lagging: the bootstrap stream made no progress; resume later",
-        );
-        return;
-    }
-    let Some(w) = end else { return };
-    if writer
-        .send(&BootstrapFrame::End { sync_id: w })
-        .await
-        .is_ok()
-    {
-        let _ = writer.finish();
-        info!(rows = sent, sync_id = %w, "bootstrap complete");
-    }
-    // Once every transaction up to W sits in the session's live queue, the seam marker
-    // follows them: the client joins the subscription there, and the live writer skips
-    // its changes up to W from then on.
-    let mut delivered = job.shared.delivered.subscribe();
-    if delivered.wait_for(|d| *d >= w).await.is_ok() {
-        job.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = job
-            .live
-            .send(LiveItem::Seam {
-                sub: job.sub,
-                through: w,
-            })
-            .await;
-    }
+    Some(Streamed { end, sent, stalled })
 }
 
 /// Runs on a blocking thread: streams the snapshot (or replay) into `tx`.

@@ -34,6 +34,8 @@ pub struct Metrics {
     commit_to_send: Histogram,
     cutoffs: IntCounterVec,
     bootstrap_rows: IntCounter,
+    snapshot_reads: IntCounter,
+    snapshot_cache_hits: IntCounter,
     refusals: IntCounterVec,
     sessions: IntGauge,
     subscriptions: IntGauge,
@@ -135,6 +137,16 @@ impl Metrics {
                 "sluice_bootstrap_rows_total",
                 "Rows and replayed changes sent by bootstraps",
             ),
+            snapshot_reads: counter(
+                &r,
+                "sluice_snapshot_reads_total",
+                "Snapshots read from the store (one per shape and head when cached)",
+            ),
+            snapshot_cache_hits: counter(
+                &r,
+                "sluice_snapshot_cache_hits_total",
+                "Bootstraps served a snapshot another bootstrap read",
+            ),
             sessions: gauge(&r, "sluice_sessions", "Connected sessions"),
             subscriptions: gauge(&r, "sluice_subscriptions", "Subscriptions of all sessions"),
             pins: gauge(&r, "sluice_pins", "Rows pinned by all sessions"),
@@ -192,6 +204,16 @@ impl Metrics {
     /// `rows` more rows went out on bootstrap streams.
     pub fn bootstrap_rows(&self, rows: u64) {
         self.bootstrap_rows.inc_by(rows);
+    }
+
+    /// A snapshot is being read from the store.
+    pub fn snapshot_read(&self) {
+        self.snapshot_reads.inc();
+    }
+
+    /// A bootstrap was served a snapshot another one read.
+    pub fn snapshot_cache_hit(&self) {
+        self.snapshot_cache_hits.inc();
     }
 
     /// A request was refused by `quota`.

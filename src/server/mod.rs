@@ -37,6 +37,7 @@ mod quotas;
 mod registry;
 mod resize;
 mod session;
+mod snapshots;
 mod windows;
 
 use std::future::Future;
@@ -169,6 +170,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     /// The writer thread's queue ([`committer::start_writer`]).
     pub writer: std::sync::mpsc::SyncSender<committer::ApplyJob>,
+    /// Snapshots read once for many bootstraps ([`snapshots::SnapshotCache`]).
+    pub snapshots: snapshots::SnapshotCache,
 }
 
 /// How long [`ServerHandle::shutdown`] waits for sessions to answer their in-flight
@@ -391,6 +394,7 @@ impl ServerBuilder {
             ledger: quotas::Ledger::default(),
             metrics: Arc::new(metrics::Metrics::new()),
             writer,
+            snapshots: snapshots::SnapshotCache::default(),
         });
         let committer = tokio::spawn(committer::run(shared.clone(), write_queue, resize_queue));
         let (stop_tx, stop_rx) = oneshot::channel();

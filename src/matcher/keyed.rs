@@ -1,0 +1,237 @@
+//! The equality and prefix index of one table: index key -> posting list, as a flat
+//! open-addressing table (linear probing, backward-shift deletion, no tombstones).
+//!
+//! A slot is 16 bytes, the key and either the key's only posting inline or the number of
+//! a spilled list, so a lookup at a million keys costs about one cache miss (a general
+//! hash map touches its control bytes, then a 40-byte bucket, then for most keys is
+//! done; here the bucket is the only line touched). Keys are already well-mixed 64-bit
+//! hashes (see the `key` module), so their low bits pick the home slot.
+
+use super::posting::Posted;
+
+/// Marks an unused slot (`one.0`); a real shape slot is never `u32::MAX`.
+const EMPTY: u32 = u32::MAX;
+/// Marks a slot whose postings live in `lists[one.1]` (`one.0`).
+const SPILLED: u32 = u32::MAX - 1;
+/// Smallest table, in slots.
+const MIN_SLOTS: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: u64,
+    /// The only posting, or (`SPILLED`, list number), or (`EMPTY`, _).
+    one: Posted,
+}
+
+const VACANT: Slot = Slot {
+    key: 0,
+    one: (EMPTY, 0),
+};
+
+#[derive(Debug, Default)]
+pub(super) struct Keyed {
+    slots: Vec<Slot>,
+    /// Keys present.
+    len: usize,
+    /// Posting lists of keys with two or more postings; `free` lists unused numbers.
+    lists: Vec<Vec<Posted>>,
+    free: Vec<u32>,
+}
+
+impl Keyed {
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The postings filed under `key` (empty when none).
+    pub(super) fn get(&self, key: u64) -> &[Posted] {
+        match self.find(key) {
+            Some(i) => self.postings(i),
+            None => &[],
+        }
+    }
+
+    /// Files `item` under `key`; returns its position in the key's posting list.
+    pub(super) fn push(&mut self, key: u64, item: Posted) -> u32 {
+        debug_assert!(item.0 < SPILLED, "shape slots stay below u32::MAX - 1");
+        if let Some(i) = self.find(key) {
+            let one = self.slots[i].one;
+            if one.0 == SPILLED {
+                let list = &mut self.lists[one.1 as usize];
+                list.push(item);
+                return (list.len() - 1) as u32;
+            }
+            let list = vec![one, item];
+            let number = match self.free.pop() {
+                Some(n) => {
+                    self.lists[n as usize] = list;
+                    n
+                }
+                None => {
+                    self.lists.push(list);
+                    (self.lists.len() - 1) as u32
+                }
+            };
+            self.slots[i].one = (SPILLED, number);
+            return 1;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = key as usize & mask;
+        while self.slots[i].one.0 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = Slot { key, one: item };
+        self.len += 1;
+        0
+    }
+
+    /// Removes the posting at `pos` under `key` by moving the last one into its place;
+    /// returns the moved posting (now at `pos`), whose recorded position the caller must
+    /// update. A key left without postings is removed.
+    pub(super) fn swap_remove(&mut self, key: u64, pos: u32) -> Option<Posted> {
+        let i = self.find(key)?;
+        let one = self.slots[i].one;
+        if one.0 != SPILLED {
+            self.delete(i);
+            return None;
+        }
+        let list = &mut self.lists[one.1 as usize];
+        let pos = pos as usize;
+        list.swap_remove(pos);
+        let moved = list.get(pos).copied();
+        if let [only] = list[..] {
+            self.lists[one.1 as usize] = Vec::new();
+            self.free.push(one.1);
+            self.slots[i].one = only;
+        }
+        moved
+    }
+
+    fn postings(&self, i: usize) -> &[Posted] {
+        let one = &self.slots[i].one;
+        if one.0 == SPILLED {
+            &self.lists[one.1 as usize]
+        } else {
+            std::slice::from_ref(one)
+        }
+    }
+
+    fn find(&self, key: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = key as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.one.0 == EMPTY {
+                return None;
+            }
+            if slot.key == key {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Empties slot `i`, shifting later members of its probe run back (no tombstones).
+    fn delete(&mut self, mut hole: usize) {
+        let mask = self.slots.len() - 1;
+        self.slots[hole] = VACANT;
+        self.len -= 1;
+        let mut i = hole;
+        loop {
+            i = (i + 1) & mask;
+            let slot = self.slots[i];
+            if slot.one.0 == EMPTY {
+                return;
+            }
+            let home = slot.key as usize & mask;
+            // The slot may move into the hole unless its home lies cyclically in (hole, i].
+            let stays = if hole <= i {
+                hole < home && home <= i
+            } else {
+                hole < home || home <= i
+            };
+            if !stays {
+                self.slots[hole] = slot;
+                self.slots[i] = VACANT;
+                hole = i;
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![VACANT; size]);
+        let mask = size - 1;
+        for slot in old.into_iter().filter(|s| s.one.0 != EMPTY) {
+            let mut i = slot.key as usize & mask;
+            while self.slots[i].one.0 != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Random pushes and removals on few keys with colliding home slots (small keys,
+    /// runs that wrap around the end of the table), checked against a `HashMap` of
+    /// `Vec`s that swap-removes the same way.
+    #[test]
+    fn matches_a_hash_map_of_vectors() {
+        let mut rng = StdRng::seed_from_u64(15);
+        let mut keyed = Keyed::default();
+        let mut model: HashMap<u64, Vec<Posted>> = HashMap::new();
+        let mut next = 0u32;
+        for step in 0..20_000 {
+            let key = match rng.gen_range(0..3) {
+                0 => rng.gen_range(0..40),
+                1 => rng.gen_range(0..4) * 16 + 15,
+                _ => rng.gen::<u64>() % 1000,
+            };
+            if rng.gen_bool(0.55) {
+                let pos = keyed.push(key, (next, step % 3));
+                let list = model.entry(key).or_default();
+                list.push((next, step % 3));
+                assert_eq!(pos as usize, list.len() - 1);
+                next += 1;
+            } else if let Some(list) = model.get_mut(&key) {
+                let pos = rng.gen_range(0..list.len());
+                list.swap_remove(pos);
+                let moved = list.get(pos).copied();
+                if list.is_empty() {
+                    model.remove(&key);
+                }
+                assert_eq!(keyed.swap_remove(key, pos as u32), moved, "step {step}");
+            } else {
+                assert_eq!(keyed.swap_remove(key, 0), None);
+            }
+            if step % 97 == 0 {
+                for k in 0..1000 {
+                    let want = model.get(&k).map_or(&[][..], |l| &l[..]);
+                    assert_eq!(keyed.get(k), want, "step {step}, key {k}");
+                }
+                assert_eq!(keyed.len, model.len());
+            }
+        }
+        let keys: Vec<u64> = model.keys().copied().collect();
+        for key in keys {
+            while keyed.swap_remove(key, 0).is_some() || !keyed.get(key).is_empty() {}
+        }
+        assert!(keyed.is_empty());
+    }
+}
