@@ -43,7 +43,7 @@ pub use local::{
     Applied, JoinKind, KeyOrd, LocalStore, Pending, SubRecord, MAX_NOTIFY_ROWS, PIN_HOLDER,
 };
 pub use options::{StoreOptions, Synchronous};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Judgement, ReplicatedTxn, RowOp, SqliteStore, WriteCheck};
 pub use types::LogRead;
 pub use window::{CommitObserver, TxnView, WindowFrom, WindowRead};
 
