@@ -148,7 +148,11 @@ async fn two_servers_share_one_database() {
         .arg("INSERT INTO issues (id, team_id, number, title) VALUES ('X1', 'T1', 1, 'via A')")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let acked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let seen_b = on_b.wait("X1 on B", |l| op(l, "insert", "X1"));
     let seen_a = on_a.wait("X1 on A", |l| op(l, "insert", "X1"));
@@ -161,19 +165,38 @@ async fn two_servers_share_one_database() {
     pg.psql("DELETE FROM issues WHERE id = 'X2'");
     for follow in [&mut on_a, &mut on_b] {
         follow.wait("X2 insert", |l| op(l, "insert", "X2"));
-        follow.wait("X1 update", |l| op(l, "update", "X1") && l["row"]["title"] == "edited");
+        follow.wait("X1 update", |l| {
+            op(l, "update", "X1") && l["row"]["title"] == "edited"
+        });
         follow.wait("X2 delete", |l| op(l, "delete", "X2"));
     }
     let ids = |f: &Follow| -> Vec<serde_json::Value> {
-        f.seen.iter().filter(|l| l["sync_id"].is_number() && l["op"] != "snapshot_end")
-            .map(|l| l["sync_id"].clone()).collect()
+        f.seen
+            .iter()
+            .filter(|l| l["sync_id"].is_number() && l["op"] != "snapshot_end")
+            .map(|l| l["sync_id"].clone())
+            .collect()
     };
-    assert_eq!(ids(&on_a), ids(&on_b), "every server numbers a transaction the same");
+    assert_eq!(
+        ids(&on_a),
+        ids(&on_b),
+        "every server numbers a transaction the same"
+    );
 
     // `sluice slots` lists one active temporary slot per server.
-    let slots = sluice().args(["slots", "--postgres", &pg.url]).output().unwrap();
+    let slots = sluice()
+        .args(["slots", "--postgres", &pg.url])
+        .output()
+        .unwrap();
     let listed = String::from_utf8_lossy(&slots.stdout).to_string();
-    assert_eq!(listed.lines().filter(|l| l.contains("active temporary")).count(), 2, "{listed}");
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("active temporary"))
+            .count(),
+        2,
+        "{listed}"
+    );
 
     // A client streams from A, writes through it, then A dies.
     let mut client = Client::connect_with(a.addr.parse().unwrap(), &a.ca, "mover", None)
@@ -181,13 +204,17 @@ async fn two_servers_share_one_database() {
         .unwrap();
     client.subscribe(1, sql, None).await;
     client.until("snapshot", |c| c.sub(1).end.is_some()).await;
-    client.write(1, vec![insert_issue("M1", "T1", "open", 1)]).await;
+    client
+        .write(1, vec![insert_issue("M1", "T1", "open", 1)])
+        .await;
     client.until("ack", |c| c.writes.contains_key(&1)).await;
     let WriteOutcome::Committed { sync_id: acked } = client.writes[&1].clone() else {
         panic!("rejected: {:?}", client.writes[&1]);
     };
     pg.psql("INSERT INTO issues (id, team_id, number, title) VALUES ('M2', 'T1', 2, 'x')");
-    client.until("M2", |c| c.sub(1).rows.contains_key("M2")).await;
+    client
+        .until("M2", |c| c.sub(1).rows.contains_key("M2"))
+        .await;
     let cut = client.sub(1).last_sync;
     let before = client.sub(1).rows.clone();
     drop(a); // SIGKILL
@@ -199,24 +226,34 @@ async fn two_servers_share_one_database() {
     let mut moved = Client::connect_with(b.addr.parse().unwrap(), &b.ca, "mover", None)
         .await
         .unwrap();
-    moved.subs.insert(1u64.into(), common::SubState {
-        rows: before,
-        last_sync: cut,
-        ..Default::default()
-    });
-    moved.conn.send(sluice::wire::ClientMessage::Subscribe {
-        sub: 1u64.into(),
-        sql: sql.to_string(),
-        params: sluice::Params::new(),
-        resume_after: Some(cut),
-        resume_shape: None,
-    }).await.unwrap();
+    moved.subs.insert(
+        1u64.into(),
+        common::SubState {
+            rows: before,
+            last_sync: cut,
+            ..Default::default()
+        },
+    );
+    moved
+        .conn
+        .send(sluice::wire::ClientMessage::Subscribe {
+            sub: 1u64.into(),
+            sql: sql.to_string(),
+            params: sluice::Params::new(),
+            resume_after: Some(cut),
+            resume_shape: None,
+        })
+        .await
+        .unwrap();
     moved
         .until("resumed", |c| {
             c.sub(1).end.is_some() || c.sub(1).resume_refused
         })
         .await;
-    assert!(!moved.sub(1).resume_refused, "B refused to resume from A's cut");
+    assert!(
+        !moved.sub(1).resume_refused,
+        "B refused to resume from A's cut"
+    );
     moved
         .until("caught up", |c| {
             c.sub(1).rows.contains_key("M3") && !c.sub(1).rows.contains_key("M2")
@@ -224,12 +261,20 @@ async fn two_servers_share_one_database() {
         .await;
     let keys: Vec<&String> = moved.sub(1).rows.keys().collect();
     assert_eq!(keys, ["M1", "M3", "X1"]);
-    assert!(moved.sub(1).inserts_seen.values().all(|n| *n == 1), "{:?}", moved.sub(1).inserts_seen);
+    assert!(
+        moved.sub(1).inserts_seen.values().all(|n| *n == 1),
+        "{:?}",
+        moved.sub(1).inserts_seen
+    );
     assert!(moved.sub(1).last_sync > cut);
 
     // The transaction A acknowledged, sent again through B, is applied once.
-    moved.write(1, vec![insert_issue("M1", "T1", "open", 1)]).await;
-    moved.until("ack from B", |c| c.writes.contains_key(&1)).await;
+    moved
+        .write(1, vec![insert_issue("M1", "T1", "open", 1)])
+        .await;
+    moved
+        .until("ack from B", |c| c.writes.contains_key(&1))
+        .await;
     assert_eq!(moved.writes[&1], WriteOutcome::Committed { sync_id: acked });
     assert_eq!(pg.psql("SELECT count(*) FROM issues WHERE id = 'M1'"), "1");
     assert!(acked > SyncId(0));
