@@ -143,9 +143,14 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
     let WriteOutcome::Committed { sync_id } = client.writes[&1].clone() else {
         panic!("rejected: {:?}", client.writes[&1]);
     };
-    // Read your writes: the data came before (or with) the ack.
-    assert!(client.sub(1).rows.contains_key("W1"));
-    assert!(client.sub(1).last_sync >= sync_id);
+    // The data is queued to the author before its ack (the live and control streams
+    // may still arrive in either order; the client library waits for the ack's cut).
+    client
+        .until("the write's data", |c| {
+            c.sub(1).rows.contains_key("W1") && c.sub(1).last_sync >= sync_id
+        })
+        .await;
+    assert_eq!(client.sub(1).last_sync, sync_id, "the data comes under the ack's sync id");
     assert_eq!(pg.psql("SELECT priority FROM issues WHERE id = 'W1'"), "3");
     let recorded = pg.psql("SELECT count(*) FROM _sluice_txns WHERE client_id LIKE '%c1'");
     assert_eq!(recorded, "1");

@@ -7,7 +7,8 @@
 //! ([`WriteCheck`]: schema, types, preconditions, permissions), which yield the full row
 //! images; the images written; the transaction id taken; commit. PostgreSQL's own
 //! constraints (a UNIQUE column, a key inserted at the same time elsewhere) reject the
-//! transaction with code `constraint`.
+//! transaction with code `constraint`, a value it cannot store (a NUL in text) with
+//! code `schema`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -153,7 +154,18 @@ impl PgWriter {
             let written = match change.kind {
                 ChangeKind::Insert | ChangeKind::Update => {
                     let new = change.new.as_deref().unwrap_or_default();
-                    let params = params(table, &types, new)?;
+                    // A value the column's PostgreSQL type cannot hold (text in a BYTEA
+                    // column without a declared type) rejects the transaction.
+                    let params = match params(table, &types, new) {
+                        Ok(params) => params,
+                        Err(e) => {
+                            tx.rollback().await?;
+                            return Ok(Written::Rejected {
+                                code: RejectCode::Schema,
+                                message: e.to_string(),
+                            });
+                        }
+                    };
                     let sql = if change.kind == ChangeKind::Insert {
                         insert_sql(table)
                     } else {
@@ -178,17 +190,21 @@ impl PgWriter {
                 }
             };
             if let Err(e) = written {
-                let integrity = e.code().is_some_and(|c| c.code().starts_with("23"));
-                if integrity {
+                // Class 23: a constraint; class 22: a value PostgreSQL cannot store (a NUL
+                // in text). Both are the transaction's fault: sent again, they fail again.
+                let class = e.code().map(|c| &c.code()[..2]);
+                if let Some(class @ ("22" | "23")) = class {
+                    let code = if class == "23" {
+                        RejectCode::Constraint
+                    } else {
+                        RejectCode::Schema
+                    };
                     let message = e
                         .as_db_error()
                         .map(|d| d.message().to_string())
                         .unwrap_or_else(|| e.to_string());
                     tx.rollback().await?;
-                    return Ok(Written::Rejected {
-                        code: RejectCode::Constraint,
-                        message,
-                    });
+                    return Ok(Written::Rejected { code, message });
                 }
                 return Err(e.into());
             }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
 /// How long a new session waits for the replica to catch up with PostgreSQL before it
 /// is welcomed anyway.
-pub const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Keepalive requests waiting for the stream task (one is enough; more are dropped).
 const PING_QUEUE: usize = 1;
 
@@ -47,6 +48,8 @@ pub(crate) struct Upstream {
     /// The WAL position up to which the replica has applied everything.
     progress: watch::Sender<Lsn>,
     pings: mpsc::Sender<()>,
+    /// False once the stream has failed: writes are answered `unavailable` at once.
+    streaming: AtomicBool,
     /// The stream task, stopped at shutdown (its connection's end drops the slot).
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -74,6 +77,7 @@ pub(crate) async fn open(
         waiters: Mutex::new(HashMap::new()),
         progress: watch::channel(start).0,
         pings,
+        streaming: AtomicBool::new(true),
         task: Mutex::new(None),
     };
     Ok((Arc::new(upstream), source, ping_queue))
@@ -98,6 +102,9 @@ impl Upstream {
 
     /// Commits one transaction in PostgreSQL and answers once the replica has it.
     pub async fn commit(&self, txn: WriteTxn, guard: Option<Arc<dyn WriteGuard>>) -> TxnOutcome {
+        if !self.streaming.load(Ordering::Acquire) {
+            return unavailable("this server lost its replication stream");
+        }
         let (tx, rx) = oneshot::channel();
         let mut registered = None;
         let written = {
@@ -171,6 +178,9 @@ impl Upstream {
     /// PostgreSQL had written when called: a client that saw a transaction through
     /// another server then finds it here too.
     pub async fn caught_up(&self) {
+        if !self.streaming.load(Ordering::Acquire) {
+            return;
+        }
         let target = match self
             .monitor
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
@@ -293,5 +303,6 @@ async fn stream(
             }
         }
     }
+    upstream.streaming.store(false, Ordering::Release);
     upstream.waiters.lock().expect("waiters").clear();
 }
