@@ -256,6 +256,7 @@ async fn stream(
             Event::Progress(lsn) => upstream.advance(lsn),
             Event::Txn { txn, xid, end } => {
                 let sync_id = txn.sync_id;
+                let author = txn.origins.first().cloned();
                 let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
                 let applied = tokio::task::spawn_blocking(move || {
                     let mut observer = WindowObserver::new(&windows);
@@ -284,6 +285,10 @@ async fn stream(
                         .unwrap_or_default();
                     let origin = changes.first().and_then(|c| c.origin.clone());
                     fan_out(&shared, sync_id, origin, &changes, &windows, committed);
+                } else if author.is_some() {
+                    // A client transaction that changed nothing (it set what was there):
+                    // its author still hears of it, so its cut reaches the ack's sync id.
+                    fan_out(&shared, sync_id, author, &[], &Vec::new(), committed);
                 }
                 shared.delivered.send_if_modified(|d| {
                     let newer = sync_id > *d;
