@@ -150,7 +150,11 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
             c.sub(1).rows.contains_key("W1") && c.sub(1).last_sync >= sync_id
         })
         .await;
-    assert_eq!(client.sub(1).last_sync, sync_id, "the data comes under the ack's sync id");
+    assert_eq!(
+        client.sub(1).last_sync,
+        sync_id,
+        "the data comes under the ack's sync id"
+    );
     assert_eq!(pg.psql("SELECT priority FROM issues WHERE id = 'W1'"), "3");
     let recorded = pg.psql("SELECT count(*) FROM _sluice_txns WHERE client_id LIKE '%c1'");
     assert_eq!(recorded, "1");
