@@ -376,8 +376,8 @@ pub(super) fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result
     Ok(())
 }
 
-/// Runs one transaction's checks and writes on `conn` without logging or committing
-/// anything (the caller rolls back): the changes it makes (sync id 0), or its rejection.
+/// Runs one transaction's checks and writes on `conn`, inside a transaction the caller
+/// rolls back (nothing is kept): the changes it makes (sync id 0), or its rejection.
 /// For [`super::WriteCheck`], which judges writes bound for PostgreSQL.
 pub(super) fn dry_run(
     conn: &Connection,
