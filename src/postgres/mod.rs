@@ -86,10 +86,13 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, PgError> {
 
 /// A plain connection (no TLS), its driver spawned on the runtime.
 pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, PgError> {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| PgError::Connect(e.to_string()))?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        // tokio-postgres says "error connecting to server"; the cause says why.
+        PgError::Connect(match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "PostgreSQL connection ended");
