@@ -126,11 +126,7 @@ pub async fn prepare(client: &mut Client, schema: &Schema) -> Result<String, PgE
                 tx.batch_execute(&index).await?;
             }
         }
-        tx.batch_execute(&format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            quote_ident(&table.name)
-        ))
-        .await?;
+        identity_full(&tx, &quote_ident(&table.name)).await?;
     }
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {TXNS_TABLE} (
@@ -139,7 +135,6 @@ pub async fn prepare(client: &mut Client, schema: &Schema) -> Result<String, PgE
             committed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (client_id, seq)
          );
-         ALTER TABLE {TXNS_TABLE} REPLICA IDENTITY FULL;
          CREATE TABLE IF NOT EXISTS {IDENTITY_TABLE} (
             id INTEGER PRIMARY KEY CHECK (id = 0),
             server_id TEXT NOT NULL
@@ -149,8 +144,12 @@ pub async fn prepare(client: &mut Client, schema: &Schema) -> Result<String, PgE
             ON CONFLICT (id) DO NOTHING;"
     ))
     .await?;
+    identity_full(&tx, TXNS_TABLE).await?;
     let mut tables: Vec<String> = schema.tables().map(|t| quote_ident(&t.name)).collect();
     tables.push(TXNS_TABLE.to_string());
+    let mut wanted: Vec<String> = schema.tables().map(|t| t.name.clone()).collect();
+    wanted.push(TXNS_TABLE.to_string());
+    wanted.sort();
     let published = tx
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
@@ -158,19 +157,31 @@ pub async fn prepare(client: &mut Client, schema: &Schema) -> Result<String, PgE
         )
         .await?
         .is_some();
-    let verb = if published { "SET" } else { "" };
-    let sql = if published {
-        format!(
-            "ALTER PUBLICATION {PUBLICATION} {verb} TABLE {}",
-            tables.join(", ")
+    let mut current: Vec<String> = tx
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&PUBLICATION],
         )
-    } else {
-        format!(
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    current.sort();
+    // Only when something changes: ALTER takes locks that running servers' writes
+    // would deadlock against.
+    if !published {
+        let sql = format!(
             "CREATE PUBLICATION {PUBLICATION} FOR TABLE {}",
             tables.join(", ")
-        )
-    };
-    tx.batch_execute(&sql).await?;
+        );
+        tx.batch_execute(&sql).await?;
+    } else if current != wanted {
+        let sql = format!(
+            "ALTER PUBLICATION {PUBLICATION} SET TABLE {}",
+            tables.join(", ")
+        );
+        tx.batch_execute(&sql).await?;
+    }
     let id: String = tx
         .query_one(
             &format!("SELECT server_id FROM {IDENTITY_TABLE} WHERE id = 0"),
@@ -180,6 +191,23 @@ pub async fn prepare(client: &mut Client, schema: &Schema) -> Result<String, PgE
         .get(0);
     tx.commit().await?;
     Ok(id)
+}
+
+/// Sets `REPLICA IDENTITY FULL` unless it is set: the ALTER takes an exclusive lock,
+/// which servers already writing to the table would deadlock against.
+async fn identity_full(tx: &tokio_postgres::Transaction<'_>, quoted: &str) -> Result<(), PgError> {
+    let full = tx
+        .query_opt(
+            "SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relreplident = 'f'",
+            &[&quoted],
+        )
+        .await?
+        .is_some();
+    if !full {
+        tx.batch_execute(&format!("ALTER TABLE {quoted} REPLICA IDENTITY FULL"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Checks that an existing table has every column of the schema's, with its type and
