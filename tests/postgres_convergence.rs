@@ -277,8 +277,12 @@ async fn clients_converge_across_two_servers_on_one_database() {
             for sql in &peer.subs {
                 expected.extend(common::expected_rows(&replica, sql));
             }
+            // A client that never finished a handshake has no tables yet.
+            let rows = client
+                .query("SELECT * FROM issues", &[])
+                .unwrap_or_default();
             let mut actual: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-            for row in client.query("SELECT * FROM issues", &[]).unwrap() {
+            for row in rows {
                 actual.insert(common::key_string(&row[0]), row);
             }
             if mismatch.is_none() && (client.pending_writes() > 0 || actual != expected) {
