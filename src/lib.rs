@@ -17,6 +17,8 @@
 //! - [`matcher`]: index of shapes: a row change -> the shapes it affects, sublinear (pure).
 //! - [`store`]: SQLite through rusqlite: the server's data, change log and snapshots, and
 //!   the client's local database. The only module that touches SQLite.
+//! - [`postgres`]: PostgreSQL as the source of truth: schema DDL, the initial copy and
+//!   logical replication into a local SQLite replica, writes committed in PostgreSQL.
 //! - [`wire`]: the frame codec and protocol messages (pure).
 //! - [`transport`]: QUIC endpoints (quinn + rustls), certificates, frame streams.
 //! - [`auth`]: token claims, HS256 tokens, permission rules and per-session policies.
@@ -30,6 +32,7 @@
 pub mod auth;
 pub mod client;
 pub mod matcher;
+pub mod postgres;
 pub mod query;
 pub mod schema;
 pub mod server;

@@ -30,6 +30,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant (serve's options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a sync server.
@@ -38,8 +40,21 @@ enum Command {
         #[arg(long)]
         schema: PathBuf,
         /// SQLite database file (created if missing).
+        #[arg(
+            long,
+            required_unless_present = "postgres",
+            conflicts_with = "postgres"
+        )]
+        db: Option<PathBuf>,
+        /// PostgreSQL URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB): PostgreSQL is the
+        /// source of truth, several servers may share it. Needs wal_level = logical and a
+        /// role with REPLICATION.
         #[arg(long)]
-        db: PathBuf,
+        postgres: Option<String>,
+        /// With --postgres: this server's local SQLite replica (recreated at each start;
+        /// default: a file in the temporary folder, removed at exit).
+        #[arg(long, requires = "postgres")]
+        replica: Option<PathBuf>,
         /// HOST:PORT to listen on; port 0 picks a free port.
         #[arg(long)]
         listen: String,
@@ -73,6 +88,16 @@ enum Command {
         /// `?token=TOKEN`).
         #[arg(long, requires = "admin")]
         admin_token: Option<String>,
+    },
+    /// List sluice's replication slots in a PostgreSQL database, or drop the inactive
+    /// ones (left by servers that are gone).
+    Slots {
+        /// PostgreSQL URL.
+        #[arg(long)]
+        postgres: String,
+        /// Drop every sluice slot no server is reading.
+        #[arg(long)]
+        drop_inactive: bool,
     },
     /// Print a signed token for development.
     Token {
@@ -133,9 +158,15 @@ fn main() -> ExitCode {
             claims,
             ttl,
         } => token(&secret, &sub, &claims, ttl),
+        Command::Slots {
+            postgres,
+            drop_inactive,
+        } => runtime().and_then(|rt| rt.block_on(slots(&postgres, drop_inactive))),
         Command::Serve {
             schema,
             db,
+            postgres,
+            replica,
             listen,
             cert,
             key,
@@ -149,7 +180,7 @@ fn main() -> ExitCode {
         } => runtime().and_then(|rt| {
             rt.block_on(serve(
                 schema,
-                db,
+                (db, postgres, replica),
                 listen,
                 cert.zip(key),
                 (auth_secret, no_auth, rules),
@@ -219,6 +250,23 @@ fn check(schema_dir: &Path, sql: &str) -> ExitCode {
     }
 }
 
+/// `sluice slots`: lists sluice's replication slots, or drops the inactive ones.
+async fn slots(url: &str, drop_inactive: bool) -> Result<ExitCode> {
+    let config = sluice::postgres::parse_url(url)?;
+    if drop_inactive {
+        for name in sluice::postgres::drop_slots(&config, &[]).await? {
+            println!("dropped {name}");
+        }
+    } else {
+        for slot in sluice::postgres::list_slots(&config).await? {
+            let state = if slot.active { "active" } else { "inactive" };
+            let kind = if slot.temporary { " temporary" } else { "" };
+            println!("{} {state}{kind}", slot.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Rules file `serve --auth-secret` loads from the schema folder when --rules is absent.
 const DEFAULT_RULES_FILE: &str = "access.rules";
 
@@ -265,7 +313,7 @@ fn server_config(file: Option<PathBuf>, quotas: &[String]) -> Result<ServerConfi
 /// configuration is invalid, or the server cannot start.
 async fn serve(
     schema: PathBuf,
-    db: PathBuf,
+    (db, postgres, replica): (Option<PathBuf>, Option<String>, Option<PathBuf>),
     listen: String,
     tls: Option<(PathBuf, PathBuf)>,
     (auth_secret, no_auth, rules): (Option<String>, bool, Option<PathBuf>),
@@ -274,9 +322,21 @@ async fn serve(
 ) -> Result<ExitCode> {
     let default_rules = schema.join(DEFAULT_RULES_FILE);
     let config = server_config(config, &quotas)?;
-    let mut builder = Server::builder(&schema, db)
+    let temporary_replica = postgres.is_some() && replica.is_none();
+    let db = match (db, replica) {
+        (Some(db), _) | (None, Some(db)) => db,
+        (None, None) => std::env::temp_dir().join(format!(
+            "sluice-replica-{}-{}.db",
+            std::process::id(),
+            sluice::auth::token::unix_now()
+        )),
+    };
+    let mut builder = Server::builder(&schema, &db)
         .listen(resolve(&listen)?)
         .config(config);
+    if let Some(url) = postgres {
+        builder = builder.postgres(url);
+    }
     if let Some((cert_pem, key_pem)) = tls {
         builder = builder.tls(TlsFiles { cert_pem, key_pem });
     }
@@ -328,6 +388,11 @@ async fn serve(
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
+    if temporary_replica {
+        for suffix in ["", "-wal", "-shm", ".cert.pem"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -146,6 +146,14 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
     if accepted.is_empty() {
         return;
     }
+    if let Some(upstream) = &shared.upstream {
+        // PostgreSQL mode: committed there one by one, fanned out by the stream.
+        for request in accepted {
+            let outcome = upstream.commit(request.txn, request.guard).await;
+            let _ = request.reply.send(outcome);
+        }
+        return;
+    }
     let (txns, replies): (Vec<GuardedTxn>, Vec<_>) = accepted
         .into_iter()
         .map(|r| ((r.txn, r.guard), r.reply))
@@ -207,7 +215,7 @@ fn unavailable(replies: Vec<oneshot::Sender<TxnOutcome>>, message: &str) {
     }
 }
 
-fn fan_out(
+pub(super) fn fan_out(
     shared: &Shared,
     sync_id: crate::ids::SyncId,
     origin: Option<(crate::ids::ClientId, u64)>,

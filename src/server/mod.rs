@@ -38,6 +38,7 @@ mod registry;
 mod resize;
 mod session;
 mod snapshots;
+mod upstream;
 mod windows;
 
 use std::future::Future;
@@ -64,6 +65,7 @@ pub use session::{
     LIVE_BATCH_BYTES, LIVE_BATCH_FRAMES, MAX_ECHO_CHARS, MAX_HELLO_BYTES, REFUSALS_IN_FLIGHT,
     SESSION_QUEUE_CAPACITY,
 };
+pub use upstream::{CATCH_UP_WAIT, REPLICATION_WAIT};
 
 use crate::auth::{Claims, Rules, RulesError};
 use crate::schema::{Schema, SchemaError};
@@ -127,6 +129,9 @@ pub enum ServerError {
     /// The admin listener could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// PostgreSQL could not be reached, does not fit the schema, or refused replication.
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PgError),
     /// The server stopped (or its blocking task died) before the request was answered.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -172,6 +177,9 @@ pub(crate) struct Shared {
     pub writer: std::sync::mpsc::SyncSender<committer::ApplyJob>,
     /// Snapshots read once for many bootstraps ([`snapshots::SnapshotCache`]).
     pub snapshots: snapshots::SnapshotCache,
+    /// PostgreSQL mode ([`ServerBuilder::postgres`]): the source of truth and the stream
+    /// that feeds the store, a replica. `None`: the store is the source of truth.
+    pub upstream: Option<Arc<upstream::Upstream>>,
 }
 
 /// How long [`ServerHandle::shutdown`] waits for sessions to answer their in-flight
@@ -193,6 +201,7 @@ pub struct ServerBuilder {
     quotas: Quotas,
     idempotency: Idempotency,
     admin: Option<AdminConfig>,
+    postgres: Option<String>,
 }
 
 /// Entry point of the embedding API.
@@ -215,6 +224,7 @@ impl Server {
             quotas: Quotas::default(),
             idempotency: Idempotency::default(),
             admin: None,
+            postgres: None,
         }
     }
 }
@@ -306,6 +316,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Makes PostgreSQL at `url` the source of truth (several servers may share it): the
+    /// builder's SQLite file becomes this server's local replica, recreated at each
+    /// start by an initial copy and fed by logical replication (see
+    /// [`crate::postgres`]). Start fails with [`ServerError::Postgres`] when the database
+    /// cannot be reached, does not fit the schema, or refuses replication. Costs one
+    /// replication slot and three connections per server, and a full copy of the tables
+    /// at start.
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.postgres = Some(url.into());
+        self
+    }
+
     /// How long idempotency records are kept. Default: [`Idempotency::default`] (at
     /// least 7 days, at most 1,000,000 records).
     pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
@@ -340,11 +362,22 @@ impl ServerBuilder {
         let db_path = self.db_path.clone();
         let store_schema = schema.clone();
         let options = self.store_options.clone();
-        let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, store_schema, options))
-                .await
-                .map_err(|_| ServerError::ShuttingDown)??,
-        );
+        let (store, upstream): (Arc<dyn Store>, _) = match &self.postgres {
+            None => (
+                Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        SqliteStore::open(&db_path, store_schema, options)
+                    })
+                    .await
+                    .map_err(|_| ServerError::ShuttingDown)??,
+                ),
+                None,
+            ),
+            Some(url) => {
+                let opened = upstream::open(url, store_schema, &db_path, options).await?;
+                (opened.0.replica.clone(), Some(opened))
+            }
+        };
         let cert_path = match self.tls {
             Some(_) => None,
             None => Some(PathBuf::from(format!(
@@ -395,7 +428,11 @@ impl ServerBuilder {
             metrics: Arc::new(metrics::Metrics::new()),
             writer,
             snapshots: snapshots::SnapshotCache::default(),
+            upstream: upstream.as_ref().map(|(u, _, _)| u.clone()),
         });
+        if let Some((_, source, pings)) = upstream {
+            upstream::start_stream(&shared, source, pings);
+        }
         let committer = tokio::spawn(committer::run(shared.clone(), write_queue, resize_queue));
         let (stop_tx, stop_rx) = oneshot::channel();
         let (sessions_tx, sessions_done) = mpsc::channel(1);
@@ -626,6 +663,9 @@ impl ServerHandle {
                 warn!("the committer did not drain in time; stopping it");
                 abort.abort();
             }
+        }
+        if let Some(upstream) = &self.shared.upstream {
+            upstream.stop();
         }
         self.endpoint
             .close(close::SHUTDOWN, b"server shutting down");

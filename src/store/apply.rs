@@ -351,7 +351,7 @@ fn write_txn(
     Ok(changes)
 }
 
-fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreError> {
+pub(super) fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreError> {
     let old = change.old.as_deref().map(encode_image).transpose()?;
     let new = change.new.as_deref().map(encode_image).transpose()?;
     let (client, client_seq) = match &change.origin {
@@ -374,6 +374,23 @@ fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreE
         client_seq
     ])?;
     Ok(())
+}
+
+/// Runs one transaction's checks and writes on `conn`, inside a transaction the caller
+/// rolls back (nothing is kept): the changes it makes (sync id 0), or its rejection.
+/// For [`super::WriteCheck`], which judges writes bound for PostgreSQL.
+pub(super) fn dry_run(
+    conn: &Connection,
+    schema: &Schema,
+    sql: &SqlCache,
+    txn: &WriteTxn,
+    guard: Option<&dyn WriteGuard>,
+) -> Result<Result<Vec<Change>, (RejectCode, String)>, StoreError> {
+    match write_txn(conn, &Ctx { schema, sql }, SyncId(0), txn, guard) {
+        Ok(changes) => Ok(Ok(changes)),
+        Err(TxnError::Reject(code, message)) => Ok(Err((code, message))),
+        Err(TxnError::Store(e)) => Err(e),
+    }
 }
 
 fn lookup_table<'s>(schema: &'s Schema, name: &str) -> Result<&'s Table, TxnError> {

@@ -44,7 +44,7 @@ pub use local::{
     MAX_NOTIFY_ROWS, PIN_HOLDER, READ_BUSY_TIMEOUT,
 };
 pub use options::{StoreOptions, Synchronous};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Judgement, ReplicatedTxn, RowOp, SqliteStore, WriteCheck};
 pub use types::LogRead;
 pub use window::{CommitObserver, TxnView, WindowFrom, WindowRead};
 

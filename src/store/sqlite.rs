@@ -10,7 +10,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,9 @@ use crate::query::{order_sql_quoted, where_sql, Shape};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
 use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
+
+mod replica;
+pub use replica::{Judgement, ReplicatedTxn, RowOp, WriteCheck};
 
 /// sluice's own tables; see the module documentation.
 const SLUICE_DDL: &str = "
@@ -88,6 +91,9 @@ pub struct SqliteStore {
     horizon: AtomicU64,
     /// The database's identity, created with it (see [`Store::server_id`]).
     server_id: String,
+    /// A replica of PostgreSQL ([`SqliteStore::open_replica`]): its sync ids are LSNs,
+    /// increasing but not consecutive, so retention counts transactions, not ids.
+    sparse: AtomicBool,
 }
 
 impl SqliteStore {
@@ -182,6 +188,7 @@ impl SqliteStore {
             head: AtomicU64::new(head.0),
             horizon: AtomicU64::new(horizon.0),
             server_id,
+            sparse: AtomicBool::new(false),
         })
     }
 
@@ -506,7 +513,20 @@ impl Store for SqliteStore {
     fn compact_retain(&self, keep_last: u64, max_age: Option<Duration>) -> Result<u64, StoreError> {
         self.compact_to(|tx| {
             let (head, horizon) = read_meta(tx)?;
-            let by_count = SyncId(head.0.saturating_sub(keep_last));
+            let by_count = if self.sparse.load(Ordering::Acquire) {
+                // One commit row per replicated transaction: keep the last `keep_last`.
+                let nth: Option<SyncId> = tx
+                    .query_row(
+                        "SELECT sync_id FROM _sluice_commits ORDER BY sync_id DESC \
+                         LIMIT 1 OFFSET ?1",
+                        [i64::try_from(keep_last).unwrap_or(i64::MAX)],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                nth.unwrap_or(horizon)
+            } else {
+                SyncId(head.0.saturating_sub(keep_last))
+            };
             let Some(age) = max_age else {
                 return Ok(by_count);
             };

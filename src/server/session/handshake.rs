@@ -104,6 +104,10 @@ pub(super) async fn handshake(
         connection.close(close::REFUSED, message.as_bytes());
         return Err(message);
     }
+    if let Some(upstream) = &shared.upstream {
+        // Another server may have shown this client a later cut than this replica has.
+        upstream.caught_up().await;
+    }
     let (head, horizon) = (shared.store.head(), shared.store.horizon());
     let policy = Arc::new(match &shared.rules {
         Some(rules) => Policy::bind(rules, &claims),

@@ -1,0 +1,293 @@
+//! The write path into PostgreSQL: one client transaction, one PostgreSQL transaction.
+//!
+//! In order: the idempotency record (`INSERT … ON CONFLICT DO NOTHING` into
+//! [`TXNS_TABLE`]; a conflict means the transaction committed before, through any
+//! server); the rows it touches read `FOR UPDATE` (keys in a fixed order, so two servers
+//! lock in the same order); the embedded store's checks run over those rows
+//! ([`WriteCheck`]: schema, types, preconditions, permissions), which yield the full row
+//! images; the images written; the transaction id taken; commit. PostgreSQL's own
+//! constraints (a UNIQUE column, a key inserted at the same time elsewhere) reject the
+//! transaction with code `constraint`, a value it cannot store (a NUL in text) with
+//! code `schema`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::ddl::{pg_type, PgType, TXNS_TABLE};
+use super::values::to_param;
+use super::{connect, PgError};
+use crate::schema::{quote_ident, Schema, Table};
+use crate::store::{Judgement, WriteCheck, WriteGuard};
+use crate::value::Value;
+use crate::vocab::{ChangeKind, Mutation, RejectCode, WriteTxn};
+
+/// What happened to a transaction in PostgreSQL.
+#[derive(Debug)]
+pub enum Written {
+    /// Committed as PostgreSQL transaction `xid` (low 32 bits, as the stream names it);
+    /// `changed` is false when it wrote no row and no record (it will not be streamed).
+    Committed { xid: u32, changed: bool },
+    /// Its `(client, seq)` was committed before, through this server or another.
+    Duplicate,
+    /// Refused: nothing was written.
+    Rejected { code: RejectCode, message: String },
+}
+
+/// The connection that commits client and backend transactions into PostgreSQL.
+pub struct PgWriter {
+    client: tokio_postgres::Client,
+    schema: Arc<Schema>,
+    /// std Mutex: taken only inside `spawn_blocking`, never across an await.
+    check: Arc<Mutex<WriteCheck>>,
+}
+
+impl PgWriter {
+    /// Connects. Fails with [`PgError::Connect`], or [`PgError::Store`] when the scratch
+    /// database cannot be made.
+    pub async fn connect(
+        config: &tokio_postgres::Config,
+        schema: Arc<Schema>,
+    ) -> Result<PgWriter, PgError> {
+        let client = connect(config).await?;
+        let check = WriteCheck::new(schema.clone())?;
+        Ok(PgWriter {
+            client,
+            schema,
+            check: Arc::new(Mutex::new(check)),
+        })
+    }
+
+    /// Runs `txn` in one PostgreSQL transaction; `before_commit` hears its transaction id
+    /// just before COMMIT (to wait for it in the stream). `Err` means PostgreSQL failed
+    /// (connection, deadlock, serialization): nothing is known to be committed, and a
+    /// resend is safe (the idempotency record makes it apply once).
+    pub async fn commit(
+        &mut self,
+        txn: &WriteTxn,
+        guard: Option<Arc<dyn WriteGuard>>,
+        before_commit: impl FnOnce(u32),
+    ) -> Result<Written, PgError> {
+        let schema = self.schema.clone();
+        let tx = self.client.transaction().await?;
+        if let Some((client, seq)) = &txn.origin {
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {TXNS_TABLE} (client_id, seq) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&client.0, &(*seq as i64)],
+                )
+                .await?;
+            if inserted == 0 {
+                tx.rollback().await?;
+                return Ok(Written::Duplicate);
+            }
+        }
+        // The rows the transaction touches, locked, in a fixed order.
+        let mut keys: BTreeMap<(String, String), (Arc<Table>, Value)> = BTreeMap::new();
+        let mut touch = |table: &str, key: &Value| {
+            if let Some(t) = schema.table(table) {
+                keys.insert((t.name.clone(), key.to_string()), (t.clone(), key.clone()));
+            }
+        };
+        for m in &txn.mutations {
+            match m {
+                Mutation::Insert { table, values } => {
+                    let pk = schema.table(table).map(|t| t.pk_column().name.clone());
+                    if let Some((_, key)) = values
+                        .iter()
+                        .find(|(c, _)| pk.as_deref().is_some_and(|pk| c.eq_ignore_ascii_case(pk)))
+                    {
+                        touch(table, key);
+                    }
+                }
+                Mutation::Update { table, key, .. } | Mutation::Delete { table, key } => {
+                    touch(table, key)
+                }
+            }
+        }
+        for p in &txn.preconditions {
+            touch(&p.table, &p.key);
+        }
+        let mut base = Vec::new();
+        for (table, key) in keys.into_values() {
+            let types = types(&table)?;
+            let Ok(param) = to_param(types[table.pk], &key) else {
+                continue;
+            };
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} = $1 FOR UPDATE",
+                columns(&table),
+                quote_ident(&table.name),
+                quote_ident(&table.pk_column().name)
+            );
+            let param: &(dyn ToSql + Sync) = param.as_ref();
+            if let Some(row) = tx.query_opt(&sql, &[param]).await? {
+                let values = row_values(&table, &types, &row)?;
+                base.push((table, values));
+            }
+        }
+        let check = self.check.clone();
+        let (owned, owned_guard) = (txn.clone(), guard);
+        let judged: Judgement = tokio::task::spawn_blocking(move || {
+            let mut check = check.lock().unwrap_or_else(|p| p.into_inner());
+            check.judge(&base, &owned, owned_guard.as_deref())
+        })
+        .await
+        .map_err(|e| PgError::Replication(format!("write check: {e}")))??;
+        let changes = match judged {
+            Ok(changes) => changes,
+            Err((code, message)) => {
+                tx.rollback().await?;
+                return Ok(Written::Rejected { code, message });
+            }
+        };
+        for change in &changes {
+            let table = schema
+                .table(&change.table)
+                .ok_or_else(|| PgError::Replication(format!("no table {}", change.table)))?;
+            let types = types(table)?;
+            let written = match change.kind {
+                ChangeKind::Insert | ChangeKind::Update => {
+                    let new = change.new.as_deref().unwrap_or_default();
+                    // A value the column's PostgreSQL type cannot hold (text in a BYTEA
+                    // column without a declared type) rejects the transaction.
+                    let params = match params(table, &types, new) {
+                        Ok(params) => params,
+                        Err(e) => {
+                            tx.rollback().await?;
+                            return Ok(Written::Rejected {
+                                code: RejectCode::Schema,
+                                message: e.to_string(),
+                            });
+                        }
+                    };
+                    let sql = if change.kind == ChangeKind::Insert {
+                        insert_sql(table)
+                    } else {
+                        update_sql(table)
+                    };
+                    let refs: Vec<&(dyn ToSql + Sync)> = params
+                        .iter()
+                        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                        .collect();
+                    tx.execute(&sql, &refs).await
+                }
+                ChangeKind::Delete => {
+                    let key = to_param(types[table.pk], &change.key)
+                        .map_err(|m| PgError::Replication(m.to_string()))?;
+                    let sql = format!(
+                        "DELETE FROM {} WHERE {} = $1",
+                        quote_ident(&table.name),
+                        quote_ident(&table.pk_column().name)
+                    );
+                    let key: &(dyn ToSql + Sync) = key.as_ref();
+                    tx.execute(&sql, &[key]).await
+                }
+            };
+            if let Err(e) = written {
+                // Class 23: a constraint; class 22: a value PostgreSQL cannot store (a NUL
+                // in text). Both are the transaction's fault: sent again, they fail again.
+                let class = e.code().map(|c| &c.code()[..2]);
+                if let Some(class @ ("22" | "23")) = class {
+                    let code = if class == "23" {
+                        RejectCode::Constraint
+                    } else {
+                        RejectCode::Schema
+                    };
+                    let message = e
+                        .as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    tx.rollback().await?;
+                    return Ok(Written::Rejected { code, message });
+                }
+                return Err(e.into());
+            }
+        }
+        let changed = !changes.is_empty() || txn.origin.is_some();
+        let xid: i64 = tx
+            .query_one("SELECT txid_current() % 4294967296", &[])
+            .await?
+            .get(0);
+        let xid = xid as u32;
+        before_commit(xid);
+        tx.commit().await?;
+        Ok(Written::Committed { xid, changed })
+    }
+}
+
+fn types(table: &Table) -> Result<Vec<PgType>, PgError> {
+    table.columns.iter().map(|c| pg_type(table, c)).collect()
+}
+
+fn columns(table: &Table) -> String {
+    let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    cols.join(", ")
+}
+
+fn insert_sql(table: &Table) -> String {
+    let marks: Vec<String> = (1..=table.columns.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        quote_ident(&table.name),
+        columns(table),
+        marks.join(", ")
+    )
+}
+
+fn update_sql(table: &Table) -> String {
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != table.pk)
+        .map(|(i, c)| format!("{} = ${}", quote_ident(&c.name), i + 1))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {} = ${}",
+        quote_ident(&table.name),
+        if sets.is_empty() {
+            format!("{0} = {0}", quote_ident(&table.pk_column().name))
+        } else {
+            sets.join(", ")
+        },
+        quote_ident(&table.pk_column().name),
+        table.pk + 1
+    )
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+fn params(table: &Table, types: &[PgType], row: &[Value]) -> Result<Vec<Param>, PgError> {
+    row.iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (v, ty))| {
+            to_param(*ty, v).map_err(|m| PgError::Schema {
+                table: table.name.clone(),
+                column: table.columns[i].name.clone(),
+                message: m,
+            })
+        })
+        .collect()
+}
+
+fn row_values(table: &Table, types: &[PgType], row: &Row) -> Result<Vec<Value>, PgError> {
+    let mut out = Vec::with_capacity(types.len());
+    for (i, ty) in types.iter().enumerate() {
+        let v = match ty {
+            PgType::Int8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Integer),
+            PgType::Float8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+            PgType::Text => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
+            PgType::Bytea => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+        };
+        out.push(v.unwrap_or(Value::Null));
+    }
+    let _ = table;
+    Ok(out)
+}

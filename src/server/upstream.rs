@@ -1,0 +1,313 @@
+//! PostgreSQL mode: the server's store is a local replica of PostgreSQL
+//! ([`crate::postgres`]). This file ties it in: one task applies the replication stream
+//! to the replica and fans each transaction out like the committer does; the committer
+//! hands client and backend transactions here to be committed in PostgreSQL, and answers
+//! them once the stream has brought them back (so the author's ack never comes before
+//! its data, and carries the sync id every server gives that transaction).
+//!
+//! Server-internal. Data flows down: PostgreSQL → replica → fan-out; writes go up to
+//! PostgreSQL only.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use super::committer::fan_out;
+use super::windows::WindowObserver;
+use super::Shared;
+use crate::ids::SyncId;
+use crate::postgres::{self, Event, Lsn, PgError, PgWriter, Source, Written};
+use crate::schema::Schema;
+use crate::store::{SqliteStore, Store, StoreOptions, WriteGuard};
+use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
+
+/// How long a committed write waits for the stream to bring it back before it is
+/// answered `unavailable` (it is committed; a resend learns its sync id).
+pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
+/// How long a new session waits for the replica to catch up with PostgreSQL before it
+/// is welcomed anyway.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Keepalive requests waiting for the stream task (one is enough; more are dropped).
+const PING_QUEUE: usize = 1;
+
+/// The PostgreSQL side of a server.
+pub(crate) struct Upstream {
+    pub replica: Arc<SqliteStore>,
+    /// tokio Mutex: held across the round trips of one PostgreSQL transaction.
+    writer: tokio::sync::Mutex<PgWriter>,
+    /// A connection for short reads (the WAL position) that never waits on a write.
+    monitor: tokio_postgres::Client,
+    /// Writes committed in PostgreSQL waiting for the stream, by transaction id.
+    /// std Mutex: short critical sections, never across an await.
+    waiters: Mutex<HashMap<u32, oneshot::Sender<SyncId>>>,
+    /// The WAL position up to which the replica has applied everything.
+    progress: watch::Sender<Lsn>,
+    pings: mpsc::Sender<()>,
+    /// False once the stream has failed: writes are answered `unavailable` at once.
+    streaming: AtomicBool,
+    /// The stream task, stopped at shutdown (its connection's end drops the slot).
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Connects, prepares the database, fills a fresh replica at `replica_path` and opens
+/// the stream. The stream task starts with [`start_stream`] once the server is built.
+pub(crate) async fn open(
+    url: &str,
+    schema: Arc<Schema>,
+    replica_path: &Path,
+    options: StoreOptions,
+) -> Result<(Arc<Upstream>, Source, mpsc::Receiver<()>), PgError> {
+    let config = postgres::parse_url(url)?;
+    let mut setup = postgres::connect(&config).await?;
+    let identity = postgres::ddl::prepare(&mut setup, &schema).await?;
+    let (source, replica) =
+        postgres::connect_source(&config, schema.clone(), replica_path, options, &identity).await?;
+    let writer = PgWriter::connect(&config, schema).await?;
+    let start = Lsn(replica.head().0);
+    let (pings, ping_queue) = mpsc::channel(PING_QUEUE);
+    let upstream = Upstream {
+        replica,
+        writer: tokio::sync::Mutex::new(writer),
+        monitor: setup,
+        waiters: Mutex::new(HashMap::new()),
+        progress: watch::channel(start).0,
+        pings,
+        streaming: AtomicBool::new(true),
+        task: Mutex::new(None),
+    };
+    Ok((Arc::new(upstream), source, ping_queue))
+}
+
+/// Starts the task that applies the stream to the replica and fans it out.
+pub(crate) fn start_stream(shared: &Arc<Shared>, source: Source, pings: mpsc::Receiver<()>) {
+    let Some(upstream) = shared.upstream.clone() else {
+        return;
+    };
+    let task = tokio::spawn(stream(shared.clone(), upstream.clone(), source, pings));
+    *upstream.task.lock().expect("task lock") = Some(task);
+}
+
+impl Upstream {
+    /// Stops the stream task (at shutdown, after the committer drained).
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().expect("task lock").take() {
+            task.abort();
+        }
+    }
+
+    /// Commits one transaction in PostgreSQL and answers once the replica has it.
+    pub async fn commit(&self, txn: WriteTxn, guard: Option<Arc<dyn WriteGuard>>) -> TxnOutcome {
+        if !self.streaming.load(Ordering::Acquire) {
+            return unavailable("this server lost its replication stream");
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut registered = None;
+        let written = {
+            let mut writer = self.writer.lock().await;
+            writer
+                .commit(&txn, guard, |xid| {
+                    registered = Some(xid);
+                    debug!(xid, "committing in PostgreSQL");
+                    self.waiters.lock().expect("waiters").insert(xid, tx);
+                })
+                .await
+        };
+        let unregister = |xid: Option<u32>| {
+            if let Some(xid) = xid {
+                self.waiters.lock().expect("waiters").remove(&xid);
+            }
+        };
+        match written {
+            Ok(Written::Committed { changed: true, xid }) => {
+                match tokio::time::timeout(REPLICATION_WAIT, rx).await {
+                    Ok(Ok(sync_id)) => TxnOutcome::Committed {
+                        sync_id,
+                        changes: Vec::new(),
+                    },
+                    _ => {
+                        unregister(Some(xid));
+                        unavailable("committed in PostgreSQL, not yet replicated here")
+                    }
+                }
+            }
+            Ok(Written::Committed { changed: false, .. }) => {
+                unregister(registered);
+                TxnOutcome::Committed {
+                    sync_id: self.replica.head(),
+                    changes: Vec::new(),
+                }
+            }
+            Ok(Written::Duplicate) => {
+                let Some((client, seq)) = txn.origin else {
+                    return unavailable("duplicate without an origin");
+                };
+                self.caught_up().await;
+                let replica = self.replica.clone();
+                let recorded =
+                    tokio::task::spawn_blocking(move || replica.recorded_sync_id(&client, seq))
+                        .await;
+                match recorded {
+                    Ok(Ok(Some(sync_id))) => TxnOutcome::Committed {
+                        sync_id,
+                        changes: Vec::new(),
+                    },
+                    // Committed before this replica's copy: its data is in every state
+                    // from the horizon on.
+                    Ok(Ok(None)) => TxnOutcome::Committed {
+                        sync_id: self.replica.horizon(),
+                        changes: Vec::new(),
+                    },
+                    _ => unavailable("cannot read the idempotency record"),
+                }
+            }
+            Ok(Written::Rejected { code, message }) => TxnOutcome::Rejected { code, message },
+            Err(e) => {
+                unregister(registered);
+                warn!(error = %e, "PostgreSQL write failed");
+                unavailable(&e.to_string())
+            }
+        }
+    }
+
+    /// Waits (at most [`CATCH_UP_WAIT`]) until the replica has applied everything
+    /// PostgreSQL had written when called: a client that saw a transaction through
+    /// another server then finds it here too.
+    pub async fn caught_up(&self) {
+        if !self.streaming.load(Ordering::Acquire) {
+            return;
+        }
+        let target = match self
+            .monitor
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+        {
+            Ok(row) => Lsn::parse(&row.get::<_, String>(0)).unwrap_or_default(),
+            Err(e) => {
+                warn!(error = %e, "cannot read PostgreSQL's WAL position");
+                return;
+            }
+        };
+        let mut progress = self.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        while *progress.borrow_and_update() < target {
+            let _ = self.pings.try_send(());
+            let wait = tokio::time::timeout(Duration::from_millis(50), progress.changed());
+            if tokio::time::Instant::now() > deadline {
+                warn!(%target, "the replica did not catch up in time");
+                return;
+            }
+            let _ = wait.await;
+        }
+    }
+
+    fn advance(&self, lsn: Lsn) {
+        self.progress.send_if_modified(|p| {
+            let newer = lsn > *p;
+            if newer {
+                *p = lsn;
+            }
+            newer
+        });
+    }
+}
+
+fn unavailable(message: &str) -> TxnOutcome {
+    TxnOutcome::Rejected {
+        code: RejectCode::Unavailable,
+        message: message.to_string(),
+    }
+}
+
+/// Applies the stream to the replica, one PostgreSQL transaction at a time, and fans
+/// each out. Ends (logging why) when the stream fails; the server then serves what it
+/// has and answers writes `unavailable`.
+async fn stream(
+    shared: Arc<Shared>,
+    upstream: Arc<Upstream>,
+    mut source: Source,
+    mut pings: mpsc::Receiver<()>,
+) {
+    info!(slot = %source.slot, "replication stream running");
+    loop {
+        let event = tokio::select! {
+            event = source.next() => Some(event),
+            Some(()) = pings.recv() => None,
+        };
+        let event = match event {
+            None => {
+                if let Err(e) = source.ping().await {
+                    error!(error = %e, "replication stream failed");
+                    break;
+                }
+                continue;
+            }
+            Some(Ok(event)) => event,
+            Some(Err(e)) => {
+                error!(error = %e, "replication stream failed");
+                break;
+            }
+        };
+        match event {
+            Event::Progress(lsn) => upstream.advance(lsn),
+            Event::Txn { txn, xid, end } => {
+                let sync_id = txn.sync_id;
+                let author = txn.origins.first().cloned();
+                let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
+                let applied = tokio::task::spawn_blocking(move || {
+                    let mut observer = WindowObserver::new(&windows);
+                    let changes = replica.apply_replicated(txn, &mut observer)?;
+                    Ok::<_, crate::store::StoreError>((changes, observer.events))
+                })
+                .await;
+                let (changes, window_events) = match applied {
+                    Ok(Ok(applied)) => applied,
+                    Ok(Err(e)) => {
+                        error!(error = %e, %sync_id, "cannot apply a replicated transaction");
+                        break;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "the replica's task died");
+                        break;
+                    }
+                };
+                let committed = std::time::Instant::now();
+                if !changes.is_empty() {
+                    shared.metrics.committed(changes.len());
+                    let windows = window_events
+                        .into_iter()
+                        .find(|(s, _)| *s == sync_id)
+                        .map(|(_, events)| events)
+                        .unwrap_or_default();
+                    let origin = changes.first().and_then(|c| c.origin.clone());
+                    fan_out(&shared, sync_id, origin, &changes, &windows, committed);
+                } else if author.is_some() {
+                    // A client transaction that changed nothing (it set what was there):
+                    // its author still hears of it, so its cut reaches the ack's sync id.
+                    fan_out(&shared, sync_id, author, &[], &Vec::new(), committed);
+                }
+                shared.delivered.send_if_modified(|d| {
+                    let newer = sync_id > *d;
+                    if newer {
+                        *d = sync_id;
+                    }
+                    newer
+                });
+                upstream.advance(end);
+                if let Some(waiter) = upstream.waiters.lock().expect("waiters").remove(&xid) {
+                    let _ = waiter.send(sync_id);
+                }
+                if let Err(e) = source.confirm(end).await {
+                    error!(error = %e, "replication stream failed");
+                    break;
+                }
+            }
+        }
+    }
+    upstream.streaming.store(false, Ordering::Release);
+    upstream.waiters.lock().expect("waiters").clear();
+}

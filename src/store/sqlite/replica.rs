@@ -1,0 +1,344 @@
+//! A [`SqliteStore`] as the local replica of a PostgreSQL source of truth: opened with
+//! the database's shared identity, filled by an initial copy, then fed one replicated
+//! transaction at a time under the sync id PostgreSQL gave it (its commit LSN: sparse,
+//! increasing). Also [`WriteCheck`]: the write path's checks run on a scratch copy of
+//! the rows a transaction touches, so a write bound for PostgreSQL is judged exactly as
+//! the embedded store judges it.
+//!
+//! Synchronous, like the rest of the store; knows nothing of PostgreSQL itself (rows
+//! arrive as [`Value`]s).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::super::apply::{dry_run, log_change, SqlCache};
+use super::super::convert::read_row;
+use super::super::window::{CommitObserver, ConnView};
+use super::{column_list, now_ms, read_meta, SqliteStore, SLUICE_DDL};
+use crate::schema::{quote_ident, Schema, Table};
+use crate::store::{StoreError, StoreOptions, WriteGuard};
+use crate::value::Value;
+use crate::vocab::{Change, ChangeKind, ClientId, RejectCode, SyncId, WriteTxn};
+
+/// One row operation of a replicated transaction.
+#[derive(Debug, Clone)]
+pub enum RowOp {
+    /// The row as it is now (insert or update). `None` columns did not change (values
+    /// PostgreSQL does not resend): they keep the replica's.
+    Upsert {
+        /// The table.
+        table: Arc<Table>,
+        /// The row, in table column order.
+        row: Vec<Option<Value>>,
+    },
+    /// The row with this key is gone.
+    Delete {
+        /// The table.
+        table: Arc<Table>,
+        /// The row's primary key.
+        key: Value,
+    },
+    /// Every row of the table is gone.
+    Truncate {
+        /// The table.
+        table: Arc<Table>,
+    },
+}
+
+/// A transaction committed in the source of truth, as the replica applies it.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicatedTxn {
+    /// Its sync id: the same on every server.
+    pub sync_id: SyncId,
+    /// Its row operations, in order.
+    pub ops: Vec<RowOp>,
+    /// The client transactions it carries (their idempotency records).
+    pub origins: Vec<(ClientId, u64)>,
+}
+
+impl SqliteStore {
+    /// Opens a new, empty replica at `path` (an existing file there is removed first)
+    /// with the shared identity `server_id`. Fails like [`SqliteStore::open`], and with
+    /// [`StoreError::Io`]-like [`StoreError::Corrupt`] when the old file cannot go.
+    pub fn open_replica(
+        path: &Path,
+        schema: Arc<Schema>,
+        options: StoreOptions,
+        server_id: &str,
+    ) -> Result<SqliteStore, StoreError> {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Corrupt(format!("cannot remove {file}: {e}"))),
+            }
+        }
+        {
+            let conn = Connection::open(path)?;
+            conn.execute_batch(
+                "CREATE TABLE _sluice_identity (
+                    id INTEGER PRIMARY KEY CHECK (id = 0),
+                    server_id TEXT NOT NULL)",
+            )?;
+            conn.execute(
+                "INSERT INTO _sluice_identity (id, server_id) VALUES (0, ?1)",
+                [server_id],
+            )?;
+        }
+        let store = SqliteStore::open(path, schema, options)?;
+        store.sparse.store(true, Ordering::Release);
+        Ok(store)
+    }
+
+    /// Adds rows of the initial copy (no log entries: the copy is the starting state).
+    pub fn load_rows(&self, table: &Table, rows: &[Vec<Value>]) -> Result<(), StoreError> {
+        let mut conn = self.lock_writer()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let marks = vec!["?"; table.columns.len()].join(", ");
+            let mut stmt = tx.prepare(&format!(
+                "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+                quote_ident(&table.name),
+                column_list(table)
+            ))?;
+            for row in rows {
+                stmt.execute(rusqlite::params_from_iter(row.iter()))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends the initial copy: the replica holds the state at `at`, where its log starts.
+    pub fn finish_copy(&self, at: SyncId) -> Result<(), StoreError> {
+        let conn = self.lock_writer()?;
+        conn.execute(
+            "UPDATE _sluice_meta SET head = ?1, horizon = ?1 WHERE id = 0",
+            [at],
+        )?;
+        self.head.store(at.0, Ordering::Release);
+        self.horizon.store(at.0, Ordering::Release);
+        Ok(())
+    }
+
+    /// The recorded sync id of a client transaction, if the replica has seen it.
+    pub fn recorded_sync_id(
+        &self,
+        client: &ClientId,
+        seq: u64,
+    ) -> Result<Option<SyncId>, StoreError> {
+        let conn = self.reader()?;
+        let found: Option<Option<SyncId>> = conn
+            .query_row(
+                "SELECT sync_id FROM _sluice_client_txns WHERE client_id = ?1 AND seq = ?2",
+                params![client.0, seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.flatten())
+    }
+
+    /// Applies one replicated transaction under its sync id, logs its changes, records
+    /// its client transactions and tells `observer`, in one SQLite transaction. A
+    /// transaction at or below the head was applied before and is skipped (empty
+    /// result). Returns the changes, for the fan-out. Fails with [`StoreError::Sqlite`].
+    pub fn apply_replicated(
+        &self,
+        txn: ReplicatedTxn,
+        observer: &mut dyn CommitObserver,
+    ) -> Result<Vec<Change>, StoreError> {
+        let applied = self.apply_replicated_in(txn, observer);
+        observer.finished(applied.is_ok());
+        applied
+    }
+
+    fn apply_replicated_in(
+        &self,
+        txn: ReplicatedTxn,
+        observer: &mut dyn CommitObserver,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut conn = self.lock_writer()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (head, _) = read_meta(&tx)?;
+        if txn.sync_id <= head {
+            return Ok(Vec::new());
+        }
+        let origin = txn.origins.first().cloned();
+        let mut changes = Vec::new();
+        let mut change = |table: &Table, old: Option<Vec<Value>>, new: Option<Vec<Value>>| {
+            let kind = match (&old, &new) {
+                (None, _) => ChangeKind::Insert,
+                (Some(_), Some(_)) => ChangeKind::Update,
+                (Some(_), None) => ChangeKind::Delete,
+            };
+            let image = new.as_ref().or(old.as_ref()).expect("an image");
+            changes.push(Change {
+                sync_id: txn.sync_id,
+                table: table.name.clone(),
+                key: image[table.pk].clone(),
+                kind,
+                old,
+                new,
+                origin: origin.clone(),
+            });
+        };
+        for op in &txn.ops {
+            match op {
+                RowOp::Upsert { table, row } => {
+                    let Some(Some(key)) = row.get(table.pk) else {
+                        return Err(StoreError::Corrupt(format!(
+                            "replicated row of {} without its key",
+                            table.name
+                        )));
+                    };
+                    let old = row_by_key(&tx, table, key)?;
+                    let new: Vec<Value> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| match v {
+                            Some(v) => v.clone(),
+                            None => old.as_ref().map_or(Value::Null, |o| o[i].clone()),
+                        })
+                        .collect();
+                    if old.as_ref() == Some(&new) {
+                        continue;
+                    }
+                    let marks = vec!["?"; table.columns.len()].join(", ");
+                    tx.prepare_cached(&format!(
+                        "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+                        quote_ident(&table.name),
+                        column_list(table)
+                    ))?
+                    .execute(rusqlite::params_from_iter(new.iter()))?;
+                    change(table, old, Some(new));
+                }
+                RowOp::Delete { table, key } => {
+                    if let Some(old) = row_by_key(&tx, table, key)? {
+                        delete_key(&tx, table, key)?;
+                        change(table, Some(old), None);
+                    }
+                }
+                RowOp::Truncate { table } => {
+                    let rows: Vec<Vec<Value>> = {
+                        let mut stmt = tx.prepare(&format!(
+                            "SELECT {} FROM {}",
+                            column_list(table),
+                            quote_ident(&table.name)
+                        ))?;
+                        let width = table.columns.len();
+                        let rows = stmt.query_map([], |r| read_row(r, width))?;
+                        rows.collect::<Result<_, _>>()?
+                    };
+                    tx.execute(&format!("DELETE FROM {}", quote_ident(&table.name)), [])?;
+                    for old in rows {
+                        change(table, Some(old), None);
+                    }
+                }
+            }
+        }
+        for (seq, c) in changes.iter().enumerate() {
+            log_change(&tx, seq as i64, c)?;
+        }
+        let now = now_ms();
+        for (client, seq) in &txn.origins {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO _sluice_client_txns \
+                 (client_id, seq, sync_id, recorded_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![client.0, *seq as i64, txn.sync_id, now])?;
+        }
+        if !changes.is_empty() {
+            observer.committed(&ConnView(&tx), txn.sync_id, &changes)?;
+        }
+        tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
+            .execute([txn.sync_id])?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO _sluice_commits (sync_id, committed_at_ms) VALUES (?1, ?2)",
+        )?
+        .execute(params![txn.sync_id, now])?;
+        tx.commit()?;
+        self.head.store(txn.sync_id.0, Ordering::Release);
+        Ok(changes)
+    }
+}
+
+fn row_by_key(
+    conn: &Connection,
+    table: &Table,
+    key: &Value,
+) -> Result<Option<Vec<Value>>, StoreError> {
+    let width = table.columns.len();
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM {} WHERE {} = ?1",
+            column_list(table),
+            quote_ident(&table.name),
+            quote_ident(&table.pk_column().name)
+        ))?
+        .query_row([key], |r| read_row(r, width))
+        .optional()?)
+}
+
+fn delete_key(conn: &Connection, table: &Table, key: &Value) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "DELETE FROM {} WHERE {} = ?1",
+        quote_ident(&table.name),
+        quote_ident(&table.pk_column().name)
+    ))?
+    .execute([key])?;
+    Ok(())
+}
+
+/// Judges client transactions the way the embedded store does, on a scratch in-memory
+/// database that holds only the rows a transaction touches (read from the source of
+/// truth under lock by the caller). Nothing it does is kept.
+pub struct WriteCheck {
+    conn: Connection,
+    schema: Arc<Schema>,
+    sql: SqlCache,
+}
+
+/// What [`WriteCheck::judge`] decides: the changes to make, or the rejection.
+pub type Judgement = Result<Vec<Change>, (RejectCode, String)>;
+
+impl WriteCheck {
+    /// A scratch database with the schema's tables. Fails with [`StoreError::Sqlite`].
+    pub fn new(schema: Arc<Schema>) -> Result<WriteCheck, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SLUICE_DDL)?;
+        for table in schema.tables() {
+            conn.execute_batch(&table.create_sql())?;
+        }
+        let sql = SqlCache::new(&schema);
+        Ok(WriteCheck { conn, schema, sql })
+    }
+
+    /// Runs `txn` over `base` (the current rows it touches, full rows in table column
+    /// order) with the embedded store's checks: schema, types, preconditions, `guard`.
+    /// Returns the row changes it makes (sync id 0) or its rejection. Fails with
+    /// [`StoreError`] when SQLite does.
+    pub fn judge(
+        &mut self,
+        base: &[(Arc<Table>, Vec<Value>)],
+        txn: &WriteTxn,
+        guard: Option<&dyn WriteGuard>,
+    ) -> Result<Judgement, StoreError> {
+        let tx = self.conn.transaction()?;
+        for (table, row) in base {
+            let marks = vec!["?"; table.columns.len()].join(", ");
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+                quote_ident(&table.name),
+                column_list(table)
+            ))?
+            .execute(rusqlite::params_from_iter(row.iter()))?;
+        }
+        let judged = dry_run(&tx, &self.schema, &self.sql, txn, guard);
+        drop(tx);
+        judged
+    }
+}

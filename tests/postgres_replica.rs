@@ -1,0 +1,169 @@
+//! The store as a replica of PostgreSQL, without PostgreSQL: an identity shared by every
+//! server, an initial copy that sets where the log starts, replicated transactions under
+//! the sparse sync ids PostgreSQL gives them (commit LSNs), applied once, recorded client
+//! transactions, and retention that counts transactions rather than ids.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use sluice::ids::{ClientId, SyncId};
+use sluice::query::Params;
+use sluice::store::{
+    Change, CommitObserver, LogRead, ReplicatedTxn, RowOp, SqliteStore, Store, StoreError,
+    StoreOptions, TxnView,
+};
+use sluice::value::Value;
+use sluice::Schema;
+
+struct Quiet;
+
+impl CommitObserver for Quiet {
+    fn committed(&mut self, _: &dyn TxnView, _: SyncId, _: &[Change]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn finished(&mut self, _: bool) {}
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(
+        Schema::parse(
+            "t.sql",
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, n INTEGER);",
+        )
+        .unwrap(),
+    )
+}
+
+fn upsert(schema: &Schema, id: i64, name: &str, n: Option<i64>) -> RowOp {
+    RowOp::Upsert {
+        table: schema.table("items").unwrap().clone(),
+        row: vec![
+            Some(Value::Integer(id)),
+            Some(Value::Text(name.into())),
+            n.map(Value::Integer),
+        ],
+    }
+}
+
+fn log(store: &SqliteStore, after: u64) -> (Vec<(u64, String)>, bool) {
+    let mut seen = Vec::new();
+    let read = store
+        .read_log(SyncId(after), &mut |c| {
+            seen.push((c.sync_id.0, format!("{:?} {}", c.kind, c.key)));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    (seen, matches!(read, LogRead::Complete { .. }))
+}
+
+#[test]
+fn a_replica_applies_sparse_sync_ids_once_and_retains_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema();
+    let path = dir.path().join("replica.db");
+    std::fs::write(&path, b"an old replica is replaced").unwrap();
+    let store =
+        SqliteStore::open_replica(&path, schema.clone(), StoreOptions::default(), "shared-id")
+            .unwrap();
+    assert_eq!(
+        store.server_id(),
+        "shared-id",
+        "every server announces the database's id"
+    );
+
+    let table = schema.table("items").unwrap().clone();
+    store
+        .load_rows(
+            &table,
+            &[vec![
+                Value::Integer(1),
+                Value::Text("a".into()),
+                Value::Null,
+            ]],
+        )
+        .unwrap();
+    store.finish_copy(SyncId(1000)).unwrap();
+    assert_eq!(
+        (store.head(), store.horizon()),
+        (SyncId(1000), SyncId(1000))
+    );
+
+    let txn = |sync_id: u64, ops: Vec<RowOp>| ReplicatedTxn {
+        sync_id: SyncId(sync_id),
+        ops,
+        origins: Vec::new(),
+    };
+    let first = store
+        .apply_replicated(
+            txn(1500, vec![upsert(&schema, 2, "b", Some(5))]),
+            &mut Quiet,
+        )
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // A value PostgreSQL did not resend (None) keeps the replica's.
+    let mut keep = upsert(&schema, 2, "b2", None);
+    if let RowOp::Upsert { row, .. } = &mut keep {
+        row[2] = None;
+    }
+    let mut with_origin = txn(1700, vec![keep]);
+    with_origin.origins.push((ClientId("c".into()), 7));
+    store.apply_replicated(with_origin, &mut Quiet).unwrap();
+    store
+        .apply_replicated(
+            txn(
+                2100,
+                vec![RowOp::Delete {
+                    table: table.clone(),
+                    key: Value::Integer(1),
+                }],
+            ),
+            &mut Quiet,
+        )
+        .unwrap();
+    // Already applied (a stream restarted behind the head): skipped.
+    let again = store
+        .apply_replicated(txn(1700, vec![upsert(&schema, 9, "x", None)]), &mut Quiet)
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(store.head(), SyncId(2100));
+
+    let (changes, complete) = log(&store, 1000);
+    assert!(complete);
+    assert_eq!(
+        changes,
+        [
+            (1500, "Insert 2".to_string()),
+            (1700, "Update 2".to_string()),
+            (2100, "Delete 1".to_string()),
+        ]
+    );
+    assert_eq!(
+        store.recorded_sync_id(&ClientId("c".into()), 7).unwrap(),
+        Some(SyncId(1700))
+    );
+    let shape = sluice::compile(&schema, "SELECT * FROM items", &Params::new()).unwrap();
+    let mut rows = Vec::new();
+    let at = store
+        .snapshot(&shape, &mut |r| {
+            rows.push(r);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(at, SyncId(2100));
+    assert_eq!(
+        rows,
+        [vec![
+            Value::Integer(2),
+            Value::Text("b2".into()),
+            Value::Integer(5)
+        ]]
+    );
+
+    // Keep the last two transactions: 1700 and 2100 stay, whatever the gaps between ids.
+    store.compact_retain(2, None).unwrap();
+    assert_eq!(store.horizon(), SyncId(1500));
+    let (changes, complete) = log(&store, 1500);
+    assert!(complete);
+    assert_eq!(changes.len(), 2);
+}
