@@ -4,7 +4,6 @@
 //! Uses only the library's public API; nothing in the library may depend on it. (The
 //! clap structs' doc comments are the command's help text: change them only on purpose.)
 
-use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,14 +12,14 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod cli_sub;
+
 use sluice::auth::{Claims, JwtAuthenticator};
 use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SubId, SyncId};
-use sluice::query::Params;
+use sluice::ids::ClientId;
 use sluice::server::{AdminConfig, Server, ServerConfig};
 use sluice::transport::TlsFiles;
-use sluice::value::Value;
-use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, WriteOutcome};
+use sluice::wire::{ClientMessage, ServerMessage, WriteOutcome};
 use sluice::Schema;
 
 #[derive(Parser)]
@@ -466,38 +465,6 @@ async fn exec(addr: &str, ca: &Path, token: Option<String>, sql: &str) -> Result
     }
 }
 
-/// A row as a JSON object keyed by column name.
-fn row_json(columns: &[String], row: &[Value]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = columns
-        .iter()
-        .cloned()
-        .zip(row.iter().map(Value::to_json))
-        .collect();
-    serde_json::Value::Object(map)
-}
-
-/// One live row event as a JSON line.
-fn event_json(table: &str, columns: &[String], event: &RowEvent, sync_id: SyncId) -> String {
-    let value = match event {
-        RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
-            let op = if matches!(event, RowEvent::Insert { .. }) {
-                "insert"
-            } else {
-                "update"
-            };
-            serde_json::json!({
-                "op": op, "table": table, "key": key.to_json(),
-                "row": row_json(columns, row), "sync_id": sync_id.0,
-            })
-        }
-        RowEvent::Delete { key, reason } => serde_json::json!({
-            "op": "delete", "table": table, "key": key.to_json(),
-            "reason": reason.as_str(), "sync_id": sync_id.0,
-        }),
-    };
-    value.to_string()
-}
-
 /// `sluice sub`: prints the snapshot as JSON lines, then `snapshot_end`, then (with
 /// `--follow`) live changes after it; exit code 2 when the subscription is refused.
 async fn sub(
@@ -507,96 +474,6 @@ async fn sub(
     follow: bool,
     sql: &str,
 ) -> Result<ExitCode> {
-    const SUB: SubId = SubId(1);
-    let mut conn = connect(addr, ca, token).await?;
-    conn.send(ClientMessage::Subscribe {
-        sub: SUB,
-        sql: sql.to_string(),
-        params: Params::new(),
-        resume_after: None,
-        resume_shape: None,
-    })
-    .await?;
-    let mut columns: Vec<String> = Vec::new();
-    let mut table = String::new();
-    // Live transactions that arrive before the snapshot ends wait here (invariant 2).
-    let mut early: VecDeque<sluice::wire::LiveTxn> = VecDeque::new();
-    let mut snapshot_end: Option<SyncId> = None;
-    let progress = indicatif::ProgressBar::with_draw_target(
-        None,
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    loop {
-        let Some(event) = conn.next_event().await else {
-            bail!("connection closed");
-        };
-        match event {
-            Event::Control(ServerMessage::Subscribed { estimate, .. }) => {
-                progress.set_length(estimate);
-            }
-            Event::Control(ServerMessage::SubscribeFailed { message, .. }) => {
-                eprintln!("error: {message}");
-                return Ok(ExitCode::from(2));
-            }
-            Event::Control(ServerMessage::QuotaExceeded { exceeded, .. }) => {
-                eprintln!("error: {exceeded}");
-                return Ok(ExitCode::from(2));
-            }
-            Event::Control(ServerMessage::ResumeRefused { .. }) => bail!("resume refused"),
-            Event::Control(_) => {}
-            Event::Bootstrap(
-                _,
-                BootstrapFrame::Begin {
-                    table: t,
-                    columns: c,
-                    ..
-                },
-            ) => {
-                table = t;
-                columns = c;
-            }
-            Event::Bootstrap(_, BootstrapFrame::Row { key, row }) => {
-                progress.inc(1);
-                let line = serde_json::json!({
-                    "op": "insert", "table": table, "key": key.to_json(),
-                    "row": row_json(&columns, &row),
-                });
-                println!("{line}");
-            }
-            Event::Bootstrap(_, BootstrapFrame::Progress { sent }) => progress.set_position(sent),
-            Event::Bootstrap(_, BootstrapFrame::Replay { .. }) => {}
-            Event::Bootstrap(_, BootstrapFrame::End { sync_id }) => {
-                progress.finish_and_clear();
-                println!(
-                    "{}",
-                    serde_json::json!({ "op": "snapshot_end", "sync_id": sync_id.0 })
-                );
-                if !follow {
-                    conn.close().await;
-                    return Ok(ExitCode::SUCCESS);
-                }
-                snapshot_end = Some(sync_id);
-                while let Some(txn) = early.pop_front() {
-                    print_live(&txn, sync_id, &table, &columns);
-                }
-            }
-            Event::Live(txn) => match snapshot_end {
-                None => early.push_back(txn),
-                Some(w) => print_live(&txn, w, &table, &columns),
-            },
-            Event::Joined { .. } | Event::Resized { .. } => {}
-            Event::Closed(reason) => bail!("connection closed: {reason}"),
-        }
-    }
-}
-
-/// Prints a live transaction's events, unless the snapshot at `after` already holds it.
-fn print_live(txn: &sluice::wire::LiveTxn, after: SyncId, table: &str, columns: &[String]) {
-    if txn.sync_id <= after {
-        return;
-    }
-    for (_, t, event) in &txn.events {
-        let t = if t.is_empty() { table } else { t.as_str() };
-        println!("{}", event_json(t, columns, event, txn.sync_id));
-    }
+    let conn = connect(addr, ca, token).await?;
+    cli_sub::run(conn, sql, follow).await
 }
