@@ -625,7 +625,7 @@ fn bench_copy(rt: &Runtime, pg: &pg::PgCluster, summary: &mut Vec<String>) {
         bytes.parse::<u64>().unwrap_or(0) >> 20
     ));
     let mut sluice_times = Vec::new();
-    let mut raw_times = Vec::new();
+    let (mut raw_times, mut sqlite_times) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // sluice: start (slot, copy into a fresh replica, stream) until a client is
         // welcomed (a new session waits for the replica to catch up).
@@ -639,38 +639,31 @@ fn bench_copy(rt: &Runtime, pg: &pg::PgCluster, summary: &mut Vec<String>) {
             elapsed
         });
         let _ = std::fs::remove_file(dir.path().join(format!("copy{round}.db")));
-        // raw: the same table read with COPY ... TO STDOUT.
-        let (raw, copied, bytes) = rt.block_on(async {
-            let client = raw_connect(&pg.url).await;
-            let start = Instant::now();
-            let stream = client
-                .copy_out("COPY issues TO STDOUT")
-                .await
-                .expect("copy out");
-            futures_util::pin_mut!(stream);
-            let (mut lines, mut bytes) = (0usize, 0usize);
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.expect("copy data");
-                bytes += chunk.len();
-                lines += chunk.iter().filter(|b| **b == b'\n').count();
-            }
-            (start.elapsed(), lines, bytes)
-        });
+        // raw: the same table read with COPY ... TO STDOUT; then also written to SQLite.
+        let (raw, copied, bytes) = rt.block_on(raw_copy(&pg.url, None));
         assert_eq!(copied, rows, "COPY returned every row");
+        let into = dir.path().join(format!("raw{round}.db"));
+        let (raw_sqlite, loaded, _) = rt.block_on(raw_copy(&pg.url, Some(&into)));
+        assert_eq!(loaded, rows, "every row written to SQLite");
+        let _ = std::fs::remove_file(&into);
         println!(
-            "pg-copy round {round}: sluice {:.2}s, raw COPY {:.2}s ({} MiB)",
+            "pg-copy round {round}: sluice {:.2}s, raw COPY {:.2}s ({} MiB), raw COPY into \
+             SQLite {:.2}s",
             sluice.as_secs_f64(),
             raw.as_secs_f64(),
-            bytes >> 20
+            bytes >> 20,
+            raw_sqlite.as_secs_f64()
         );
         sluice_times.push(sluice);
         raw_times.push(raw);
+        sqlite_times.push(raw_sqlite);
     }
     let median = |times: &mut Vec<Duration>| {
         times.sort_unstable();
         times[times.len() / 2]
     };
     let (sluice, raw) = (median(&mut sluice_times), median(&mut raw_times));
+    let sqlite = median(&mut sqlite_times);
     summary.push(format!(
         "pg-copy {rows} rows, median of {rounds}: sluice start to serving {:.2}s ({:.0} rows/s), \
          raw COPY TO STDOUT {:.2}s ({:.0} rows/s), sluice/raw {:.1}% (raw is {:.1}x faster); \
@@ -684,6 +677,77 @@ fn bench_copy(rt: &Runtime, pg: &pg::PgCluster, summary: &mut Vec<String>) {
         sluice_times,
         raw_times,
     ));
+    summary.push(format!(
+        "pg-copy {rows} rows, median of {rounds}: raw COPY TO STDOUT into SQLite {:.2}s \
+         ({:.0} rows/s), sluice/raw {:.0}%; all rounds {:?}",
+        sqlite.as_secs_f64(),
+        rows as f64 / sqlite.as_secs_f64(),
+        100.0 * sqlite.as_secs_f64() / sluice.as_secs_f64(),
+        sqlite_times,
+    ));
+}
+
+/// Reads `issues` with `COPY ... TO STDOUT`; with `sqlite`, also writes every row into a
+/// SQLite database there, into a table of the same definition and indexes (WAL,
+/// `synchronous = FULL`, 5,000 rows per transaction, as the replica's copy). The table
+/// is created before the clock starts. Returns the time, rows and bytes.
+async fn raw_copy(url: &str, sqlite: Option<&Path>) -> (Duration, usize, usize) {
+    let mut db = sqlite.map(|path| {
+        let schema = sluice::Schema::load_dir(&schema_dir()).expect("schema");
+        let table = schema.table("issues").expect("issues table");
+        let db = rusqlite::Connection::open(path).expect("open");
+        db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .expect("wal");
+        db.pragma_update(None, "synchronous", "FULL").expect("sync");
+        db.execute_batch(&table.create_sql()).expect("create");
+        for index in table.index_sql() {
+            db.execute_batch(&index).expect("index");
+        }
+        let marks = vec!["?"; table.columns.len()].join(", ");
+        (db, format!("INSERT INTO issues VALUES ({marks})"))
+    });
+    let client = raw_connect(url).await;
+    let start = Instant::now();
+    let stream = client
+        .copy_out("COPY issues TO STDOUT")
+        .await
+        .expect("copy out");
+    futures_util::pin_mut!(stream);
+    let (mut rows, mut bytes, mut lines) = (0, 0, Vec::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("copy data");
+        bytes += chunk.len();
+        rows += chunk.iter().filter(|b| **b == b'\n').count();
+        if let Some((db, insert)) = &mut db {
+            // PostgreSQL sends each row of a COPY as one CopyData message.
+            lines.push(chunk);
+            if lines.len() == 5_000 {
+                insert_lines(db, insert, &std::mem::take(&mut lines));
+            }
+        }
+    }
+    if let Some((db, insert)) = &mut db {
+        insert_lines(db, insert, &lines);
+    }
+    (start.elapsed(), rows, bytes)
+}
+
+/// COPY text lines into SQLite in one transaction (`\N` is NULL; the bench's rows hold
+/// no other escapes).
+fn insert_lines(db: &mut rusqlite::Connection, insert: &str, lines: &[bytes::Bytes]) {
+    let tx = db.transaction().expect("begin");
+    {
+        let mut stmt = tx.prepare_cached(insert).expect("prepare");
+        for line in lines {
+            let line = std::str::from_utf8(line)
+                .expect("utf-8")
+                .trim_end_matches('\n');
+            let fields = line.split('\t').map(|f| (f != "\\N").then_some(f));
+            stmt.execute(rusqlite::params_from_iter(fields))
+                .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
 }
 
 fn main() {
