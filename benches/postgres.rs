@@ -17,18 +17,19 @@
 //!   clients; `raw_notify/L`, an insert and `NOTIFY` in one PostgreSQL transaction
 //!   received by `L` tokio-postgres connections that `LISTEN`. Per-delivery latencies
 //!   (commit call -> one client has it) are printed as p50/p99.
-//! - `pg_copy` (plain timing, not criterion): a server started on a database whose
+//! - `pg-copy` (plain timing, not criterion): a server started on a database whose
 //!   `issues` table holds `R` rows, timed from `ServerBuilder::start` until a client has
 //!   its `Welcome` (the replica copied, streaming and caught up); against reading the
-//!   same table with `COPY issues TO STDOUT` through tokio-postgres's `copy_out`.
+//!   same table with `COPY issues TO STDOUT` through tokio-postgres's `copy_out`, and
+//!   against that COPY with every row also written into SQLite.
 //!
 //! The bench sets `synchronous_commit = on` on its database (PostgreSQL's default; see
-//! `main`). Environment: `SLUICE_PG_BENCHES` (comma list of `commit`, `fanout`, `copy`; default
-//! all), `SLUICE_PG_CLIENTS` (K, default 1000), `SLUICE_PG_COPY_ROWS` (R, default
-//! 1,000,000), `SLUICE_PG_COPY_ROUNDS` (default 3), `SLUICE_PG_SYNC_COMMIT` (default
-//! `on`; `off` is what the throwaway cluster is configured with). Server, clients, PostgreSQL's
-//! connections and the measuring loop share one process and one 2-worker tokio runtime;
-//! PostgreSQL runs beside them on the same cores.
+//! `main`). Environment: `SLUICE_PG_BENCHES` (comma list of `commit`, `fanout`, `copy`;
+//! default all), `SLUICE_PG_CLIENTS` (K, default 1000), `SLUICE_PG_COPY_ROWS` (R,
+//! default 1,000,000), `SLUICE_PG_COPY_ROUNDS` (default 3), `SLUICE_PG_SYNC_COMMIT`
+//! (default `on`; `off` is the throwaway cluster's own setting). Server, clients,
+//! PostgreSQL's connections and the measuring loop share one process and one 2-worker
+//! tokio runtime; PostgreSQL runs beside them on the same cores.
 
 #[path = "../tests/pg/mod.rs"]
 mod pg;
@@ -61,11 +62,14 @@ const WAIT: Duration = Duration::from_secs(120);
 const SUBSCRIPTION: &str = "SELECT * FROM issues WHERE team_id = 'L1'";
 const COLUMNS: &str = "id, team_id, number, title, status, priority, created_at";
 
-fn env_usize(name: &str, default: usize) -> usize {
+/// `name`'s value, else `default`; else `quick` when run as a test (`cargo test
+/// --benches` runs without `--bench`, and criterion then runs each benchmark once).
+fn env_usize(name: &str, default: usize, quick: usize) -> usize {
+    let test_mode = !std::env::args().any(|a| a == "--bench");
     std::env::var(name)
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(if test_mode { quick } else { default })
 }
 
 fn wanted(part: &str) -> bool {
@@ -499,7 +503,7 @@ fn measure_fanout(
 }
 
 fn bench_fanout(c: &mut Criterion, rt: &Runtime, url: &str, summary: &mut Vec<String>) {
-    let clients = env_usize("SLUICE_PG_CLIENTS", 1000);
+    let clients = env_usize("SLUICE_PG_CLIENTS", 1000, 10);
     let dir = tempfile::tempdir().expect("temporary folder");
 
     // sluice, PostgreSQL mode: writer on A, clients on B.
@@ -597,8 +601,8 @@ fn bench_fanout(c: &mut Criterion, rt: &Runtime, url: &str, summary: &mut Vec<St
 // 3. initial copy
 
 fn bench_copy(rt: &Runtime, pg: &pg::PgCluster, summary: &mut Vec<String>) {
-    let rows = env_usize("SLUICE_PG_COPY_ROWS", 1_000_000);
-    let rounds = env_usize("SLUICE_PG_COPY_ROUNDS", 3);
+    let rows = env_usize("SLUICE_PG_COPY_ROWS", 1_000_000, 10_000);
+    let rounds = env_usize("SLUICE_PG_COPY_ROUNDS", 3, 1);
     if rows == 0 || rounds == 0 {
         return;
     }
