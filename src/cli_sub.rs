@@ -256,8 +256,11 @@ mod tests {
         }
     }
 
+    /// One event fed to the core.
+    type Feed = Box<dyn Fn(&mut SyncCore) -> Vec<Action>>;
+
     /// Drives a core and a printer through `steps`, as `run` does, and returns the lines.
-    fn drive(follow: bool, steps: Vec<Box<dyn Fn(&mut SyncCore) -> Vec<Action>>>) -> Vec<String> {
+    fn drive(follow: bool, steps: Vec<Feed>) -> Vec<String> {
         let mut core = SyncCore::new();
         let mut out = Vec::new();
         let mut printer = Printer::new(&mut out, follow);
