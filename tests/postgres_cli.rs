@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use common::cli::sluice;
+use common::cli::{sluice, spawn_listening};
 use common::{insert_issue, Client};
 use pg::PgCluster;
 use sluice::ids::SyncId;
@@ -34,25 +34,14 @@ impl Drop for PgServe {
 }
 
 fn serve(url: &str, replica: &Path) -> PgServe {
-    let mut child = sluice()
-        .args(["serve", "--schema"])
-        .arg(common::schema_dir())
-        .args(["--postgres", url, "--replica"])
-        .arg(replica)
-        .args(["--listen", "127.0.0.1:0", "--no-auth"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sluice serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (child, addr) = spawn_listening(
+        sluice()
+            .args(["serve", "--schema"])
+            .arg(common::schema_dir())
+            .args(["--postgres", url, "--replica"])
+            .arg(replica)
+            .args(["--listen", "127.0.0.1:0", "--no-auth"]),
+    );
     PgServe {
         child,
         addr,

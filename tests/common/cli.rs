@@ -20,13 +20,23 @@ pub fn ca_of(db: &Path) -> PathBuf {
 /// `auth` arguments (`--no-auth`, or `--auth-secret` and a secret); returns the child and
 /// the address of its first line.
 pub fn spawn_serve(db: &Path, listen: &str, auth: &[&str]) -> (Child, String) {
-    let mut child = sluice()
-        .args(["serve", "--schema"])
-        .arg(schema_dir())
-        .arg("--db")
-        .arg(db)
-        .args(["--listen", listen])
-        .args(auth)
+    let (child, addr) = spawn_listening(
+        sluice()
+            .args(["serve", "--schema"])
+            .arg(schema_dir())
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", listen])
+            .args(auth),
+    );
+    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
+    (child, addr)
+}
+
+/// Spawns a `sluice serve` command (stdout piped, stderr dropped) and reads its first
+/// line, `listening on ADDR`; returns the child and ADDR.
+pub fn spawn_listening(serve: &mut Command) -> (Child, String) {
+    let mut child = serve
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -40,7 +50,6 @@ pub fn spawn_serve(db: &Path, listen: &str, auth: &[&str]) -> (Child, String) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
     (child, addr)
 }
 

@@ -207,13 +207,7 @@ impl SqliteStore {
                     if old.as_ref() == Some(&new) {
                         continue;
                     }
-                    let marks = vec!["?"; table.columns.len()].join(", ");
-                    tx.prepare_cached(&format!(
-                        "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
-                        quote_ident(&table.name),
-                        column_list(table)
-                    ))?
-                    .execute(rusqlite::params_from_iter(new.iter()))?;
+                    upsert(&tx, table, &new)?;
                     change(table, old, Some(new));
                 }
                 RowOp::Delete { table, key } => {
@@ -329,16 +323,22 @@ impl WriteCheck {
     ) -> Result<Judgement, StoreError> {
         let tx = self.conn.transaction()?;
         for (table, row) in base {
-            let marks = vec!["?"; table.columns.len()].join(", ");
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
-                quote_ident(&table.name),
-                column_list(table)
-            ))?
-            .execute(rusqlite::params_from_iter(row.iter()))?;
+            upsert(&tx, table, row)?;
         }
         let judged = dry_run(&tx, &self.schema, &self.sql, txn, guard);
         drop(tx);
         judged
     }
+}
+
+/// Writes `row` (all of `table`'s columns, in order) over the row with its key.
+fn upsert(tx: &rusqlite::Transaction, table: &Table, row: &[Value]) -> Result<(), StoreError> {
+    let marks = vec!["?"; table.columns.len()].join(", ");
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
+        quote_ident(&table.name),
+        column_list(table)
+    ))?
+    .execute(rusqlite::params_from_iter(row.iter()))?;
+    Ok(())
 }
