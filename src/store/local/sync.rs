@@ -233,7 +233,23 @@ impl LocalStore {
         let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
         if let Some(events) = txn.live {
             let columns = sub_columns(&tx)?;
-            for (sub, table, event) in events {
+            // A transaction that changed a row twice carries the row's final state in its
+            // last event per subscription: an earlier one, at the same sync id, would
+            // write a state the transaction did not end with (over what another holder
+            // wrote at it) and stay when the last one moves the row out.
+            let mut seen: BTreeSet<(SubId, String, KeyOrd)> = BTreeSet::new();
+            let last: Vec<bool> = events
+                .iter()
+                .rev()
+                .map(|(sub, table, e)| {
+                    seen.insert((*sub, table.to_ascii_lowercase(), KeyOrd(e.key().clone())))
+                })
+                .collect();
+            for ((sub, table, event), _) in events
+                .iter()
+                .zip(last.into_iter().rev())
+                .filter(|(_, keep)| *keep)
+            {
                 let Some(t) = self.schema.table(table).cloned() else {
                     continue;
                 };
