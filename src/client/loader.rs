@@ -245,6 +245,14 @@ impl LoaderShared {
         self.connections.send_modify(|n| *n += 1);
     }
 
+    /// The local store adopted another server database: the versions the keys hold are
+    /// the old one's sync ids and mean nothing against the new one's.
+    pub(crate) fn server_changed(&self) {
+        for entry in self.state().entries.values_mut() {
+            entry.version = SyncId::ZERO;
+        }
+    }
+
     /// The server said which columns the pinned rows of `table` carry.
     pub(crate) fn learn_columns(&self, table: &str, columns: Vec<String>) {
         if !columns.is_empty() {
@@ -253,7 +261,7 @@ impl LoaderShared {
     }
 
     /// Applies one server transaction that touches pinned rows: picks its pinned rows'
-    /// events newer than what each key holds, and hands them to `apply` (with the store
+    /// events newer than what each key holds (a row's last event, when it has several), and hands them to `apply` (with the store
     /// locked), which writes them with the rest of the transaction in one local
     /// transaction. The loader's versions move only once that transaction committed.
     pub(crate) fn apply_live(
@@ -267,7 +275,9 @@ impl LoaderShared {
         let mut local = shared.local();
         let mut pins: Vec<(String, PinChange)> = Vec::new();
         let mut moved: Vec<(PinKey, bool)> = Vec::new();
-        for (table, event) in events {
+        // A transaction that changed a row twice carries its final state in its last
+        // event: each row takes that one, so events are read from the last.
+        for (table, event) in events.into_iter().rev() {
             let Some(t) = local.schema().table(&table).cloned() else {
                 continue;
             };
@@ -412,7 +422,10 @@ impl LoaderShared {
                     continue;
                 };
                 let (mut present, version) = (entry.present, entry.version);
-                if answer.sync_id > version {
+                // An answer as new as what the key holds decides too: read at the same
+                // state, it may come from a session with other claims (a refetch after a
+                // reconnect), and only it says whether the row is still readable.
+                if answer.sync_id >= version {
                     match found.remove(&pk.1) {
                         Some(row) => {
                             to_pin.push(row);

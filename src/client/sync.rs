@@ -292,6 +292,7 @@ impl Online<'_> {
             (welcome.server_id.clone(), welcome.head)
         };
         if self.shared.local().adopt_server(&server_id, head)? {
+            self.shared.loader.server_changed();
             info!(
                 %server_id,
                 "a different (or restored) server database: every subscription starts over"
