@@ -525,3 +525,29 @@ fn subscription_ids_are_never_reused() {
     assert_ne!(a, b, "frames of the dropped one may still arrive");
     assert!(b > a);
 }
+
+#[test]
+fn a_row_changed_twice_in_a_live_transaction_shows_its_final_state() {
+    let (_dir, mut store) = store();
+    let cols = vec!["id".to_string(), "v".to_string()];
+    let sub = store
+        .add_sub("SELECT * FROM t WHERE v > 5", &Params::new())
+        .unwrap();
+    store.describe_sub(sub, "t", &cols).unwrap();
+    let key = Value::Text("x".into());
+    // Pinned as of 7: the transaction's final state (v = 1).
+    let pinned = vec![key.clone(), Value::Integer(1)];
+    store.pin_rows("t", &[pinned], SyncId(7)).unwrap();
+    // Transaction 7 moved the row into the subscription (v = 9), then out again (v = 1).
+    let out = RowEvent::Delete {
+        key: key.clone(),
+        reason: MoveOut::MovedOut,
+    };
+    store
+        .apply_live(
+            SyncId(7),
+            &[(sub, "t".into(), row("x", 9)), (sub, "t".into(), out)],
+        )
+        .unwrap();
+    assert_eq!(store.row("t", &key).unwrap().unwrap()[1], Value::Integer(1));
+}
