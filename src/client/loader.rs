@@ -261,9 +261,9 @@ impl LoaderShared {
     }
 
     /// Applies one server transaction that touches pinned rows: picks its pinned rows'
-    /// events newer than what each key holds (a row's last event, when it has several), and hands them to `apply` (with the store
-    /// locked), which writes them with the rest of the transaction in one local
-    /// transaction. The loader's versions move only once that transaction committed.
+    /// events newer than what each key holds (a row's last event, when it has several),
+    /// and hands them to `apply` (with the store locked), which writes them with the rest
+    /// of the transaction in one local transaction. The loader's versions move only once that transaction committed.
     pub(crate) fn apply_live(
         &self,
         shared: &ClientShared,
