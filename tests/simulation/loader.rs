@@ -14,6 +14,9 @@ use sluice::wire::ClientMessage;
 
 use super::server::int;
 
+/// Keys a live transaction's pinned events moved: whether each row now exists.
+pub type Moved = Vec<(i64, bool)>;
+
 /// A key being loaded or pinned.
 pub struct Entry {
     /// Loaded and pinned (false while its first fetch is in flight).
@@ -145,9 +148,9 @@ impl Loader {
         &self,
         sync_id: SyncId,
         events: &[(String, RowEvent)],
-    ) -> (Vec<(String, PinChange)>, Vec<(i64, bool)>) {
+    ) -> (Vec<(String, PinChange)>, Moved) {
         let mut pins = Vec::new();
-        let mut moved: Vec<(i64, bool)> = Vec::new();
+        let mut moved: Moved = Vec::new();
         // A row changed twice in the transaction takes its last event.
         for (table, event) in events.iter().rev() {
             let key = int(event.key());
@@ -172,7 +175,7 @@ impl Loader {
     }
 
     /// The live transaction's pinned rows were written.
-    pub fn applied_live(&mut self, sync_id: SyncId, moved: Vec<(i64, bool)>) {
+    pub fn applied_live(&mut self, sync_id: SyncId, moved: Moved) {
         for (key, present) in moved {
             if let Some(entry) = self.entries.get_mut(&key) {
                 entry.present = present;
