@@ -23,7 +23,7 @@ mod values;
 mod write;
 
 pub use pgoutput::{DecodeError, Lsn};
-pub(crate) use source::{connect_source, Event, Source};
+pub(crate) use source::{connect_source, resync_source, Event, Source};
 pub use source::{drop_slots, list_slots, SlotInfo};
 pub(crate) use write::{PgWriter, Written};
 

@@ -60,6 +60,12 @@ impl PgWriter {
         })
     }
 
+    /// Whether the connection is gone (PostgreSQL restarted, the network dropped): a new
+    /// writer is needed.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Runs `txn` in one PostgreSQL transaction; `before_commit` hears its transaction id
     /// just before COMMIT (to wait for it in the stream). `Err` means PostgreSQL failed
     /// (connection, deadlock, serialization): nothing is known to be committed, and a
