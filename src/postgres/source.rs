@@ -24,7 +24,7 @@ use super::replication::ReplicationConn;
 use super::{connect, values, PgError, SLOT_PREFIX};
 use crate::ids::{ClientId, SyncId};
 use crate::schema::{quote_ident, Schema, Table};
-use crate::store::{ReplicatedTxn, RowOp, SqliteStore, StoreOptions};
+use crate::store::{NoObserver, ReplicatedTxn, RowOp, SqliteStore, Store, StoreOptions};
 use crate::value::Value;
 
 /// Rows handed to the replica per SQLite transaction during the initial copy.
@@ -80,9 +80,12 @@ pub struct Source {
     pub slot: String,
 }
 
-/// Creates this server's slot, opens a fresh replica at `replica_path` (with the
-/// database's identity `server_id`), copies every table into it as of the slot's
-/// consistent point and starts streaming from there. Fails with [`PgError`].
+/// Creates this server's slot and the replica at `replica_path`, then starts streaming
+/// from the slot's consistent point. A replica a previous run left there (of this
+/// database, `server_id`, with its copy finished) is kept and resynchronised with the
+/// slot's snapshot, its log intact so clients resume without a new bootstrap; otherwise
+/// a fresh replica gets every table copied as of the consistent point. Fails with
+/// [`PgError`].
 pub async fn connect_source(
     config: &tokio_postgres::Config,
     schema: Arc<Schema>,
@@ -90,28 +93,42 @@ pub async fn connect_source(
     options: StoreOptions,
     server_id: &str,
 ) -> Result<(Source, Arc<SqliteStore>), PgError> {
-    let path = replica_path.to_path_buf();
-    let (s, id) = (schema.clone(), server_id.to_string());
-    let replica = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open_replica(&path, s, options, &id))
-            .await
-            .map_err(|e| PgError::Replication(e.to_string()))??,
+    let (path, s, id) = (
+        replica_path.to_path_buf(),
+        schema.clone(),
+        server_id.to_string(),
     );
+    let o = options.clone();
+    let kept = blocking(move || SqliteStore::reopen_replica(&path, s, o, &id)).await?;
+    if let Some(replica) = kept {
+        let replica = Arc::new(replica);
+        info!(head = %replica.head(), "replica kept from the last run; resynchronising");
+        let (source, txn) = resync_source(config, schema, &replica).await?;
+        let r = replica.clone();
+        blocking(move || r.apply_replicated(txn, &mut NoObserver)).await?;
+        return Ok((source, replica));
+    }
+    let (path, s, id) = (
+        replica_path.to_path_buf(),
+        schema.clone(),
+        server_id.to_string(),
+    );
+    let replica =
+        Arc::new(blocking(move || SqliteStore::open_replica(&path, s, options, &id)).await?);
     let (conn, slot, start, snapshot) = create_slot(config).await?;
     copy_tables(config, &schema, &replica, &snapshot, CopyInto::Tables).await?;
     let r = replica.clone();
-    tokio::task::spawn_blocking(move || r.finish_copy(state_before(start)))
-        .await
-        .map_err(|e| PgError::Replication(e.to_string()))??;
+    blocking(move || r.finish_copy(state_before(start))).await?;
     let source = Source::start(conn, schema, slot, start).await?;
     Ok((source, replica))
 }
 
-/// After the stream was lost: creates a new slot, reads the tables in its snapshot
-/// beside the live `replica`, and starts streaming from the slot's consistent point.
-/// Returns the stream and the transaction (just below the consistent point, before
-/// anything the new slot streams) that brings the replica to that snapshot: whatever was committed
-/// while no stream ran. Its row operations are empty when nothing was.
+/// After the stream was lost, or for a replica kept from the last run: creates a new
+/// slot, reads the tables in its snapshot beside `replica`, and starts streaming from
+/// the slot's consistent point. Returns the stream and the transaction (just below the
+/// consistent point, before anything the new slot streams) that brings the replica to
+/// that snapshot: whatever was committed while no stream ran. Its row operations are
+/// empty when nothing was.
 pub async fn resync_source(
     config: &tokio_postgres::Config,
     schema: Arc<Schema>,

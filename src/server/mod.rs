@@ -317,12 +317,12 @@ impl ServerBuilder {
     }
 
     /// Makes PostgreSQL at `url` the source of truth (several servers may share it): the
-    /// builder's SQLite file becomes this server's local replica, recreated at each
-    /// start by an initial copy and fed by logical replication (see
-    /// [`crate::postgres`]). Start fails with [`ServerError::Postgres`] when the database
-    /// cannot be reached, does not fit the schema, or refuses replication. Costs one
-    /// replication slot and three connections per server, and a full copy of the tables
-    /// at start.
+    /// builder's SQLite file becomes this server's local replica, filled by an initial
+    /// copy (or, when the file holds this database's replica from a previous run, kept
+    /// and resynchronised) and fed by logical replication (see [`crate::postgres`]).
+    /// Start fails with [`ServerError::Postgres`] when the database cannot be reached,
+    /// does not fit the schema, or refuses replication. Costs one replication slot and
+    /// three connections per server, and a read of every table at start.
     pub fn postgres(mut self, url: impl Into<String>) -> Self {
         self.postgres = Some(url.into());
         self

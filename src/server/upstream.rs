@@ -53,8 +53,8 @@ pub(crate) struct Upstream {
     /// A connection for short reads (the WAL position) that never waits on a write.
     /// tokio Mutex: held across its one query, to connect again when it was lost.
     monitor: tokio::sync::Mutex<tokio_postgres::Client>,
-    /// The sync id of the last resynchronisation (0: none): transactions committed while
-    /// no stream ran reached the replica in it, unrecorded.
+    /// The replica's head when it was opened or last resynchronised: transactions
+    /// committed while no stream ran reached the replica there, unrecorded.
     resynced: AtomicU64,
     /// Writes committed in PostgreSQL waiting for the stream, by transaction id.
     /// std Mutex: short critical sections, never across an await.
@@ -91,7 +91,9 @@ pub(crate) async fn open(
         schema,
         writer: tokio::sync::Mutex::new(writer),
         monitor: tokio::sync::Mutex::new(setup),
-        resynced: AtomicU64::new(0),
+        // Anything committed before now that the replica's log does not record (before
+        // its copy, or while a kept replica's server was down) is in its state from here.
+        resynced: AtomicU64::new(start.0),
         waiters: Mutex::new(HashMap::new()),
         progress: watch::channel(start).0,
         pings,
