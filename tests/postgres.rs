@@ -207,3 +207,79 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
     let _ = WAIT;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_idempotency_records_leave_a_floor_that_refuses_old_resends() {
+    let Some(pg) = PgCluster::start("prune") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pg_server(dir.path(), "a", &pg.url).await;
+    pg.psql(TEAM);
+    let ca = server.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&server, &ca, "c1").await;
+    for (seq, id) in [(1, "P1"), (2, "P2")] {
+        client
+            .write(seq, vec![insert_issue(id, "T1", "open", 1)])
+            .await;
+        client.until("ack", |c| c.writes.contains_key(&seq)).await;
+        assert!(matches!(
+            client.writes[&seq],
+            WriteOutcome::Committed { .. }
+        ));
+    }
+    let recorded = "SELECT count(*) FROM _sluice_txns WHERE client_id LIKE '%c1'";
+    assert_eq!(pg.psql(recorded), "2");
+
+    // Nothing is old enough and the count is within bounds: nothing goes.
+    let kept = server
+        .prune_outcomes(std::time::Duration::from_secs(3600), 10)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    // Past the count: the oldest goes, and the floor says so.
+    let pruned = server
+        .prune_outcomes(std::time::Duration::from_secs(3600), 1)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(pg.psql(recorded), "1");
+    assert_eq!(
+        pg.psql("SELECT seq FROM _sluice_client_floors WHERE client_id LIKE '%c1'"),
+        "1"
+    );
+    // Past the age: all of them.
+    let pruned = server
+        .prune_outcomes(std::time::Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(pg.psql(recorded), "0");
+
+    // A resend of a forgotten transaction is refused, never applied again.
+    pg.psql("DELETE FROM issues WHERE id = 'P1'");
+    client.writes.clear();
+    client
+        .write(1, vec![insert_issue("P1", "T1", "open", 1)])
+        .await;
+    client.until("answer", |c| c.writes.contains_key(&1)).await;
+    assert!(
+        matches!(
+            &client.writes[&1],
+            WriteOutcome::Rejected {
+                code: sluice::vocab::RejectCode::Expired,
+                ..
+            }
+        ),
+        "{:?}",
+        client.writes[&1]
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM issues WHERE id = 'P1'"), "0");
+    // A new transaction above the floor commits as usual.
+    client
+        .write(3, vec![insert_issue("P3", "T1", "open", 1)])
+        .await;
+    client.until("ack", |c| c.writes.contains_key(&3)).await;
+    assert!(matches!(client.writes[&3], WriteOutcome::Committed { .. }));
+    server.shutdown().await;
+}

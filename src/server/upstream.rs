@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,9 +53,6 @@ pub(crate) struct Upstream {
     /// A connection for short reads (the WAL position) that never waits on a write.
     /// tokio Mutex: held across its one query, to connect again when it was lost.
     monitor: tokio::sync::Mutex<tokio_postgres::Client>,
-    /// The replica's head when it was opened or last resynchronised: transactions
-    /// committed while no stream ran reached the replica there, unrecorded.
-    resynced: AtomicU64,
     /// Writes committed in PostgreSQL waiting for the stream, by transaction id.
     /// std Mutex: short critical sections, never across an await.
     waiters: Mutex<HashMap<u32, oneshot::Sender<SyncId>>>,
@@ -91,9 +88,6 @@ pub(crate) async fn open(
         schema,
         writer: tokio::sync::Mutex::new(writer),
         monitor: tokio::sync::Mutex::new(setup),
-        // Anything committed before now that the replica's log does not record (before
-        // its copy, or while a kept replica's server was down) is in its state from here.
-        resynced: AtomicU64::new(start.0),
         waiters: Mutex::new(HashMap::new()),
         progress: watch::channel(start).0,
         pings,
@@ -182,14 +176,11 @@ impl Upstream {
                         sync_id,
                         changes: Vec::new(),
                     },
-                    // Committed before this replica's copy, or while no stream ran: its
-                    // data is in every state from the horizon, or from the last
-                    // resynchronisation, on.
+                    // Committed before this replica's copy, while no stream ran, or its
+                    // record was pruned here: committed before now, so its data is in the
+                    // state the replica has caught up to.
                     Ok(Ok(None)) => TxnOutcome::Committed {
-                        sync_id: self
-                            .replica
-                            .horizon()
-                            .max(SyncId(self.resynced.load(Ordering::Acquire))),
+                        sync_id: self.replica.head(),
                         changes: Vec::new(),
                     },
                     _ => unavailable("cannot read the idempotency record"),
@@ -211,20 +202,12 @@ impl Upstream {
         if !self.streaming.load(Ordering::Acquire) {
             return;
         }
-        let position = {
-            let mut monitor = self.monitor.lock().await;
-            if monitor.is_closed() {
-                match postgres::connect(&self.config).await {
-                    Ok(fresh) => *monitor = fresh,
-                    Err(e) => {
-                        warn!(error = %e, "cannot reach PostgreSQL");
-                        return;
-                    }
-                }
-            }
-            monitor
+        let position = match self.monitor().await {
+            Ok(monitor) => monitor
                 .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await
+                .map_err(PgError::from),
+            Err(e) => Err(e),
         };
         let target = match position {
             Ok(row) => Lsn::parse(&row.get::<_, String>(0)).unwrap_or_default(),
@@ -244,6 +227,27 @@ impl Upstream {
             }
             let _ = wait.await;
         }
+    }
+
+    /// The monitor connection, made again when it was lost.
+    async fn monitor(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, tokio_postgres::Client>, PgError> {
+        let mut monitor = self.monitor.lock().await;
+        if monitor.is_closed() {
+            *monitor = postgres::connect(&self.config).await?;
+        }
+        Ok(monitor)
+    }
+
+    /// Prunes the idempotency records in PostgreSQL (see [`postgres::prune_outcomes`]).
+    pub async fn prune_outcomes(
+        &self,
+        max_age: Duration,
+        max_records: u64,
+    ) -> Result<u64, PgError> {
+        let monitor = self.monitor().await?;
+        postgres::prune_outcomes(&monitor, max_age, max_records).await
     }
 
     fn advance(&self, lsn: Lsn) {
@@ -345,7 +349,6 @@ async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
         let changes = txn.ops.len();
         match apply(shared, upstream, txn, None, Lsn(sync_id.0)).await {
             Ok(()) => {
-                upstream.resynced.fetch_max(sync_id.0, Ordering::AcqRel);
                 info!(%sync_id, changes, "replica resynchronised with PostgreSQL");
                 return source;
             }
