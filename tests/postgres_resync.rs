@@ -10,12 +10,10 @@
 mod common;
 mod pg;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{insert_issue, text, Client, WAIT};
+use common::{insert_issue, start_pg_server, text, Client, WAIT};
 use pg::PgCluster;
-use sluice::server::{Server, ServerHandle};
 use sluice::vocab::RejectCode;
 use sluice::wire::WriteOutcome;
 
@@ -53,16 +51,6 @@ fn assert_same_rows(pg: &PgCluster, client: &Client) {
     assert_eq!(on_client.join(","), in_pg);
 }
 
-async fn start_server(pg: &PgCluster, replica: &Path) -> ServerHandle {
-    Server::builder(common::schema_dir(), replica)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .no_auth()
-        .postgres(&pg.url)
-        .start()
-        .await
-        .unwrap()
-}
-
 const FIRST_ROWS: &str = "INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering'); \
      INSERT INTO issues (id, team_id, number, title, status, priority) VALUES \
      ('I1', 'T1', 1, 'first', 'open', 2), ('I2', 'T1', 2, 'second', 'open', 1)";
@@ -73,7 +61,7 @@ async fn lost_connections_and_a_restart_are_resynchronised_without_losing_a_chan
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&pg, &dir.path().join("a.db")).await;
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&server, &ca, "c1").await;
     client.subscribe(1, OPEN, None).await;
@@ -154,7 +142,7 @@ async fn a_kept_replica_is_resynchronised_at_start_and_clients_resume_from_their
     };
     let dir = tempfile::tempdir().unwrap();
     let replica = dir.path().join("kept.db");
-    let server = start_server(&pg, &replica).await;
+    let server = start_pg_server(&replica, &pg.url).await;
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&server, &ca, "c1").await;
     client.subscribe(1, OPEN, None).await;
@@ -174,7 +162,7 @@ async fn a_kept_replica_is_resynchronised_at_start_and_clients_resume_from_their
          UPDATE issues SET title = 'while down' WHERE id = 'I1'; \
          DELETE FROM issues WHERE id = 'I2'",
     );
-    let server = start_server(&pg, &replica).await;
+    let server = start_pg_server(&replica, &pg.url).await;
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut resumed = Client::connect(&server, &ca, "c1").await;
     resumed.subscribe(1, OPEN, Some(cut)).await;

@@ -315,7 +315,15 @@ async fn follow(
             Some(Err(e)) => return e.to_string(),
         };
         match event {
-            Event::Progress(lsn) => upstream.advance(lsn),
+            Event::Progress(lsn) => {
+                upstream.advance(lsn);
+                // Everything up to it is applied: the slot may let go of that WAL (also
+                // WAL of tables sluice does not publish), and a walsender stopping for a
+                // PostgreSQL shutdown waits for this confirmation before it exits.
+                if let Err(e) = source.confirm(lsn).await {
+                    return e.to_string();
+                }
+            }
             Event::Txn { txn, xid, end } => {
                 if let Err(e) = apply(shared, upstream, txn, Some(xid), end).await {
                     return e;
