@@ -50,8 +50,9 @@ enum Command {
         /// role with REPLICATION.
         #[arg(long)]
         postgres: Option<String>,
-        /// With --postgres: this server's local SQLite replica (recreated at each start;
-        /// default: a file in the temporary folder, removed at exit).
+        /// With --postgres: this server's local SQLite replica (kept and resynchronised
+        /// at the next start, so clients resume without a new bootstrap; default: a file
+        /// in the temporary folder, removed at exit).
         #[arg(long, requires = "postgres")]
         replica: Option<PathBuf>,
         /// HOST:PORT to listen on; port 0 picks a free port.

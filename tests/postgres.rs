@@ -8,24 +8,12 @@
 mod common;
 mod pg;
 
-use std::path::Path;
-
-use common::{insert_issue, text, Client, WAIT};
+use common::{insert_issue, start_pg_server, text, Client, WAIT};
 use pg::PgCluster;
 use sluice::ids::SyncId;
-use sluice::server::{Server, ServerError, ServerHandle};
+use sluice::server::{Server, ServerError};
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
-
-async fn start_pg_server(dir: &Path, name: &str, url: &str) -> ServerHandle {
-    Server::builder(common::schema_dir(), dir.join(format!("{name}.db")))
-        .listen("127.0.0.1:0".parse().unwrap())
-        .no_auth()
-        .postgres(url)
-        .start()
-        .await
-        .unwrap()
-}
 
 const TEAM: &str = "INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering');";
 
@@ -35,7 +23,7 @@ async fn an_empty_database_gets_the_schema_with_mapped_types() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(dir.path(), "a", &pg.url).await;
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
     let types = pg.psql(
         "SELECT column_name || ':' || data_type FROM information_schema.columns \
          WHERE table_name = 'issues' ORDER BY ordinal_position",
@@ -51,7 +39,7 @@ async fn an_empty_database_gets_the_schema_with_mapped_types() {
     assert_eq!(identity, "f", "REPLICA IDENTITY FULL");
     server.shutdown().await;
     // A second server on the same database checks the tables instead of creating them.
-    let again = start_pg_server(dir.path(), "b", &pg.url).await;
+    let again = start_pg_server(&dir.path().join("b.db"), &pg.url).await;
     again.shutdown().await;
 }
 
@@ -81,13 +69,13 @@ async fn rows_copied_at_start_and_psql_writes_reach_a_subscriber() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(dir.path(), "a", &pg.url).await;
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
     server.shutdown().await;
     pg.psql(&format!(
         "{TEAM} INSERT INTO issues (id, team_id, number, title, status, priority) VALUES \
          ('I1', 'T1', 1, 'first', 'open', 2), ('I2', 'T1', 2, 'second', 'done', 1);"
     ));
-    let server = start_pg_server(dir.path(), "b", &pg.url).await;
+    let server = start_pg_server(&dir.path().join("b.db"), &pg.url).await;
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&server, &ca, "c1").await;
     client
@@ -130,7 +118,7 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(dir.path(), "a", &pg.url).await;
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
     pg.psql(TEAM);
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&server, &ca, "c1").await;
@@ -205,5 +193,81 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
         })
         .await;
     let _ = WAIT;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_idempotency_records_leave_a_floor_that_refuses_old_resends() {
+    let Some(pg) = PgCluster::start("prune") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    pg.psql(TEAM);
+    let ca = server.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&server, &ca, "c1").await;
+    for (seq, id) in [(1, "P1"), (2, "P2")] {
+        client
+            .write(seq, vec![insert_issue(id, "T1", "open", 1)])
+            .await;
+        client.until("ack", |c| c.writes.contains_key(&seq)).await;
+        assert!(matches!(
+            client.writes[&seq],
+            WriteOutcome::Committed { .. }
+        ));
+    }
+    let recorded = "SELECT count(*) FROM _sluice_txns WHERE client_id LIKE '%c1'";
+    assert_eq!(pg.psql(recorded), "2");
+
+    // Nothing is old enough and the count is within bounds: nothing goes.
+    let kept = server
+        .prune_outcomes(std::time::Duration::from_secs(3600), 10)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    // Past the count: the oldest goes, and the floor says so.
+    let pruned = server
+        .prune_outcomes(std::time::Duration::from_secs(3600), 1)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(pg.psql(recorded), "1");
+    assert_eq!(
+        pg.psql("SELECT seq FROM _sluice_client_floors WHERE client_id LIKE '%c1'"),
+        "1"
+    );
+    // Past the age: all of them.
+    let pruned = server
+        .prune_outcomes(std::time::Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(pg.psql(recorded), "0");
+
+    // A resend of a forgotten transaction is refused, never applied again.
+    pg.psql("DELETE FROM issues WHERE id = 'P1'");
+    client.writes.clear();
+    client
+        .write(1, vec![insert_issue("P1", "T1", "open", 1)])
+        .await;
+    client.until("answer", |c| c.writes.contains_key(&1)).await;
+    assert!(
+        matches!(
+            &client.writes[&1],
+            WriteOutcome::Rejected {
+                code: sluice::vocab::RejectCode::Expired,
+                ..
+            }
+        ),
+        "{:?}",
+        client.writes[&1]
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM issues WHERE id = 'P1'"), "0");
+    // A new transaction above the floor commits as usual.
+    client
+        .write(3, vec![insert_issue("P3", "T1", "open", 1)])
+        .await;
+    client.until("ack", |c| c.writes.contains_key(&3)).await;
+    assert!(matches!(client.writes[&3], WriteOutcome::Committed { .. }));
     server.shutdown().await;
 }

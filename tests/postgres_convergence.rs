@@ -2,7 +2,9 @@
 //! store, subscribed to overlapping subscriptions (a window among them), write through
 //! two servers on one database while rows also change straight in PostgreSQL (psql);
 //! clients go offline and come back on the other server (resuming from a cut the other
-//! server gave them), and a server is replaced by a new one (new slot, new replica).
+//! server gave them), a server is replaced by a new one (new slot, and a new replica or
+//! the one it kept), and PostgreSQL drops every connection or restarts (the servers
+//! resynchronise their replicas while clients stay on them).
 //! At quiescence every client holds exactly what SQLite returns on a server's replica
 //! for its subscriptions, the replica holds exactly PostgreSQL's rows, and no committed
 //! client transaction was recorded twice.
@@ -23,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::client::{Backoff, Client, ClientConfig, PendingWrite, ServerAddress};
 use sluice::query::Params;
-use sluice::server::{Server, ServerHandle};
+use sluice::server::ServerHandle;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
@@ -44,19 +46,6 @@ struct Peer {
     server: usize,
     subs: Vec<&'static str>,
     writes: Vec<PendingWrite>,
-}
-
-async fn start_server(dir: &Path, url: &str, generation: usize) -> ServerHandle {
-    Server::builder(
-        common::schema_dir(),
-        dir.join(format!("replica-{generation}.db")),
-    )
-    .listen("127.0.0.1:0".parse().unwrap())
-    .no_auth()
-    .postgres(url)
-    .start()
-    .await
-    .unwrap()
 }
 
 async fn open_client(db: &Path, server: &ServerHandle) -> Client {
@@ -176,9 +165,13 @@ async fn clients_converge_across_two_servers_on_one_database() {
     let dir = tempfile::tempdir().unwrap();
     let mut generation = 0;
     let mut servers = Vec::new();
+    // Each server's replica file.
+    let mut replicas = Vec::new();
     for _ in 0..2 {
         generation += 1;
-        servers.push(start_server(dir.path(), &pg.url, generation).await);
+        let replica = dir.path().join(format!("replica-{generation}.db"));
+        servers.push(common::start_pg_server(&replica, &pg.url).await);
+        replicas.push(replica);
     }
     let mut peers = Vec::new();
     for i in 0..3 {
@@ -204,7 +197,7 @@ async fn clients_converge_across_two_servers_on_one_database() {
     let mut next_id = 0u64;
     for _ in 0..steps {
         let p = rng.gen_range(0..peers.len());
-        match rng.gen_range(0..12) {
+        match rng.gen_range(0..14) {
             0..=5 => {
                 if let Some(client) = &peers[p].client {
                     let write = random_write(&mut rng, client, &mut next_id);
@@ -224,8 +217,10 @@ async fn clients_converge_across_two_servers_on_one_database() {
                 }
             }
             10 => {
-                // A server is replaced by a new one: its clients move with it.
+                // A server is replaced by a new one, on a new replica or on the one it
+                // kept: its clients move with it.
                 let s = rng.gen_range(0..2);
+                let keep = rng.gen_bool(0.5);
                 let mut moved = Vec::new();
                 for (i, peer) in peers.iter_mut().enumerate() {
                     if peer.server == s {
@@ -235,12 +230,26 @@ async fn clients_converge_across_two_servers_on_one_database() {
                         }
                     }
                 }
-                generation += 1;
-                let new = start_server(dir.path(), &pg.url, generation).await;
-                let old = std::mem::replace(&mut servers[s], new);
-                old.shutdown().await;
+                if keep {
+                    // The same file: the old server goes first.
+                    servers.remove(s).shutdown().await;
+                    servers.insert(s, common::start_pg_server(&replicas[s], &pg.url).await);
+                } else {
+                    generation += 1;
+                    replicas[s] = dir.path().join(format!("replica-{generation}.db"));
+                    let new = common::start_pg_server(&replicas[s], &pg.url).await;
+                    let old = std::mem::replace(&mut servers[s], new);
+                    old.shutdown().await;
+                }
                 for i in moved {
                     peers[i].client = Some(open_client(&peers[i].db, &servers[s]).await);
+                }
+            }
+            11 => {
+                // PostgreSQL drops every connection, or restarts: both servers lose
+                // their streams and resynchronise; clients stay on them.
+                if !(rng.gen_bool(0.3) && pg.restart()) {
+                    pg.terminate_connections();
                 }
             }
             _ => tokio::time::sleep(Duration::from_millis(rng.gen_range(0..30))).await,
@@ -252,12 +261,7 @@ async fn clients_converge_across_two_servers_on_one_database() {
             peer.client = Some(open_client(&peer.db, &servers[peer.server]).await);
         }
     }
-    let replica = dir.path().join(format!("replica-{}.db", generation));
-    let replica = if replica.exists() {
-        replica
-    } else {
-        dir.path().join("replica-1.db")
-    };
+    let replica = &replicas[0];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let in_pg: Vec<String> = pg
@@ -266,7 +270,7 @@ async fn clients_converge_across_two_servers_on_one_database() {
             .filter(|l| !l.is_empty())
             .map(String::from)
             .collect();
-        let all = common::expected_rows(&replica, "SELECT * FROM issues");
+        let all = common::expected_rows(replica, "SELECT * FROM issues");
         let mut mismatch = None;
         if all.keys().cloned().collect::<Vec<_>>() != in_pg {
             mismatch = Some(format!("replica {:?} vs PostgreSQL {in_pg:?}", all.keys()));
@@ -275,7 +279,7 @@ async fn clients_converge_across_two_servers_on_one_database() {
             let client = peer.client.as_ref().unwrap();
             let mut expected: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for sql in &peer.subs {
-                expected.extend(common::expected_rows(&replica, sql));
+                expected.extend(common::expected_rows(replica, sql));
             }
             // A client that never finished a handshake has no tables yet.
             let rows = client

@@ -167,3 +167,126 @@ fn a_replica_applies_sparse_sync_ids_once_and_retains_by_count() {
     assert!(complete);
     assert_eq!(changes.len(), 2);
 }
+
+#[test]
+fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema();
+    let table = schema.table("items").unwrap().clone();
+    let store = SqliteStore::open_replica(
+        &dir.path().join("replica.db"),
+        schema.clone(),
+        StoreOptions::default(),
+        "id",
+    )
+    .unwrap();
+    let row = |id: i64, name: &str, n: Option<i64>| {
+        vec![
+            Value::Integer(id),
+            Value::Text(name.into()),
+            n.map_or(Value::Null, Value::Integer),
+        ]
+    };
+    store
+        .load_rows(
+            &table,
+            &[
+                row(1, "same", Some(1)),
+                row(2, "null stays null", None),
+                row(3, "renamed later", Some(3)),
+                row(4, "deleted later", Some(4)),
+                row(5, "null later", Some(5)),
+            ],
+        )
+        .unwrap();
+    store.finish_copy(SyncId(100)).unwrap();
+
+    // Nothing changed: no operation at all.
+    store.begin_resync().unwrap();
+    store
+        .load_resync_rows(
+            &table,
+            &[
+                row(1, "same", Some(1)),
+                row(2, "null stays null", None),
+                row(3, "renamed later", Some(3)),
+                row(4, "deleted later", Some(4)),
+                row(5, "null later", Some(5)),
+            ],
+        )
+        .unwrap();
+    assert!(store.resync_diff().unwrap().is_empty());
+
+    // A staging left by a failed resync is dropped by the next one.
+    store.begin_resync().unwrap();
+    store
+        .load_resync_rows(&table, &[row(9, "stale", None)])
+        .unwrap();
+    store.begin_resync().unwrap();
+    store
+        .load_resync_rows(
+            &table,
+            &[
+                row(1, "same", Some(1)),
+                row(2, "null stays null", None),
+                row(3, "renamed", Some(3)),
+                row(5, "null later", None),
+                row(6, "new", Some(6)),
+            ],
+        )
+        .unwrap();
+    let ops = store.resync_diff().unwrap();
+    let described: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            RowOp::Upsert { row, .. } => format!("upsert {:?}", row),
+            RowOp::Delete { key, .. } => format!("delete {key}"),
+            RowOp::Truncate { .. } => "truncate".into(),
+        })
+        .collect();
+    let mut described = described;
+    described.sort();
+    let upsert_of =
+        |r: Vec<Value>| format!("upsert {:?}", r.into_iter().map(Some).collect::<Vec<_>>());
+    let mut expected = vec![
+        "delete 4".to_string(),
+        upsert_of(row(3, "renamed", Some(3))),
+        upsert_of(row(5, "null later", None)),
+        upsert_of(row(6, "new", Some(6))),
+    ];
+    expected.sort();
+    assert_eq!(described, expected);
+
+    // Applied as one replicated transaction, the replica holds the staged state.
+    let changes = store
+        .apply_replicated(
+            ReplicatedTxn {
+                sync_id: SyncId(200),
+                ops,
+                origins: Vec::new(),
+            },
+            &mut Quiet,
+        )
+        .unwrap();
+    assert_eq!(changes.len(), 4);
+    let (logged, complete) = log(&store, 100);
+    assert!(complete);
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    store.begin_resync().unwrap();
+    store
+        .load_resync_rows(
+            &table,
+            &[
+                row(1, "same", Some(1)),
+                row(2, "null stays null", None),
+                row(3, "renamed", Some(3)),
+                row(5, "null later", None),
+                row(6, "new", Some(6)),
+            ],
+        )
+        .unwrap();
+    assert!(
+        store.resync_diff().unwrap().is_empty(),
+        "after the resync the replica equals the staged state"
+    );
+}

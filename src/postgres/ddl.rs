@@ -19,6 +19,9 @@ pub const PUBLICATION: &str = "sluice";
 pub const TXNS_TABLE: &str = "_sluice_txns";
 /// The database's sync identity, shared by every server (clients resume across them).
 pub const IDENTITY_TABLE: &str = "_sluice_identity";
+/// Per client, the highest sequence number whose idempotency record was pruned: a resend
+/// at or below it is refused `expired`, never applied again. Not replicated.
+pub const FLOORS_TABLE: &str = "_sluice_client_floors";
 
 /// The PostgreSQL type of a column, by its SQLite affinity.
 pub fn pg_type(table: &Table, column: &Column) -> Result<PgType, PgError> {
@@ -134,6 +137,10 @@ pub async fn prepare(client: &mut Client, schema: &Schema) -> Result<String, PgE
             seq BIGINT NOT NULL,
             committed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             PRIMARY KEY (client_id, seq)
+         );
+         CREATE TABLE IF NOT EXISTS {FLOORS_TABLE} (
+            client_id TEXT PRIMARY KEY,
+            seq BIGINT NOT NULL
          );
          CREATE TABLE IF NOT EXISTS {IDENTITY_TABLE} (
             id INTEGER PRIMARY KEY CHECK (id = 0),

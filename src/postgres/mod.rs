@@ -23,9 +23,9 @@ mod values;
 mod write;
 
 pub use pgoutput::{DecodeError, Lsn};
-pub(crate) use source::{connect_source, Event, Source};
+pub(crate) use source::{connect_source, resync_source, Event, Source};
 pub use source::{drop_slots, list_slots, SlotInfo};
-pub(crate) use write::{PgWriter, Written};
+pub(crate) use write::{prune_outcomes, PgWriter, Written};
 
 #[cfg(doc)]
 use crate::store::SqliteStore;
@@ -45,7 +45,7 @@ pub enum PgError {
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
     /// A query failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_cause(.0))]
     Query(#[from] tokio_postgres::Error),
     /// A table of the database does not fit the schema.
     #[error("PostgreSQL table {table}.{column} {message}")]
@@ -68,6 +68,14 @@ pub enum PgError {
     Store(#[from] StoreError),
 }
 
+/// tokio-postgres says only "db error"; the database's own message is its source.
+fn with_cause(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 impl PgError {
     /// The SQLSTATE of a failed query, if it was one.
     pub fn sqlstate(&self) -> Option<&str> {
@@ -86,13 +94,10 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, PgError> {
 
 /// A plain connection (no TLS), its driver spawned on the runtime.
 pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, PgError> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        // tokio-postgres says "error connecting to server"; the cause says why.
-        PgError::Connect(match std::error::Error::source(&e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        })
-    })?;
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| PgError::Connect(with_cause(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "PostgreSQL connection ended");

@@ -4,7 +4,9 @@
 //!
 //! The slot is TEMPORARY: PostgreSQL drops it when the replication connection ends, also
 //! when the server is killed, so a server that is gone holds no WAL back. A server that
-//! starts again makes a new slot and a new replica. [`drop_slots`] removes slots left
+//! starts again makes a new slot and a new replica; a running server that loses its
+//! stream makes a new slot and compares its replica with the slot's snapshot
+//! ([`resync_source`]). [`drop_slots`] removes slots left
 //! by other tools or versions (`sluice slots --drop-inactive`).
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use super::replication::ReplicationConn;
 use super::{connect, values, PgError, SLOT_PREFIX};
 use crate::ids::{ClientId, SyncId};
 use crate::schema::{quote_ident, Schema, Table};
-use crate::store::{ReplicatedTxn, RowOp, SqliteStore, StoreOptions};
+use crate::store::{NoObserver, ReplicatedTxn, RowOp, SqliteStore, Store, StoreOptions};
 use crate::value::Value;
 
 /// Rows handed to the replica per SQLite transaction during the initial copy.
@@ -78,9 +80,12 @@ pub struct Source {
     pub slot: String,
 }
 
-/// Creates this server's slot, opens a fresh replica at `replica_path` (with the
-/// database's identity `server_id`), copies every table into it as of the slot's
-/// consistent point and starts streaming from there. Fails with [`PgError`].
+/// Creates this server's slot and the replica at `replica_path`, then starts streaming
+/// from the slot's consistent point. A replica a previous run left there (of this
+/// database, `server_id`, with its copy finished) is kept and resynchronised with the
+/// slot's snapshot, its log intact so clients resume without a new bootstrap; otherwise
+/// a fresh replica gets every table copied as of the consistent point. Fails with
+/// [`PgError`].
 pub async fn connect_source(
     config: &tokio_postgres::Config,
     schema: Arc<Schema>,
@@ -88,13 +93,85 @@ pub async fn connect_source(
     options: StoreOptions,
     server_id: &str,
 ) -> Result<(Source, Arc<SqliteStore>), PgError> {
-    let path = replica_path.to_path_buf();
-    let (s, id) = (schema.clone(), server_id.to_string());
-    let replica = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open_replica(&path, s, options, &id))
-            .await
-            .map_err(|e| PgError::Replication(e.to_string()))??,
+    let (path, s, id) = (
+        replica_path.to_path_buf(),
+        schema.clone(),
+        server_id.to_string(),
     );
+    let o = options.clone();
+    let kept = blocking(move || SqliteStore::reopen_replica(&path, s, o, &id)).await?;
+    if let Some(replica) = kept {
+        let replica = Arc::new(replica);
+        info!(head = %replica.head(), "replica kept from the last run; resynchronising");
+        let (source, txn) = resync_source(config, schema, &replica).await?;
+        let r = replica.clone();
+        blocking(move || r.apply_replicated(txn, &mut NoObserver)).await?;
+        return Ok((source, replica));
+    }
+    let (path, s, id) = (
+        replica_path.to_path_buf(),
+        schema.clone(),
+        server_id.to_string(),
+    );
+    let replica =
+        Arc::new(blocking(move || SqliteStore::open_replica(&path, s, options, &id)).await?);
+    let (conn, slot, start, snapshot) = create_slot(config).await?;
+    copy_tables(config, &schema, &replica, &snapshot, CopyInto::Tables).await?;
+    let r = replica.clone();
+    blocking(move || r.finish_copy(state_before(start))).await?;
+    let source = Source::start(conn, schema, slot, start).await?;
+    Ok((source, replica))
+}
+
+/// After the stream was lost, or for a replica kept from the last run: creates a new
+/// slot, reads the tables in its snapshot beside `replica`, and starts streaming from
+/// the slot's consistent point. Returns the stream and the transaction (just below the
+/// consistent point, before anything the new slot streams) that brings the replica to
+/// that snapshot: whatever was committed while no stream ran. Its row operations are
+/// empty when nothing was.
+pub async fn resync_source(
+    config: &tokio_postgres::Config,
+    schema: Arc<Schema>,
+    replica: &Arc<SqliteStore>,
+) -> Result<(Source, ReplicatedTxn), PgError> {
+    let (conn, slot, start, snapshot) = create_slot(config).await?;
+    let r = replica.clone();
+    blocking(move || r.begin_resync()).await?;
+    copy_tables(config, &schema, replica, &snapshot, CopyInto::Staging).await?;
+    let r = replica.clone();
+    let ops = blocking(move || r.resync_diff()).await?;
+    info!(%slot, %start, changes = ops.len(), "replica compared with PostgreSQL");
+    let source = Source::start(conn, schema, slot, start).await?;
+    let txn = ReplicatedTxn {
+        sync_id: state_before(start),
+        ops,
+        origins: Vec::new(),
+    };
+    Ok((source, txn))
+}
+
+/// The sync id of a slot's snapshot: just below its consistent point. A transaction whose
+/// commit record starts exactly at the consistent point is not in the snapshot but is
+/// streamed, with the consistent point as its sync id; the snapshot's state must be
+/// older than that, or the replica would take the transaction as applied and skip it.
+/// (Every earlier commit record starts well below: a record is longer than one byte.)
+fn state_before(start: Lsn) -> SyncId {
+    SyncId(start.0.saturating_sub(1))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, PgError> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PgError::Replication(e.to_string()))??)
+}
+
+/// Creates a temporary slot with an exported snapshot: the replication connection, the
+/// slot's name, its consistent point and the snapshot's name.
+async fn create_slot(
+    config: &tokio_postgres::Config,
+) -> Result<(ReplicationConn, String, Lsn, String), PgError> {
     let mut conn = ReplicationConn::connect(config).await?;
     let slot = format!("{SLOT_PREFIX}{:016x}", random_u64());
     let rows = conn
@@ -110,28 +187,16 @@ pub async fn connect_source(
         .ok_or_else(|| PgError::Replication(format!("bad consistent point {:?}", field(1))))?;
     let snapshot = field(2);
     info!(%slot, %start, "replication slot created; copying tables");
-    copy_tables(config, &schema, &replica, &snapshot).await?;
-    let r = replica.clone();
-    tokio::task::spawn_blocking(move || r.finish_copy(SyncId(start.0)))
-        .await
-        .map_err(|e| PgError::Replication(e.to_string()))??;
-    conn.start(&format!(
-        "START_REPLICATION SLOT {slot} LOGICAL {start} \
-         (proto_version '1', publication_names '{PUBLICATION}')"
-    ))
-    .await?;
-    info!(%slot, %start, "initial copy done; streaming");
-    Ok((
-        Source {
-            conn,
-            schema,
-            rels: HashMap::new(),
-            open: None,
-            confirmed: start,
-            slot,
-        },
-        replica,
-    ))
+    Ok((conn, slot, start, snapshot))
+}
+
+/// Where [`copy_tables`] puts the rows it reads.
+#[derive(Clone, Copy)]
+enum CopyInto {
+    /// Into the replica's tables (a fresh replica).
+    Tables,
+    /// Into the replica's staging tables, to be compared ([`resync_source`]).
+    Staging,
 }
 
 /// Reads every table in `snapshot` (exported by the slot) into the replica.
@@ -140,6 +205,7 @@ async fn copy_tables(
     schema: &Schema,
     replica: &Arc<SqliteStore>,
     snapshot: &str,
+    into: CopyInto,
 ) -> Result<(), PgError> {
     let client = connect(config).await?;
     client
@@ -178,11 +244,11 @@ async fn copy_tables(
             chunk.push(values);
             if chunk.len() == COPY_CHUNK_ROWS {
                 copied += chunk.len();
-                load(replica, table, std::mem::take(&mut chunk)).await?;
+                load(replica, table, std::mem::take(&mut chunk), into).await?;
             }
         }
         copied += chunk.len();
-        load(replica, table, chunk).await?;
+        load(replica, table, chunk, into).await?;
         info!(table = %table.name, rows = copied, "table copied");
     }
     client.batch_execute("COMMIT").await?;
@@ -193,15 +259,17 @@ async fn load(
     replica: &Arc<SqliteStore>,
     table: &Arc<Table>,
     rows: Vec<Vec<Value>>,
+    into: CopyInto,
 ) -> Result<(), PgError> {
     if rows.is_empty() {
         return Ok(());
     }
     let (r, t) = (replica.clone(), table.clone());
-    tokio::task::spawn_blocking(move || r.load_rows(&t, &rows))
-        .await
-        .map_err(|e| PgError::Replication(e.to_string()))??;
-    Ok(())
+    blocking(move || match into {
+        CopyInto::Tables => r.load_rows(&t, &rows),
+        CopyInto::Staging => r.load_resync_rows(&t, &rows),
+    })
+    .await
 }
 
 fn text_value(table: &Table, i: usize, ty: PgType, text: &str) -> Result<Value, PgError> {
@@ -213,6 +281,29 @@ fn text_value(table: &Table, i: usize, ty: PgType, text: &str) -> Result<Value, 
 }
 
 impl Source {
+    /// Starts streaming `slot` from `start` on `conn`.
+    async fn start(
+        mut conn: ReplicationConn,
+        schema: Arc<Schema>,
+        slot: String,
+        start: Lsn,
+    ) -> Result<Source, PgError> {
+        conn.start(&format!(
+            "START_REPLICATION SLOT {slot} LOGICAL {start} \
+             (proto_version '1', publication_names '{PUBLICATION}')"
+        ))
+        .await?;
+        info!(%slot, %start, "streaming");
+        Ok(Source {
+            conn,
+            schema,
+            rels: HashMap::new(),
+            open: None,
+            confirmed: start,
+            slot,
+        })
+    }
+
     /// The next committed transaction, or progress while idle. Answers the server's
     /// keepalives. Cancel-safe: state lives in `self` between reads.
     pub async fn next(&mut self) -> Result<Event, PgError> {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::ddl::{pg_type, PgType, TXNS_TABLE};
+use super::ddl::{pg_type, PgType, FLOORS_TABLE, TXNS_TABLE};
 use super::values::to_param;
 use super::{connect, PgError};
 use crate::schema::{quote_ident, Schema, Table};
@@ -34,6 +34,46 @@ pub enum Written {
     Duplicate,
     /// Refused: nothing was written.
     Rejected { code: RejectCode, message: String },
+}
+
+/// Forgets idempotency records committed more than `max_age` ago, and the oldest past
+/// `max_records`, raising each client's floor to its highest forgotten sequence number
+/// (in one statement: a record is never gone without its floor). Safe to run from
+/// several servers at once. Returns how many were forgotten.
+pub async fn prune_outcomes(
+    client: &tokio_postgres::Client,
+    max_age: std::time::Duration,
+    max_records: u64,
+) -> Result<u64, PgError> {
+    let row = client
+        .query_one(
+            &format!(
+                "WITH doomed AS ( \
+                    SELECT client_id, seq FROM {TXNS_TABLE} \
+                    WHERE committed_at < now() - make_interval(secs => $1) \
+                    UNION \
+                    (SELECT client_id, seq FROM {TXNS_TABLE} \
+                     ORDER BY committed_at, client_id, seq \
+                     LIMIT greatest((SELECT count(*) FROM {TXNS_TABLE}) - $2, 0)) \
+                 ), gone AS ( \
+                    DELETE FROM {TXNS_TABLE} t USING doomed d \
+                    WHERE t.client_id = d.client_id AND t.seq = d.seq \
+                    RETURNING t.client_id, t.seq \
+                 ), floors AS ( \
+                    INSERT INTO {FLOORS_TABLE} (client_id, seq) \
+                    SELECT client_id, max(seq) FROM gone WHERE seq >= 0 GROUP BY client_id \
+                    ON CONFLICT (client_id) \
+                    DO UPDATE SET seq = greatest({FLOORS_TABLE}.seq, excluded.seq) \
+                 ) \
+                 SELECT count(*) FROM gone"
+            ),
+            &[
+                &max_age.as_secs_f64(),
+                &i64::try_from(max_records).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// The connection that commits client and backend transactions into PostgreSQL.
@@ -60,6 +100,12 @@ impl PgWriter {
         })
     }
 
+    /// Whether the connection is gone (PostgreSQL restarted, the network dropped): a new
+    /// writer is needed.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Runs `txn` in one PostgreSQL transaction; `before_commit` hears its transaction id
     /// just before COMMIT (to wait for it in the stream). `Err` means PostgreSQL failed
     /// (connection, deadlock, serialization): nothing is known to be committed, and a
@@ -73,18 +119,42 @@ impl PgWriter {
         let schema = self.schema.clone();
         let tx = self.client.transaction().await?;
         if let Some((client, seq)) = &txn.origin {
+            // Recorded unless recorded before or forgotten (at or below the client's
+            // floor; sequence numbers past i64::MAX are stored negative, under no floor).
+            let seq = *seq as i64;
             let inserted = tx
                 .execute(
                     &format!(
-                        "INSERT INTO {TXNS_TABLE} (client_id, seq) VALUES ($1, $2) \
+                        "INSERT INTO {TXNS_TABLE} (client_id, seq) SELECT $1::text, $2::bigint \
+                         WHERE NOT EXISTS (SELECT 1 FROM {FLOORS_TABLE} \
+                            WHERE client_id = $1::text AND $2::bigint >= 0 AND seq >= $2::bigint) \
                          ON CONFLICT DO NOTHING"
                     ),
-                    &[&client.0, &(*seq as i64)],
+                    &[&client.0, &seq],
                 )
                 .await?;
             if inserted == 0 {
+                let recorded = tx
+                    .query_one(
+                        &format!(
+                            "SELECT EXISTS (SELECT 1 FROM {TXNS_TABLE} \
+                             WHERE client_id = $1 AND seq = $2)"
+                        ),
+                        &[&client.0, &seq],
+                    )
+                    .await?
+                    .get::<_, bool>(0);
                 tx.rollback().await?;
-                return Ok(Written::Duplicate);
+                if recorded {
+                    return Ok(Written::Duplicate);
+                }
+                return Ok(Written::Rejected {
+                    code: RejectCode::Expired,
+                    message: format!(
+                        "transaction {seq} was sent again after its outcome was forgotten; \
+                         it may have been applied, and is not applied again"
+                    ),
+                });
             }
         }
         // The rows the transaction touches, locked, in a fixed order.

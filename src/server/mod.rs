@@ -317,12 +317,12 @@ impl ServerBuilder {
     }
 
     /// Makes PostgreSQL at `url` the source of truth (several servers may share it): the
-    /// builder's SQLite file becomes this server's local replica, recreated at each
-    /// start by an initial copy and fed by logical replication (see
-    /// [`crate::postgres`]). Start fails with [`ServerError::Postgres`] when the database
-    /// cannot be reached, does not fit the schema, or refuses replication. Costs one
-    /// replication slot and three connections per server, and a full copy of the tables
-    /// at start.
+    /// builder's SQLite file becomes this server's local replica, filled by an initial
+    /// copy (or, when the file holds this database's replica from a previous run, kept
+    /// and resynchronised) and fed by logical replication (see [`crate::postgres`]).
+    /// Start fails with [`ServerError::Postgres`] when the database cannot be reached,
+    /// does not fit the schema, or refuses replication. Costs one replication slot and
+    /// three connections per server, and a read of every table at start.
     pub fn postgres(mut self, url: impl Into<String>) -> Self {
         self.postgres = Some(url.into());
         self
@@ -611,18 +611,22 @@ impl ServerHandle {
 
     /// Prunes idempotency records now, as the server does after each compaction: forgets
     /// outcomes older than `max_age` and the oldest past `max_records` (see
-    /// [`Idempotency`]); returns how many. Fails like [`ServerHandle::compact`].
+    /// [`Idempotency`]); returns how many. In PostgreSQL mode it prunes PostgreSQL's
+    /// records too (shared by every server) and returns how many of those went. Fails
+    /// like [`ServerHandle::compact`], and with [`ServerError::Postgres`].
     pub async fn prune_outcomes(
         &self,
         max_age: Duration,
         max_records: u64,
     ) -> Result<u64, ServerError> {
         let store = self.shared.store.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || store.prune_outcomes(max_age, max_records))
-                .await
-                .map_err(|_| ServerError::ShuttingDown)??,
-        )
+        let here = tokio::task::spawn_blocking(move || store.prune_outcomes(max_age, max_records))
+            .await
+            .map_err(|_| ServerError::ShuttingDown)??;
+        match &self.shared.upstream {
+            Some(upstream) => Ok(upstream.prune_outcomes(max_age, max_records).await?),
+            None => Ok(here),
+        }
     }
 
     /// Serves until `shutdown` completes, then shuts down.
@@ -739,6 +743,13 @@ async fn compact_loop(shared: Arc<Shared>, retention: Retention, idempotency: Id
             Ok(Ok(n)) if n > 0 => info!(forgotten = n, "idempotency records pruned"),
             Ok(Err(e)) => warn!(error = %e, "pruning idempotency records failed"),
             _ => {}
+        }
+        if let Some(upstream) = &shared.upstream {
+            match upstream.prune_outcomes(age, records).await {
+                Ok(n) if n > 0 => info!(forgotten = n, "PostgreSQL's idempotency records pruned"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "pruning PostgreSQL's idempotency records failed"),
+            }
         }
     }
 }

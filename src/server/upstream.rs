@@ -3,7 +3,9 @@
 //! to the replica and fans each transaction out like the committer does; the committer
 //! hands client and backend transactions here to be committed in PostgreSQL, and answers
 //! them once the stream has brought them back (so the author's ack never comes before
-//! its data, and carries the sync id every server gives that transaction).
+//! its data, and carries the sync id every server gives that transaction). A lost
+//! stream is resynchronised (a new slot, the replica compared with its snapshot) while
+//! the server goes on serving; lost write and monitor connections are made again.
 //!
 //! Server-internal. Data flows down: PostgreSQL → replica → fan-out; writes go up to
 //! PostgreSQL only.
@@ -23,7 +25,7 @@ use super::Shared;
 use crate::ids::SyncId;
 use crate::postgres::{self, Event, Lsn, PgError, PgWriter, Source, Written};
 use crate::schema::Schema;
-use crate::store::{SqliteStore, Store, StoreOptions, WriteGuard};
+use crate::store::{ReplicatedTxn, SqliteStore, Store, StoreOptions, WriteGuard};
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
 
 /// How long a committed write waits for the stream to bring it back before it is
@@ -34,21 +36,31 @@ pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Keepalive requests waiting for the stream task (one is enough; more are dropped).
 const PING_QUEUE: usize = 1;
+/// The first wait before resynchronising after the stream was lost (PostgreSQL may be
+/// restarting); it doubles after each failed attempt up to [`RESYNC_BACKOFF_MAX`].
+pub const RESYNC_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts to resynchronise.
+pub const RESYNC_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL side of a server.
 pub(crate) struct Upstream {
     pub replica: Arc<SqliteStore>,
+    /// Where PostgreSQL is, to connect again after a connection was lost.
+    config: tokio_postgres::Config,
+    schema: Arc<Schema>,
     /// tokio Mutex: held across the round trips of one PostgreSQL transaction.
     writer: tokio::sync::Mutex<PgWriter>,
     /// A connection for short reads (the WAL position) that never waits on a write.
-    monitor: tokio_postgres::Client,
+    /// tokio Mutex: held across its one query, to connect again when it was lost.
+    monitor: tokio::sync::Mutex<tokio_postgres::Client>,
     /// Writes committed in PostgreSQL waiting for the stream, by transaction id.
     /// std Mutex: short critical sections, never across an await.
     waiters: Mutex<HashMap<u32, oneshot::Sender<SyncId>>>,
     /// The WAL position up to which the replica has applied everything.
     progress: watch::Sender<Lsn>,
     pings: mpsc::Sender<()>,
-    /// False once the stream has failed: writes are answered `unavailable` at once.
+    /// False while the stream is lost (until it is resynchronised): writes are answered
+    /// `unavailable` at once.
     streaming: AtomicBool,
     /// The stream task, stopped at shutdown (its connection's end drops the slot).
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -67,13 +79,15 @@ pub(crate) async fn open(
     let identity = postgres::ddl::prepare(&mut setup, &schema).await?;
     let (source, replica) =
         postgres::connect_source(&config, schema.clone(), replica_path, options, &identity).await?;
-    let writer = PgWriter::connect(&config, schema).await?;
+    let writer = PgWriter::connect(&config, schema.clone()).await?;
     let start = Lsn(replica.head().0);
     let (pings, ping_queue) = mpsc::channel(PING_QUEUE);
     let upstream = Upstream {
         replica,
+        config,
+        schema,
         writer: tokio::sync::Mutex::new(writer),
-        monitor: setup,
+        monitor: tokio::sync::Mutex::new(setup),
         waiters: Mutex::new(HashMap::new()),
         progress: watch::channel(start).0,
         pings,
@@ -103,12 +117,18 @@ impl Upstream {
     /// Commits one transaction in PostgreSQL and answers once the replica has it.
     pub async fn commit(&self, txn: WriteTxn, guard: Option<Arc<dyn WriteGuard>>) -> TxnOutcome {
         if !self.streaming.load(Ordering::Acquire) {
-            return unavailable("this server lost its replication stream");
+            return unavailable("this server is resynchronising with PostgreSQL");
         }
         let (tx, rx) = oneshot::channel();
         let mut registered = None;
         let written = {
             let mut writer = self.writer.lock().await;
+            if writer.is_closed() {
+                match PgWriter::connect(&self.config, self.schema.clone()).await {
+                    Ok(fresh) => *writer = fresh,
+                    Err(e) => return unavailable(&e.to_string()),
+                }
+            }
             writer
                 .commit(&txn, guard, |xid| {
                     registered = Some(xid);
@@ -156,10 +176,11 @@ impl Upstream {
                         sync_id,
                         changes: Vec::new(),
                     },
-                    // Committed before this replica's copy: its data is in every state
-                    // from the horizon on.
+                    // Committed before this replica's copy, while no stream ran, or its
+                    // record was pruned here: committed before now, so its data is in the
+                    // state the replica has caught up to.
                     Ok(Ok(None)) => TxnOutcome::Committed {
-                        sync_id: self.replica.horizon(),
+                        sync_id: self.replica.head(),
                         changes: Vec::new(),
                     },
                     _ => unavailable("cannot read the idempotency record"),
@@ -181,11 +202,14 @@ impl Upstream {
         if !self.streaming.load(Ordering::Acquire) {
             return;
         }
-        let target = match self
-            .monitor
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-        {
+        let position = match self.monitor().await {
+            Ok(monitor) => monitor
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(PgError::from),
+            Err(e) => Err(e),
+        };
+        let target = match position {
             Ok(row) => Lsn::parse(&row.get::<_, String>(0)).unwrap_or_default(),
             Err(e) => {
                 warn!(error = %e, "cannot read PostgreSQL's WAL position");
@@ -203,6 +227,27 @@ impl Upstream {
             }
             let _ = wait.await;
         }
+    }
+
+    /// The monitor connection, made again when it was lost.
+    async fn monitor(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, tokio_postgres::Client>, PgError> {
+        let mut monitor = self.monitor.lock().await;
+        if monitor.is_closed() {
+            *monitor = postgres::connect(&self.config).await?;
+        }
+        Ok(monitor)
+    }
+
+    /// Prunes the idempotency records in PostgreSQL (see [`postgres::prune_outcomes`]).
+    pub async fn prune_outcomes(
+        &self,
+        max_age: Duration,
+        max_records: u64,
+    ) -> Result<u64, PgError> {
+        let monitor = self.monitor().await?;
+        postgres::prune_outcomes(&monitor, max_age, max_records).await
     }
 
     fn advance(&self, lsn: Lsn) {
@@ -224,15 +269,36 @@ fn unavailable(message: &str) -> TxnOutcome {
 }
 
 /// Applies the stream to the replica, one PostgreSQL transaction at a time, and fans
-/// each out. Ends (logging why) when the stream fails; the server then serves what it
-/// has and answers writes `unavailable`.
+/// each out. When the stream is lost (PostgreSQL restarted, the connection dropped),
+/// writes are answered `unavailable` while it resynchronises (a new slot, the replica
+/// compared with its snapshot, the difference applied and fanned out as one
+/// transaction), then streaming goes on. Runs until the server stops it.
 async fn stream(
     shared: Arc<Shared>,
     upstream: Arc<Upstream>,
     mut source: Source,
     mut pings: mpsc::Receiver<()>,
 ) {
-    info!(slot = %source.slot, "replication stream running");
+    loop {
+        info!(slot = %source.slot, "replication stream running");
+        let lost = follow(&shared, &upstream, &mut source, &mut pings).await;
+        upstream.streaming.store(false, Ordering::Release);
+        // Their transactions may be committed: the authors resend, and the idempotency
+        // record answers them once the replica has their data.
+        upstream.waiters.lock().expect("waiters").clear();
+        error!(error = %lost, slot = %source.slot, "replication stream lost; resynchronising");
+        source = resync(&shared, &upstream).await;
+        upstream.streaming.store(true, Ordering::Release);
+    }
+}
+
+/// Follows the stream until it fails; returns why.
+async fn follow(
+    shared: &Arc<Shared>,
+    upstream: &Arc<Upstream>,
+    source: &mut Source,
+    pings: &mut mpsc::Receiver<()>,
+) -> String {
     loop {
         let event = tokio::select! {
             event = source.next() => Some(event),
@@ -241,73 +307,114 @@ async fn stream(
         let event = match event {
             None => {
                 if let Err(e) = source.ping().await {
-                    error!(error = %e, "replication stream failed");
-                    break;
+                    return e.to_string();
                 }
                 continue;
             }
             Some(Ok(event)) => event,
-            Some(Err(e)) => {
-                error!(error = %e, "replication stream failed");
-                break;
-            }
+            Some(Err(e)) => return e.to_string(),
         };
         match event {
-            Event::Progress(lsn) => upstream.advance(lsn),
-            Event::Txn { txn, xid, end } => {
-                let sync_id = txn.sync_id;
-                let author = txn.origins.first().cloned();
-                let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
-                let applied = tokio::task::spawn_blocking(move || {
-                    let mut observer = WindowObserver::new(&windows);
-                    let changes = replica.apply_replicated(txn, &mut observer)?;
-                    Ok::<_, crate::store::StoreError>((changes, observer.events))
-                })
-                .await;
-                let (changes, window_events) = match applied {
-                    Ok(Ok(applied)) => applied,
-                    Ok(Err(e)) => {
-                        error!(error = %e, %sync_id, "cannot apply a replicated transaction");
-                        break;
-                    }
-                    Err(e) => {
-                        error!(error = %e, "the replica's task died");
-                        break;
-                    }
-                };
-                let committed = std::time::Instant::now();
-                if !changes.is_empty() {
-                    shared.metrics.committed(changes.len());
-                    let windows = window_events
-                        .into_iter()
-                        .find(|(s, _)| *s == sync_id)
-                        .map(|(_, events)| events)
-                        .unwrap_or_default();
-                    let origin = changes.first().and_then(|c| c.origin.clone());
-                    fan_out(&shared, sync_id, origin, &changes, &windows, committed);
-                } else if author.is_some() {
-                    // A client transaction that changed nothing (it set what was there):
-                    // its author still hears of it, so its cut reaches the ack's sync id.
-                    fan_out(&shared, sync_id, author, &[], &Vec::new(), committed);
+            Event::Progress(lsn) => {
+                upstream.advance(lsn);
+                // Everything up to it is applied: the slot may let go of that WAL (also
+                // WAL of tables sluice does not publish), and a walsender stopping for a
+                // PostgreSQL shutdown waits for this confirmation before it exits.
+                if let Err(e) = source.confirm(lsn).await {
+                    return e.to_string();
                 }
-                shared.delivered.send_if_modified(|d| {
-                    let newer = sync_id > *d;
-                    if newer {
-                        *d = sync_id;
-                    }
-                    newer
-                });
-                upstream.advance(end);
-                if let Some(waiter) = upstream.waiters.lock().expect("waiters").remove(&xid) {
-                    let _ = waiter.send(sync_id);
+            }
+            Event::Txn { txn, xid, end } => {
+                if let Err(e) = apply(shared, upstream, txn, Some(xid), end).await {
+                    return e;
                 }
                 if let Err(e) = source.confirm(end).await {
-                    error!(error = %e, "replication stream failed");
-                    break;
+                    return e.to_string();
                 }
             }
         }
     }
-    upstream.streaming.store(false, Ordering::Release);
-    upstream.waiters.lock().expect("waiters").clear();
+}
+
+/// Makes a new slot and brings the replica to its snapshot, retrying with a growing
+/// wait until PostgreSQL answers; returns the new stream.
+async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
+    let mut wait = RESYNC_BACKOFF_MIN;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RESYNC_BACKOFF_MAX);
+        let resynced =
+            postgres::resync_source(&upstream.config, upstream.schema.clone(), &upstream.replica)
+                .await;
+        let (source, txn) = match resynced {
+            Ok(resynced) => resynced,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?wait, "cannot resynchronise with PostgreSQL yet");
+                continue;
+            }
+        };
+        let sync_id = txn.sync_id;
+        let changes = txn.ops.len();
+        match apply(shared, upstream, txn, None, Lsn(sync_id.0)).await {
+            Ok(()) => {
+                info!(%sync_id, changes, "replica resynchronised with PostgreSQL");
+                return source;
+            }
+            Err(e) => warn!(error = %e, retry_in = ?wait, "cannot apply the resynchronisation"),
+        }
+    }
+}
+
+/// Applies one transaction to the replica, fans it out and answers the write waiting
+/// for it (PostgreSQL transaction `xid`); `end` is the WAL read so far.
+async fn apply(
+    shared: &Arc<Shared>,
+    upstream: &Arc<Upstream>,
+    txn: ReplicatedTxn,
+    xid: Option<u32>,
+    end: Lsn,
+) -> Result<(), String> {
+    let sync_id = txn.sync_id;
+    let author = txn.origins.first().cloned();
+    let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
+    let applied = tokio::task::spawn_blocking(move || {
+        let mut observer = WindowObserver::new(&windows);
+        let changes = replica.apply_replicated(txn, &mut observer)?;
+        Ok::<_, crate::store::StoreError>((changes, observer.events))
+    })
+    .await;
+    let (changes, window_events) = match applied {
+        Ok(Ok(applied)) => applied,
+        Ok(Err(e)) => return Err(format!("cannot apply transaction {sync_id}: {e}")),
+        Err(e) => return Err(format!("the replica's task died: {e}")),
+    };
+    let committed = std::time::Instant::now();
+    if !changes.is_empty() {
+        shared.metrics.committed(changes.len());
+        let windows = window_events
+            .into_iter()
+            .find(|(s, _)| *s == sync_id)
+            .map(|(_, events)| events)
+            .unwrap_or_default();
+        let origin = changes.first().and_then(|c| c.origin.clone());
+        fan_out(shared, sync_id, origin, &changes, &windows, committed);
+    } else if author.is_some() {
+        // A client transaction that changed nothing (it set what was there): its author
+        // still hears of it, so its cut reaches the ack's sync id.
+        fan_out(shared, sync_id, author, &[], &Vec::new(), committed);
+    }
+    shared.delivered.send_if_modified(|d| {
+        let newer = sync_id > *d;
+        if newer {
+            *d = sync_id;
+        }
+        newer
+    });
+    upstream.advance(end);
+    if let Some(xid) = xid {
+        if let Some(waiter) = upstream.waiters.lock().expect("waiters").remove(&xid) {
+            let _ = waiter.send(sync_id);
+        }
+    }
+    Ok(())
 }

@@ -46,6 +46,7 @@ pub use local::{
 pub use options::{StoreOptions, Synchronous};
 pub use sqlite::{Judgement, ReplicatedTxn, RowOp, SqliteStore, WriteCheck};
 pub use types::LogRead;
+pub(crate) use window::NoObserver;
 pub use window::{CommitObserver, TxnView, WindowFrom, WindowRead};
 
 pub use crate::vocab::{

@@ -28,6 +28,7 @@ use crate::value::Value;
 use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
 
 mod replica;
+mod resync;
 pub use replica::{Judgement, ReplicatedTxn, RowOp, WriteCheck};
 
 /// sluice's own tables; see the module documentation.

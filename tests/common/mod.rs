@@ -37,6 +37,18 @@ pub fn schema_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
 }
 
+/// A server on the example schema in PostgreSQL mode (`url`), its replica at `replica`,
+/// on a free loopback port, without authentication.
+pub async fn start_pg_server(replica: &Path, url: &str) -> ServerHandle {
+    Server::builder(schema_dir(), replica)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .no_auth()
+        .postgres(url)
+        .start()
+        .await
+        .unwrap()
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub handle: ServerHandle,

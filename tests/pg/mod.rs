@@ -130,6 +130,36 @@ impl PgCluster {
         panic!("PostgreSQL did not start");
     }
 
+    /// Restarts the cluster (fast shutdown: every connection is dropped, temporary
+    /// replication slots are gone). False when the tests use a server they did not start.
+    pub fn restart(&self) -> bool {
+        let Some(owned) = &self.owned else {
+            return false;
+        };
+        let mut restart = pg_command(&owned.pg_ctl, owned.as_postgres);
+        restart
+            .arg("-D")
+            .arg(owned.dir.path().join("data"))
+            .arg("-l")
+            .arg(owned.dir.path().join("log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .stdout(Stdio::null());
+        assert!(
+            restart.status().is_ok_and(|s| s.success()),
+            "PostgreSQL did not restart"
+        );
+        true
+    }
+
+    /// Ends every other connection to the test database (the servers' replication,
+    /// write and monitor connections), as a network failure would.
+    pub fn terminate_connections(&self) {
+        self.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+    }
+
     /// Runs SQL with psql on the test database; panics with psql's words on failure.
     pub fn psql(&self, sql: &str) -> String {
         psql(&self.url, sql).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))

@@ -94,6 +94,47 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Reopens the replica a previous run left at `path` when it is one of this database
+    /// (`server_id`), its initial copy finished and the schema still fits (or migrates
+    /// additively); `None` otherwise, and the caller makes a fresh one. It lags PostgreSQL
+    /// by whatever was committed since it last ran: resynchronise it before serving. Its
+    /// log stays, so clients resume from their cuts without a new bootstrap.
+    pub fn reopen_replica(
+        path: &Path,
+        schema: Arc<Schema>,
+        options: StoreOptions,
+        server_id: &str,
+    ) -> Result<Option<SqliteStore>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let fits = {
+            let conn =
+                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let recorded = |sql: &str| -> Option<rusqlite::types::Value> {
+                conn.query_row(sql, [], |r| r.get(0))
+                    .optional()
+                    .ok()
+                    .flatten()
+            };
+            let id = recorded("SELECT server_id FROM _sluice_identity WHERE id = 0");
+            let head = recorded("SELECT head FROM _sluice_meta WHERE id = 0");
+            id == Some(rusqlite::types::Value::Text(server_id.to_string()))
+                && matches!(head, Some(rusqlite::types::Value::Integer(h)) if h > 0)
+        };
+        if !fits {
+            return Ok(None);
+        }
+        match SqliteStore::open(path, schema, options) {
+            Ok(store) => {
+                store.sparse.store(true, Ordering::Release);
+                Ok(Some(store))
+            }
+            Err(StoreError::SchemaChanged { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds rows of the initial copy (no log entries: the copy is the starting state).
     pub fn load_rows(&self, table: &Table, rows: &[Vec<Value>]) -> Result<(), StoreError> {
         let mut conn = self.lock_writer()?;
