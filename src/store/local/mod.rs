@@ -30,10 +30,12 @@ use crate::schema::{quote_ident, Schema};
 use crate::value::Value;
 use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId};
 
+mod bulk;
 mod outbox;
 mod pins;
 mod read;
 mod rows;
+mod stage;
 mod sync;
 
 pub use read::{LocalReader, READ_BUSY_TIMEOUT};
@@ -193,6 +195,8 @@ pub struct LocalStore {
     staging: BTreeSet<SubId>,
     /// `schema`, as the store's readers see it.
     shared_schema: read::SharedSchema,
+    /// Value columns of the typed staging table (see `stage`).
+    stage_width: usize,
 }
 
 impl LocalStore {
@@ -207,6 +211,8 @@ impl LocalStore {
         // Per-row statements of bootstraps and live changes are prepared once.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(META_DDL)?;
+        conn.execute_batch(stage::STAGE_ROWS_DDL)?;
+        let stage_width = stage::stage_width(&conn)?;
         // Stores made before subscriptions remembered their shape gain the columns.
         let has_access: bool = conn.query_row(
             "SELECT count(*) FROM pragma_table_info('_sluice_subs') WHERE name = 'access'",
@@ -234,6 +240,7 @@ impl LocalStore {
             pending: Vec::new(),
             staging: BTreeSet::new(),
             shared_schema: Arc::new(std::sync::Mutex::new(empty)),
+            stage_width,
         };
         if let Some(sql) = &persisted {
             store.schema = Arc::new(
@@ -575,7 +582,7 @@ impl LocalStore {
         if forget_sub {
             self.staging.remove(&holder);
             tx.execute("DELETE FROM _sluice_subs WHERE id = ?1", [holder])?;
-            tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [holder])?;
+            stage::clear(&tx, holder)?;
         }
         let mut applied = Applied::default();
         for (table, key) in keys {
