@@ -87,8 +87,9 @@ pub(super) fn join_snapshot(
          SELECT ?1, key, ?2 FROM _sluice_stage_rows WHERE sub = ?2",
         params![name, sub],
     )?;
+    // Every row is at the snapshot's sync id (a row staged twice too).
     conn.execute(
-        "INSERT OR REPLACE INTO _sluice_rowver (table_name, key, sync)
+        "INSERT OR IGNORE INTO _sluice_rowver (table_name, key, sync)
          SELECT ?1, key, ?3 FROM _sluice_stage_rows WHERE sub = ?2",
         params![name, sub, w.0 as i64],
     )?;

@@ -676,3 +676,5 @@ fn is_literal(default: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_join;

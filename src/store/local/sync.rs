@@ -64,6 +64,15 @@ impl LocalStore {
         staged
     }
 
+    /// The tables pending local transactions write.
+    pub(super) fn pending_tables(&self) -> BTreeSet<String> {
+        self.pending
+            .iter()
+            .flat_map(|p| p.mutations.iter())
+            .filter_map(|m| self.schema.table(m.table()).map(|t| t.name.clone()))
+            .collect()
+    }
+
     /// Joins staged subscriptions to the local view in one transaction: each one's
     /// snapshot rows (replacing its old coverage) or replayed changes, then its staged
     /// live changes after its seam `W`, in sync-id order.
@@ -72,12 +81,7 @@ impl LocalStore {
         subs: &[(SubId, JoinKind, SyncId)],
         cut: SyncId,
     ) -> Result<Applied, StoreError> {
-        let pending_tables: BTreeSet<String> = self
-            .pending
-            .iter()
-            .flat_map(|p| p.mutations.iter())
-            .filter_map(|m| self.schema.table(m.table()).map(|t| t.name.clone()))
-            .collect();
+        let pending_tables = self.pending_tables();
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         let columns = sub_columns(&tx)?;
