@@ -195,8 +195,6 @@ pub struct LocalStore {
     staging: BTreeSet<SubId>,
     /// `schema`, as the store's readers see it.
     shared_schema: read::SharedSchema,
-    /// Value columns of the typed staging table (see `stage`).
-    stage_width: usize,
 }
 
 impl LocalStore {
@@ -212,7 +210,6 @@ impl LocalStore {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(META_DDL)?;
         conn.execute_batch(stage::STAGE_ROWS_DDL)?;
-        let stage_width = stage::stage_width(&conn)?;
         // Stores made before subscriptions remembered their shape gain the columns.
         let has_access: bool = conn.query_row(
             "SELECT count(*) FROM pragma_table_info('_sluice_subs') WHERE name = 'access'",
@@ -240,7 +237,6 @@ impl LocalStore {
             pending: Vec::new(),
             staging: BTreeSet::new(),
             shared_schema: Arc::new(std::sync::Mutex::new(empty)),
-            stage_width,
         };
         if let Some(sql) = &persisted {
             store.schema = Arc::new(

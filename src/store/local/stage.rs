@@ -73,13 +73,14 @@ fn snapshot_row(sync_id: Option<SyncId>, event: &RowEvent) -> Option<(&Value, &[
 }
 
 /// Stages items in order: runs of snapshot rows of one width go to `_sluice_stage_rows`
-/// in multi-row `INSERT`s, everything else to `_sluice_stage`. `width` is the staging
-/// table's current width, kept up to date.
+/// in multi-row `INSERT`s, everything else to `_sluice_stage`.
 pub(super) fn stage_in(
     conn: &Connection,
-    width: &mut usize,
     items: &[(SubId, Option<SyncId>, String, RowEvent)],
 ) -> Result<(), StoreError> {
+    // Read from the database, not kept in memory: a rolled-back transaction takes the
+    // columns it added with it.
+    let mut width: Option<usize> = None;
     let mut rest = items;
     while let Some((first, _)) = rest.split_first() {
         let (sub, sync_id, table, event) = first;
@@ -105,7 +106,11 @@ pub(super) fn stage_in(
             .take(per_statement)
             .take_while(|(_, s, _, e)| snapshot_row(*s, e).is_some_and(|(_, r)| r.len() == w))
             .count();
-        widen(conn, width, w)?;
+        let have = match &mut width {
+            Some(have) => have,
+            None => width.insert(stage_width(conn)?),
+        };
+        widen(conn, have, w)?;
         insert_rows(conn, w, &rest[..run])?;
         rest = &rest[run..];
     }
@@ -166,13 +171,13 @@ pub(super) fn clear_rows(conn: &Connection, sub: SubId) -> Result<(), StoreError
 }
 
 /// Calls `each` with every typed snapshot row `sub` staged, in staging order, as
-/// (table, insert event); `width` is the staging table's width.
+/// (table, insert event).
 pub(super) fn for_each_row(
     conn: &Connection,
-    width: usize,
     sub: SubId,
     mut each: impl FnMut(String, RowEvent) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    let width = stage_width(conn)?;
     let columns: String = (0..width)
         .map(|i| format!(", {}", value_column(i)))
         .collect();

@@ -56,7 +56,7 @@ impl LocalStore {
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let staged = (|| {
             let tx = self.conn.transaction()?;
-            stage::stage_in(&tx, &mut self.stage_width, items)?;
+            stage::stage_in(&tx, items)?;
             tx.commit()?;
             Ok(())
         })();
@@ -135,7 +135,7 @@ impl LocalStore {
                 Ok::<(), StoreError>(())
             };
             if !bulk {
-                stage::for_each_row(&tx, self.stage_width, sub, |table, event| {
+                stage::for_each_row(&tx, sub, |table, event| {
                     snapshot_row(&mut applied, &table, event)
                 })?;
             }
@@ -264,7 +264,7 @@ impl LocalStore {
         let sync_id = txn.sync_id;
         let tx = self.conn.transaction()?;
         if !txn.stage.is_empty() {
-            stage::stage_in(&tx, &mut self.stage_width, txn.stage)?;
+            stage::stage_in(&tx, txn.stage)?;
         }
         let mut applied = Applied::default();
         let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();

@@ -401,7 +401,7 @@ fn staging_widens_for_wider_rows_and_keeps_its_width_across_a_reopen() {
     stage_snapshot(&mut store, wide, "t", vec![row.clone()]);
     drop(store);
     let mut store = LocalStore::open(&dir.path().join("local.db"), None).unwrap();
-    assert_eq!(store.stage_width, 5);
+    assert_eq!(stage::stage_width(&store.conn).unwrap(), 5);
     let more = vec![int(2), text("b"), int(3), Value::Real(4.0), Value::Null];
     store
         .stage_many(&[(
@@ -431,5 +431,25 @@ fn staging_widens_for_wider_rows_and_keeps_its_width_across_a_reopen() {
         select(&store, "SELECT * FROM u"),
         vec![vec![text("k"), int(1)]]
     );
+    assert_eq!(staged_count(&store), 0);
+}
+
+#[test]
+fn a_failed_staging_transaction_takes_its_new_columns_with_it() {
+    let (_dir, mut store) = store();
+    let s = sub(&mut store, "t", &["id", "a", "b", "c", "d"]);
+    let wide = |key: Value| {
+        let event = RowEvent::Insert {
+            key,
+            row: vec![int(1); 7],
+        };
+        (s, None, "t".to_string(), event)
+    };
+    // A key may not be NULL: the insert fails after the columns were added.
+    assert!(store.stage_many(&[wide(Value::Null)]).is_err());
+    assert_eq!(stage::stage_width(&store.conn).unwrap(), 0);
+    store.stage_many(&[wide(int(1))]).unwrap();
+    assert_eq!(stage::stage_width(&store.conn).unwrap(), 7);
+    store.stage_clear(s).unwrap();
     assert_eq!(staged_count(&store), 0);
 }
