@@ -75,7 +75,8 @@ impl LocalStore {
 
     /// Joins staged subscriptions to the local view in one transaction: each one's
     /// snapshot rows (replacing its old coverage) or replayed changes, then its staged
-    /// live changes after its seam `W`, in sync-id order.
+    /// live changes after its seam `W`, in sync-id order. A snapshot whose table nothing
+    /// else covers or writes joins set-based (see `bulk`); the others row by row.
     pub fn join(
         &mut self,
         subs: &[(SubId, JoinKind, SyncId)],
