@@ -165,6 +165,9 @@ struct Online<'a> {
     /// Pins and unpins sent on this connection, waiting for their answers (the server
     /// answers them in order), with where a [`Command::Pin`] wants its answer.
     pins: std::collections::VecDeque<Option<oneshot::Sender<Option<QuotaExceeded>>>>,
+    /// The batch of snapshot rows being staged on the blocking pool while the next ones
+    /// arrive (see [`Online::act`]).
+    staging: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
 }
 
 pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<Command>) {
@@ -222,6 +225,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         retry: Vec::new(),
                         retry_at: None,
                         pins: Default::default(),
+                        staging: None,
                     };
                     online.run(&mut commands).await
                 }
@@ -374,7 +378,18 @@ impl Online<'_> {
             match action {
                 Action::Send(message) => self.conn.send(message).await?,
                 Action::Status(sub, status) => self.shared.set_sub_status(sub, status),
+                // Snapshot rows are staged while the next ones are received and decoded;
+                // every other store operation first waits for that write, so the store
+                // still sees the operations in order.
+                Action::Store(StoreOp::Stage(items)) => {
+                    self.staged().await?;
+                    let shared = self.shared.clone();
+                    self.staging = Some(tokio::task::spawn_blocking(move || {
+                        shared.local().stage_many(&items)
+                    }));
+                }
                 Action::Store(op) => {
+                    self.staged().await?;
                     let source = store_source(&op);
                     let started = std::time::Instant::now();
                     let applied = self
@@ -481,6 +496,16 @@ impl Online<'_> {
         Ok(())
     }
 
+    /// Waits for the snapshot rows being staged, if any (see [`Online::act`]).
+    async fn staged(&mut self) -> Result<(), SyncError> {
+        if let Some(write) = self.staging.take() {
+            write
+                .await
+                .map_err(|e| StoreError::Local(format!("local store task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
     /// Runs SQLite work on the blocking pool rather than on a runtime worker: a join of a
     /// million rows holds the store for seconds. Awaited, so the sync task's order holds;
     /// the work is one SQLite transaction, so it commits whole even if this task is
@@ -582,6 +607,7 @@ impl Online<'_> {
                     .get_or_insert_with(|| tokio::time::Instant::now() + WRITE_RETRY_DELAY);
             }
             ServerMessage::WriteResult { seq, outcome } => {
+                self.staged().await?;
                 let applied = self.shared.local().resolve(seq, &outcome)?;
                 let source = match &outcome {
                     crate::wire::WriteOutcome::Rejected { .. } => Source::Rollback { seq },

@@ -1,7 +1,8 @@
 //! Bootstrap of one subscription on its own QUIC stream: a snapshot at a consistent sync
 //! id W (or, on resume, the matching changes replayed from the log up to W), then
-//! `End(W)`. Rows flow from a blocking SQLite reader through a bounded channel, so memory
-//! stays flat in the size of the snapshot.
+//! `End(W)`. The blocking SQLite reader encodes each row once, as its frame, into chunks
+//! of many frames that the stream writes whole; chunks flow through a bounded channel, so
+//! memory stays flat in the size of the snapshot.
 //!
 //! Server-internal: reads only through the [`Store`] trait, never SQLite directly.
 
@@ -13,17 +14,17 @@ use tracing::{debug, info};
 
 use super::registry::replay_event;
 use super::session::LiveItem;
-use super::snapshots::{self, Filled};
+use super::snapshots::{self, Filled, CHUNK_BYTES};
 use super::Shared;
 use crate::ids::SyncId;
 use crate::query::{Pred, Shape};
 use crate::store::{LogRead, Store};
 use crate::transport::FrameWriter;
-use crate::wire::{BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
+use crate::wire::{encode, BootstrapFrame, ServerMessage, SubId, PROGRESS_EVERY};
 
-/// Rows read from SQLite but not yet written to the stream: the memory one bootstrap
-/// holds; when the client reads slowly the reader waits.
-pub const BOOTSTRAP_CHANNEL_CAPACITY: usize = 256;
+/// Encoded chunks (of about [`CHUNK_BYTES`]) read from SQLite but not yet written to the
+/// stream: the memory one bootstrap holds; when the client reads slowly the reader waits.
+pub const BOOTSTRAP_CHANNEL_CAPACITY: usize = 4;
 
 /// Distinct rows one resume may replay; past it the subscription is told to bootstrap
 /// again (a snapshot is cheaper than that many changed rows, and the replay holds the
@@ -99,7 +100,11 @@ pub struct Job {
 }
 
 enum Produced {
-    Frame(BootstrapFrame),
+    /// Encoded frames: `frames` rows or replayed changes, with their `Progress` frames.
+    Chunk {
+        bytes: bytes::Bytes,
+        frames: u64,
+    },
     Done(SyncId),
     /// The subscription cannot be served; this answer says why.
     Refused(ServerMessage),
@@ -305,23 +310,12 @@ async fn stream_rows(job: &Job, writer: &mut FrameWriter) -> Option<Streamed> {
     let mut stalled = false;
     while let Some(item) = rx.recv().await {
         match item {
-            Produced::Frame(frame) => {
-                let progress = sent
-                    .saturating_add(1)
-                    .is_multiple_of(PROGRESS_EVERY)
-                    .then_some(BootstrapFrame::Progress { sent: sent + 1 });
-                let written = tokio::time::timeout(stall, async {
-                    writer.send(&frame).await?;
-                    if let Some(progress) = &progress {
-                        writer.send(progress).await?;
-                    }
-                    Ok::<_, crate::transport::TransportError>(())
-                })
-                .await;
-                match written {
+            Produced::Chunk { bytes, frames } => {
+                let written = tokio::time::timeout(stall, writer.stream().write_chunk(bytes));
+                match written.await {
                     Ok(Ok(())) => {
-                        sent += 1;
-                        job.shared.metrics.bootstrap_rows(1);
+                        sent += frames;
+                        job.shared.metrics.bootstrap_rows(frames);
                     }
                     Ok(Err(_)) => break,
                     Err(_) => {
@@ -364,19 +358,25 @@ fn produce(
             Err(_) => ControlFlow::Break(()),
         }
     };
+    let mut chunks = Chunker::default();
     let pk = shape.table().pk;
     match resume_after {
         None => {
             let mut on_row = |row: Vec<crate::value::Value>| {
                 let key = row[pk].clone();
-                send(Produced::Frame(BootstrapFrame::Row {
-                    key,
-                    row: shape.project(&row),
-                }))
+                // A row read whole is sent as read, not copied.
+                let row = match shape.projection() {
+                    None => row,
+                    Some(_) => shape.project(&row),
+                };
+                let frame = BootstrapFrame::Row { key, row };
+                chunks.push(&frame, &send)
             };
             match store.snapshot(shape, &mut on_row) {
                 Ok(w) => {
-                    let _ = send(Produced::Done(w));
+                    if chunks.flush(&send).is_continue() {
+                        let _ = send(Produced::Done(w));
+                    }
                 }
                 Err(e) => {
                     let _ = send(failed(format!("snapshot failed: {e}")));
@@ -427,17 +427,71 @@ fn produce(
                                 sync_id: change.sync_id,
                                 event,
                             };
-                            if send(Produced::Frame(frame)).is_break() {
+                            if chunks.push(&frame, &send).is_break() {
                                 return;
                             }
                         }
                     }
-                    let _ = send(Produced::Done(w));
+                    if chunks.flush(&send).is_continue() {
+                        let _ = send(Produced::Done(w));
+                    }
                 }
                 Err(e) => {
                     let _ = send(failed(format!("replay failed: {e}")));
                 }
             }
         }
+    }
+}
+
+/// Frames encoded on the blocking reader, gathered into chunks of about [`CHUNK_BYTES`]
+/// with a `Progress` frame after every [`PROGRESS_EVERY`] rows: each row is encoded once,
+/// and the stream writes a chunk at a time rather than a frame at a time.
+#[derive(Default)]
+struct Chunker {
+    buf: Vec<u8>,
+    /// Frames in `buf`.
+    frames: u64,
+    /// Frames encoded so far, `buf`'s included.
+    total: u64,
+}
+
+impl Chunker {
+    /// Encodes one row or replayed change; sends the chunk when it is full. Breaks when
+    /// the stream is gone or the frame cannot be encoded (too large): the stream then
+    /// ends without `End`, and the client bootstraps again on its next connection.
+    fn push(
+        &mut self,
+        frame: &BootstrapFrame,
+        send: &impl Fn(Produced) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        if encode(frame, &mut self.buf).is_err() {
+            return ControlFlow::Break(());
+        }
+        self.frames += 1;
+        self.total += 1;
+        if self.total.is_multiple_of(PROGRESS_EVERY) {
+            let progress = BootstrapFrame::Progress { sent: self.total };
+            if encode(&progress, &mut self.buf).is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        if self.buf.len() >= CHUNK_BYTES {
+            return self.flush(send);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Sends what is encoded and not sent yet.
+    fn flush(&mut self, send: &impl Fn(Produced) -> ControlFlow<()>) -> ControlFlow<()> {
+        if self.buf.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+        let frames = std::mem::take(&mut self.frames);
+        send(Produced::Chunk {
+            bytes: bytes.into(),
+            frames,
+        })
     }
 }

@@ -30,10 +30,12 @@ use crate::schema::{quote_ident, Schema};
 use crate::value::Value;
 use crate::vocab::{ClientId, Mutation, Precondition, RowEvent, SubId, SyncId};
 
+mod bulk;
 mod outbox;
 mod pins;
 mod read;
 mod rows;
+mod stage;
 mod sync;
 
 pub use read::{LocalReader, READ_BUSY_TIMEOUT};
@@ -207,6 +209,7 @@ impl LocalStore {
         // Per-row statements of bootstraps and live changes are prepared once.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(META_DDL)?;
+        conn.execute_batch(stage::STAGE_ROWS_DDL)?;
         // Stores made before subscriptions remembered their shape gain the columns.
         let has_access: bool = conn.query_row(
             "SELECT count(*) FROM pragma_table_info('_sluice_subs') WHERE name = 'access'",
@@ -575,7 +578,7 @@ impl LocalStore {
         if forget_sub {
             self.staging.remove(&holder);
             tx.execute("DELETE FROM _sluice_subs WHERE id = ?1", [holder])?;
-            tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [holder])?;
+            stage::clear(&tx, holder)?;
         }
         let mut applied = Applied::default();
         for (table, key) in keys {
@@ -669,3 +672,5 @@ fn is_literal(default: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_join;

@@ -12,7 +12,7 @@ use rusqlite::params;
 
 use super::outbox::{confirm_in, forget_confirmed};
 use super::rows::{apply_event, set_cut, settle, sub_columns, upsert_row};
-use super::{Applied, JoinKind, KeyOrd, LocalStore, PIN_HOLDER};
+use super::{bulk, stage, Applied, JoinKind, KeyOrd, LocalStore, PIN_HOLDER};
 use crate::schema::{quote_ident, Table};
 use crate::store::convert::value_from_ref;
 use crate::store::error::StoreError;
@@ -25,8 +25,7 @@ impl LocalStore {
     /// Discards whatever a subscription had staged (a bootstrap starting over).
     /// Marks the subscription as staging until [`LocalStore::join`] joins it.
     pub fn stage_clear(&mut self, sub: SubId) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub])?;
+        stage::clear(&self.conn, sub)?;
         self.staging.insert(sub);
         Ok(())
     }
@@ -43,30 +42,47 @@ impl LocalStore {
     }
 
     /// Stages many rows or changes in one transaction (a bootstrap streams thousands).
+    ///
+    /// Committed without waiting for the disk (`synchronous = NORMAL`): staged rows are
+    /// worth nothing until their subscription joins, and a crash that loses the last
+    /// staging transactions (WAL keeps them in order, so only a tail) loses nothing the
+    /// client relies on: a subscription that has not joined bootstraps again, discarding
+    /// what it staged. The join and every other transaction still commit durably, and
+    /// their commit makes the staged rows before them durable too.
     pub fn stage_many(
         &mut self,
         items: &[(SubId, Option<SyncId>, String, RowEvent)],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        stage_in(&tx, items)?;
-        tx.commit()?;
-        Ok(())
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let staged = (|| {
+            let tx = self.conn.transaction()?;
+            stage::stage_in(&tx, items)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        staged
+    }
+
+    /// The tables pending local transactions write.
+    pub(super) fn pending_tables(&self) -> BTreeSet<String> {
+        self.pending
+            .iter()
+            .flat_map(|p| p.mutations.iter())
+            .filter_map(|m| self.schema.table(m.table()).map(|t| t.name.clone()))
+            .collect()
     }
 
     /// Joins staged subscriptions to the local view in one transaction: each one's
     /// snapshot rows (replacing its old coverage) or replayed changes, then its staged
-    /// live changes after its seam `W`, in sync-id order.
+    /// live changes after its seam `W`, in sync-id order. A snapshot whose table nothing
+    /// else covers or writes joins set-based (see `bulk`); the others row by row.
     pub fn join(
         &mut self,
         subs: &[(SubId, JoinKind, SyncId)],
         cut: SyncId,
     ) -> Result<Applied, StoreError> {
-        let pending_tables: BTreeSet<String> = self
-            .pending
-            .iter()
-            .flat_map(|p| p.mutations.iter())
-            .filter_map(|m| self.schema.table(m.table()).map(|t| t.name.clone()))
-            .collect();
+        let pending_tables = self.pending_tables();
         let tx = self.conn.transaction()?;
         let mut applied = Applied::default();
         let columns = sub_columns(&tx)?;
@@ -80,7 +96,18 @@ impl LocalStore {
             Ok(())
         };
         for &(sub, kind, w) in subs {
-            if kind == JoinKind::Bootstrap {
+            let cols = columns.get(&sub).cloned().unwrap_or_default();
+            let bulk = kind == JoinKind::Bootstrap
+                && bulk::join_snapshot(
+                    &tx,
+                    &self.schema,
+                    sub,
+                    &cols,
+                    w,
+                    &pending_tables,
+                    &mut applied,
+                )?;
+            if kind == JoinKind::Bootstrap && !bulk {
                 // Coverage is rebuilt from the snapshot: keys it no longer holds are released.
                 tx.execute(
                     "INSERT OR IGNORE INTO _sluice_touched (table_name, key)
@@ -89,7 +116,30 @@ impl LocalStore {
                 )?;
                 tx.execute("DELETE FROM _sluice_cover WHERE holder = ?1", [sub])?;
             }
-            let cols = columns.get(&sub).cloned().unwrap_or_default();
+            // A snapshot row: the state at W.
+            let snapshot_row = |applied: &mut Applied, table: &str, event: RowEvent| {
+                let Some(t) = self.schema.table(table).cloned() else {
+                    return Ok(());
+                };
+                let written = apply_event(&tx, &t, sub, &cols, &event, w)?;
+                match &event {
+                    // Covered and, with no local transaction pending on its table, visible
+                    // exactly as the server state: written directly.
+                    RowEvent::Insert { key, row } if !pending_tables.contains(&t.name) => {
+                        if written {
+                            upsert_row(&tx, &quote_ident(&t.name), &t, &cols, key, row)?;
+                            applied.row(&t.name, key.clone());
+                        }
+                    }
+                    _ => touch(&t.name, event.key())?,
+                }
+                Ok::<(), StoreError>(())
+            };
+            if !bulk {
+                stage::for_each_row(&tx, sub, |table, event| {
+                    snapshot_row(&mut applied, &table, event)
+                })?;
+            }
             let mut stmt = tx.prepare(
                 "SELECT sync_id, table_name, event FROM _sluice_stage WHERE sub = ?1
                  ORDER BY (sync_id IS NOT NULL), sync_id, n",
@@ -128,38 +178,26 @@ impl LocalStore {
                 }
                 let blob: Vec<u8> = r.get(2)?;
                 let event: RowEvent = postcard::from_bytes(&blob)?;
+                let Some(s) = sync_id else {
+                    snapshot_row(&mut applied, &table, event)?;
+                    continue;
+                };
                 let Some(t) = self.schema.table(&table).cloned() else {
                     continue;
                 };
-                if let Some(s) = sync_id {
-                    let s = SyncId(s as u64);
-                    if let Some(at) = txn_id.filter(|at| *at != s) {
-                        apply_txn(&mut txn, at)?;
-                    }
-                    txn_id = Some(s);
-                    txn.push((t, event));
-                    continue;
+                let s = SyncId(s as u64);
+                if let Some(at) = txn_id.filter(|at| *at != s) {
+                    apply_txn(&mut txn, at)?;
                 }
-                // A snapshot row: the state at W.
-                let written = apply_event(&tx, &t, sub, &cols, &event, w)?;
-                match &event {
-                    // Covered and, with no local transaction pending on its table, visible
-                    // exactly as the server state: written directly.
-                    RowEvent::Insert { key, row } if !pending_tables.contains(&t.name) => {
-                        if written {
-                            upsert_row(&tx, &quote_ident(&t.name), &t, &cols, key, row)?;
-                            applied.row(&t.name, key.clone());
-                        }
-                    }
-                    _ => touch(&t.name, event.key())?,
-                }
+                txn_id = Some(s);
+                txn.push((t, event));
             }
             if let Some(at) = txn_id {
                 apply_txn(&mut txn, at)?;
             }
             drop(staged);
             drop(stmt);
-            tx.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub])?;
+            stage::clear(&tx, sub)?;
             tx.execute(
                 "UPDATE _sluice_subs SET joined = 1, access = access_next WHERE id = ?1",
                 [sub],
@@ -227,7 +265,7 @@ impl LocalStore {
         let sync_id = txn.sync_id;
         let tx = self.conn.transaction()?;
         if !txn.stage.is_empty() {
-            stage_in(&tx, txn.stage)?;
+            stage::stage_in(&tx, txn.stage)?;
         }
         let mut applied = Applied::default();
         let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
@@ -341,18 +379,4 @@ pub struct ServerTxn<'a> {
     /// Pinned rows' changes, as (table, change), already filtered to those newer than
     /// what the loader holds.
     pub pins: &'a [(String, PinChange)],
-}
-
-fn stage_in(
-    tx: &rusqlite::Connection,
-    items: &[(SubId, Option<SyncId>, String, RowEvent)],
-) -> Result<(), StoreError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO _sluice_stage (sub, sync_id, table_name, event) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for (sub, sync_id, table, event) in items {
-        let blob = postcard::to_allocvec(event)?;
-        insert.execute(params![*sub, sync_id.map(|s| s.0 as i64), table, blob])?;
-    }
-    Ok(())
 }
