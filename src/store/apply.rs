@@ -7,7 +7,6 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::fmt::Write;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -76,7 +75,7 @@ pub(crate) struct TableSql {
     defaults: Vec<Option<Value>>,
 }
 
-/// [`TableSql`] for every table of the schema.
+/// [`TableSql`] for every table of the schema, by its name as declared.
 pub(crate) struct SqlCache(HashMap<String, TableSql>);
 
 impl SqlCache {
@@ -96,13 +95,13 @@ impl SqlCache {
                 name,
                 all,
             };
-            Ok((table.name.to_ascii_lowercase(), sql))
+            Ok((table.name.clone(), sql))
         });
         Ok(SqlCache(tables.collect::<Result<_, StoreError>>()?))
     }
 
     fn table(&self, table: &Table) -> Result<&TableSql, StoreError> {
-        self.0.get(&table.name.to_ascii_lowercase()).ok_or_else(|| {
+        self.0.get(&table.name).ok_or_else(|| {
             StoreError::Corrupt(format!("no statements prepared for table {}", table.name))
         })
     }
@@ -548,7 +547,7 @@ fn known_image(table: &Table, sql: &TableSql, resolved: &[(usize, &Value)]) -> O
     Some(row)
 }
 
-/// `INSERT INTO t (given columns) VALUES (?1, ...)`, with `RETURNING` every column when
+/// `INSERT INTO t (given columns) VALUES (?, ...)`, with `RETURNING` every column when
 /// `returning`. Built in one allocation: it runs once per inserted row.
 fn insert_sql(sql: &TableSql, resolved: &[(usize, &Value)], returning: bool) -> String {
     let mut text = String::with_capacity(64 + sql.all.len() * 2 + resolved.len() * 4);
@@ -562,12 +561,8 @@ fn insert_sql(sql: &TableSql, resolved: &[(usize, &Value)], returning: bool) -> 
         text.push_str(&sql.quoted[*i]);
     }
     text.push_str(") VALUES (");
-    for n in 1..=resolved.len() {
-        if n > 1 {
-            text.push_str(", ");
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(text, "?{n}");
+    for n in 0..resolved.len() {
+        text.push_str(if n == 0 { "?" } else { ", ?" });
     }
     text.push(')');
     if returning {

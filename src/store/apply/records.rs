@@ -7,6 +7,8 @@
 //! sluice's own tables, and a failure anywhere rolls back the whole batch, so when they
 //! are written changes nothing that can be seen.
 
+use std::sync::OnceLock;
+
 use rusqlite::{Connection, Statement};
 
 use crate::store::types::kind_code;
@@ -20,10 +22,12 @@ const CHUNKS: [usize; 3] = [64, 8, 1];
 const LOG_INSERT: &str = "INSERT INTO _sluice_log \
     (sync_id, seq, tbl, key, kind, old, new, client_id, client_seq) VALUES ";
 const LOG_WIDTH: usize = 9;
+static LOG_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
 
 const OUTCOME_INSERT: &str = "INSERT INTO _sluice_client_txns \
     (client_id, seq, sync_id, reject_code, message, recorded_at_ms) VALUES ";
 const OUTCOME_WIDTH: usize = 6;
+static OUTCOME_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
 
 /// What the batch has yet to write.
 #[derive(Default)]
@@ -58,6 +62,7 @@ impl Pending {
         let image = &mut self.image;
         write_rows(
             conn,
+            &LOG_TEXTS,
             LOG_INSERT,
             LOG_WIDTH,
             &self.log,
@@ -72,6 +77,7 @@ impl Pending {
         )?;
         write_rows(
             conn,
+            &OUTCOME_TEXTS,
             OUTCOME_INSERT,
             OUTCOME_WIDTH,
             &self.outcomes,
@@ -139,10 +145,11 @@ pub(super) fn log_insert_sql() -> String {
     values_sql(LOG_INSERT, LOG_WIDTH, 1)
 }
 
-/// Inserts `rows` with statements of [`CHUNKS`] rows each; `bind` binds one row's
-/// `width` parameters from the given index on.
+/// Inserts `rows` with statements of [`CHUNKS`] rows each, whose text `texts` keeps
+/// (built once); `bind` binds one row's `width` parameters from the given index on.
 fn write_rows<T>(
     conn: &Connection,
+    texts: &OnceLock<[String; CHUNKS.len()]>,
     insert: &str,
     width: usize,
     rows: &[T],
@@ -150,9 +157,13 @@ fn write_rows<T>(
 ) -> Result<(), StoreError> {
     let mut rest = rows;
     while !rest.is_empty() {
-        let size = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
-        let (chunk, tail) = rest.split_at(size);
-        let mut stmt = conn.prepare_cached(&values_sql(insert, width, size))?;
+        let texts = texts.get_or_init(|| CHUNKS.map(|size| values_sql(insert, width, size)));
+        let which = CHUNKS
+            .iter()
+            .position(|&n| n <= rest.len())
+            .unwrap_or(CHUNKS.len() - 1);
+        let (chunk, tail) = rest.split_at(CHUNKS[which]);
+        let mut stmt = conn.prepare_cached(&texts[which])?;
         for (n, row) in chunk.iter().enumerate() {
             bind(&mut stmt, n * width + 1, row)?;
         }
@@ -162,23 +173,11 @@ fn write_rows<T>(
     Ok(())
 }
 
-/// `insert` followed by `rows` groups of `width` numbered parameters.
+/// `insert` followed by `rows` groups of `width` parameters (SQLite numbers them in
+/// order).
 fn values_sql(insert: &str, width: usize, rows: usize) -> String {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(insert.len() + rows * width * 6);
-    text.push_str(insert);
-    for row in 0..rows {
-        text.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..width {
-            if column > 0 {
-                text.push_str(", ");
-            }
-            // Writing to a String cannot fail.
-            let _ = write!(text, "?{}", row * width + column + 1);
-        }
-        text.push(')');
-    }
-    text
+    let group = format!("({})", vec!["?"; width].join(", "));
+    format!("{insert}{}", vec![group; rows].join(", "))
 }
 
 #[cfg(test)]
@@ -189,7 +188,7 @@ mod tests {
     fn values_are_numbered_across_rows() {
         assert_eq!(
             values_sql("INSERT INTO t (a, b) VALUES ", 2, 2),
-            "INSERT INTO t (a, b) VALUES (?1, ?2), (?3, ?4)"
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
         );
     }
 }
