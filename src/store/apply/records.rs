@@ -83,7 +83,9 @@ impl Pending {
             &self.outcomes,
             |stmt, at, &txn| {
                 let Some((client, seq)) = &txns[txn].0.origin else {
-                    return Ok(());
+                    return Err(StoreError::Corrupt(format!(
+                        "outcome record for transaction {txn}, which has no client"
+                    )));
                 };
                 let (sync_id, code, message) = match &outcomes[txn] {
                     TxnOutcome::Committed { sync_id, .. } => (Some(*sync_id), None, None),
