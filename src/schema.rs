@@ -135,9 +135,14 @@ pub struct Table {
 impl Table {
     /// The column index of `name`, compared case-insensitively as SQLite does.
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(name))
+        // Names are unique ignoring case; most are given as declared, found by the
+        // cheaper exact comparison.
+        let columns = &self.columns;
+        columns.iter().position(|c| c.name == name).or_else(|| {
+            columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(name))
+        })
     }
 
     /// The primary key column.
@@ -348,7 +353,10 @@ impl Schema {
 
     /// The table called `name`, compared case-insensitively.
     pub fn table(&self, name: &str) -> Option<&Arc<Table>> {
-        self.tables.get(&name.to_ascii_lowercase())
+        // Names are mostly written in lower case already: no lowercased copy then.
+        self.tables
+            .get(name)
+            .or_else(|| self.tables.get(&name.to_ascii_lowercase()))
     }
 
     /// Tables in name order.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::convert::{encode_image, read_row};
+use super::convert::read_row;
 use super::window::{CommitObserver, ConnView};
 use super::{GuardedTxn, StoreError, WriteGuard};
 use crate::schema::{quote_ident, Column, Schema, Table};
@@ -18,6 +18,11 @@ use crate::value::{parse_numeric_text, Affinity, Value};
 use crate::vocab::{
     Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
 };
+use image::{column_defaults, stored_unchanged};
+use records::{bind_log, log_insert_sql, Pending};
+
+mod image;
+mod records;
 
 /// Why one transaction stopped: rejected (its savepoint is rolled back, the batch goes
 /// on) or a database failure (the whole batch is rolled back).
@@ -65,13 +70,18 @@ pub(crate) struct TableSql {
     all: String,
     select_by_key: String,
     delete: String,
+    /// Per column, what a row that leaves it out stores, when known ahead (see
+    /// [`image`]).
+    defaults: Vec<Option<Value>>,
 }
 
-/// [`TableSql`] for every table of the schema.
+/// [`TableSql`] for every table of the schema, by its name as declared.
 pub(crate) struct SqlCache(HashMap<String, TableSql>);
 
 impl SqlCache {
-    pub(crate) fn new(schema: &Schema) -> SqlCache {
+    /// Reads the column defaults of the schema's tables from `conn`'s database, where
+    /// they are created.
+    pub(crate) fn new(conn: &Connection, schema: &Schema) -> Result<SqlCache, StoreError> {
         let tables = schema.tables().map(|table| {
             let quoted: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
             let name = quote_ident(&table.name);
@@ -80,17 +90,18 @@ impl SqlCache {
             let sql = TableSql {
                 select_by_key: format!("SELECT {all} FROM {name} WHERE {pk} = ?1"),
                 delete: format!("DELETE FROM {name} WHERE {pk} = ?1 RETURNING {all}"),
+                defaults: column_defaults(conn, table)?,
                 quoted,
                 name,
                 all,
             };
-            (table.name.to_ascii_lowercase(), sql)
+            Ok((table.name.clone(), sql))
         });
-        SqlCache(tables.collect())
+        Ok(SqlCache(tables.collect::<Result<_, StoreError>>()?))
     }
 
     fn table(&self, table: &Table) -> Result<&TableSql, StoreError> {
-        self.0.get(&table.name.to_ascii_lowercase()).ok_or_else(|| {
+        self.0.get(&table.name).ok_or_else(|| {
             StoreError::Corrupt(format!("no statements prepared for table {}", table.name))
         })
     }
@@ -119,10 +130,11 @@ pub(crate) fn apply_batch(
     })?;
     let mut head = start;
     let mut outcomes = Vec::with_capacity(txns.len());
+    let mut pending = Pending::default();
     // Per client, the highest sequence number with a recorded outcome: clients number
     // their transactions in order, so a higher one is new and needs no lookup.
     let mut newest: HashMap<String, Option<u64>> = HashMap::new();
-    for (txn, guard) in txns {
+    for (index, (txn, guard)) in txns.iter().enumerate() {
         if let Some((client, seq)) = &txn.origin {
             let recorded = match newest.get(&client.0) {
                 Some(n) => *n,
@@ -136,6 +148,8 @@ pub(crate) fn apply_batch(
             // max(); they always take the lookup.
             let surely_new = *seq <= i64::MAX as u64 && recorded.is_none_or(|n| *seq > n);
             if !surely_new {
+                // The lookup must see the outcomes recorded earlier in this batch.
+                pending.write(&tx, &txns, &outcomes, now_ms)?;
                 if let Some(previous) = stored_outcome(&tx, client, *seq)? {
                     outcomes.push(previous);
                     continue;
@@ -164,16 +178,16 @@ pub(crate) fn apply_batch(
         if savepoint {
             tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
         }
-        match write_txn(&tx, &Ctx { schema, sql }, sync_id, &txn, guard.as_deref()) {
+        match write_txn(&tx, &Ctx { schema, sql }, sync_id, txn, guard.as_deref()) {
             Ok(changes) => {
                 if savepoint {
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
                 }
-                record_outcome(&tx, &txn, Some(sync_id), None, now_ms)?;
                 if !changes.is_empty() {
                     observer.committed(&ConnView(&tx), sync_id, &changes)?;
                 }
                 head = sync_id;
+                pending.add(index, changes.len(), txn.origin.is_some());
                 outcomes.push(TxnOutcome::Committed { sync_id, changes });
             }
             Err(TxnError::Reject(code, message)) => {
@@ -181,12 +195,13 @@ pub(crate) fn apply_batch(
                     tx.prepare_cached("ROLLBACK TO sluice_txn")?.execute([])?;
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
                 }
-                record_outcome(&tx, &txn, None, Some((code, &message)), now_ms)?;
+                pending.add(index, 0, txn.origin.is_some());
                 outcomes.push(TxnOutcome::Rejected { code, message });
             }
             Err(TxnError::Store(e)) => return Err(e),
         }
     }
+    pending.write(&tx, &txns, &outcomes, now_ms)?;
     if head != start {
         tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
             .execute([head])?;
@@ -259,36 +274,9 @@ fn stored_outcome(
     }))
 }
 
-fn record_outcome(
-    conn: &Connection,
-    txn: &WriteTxn,
-    sync_id: Option<SyncId>,
-    rejection: Option<(RejectCode, &str)>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let Some((client, seq)) = &txn.origin else {
-        return Ok(());
-    };
-    conn.prepare_cached(
-        "INSERT INTO _sluice_client_txns \
-         (client_id, seq, sync_id, reject_code, message, recorded_at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        client.0,
-        // Sequence numbers are u64 stored bit for bit in SQLite's i64.
-        *seq as i64,
-        sync_id,
-        rejection.map(|(code, _)| code.as_str()),
-        rejection.map(|(_, message)| message),
-        now_ms,
-    ])?;
-    Ok(())
-}
-
-/// Checks the preconditions, then applies the mutations and logs them. The guard, if
-/// any, sees every row change right after it is made, inside the transaction's
-/// savepoint: its refusal rejects the whole transaction (code `forbidden`).
+/// Checks the preconditions, then applies the mutations (the caller logs them). The
+/// guard, if any, sees every row change right after it is made, inside the
+/// transaction's savepoint: its refusal rejects the whole transaction (code `forbidden`).
 fn write_txn(
     conn: &Connection,
     ctx: &Ctx<'_>,
@@ -300,7 +288,7 @@ fn write_txn(
         check_precondition(conn, ctx, precondition, guard)?;
     }
     let mut changes = Vec::with_capacity(txn.mutations.len());
-    for (seq, mutation) in txn.mutations.iter().enumerate() {
+    for mutation in &txn.mutations {
         let table = lookup_table(ctx.schema, mutation.table())?;
         let sql = ctx.sql.table(table)?;
         let (kind, old, new) = match mutation {
@@ -345,34 +333,16 @@ fn write_txn(
             new,
             origin: txn.origin.clone(),
         };
-        log_change(conn, seq as i64, &change)?;
         changes.push(change);
     }
     Ok(changes)
 }
 
+/// Appends one change to the log, as the `seq`-th of its transaction.
 pub(super) fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreError> {
-    let old = change.old.as_deref().map(encode_image).transpose()?;
-    let new = change.new.as_deref().map(encode_image).transpose()?;
-    let (client, client_seq) = match &change.origin {
-        Some((client, seq)) => (Some(client.0.as_str()), Some(*seq as i64)),
-        None => (None, None),
-    };
-    conn.prepare_cached(
-        "INSERT INTO _sluice_log (sync_id, seq, tbl, key, kind, old, new, client_id, client_seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        change.sync_id,
-        seq,
-        change.table,
-        change.key,
-        super::types::kind_code(change.kind),
-        old,
-        new,
-        client,
-        client_seq
-    ])?;
+    let mut stmt = conn.prepare_cached(&log_insert_sql())?;
+    bind_log(&mut stmt, 1, seq, change, &mut Vec::new())?;
+    stmt.raw_execute()?;
     Ok(())
 }
 
@@ -533,23 +503,14 @@ fn insert(
             return not_null_violation(table, column);
         }
     }
-    let names: Vec<&str> = resolved
-        .iter()
-        .map(|(i, _)| sql.quoted[*i].as_str())
-        .collect();
-    let marks: Vec<String> = (1..=resolved.len()).map(|i| format!("?{i}")).collect();
-    let text = format!(
-        "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
-        sql.name,
-        names.join(", "),
-        marks.join(", "),
-        sql.all
-    );
-    let width = table.columns.len();
-    let result = conn.prepare_cached(&text)?.query_row(
-        rusqlite::params_from_iter(resolved.iter().map(|(_, v)| *v)),
-        |r| read_row(r, width),
-    );
+    let known = known_image(table, sql, &resolved);
+    let text = insert_sql(sql, &resolved, known.is_none());
+    let mut stmt = conn.prepare_cached(&text)?;
+    let args = rusqlite::params_from_iter(resolved.iter().map(|(_, v)| *v));
+    let result = match known {
+        Some(row) => stmt.execute(args).map(|_| row),
+        None => stmt.query_row(args, |r| read_row(r, table.columns.len())),
+    };
     match result {
         Ok(row) => Ok(row),
         Err(e) => match TxnError::from(e) {
@@ -566,6 +527,49 @@ fn insert(
             other => Err(other),
         },
     }
+}
+
+/// The row an insert of `resolved` (sorted by column) stores, when known ahead: nothing
+/// given is converted and every column left out takes a known default. `RETURNING`
+/// reads it back otherwise.
+fn known_image(table: &Table, sql: &TableSql, resolved: &[(usize, &Value)]) -> Option<Vec<Value>> {
+    let mut given = resolved.iter().peekable();
+    let mut row = Vec::with_capacity(table.columns.len());
+    for (index, (column, default)) in table.columns.iter().zip(&sql.defaults).enumerate() {
+        match given.next_if(|(i, _)| *i == index) {
+            Some((_, value)) if stored_unchanged(column.affinity, value) => {
+                row.push((*value).clone())
+            }
+            Some(_) => return None,
+            None => row.push(default.clone()?),
+        }
+    }
+    Some(row)
+}
+
+/// `INSERT INTO t (given columns) VALUES (?, ...)`, with `RETURNING` every column when
+/// `returning`. Built in one allocation: it runs once per inserted row.
+fn insert_sql(sql: &TableSql, resolved: &[(usize, &Value)], returning: bool) -> String {
+    let mut text = String::with_capacity(64 + sql.all.len() * 2 + resolved.len() * 4);
+    text.push_str("INSERT INTO ");
+    text.push_str(&sql.name);
+    text.push_str(" (");
+    for (n, (i, _)) in resolved.iter().enumerate() {
+        if n > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&sql.quoted[*i]);
+    }
+    text.push_str(") VALUES (");
+    for n in 0..resolved.len() {
+        text.push_str(if n == 0 { "?" } else { ", ?" });
+    }
+    text.push(')');
+    if returning {
+        text.push_str(" RETURNING ");
+        text.push_str(&sql.all);
+    }
+    text
 }
 
 /// Updates some columns of a row; returns the old and new full rows as stored.

@@ -58,10 +58,6 @@ pub fn row_bytes(row: &[Value]) -> usize {
         .sum()
 }
 
-pub(crate) fn encode_image(row: &[Value]) -> Result<Vec<u8>, StoreError> {
-    Ok(postcard::to_allocvec(row)?)
-}
-
 pub(crate) fn decode_image(bytes: &[u8]) -> Result<Vec<Value>, StoreError> {
     Ok(postcard::from_bytes(bytes)?)
 }
@@ -79,7 +75,7 @@ mod tests {
             Value::Text("héllo".into()),
             Value::Blob(vec![0, 255]),
         ];
-        let bytes = encode_image(&row).unwrap();
+        let bytes = postcard::to_allocvec(&row).unwrap();
         assert!(
             bytes.len() < 32,
             "compact encoding, got {} bytes",

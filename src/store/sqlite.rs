@@ -179,7 +179,7 @@ impl SqliteStore {
             |r| r.get(0),
         )?;
         tx.commit()?;
-        let sql = SqlCache::new(&schema);
+        let sql = SqlCache::new(&conn, &schema)?;
         Ok(SqliteStore {
             path,
             schema,

@@ -348,7 +348,7 @@ impl WriteCheck {
         for table in schema.tables() {
             conn.execute_batch(&table.create_sql())?;
         }
-        let sql = SqlCache::new(&schema);
+        let sql = SqlCache::new(&conn, &schema)?;
         Ok(WriteCheck { conn, schema, sql })
     }
 

@@ -1,0 +1,196 @@
+//! The change log entries and outcome records of a batch, written many rows per
+//! statement rather than two statements per transaction.
+//!
+//! They are kept aside while the batch applies (as indices into its transactions and
+//! outcomes, nothing copied) and written before anything reads them: before an
+//! idempotency lookup, and at the end of the batch. Nothing else in the batch reads
+//! sluice's own tables, and a failure anywhere rolls back the whole batch, so when they
+//! are written changes nothing that can be seen.
+
+use std::sync::OnceLock;
+
+use rusqlite::{Connection, Statement};
+
+use crate::store::types::kind_code;
+use crate::store::{GuardedTxn, StoreError};
+use crate::vocab::{Change, TxnOutcome};
+
+/// Rows per statement, largest first: a batch of `n` takes about `n / 64 + 14`
+/// statements, and each table caches only these three.
+const CHUNKS: [usize; 3] = [64, 8, 1];
+
+const LOG_INSERT: &str = "INSERT INTO _sluice_log \
+    (sync_id, seq, tbl, key, kind, old, new, client_id, client_seq) VALUES ";
+const LOG_WIDTH: usize = 9;
+static LOG_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
+
+const OUTCOME_INSERT: &str = "INSERT INTO _sluice_client_txns \
+    (client_id, seq, sync_id, reject_code, message, recorded_at_ms) VALUES ";
+const OUTCOME_WIDTH: usize = 6;
+static OUTCOME_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
+
+/// What the batch has yet to write.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// `(transaction, change)`: the change's position in the transaction's outcome.
+    log: Vec<(usize, usize)>,
+    /// Transactions with an origin whose outcome is to be recorded.
+    outcomes: Vec<usize>,
+    /// Reused for encoding row images.
+    image: Vec<u8>,
+}
+
+impl Pending {
+    /// Transaction `txn`'s outcome is `outcomes[txn]` once pushed: its changes go to the
+    /// log, and its outcome is recorded when it came from a client.
+    pub(super) fn add(&mut self, txn: usize, changes: usize, from_client: bool) {
+        self.log.extend((0..changes).map(|change| (txn, change)));
+        if from_client {
+            self.outcomes.push(txn);
+        }
+    }
+
+    /// Writes everything kept aside. `txns` and `outcomes` are the batch's, outcomes in
+    /// transaction order.
+    pub(super) fn write(
+        &mut self,
+        conn: &Connection,
+        txns: &[GuardedTxn],
+        outcomes: &[TxnOutcome],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let image = &mut self.image;
+        write_rows(
+            conn,
+            &LOG_TEXTS,
+            LOG_INSERT,
+            LOG_WIDTH,
+            &self.log,
+            |stmt, at, &(txn, n)| {
+                let TxnOutcome::Committed { changes, .. } = &outcomes[txn] else {
+                    return Err(StoreError::Corrupt(format!(
+                        "log entry for transaction {txn}, which did not commit"
+                    )));
+                };
+                bind_log(stmt, at, n as i64, &changes[n], image)
+            },
+        )?;
+        write_rows(
+            conn,
+            &OUTCOME_TEXTS,
+            OUTCOME_INSERT,
+            OUTCOME_WIDTH,
+            &self.outcomes,
+            |stmt, at, &txn| {
+                let Some((client, seq)) = &txns[txn].0.origin else {
+                    return Err(StoreError::Corrupt(format!(
+                        "outcome record for transaction {txn}, which has no client"
+                    )));
+                };
+                let (sync_id, code, message) = match &outcomes[txn] {
+                    TxnOutcome::Committed { sync_id, .. } => (Some(*sync_id), None, None),
+                    TxnOutcome::Rejected { code, message } => {
+                        (None, Some(code.as_str()), Some(message.as_str()))
+                    }
+                };
+                stmt.raw_bind_parameter(at, &client.0)?;
+                // Sequence numbers are u64 stored bit for bit in SQLite's i64.
+                stmt.raw_bind_parameter(at + 1, *seq as i64)?;
+                stmt.raw_bind_parameter(at + 2, sync_id)?;
+                stmt.raw_bind_parameter(at + 3, code)?;
+                stmt.raw_bind_parameter(at + 4, message)?;
+                stmt.raw_bind_parameter(at + 5, now_ms)?;
+                Ok(())
+            },
+        )?;
+        self.log.clear();
+        self.outcomes.clear();
+        Ok(())
+    }
+}
+
+/// Binds one log entry's nine parameters from `at` on. Row images are encoded into
+/// `image`, which SQLite copies when bound.
+pub(super) fn bind_log(
+    stmt: &mut Statement<'_>,
+    at: usize,
+    seq: i64,
+    change: &Change,
+    image: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    stmt.raw_bind_parameter(at, change.sync_id)?;
+    stmt.raw_bind_parameter(at + 1, seq)?;
+    stmt.raw_bind_parameter(at + 2, &change.table)?;
+    stmt.raw_bind_parameter(at + 3, &change.key)?;
+    stmt.raw_bind_parameter(at + 4, kind_code(change.kind))?;
+    for (offset, row) in [(5, &change.old), (6, &change.new)] {
+        match row {
+            Some(row) => {
+                image.clear();
+                *image = postcard::to_extend(row, std::mem::take(image))?;
+                stmt.raw_bind_parameter(at + offset, &image[..])?;
+            }
+            None => stmt.raw_bind_parameter(at + offset, rusqlite::types::Null)?,
+        }
+    }
+    let (client, client_seq) = match &change.origin {
+        Some((client, seq)) => (Some(client.0.as_str()), Some(*seq as i64)),
+        None => (None, None),
+    };
+    stmt.raw_bind_parameter(at + 7, client)?;
+    stmt.raw_bind_parameter(at + 8, client_seq)?;
+    Ok(())
+}
+
+/// The one-row log insert, for writers that log a change at a time.
+pub(super) fn log_insert_sql() -> String {
+    values_sql(LOG_INSERT, LOG_WIDTH, 1)
+}
+
+/// Inserts `rows` with statements of [`CHUNKS`] rows each, whose text `texts` keeps
+/// (built once); `bind` binds one row's `width` parameters from the given index on.
+fn write_rows<T>(
+    conn: &Connection,
+    texts: &OnceLock<[String; CHUNKS.len()]>,
+    insert: &str,
+    width: usize,
+    rows: &[T],
+    mut bind: impl FnMut(&mut Statement<'_>, usize, &T) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let texts = texts.get_or_init(|| CHUNKS.map(|size| values_sql(insert, width, size)));
+        let which = CHUNKS
+            .iter()
+            .position(|&n| n <= rest.len())
+            .unwrap_or(CHUNKS.len() - 1);
+        let (chunk, tail) = rest.split_at(CHUNKS[which]);
+        let mut stmt = conn.prepare_cached(&texts[which])?;
+        for (n, row) in chunk.iter().enumerate() {
+            bind(&mut stmt, n * width + 1, row)?;
+        }
+        stmt.raw_execute()?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// `insert` followed by `rows` groups of `width` parameters (SQLite numbers them in
+/// order).
+fn values_sql(insert: &str, width: usize, rows: usize) -> String {
+    let group = format!("({})", vec!["?"; width].join(", "));
+    format!("{insert}{}", vec![group; rows].join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_numbered_across_rows() {
+        assert_eq!(
+            values_sql("INSERT INTO t (a, b) VALUES ", 2, 2),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+    }
+}
