@@ -187,56 +187,36 @@ fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
             n.map_or(Value::Null, Value::Integer),
         ]
     };
-    store
-        .load_rows(
-            &table,
-            &[
-                row(1, "same", Some(1)),
-                row(2, "null stays null", None),
-                row(3, "renamed later", Some(3)),
-                row(4, "deleted later", Some(4)),
-                row(5, "null later", Some(5)),
-            ],
-        )
-        .unwrap();
+    let copied = [
+        row(1, "same", Some(1)),
+        row(2, "null stays null", None),
+        row(3, "renamed later", Some(3)),
+        row(4, "deleted later", Some(4)),
+        row(5, "null later", Some(5)),
+    ];
+    let now = [
+        row(1, "same", Some(1)),
+        row(2, "null stays null", None),
+        row(3, "renamed", Some(3)),
+        row(5, "null later", None),
+        row(6, "new", Some(6)),
+    ];
+    let stage = |rows: &[Vec<Value>]| {
+        store.begin_resync().unwrap();
+        store.load_resync_rows(&table, rows).unwrap();
+    };
+    store.load_rows(&table, &copied).unwrap();
     store.finish_copy(SyncId(100)).unwrap();
 
     // Nothing changed: no operation at all.
-    store.begin_resync().unwrap();
-    store
-        .load_resync_rows(
-            &table,
-            &[
-                row(1, "same", Some(1)),
-                row(2, "null stays null", None),
-                row(3, "renamed later", Some(3)),
-                row(4, "deleted later", Some(4)),
-                row(5, "null later", Some(5)),
-            ],
-        )
-        .unwrap();
+    stage(&copied);
     assert!(store.resync_diff().unwrap().is_empty());
 
     // A staging left by a failed resync is dropped by the next one.
-    store.begin_resync().unwrap();
-    store
-        .load_resync_rows(&table, &[row(9, "stale", None)])
-        .unwrap();
-    store.begin_resync().unwrap();
-    store
-        .load_resync_rows(
-            &table,
-            &[
-                row(1, "same", Some(1)),
-                row(2, "null stays null", None),
-                row(3, "renamed", Some(3)),
-                row(5, "null later", None),
-                row(6, "new", Some(6)),
-            ],
-        )
-        .unwrap();
+    stage(&[row(9, "stale", None)]);
+    stage(&now);
     let ops = store.resync_diff().unwrap();
-    let described: Vec<String> = ops
+    let mut described: Vec<String> = ops
         .iter()
         .map(|op| match op {
             RowOp::Upsert { row, .. } => format!("upsert {:?}", row),
@@ -244,7 +224,6 @@ fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
             RowOp::Truncate { .. } => "truncate".into(),
         })
         .collect();
-    let mut described = described;
     described.sort();
     let upsert_of =
         |r: Vec<Value>| format!("upsert {:?}", r.into_iter().map(Some).collect::<Vec<_>>());
@@ -272,19 +251,7 @@ fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
     let (logged, complete) = log(&store, 100);
     assert!(complete);
     assert_eq!(logged.len(), 4, "{logged:?}");
-    store.begin_resync().unwrap();
-    store
-        .load_resync_rows(
-            &table,
-            &[
-                row(1, "same", Some(1)),
-                row(2, "null stays null", None),
-                row(3, "renamed", Some(3)),
-                row(5, "null later", None),
-                row(6, "new", Some(6)),
-            ],
-        )
-        .unwrap();
+    stage(&now);
     assert!(
         store.resync_diff().unwrap().is_empty(),
         "after the resync the replica equals the staged state"

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::{insert_issue, start_pg_server, text, Client, WAIT};
 use pg::PgCluster;
+use sluice::server::ServerHandle;
 use sluice::vocab::RejectCode;
 use sluice::wire::WriteOutcome;
 
@@ -55,13 +56,10 @@ const FIRST_ROWS: &str = "INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG',
      INSERT INTO issues (id, team_id, number, title, status, priority) VALUES \
      ('I1', 'T1', 1, 'first', 'open', 2), ('I2', 'T1', 2, 'second', 'open', 1)";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_connections_and_a_restart_are_resynchronised_without_losing_a_change() {
-    let Some(pg) = PgCluster::start("resync") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+/// A server on `replica` and client `c1` subscribed to [`OPEN`], which has received
+/// [`FIRST_ROWS`], written in PostgreSQL after its snapshot.
+async fn serve_first_rows(pg: &PgCluster, replica: &std::path::Path) -> (ServerHandle, Client) {
+    let server = start_pg_server(replica, &pg.url).await;
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&server, &ca, "c1").await;
     client.subscribe(1, OPEN, None).await;
@@ -70,6 +68,16 @@ async fn lost_connections_and_a_restart_are_resynchronised_without_losing_a_chan
     client
         .until("the first rows", |c| c.sub(1).rows.len() == 2)
         .await;
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connections_and_a_restart_are_resynchronised_without_losing_a_change() {
+    let Some(pg) = PgCluster::start("resync") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut client) = serve_first_rows(&pg, &dir.path().join("a.db")).await;
 
     // The connections drop; what is committed meanwhile arrives all the same.
     pg.terminate_connections();
@@ -142,15 +150,7 @@ async fn a_kept_replica_is_resynchronised_at_start_and_clients_resume_from_their
     };
     let dir = tempfile::tempdir().unwrap();
     let replica = dir.path().join("kept.db");
-    let server = start_pg_server(&replica, &pg.url).await;
-    let ca = server.cert_path().unwrap().to_path_buf();
-    let mut client = Client::connect(&server, &ca, "c1").await;
-    client.subscribe(1, OPEN, None).await;
-    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
-    pg.psql(FIRST_ROWS);
-    client
-        .until("the first rows", |c| c.sub(1).rows.len() == 2)
-        .await;
+    let (server, client) = serve_first_rows(&pg, &replica).await;
     let cut = client.sub(1).last_sync;
     let before: Vec<String> = client.sub(1).rows.keys().cloned().collect();
     server.shutdown().await;

@@ -137,13 +137,23 @@ impl SqliteStore {
 
     /// Adds rows of the initial copy (no log entries: the copy is the starting state).
     pub fn load_rows(&self, table: &Table, rows: &[Vec<Value>]) -> Result<(), StoreError> {
+        self.insert_rows_into(&quote_ident(&table.name), table, rows)
+    }
+
+    /// Inserts (or replaces) whole rows of `table` into `target`: the table itself, or
+    /// its staging copy during a resynchronisation. One transaction.
+    pub(super) fn insert_rows_into(
+        &self,
+        target: &str,
+        table: &Table,
+        rows: &[Vec<Value>],
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock_writer()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let marks = vec!["?"; table.columns.len()].join(", ");
             let mut stmt = tx.prepare(&format!(
-                "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
-                quote_ident(&table.name),
+                "INSERT OR REPLACE INTO {target} ({}) VALUES ({marks})",
                 column_list(table)
             ))?;
             for row in rows {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::super::convert::{read_row, value_from_ref};
-use super::{column_list, SqliteStore};
+use super::SqliteStore;
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::StoreError;
 use crate::value::Value;
@@ -54,21 +54,7 @@ impl SqliteStore {
     /// Stages rows of the source's current state for `table`.
     pub fn load_resync_rows(&self, table: &Table, rows: &[Vec<Value>]) -> Result<(), StoreError> {
         let index = index_of(&self.schema, table)?;
-        let mut conn = self.lock_writer()?;
-        let tx = conn.transaction()?;
-        {
-            let marks = vec!["?"; table.columns.len()].join(", ");
-            let mut stmt = tx.prepare(&format!(
-                "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
-                staging(index),
-                column_list(table)
-            ))?;
-            for row in rows {
-                stmt.execute(rusqlite::params_from_iter(row.iter()))?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.insert_rows_into(&staging(index), table, rows)
     }
 
     /// The row operations that turn the replica's tables into the staged ones: every
