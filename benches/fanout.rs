@@ -31,8 +31,8 @@ use sluice::store::{Mutation, StoreOptions, TxnOutcome, WriteTxn};
 use sluice::transport::{self, TransportLimits};
 use sluice::value::Value;
 use sluice::wire::{
-    encode, BootstrapFrame, ClientMessage, Live, LiveFrame, LiveTxn, RowEvent, ServerMessage,
-    MAX_FRAME_BYTES,
+    encode, BootstrapFrame, ClientMessage, EncodedEvents, EventGroup, Live, LiveFrame, RowEvent,
+    ServerMessage, TxnAssembler, TxnFrame, MAX_FRAME_BYTES,
 };
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -357,6 +357,8 @@ async fn raw_client_loop(
         }
         let frame: LiveFrame = postcard::from_bytes(&payload).expect("decodes");
         if let LiveFrame::V1(Live::Txn(txn)) = frame {
+            // Expanded as a sluice client does.
+            let txn = TxnAssembler::default().finish(txn).expect("expands");
             let _ = tx.send((i, txn.sync_id.0, Instant::now()));
         }
     }
@@ -374,17 +376,20 @@ async fn raw_commit_and_send(setup: &mut RawSetup, rows: usize) {
             let values = issue_values(setup.next_row);
             stmt.execute(rusqlite::params_from_iter(values.iter().map(|(_, v)| v)))
                 .expect("insert");
-            let live = LiveFrame::V1(Live::Txn(LiveTxn {
+            let events = vec![(
+                "issues".to_string(),
+                RowEvent::Insert {
+                    key: values[0].1.clone(),
+                    row: values.into_iter().map(|(_, v)| v).collect(),
+                },
+            )];
+            let live = LiveFrame::V1(Live::Txn(TxnFrame {
                 sync_id: SyncId(setup.next_row),
                 origin: None,
-                events: vec![(
-                    SubId(1),
-                    "issues".into(),
-                    RowEvent::Insert {
-                        key: values[0].1.clone(),
-                        row: values.into_iter().map(|(_, v)| v).collect(),
-                    },
-                )],
+                groups: vec![EventGroup {
+                    subs: vec![SubId(1)],
+                    events: EncodedEvents::encode(&events).expect("encode"),
+                }],
             }));
             encode(&live, &mut frames).expect("encode");
         }

@@ -11,8 +11,9 @@ use sluice::query::{Params, ShapeId};
 use sluice::store::{Mutation, Precondition, RejectCode};
 use sluice::value::Value;
 use sluice::wire::{
-    encode, BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, MoveOut,
-    RefuseCode, RowEvent, ServerFrame, ServerMessage, SubId, WriteOutcome, PROTOCOL_VERSION,
+    encode, BootstrapFrame, ClientFrame, ClientMessage, EncodedEvents, EventGroup, Live, LiveFrame,
+    MoveOut, RefuseCode, RowEvent, ServerFrame, ServerMessage, SubId, TxnFrame, WriteOutcome,
+    PROTOCOL_VERSION,
 };
 
 fn text(s: &str) -> Value {
@@ -133,26 +134,32 @@ fn server_frames() -> Vec<ServerFrame> {
 
 fn live_frames() -> Vec<LiveFrame> {
     vec![
-        LiveFrame::V1(Live::Txn(LiveTxn {
+        LiveFrame::V1(Live::Txn(TxnFrame {
             sync_id: SyncId(5),
             origin: Some((ClientId("c".into()), 9)),
-            events: vec![
-                (
-                    SubId(1),
-                    "issues".into(),
-                    RowEvent::Insert {
-                        key: text("i1"),
-                        row: vec![text("i1"), Value::Integer(-3)],
-                    },
-                ),
-                (
-                    SubId(2),
-                    "issues".into(),
-                    RowEvent::Delete {
-                        key: text("i2"),
-                        reason: MoveOut::MovedOut,
-                    },
-                ),
+            groups: vec![
+                EventGroup {
+                    subs: vec![SubId(1), SubId(3)],
+                    events: EncodedEvents::encode(&[(
+                        "issues".into(),
+                        RowEvent::Insert {
+                            key: text("i1"),
+                            row: vec![text("i1"), Value::Integer(-3)],
+                        },
+                    )])
+                    .expect("encode"),
+                },
+                EventGroup {
+                    subs: vec![SubId(2)],
+                    events: EncodedEvents::encode(&[(
+                        "issues".into(),
+                        RowEvent::Delete {
+                            key: text("i2"),
+                            reason: MoveOut::MovedOut,
+                        },
+                    )])
+                    .expect("encode"),
+                },
             ],
         })),
         LiveFrame::V1(Live::Joined {

@@ -14,8 +14,8 @@ use tracing::debug;
 use crate::ids::{ClientId, SyncId};
 use crate::transport::{self, FrameReader, FrameWriter, TransportError};
 use crate::wire::{
-    BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, RowEvent,
-    ServerFrame, ServerMessage, SubId, MAX_TXN_PARTS, PROTOCOL_VERSION,
+    BootstrapFrame, ClientFrame, ClientMessage, Live, LiveFrame, LiveTxn, RefuseCode, ServerFrame,
+    ServerMessage, SubId, TxnAssembler, PROTOCOL_VERSION,
 };
 
 /// Events received but not yet taken by the application. When the queue is full the
@@ -298,36 +298,25 @@ async fn accept_streams(connection: quinn::Connection, tx: mpsc::Sender<Event>) 
     }
 }
 
-/// A transaction's parts received so far: its sync id, its events, how many parts.
-type Parts = (SyncId, Vec<(SubId, String, RowEvent)>, usize);
-
 async fn read_live(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
     // The parts of a transaction too large for one frame, until its `Txn`.
-    let mut parts: Option<Parts> = None;
+    let mut assembler = TxnAssembler::default();
     while let Ok(Some(LiveFrame::V1(live))) = reader.recv::<LiveFrame>().await {
         let event = match live {
             Live::Part(part) => {
-                let (sync_id, events, count) =
-                    parts.get_or_insert_with(|| (part.sync_id, Vec::new(), 0));
-                *count += 1;
-                if *sync_id != part.sync_id || *count > MAX_TXN_PARTS {
-                    debug!("malformed transaction parts on the live stream");
+                if let Err(e) = assembler.part(part) {
+                    debug!(error = %e, "malformed transaction parts on the live stream");
                     return;
                 }
-                events.extend(part.events);
                 continue;
             }
-            Live::Txn(mut txn) => {
-                if let Some((sync_id, mut events, _)) = parts.take() {
-                    if sync_id != txn.sync_id {
-                        debug!("a transaction's parts end with another transaction");
-                        return;
-                    }
-                    events.append(&mut txn.events);
-                    txn.events = events;
+            Live::Txn(txn) => match assembler.finish(txn) {
+                Ok(txn) => Event::Live(txn),
+                Err(e) => {
+                    debug!(error = %e, "malformed transaction on the live stream");
+                    return;
                 }
-                Event::Live(txn)
-            }
+            },
             Live::Joined { sub, sync_id } => Event::Joined { sub, sync_id },
             Live::Resized {
                 sub,

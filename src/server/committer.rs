@@ -12,12 +12,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::metrics::Cutoff;
 use super::windows::{WindowEvents, WindowObserver, Windows};
 use super::{Shared, WriteContext};
 use crate::ids::{ClientId, SyncId};
 use crate::store::{GuardedTxn, WriteGuard};
+use crate::vocab::SubId;
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
-use crate::wire::LiveTxn;
+use crate::wire::{EncodedEvents, EventGroup, FrameError, TxnFrame};
 
 mod fair;
 pub use fair::FairQueue;
@@ -232,19 +234,88 @@ pub(super) fn fan_out(
     // The author hears of its transaction even when no subscription of its matched.
     if let Some((client, _)) = &origin {
         if let Some(session) = shared.authors.get(client) {
-            deliveries.entry(*session).or_default();
+            deliveries.include(*session);
         }
     }
-    shared.metrics.delivered(deliveries.len());
-    for (session, events) in deliveries {
+    // Each group is encoded once; every session it goes to sends the same bytes.
+    let encoded: Vec<Result<Vec<EncodedEvents>, FrameError>> = deliveries
+        .groups
+        .iter()
+        .map(|events| EncodedEvents::encode_chunks(events))
+        .collect();
+    shared.metrics.delivered(deliveries.sessions.len());
+    for (session, pairs) in deliveries.sessions {
         let Some(handle) = shared.sessions.get(&session) else {
             continue;
         };
-        let txn = LiveTxn {
-            sync_id,
-            origin: origin.clone(),
-            events,
-        };
-        handle.deliver(txn, committed);
+        match session_groups(&pairs, &encoded) {
+            Ok(groups) => handle.deliver(
+                TxnFrame {
+                    sync_id,
+                    origin: origin.clone(),
+                    groups,
+                },
+                committed,
+            ),
+            Err(e) => {
+                warn!(error = %e, sync_id = sync_id.0, "a change too large to send");
+                handle.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
+            }
+        }
+    }
+}
+
+/// One session's groups of a transaction: each group under the session's subscriptions
+/// to it, its encoded bytes shared (one group per encoded chunk).
+fn session_groups(
+    pairs: &[(usize, SubId)],
+    encoded: &[Result<Vec<EncodedEvents>, FrameError>],
+) -> Result<Vec<EventGroup>, FrameError> {
+    let mut groups = Vec::new();
+    for same in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let subs: Vec<SubId> = same.iter().map(|&(_, sub)| sub).collect();
+        for events in encoded[same[0].0].as_ref().map_err(Clone::clone)? {
+            groups.push(EventGroup {
+                subs: subs.clone(),
+                events: events.clone(),
+            });
+        }
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+    use crate::vocab::RowEvent;
+
+    #[test]
+    fn sessions_of_one_shape_send_the_same_encoded_bytes() {
+        let events = vec![(
+            "t".to_string(),
+            RowEvent::Insert {
+                key: Value::Integer(1),
+                row: vec![Value::Integer(1)],
+            },
+        )];
+        let encoded = vec![EncodedEvents::encode_chunks(&events), Ok(Vec::new())];
+        let a = session_groups(&[(0, SubId(1))], &encoded).unwrap();
+        let b = session_groups(&[(0, SubId(7)), (0, SubId(8)), (1, SubId(9))], &encoded).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(b.len(), 1, "a group with no chunk sends nothing");
+        assert_eq!(
+            b[0].subs,
+            [SubId(7), SubId(8)],
+            "one group for both subscriptions"
+        );
+        assert!(a[0].events.shares_bytes_with(&b[0].events));
+    }
+
+    #[test]
+    fn a_group_too_large_to_encode_fails_the_sessions_that_get_it() {
+        let encoded = vec![Err(FrameError::TooLarge { len: 2, max: 1 })];
+        assert!(session_groups(&[(0, SubId(1))], &encoded).is_err());
+        assert!(session_groups(&[], &encoded).unwrap().is_empty());
     }
 }

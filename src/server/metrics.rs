@@ -23,6 +23,8 @@ pub enum Cutoff {
     Lagging,
     /// A bootstrap stream or fetch answer made no progress for the stall timeout.
     Stalled,
+    /// A change it should hear of is too large for a live frame.
+    Unsendable,
 }
 
 /// Every metric of one server.
@@ -197,6 +199,7 @@ impl Metrics {
         let reason = match why {
             Cutoff::Lagging => "lagging",
             Cutoff::Stalled => "stalled",
+            Cutoff::Unsendable => "unsendable",
         };
         self.cutoffs.with_label_values(&[reason]).inc();
     }

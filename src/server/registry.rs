@@ -40,8 +40,56 @@ struct PinnedTable {
     shapes: HashMap<SessionId, Arc<Shape>>,
 }
 
-/// The events one change produces, per session.
-pub type Deliveries = HashMap<SessionId, Vec<(SubId, String, RowEvent)>>;
+/// One transaction's events, grouped for the fan-out: a group per shape (or window shape)
+/// the transaction touched, shared by every subscription of the shape, and one per session
+/// for its pinned rows; per session, the groups it gets and under which subscriptions.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// Each group's `(table, event)`s, in change order.
+    pub groups: Vec<Vec<(String, RowEvent)>>,
+    /// Per session, `(group, subscription)` pairs; the pairs of one group are adjacent.
+    pub sessions: HashMap<SessionId, Vec<(usize, SubId)>>,
+    /// The group of each shape met so far.
+    by_shape: HashMap<ShapeId, usize>,
+    /// The group of each session's pinned rows met so far.
+    by_pins: HashMap<SessionId, usize>,
+}
+
+impl Deliveries {
+    /// The group of `shape`, new (and named to every subscriber) on its first event.
+    fn shape_group(&mut self, shape: ShapeId, subscribers: &[(SessionId, SubId)]) -> usize {
+        if let Some(&group) = self.by_shape.get(&shape) {
+            return group;
+        }
+        let group = self.groups.len();
+        self.groups.push(Vec::new());
+        self.by_shape.insert(shape, group);
+        for &(session, sub) in subscribers {
+            self.sessions.entry(session).or_default().push((group, sub));
+        }
+        group
+    }
+
+    /// The group of `session`'s pinned rows, new on its first event.
+    fn pins_group(&mut self, session: SessionId) -> usize {
+        if let Some(&group) = self.by_pins.get(&session) {
+            return group;
+        }
+        let group = self.groups.len();
+        self.groups.push(Vec::new());
+        self.by_pins.insert(session, group);
+        self.sessions
+            .entry(session)
+            .or_default()
+            .push((group, PIN_SUB));
+        group
+    }
+
+    /// Makes sure `session` hears of the transaction, with or without events.
+    pub fn include(&mut self, session: SessionId) {
+        self.sessions.entry(session).or_default();
+    }
+}
 
 impl Registry {
     /// An empty registry.
@@ -95,14 +143,14 @@ impl Registry {
         id
     }
 
-    /// Groups one transaction's window events by session, after the plain shapes' ones.
+    /// Adds one transaction's window events to its groups, a group per window shape.
     pub fn window_deliveries(&self, events: &WindowEvents, out: &mut Deliveries) {
         for (shape, table, event) in events {
-            for &(session, sub) in self.subscribers.get(shape).into_iter().flatten() {
-                out.entry(session)
-                    .or_default()
-                    .push((sub, table.clone(), event.clone()));
-            }
+            let Some(subscribers) = self.subscribers.get(shape) else {
+                continue;
+            };
+            let group = out.shape_group(*shape, subscribers);
+            out.groups[group].push((table.clone(), event.clone()));
         }
     }
 
@@ -175,9 +223,10 @@ impl Registry {
     }
 
     /// Matches every change of one committed transaction and groups the resulting row
-    /// events by session, in change order.
+    /// events by shape, in change order: each shape's events are built once, whatever
+    /// its number of subscribers.
     pub fn deliveries(&self, changes: &[Change]) -> Deliveries {
-        let mut out: Deliveries = HashMap::new();
+        let mut out = Deliveries::default();
         let mut matches: Vec<ShapeMatch> = Vec::new();
         for change in changes {
             self.matcher.match_change(
@@ -191,14 +240,12 @@ impl Registry {
                     continue;
                 };
                 let base = self.bases.get(&m.shape).map(|b| b.as_ref());
+                let Some(subscribers) = self.subscribers.get(&m.shape) else {
+                    continue;
+                };
                 let event = refine(row_event(shape, change, &m.effect), base, change);
-                for &(session, sub) in self.subscribers.get(&m.shape).into_iter().flatten() {
-                    out.entry(session).or_default().push((
-                        sub,
-                        change.table.clone(),
-                        event.clone(),
-                    ));
-                }
+                let group = out.shape_group(m.shape, subscribers);
+                out.groups[group].push((change.table.clone(), event));
             }
             if !self.pins.is_empty() {
                 self.pinned_deliveries(change, &mut out);
@@ -234,9 +281,8 @@ impl Registry {
                 },
                 other => other,
             };
-            out.entry(*session)
-                .or_default()
-                .push((PIN_SUB, change.table.clone(), event));
+            let group = out.pins_group(*session);
+            out.groups[group].push((change.table.clone(), event));
         }
     }
 }
@@ -291,4 +337,98 @@ pub fn replay_event(shape: &Shape, base: Option<&Pred>, change: &Change) -> Opti
     // The same rule as the live path: the row is gone when the change has no new image.
     let effect = classify(was, is, change.new.is_none())?;
     Some(refine(row_event(shape, change, &effect), base, change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{compile, Params};
+    use crate::schema::Schema;
+    use crate::value::Value;
+    use crate::vocab::{ChangeKind, SyncId};
+
+    fn shape(schema: &Schema, sql: &str) -> Arc<Shape> {
+        Arc::new(compile(schema, sql, &Params::new()).unwrap())
+    }
+
+    fn insert(id: i64, team: &str) -> Change {
+        Change {
+            sync_id: SyncId(1),
+            table: "t".into(),
+            key: Value::Integer(id),
+            kind: ChangeKind::Insert,
+            old: None,
+            new: Some(vec![Value::Integer(id), Value::Text(team.into())]),
+            origin: None,
+        }
+    }
+
+    #[test]
+    fn a_shape_s_events_are_built_once_for_all_its_subscribers() {
+        let schema = Schema::parse(
+            "test",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
+        )
+        .unwrap();
+        let mut registry = Registry::new();
+        let t1 = "SELECT * FROM t WHERE team = 'T1'";
+        registry.subscribe(shape(&schema, t1), None, SessionId(1), SubId(10));
+        registry.subscribe(shape(&schema, t1), None, SessionId(2), SubId(20));
+        registry.subscribe(shape(&schema, t1), None, SessionId(2), SubId(21));
+        let t2 = "SELECT id FROM t WHERE team = 'T2'";
+        registry.subscribe(shape(&schema, t2), None, SessionId(2), SubId(22));
+        let both = "SELECT * FROM t WHERE id > 0";
+        registry.subscribe(shape(&schema, both), None, SessionId(3), SubId(30));
+        let out = registry.deliveries(&[insert(1, "T1"), insert(2, "T2"), insert(3, "T1")]);
+        // Three shapes touched: three groups, each with its own events in change order.
+        assert_eq!(out.groups.len(), 3, "{out:?}");
+        let keys = |g: usize| -> Vec<Value> {
+            out.groups[g].iter().map(|(_, e)| e.key().clone()).collect()
+        };
+        let group_of = |session: u64, sub: u64| -> usize {
+            out.sessions[&SessionId(session)]
+                .iter()
+                .find(|&&(_, s)| s == SubId(sub))
+                .unwrap()
+                .0
+        };
+        let (g1, g2, g3) = (group_of(1, 10), group_of(2, 22), group_of(3, 30));
+        assert_eq!(
+            group_of(2, 20),
+            g1,
+            "the same shape's subscribers share its group"
+        );
+        assert_eq!(group_of(2, 21), g1);
+        assert_eq!(keys(g1), [Value::Integer(1), Value::Integer(3)]);
+        assert_eq!(keys(g2), [Value::Integer(2)]);
+        assert_eq!(keys(g3), [1, 2, 3].map(Value::Integer));
+        // Projection is the shape's: `SELECT id` rows carry one column.
+        assert!(matches!(&out.groups[g2][0].1, RowEvent::Insert { row, .. } if row.len() == 1));
+        // A session's pairs of one group are adjacent.
+        let pairs = &out.sessions[&SessionId(2)];
+        assert_eq!(pairs.len(), 3);
+        assert_eq!((pairs[0].0, pairs[1].0), (g1, g1));
+    }
+
+    #[test]
+    fn pinned_rows_get_a_group_per_session_under_the_pin_subscription() {
+        let schema = Schema::parse(
+            "test",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
+        )
+        .unwrap();
+        let mut registry = Registry::new();
+        let all = shape(&schema, "SELECT * FROM t");
+        let key = [KeyOrd(Value::Integer(5))];
+        registry.pin(SessionId(1), "t", all.clone(), &key);
+        registry.pin(SessionId(2), "t", all, &key);
+        let out = registry.deliveries(&[insert(5, "T9"), insert(6, "T9")]);
+        assert_eq!(out.groups.len(), 2, "{out:?}");
+        for session in [1, 2] {
+            let pairs = &out.sessions[&SessionId(session)];
+            assert_eq!(pairs.len(), 1);
+            assert_eq!(pairs[0].1, PIN_SUB);
+            assert_eq!(out.groups[pairs[0].0].len(), 1, "only the pinned row");
+        }
+    }
 }

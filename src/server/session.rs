@@ -33,8 +33,8 @@ use crate::query::{self, ShapeId};
 use crate::transport::{FrameReader, FrameWriter};
 use crate::vocab::{ClientId, QuotaExceeded, SessionId, SyncId, TxnOutcome, WriteTxn};
 use crate::wire::{
-    ClientFrame, ClientMessage, Live, LiveTxn, QuotaRequest, RefuseCode, ServerFrame,
-    ServerMessage, SubId, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
+    ClientFrame, ClientMessage, Live, QuotaRequest, RefuseCode, ServerFrame, ServerMessage, SubId,
+    TxnFrame, WriteOutcome, MAX_FETCH_KEYS, MAX_FRAME_BYTES, PIN_SUB, PROTOCOL_VERSION,
 };
 
 /// Live transactions waiting to be written to one session; past this the session is
@@ -94,8 +94,9 @@ pub mod close {
 
 /// Items of a session's live queue.
 pub enum LiveItem {
-    /// A committed transaction's events for this session, and when it was committed.
-    Txn(LiveTxn, Instant),
+    /// A committed transaction's events for this session (their encoded bytes shared with
+    /// the other sessions of each shape), and when it was committed.
+    Txn(TxnFrame, Instant),
     /// The subscription's bootstrap covered everything up to `through`.
     Seam {
         /// The subscription.
@@ -170,7 +171,7 @@ impl SessionHandle {
     }
 
     /// Queues a live transaction without waiting; a full queue cuts the session off.
-    pub fn deliver(&self, txn: LiveTxn, committed: Instant) {
+    pub fn deliver(&self, txn: TxnFrame, committed: Instant) {
         self.deliver_item(LiveItem::Txn(txn, committed));
     }
 

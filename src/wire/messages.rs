@@ -5,7 +5,8 @@
 //!   then requests (`Subscribe`, `Unsubscribe`, `Write`, `Fetch`, `Pin`, `Unpin`) and
 //!   their answers;
 //! - the **live** stream (unidirectional, opened by the server after `Welcome`): one
-//!   [`LiveTxn`] per committed server transaction that touches the session;
+//!   [`super::TxnFrame`] per committed server transaction that touches the session
+//!   (its frames are in [`super::live`]);
 //! - one **bootstrap** stream per subscription (unidirectional, opened by the server):
 //!   [`BootstrapFrame`]s (snapshot rows or replayed changes) ending in `End { sync_id }`,
 //!   so a large snapshot never delays live traffic.
@@ -23,8 +24,9 @@ use crate::vocab::{
 };
 
 /// The protocol version this build speaks. 2: `BootstrapFrame::Begin` carries the
-/// stream's columns and `access`, `Subscribe` its `resume_shape`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// stream's columns and `access`, `Subscribe` its `resume_shape`. 3: a live transaction
+/// carries its events in groups shared by subscriptions ([`super::TxnFrame`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Keys one [`ClientMessage::Fetch`] may ask for: a protocol limit, so a client splits
 /// larger requests and a server refuses them.
@@ -307,71 +309,6 @@ pub enum RefuseCode {
     /// ([`crate::vocab::Quota::Connections`]) or the user's
     /// ([`crate::vocab::Quota::ConnectionsPerUser`]).
     QuotaExceeded(crate::vocab::Quota),
-}
-
-/// Everything one committed server transaction means for one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LiveTxn {
-    /// The transaction's sync id; transactions arrive in increasing order.
-    pub sync_id: SyncId,
-    /// The client transaction that produced it, so its author can confirm it.
-    pub origin: Option<(ClientId, u64)>,
-    /// `(subscription, table, event)` per affected row of each of the session's
-    /// subscriptions (and [`PIN_SUB`] for pinned rows), in change order.
-    pub events: Vec<(SubId, String, RowEvent)>,
-}
-
-/// What the live stream carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Live {
-    /// A committed transaction's events for this session (possibly none, when it only
-    /// confirms the session's own transaction to its author).
-    Txn(LiveTxn),
-    /// Everything up to `sync_id` that concerns this session is now ahead of this point in
-    /// the live stream, and subscription `sub`'s bootstrap covers exactly `sync_id`: its
-    /// staged rows can join the local view here (invariant 10).
-    Joined {
-        /// The subscription whose bootstrap ended.
-        sub: SubId,
-        /// The sync id its bootstrap covers (its `End`).
-        sync_id: SyncId,
-    },
-    /// The first events of a transaction too large for one frame (its events in order,
-    /// `origin` unset): more `Part`s may follow, then the `Txn` with the same sync id and
-    /// the last events. A client applies the whole transaction at its `Txn`, never a
-    /// part alone. At most [`MAX_TXN_PARTS`] parts precede a `Txn`.
-    Part(LiveTxn),
-    /// Window subscription `sub` was resized at `sync_id` (a state the client has already
-    /// received every transaction of): the rows between the old and the new edge, as
-    /// inserts (it grew) or deletes with reason `window` (it shrank). Live transactions
-    /// after it carry the resized window's events.
-    Resized {
-        /// The subscription.
-        sub: SubId,
-        /// The state the delta was read at.
-        sync_id: SyncId,
-        /// `(table, event)` per row that moved in or out.
-        events: Vec<(String, RowEvent)>,
-    },
-}
-
-/// Payload bytes the server puts in one [`Live::Part`] (the last part, the `Txn`, may
-/// hold less). A transaction whose frame would pass [`LIVE_SPLIT_BYTES`] is split.
-pub const LIVE_PART_BYTES: usize = 4 * 1024 * 1024;
-
-/// A live transaction frame larger than this is sent as [`Live::Part`]s.
-pub const LIVE_SPLIT_BYTES: usize = 8 * 1024 * 1024;
-
-/// Parts one transaction may have: with [`LIVE_PART_BYTES`], 1 GiB. A client holds a
-/// transaction's parts until its `Txn`; a stream that sends more is refused.
-pub const MAX_TXN_PARTS: usize = 256;
-
-/// Frames of the live stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum LiveFrame {
-    /// Protocol version 1.
-    V1(Live),
 }
 
 /// Frames of a subscription's bootstrap stream.

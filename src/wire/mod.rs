@@ -8,11 +8,15 @@
 //!   decoder that tells "need more bytes" apart from "invalid".
 //! - `messages`: the versioned protocol message enums carried in
 //!   those frames.
+//! - `live`: the live stream's frames: a transaction's events in groups encoded once and
+//!   shared by every session of a shape, and their reassembly on the client.
 
 mod codec;
+mod live;
 mod messages;
 
 pub use codec::*;
+pub use live::*;
 pub use messages::*;
 
 pub use crate::vocab::{MoveOut, Quota, QuotaExceeded, RowEvent, SubId, WriteOutcome};

@@ -2,16 +2,15 @@
 //! as few stream writes as a burst allows, each sent only to the subscriptions whose
 //! bootstraps it follows (the seams), its origin named only to its author.
 //!
-//! A transaction too large for one frame is split into parts the client reassembles
-//! before applying anything of it.
+//! The events arrive encoded, shared with every other session of the same shapes; what
+//! a session writes per transaction is its own frame around those bytes. A transaction
+//! too large for one frame is split into parts the client reassembles before applying
+//! anything of it ([`crate::wire::encode_txn`]).
 //!
 //! Writes only to its own stream; it must not touch the store or the registry.
 
 use super::*;
-use crate::wire::{
-    encode, encode_with_max, FrameError, LiveFrame, LIVE_PART_BYTES, LIVE_SPLIT_BYTES,
-    MAX_TXN_PARTS,
-};
+use crate::wire::{encode, encode_txn, LiveFrame, TxnFrame};
 
 /// Writes the session's live stream. `client_id` is the server's name for the client
 /// (to recognize its own transactions), `chosen_id` the id it chose: a transaction's
@@ -34,45 +33,42 @@ pub(super) async fn write_live(
         let mut next = Some(first);
         let mut batched = 0;
         while let Some(item) = next.take() {
-            let frame = match item {
+            let written = match item {
                 LiveItem::Seam { sub, through } => {
                     seams.insert(sub, through);
-                    Some(Live::Joined {
+                    let joined = Live::Joined {
                         sub,
                         sync_id: through,
-                    })
+                    };
+                    encode(&LiveFrame::V1(joined), &mut buf)
                 }
                 LiveItem::Forget { sub } => {
                     seams.remove(&sub);
-                    None
+                    Ok(())
                 }
                 LiveItem::Resized {
                     sub,
                     sync_id,
                     events,
-                } => Some(Live::Resized {
-                    sub,
-                    sync_id,
-                    events,
-                }),
-                LiveItem::Txn(mut txn, at) => {
-                    committed.push(at);
-                    txn.events
-                        .retain(|(sub, _, _)| seams.get(sub).is_none_or(|&w| txn.sync_id > w));
-                    // An empty transaction still goes to its author, to confirm it in order.
-                    let authored = txn.origin.as_ref().is_some_and(|(c, _)| *c == client_id);
-                    txn.origin = match txn.origin.take() {
-                        Some((_, seq)) if authored => Some((chosen_id.clone(), seq)),
-                        _ => None,
+                } => {
+                    let resized = Live::Resized {
+                        sub,
+                        sync_id,
+                        events,
                     };
-                    (!txn.events.is_empty() || authored).then_some(Live::Txn(txn))
+                    encode(&LiveFrame::V1(resized), &mut buf)
+                }
+                LiveItem::Txn(txn, at) => {
+                    committed.push(at);
+                    match for_session(txn, &seams, (&client_id, &chosen_id)) {
+                        Some(txn) => encode_txn(txn, &mut buf),
+                        None => Ok(()),
+                    }
                 }
             };
-            if let Some(frame) = frame {
-                if let Err(e) = encode_live(frame, &mut buf) {
-                    warn!(error = %e, "live frame not encodable; closing the live stream");
-                    return;
-                }
+            if let Err(e) = written {
+                warn!(error = %e, "live frame not encodable; closing the live stream");
+                return;
             }
             batched += 1;
             if batched < LIVE_BATCH_FRAMES && buf.len() < LIVE_BATCH_BYTES {
@@ -94,136 +90,112 @@ pub(super) async fn write_live(
     }
 }
 
-/// Appends one live frame to `buf`; a transaction too large for one frame
-/// ([`LIVE_SPLIT_BYTES`]) goes as [`Live::Part`]s of about [`LIVE_PART_BYTES`] and a last
-/// `Txn`. Fails (leaving `buf` as it was) when one event alone is too large for a frame or
-/// the transaction needs more than [`MAX_TXN_PARTS`] parts.
-pub(super) fn encode_live(frame: Live, buf: &mut Vec<u8>) -> Result<(), FrameError> {
-    let start = buf.len();
-    let frame = LiveFrame::V1(frame);
-    let txn = match encode_with_max(&frame, LIVE_SPLIT_BYTES, buf) {
-        Err(FrameError::TooLarge { .. }) => match frame {
-            LiveFrame::V1(Live::Txn(txn)) => txn,
-            _ => return encode(&frame, buf),
-        },
-        other => return other,
-    };
-    let LiveTxn {
-        sync_id,
-        origin,
-        events,
-    } = txn;
-    let mut part = Vec::new();
-    let (mut size, mut parts) = (0, 0);
-    let result = (|| {
-        for event in events {
-            let n = postcard::to_allocvec(&event)
-                .map_err(|e| FrameError::Invalid(e.to_string()))?
-                .len();
-            if !part.is_empty() && size + n > LIVE_PART_BYTES {
-                parts += 1;
-                if parts > MAX_TXN_PARTS {
-                    return Err(FrameError::TooLarge {
-                        len: MAX_TXN_PARTS * LIVE_PART_BYTES,
-                        max: MAX_TXN_PARTS * LIVE_PART_BYTES,
-                    });
-                }
-                let events = std::mem::take(&mut part);
-                let piece = Live::Part(LiveTxn {
-                    sync_id,
-                    origin: None,
-                    events,
-                });
-                encode(&LiveFrame::V1(piece), buf)?;
-                size = 0;
-            }
-            size += n;
-            part.push(event);
-        }
-        let last = Live::Txn(LiveTxn {
-            sync_id,
-            origin,
-            events: part,
-        });
-        encode(&LiveFrame::V1(last), buf)
-    })();
-    if result.is_err() {
-        buf.truncate(start);
+/// What of `txn` this session sends: the groups of subscriptions whose bootstraps the
+/// transaction follows, its origin only to its author (under the id the author chose).
+/// `None` when nothing is left to send: no event, and not the session's own transaction.
+fn for_session(
+    mut txn: TxnFrame,
+    seams: &HashMap<SubId, SyncId>,
+    (client_id, chosen_id): (&ClientId, &ClientId),
+) -> Option<TxnFrame> {
+    let sync_id = txn.sync_id;
+    for group in &mut txn.groups {
+        group
+            .subs
+            .retain(|sub| seams.get(sub).is_none_or(|&w| sync_id > w));
     }
-    result
+    txn.groups.retain(|group| !group.subs.is_empty());
+    // An empty transaction still goes to its author, to confirm it in order.
+    let authored = txn.origin.as_ref().is_some_and(|(c, _)| c == client_id);
+    txn.origin = match txn.origin.take() {
+        Some((_, seq)) if authored => Some((chosen_id.clone(), seq)),
+        _ => None,
+    };
+    (!txn.groups.is_empty() || authored).then_some(txn)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::SyncId;
     use crate::value::Value;
-    use crate::wire::{FrameDecoder, RowEvent, SubId};
+    use crate::wire::{EncodedEvents, EventGroup, RowEvent};
 
-    fn txn(rows: usize, width: usize) -> Live {
-        let events = (0..rows)
-            .map(|i| {
-                let key = Value::Integer(i as i64);
-                let row = vec![key.clone(), Value::Text("x".repeat(width))];
-                (SubId(1), "t".to_string(), RowEvent::Insert { key, row })
-            })
-            .collect();
-        Live::Txn(LiveTxn {
-            sync_id: SyncId(7),
-            origin: None,
-            events,
-        })
-    }
-
-    fn decode(buf: &[u8]) -> Vec<Live> {
-        let mut decoder = FrameDecoder::default();
-        decoder.push(buf);
-        let mut out = Vec::new();
-        while let Some(LiveFrame::V1(live)) = decoder.next::<LiveFrame>().unwrap() {
-            out.push(live);
+    fn group(subs: &[u64]) -> EventGroup {
+        let key = Value::Integer(1);
+        let events = vec![(
+            "t".to_string(),
+            RowEvent::Insert {
+                key: key.clone(),
+                row: vec![key],
+            },
+        )];
+        EventGroup {
+            subs: subs.iter().map(|&s| SubId(s)).collect(),
+            events: EncodedEvents::encode(&events).unwrap(),
         }
-        out
     }
 
-    #[test]
-    fn a_small_transaction_is_one_frame() {
-        let mut buf = Vec::new();
-        encode_live(txn(3, 10), &mut buf).unwrap();
-        assert_eq!(decode(&buf), vec![txn(3, 10)]);
-    }
-
-    #[test]
-    fn a_large_transaction_goes_in_parts_that_add_up_to_it() {
-        // 40 rows of 1 MiB: more than a frame may carry.
-        let whole = txn(40, 1 << 20);
-        let mut buf = Vec::new();
-        encode_live(whole.clone(), &mut buf).unwrap();
-        let frames = decode(&buf);
-        assert!(frames.len() >= 10, "{} frames", frames.len());
-        let mut events = Vec::new();
-        let (last, parts) = frames.split_last().unwrap();
-        for part in parts {
-            match part {
-                Live::Part(p) => {
-                    assert_eq!(p.sync_id, SyncId(7));
-                    events.extend(p.events.clone());
-                }
-                other => panic!("expected a part, got {other:?}"),
-            }
+    fn txn(sync_id: u64, origin: Option<&str>, groups: Vec<EventGroup>) -> TxnFrame {
+        TxnFrame {
+            sync_id: SyncId(sync_id),
+            origin: origin.map(|c| (ClientId(c.into()), 3)),
+            groups,
         }
-        let Live::Txn(t) = last else {
-            panic!("the transaction ends with its Txn");
-        };
-        events.extend(t.events.clone());
-        let Live::Txn(w) = whole else { unreachable!() };
-        assert_eq!(events, w.events, "the parts in order are the transaction");
+    }
+
+    const ME: (&str, &str) = ("server-name", "chosen");
+
+    fn ids() -> (ClientId, ClientId) {
+        (ClientId(ME.0.into()), ClientId(ME.1.into()))
     }
 
     #[test]
-    fn one_event_too_large_for_any_frame_is_refused_and_nothing_is_written() {
-        let mut buf = vec![1, 2, 3];
-        let huge = txn(1, crate::wire::MAX_FRAME_BYTES + 1);
-        assert!(encode_live(huge, &mut buf).is_err());
-        assert_eq!(buf, [1, 2, 3]);
+    fn a_subscription_hears_only_what_follows_its_bootstrap() {
+        let seams = HashMap::from([(SubId(1), SyncId(10)), (SubId(2), SyncId(4))]);
+        let (me, chosen) = ids();
+        let sent = for_session(
+            txn(10, None, vec![group(&[1, 2]), group(&[1])]),
+            &seams,
+            (&me, &chosen),
+        )
+        .unwrap();
+        // Subscription 1's bootstrap covers sync id 10: only 2 hears of it.
+        assert_eq!(sent.groups.len(), 1);
+        assert_eq!(sent.groups[0].subs, vec![SubId(2)]);
+        assert!(
+            for_session(txn(10, None, vec![group(&[1])]), &seams, (&me, &chosen)).is_none(),
+            "a transaction with nothing left for anyone is not sent"
+        );
+    }
+
+    #[test]
+    fn the_origin_goes_to_its_author_alone_under_the_id_it_chose() {
+        let seams = HashMap::new();
+        let (me, chosen) = ids();
+        let mine = for_session(txn(5, Some(ME.0), vec![]), &seams, (&me, &chosen)).unwrap();
+        assert_eq!(mine.origin, Some((ClientId(ME.1.into()), 3)));
+        let theirs = for_session(
+            txn(5, Some("someone-else"), vec![group(&[1])]),
+            &seams,
+            (&me, &chosen),
+        )
+        .unwrap();
+        assert_eq!(theirs.origin, None, "nobody learns who wrote what");
+        assert!(
+            for_session(txn(6, Some("someone-else"), vec![]), &seams, (&me, &chosen)).is_none()
+        );
+    }
+
+    #[test]
+    fn filtering_keeps_the_shared_bytes() {
+        let shared = group(&[1, 2]);
+        let (me, chosen) = ids();
+        let sent = for_session(
+            txn(3, None, vec![shared.clone()]),
+            &HashMap::new(),
+            (&me, &chosen),
+        )
+        .unwrap();
+        assert!(sent.groups[0].events.shares_bytes_with(&shared.events));
     }
 }
