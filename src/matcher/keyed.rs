@@ -13,6 +13,8 @@ use super::posting::Posted;
 const EMPTY: u32 = u32::MAX;
 /// Marks a slot whose postings live in `lists[one.1]` (`one.0`).
 const SPILLED: u32 = u32::MAX - 1;
+/// Slots past which the table is taken to be out of cache (1 MiB).
+const LARGE_SLOTS: usize = 1 << 16;
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
 
@@ -49,6 +51,21 @@ impl Keyed {
         match self.find(key) {
             Some(i) => self.postings(i),
             None => &[],
+        }
+    }
+
+    /// Whether the table is past what the CPU caches hold, so that starting its misses
+    /// early (see [`Keyed::touch`]) pays.
+    pub(super) fn is_large(&self) -> bool {
+        self.slots.len() > LARGE_SLOTS
+    }
+
+    /// Reads the home slot of `key` and returns a word of it, so that a caller can start
+    /// the slot's cache miss before it needs the postings (the value means nothing).
+    pub(super) fn touch(&self, key: u64) -> u64 {
+        match self.slots.len() {
+            0 => 0,
+            n => self.slots[key as usize & (n - 1)].key,
         }
     }
 
