@@ -60,13 +60,20 @@ impl Keyed {
         self.slots.len() > LARGE_SLOTS
     }
 
-    /// Reads the home slot of `key` and returns a word of it, so that a caller can start
-    /// the slot's cache miss before it needs the postings (the value means nothing).
+    /// Reads the home slot of `key` (and the first posting of a spilled list there) and
+    /// returns a word of it, so that a caller can start those cache misses before it
+    /// needs the postings (the value means nothing).
     pub(super) fn touch(&self, key: u64) -> u64 {
-        match self.slots.len() {
-            0 => 0,
-            n => self.slots[key as usize & (n - 1)].key,
+        let Some(mask) = self.slots.len().checked_sub(1) else {
+            return 0;
+        };
+        let slot = &self.slots[key as usize & mask];
+        // A spilled list is a second miss, behind the slot's.
+        if slot.one.0 == SPILLED && slot.key == key {
+            let list = &self.lists[slot.one.1 as usize];
+            return list.first().map_or(0, |p| u64::from(p.0));
         }
+        slot.key
     }
 
     /// Files `item` under `key`; returns its position in the key's posting list.

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use super::access::{Cost, Probe};
 use super::intervals::Intervals;
-use super::key::{eq_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX};
+use super::key::{
+    eq_key, ord_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX,
+};
 use super::keyed::Keyed;
 use super::posting::{Posted, Posting};
 use super::{candidate, Entry, ShapeMatch};
@@ -107,7 +109,7 @@ impl TableIndex {
             Probe::Between { col, lo, hi } => {
                 self.columns[*col]
                     .between
-                    .insert(lo.clone(), hi.clone(), slot);
+                    .insert(ord_key(lo), ord_key(hi), slot);
                 0
             }
         }
@@ -167,12 +169,13 @@ impl TableIndex {
                 }
             }
             Probe::Between { col, lo, .. } => {
-                self.columns[*col].between.remove(lo, slot);
+                self.columns[*col].between.remove(ord_key(lo), slot);
             }
         }
     }
 
-    /// Touches the key-table slot of each equality key `collect` will look up for `row`
+    /// Touches the key-table slot of each equality and text prefix key `collect` will
+    /// look up for `row`
     /// (same skipping rule), so the misses overlap; returns a meaningless word.
     pub(super) fn warm(&self, row: &[Value], seen: Option<&[Value]>) -> u64 {
         let mut touched = 0;
@@ -180,11 +183,20 @@ impl TableIndex {
             let Some(value) = row.get(col) else {
                 break;
             };
-            if column.eq == 0 || seen.and_then(|s| s.get(col)) == Some(value) {
+            if seen.and_then(|s| s.get(col)) == Some(value) {
                 continue;
             }
-            if let Some(key) = eq_key(col, value) {
-                touched ^= self.keyed.touch(key);
+            if column.eq > 0 {
+                if let Some(key) = eq_key(col, value) {
+                    touched ^= self.keyed.touch(key);
+                }
+            }
+            if column.prefixes > 0 {
+                if let Value::Text(text) = value {
+                    TableIndex::prefix_keys(col, column, text.as_bytes(), |key| {
+                        touched ^= self.keyed.touch(key);
+                    });
+                }
             }
         }
         touched
@@ -235,36 +247,34 @@ impl TableIndex {
                     }
                 }
                 if column.between.len() > 0 {
-                    column.between.stab(value, |slot| out.push(candidate(slot)));
+                    column
+                        .between
+                        .stab(ord_key(value), |slot| out.push(candidate(slot)));
                 }
             }
             if column.prefixes > 0 {
                 if let Some(text) = value.text_bytes() {
-                    self.collect_prefixes(col, column, &text, out);
+                    TableIndex::prefix_keys(col, column, &text, |key| {
+                        out.extend(self.keyed.get(key).iter().map(|&(s, _)| candidate(s)));
+                    });
                 }
             }
         }
         true
     }
 
-    fn collect_prefixes(
-        &self,
-        col: usize,
-        column: &ColumnIndex,
-        text: &[u8],
-        out: &mut Vec<ShapeMatch>,
-    ) {
+    /// Calls `each` with the key of every prefix of `text` some pattern of column `col`
+    /// is filed under (only lengths that have patterns).
+    fn prefix_keys(col: usize, column: &ColumnIndex, text: &[u8], mut each: impl FnMut(u64)) {
         for (kind, lens) in [
             (PatternKind::Like, &column.like_lens),
             (PatternKind::Glob, &column.glob_lens),
         ] {
             let longest = text.len().min(PREFIX_MAX);
             for (len, &filed) in lens.iter().enumerate().take(longest + 1).skip(1) {
-                if filed == 0 {
-                    continue;
+                if filed > 0 {
+                    each(prefix_key_of_text(col, kind, text, len));
                 }
-                let key = prefix_key_of_text(col, kind, text, len);
-                out.extend(self.keyed.get(key).iter().map(|&(s, _)| candidate(s)));
             }
         }
     }
