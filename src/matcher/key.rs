@@ -87,6 +87,18 @@ pub(super) fn prefix_key_of_text(col: usize, kind: PatternKind, text: &[u8], len
     prefix_key(col, kind, &buf[..len])
 }
 
+/// Whether `value` gets an integer equality key (an integer, or a real equal to one).
+/// For a fixed column, integer keys are distinct for distinct integers (every step of
+/// the key function is a bijection of the integer), so two of them on one column are
+/// equal exactly when the values compare equal: such a key hit needs no evaluation.
+pub(super) fn int_keyed(value: &Value) -> bool {
+    match value {
+        Value::Integer(_) => true,
+        Value::Real(r) => exact_int(*r).is_some(),
+        _ => false,
+    }
+}
+
 /// The integer a real equals exactly (`sqlite_cmp` Equal), if any.
 fn exact_int(r: f64) -> Option<i64> {
     const TWO_63: f64 = 9_223_372_036_854_775_808.0;
@@ -239,6 +251,22 @@ mod tests {
             eq_key(0, &Value::Integer(i64::MAX)),
             eq_key(0, &Value::Real(2f64.powi(63)))
         );
+    }
+
+    #[test]
+    fn integer_keys_of_one_column_are_distinct() {
+        let ints = [i64::MIN, -1, 0, 1, 2, 1 << 40, i64::MAX];
+        for a in ints {
+            for b in ints {
+                assert_eq!(
+                    eq_key(3, &Value::Integer(a)) == eq_key(3, &Value::Integer(b)),
+                    a == b
+                );
+            }
+        }
+        assert!(int_keyed(&Value::Real(-0.0)) && int_keyed(&Value::Integer(5)));
+        assert!(!int_keyed(&Value::Real(0.5)) && !int_keyed(&Value::Text("1".into())));
+        assert!(!int_keyed(&Value::Real(f64::NAN)));
     }
 
     #[test]

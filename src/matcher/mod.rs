@@ -27,7 +27,7 @@ use crate::value::Value;
 
 pub use effect::{classify, Effect, MoveOutReason};
 
-use access::{plan, Probe};
+use access::{exact_int_column, plan, Probe};
 use key::BuildKeyMapHasher;
 use program::Program;
 use table::{ColumnIndex, TableIndex};
@@ -59,6 +59,9 @@ pub struct Matcher {
     /// What matching reads of each slot, densely packed beside `entries` (same index):
     /// evaluating a candidate touches its `Hot` and nothing behind the shape's `Arc`.
     hot: Vec<Hot>,
+    /// Each slot's shape id again, densely (8 bytes a slot, so it stays in cache far
+    /// longer than `hot`): a shape an exact key hit decides is answered from here.
+    slot_ids: Vec<ShapeId>,
     free: Vec<u32>,
     tables: HashMap<String, TableIndex, BuildKeyMapHasher>,
 }
@@ -114,6 +117,7 @@ impl Matcher {
             None => {
                 self.entries.push(None);
                 self.hot.push(VACANT_HOT);
+                self.slot_ids.push(ShapeId(0));
                 (self.entries.len() - 1) as u32
             }
         };
@@ -121,6 +125,7 @@ impl Matcher {
             id,
             program: Program::compile(shape.filter()),
         };
+        self.slot_ids[slot as usize] = id;
         let width = shape.table().columns.len();
         let index = self.tables.entry(shape.table().name.clone()).or_default();
         if index.columns.len() < width {
@@ -128,10 +133,11 @@ impl Matcher {
         }
         index.shapes += 1;
         let probes = plan(shape.filter(), index).unwrap_or_else(|| vec![Probe::Residual]);
+        let exact = exact_int_column(shape.filter());
         let positions = probes
             .iter()
             .enumerate()
-            .map(|(i, p)| index.file(p, slot, i))
+            .map(|(i, p)| index.file(p, slot, i, exact))
             .collect();
         self.entries[slot as usize] = Some(Entry {
             shape,
@@ -169,6 +175,7 @@ impl Matcher {
         }
         self.entries[slot as usize] = None;
         self.hot[slot as usize] = VACANT_HOT;
+        self.slot_ids[slot as usize] = ShapeId(0);
         self.free.push(slot);
         self.ids.remove(&id);
         true
@@ -234,10 +241,10 @@ impl Matcher {
         }
         let mut scan_all = false;
         if let Some(row) = old {
-            scan_all |= !index.collect(row, None, out);
+            scan_all |= !index.collect(row, None, OLD_HIT, out);
         }
         if let Some(row) = new {
-            scan_all |= !index.collect(row, old, out);
+            scan_all |= !index.collect(row, old, NEW_HIT, out);
         }
         let residual = index.residual.len();
         if scan_all {
@@ -252,8 +259,15 @@ impl Matcher {
             }
         } else {
             out.extend(index.residual.as_slice().iter().map(|&(s, _)| candidate(s)));
-            out.sort_unstable_by_key(|m| m.shape);
-            out.dedup_by_key(|m| m.shape);
+            // One placeholder per slot, with the marks of all its hits.
+            out.sort_unstable_by_key(|m| m.shape.0 as u32);
+            out.dedup_by(|later, kept| {
+                let same = later.shape.0 as u32 == kept.shape.0 as u32;
+                if same {
+                    kept.shape.0 |= later.shape.0;
+                }
+                same
+            });
         }
         let candidates = out.len();
         // Start every candidate's cache miss before evaluating any (independent loads
@@ -262,21 +276,38 @@ impl Matcher {
         if self.hot.len() > LARGE_HOT {
             let mut touched = 0u64;
             for m in out.iter() {
-                let hot = &self.hot[m.shape.0 as usize];
-                touched ^= hot.id.0 ^ u64::from(hot.program.touch());
+                let slot = m.shape.0 as u32 as usize;
+                touched ^= if m.shape.0 & EVALUATE != 0 {
+                    let hot = &self.hot[slot];
+                    hot.id.0 ^ u64::from(hot.program.touch())
+                } else {
+                    self.slot_ids[slot].0
+                };
             }
             std::hint::black_box(touched);
         }
         let mut kept = 0;
         for i in 0..candidates {
-            let hot = &self.hot[out[i].shape.0 as usize];
-            let was = old.is_some_and(|row| hot.program.matches(row));
-            let is = new.is_some_and(|row| hot.program.matches(row));
+            let marks = out[i].shape.0;
+            let slot = marks as u32 as usize;
+            let (was, is, id) = if marks & EVALUATE != 0 {
+                let hot = &self.hot[slot];
+                let was = old.is_some_and(|row| hot.program.matches(row));
+                let is = new.is_some_and(|row| hot.program.matches(row));
+                (was, is, hot.id)
+            } else {
+                // Decided by exact hits alone. An image without a hit does not match
+                // (the index is a superset filter), except that the new image skipped
+                // the column when its value equals the old one (see `collect`).
+                let col = (marks >> COLUMN_SHIFT) as usize;
+                let was = marks & OLD_HIT != 0;
+                let is = new.is_some_and(|row| {
+                    marks & NEW_HIT != 0 || (was && old.and_then(|o| o.get(col)) == row.get(col))
+                });
+                (was, is, self.slot_ids[slot])
+            };
             if let Some(effect) = classify(was, is, new.is_none()) {
-                out[kept] = ShapeMatch {
-                    shape: hot.id,
-                    effect,
-                };
+                out[kept] = ShapeMatch { shape: id, effect };
                 kept += 1;
             }
         }
@@ -289,10 +320,28 @@ impl Matcher {
     }
 }
 
-/// A placeholder match carrying a candidate's slot, see [`Matcher::match_change`].
+/// Placeholder marks (above the slot's 32 bits): the candidate must be evaluated.
+const EVALUATE: u64 = 1 << 32;
+/// The old image hit an exact probe of the candidate (see `posting::exact_field`).
+const OLD_HIT: u64 = 1 << 33;
+/// The new image hit an exact probe of the candidate.
+const NEW_HIT: u64 = 1 << 34;
+/// Where the column of an exact hit sits (15 bits).
+const COLUMN_SHIFT: u32 = 40;
+
+/// A placeholder match carrying a candidate's slot, to be evaluated (see
+/// [`Matcher::match_change`]).
 fn candidate(slot: u32) -> ShapeMatch {
     ShapeMatch {
-        shape: ShapeId(u64::from(slot)),
+        shape: ShapeId(u64::from(slot) | EVALUATE),
+        effect: Effect::Insert,
+    }
+}
+
+/// A placeholder for an exact hit of `image` (`OLD_HIT` or `NEW_HIT`) on column `col`.
+fn exact_candidate(slot: u32, image: u64, col: usize) -> ShapeMatch {
+    ShapeMatch {
+        shape: ShapeId(u64::from(slot) | image | (col as u64) << COLUMN_SHIFT),
         effect: Effect::Insert,
     }
 }
@@ -336,6 +385,59 @@ mod tests {
         sqls.iter()
             .map(|s| m.register(shape(&format!("SELECT * FROM t WHERE {s}"))))
             .collect()
+    }
+
+    /// Shapes an integer key hit decides (`n = 1`, `n IN (1, 2.0, NULL)`, `u IS 2`) next
+    /// to evaluated ones, on every pair of old and new values, against brute force.
+    #[test]
+    fn exact_hits_agree_with_evaluation_on_every_move() {
+        let mut m = Matcher::new();
+        let sqls = [
+            "n = 1",
+            "n IN (1, 2.0, NULL)",
+            "u IS 2",
+            "u = 1",
+            "u IN (1, 'a')",
+            "n = 1 AND u = 2",
+        ];
+        let ids = register_all(&mut m, &sqls);
+        let values = [
+            Value::Null,
+            Value::Integer(1),
+            Value::Real(1.0),
+            Value::Integer(2),
+            Value::Real(2.5),
+            Value::Text("1".into()),
+            Value::Text("a".into()),
+            Value::Real(-0.0),
+        ];
+        let rows: Vec<Vec<Value>> = values
+            .iter()
+            .flat_map(|n| {
+                values
+                    .iter()
+                    .map(|u| row(n.clone(), Value::Null, Value::Null, u.clone()))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for old in rows.iter().map(Some).chain([None]) {
+            for new in rows.iter().map(Some).chain([None]) {
+                let (old, new) = (old.map(|r| &r[..]), new.map(|r| &r[..]));
+                m.match_change("t", old, new, &mut out);
+                let mut want: Vec<ShapeMatch> = ids
+                    .iter()
+                    .filter_map(|id| {
+                        let shape = m.shape(*id).expect("registered");
+                        let was = old.is_some_and(|r| shape.matches(r));
+                        let is = new.is_some_and(|r| shape.matches(r));
+                        classify(was, is, new.is_none())
+                            .map(|effect| ShapeMatch { shape: *id, effect })
+                    })
+                    .collect();
+                want.sort_unstable_by_key(|x| x.shape);
+                assert_eq!(out, want, "{old:?} -> {new:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use super::access::{Cost, Probe};
 use super::intervals::Intervals;
 use super::key::{
-    eq_key, ord_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX,
+    eq_key, int_keyed, ord_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX,
 };
 use super::keyed::Keyed;
-use super::posting::{Posted, Posting};
-use super::{candidate, Entry, ShapeMatch};
+use super::posting::{exact_column, exact_field, probe_index, Posted, Posting};
+use super::{candidate, exact_candidate, Entry, ShapeMatch};
 use crate::value::Value;
 
 #[derive(Debug, Default)]
@@ -72,13 +72,17 @@ const ONE_SIDED_COST: usize = 1_000;
 
 impl TableIndex {
     /// Files probe number `probe` of the shape in `slot`; returns its posting position.
-    pub(super) fn file(&mut self, probe: &Probe, slot: u32, i: usize) -> u32 {
+    /// `exact` is the column of a shape an integer key hit decides
+    /// (`access::exact_int_column`); its equality probes are filed marked exact.
+    pub(super) fn file(&mut self, probe: &Probe, slot: u32, i: usize, exact: Option<usize>) -> u32 {
+        debug_assert!(i < 1 << 31, "probe numbers stay below the exact mark");
         let item: Posted = (slot, i as u32);
         match probe {
             Probe::Residual => self.residual.push(item),
             Probe::Eq { col, key } => {
                 self.columns[*col].eq += 1;
-                self.keyed.push(*key, item)
+                let field = exact.filter(|c| c == col).and_then(|c| exact_field(c, i));
+                self.keyed.push(*key, (slot, field.unwrap_or(i as u32)))
             }
             Probe::Prefix {
                 col,
@@ -206,11 +210,13 @@ impl TableIndex {
     /// affect (index hits only), skipping columns whose value equals the one in `seen`
     /// (already collected for that image). Returns false when a value cannot be looked
     /// up (a NaN real in an indexed column) and the caller must evaluate every shape of
-    /// the table.
+    /// the table. A hit that decides its shape (an integer key on an exact probe) is
+    /// marked with `image` (`OLD_HIT` or `NEW_HIT`) instead of `EVALUATE`.
     pub(super) fn collect(
         &self,
         row: &[Value],
         seen: Option<&[Value]>,
+        image: u64,
         out: &mut Vec<ShapeMatch>,
     ) -> bool {
         let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
@@ -224,10 +230,16 @@ impl TableIndex {
                 continue;
             }
             if column.eq > 0 {
-                match eq_key(col, value) {
-                    Some(key) => slots(self.keyed.get(key), out),
-                    None => return false,
-                }
+                let Some(key) = eq_key(col, value) else {
+                    return false;
+                };
+                let int = int_keyed(value);
+                out.extend(self.keyed.get(key).iter().map(|&(slot, field)| {
+                    match exact_column(field) {
+                        Some(c) if int && c == col => exact_candidate(slot, image, col),
+                        _ => candidate(slot),
+                    }
+                }));
             }
             if column.has_ranges() && !value.is_null() {
                 if !orderable(value) {
@@ -284,7 +296,7 @@ impl TableIndex {
 fn moved(moved: Option<Posted>, pos: u32, entries: &mut [Option<Entry>]) {
     if let Some((slot, probe)) = moved {
         if let Some(entry) = entries[slot as usize].as_mut() {
-            entry.positions[probe as usize] = pos;
+            entry.positions[probe_index(probe)] = pos;
         }
     }
 }
