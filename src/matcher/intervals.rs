@@ -10,13 +10,12 @@
 //! interval containing `v` (all its lower bounds are at or below the next chunk's first,
 //! hence at or below `v`), so a query costs O(log n) plus O(CHUNK) per chunk with a hit.
 //!
-//! Bounds are compared with `Value::sqlite_cmp`; callers never store NULL or NaN bounds.
+//! Bounds are order keys (`key::ord_key`: one `u64` per value, never 0, monotone in
+//! SQLite's order), so a query compares machine words in a few contiguous arrays; since
+//! distinct values may share a key, a stab is a superset of the intervals containing the
+//! value, as every index of the matcher may be.
 //! Inserting or removing updates one leaf-to-root path, except when a chunk splits or
 //! empties (once per `CHUNK` updates at most), which rebuilds the tree: O(n / CHUNK).
-
-use std::cmp::Ordering;
-
-use crate::value::Value;
 
 /// Entries per chunk after a split; a chunk splits when it holds twice as many.
 const CHUNK: usize = 16;
@@ -29,12 +28,12 @@ pub(super) struct Intervals {
     chunks: Vec<Chunk>,
     /// The first lower bound of each chunk, contiguous: the binary search over chunks
     /// reads this array only (not one chunk's items per step).
-    firsts: Vec<Value>,
+    firsts: Vec<u64>,
     /// Tournament tree: node 1 is the root, node `i` has children `2i` and `2i + 1`, the
     /// leaves `width..2 * width` stand for the chunks in order. Each node holds the
     /// largest `max_hi` among its leaves (a copy, so the walk reads only this array), or
-    /// NULL below no chunk (bounds are never NULL).
-    tree: Vec<Value>,
+    /// 0 below no chunk (keys are never 0).
+    tree: Vec<u64>,
     /// Number of leaves: the smallest power of two at least `chunks.len()`.
     width: usize,
     len: usize,
@@ -44,22 +43,22 @@ pub(super) struct Intervals {
 struct Chunk {
     /// Sorted by `lo`.
     items: Vec<Item>,
-    max_hi: Value,
+    max_hi: u64,
 }
 
 #[derive(Debug)]
 struct Item {
-    lo: Value,
-    hi: Value,
+    lo: u64,
+    hi: u64,
     slot: u32,
 }
 
-fn le(a: &Value, b: &Value) -> bool {
-    a.sqlite_cmp(b) != Ordering::Greater
+fn le(a: &u64, b: &u64) -> bool {
+    a <= b
 }
 
 impl Chunk {
-    fn first_lo(&self) -> &Value {
+    fn first_lo(&self) -> &u64 {
         &self.items[0].lo
     }
 
@@ -70,7 +69,7 @@ impl Chunk {
                 max = &item.hi;
             }
         }
-        self.max_hi = max.clone();
+        self.max_hi = *max;
     }
 }
 
@@ -79,12 +78,12 @@ impl Intervals {
         self.len
     }
 
-    pub(super) fn insert(&mut self, lo: Value, hi: Value, slot: u32) {
+    pub(super) fn insert(&mut self, lo: u64, hi: u64, slot: u32) {
         self.len += 1;
         if self.chunks.is_empty() {
-            self.firsts.push(lo.clone());
+            self.firsts.push(lo);
             self.chunks.push(Chunk {
-                max_hi: hi.clone(),
+                max_hi: hi,
                 items: vec![Item { lo, hi, slot }],
             });
             self.rebuild();
@@ -98,21 +97,18 @@ impl Intervals {
         let at = chunk.items.partition_point(|it| le(&it.lo, &lo));
         let raised = !le(&hi, &chunk.max_hi);
         if raised {
-            chunk.max_hi = hi.clone();
+            chunk.max_hi = hi;
         }
         if at == 0 {
-            self.firsts[ci] = lo.clone();
+            self.firsts[ci] = lo;
         }
         chunk.items.insert(at, Item { lo, hi, slot });
         if chunk.items.len() > 2 * CHUNK {
             let items = chunk.items.split_off(CHUNK);
             chunk.recompute_max();
-            let mut right = Chunk {
-                max_hi: Value::Null,
-                items,
-            };
+            let mut right = Chunk { max_hi: 0, items };
             right.recompute_max();
-            self.firsts.insert(ci + 1, right.first_lo().clone());
+            self.firsts.insert(ci + 1, *right.first_lo());
             self.chunks.insert(ci + 1, right);
             self.rebuild();
         } else if raised {
@@ -121,19 +117,17 @@ impl Intervals {
     }
 
     /// Removes one interval of `slot` starting at `lo`; false when there is none.
-    pub(super) fn remove(&mut self, lo: &Value, slot: u32) -> bool {
-        let start = self
-            .firsts
-            .partition_point(|f| f.sqlite_cmp(lo) == Ordering::Less);
+    pub(super) fn remove(&mut self, lo: u64, slot: u32) -> bool {
+        let start = self.firsts.partition_point(|f| *f < lo);
         for ci in start.saturating_sub(1)..self.chunks.len() {
             let chunk = &mut self.chunks[ci];
-            if !le(chunk.first_lo(), lo) {
+            if *chunk.first_lo() > lo {
                 break;
             }
             let found = chunk
                 .items
                 .iter()
-                .position(|it| it.slot == slot && it.lo.sqlite_cmp(lo) == Ordering::Equal);
+                .position(|it| it.slot == slot && it.lo == lo);
             if let Some(i) = found {
                 chunk.items.remove(i);
                 self.len -= 1;
@@ -143,7 +137,7 @@ impl Intervals {
                     self.rebuild();
                 } else {
                     if i == 0 {
-                        self.firsts[ci] = chunk.first_lo().clone();
+                        self.firsts[ci] = *chunk.first_lo();
                     }
                     chunk.recompute_max();
                     self.update(ci);
@@ -154,9 +148,9 @@ impl Intervals {
         false
     }
 
-    /// Calls `hit` with the slot of every interval containing `v`.
-    pub(super) fn stab(&self, v: &Value, mut hit: impl FnMut(u32)) {
-        debug_assert!(!v.is_null(), "NULL is in no interval");
+    /// Calls `hit` with the slot of every interval whose keys contain the key `v`.
+    pub(super) fn stab(&self, v: u64, mut hit: impl FnMut(u32)) {
+        let v = &v;
         let end = self.firsts.partition_point(|f| le(f, v));
         if end == 0 {
             return;
@@ -174,7 +168,7 @@ impl Intervals {
             let max = &self.tree[node];
             // Below a node that lies wholly before `end`, the largest upper bound decides;
             // across `end`, chunks past it could hold the largest, so look further down.
-            if max.is_null() || (first + span <= end && !le(v, max)) {
+            if *max == 0 || (first + span <= end && !le(v, max)) {
                 continue;
             }
             if span == 1 {
@@ -200,22 +194,17 @@ impl Intervals {
     }
 
     /// The larger of a node's children's values (NULL: no chunk below).
-    fn larger(&self, node: usize) -> Value {
-        let (a, b) = (&self.tree[2 * node], &self.tree[2 * node + 1]);
-        if b.is_null() || le(b, a) {
-            a.clone()
-        } else {
-            b.clone()
-        }
+    fn larger(&self, node: usize) -> u64 {
+        self.tree[2 * node].max(self.tree[2 * node + 1])
     }
 
     /// Rebuilds the whole tree after chunks were inserted or removed.
     fn rebuild(&mut self) {
         self.width = self.chunks.len().next_power_of_two();
         self.tree.clear();
-        self.tree.resize(2 * self.width, Value::Null);
+        self.tree.resize(2 * self.width, 0);
         for (ci, chunk) in self.chunks.iter().enumerate() {
-            self.tree[self.width + ci] = chunk.max_hi.clone();
+            self.tree[self.width + ci] = chunk.max_hi;
         }
         for node in (1..self.width).rev() {
             self.tree[node] = self.larger(node);
@@ -224,7 +213,7 @@ impl Intervals {
 
     /// Refreshes the path from chunk `ci`'s leaf to the root after its `max_hi` changed.
     fn update(&mut self, ci: usize) {
-        self.tree[self.width + ci] = self.chunks[ci].max_hi.clone();
+        self.tree[self.width + ci] = self.chunks[ci].max_hi;
         let mut node = (self.width + ci) / 2;
         while node >= 1 {
             self.tree[node] = self.larger(node);
@@ -239,10 +228,16 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::matcher::key::ord_key;
+    use crate::value::Value;
+
+    fn k(v: &Value) -> u64 {
+        ord_key(v)
+    }
 
     fn stab(iv: &Intervals, v: Value) -> Vec<u32> {
         let mut out = Vec::new();
-        iv.stab(&v, |slot| out.push(slot));
+        iv.stab(k(&v), |slot| out.push(slot));
         out.sort_unstable();
         out
     }
@@ -254,14 +249,14 @@ mod tests {
         for slot in 0..500u32 {
             let lo = (slot as i64 * 37) % 200;
             let hi = lo + (slot as i64 % 13);
-            iv.insert(Value::Integer(lo), Value::Integer(hi), slot);
+            iv.insert(k(&Value::Integer(lo)), k(&Value::Integer(hi)), slot);
             all.push((lo, hi, slot));
         }
         for slot in (0..500u32).step_by(3) {
             let (lo, _, _) = all[slot as usize];
-            assert!(iv.remove(&Value::Real(lo as f64), slot));
+            assert!(iv.remove(k(&Value::Real(lo as f64)), slot));
         }
-        assert!(!iv.remove(&Value::Integer(0), 3));
+        assert!(!iv.remove(k(&Value::Integer(0)), 3));
         assert_eq!(iv.len(), 500 - 167);
         for v in -1..215 {
             let expected: Vec<u32> = all
@@ -276,8 +271,8 @@ mod tests {
     #[test]
     fn intervals_span_storage_classes() {
         let mut iv = Intervals::default();
-        iv.insert(Value::Integer(5), Value::Text("m".into()), 1);
-        iv.insert(Value::Text("a".into()), Value::Blob(vec![1]), 2);
+        iv.insert(k(&Value::Integer(5)), k(&Value::Text("m".into())), 1);
+        iv.insert(k(&Value::Text("a".into())), k(&Value::Blob(vec![1])), 2);
         assert_eq!(stab(&iv, Value::Real(7.5)), vec![1]);
         assert_eq!(stab(&iv, Value::Text("b".into())), vec![1, 2]);
         assert_eq!(stab(&iv, Value::Text("z".into())), vec![2]);
@@ -296,7 +291,8 @@ mod tests {
 
     /// Random mixed-class intervals (many with equal endpoints, many sharing a lower
     /// bound, long ones over short ones), random removals (chunks emptied and rebuilt),
-    /// every stab checked against a linear scan.
+    /// every stab checked against a linear scan (exact here: these values' keys are
+    /// distinct).
     #[test]
     fn random_intervals_and_removals_match_a_linear_scan() {
         let mut rng = StdRng::seed_from_u64(15);
@@ -310,8 +306,12 @@ mod tests {
                     0 => a.clone(),
                     _ => random_bound(&mut rng),
                 };
-                let (lo, hi) = if le(&a, &b) { (a, b) } else { (b, a) };
-                iv.insert(lo.clone(), hi.clone(), next);
+                let (lo, hi) = if a.sqlite_cmp(&b).is_le() {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                iv.insert(k(&lo), k(&hi), next);
                 live.push((lo, hi, next));
                 next += 1;
             }
@@ -319,14 +319,14 @@ mod tests {
                 rng.gen_range(0..=live.len().min(if round % 7 == 6 { 10_000 } else { 90 }));
             for _ in 0..removals {
                 let (lo, _, slot) = live.swap_remove(rng.gen_range(0..live.len()));
-                assert!(iv.remove(&lo, slot));
+                assert!(iv.remove(k(&lo), slot));
             }
             assert_eq!(iv.len(), live.len());
             for _ in 0..60 {
                 let v = random_bound(&mut rng);
                 let mut expected: Vec<u32> = live
                     .iter()
-                    .filter(|(lo, hi, _)| le(lo, &v) && le(&v, hi))
+                    .filter(|(lo, hi, _)| lo.sqlite_cmp(&v).is_le() && v.sqlite_cmp(hi).is_le())
                     .map(|t| t.2)
                     .collect();
                 expected.sort_unstable();

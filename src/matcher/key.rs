@@ -87,6 +87,18 @@ pub(super) fn prefix_key_of_text(col: usize, kind: PatternKind, text: &[u8], len
     prefix_key(col, kind, &buf[..len])
 }
 
+/// Whether `value` gets an integer equality key (an integer, or a real equal to one).
+/// For a fixed column, integer keys are distinct for distinct integers (every step of
+/// the key function is a bijection of the integer), so two of them on one column are
+/// equal exactly when the values compare equal: such a key hit needs no evaluation.
+pub(super) fn int_keyed(value: &Value) -> bool {
+    match value {
+        Value::Integer(_) => true,
+        Value::Real(r) => exact_int(*r).is_some(),
+        _ => false,
+    }
+}
+
 /// The integer a real equals exactly (`sqlite_cmp` Equal), if any.
 fn exact_int(r: f64) -> Option<i64> {
     const TWO_63: f64 = 9_223_372_036_854_775_808.0;
@@ -183,6 +195,39 @@ impl Ord for OrdValue {
     }
 }
 
+/// The order key of a non-NULL, non-NaN value: a `u64` that never decreases along
+/// `Value::sqlite_cmp`'s order (`a <= b` implies `ord_key(a) <= ord_key(b)`) and is never
+/// 0. Distinct values may share a key (numbers within a few ulps, text and blobs past
+/// their first seven bytes), so comparing keys is a superset filter only. The top two
+/// bits hold the class (numbers 1, text 2, blobs 3), the rest the value's order: a
+/// number's IEEE bits made unsigned-ordered (after -0.0 becomes 0.0, as `sqlite_cmp`
+/// calls them equal), or the first seven bytes, big-endian.
+pub(super) fn ord_key(value: &Value) -> u64 {
+    const SHIFT: u32 = 62;
+    let number = |r: f64| {
+        let bits = (r + 0.0).to_bits();
+        let ordered = if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | 1 << 63
+        };
+        1 << SHIFT | ordered >> 2
+    };
+    let bytes = |class: u64, b: &[u8]| {
+        let mut word = [0u8; 8];
+        let n = b.len().min(7);
+        word[..n].copy_from_slice(&b[..n]);
+        class << SHIFT | u64::from_be_bytes(word) >> 2
+    };
+    match value {
+        Value::Null => 1 << SHIFT,
+        Value::Integer(i) => number(*i as f64),
+        Value::Real(r) => number(*r),
+        Value::Text(s) => bytes(2, s.as_bytes()),
+        Value::Blob(b) => bytes(3, b),
+    }
+}
+
 /// Whether a value can be a range bound or be looked up in a range index.
 pub(super) fn orderable(value: &Value) -> bool {
     !matches!(value, Value::Null) && !matches!(value, Value::Real(r) if r.is_nan())
@@ -209,6 +254,22 @@ mod tests {
     }
 
     #[test]
+    fn integer_keys_of_one_column_are_distinct() {
+        let ints = [i64::MIN, -1, 0, 1, 2, 1 << 40, i64::MAX];
+        for a in ints {
+            for b in ints {
+                assert_eq!(
+                    eq_key(3, &Value::Integer(a)) == eq_key(3, &Value::Integer(b)),
+                    a == b
+                );
+            }
+        }
+        assert!(int_keyed(&Value::Real(-0.0)) && int_keyed(&Value::Integer(5)));
+        assert!(!int_keyed(&Value::Real(0.5)) && !int_keyed(&Value::Text("1".into())));
+        assert!(!int_keyed(&Value::Real(f64::NAN)));
+    }
+
+    #[test]
     fn classes_and_columns_get_separate_keys() {
         let one = eq_key(0, &Value::Integer(1));
         assert_ne!(one, eq_key(0, &Value::Text("1".into())));
@@ -231,6 +292,47 @@ mod tests {
         assert_eq!(prefix_key_of_text(2, PatternKind::Like, b"ABC", 2), key);
         assert_ne!(prefix_key_of_text(2, PatternKind::Glob, b"ABC", 2), key);
         assert_ne!(prefix_key(2, PatternKind::Glob, b"ab"), key);
+    }
+
+    #[test]
+    fn order_keys_never_decrease_along_the_sqlite_order() {
+        let values = [
+            Value::Integer(i64::MIN),
+            Value::Real(-1e300),
+            Value::Integer(-3),
+            Value::Real(-2.5),
+            Value::Real(-0.0),
+            Value::Integer(0),
+            Value::Real(0.0),
+            Value::Real(1e-300),
+            Value::Integer(1),
+            Value::Real(1.0),
+            Value::Real(1.5),
+            Value::Integer(i64::MAX),
+            Value::Real(9_223_372_036_854_775_808.0),
+            Value::Real(f64::INFINITY),
+            Value::Text(String::new()),
+            Value::Text("\0".into()),
+            Value::Text("a".into()),
+            Value::Text("abcdefg".into()),
+            Value::Text("abcdefgh".into()),
+            Value::Text("abcdefgz".into()),
+            Value::Text("b".into()),
+            Value::Text("é".into()),
+            Value::Blob(Vec::new()),
+            Value::Blob(vec![0]),
+            Value::Blob(vec![255; 9]),
+        ];
+        for a in &values {
+            assert_ne!(ord_key(a), 0);
+            for b in &values {
+                if a.sqlite_cmp(b).is_le() {
+                    assert!(ord_key(a) <= ord_key(b), "{a:?} <= {b:?}");
+                }
+            }
+        }
+        assert!(ord_key(&Value::Integer(1)) < ord_key(&Value::Real(1.5)));
+        assert!(ord_key(&Value::Text("a".into())) < ord_key(&Value::Text("b".into())));
     }
 
     #[test]

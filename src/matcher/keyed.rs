@@ -13,6 +13,8 @@ use super::posting::Posted;
 const EMPTY: u32 = u32::MAX;
 /// Marks a slot whose postings live in `lists[one.1]` (`one.0`).
 const SPILLED: u32 = u32::MAX - 1;
+/// Slots past which the table is taken to be out of cache (1 MiB).
+const LARGE_SLOTS: usize = 1 << 16;
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
 
@@ -50,6 +52,28 @@ impl Keyed {
             Some(i) => self.postings(i),
             None => &[],
         }
+    }
+
+    /// Whether the table is past what the CPU caches hold, so that starting its misses
+    /// early (see [`Keyed::touch`]) pays.
+    pub(super) fn is_large(&self) -> bool {
+        self.slots.len() > LARGE_SLOTS
+    }
+
+    /// Reads the home slot of `key` (and the first posting of a spilled list there) and
+    /// returns a word of it, so that a caller can start those cache misses before it
+    /// needs the postings (the value means nothing).
+    pub(super) fn touch(&self, key: u64) -> u64 {
+        let Some(mask) = self.slots.len().checked_sub(1) else {
+            return 0;
+        };
+        let slot = &self.slots[key as usize & mask];
+        // A spilled list is a second miss, behind the slot's.
+        if slot.one.0 == SPILLED && slot.key == key {
+            let list = &self.lists[slot.one.1 as usize];
+            return list.first().map_or(0, |p| u64::from(p.0));
+        }
+        slot.key
     }
 
     /// Files `item` under `key`; returns its position in the key's posting list.

@@ -1,12 +1,14 @@
 //! The matcher: an index of shapes answering "which shapes does this row change affect?"
 //! in time that stays flat as subscriptions grow. Pure, no IO.
 //!
-//! Per table, equality and IN terms live in a hash map keyed by (column, value) with
-//! SQLite's comparison semantics (see the `key` module), range terms in ordered maps and interval
-//! lists, LIKE/GLOB literal prefixes in the same hash map, and shapes with nothing
-//! indexable in a residual list scanned on every change. The index is a superset filter:
-//! every candidate is evaluated in full on the old and the new image (invariant 3, move
-//! semantics), so correctness never depends on the index being tight.
+//! Per table (the `table` module), equality and IN terms live in a flat key table keyed
+//! by (column, value) with SQLite's comparison semantics (see the `key` module), range
+//! terms in ordered maps and interval trees, LIKE/GLOB literal prefixes in the same key
+//! table, and shapes with nothing indexable in a residual list scanned on every change.
+//! The index is a superset filter: every candidate is evaluated in full on the old and
+//! the new image (invariant 3, move semantics), so correctness never depends on the index
+//! being tight. Candidates are evaluated from their predicate compiled into a flat
+//! program (the `program` module), one cache line per shape for common predicates.
 
 mod access;
 mod effect;
@@ -14,22 +16,21 @@ mod intervals;
 mod key;
 mod keyed;
 mod posting;
+mod program;
+mod table;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::query::{Pred, Shape, ShapeId};
+use crate::query::{Shape, ShapeId};
 use crate::value::Value;
 
 pub use effect::{classify, Effect, MoveOutReason};
 
-use access::{plan, Cost, Probe};
-use intervals::Intervals;
-use key::{
-    eq_key, orderable, prefix_key_of_text, BuildKeyMapHasher, OrdValue, PatternKind, PREFIX_MAX,
-};
-use keyed::Keyed;
-use posting::{Posted, Posting};
+use access::{exact_int_column, plan, Probe};
+use key::BuildKeyMapHasher;
+use program::Program;
+use table::{ColumnIndex, TableIndex};
 
 /// One shape affected by a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,22 +59,30 @@ pub struct Matcher {
     /// What matching reads of each slot, densely packed beside `entries` (same index):
     /// evaluating a candidate touches its `Hot` and nothing behind the shape's `Arc`.
     hot: Vec<Hot>,
+    /// Each slot's shape id again, densely (8 bytes a slot, so it stays in cache far
+    /// longer than `hot`): a shape an exact key hit decides is answered from here.
+    slot_ids: Vec<ShapeId>,
     free: Vec<u32>,
     tables: HashMap<String, TableIndex, BuildKeyMapHasher>,
 }
 
-/// The part of a registered shape that matching reads: its id and its own copy of the
-/// predicate (an `IN` list or a text constant still sits behind one pointer).
+/// The part of a registered shape that matching reads: its id and its predicate compiled
+/// into a flat program, one 64-byte cache line in all for a program of up to 54 bytes
+/// (constants, `IN` lists and patterns inline; see the `program` module).
 #[derive(Debug)]
+#[repr(align(64))]
 struct Hot {
     id: ShapeId,
-    filter: Pred,
+    program: Program,
 }
+
+/// Slots past which the `Hot` array is taken to be out of cache (1 MiB).
+const LARGE_HOT: usize = 1 << 14;
 
 /// A free slot's `Hot`.
 const VACANT_HOT: Hot = Hot {
     id: ShapeId(0),
-    filter: Pred::TRUE,
+    program: Program::VACANT,
 };
 
 #[derive(Debug)]
@@ -85,60 +94,6 @@ struct Entry {
     /// other entries are swap-removed), so unregistering is O(1) per probe.
     positions: Vec<u32>,
 }
-
-#[derive(Debug, Default)]
-struct TableIndex {
-    shapes: usize,
-    residual: Posting,
-    /// Equality and prefix keys of every column.
-    keyed: Keyed,
-    columns: Vec<ColumnIndex>,
-}
-
-#[derive(Debug, Default)]
-struct ColumnIndex {
-    eq: usize,
-    like_lens: [usize; PREFIX_MAX + 1],
-    glob_lens: [usize; PREFIX_MAX + 1],
-    prefixes: usize,
-    lower: BTreeMap<OrdValue, Posting>,
-    upper: BTreeMap<OrdValue, Posting>,
-    lower_len: usize,
-    upper_len: usize,
-    between: Intervals,
-}
-
-impl ColumnIndex {
-    fn has_ranges(&self) -> bool {
-        self.lower_len + self.upper_len + self.between.len() > 0
-    }
-}
-
-impl Cost for TableIndex {
-    fn cost(&self, probe: &Probe) -> usize {
-        let column = |col: usize| self.columns.get(col);
-        match probe {
-            Probe::Residual => usize::MAX / 4,
-            Probe::Eq { key, .. } | Probe::Prefix { key, .. } => {
-                let extra = usize::from(matches!(probe, Probe::Prefix { .. })) * 2;
-                1 + extra + self.keyed.get(*key).len()
-            }
-            // Stabbing walks a tree, logarithmic in the intervals of the column.
-            Probe::Between { col, .. } => {
-                2 + column(*col).map_or(0, |c| c.between.len().max(1).ilog2() as usize / 4)
-            }
-            // A one-sided range passes a large share of all rows, so the shape would be a
-            // candidate for about every other change: the last resort before the residual.
-            Probe::Lower { col, .. } | Probe::Upper { col, .. } => {
-                let filed = column(*col).map_or(0, |c| c.lower_len + c.upper_len);
-                ONE_SIDED_COST + self.shapes / 2 + filed
-            }
-        }
-    }
-}
-
-/// The estimated cost of a one-sided range term (`col > c`) as an entry point.
-const ONE_SIDED_COST: usize = 1_000;
 
 impl Matcher {
     /// An empty matcher.
@@ -162,13 +117,15 @@ impl Matcher {
             None => {
                 self.entries.push(None);
                 self.hot.push(VACANT_HOT);
+                self.slot_ids.push(ShapeId(0));
                 (self.entries.len() - 1) as u32
             }
         };
         self.hot[slot as usize] = Hot {
             id,
-            filter: shape.filter().clone(),
+            program: Program::compile(shape.filter()),
         };
+        self.slot_ids[slot as usize] = id;
         let width = shape.table().columns.len();
         let index = self.tables.entry(shape.table().name.clone()).or_default();
         if index.columns.len() < width {
@@ -176,10 +133,11 @@ impl Matcher {
         }
         index.shapes += 1;
         let probes = plan(shape.filter(), index).unwrap_or_else(|| vec![Probe::Residual]);
+        let exact = exact_int_column(shape.filter());
         let positions = probes
             .iter()
             .enumerate()
-            .map(|(i, p)| index.file(p, slot, i))
+            .map(|(i, p)| index.file(p, slot, i, exact))
             .collect();
         self.entries[slot as usize] = Some(Entry {
             shape,
@@ -217,6 +175,7 @@ impl Matcher {
         }
         self.entries[slot as usize] = None;
         self.hot[slot as usize] = VACANT_HOT;
+        self.slot_ids[slot as usize] = ShapeId(0);
         self.free.push(slot);
         self.ids.remove(&id);
         true
@@ -273,12 +232,19 @@ impl Matcher {
         };
         // Candidates gather in `out` itself, as slots in placeholder matches; each is
         // then evaluated and, if affected, overwritten in place with its real match.
+        // Start the key table's cache misses of both images before the first probe (when
+        // the table is larger than the caches: otherwise there is no miss to hide).
+        if index.keyed.is_large() {
+            let warm = old.map_or(0, |row| index.warm(row, None))
+                ^ new.map_or(0, |row| index.warm(row, old));
+            std::hint::black_box(warm);
+        }
         let mut scan_all = false;
         if let Some(row) = old {
-            scan_all |= !index.collect(row, None, out);
+            scan_all |= !index.collect(row, None, OLD_HIT, out);
         }
         if let Some(row) = new {
-            scan_all |= !index.collect(row, old, out);
+            scan_all |= !index.collect(row, old, NEW_HIT, out);
         }
         let residual = index.residual.len();
         if scan_all {
@@ -293,20 +259,55 @@ impl Matcher {
             }
         } else {
             out.extend(index.residual.as_slice().iter().map(|&(s, _)| candidate(s)));
-            out.sort_unstable_by_key(|m| m.shape);
-            out.dedup_by_key(|m| m.shape);
+            // One placeholder per slot, with the marks of all its hits.
+            out.sort_unstable_by_key(|m| m.shape.0 as u32);
+            out.dedup_by(|later, kept| {
+                let same = later.shape.0 as u32 == kept.shape.0 as u32;
+                if same {
+                    kept.shape.0 |= later.shape.0;
+                }
+                same
+            });
         }
         let candidates = out.len();
+        // Start every candidate's cache miss before evaluating any (independent loads
+        // overlap; evaluating first would take them one at a time), when the shapes are
+        // more than the caches hold.
+        if self.hot.len() > LARGE_HOT {
+            let mut touched = 0u64;
+            for m in out.iter() {
+                let slot = m.shape.0 as u32 as usize;
+                touched ^= if m.shape.0 & EVALUATE != 0 {
+                    let hot = &self.hot[slot];
+                    hot.id.0 ^ u64::from(hot.program.touch())
+                } else {
+                    self.slot_ids[slot].0
+                };
+            }
+            std::hint::black_box(touched);
+        }
         let mut kept = 0;
         for i in 0..candidates {
-            let hot = &self.hot[out[i].shape.0 as usize];
-            let was = old.is_some_and(|row| hot.filter.matches(row));
-            let is = new.is_some_and(|row| hot.filter.matches(row));
+            let marks = out[i].shape.0;
+            let slot = marks as u32 as usize;
+            let (was, is, id) = if marks & EVALUATE != 0 {
+                let hot = &self.hot[slot];
+                let was = old.is_some_and(|row| hot.program.matches(row));
+                let is = new.is_some_and(|row| hot.program.matches(row));
+                (was, is, hot.id)
+            } else {
+                // Decided by exact hits alone. An image without a hit does not match
+                // (the index is a superset filter), except that the new image skipped
+                // the column when its value equals the old one (see `collect`).
+                let col = (marks >> COLUMN_SHIFT) as usize;
+                let was = marks & OLD_HIT != 0;
+                let is = new.is_some_and(|row| {
+                    marks & NEW_HIT != 0 || (was && old.and_then(|o| o.get(col)) == row.get(col))
+                });
+                (was, is, self.slot_ids[slot])
+            };
             if let Some(effect) = classify(was, is, new.is_none()) {
-                out[kept] = ShapeMatch {
-                    shape: hot.id,
-                    effect,
-                };
+                out[kept] = ShapeMatch { shape: id, effect };
                 kept += 1;
             }
         }
@@ -319,193 +320,29 @@ impl Matcher {
     }
 }
 
-/// A placeholder match carrying a candidate's slot, see [`Matcher::match_change`].
+/// Placeholder marks (above the slot's 32 bits): the candidate must be evaluated.
+const EVALUATE: u64 = 1 << 32;
+/// The old image hit an exact probe of the candidate (see `posting::exact_field`).
+const OLD_HIT: u64 = 1 << 33;
+/// The new image hit an exact probe of the candidate.
+const NEW_HIT: u64 = 1 << 34;
+/// Where the column of an exact hit sits (15 bits).
+const COLUMN_SHIFT: u32 = 40;
+
+/// A placeholder match carrying a candidate's slot, to be evaluated (see
+/// [`Matcher::match_change`]).
 fn candidate(slot: u32) -> ShapeMatch {
     ShapeMatch {
-        shape: ShapeId(u64::from(slot)),
+        shape: ShapeId(u64::from(slot) | EVALUATE),
         effect: Effect::Insert,
     }
 }
 
-impl TableIndex {
-    /// Files probe number `probe` of the shape in `slot`; returns its posting position.
-    fn file(&mut self, probe: &Probe, slot: u32, i: usize) -> u32 {
-        let item: Posted = (slot, i as u32);
-        match probe {
-            Probe::Residual => self.residual.push(item),
-            Probe::Eq { col, key } => {
-                self.columns[*col].eq += 1;
-                self.keyed.push(*key, item)
-            }
-            Probe::Prefix {
-                col,
-                kind,
-                key,
-                len,
-            } => {
-                let column = &mut self.columns[*col];
-                column.prefixes += 1;
-                match kind {
-                    PatternKind::Like => column.like_lens[*len] += 1,
-                    PatternKind::Glob => column.glob_lens[*len] += 1,
-                }
-                self.keyed.push(*key, item)
-            }
-            Probe::Lower { col, bound } => {
-                let column = &mut self.columns[*col];
-                column.lower_len += 1;
-                let posting = column.lower.entry(OrdValue(bound.clone())).or_default();
-                posting.push(item)
-            }
-            Probe::Upper { col, bound } => {
-                let column = &mut self.columns[*col];
-                column.upper_len += 1;
-                let posting = column.upper.entry(OrdValue(bound.clone())).or_default();
-                posting.push(item)
-            }
-            Probe::Between { col, lo, hi } => {
-                self.columns[*col]
-                    .between
-                    .insert(lo.clone(), hi.clone(), slot);
-                0
-            }
-        }
-    }
-
-    /// Removes probe number `i` of the shape in `slot` from its posting.
-    fn unfile(&mut self, probe: &Probe, slot: u32, i: usize, entries: &mut [Option<Entry>]) {
-        let pos = entries[slot as usize]
-            .as_ref()
-            .map_or(0, |e| e.positions[i]);
-        match probe {
-            Probe::Residual => moved(self.residual.swap_remove(pos), pos, entries),
-            Probe::Eq { col, key } | Probe::Prefix { col, key, .. } => {
-                let column = &mut self.columns[*col];
-                match probe {
-                    Probe::Prefix {
-                        kind: PatternKind::Like,
-                        len,
-                        ..
-                    } => {
-                        column.like_lens[*len] -= 1;
-                        column.prefixes -= 1;
-                    }
-                    Probe::Prefix {
-                        kind: PatternKind::Glob,
-                        len,
-                        ..
-                    } => {
-                        column.glob_lens[*len] -= 1;
-                        column.prefixes -= 1;
-                    }
-                    _ => column.eq -= 1,
-                }
-                moved(self.keyed.swap_remove(*key, pos), pos, entries);
-            }
-            Probe::Lower { col, bound } | Probe::Upper { col, bound } => {
-                let column = &mut self.columns[*col];
-                let lower = matches!(probe, Probe::Lower { .. });
-                let (map, len) = if lower {
-                    (&mut column.lower, &mut column.lower_len)
-                } else {
-                    (&mut column.upper, &mut column.upper_len)
-                };
-                *len -= 1;
-                let bound = OrdValue(bound.clone());
-                if let Some(posting) = map.get_mut(&bound) {
-                    moved(posting.swap_remove(pos), pos, entries);
-                    if posting.is_empty() {
-                        map.remove(&bound);
-                    }
-                }
-            }
-            Probe::Between { col, lo, .. } => {
-                self.columns[*col].between.remove(lo, slot);
-            }
-        }
-    }
-
-    /// Appends a placeholder match (see [`candidate`]) for each shape a row image can
-    /// affect (index hits only), skipping columns whose value equals the one in `seen`
-    /// (already collected for that image). Returns false when a value cannot be looked
-    /// up (a NaN real in an indexed column) and the caller must evaluate every shape of
-    /// the table.
-    fn collect(&self, row: &[Value], seen: Option<&[Value]>, out: &mut Vec<ShapeMatch>) -> bool {
-        let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
-            out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
-        };
-        for (col, column) in self.columns.iter().enumerate() {
-            let Some(value) = row.get(col) else {
-                break;
-            };
-            if seen.and_then(|s| s.get(col)) == Some(value) {
-                continue;
-            }
-            if column.eq > 0 {
-                match eq_key(col, value) {
-                    Some(key) => slots(self.keyed.get(key), out),
-                    None => return false,
-                }
-            }
-            if column.has_ranges() && !value.is_null() {
-                if !orderable(value) {
-                    return false;
-                }
-                if column.lower_len + column.upper_len > 0 {
-                    let v = OrdValue(value.clone());
-                    if column.lower_len > 0 {
-                        for (_, p) in column.lower.range(..=&v) {
-                            slots(p.as_slice(), out);
-                        }
-                    }
-                    if column.upper_len > 0 {
-                        for (_, p) in column.upper.range(&v..) {
-                            slots(p.as_slice(), out);
-                        }
-                    }
-                }
-                if column.between.len() > 0 {
-                    column.between.stab(value, |slot| out.push(candidate(slot)));
-                }
-            }
-            if column.prefixes > 0 {
-                if let Some(text) = value.text_bytes() {
-                    self.collect_prefixes(col, column, &text, out);
-                }
-            }
-        }
-        true
-    }
-
-    fn collect_prefixes(
-        &self,
-        col: usize,
-        column: &ColumnIndex,
-        text: &[u8],
-        out: &mut Vec<ShapeMatch>,
-    ) {
-        for (kind, lens) in [
-            (PatternKind::Like, &column.like_lens),
-            (PatternKind::Glob, &column.glob_lens),
-        ] {
-            let longest = text.len().min(PREFIX_MAX);
-            for (len, &filed) in lens.iter().enumerate().take(longest + 1).skip(1) {
-                if filed == 0 {
-                    continue;
-                }
-                let key = prefix_key_of_text(col, kind, text, len);
-                out.extend(self.keyed.get(key).iter().map(|&(s, _)| candidate(s)));
-            }
-        }
-    }
-}
-
-/// After a swap-remove at `pos`, fixes the recorded position of the posting moved there.
-fn moved(moved: Option<Posted>, pos: u32, entries: &mut [Option<Entry>]) {
-    if let Some((slot, probe)) = moved {
-        if let Some(entry) = entries[slot as usize].as_mut() {
-            entry.positions[probe as usize] = pos;
-        }
+/// A placeholder for an exact hit of `image` (`OLD_HIT` or `NEW_HIT`) on column `col`.
+fn exact_candidate(slot: u32, image: u64, col: usize) -> ShapeMatch {
+    ShapeMatch {
+        shape: ShapeId(u64::from(slot) | image | (col as u64) << COLUMN_SHIFT),
+        effect: Effect::Insert,
     }
 }
 
@@ -548,6 +385,65 @@ mod tests {
         sqls.iter()
             .map(|s| m.register(shape(&format!("SELECT * FROM t WHERE {s}"))))
             .collect()
+    }
+
+    /// Shapes an integer key hit decides (`n = 1`, `n IN (1, 2.0, NULL)`, `u IS 2`) next
+    /// to evaluated ones, on every pair of old and new values, against brute force.
+    #[test]
+    fn exact_hits_agree_with_evaluation_on_every_move() {
+        let mut m = Matcher::new();
+        let sqls = [
+            "n = 1",
+            "n IN (1, 2.0, NULL)",
+            "u IS 2",
+            "u = 1",
+            "u IN (1, 'a')",
+            "n = 1 AND u = 2",
+        ];
+        let ids = register_all(&mut m, &sqls);
+        let values = [
+            Value::Null,
+            Value::Integer(1),
+            Value::Real(1.0),
+            Value::Integer(2),
+            Value::Real(2.5),
+            Value::Text("1".into()),
+            Value::Text("a".into()),
+            Value::Real(-0.0),
+        ];
+        let rows: Vec<Vec<Value>> = values
+            .iter()
+            .flat_map(|n| {
+                values
+                    .iter()
+                    .map(|u| row(n.clone(), Value::Null, Value::Null, u.clone()))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for old in rows.iter().map(Some).chain([None]) {
+            for new in rows.iter().map(Some).chain([None]) {
+                let (old, new) = (old.map(|r| &r[..]), new.map(|r| &r[..]));
+                m.match_change("t", old, new, &mut out);
+                let mut want: Vec<ShapeMatch> = ids
+                    .iter()
+                    .filter_map(|id| {
+                        let shape = m.shape(*id).expect("registered");
+                        let was = old.is_some_and(|r| shape.matches(r));
+                        let is = new.is_some_and(|r| shape.matches(r));
+                        classify(was, is, new.is_none())
+                            .map(|effect| ShapeMatch { shape: *id, effect })
+                    })
+                    .collect();
+                want.sort_unstable_by_key(|x| x.shape);
+                assert_eq!(out, want, "{old:?} -> {new:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Hot>(), 64);
+        assert_eq!(std::mem::align_of::<Hot>(), 64);
     }
 
     #[test]

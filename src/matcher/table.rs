@@ -1,0 +1,302 @@
+//! The index of one table: which shapes a row image can affect, as placeholder
+//! candidates for the matcher to evaluate. Equality and prefix keys in the flat key
+//! table, one-sided ranges in ordered maps, intervals in the interval tree, and the
+//! residual list. Filing and unfiling keep each posting's position current, so
+//! unregistering costs O(1) per probe.
+
+use std::collections::BTreeMap;
+
+use super::access::{Cost, Probe};
+use super::intervals::Intervals;
+use super::key::{
+    eq_key, int_keyed, ord_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX,
+};
+use super::keyed::Keyed;
+use super::posting::{exact_column, exact_field, probe_index, Posted, Posting};
+use super::{candidate, exact_candidate, Entry, ShapeMatch};
+use crate::value::Value;
+
+#[derive(Debug, Default)]
+pub(super) struct TableIndex {
+    pub(super) shapes: usize,
+    pub(super) residual: Posting,
+    /// Equality and prefix keys of every column.
+    pub(super) keyed: Keyed,
+    pub(super) columns: Vec<ColumnIndex>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ColumnIndex {
+    pub(super) eq: usize,
+    pub(super) like_lens: [usize; PREFIX_MAX + 1],
+    pub(super) glob_lens: [usize; PREFIX_MAX + 1],
+    pub(super) prefixes: usize,
+    pub(super) lower: BTreeMap<OrdValue, Posting>,
+    pub(super) upper: BTreeMap<OrdValue, Posting>,
+    pub(super) lower_len: usize,
+    pub(super) upper_len: usize,
+    pub(super) between: Intervals,
+}
+
+impl ColumnIndex {
+    fn has_ranges(&self) -> bool {
+        self.lower_len + self.upper_len + self.between.len() > 0
+    }
+}
+
+impl Cost for TableIndex {
+    fn cost(&self, probe: &Probe) -> usize {
+        let column = |col: usize| self.columns.get(col);
+        match probe {
+            Probe::Residual => usize::MAX / 4,
+            Probe::Eq { key, .. } | Probe::Prefix { key, .. } => {
+                let extra = usize::from(matches!(probe, Probe::Prefix { .. })) * 2;
+                1 + extra + self.keyed.get(*key).len()
+            }
+            // Stabbing walks a tree, logarithmic in the intervals of the column.
+            Probe::Between { col, .. } => {
+                2 + column(*col).map_or(0, |c| c.between.len().max(1).ilog2() as usize / 4)
+            }
+            // A one-sided range passes a large share of all rows, so the shape would be a
+            // candidate for about every other change: the last resort before the residual.
+            Probe::Lower { col, .. } | Probe::Upper { col, .. } => {
+                let filed = column(*col).map_or(0, |c| c.lower_len + c.upper_len);
+                ONE_SIDED_COST + self.shapes / 2 + filed
+            }
+        }
+    }
+}
+
+/// The estimated cost of a one-sided range term (`col > c`) as an entry point.
+const ONE_SIDED_COST: usize = 1_000;
+
+impl TableIndex {
+    /// Files probe number `probe` of the shape in `slot`; returns its posting position.
+    /// `exact` is the column of a shape an integer key hit decides
+    /// (`access::exact_int_column`); its equality probes are filed marked exact.
+    pub(super) fn file(&mut self, probe: &Probe, slot: u32, i: usize, exact: Option<usize>) -> u32 {
+        debug_assert!(i < 1 << 31, "probe numbers stay below the exact mark");
+        let item: Posted = (slot, i as u32);
+        match probe {
+            Probe::Residual => self.residual.push(item),
+            Probe::Eq { col, key } => {
+                self.columns[*col].eq += 1;
+                let field = exact.filter(|c| c == col).and_then(|c| exact_field(c, i));
+                self.keyed.push(*key, (slot, field.unwrap_or(i as u32)))
+            }
+            Probe::Prefix {
+                col,
+                kind,
+                key,
+                len,
+            } => {
+                let column = &mut self.columns[*col];
+                column.prefixes += 1;
+                match kind {
+                    PatternKind::Like => column.like_lens[*len] += 1,
+                    PatternKind::Glob => column.glob_lens[*len] += 1,
+                }
+                self.keyed.push(*key, item)
+            }
+            Probe::Lower { col, bound } => {
+                let column = &mut self.columns[*col];
+                column.lower_len += 1;
+                let posting = column.lower.entry(OrdValue(bound.clone())).or_default();
+                posting.push(item)
+            }
+            Probe::Upper { col, bound } => {
+                let column = &mut self.columns[*col];
+                column.upper_len += 1;
+                let posting = column.upper.entry(OrdValue(bound.clone())).or_default();
+                posting.push(item)
+            }
+            Probe::Between { col, lo, hi } => {
+                self.columns[*col]
+                    .between
+                    .insert(ord_key(lo), ord_key(hi), slot);
+                0
+            }
+        }
+    }
+
+    /// Removes probe number `i` of the shape in `slot` from its posting.
+    pub(super) fn unfile(
+        &mut self,
+        probe: &Probe,
+        slot: u32,
+        i: usize,
+        entries: &mut [Option<Entry>],
+    ) {
+        let pos = entries[slot as usize]
+            .as_ref()
+            .map_or(0, |e| e.positions[i]);
+        match probe {
+            Probe::Residual => moved(self.residual.swap_remove(pos), pos, entries),
+            Probe::Eq { col, key } | Probe::Prefix { col, key, .. } => {
+                let column = &mut self.columns[*col];
+                match probe {
+                    Probe::Prefix {
+                        kind: PatternKind::Like,
+                        len,
+                        ..
+                    } => {
+                        column.like_lens[*len] -= 1;
+                        column.prefixes -= 1;
+                    }
+                    Probe::Prefix {
+                        kind: PatternKind::Glob,
+                        len,
+                        ..
+                    } => {
+                        column.glob_lens[*len] -= 1;
+                        column.prefixes -= 1;
+                    }
+                    _ => column.eq -= 1,
+                }
+                moved(self.keyed.swap_remove(*key, pos), pos, entries);
+            }
+            Probe::Lower { col, bound } | Probe::Upper { col, bound } => {
+                let column = &mut self.columns[*col];
+                let lower = matches!(probe, Probe::Lower { .. });
+                let (map, len) = if lower {
+                    (&mut column.lower, &mut column.lower_len)
+                } else {
+                    (&mut column.upper, &mut column.upper_len)
+                };
+                *len -= 1;
+                let bound = OrdValue(bound.clone());
+                if let Some(posting) = map.get_mut(&bound) {
+                    moved(posting.swap_remove(pos), pos, entries);
+                    if posting.is_empty() {
+                        map.remove(&bound);
+                    }
+                }
+            }
+            Probe::Between { col, lo, .. } => {
+                self.columns[*col].between.remove(ord_key(lo), slot);
+            }
+        }
+    }
+
+    /// Touches the key-table slot of each equality and text prefix key `collect` will
+    /// look up for `row`
+    /// (same skipping rule), so the misses overlap; returns a meaningless word.
+    pub(super) fn warm(&self, row: &[Value], seen: Option<&[Value]>) -> u64 {
+        let mut touched = 0;
+        for (col, column) in self.columns.iter().enumerate() {
+            let Some(value) = row.get(col) else {
+                break;
+            };
+            if seen.and_then(|s| s.get(col)) == Some(value) {
+                continue;
+            }
+            if column.eq > 0 {
+                if let Some(key) = eq_key(col, value) {
+                    touched ^= self.keyed.touch(key);
+                }
+            }
+            if column.prefixes > 0 {
+                if let Value::Text(text) = value {
+                    TableIndex::prefix_keys(col, column, text.as_bytes(), |key| {
+                        touched ^= self.keyed.touch(key);
+                    });
+                }
+            }
+        }
+        touched
+    }
+
+    /// Appends a placeholder match (see [`candidate`]) for each shape a row image can
+    /// affect (index hits only), skipping columns whose value equals the one in `seen`
+    /// (already collected for that image). Returns false when a value cannot be looked
+    /// up (a NaN real in an indexed column) and the caller must evaluate every shape of
+    /// the table. A hit that decides its shape (an integer key on an exact probe) is
+    /// marked with `image` (`OLD_HIT` or `NEW_HIT`) instead of `EVALUATE`.
+    pub(super) fn collect(
+        &self,
+        row: &[Value],
+        seen: Option<&[Value]>,
+        image: u64,
+        out: &mut Vec<ShapeMatch>,
+    ) -> bool {
+        let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
+            out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
+        };
+        for (col, column) in self.columns.iter().enumerate() {
+            let Some(value) = row.get(col) else {
+                break;
+            };
+            if seen.and_then(|s| s.get(col)) == Some(value) {
+                continue;
+            }
+            if column.eq > 0 {
+                let Some(key) = eq_key(col, value) else {
+                    return false;
+                };
+                let int = int_keyed(value);
+                out.extend(self.keyed.get(key).iter().map(|&(slot, field)| {
+                    match exact_column(field) {
+                        Some(c) if int && c == col => exact_candidate(slot, image, col),
+                        _ => candidate(slot),
+                    }
+                }));
+            }
+            if column.has_ranges() && !value.is_null() {
+                if !orderable(value) {
+                    return false;
+                }
+                if column.lower_len + column.upper_len > 0 {
+                    let v = OrdValue(value.clone());
+                    if column.lower_len > 0 {
+                        for (_, p) in column.lower.range(..=&v) {
+                            slots(p.as_slice(), out);
+                        }
+                    }
+                    if column.upper_len > 0 {
+                        for (_, p) in column.upper.range(&v..) {
+                            slots(p.as_slice(), out);
+                        }
+                    }
+                }
+                if column.between.len() > 0 {
+                    column
+                        .between
+                        .stab(ord_key(value), |slot| out.push(candidate(slot)));
+                }
+            }
+            if column.prefixes > 0 {
+                if let Some(text) = value.text_bytes() {
+                    TableIndex::prefix_keys(col, column, &text, |key| {
+                        out.extend(self.keyed.get(key).iter().map(|&(s, _)| candidate(s)));
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    /// Calls `each` with the key of every prefix of `text` some pattern of column `col`
+    /// is filed under (only lengths that have patterns).
+    fn prefix_keys(col: usize, column: &ColumnIndex, text: &[u8], mut each: impl FnMut(u64)) {
+        for (kind, lens) in [
+            (PatternKind::Like, &column.like_lens),
+            (PatternKind::Glob, &column.glob_lens),
+        ] {
+            let longest = text.len().min(PREFIX_MAX);
+            for (len, &filed) in lens.iter().enumerate().take(longest + 1).skip(1) {
+                if filed > 0 {
+                    each(prefix_key_of_text(col, kind, text, len));
+                }
+            }
+        }
+    }
+}
+
+/// After a swap-remove at `pos`, fixes the recorded position of the posting moved there.
+fn moved(moved: Option<Posted>, pos: u32, entries: &mut [Option<Entry>]) {
+    if let Some((slot, probe)) = moved {
+        if let Some(entry) = entries[slot as usize].as_mut() {
+            entry.positions[probe_index(probe)] = pos;
+        }
+    }
+}
