@@ -148,7 +148,16 @@ pub(super) fn exists(conn: &Connection, sub: SubId) -> Result<bool, StoreError> 
 /// Whether `sub`'s staging table has exactly `table`'s columns, in order (a schema change
 /// while it staged leaves it with others).
 pub(super) fn matches(conn: &Connection, sub: SubId, table: &Table) -> Result<bool, StoreError> {
-    let names = pragma_columns(conn, sub)?;
+    laid_out_as(conn, &bare_name(sub), table)
+}
+
+/// Whether the table named `name` (unquoted) has exactly `table`'s columns, in order.
+pub(super) fn laid_out_as(
+    conn: &Connection,
+    name: &str,
+    table: &Table,
+) -> Result<bool, StoreError> {
+    let names = columns_of(conn, name)?;
     Ok(names.len() == table.columns.len()
         && names.iter().zip(&table.columns).all(|(n, c)| *n == c.name))
 }
@@ -168,7 +177,7 @@ pub(super) fn for_each_row(
     columns: &[String],
     mut each: impl FnMut(RowEvent) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let known: Vec<String> = pragma_columns(conn, sub)?;
+    let known: Vec<String> = columns_of(conn, &bare_name(sub))?;
     let values: String = columns
         .iter()
         .map(|c| match known.iter().find(|k| k.eq_ignore_ascii_case(c)) {
@@ -194,8 +203,9 @@ pub(super) fn for_each_row(
     Ok(())
 }
 
-fn pragma_columns(conn: &Connection, sub: SubId) -> Result<Vec<String>, StoreError> {
+/// The column names of the table named `name` (unquoted), in order.
+fn columns_of(conn: &Connection, name: &str) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
-    let names = stmt.query_map([bare_name(sub)], |r| r.get::<_, String>(0))?;
+    let names = stmt.query_map([name], |r| r.get::<_, String>(0))?;
     Ok(names.collect::<Result<_, _>>()?)
 }
