@@ -214,6 +214,12 @@ impl Connection {
         self.events.recv().await
     }
 
+    /// The next event if one already arrived, without waiting (e.g. to take a bootstrap's
+    /// queued rows together).
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
     /// Moves the connection to a new local UDP socket (e.g. after a network change);
     /// QUIC migrates the connection without a new handshake. Fails when the socket cannot
     /// be set up for the endpoint.

@@ -25,8 +25,17 @@ use crate::vocab::{RowEvent, SubId, SyncId};
 use crate::wire::{BootstrapFrame, ClientMessage, LiveTxn, PROGRESS_EVERY};
 
 /// Snapshot rows buffered before they are written to the staging table in one local
-/// transaction.
-pub const STAGE_BATCH: usize = 1000;
+/// transaction (a few hundred bytes each: about a MiB buffered, another being written).
+pub const STAGE_BATCH: usize = 4096;
+
+/// Whether a bootstrap frame is a snapshot row or a progress note: neither needs the rows
+/// buffered before it staged first (nothing else reaches the store in between).
+pub fn is_row_or_progress(frame: &BootstrapFrame) -> bool {
+    matches!(
+        frame,
+        BootstrapFrame::Row { .. } | BootstrapFrame::Progress { .. }
+    )
+}
 
 /// One staged change or snapshot row: (subscription, sync id or `None` for a snapshot
 /// row, table, event).
@@ -325,7 +334,7 @@ impl SyncCore {
     /// One frame of `sub`'s bootstrap stream.
     pub fn bootstrap(&mut self, sub: SubId, frame: BootstrapFrame) -> Vec<Action> {
         let mut out = Vec::new();
-        if !matches!(frame, BootstrapFrame::Row { .. }) {
+        if !is_row_or_progress(&frame) {
             self.flush(&mut out);
         }
         let Some(state) = self.staged.get_mut(&sub) else {

@@ -13,12 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
-use super::core::{Action, StoreOp, SyncCore};
+use super::core::{is_row_or_progress, Action, StoreOp, SyncCore};
 use super::{ClientShared, ConnectionState, Notification, Source, SubStatus, TokenSource};
 use crate::ids::SyncId;
 use crate::store::{Applied, StoreError};
 use crate::vocab::{QuotaExceeded, RejectCode, WriteOutcome};
-use crate::wire::{BootstrapFrame, ClientMessage, QuotaRequest, ServerMessage, SubId};
+use crate::wire::{ClientMessage, QuotaRequest, ServerMessage, SubId};
 
 /// Requests from the application to the sync task.
 pub(crate) enum Command {
@@ -150,6 +150,11 @@ impl Jitter {
 }
 
 /// One connected period.
+/// Snapshot rows already queued that are taken in one go, behind the one that woke the
+/// sync task: one pass through the store actions (and one status update) per batch
+/// instead of per row. Bounds how long commands wait behind a stream of rows.
+const ROW_DRAIN: usize = 1024;
+
 struct Online<'a> {
     shared: &'a Arc<ClientShared>,
     conn: Connection,
@@ -328,7 +333,11 @@ impl Online<'_> {
                 event = self.conn.next_event() => match event {
                     None => return Ok(Exit::Lost("connection ended".into())),
                     Some(Event::Closed(reason)) => return Ok(Exit::Lost(reason)),
-                    Some(event) => self.event(event).await?,
+                    Some(event) => {
+                        if let Some(reason) = self.event(event).await? {
+                            return Ok(Exit::Lost(reason));
+                        }
+                    }
                 },
                 // Only once the queue is empty: deferred requests came after what it holds.
                 _ = self.shared.kick.notified(), if commands.is_empty() => {
@@ -521,9 +530,44 @@ impl Online<'_> {
         Ok(done?)
     }
 
-    async fn event(&mut self, event: Event) -> Result<(), SyncError> {
+    /// Handles one event, and with a snapshot row every snapshot row already queued
+    /// behind it (see [`ROW_DRAIN`]). Returns why the connection ended when an event
+    /// taken that way says so.
+    async fn event(&mut self, mut event: Event) -> Result<Option<String>, SyncError> {
+        if let Event::Bootstrap(sub, frame) = event {
+            if !is_row_or_progress(&frame) {
+                self.one_event(Event::Bootstrap(sub, frame)).await?;
+                return Ok(None);
+            }
+            let mut actions = self.core.bootstrap(sub, frame);
+            let mut next = None;
+            for _ in 1..ROW_DRAIN {
+                match self.conn.try_next_event() {
+                    Some(Event::Bootstrap(sub, frame)) if is_row_or_progress(&frame) => {
+                        actions.extend(self.core.bootstrap(sub, frame));
+                    }
+                    other => {
+                        next = other;
+                        break;
+                    }
+                }
+            }
+            self.act(actions).await?;
+            match next {
+                None => return Ok(None),
+                Some(e) => event = e,
+            }
+        }
+        if let Event::Closed(reason) = event {
+            return Ok(Some(reason));
+        }
+        self.one_event(event).await?;
+        Ok(None)
+    }
+
+    async fn one_event(&mut self, event: Event) -> Result<(), SyncError> {
         // Buffered snapshot rows go to the staging table before anything else happens.
-        if !matches!(event, Event::Bootstrap(_, BootstrapFrame::Row { .. })) {
+        if !matches!(&event, Event::Bootstrap(_, frame) if is_row_or_progress(frame)) {
             let actions = self.core.flush_rows();
             self.act(actions).await?;
         }

@@ -1,10 +1,13 @@
 //! The set-based join of a snapshot nothing else touches: when no other holder covers a
 //! row of its table, no pending local transaction writes that table, and no row there
 //! is newer than the snapshot, the snapshot is the table's whole server state and its
-//! whole visible content. The join then replaces the table's coverage, row versions,
-//! server state and visible rows with one `INSERT … SELECT` each from the typed staging
-//! rows, instead of five statements per row; the result is the per-row join's, and it
-//! runs inside the join's one transaction.
+//! whole visible content. The join then replaces the table's server state with the
+//! subscription's staging table (renamed: see `stage_table`; or one `INSERT … SELECT`
+//! from the shared typed staging rows), its visible rows with one `INSERT … SELECT` from
+//! the server state, and its coverage and row versions with one row saying the
+//! subscription covers the table whole (see `whole`), instead of five statements per
+//! row; the result is the per-row join's, and it runs inside the join's one
+//! transaction.
 //!
 //! Anything else (another subscription or a pin sharing the table, a pending write on
 //! it, rows staged as encoded events) takes the per-row join, which reconciles each row.
@@ -17,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension, Params};
 
 use super::rows::shadow;
 use super::stage::value_column;
-use super::Applied;
+use super::{stage_table, whole, Applied};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::convert::value_from_ref;
 use crate::store::error::StoreError;
@@ -35,15 +38,25 @@ pub(super) fn join_snapshot(
     pending_tables: &BTreeSet<String>,
     applied: &mut Applied,
 ) -> Result<bool, StoreError> {
-    let Some(table) = sole_table(conn, schema, sub, columns, pending_tables)? else {
+    // Rows staged in the subscription's own table (see `stage_table`), or else in the
+    // shared typed staging table.
+    let own = stage_table::exists(conn, sub)?;
+    let table = if own {
+        staged_table(conn, schema, sub, pending_tables)?
+    } else {
+        sole_table(conn, schema, sub, columns, pending_tables)?
+    };
+    let Some(table) = table else {
         return Ok(false);
     };
     let name = &table.name;
     let overlaps = [
         // Another holder (a subscription or a pin) covers rows of the table.
         "SELECT 1 FROM _sluice_cover WHERE table_name = ?1 AND holder != ?2 LIMIT 1",
+        "SELECT 1 FROM _sluice_cover_table WHERE table_name = ?1 AND holder != ?2",
         // The subscription covers rows of another table (its snapshot must release them).
         "SELECT 1 FROM _sluice_cover WHERE holder = ?2 AND table_name != ?1 LIMIT 1",
+        "SELECT 1 FROM _sluice_cover_table WHERE holder = ?2 AND table_name != ?1 LIMIT 1",
     ];
     for sql in overlaps {
         if exists(conn, sql, params![name, sub])? {
@@ -60,12 +73,14 @@ pub(super) fn join_snapshot(
         return Ok(false);
     }
     // A row newer than the snapshot keeps its content in the per-row join.
-    if exists(
-        conn,
+    let newer = [
         "SELECT 1 FROM _sluice_rowver WHERE table_name = ?1 AND sync > ?2 LIMIT 1",
-        params![name, w.0 as i64],
-    )? {
-        return Ok(false);
+        "SELECT 1 FROM _sluice_cover_table WHERE table_name = ?1 AND sync > ?2",
+    ];
+    for sql in newer {
+        if exists(conn, sql, params![name, w.0 as i64])? {
+            return Ok(false);
+        }
     }
     let visible = quote_ident(name);
     let server = shadow(name);
@@ -81,42 +96,75 @@ pub(super) fn join_snapshot(
     )?;
     conn.execute("DELETE FROM _sluice_cover WHERE table_name = ?1", [name])?;
     conn.execute("DELETE FROM _sluice_rowver WHERE table_name = ?1", [name])?;
-    conn.execute_batch(&format!("DELETE FROM {server}; DELETE FROM {visible};"))?;
-    conn.execute(
-        "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder)
-         SELECT ?1, key, ?2 FROM _sluice_stage_rows WHERE sub = ?2",
-        params![name, sub],
-    )?;
-    // Every row is at the snapshot's sync id (a row staged twice too).
-    conn.execute(
-        "INSERT OR IGNORE INTO _sluice_rowver (table_name, key, sync)
-         SELECT ?1, key, ?3 FROM _sluice_stage_rows WHERE sub = ?2",
-        params![name, sub, w.0 as i64],
-    )?;
+    conn.execute_batch(&format!("DELETE FROM {visible};"))?;
+    // The subscription covers the table whole, every row at the snapshot's sync id: one
+    // row for the table instead of a coverage and a version row per key (see `whole`).
+    whole::set(conn, name, sub, w)?;
     // The server state holds exactly the columns the subscription carries (the others
     // are NULL: no holder vouches for them); a row staged twice keeps its last content.
-    let (targets, sources) = carried(&table, columns);
-    conn.execute(
-        &format!(
-            "INSERT OR REPLACE INTO {server} ({pk}{targets}) SELECT key{sources}
-             FROM _sluice_stage_rows WHERE sub = ?1 ORDER BY n"
-        ),
-        [sub],
-    )?;
-    // With nothing pending on the table, the visible rows are the server state.
-    let all: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let all = all.join(", ");
-    conn.execute_batch(&format!(
-        "INSERT INTO {visible} ({all}) SELECT {all} FROM {server}"
-    ))?;
+    if own {
+        // The staging table is laid out as the server state: it becomes it.
+        conn.execute_batch(&format!(
+            "DROP TABLE {server}; ALTER TABLE {} RENAME TO {server};",
+            stage_table::name(sub)
+        ))?;
+    } else {
+        let (targets, sources) = carried(&table, columns);
+        conn.execute_batch(&format!("DELETE FROM {server};"))?;
+        conn.execute(
+            &format!(
+                "INSERT OR REPLACE INTO {server} ({pk}{targets}) SELECT key{sources}
+                 FROM _sluice_stage_rows WHERE sub = ?1 ORDER BY n"
+            ),
+            [sub],
+        )?;
+    }
+    // With nothing pending on the table, the visible rows are the server state. The two
+    // tables are laid out alike, so `INSERT … SELECT *` lets SQLite copy each record
+    // as it is stored, without decoding it (its transfer optimization).
+    if own && stage_table::laid_out_as(conn, name, &table)? {
+        conn.execute_batch(&format!("INSERT INTO {visible} SELECT * FROM {server}"))?;
+    } else {
+        let all: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let all = all.join(", ");
+        conn.execute_batch(&format!(
+            "INSERT INTO {visible} ({all}) SELECT {all} FROM {server}"
+        ))?;
+    }
     note_keys(
         conn,
         applied,
         name,
-        "SELECT key FROM _sluice_stage_rows WHERE sub = ?1",
-        [sub],
+        &format!("SELECT {pk} FROM {server}"),
+        [],
     )?;
     Ok(true)
+}
+
+/// The table of `sub`'s snapshot rows staged in its own staging table, when no pending
+/// write touches it, its layout is still the table's, and no row of `sub` waits in the
+/// shared staging table; `None` otherwise.
+fn staged_table(
+    conn: &Connection,
+    schema: &Schema,
+    sub: SubId,
+    pending_tables: &BTreeSet<String>,
+) -> Result<Option<std::sync::Arc<Table>>, StoreError> {
+    let Some(target) = stage_table::target(conn, schema, sub)? else {
+        return Ok(None);
+    };
+    let table = target.table;
+    if pending_tables.contains(&table.name)
+        || !stage_table::matches(conn, sub, &table)?
+        || exists(
+            conn,
+            "SELECT 1 FROM _sluice_stage_rows WHERE sub = ?1 LIMIT 1",
+            [sub],
+        )?
+    {
+        return Ok(None);
+    }
+    Ok(Some(table))
 }
 
 /// The table of `sub`'s typed snapshot rows when they all belong to one schema table

@@ -36,7 +36,9 @@ mod pins;
 mod read;
 mod rows;
 mod stage;
+mod stage_table;
 mod sync;
+mod whole;
 
 pub use read::{LocalReader, READ_BUSY_TIMEOUT};
 pub use sync::{PinChange, ServerTxn};
@@ -210,6 +212,7 @@ impl LocalStore {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(META_DDL)?;
         conn.execute_batch(stage::STAGE_ROWS_DDL)?;
+        conn.execute_batch(whole::WHOLE_DDL)?;
         // Stores made before subscriptions remembered their shape gain the columns.
         let has_access: bool = conn.query_row(
             "SELECT count(*) FROM pragma_table_info('_sluice_subs') WHERE name = 'access'",
@@ -345,6 +348,7 @@ impl LocalStore {
         let tx = self.conn.transaction()?;
         if !same {
             tx.execute("DELETE FROM _sluice_rowver", [])?;
+            tx.execute("UPDATE _sluice_cover_table SET sync = 0", [])?;
             tx.execute("UPDATE _sluice_subs SET joined = 0", [])?;
             // An acknowledgement from the other database says nothing about this one:
             // such writes are sent again (idempotent where this database recorded them).
@@ -415,7 +419,7 @@ impl LocalStore {
                     for name in [quote_ident(&old.name), shadow(&old.name)] {
                         tx.execute_batch(&format!("DROP TABLE IF EXISTS {name}"))?;
                     }
-                    for meta in ["_sluice_cover", "_sluice_rowver"] {
+                    for meta in ["_sluice_cover", "_sluice_rowver", "_sluice_cover_table"] {
                         tx.execute(
                             &format!("DELETE FROM {meta} WHERE table_name = ?1"),
                             [&old.name],
@@ -566,6 +570,9 @@ impl LocalStore {
     ) -> Result<Applied, StoreError> {
         let cut = self.cut()?;
         let tx = self.conn.transaction()?;
+        let mut applied = Applied::default();
+        // Tables it covers whole are released set-based (nobody else covers their rows).
+        whole::release_holder(&tx, &self.schema, holder, &self.pending, &mut applied)?;
         let keys: Vec<(String, Value)> = {
             let mut stmt =
                 tx.prepare("SELECT table_name, key FROM _sluice_cover WHERE holder = ?1")?;
@@ -580,7 +587,6 @@ impl LocalStore {
             tx.execute("DELETE FROM _sluice_subs WHERE id = ?1", [holder])?;
             stage::clear(&tx, holder)?;
         }
-        let mut applied = Applied::default();
         for (table, key) in keys {
             let Some(t) = self.schema.table(&table).cloned() else {
                 continue;
@@ -652,7 +658,7 @@ impl LocalStore {
         let Some(t) = self.schema.table(table) else {
             return Ok(false);
         };
-        covered(&self.conn, &t.name, key)
+        covered(&self.conn, t, key)
     }
 }
 
@@ -674,3 +680,7 @@ fn is_literal(default: &str) -> bool {
 mod tests;
 #[cfg(test)]
 mod tests_join;
+#[cfg(test)]
+mod tests_stage;
+#[cfg(test)]
+mod tests_whole;

@@ -89,7 +89,7 @@ impl LocalReader {
         let Some(t) = schema.table(table) else {
             return Ok(false);
         };
-        covered(&self.conn(), &t.name, key)
+        covered(&self.conn(), t, key)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Applied, Pending};
+use super::{whole, Applied, Pending};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::convert::read_row;
 use crate::store::error::StoreError;
@@ -85,12 +85,18 @@ pub(super) fn sub_columns(conn: &Connection) -> Result<BTreeMap<SubId, Vec<Strin
     Ok(out)
 }
 
-pub(super) fn covered(conn: &Connection, table: &str, key: &Value) -> Result<bool, StoreError> {
-    Ok(conn
+/// Whether a holder covers the row: by a coverage row, or by covering its table whole
+/// (see `whole`) while the server state holds it.
+pub(super) fn covered(conn: &Connection, table: &Table, key: &Value) -> Result<bool, StoreError> {
+    let by_row = conn
         .prepare_cached("SELECT 1 FROM _sluice_cover WHERE table_name = ?1 AND key = ?2 LIMIT 1")?
-        .query_row(params![table, key], |_| Ok(()))
+        .query_row(params![table.name, key], |_| Ok(()))
         .optional()?
-        .is_some())
+        .is_some();
+    if by_row {
+        return Ok(true);
+    }
+    Ok(whole::holder(conn, &table.name)?.is_some() && whole::holds(conn, table, key)?)
 }
 
 pub(super) fn read_one(
@@ -139,12 +145,28 @@ pub(super) fn apply_event(
     version: SyncId,
 ) -> Result<bool, StoreError> {
     let holder = sub;
+    // The table's one holder, when it covers the table whole (see `whole`).
+    let whole = whole::holder(conn, &table.name)?;
+    let own = whole.filter(|(h, _)| *h == holder);
     match event {
         RowEvent::Insert { key, row } | RowEvent::Update { key, row } => {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![table.name, key, holder])?;
+            if let Some((_, floor)) = own {
+                // Covered by the table's coverage once written; a row without a version
+                // row of its own is at the snapshot's version.
+                if version < floor && whole::holds(conn, table, key)? {
+                    return Ok(false);
+                }
+            } else {
+                if whole.is_some() {
+                    // Another holder shares the table from now on.
+                    whole::materialize(conn, table)?;
+                }
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO _sluice_cover (table_name, key, holder)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![table.name, key, holder])?;
+            }
             // A version row exists exactly while the server-state row does.
             let fresh = conn
                 .prepare_cached(
@@ -158,6 +180,11 @@ pub(super) fn apply_event(
             }
             upsert_row(conn, &shadow(&table.name), table, columns, key, row)?;
             Ok(true)
+        }
+        RowEvent::Delete { key, .. } if own.is_some() => {
+            // The row leaves the server state with its only holder's coverage.
+            delete_shadow(conn, table, key)?;
+            Ok(false)
         }
         RowEvent::Delete { key, .. } => {
             let released = conn
@@ -375,7 +402,7 @@ pub(super) fn settle(
     key: &Value,
     pending: &[Pending],
 ) -> Result<bool, StoreError> {
-    if !covered(conn, &table.name, key)? {
+    if !covered(conn, table, key)? {
         delete_shadow(conn, table, key)?;
     }
     refresh(conn, table, key, pending)

@@ -1,9 +1,11 @@
 //! The staging area: what a subscription receives before it joins the consistent cut.
 //!
-//! Snapshot rows are staged typed, one SQLite column per value, in `_sluice_stage_rows`
+//! Snapshot rows are staged typed. Those that carry their subscription's described
+//! columns go to the subscription's own staging table, laid out as the server state (see
+//! `stage_table`); any others to `_sluice_stage_rows`, one SQLite column per value
 //! (`v0`, `v1`, … in the order of the subscription's columns, added as wider rows
-//! arrive), so a join can move them into the server-state and visible tables with
-//! `INSERT … SELECT` (see `bulk`) and never decodes them one by one. Changes (replayed
+//! arrive). Either way a join moves them into the server-state and visible tables
+//! set-based (see `bulk`) and never decodes them one by one. Changes (replayed
 //! or live, with a sync id) and anything else stay in `_sluice_stage` as encoded events:
 //! they are few, and applied row by row in sync-id order.
 //!
@@ -11,6 +13,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::stage_table;
+use crate::schema::Schema;
 use crate::store::convert::value_from_ref;
 use crate::store::error::StoreError;
 use crate::value::Value;
@@ -72,18 +76,49 @@ fn snapshot_row(sync_id: Option<SyncId>, event: &RowEvent) -> Option<(&Value, &[
     }
 }
 
-/// Stages items in order: runs of snapshot rows of one width go to `_sluice_stage_rows`
-/// in multi-row `INSERT`s, everything else to `_sluice_stage`.
+/// Stages items in order: runs of snapshot rows that fit their subscription's staging
+/// table go there (see `stage_table`), other runs of snapshot rows of one width to
+/// `_sluice_stage_rows`, both in multi-row `INSERT`s; everything else to `_sluice_stage`.
 pub(super) fn stage_in(
     conn: &Connection,
+    schema: &Schema,
     items: &[(SubId, Option<SyncId>, String, RowEvent)],
 ) -> Result<(), StoreError> {
     // Read from the database, not kept in memory: a rolled-back transaction takes the
     // columns it added with it.
     let mut width: Option<usize> = None;
+    // Each subscription's staging table, looked up once per call.
+    let mut targets: Vec<(SubId, Option<stage_table::Target>)> = Vec::new();
     let mut rest = items;
     while let Some((first, _)) = rest.split_first() {
         let (sub, sync_id, table, event) = first;
+        let target = match snapshot_row(*sync_id, event) {
+            None => None,
+            Some(_) => {
+                let i = match targets.iter().position(|(s, _)| s == sub) {
+                    Some(i) => i,
+                    None => {
+                        targets.push((*sub, stage_table::target(conn, schema, *sub)?));
+                        targets.len() - 1
+                    }
+                };
+                targets[i].1.as_ref()
+            }
+        };
+        if let Some(target) = target {
+            // A run of this subscription's rows that fit its staging table.
+            let rows: Vec<(&Value, &[Value])> = rest
+                .iter()
+                .map_while(|(s, sync_id, t, e)| {
+                    snapshot_row(*sync_id, e).filter(|(_, row)| s == sub && target.fits(t, row))
+                })
+                .collect();
+            if !rows.is_empty() {
+                stage_table::insert(conn, *sub, target, &rows)?;
+                rest = &rest[rows.len()..];
+                continue;
+            }
+        }
         let Some((_, row)) = snapshot_row(*sync_id, event) else {
             let blob = postcard::to_allocvec(event)?;
             conn.prepare_cached(
@@ -148,9 +183,10 @@ fn insert_rows(
     Ok(())
 }
 
-/// Discards what `sub` staged, in both tables.
+/// Discards what `sub` staged, in every table.
 pub(super) fn clear(conn: &Connection, sub: SubId) -> Result<(), StoreError> {
     conn.execute("DELETE FROM _sluice_stage WHERE sub = ?1", [sub])?;
+    stage_table::drop(conn, sub)?;
     clear_rows(conn, sub)
 }
 

@@ -12,7 +12,7 @@ use rusqlite::params;
 
 use super::outbox::{confirm_in, forget_confirmed};
 use super::rows::{apply_event, set_cut, settle, sub_columns, upsert_row};
-use super::{bulk, stage, Applied, JoinKind, KeyOrd, LocalStore, PIN_HOLDER};
+use super::{bulk, stage, stage_table, whole, Applied, JoinKind, KeyOrd, LocalStore, PIN_HOLDER};
 use crate::schema::{quote_ident, Table};
 use crate::store::convert::value_from_ref;
 use crate::store::error::StoreError;
@@ -56,7 +56,7 @@ impl LocalStore {
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let staged = (|| {
             let tx = self.conn.transaction()?;
-            stage::stage_in(&tx, items)?;
+            stage::stage_in(&tx, &self.schema, items)?;
             tx.commit()?;
             Ok(())
         })();
@@ -109,6 +109,7 @@ impl LocalStore {
                 )?;
             if kind == JoinKind::Bootstrap && !bulk {
                 // Coverage is rebuilt from the snapshot: keys it no longer holds are released.
+                whole::materialize_holder(&tx, &self.schema, sub)?;
                 tx.execute(
                     "INSERT OR IGNORE INTO _sluice_touched (table_name, key)
                      SELECT table_name, key FROM _sluice_cover WHERE holder = ?1",
@@ -136,6 +137,12 @@ impl LocalStore {
                 Ok::<(), StoreError>(())
             };
             if !bulk {
+                if let Some(target) = stage_table::target(&tx, &self.schema, sub)? {
+                    let t = target.table;
+                    stage_table::for_each_row(&tx, sub, &t, &cols, |event| {
+                        snapshot_row(&mut applied, &t.name, event)
+                    })?;
+                }
                 stage::for_each_row(&tx, sub, |table, event| {
                     snapshot_row(&mut applied, &table, event)
                 })?;
@@ -265,7 +272,7 @@ impl LocalStore {
         let sync_id = txn.sync_id;
         let tx = self.conn.transaction()?;
         if !txn.stage.is_empty() {
-            stage::stage_in(&tx, txn.stage)?;
+            stage::stage_in(&tx, &self.schema, txn.stage)?;
         }
         let mut applied = Applied::default();
         let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
