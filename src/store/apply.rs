@@ -232,12 +232,14 @@ pub(crate) fn apply_batch(
     Ok((outcomes, head))
 }
 
-/// The highest sequence number of `client` with a recorded (or forgotten) outcome.
+/// The highest sequence number of `client` with a recorded (or forgotten) outcome. Runs
+/// do not overlap, so the record with the highest first number ends highest.
 fn newest_seq(conn: &Connection, client: &ClientId) -> Result<Option<u64>, StoreError> {
     let n: Option<i64> = conn
         .prepare_cached(
             "SELECT max(n) FROM ( \
-               SELECT max(seq) AS n FROM _sluice_client_txns WHERE client_id = ?1 AND seq >= 0 \
+               SELECT * FROM (SELECT coalesce(last_seq, seq) AS n FROM _sluice_client_txns \
+                 WHERE client_id = ?1 AND seq >= 0 ORDER BY seq DESC LIMIT 1) \
                UNION ALL SELECT seq FROM _sluice_client_floors WHERE client_id = ?1)",
         )?
         .query_row([&client.0], |r| r.get(0))?;
@@ -255,24 +257,47 @@ fn forgotten(conn: &Connection, client: &ClientId, seq: u64) -> Result<bool, Sto
         .exists(params![client.0, seq])?)
 }
 
-/// The recorded outcome of a client transaction, if it was seen before.
-fn stored_outcome(
+/// The recorded outcome of a client transaction, if it was seen before: its own record,
+/// or the run of committed transactions it is part of (see [`records`]).
+pub(crate) fn stored_outcome(
     conn: &Connection,
     client: &ClientId,
     seq: u64,
 ) -> Result<Option<TxnOutcome>, StoreError> {
-    let row: Option<(Option<SyncId>, Option<String>, Option<String>)> = conn
+    // Sequence numbers are u64 stored bit for bit in SQLite's i64; those past i64::MAX
+    // (negative here) are never in a run, and the nearest record below is theirs or none.
+    type Record = (
+        i64,
+        Option<i64>,
+        Option<SyncId>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Record> = conn
         .prepare_cached(
-            "SELECT sync_id, reject_code, message FROM _sluice_client_txns \
-             WHERE client_id = ?1 AND seq = ?2",
+            "SELECT seq, last_seq, sync_id, reject_code, message FROM _sluice_client_txns \
+             WHERE client_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
         )?
         .query_row(params![client.0, seq as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    let Some((sync_id, code, message)) = row else {
+    let Some((first, last, sync_id, code, message)) = row else {
         return Ok(None);
     };
+    let offset = (seq as i64).wrapping_sub(first);
+    if offset != 0 {
+        // Within a run of committed transactions, or not recorded.
+        return Ok(match (last, sync_id) {
+            (Some(last), Some(sync_id)) if first >= 0 && seq as i64 <= last => {
+                Some(TxnOutcome::Committed {
+                    sync_id: SyncId(sync_id.0 + offset as u64),
+                    changes: Vec::new(),
+                })
+            }
+            _ => None,
+        });
+    }
     if let Some(sync_id) = sync_id {
         return Ok(Some(TxnOutcome::Committed {
             sync_id,
