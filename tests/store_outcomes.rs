@@ -1,7 +1,8 @@
-//! The SQLite store's outcome records through its public API: a client's transactions
-//! committed one after another share one record, and every one of them is still answered
-//! with its own sync id when resent; pruning by count may cut such a run, and what it cut
-//! is refused `expired`; a database written by the previous version opens and answers.
+//! The SQLite store's outcome records and change log positions through its public API: a
+//! client's transactions committed one after another share one record, and every one of
+//! them is still answered with its own sync id when resent; pruning by count may cut such
+//! a run, and what it cut is refused `expired`; reads and compaction start in the middle
+//! of a batch; a database written by the previous version opens and answers.
 
 mod common;
 
@@ -145,12 +146,41 @@ fn pruning_by_count_cuts_a_run_and_refuses_what_it_cut() {
 }
 
 #[test]
+fn the_log_reads_and_compacts_from_the_middle_of_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids = sync_ids(&store.apply(batch("c1", 1..=10)).unwrap());
+    store.apply(batch("c1", 11..=12)).unwrap();
+    let after = |s: SyncId| {
+        log_after(&store, s)
+            .iter()
+            .map(|c| c.sync_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        after(ids[6]),
+        (ids[7].0..=ids[9].0 + 2).map(SyncId).collect::<Vec<_>>()
+    );
+    assert_eq!(after(store.head()), vec![]);
+    assert_eq!(store.compact(ids[3]).unwrap(), 4);
+    assert_eq!(after(ids[3]).len(), 8);
+    assert_eq!(store.compact(ids[9]).unwrap(), 6);
+    assert_eq!(after(ids[9]).len(), 2);
+    // Emptied, the log goes on from the head.
+    assert_eq!(store.compact(store.head()).unwrap(), 2);
+    let head = store.head();
+    let more = sync_ids(&store.apply(batch("c1", 13..=14)).unwrap());
+    assert_eq!(after(head), more);
+}
+
+#[test]
 fn a_database_of_the_previous_version_opens_and_answers_resends() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let ids = sync_ids(&store.apply(batch("c1", 1..=3)).unwrap());
     drop(store);
-    // As the previous version left it: one record per outcome, without `last_seq`.
+    // As the previous version left it: one record per outcome, without `last_seq`, and
+    // the log indexed by `(sync_id, seq)`.
     {
         let db = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
         db.execute_batch(
@@ -163,7 +193,8 @@ fn a_database_of_the_previous_version_opens_and_answers_resends() {
                sync_id INTEGER, reject_code TEXT, message TEXT, \
                recorded_at_ms INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (client_id, seq)) \
                WITHOUT ROWID; \
-             INSERT INTO _sluice_client_txns SELECT * FROM old_txns; DROP TABLE old_txns;",
+             INSERT INTO _sluice_client_txns SELECT * FROM old_txns; DROP TABLE old_txns; \
+             CREATE UNIQUE INDEX _sluice_log_sync ON _sluice_log (sync_id, seq);",
         )
         .unwrap();
     }
@@ -175,4 +206,14 @@ fn a_database_of_the_previous_version_opens_and_answers_resends() {
     assert_eq!(log_after(&store, SyncId(1)).len(), 2);
     let next = sync_ids(&store.apply(batch("c1", 4..=6)).unwrap());
     assert_eq!(resend(&store, "c1", 5).sync_id(), Some(next[1]));
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+    let indexed: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = '_sluice_log_sync'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexed, 0, "the log's old index is dropped");
 }

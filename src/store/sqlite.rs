@@ -27,6 +27,7 @@ use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
 use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
 
+mod log;
 mod outcomes;
 mod replica;
 mod resync;
@@ -56,7 +57,6 @@ CREATE TABLE IF NOT EXISTS _sluice_log (
     client_id TEXT,
     client_seq INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS _sluice_log_sync ON _sluice_log (sync_id, seq);
 CREATE TABLE IF NOT EXISTS _sluice_commits (
     sync_id INTEGER PRIMARY KEY,
     committed_at_ms INTEGER NOT NULL
@@ -136,6 +136,9 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SLUICE_DDL)?;
         add_outcome_columns(&tx)?;
+        // Earlier versions indexed the log by `(sync_id, seq)`; its rowid serves now (see
+        // `log`). A database opened by such a version again gets the index back.
+        tx.execute_batch("DROP INDEX IF EXISTS _sluice_log_sync")?;
         let stored: Option<String> = tx
             .query_row(
                 "SELECT schema_version FROM _sluice_meta WHERE id = 0",
@@ -235,7 +238,10 @@ impl SqliteStore {
         if target <= horizon {
             return Ok((0, horizon));
         }
-        let deleted = tx.execute("DELETE FROM _sluice_log WHERE sync_id <= ?1", [target])?;
+        let deleted = match log::start_after(tx, target)? {
+            Some(start) => tx.execute("DELETE FROM _sluice_log WHERE rowid < ?1", [start])?,
+            None => tx.execute("DELETE FROM _sluice_log", [])?,
+        };
         tx.execute("DELETE FROM _sluice_commits WHERE sync_id <= ?1", [target])?;
         tx.execute(
             "UPDATE _sluice_meta SET horizon = ?1 WHERE id = 0",
@@ -364,11 +370,15 @@ impl Store for SqliteStore {
         if after < horizon {
             return Ok(LogRead::Compacted { horizon });
         }
+        let Some(start) = log::start_after(&tx, after)? else {
+            return Ok(LogRead::Complete { head });
+        };
+        // Rowid order is log order (see `log`).
         let mut stmt = tx.prepare(
             "SELECT sync_id, tbl, key, kind, old, new, client_id, client_seq FROM _sluice_log \
-             WHERE sync_id > ?1 AND sync_id <= ?2 ORDER BY sync_id, seq",
+             WHERE rowid >= ?1 AND sync_id <= ?2 ORDER BY rowid",
         )?;
-        let mut rows = stmt.query(params![after, head])?;
+        let mut rows = stmt.query(params![start, head])?;
         while let Some(row) = rows.next()? {
             let change = change_from_row(row)?;
             let sync_id = change.sync_id;
