@@ -16,6 +16,11 @@ use crate::store::convert::read_row;
 use crate::value::Value;
 use crate::vocab::RejectCode;
 
+/// Statements held at most during a batch (each a few KiB); past it, a new column set's
+/// statement is built and looked up in the connection's cache every time, as are those of
+/// tables with more than 64 columns.
+const MAX_HELD: usize = 32;
+
 /// The insert statements prepared during one batch, by table and column set.
 #[derive(Default)]
 pub(super) struct Inserts<'c> {
@@ -42,7 +47,6 @@ impl<'c> Inserts<'c> {
         resolved: &[(usize, usize)],
         returning: bool,
     ) -> Result<&mut CachedStatement<'c>, TxnError> {
-        // Tables of more than 64 columns are not held: their text is built every time.
         let mask =
             (table.columns.len() <= 64).then(|| resolved.iter().fold(0u64, |m, (i, _)| m | 1 << i));
         let found = mask.and_then(|columns| {
@@ -56,6 +60,7 @@ impl<'c> Inserts<'c> {
                 let stmt = conn.prepare_cached(&insert_sql(sql, resolved, returning))?;
                 // A statement that is not held is kept only until the next one.
                 self.held.retain(|h| !h.table.is_null());
+                let mask = mask.filter(|_| self.held.len() < MAX_HELD);
                 self.held.push(Held {
                     table: if mask.is_some() {
                         table
