@@ -18,10 +18,12 @@ use crate::value::{parse_numeric_text, Affinity, Value};
 use crate::vocab::{
     Change, ChangeKind, ClientId, Mutation, Precondition, RejectCode, SyncId, TxnOutcome, WriteTxn,
 };
-use image::{column_defaults, stored_unchanged};
+use image::column_defaults;
+use insert::{insert, Inserts};
 use records::{bind_log, log_insert_sql, Pending};
 
 mod image;
+mod insert;
 mod records;
 
 /// Why one transaction stopped: rejected (its savepoint is rolled back, the batch goes
@@ -107,10 +109,21 @@ impl SqlCache {
     }
 }
 
-/// What the write path needs besides the connection.
-struct Ctx<'a> {
+/// What the write path needs besides the connection `'c`.
+struct Ctx<'a, 'c> {
     schema: &'a Schema,
     sql: &'a SqlCache,
+    inserts: Inserts<'c>,
+}
+
+impl<'a> Ctx<'a, '_> {
+    fn new(schema: &'a Schema, sql: &'a SqlCache) -> Self {
+        Ctx {
+            schema,
+            sql,
+            inserts: Inserts::default(),
+        }
+    }
 }
 
 /// Applies `txns` in one immediate transaction. Returns the outcomes and the new head.
@@ -120,11 +133,12 @@ pub(crate) fn apply_batch(
     conn: &mut Connection,
     schema: &Schema,
     sql: &SqlCache,
-    txns: Vec<GuardedTxn>,
+    mut txns: Vec<GuardedTxn>,
     now_ms: i64,
     observer: &mut dyn CommitObserver,
 ) -> Result<(Vec<TxnOutcome>, SyncId), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut ctx = Ctx::new(schema, sql);
     let start: SyncId = tx.query_row("SELECT head FROM _sluice_meta WHERE id = 0", [], |r| {
         r.get(0)
     })?;
@@ -134,8 +148,8 @@ pub(crate) fn apply_batch(
     // Per client, the highest sequence number with a recorded outcome: clients number
     // their transactions in order, so a higher one is new and needs no lookup.
     let mut newest: HashMap<String, Option<u64>> = HashMap::new();
-    for (index, (txn, guard)) in txns.iter().enumerate() {
-        if let Some((client, seq)) = &txn.origin {
+    for index in 0..txns.len() {
+        if let Some((client, seq)) = &txns[index].0.origin {
             let recorded = match newest.get(&client.0) {
                 Some(n) => *n,
                 None => {
@@ -166,10 +180,12 @@ pub(crate) fn apply_batch(
                 }
             }
             if *seq <= i64::MAX as u64 {
-                let entry = newest.entry(client.0.clone()).or_insert(None);
-                *entry = Some(entry.map_or(*seq, |n| n.max(*seq)));
+                if let Some(entry) = newest.get_mut(&client.0) {
+                    *entry = Some(entry.map_or(*seq, |n| n.max(*seq)));
+                }
             }
         }
+        let (txn, guard) = &mut txns[index];
         let sync_id = head.next();
         // A failing SQLite statement undoes itself, so a transaction with at most one
         // mutation needs no savepoint (preconditions only read; log writes never reject).
@@ -178,7 +194,7 @@ pub(crate) fn apply_batch(
         if savepoint {
             tx.prepare_cached("SAVEPOINT sluice_txn")?.execute([])?;
         }
-        match write_txn(&tx, &Ctx { schema, sql }, sync_id, txn, guard.as_deref()) {
+        match write_txn(&tx, &mut ctx, sync_id, txn, guard.as_deref()) {
             Ok(changes) => {
                 if savepoint {
                     tx.prepare_cached("RELEASE sluice_txn")?.execute([])?;
@@ -201,6 +217,7 @@ pub(crate) fn apply_batch(
             Err(TxnError::Store(e)) => return Err(e),
         }
     }
+    drop(ctx);
     pending.write(&tx, &txns, &outcomes, now_ms)?;
     if head != start {
         tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
@@ -215,12 +232,14 @@ pub(crate) fn apply_batch(
     Ok((outcomes, head))
 }
 
-/// The highest sequence number of `client` with a recorded (or forgotten) outcome.
+/// The highest sequence number of `client` with a recorded (or forgotten) outcome. Runs
+/// do not overlap, so the record with the highest first number ends highest.
 fn newest_seq(conn: &Connection, client: &ClientId) -> Result<Option<u64>, StoreError> {
     let n: Option<i64> = conn
         .prepare_cached(
             "SELECT max(n) FROM ( \
-               SELECT max(seq) AS n FROM _sluice_client_txns WHERE client_id = ?1 AND seq >= 0 \
+               SELECT * FROM (SELECT coalesce(last_seq, seq) AS n FROM _sluice_client_txns \
+                 WHERE client_id = ?1 AND seq >= 0 ORDER BY seq DESC LIMIT 1) \
                UNION ALL SELECT seq FROM _sluice_client_floors WHERE client_id = ?1)",
         )?
         .query_row([&client.0], |r| r.get(0))?;
@@ -238,24 +257,47 @@ fn forgotten(conn: &Connection, client: &ClientId, seq: u64) -> Result<bool, Sto
         .exists(params![client.0, seq])?)
 }
 
-/// The recorded outcome of a client transaction, if it was seen before.
-fn stored_outcome(
+/// The recorded outcome of a client transaction, if it was seen before: its own record,
+/// or the run of committed transactions it is part of (see [`records`]).
+pub(crate) fn stored_outcome(
     conn: &Connection,
     client: &ClientId,
     seq: u64,
 ) -> Result<Option<TxnOutcome>, StoreError> {
-    let row: Option<(Option<SyncId>, Option<String>, Option<String>)> = conn
+    // Sequence numbers are u64 stored bit for bit in SQLite's i64; those past i64::MAX
+    // (negative here) are never in a run, and the nearest record below is theirs or none.
+    type Record = (
+        i64,
+        Option<i64>,
+        Option<SyncId>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Record> = conn
         .prepare_cached(
-            "SELECT sync_id, reject_code, message FROM _sluice_client_txns \
-             WHERE client_id = ?1 AND seq = ?2",
+            "SELECT seq, last_seq, sync_id, reject_code, message FROM _sluice_client_txns \
+             WHERE client_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
         )?
         .query_row(params![client.0, seq as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    let Some((sync_id, code, message)) = row else {
+    let Some((first, last, sync_id, code, message)) = row else {
         return Ok(None);
     };
+    let offset = (seq as i64).wrapping_sub(first);
+    if offset != 0 {
+        // Within a run of committed transactions, or not recorded.
+        return Ok(match (last, sync_id) {
+            (Some(last), Some(sync_id)) if first >= 0 && seq as i64 <= last => {
+                Some(TxnOutcome::Committed {
+                    sync_id: SyncId(sync_id.0 + offset as u64),
+                    changes: Vec::new(),
+                })
+            }
+            _ => None,
+        });
+    }
     if let Some(sync_id) = sync_id {
         return Ok(Some(TxnOutcome::Committed {
             sync_id,
@@ -277,28 +319,33 @@ fn stored_outcome(
 /// Checks the preconditions, then applies the mutations (the caller logs them). The
 /// guard, if any, sees every row change right after it is made, inside the
 /// transaction's savepoint: its refusal rejects the whole transaction (code `forbidden`).
-fn write_txn(
-    conn: &Connection,
-    ctx: &Ctx<'_>,
+///
+/// Without a guard, the values an insert stores unchanged are moved out of `txn` into
+/// its change (the guard sees each mutation whole).
+fn write_txn<'c>(
+    conn: &'c Connection,
+    ctx: &mut Ctx<'_, 'c>,
     sync_id: SyncId,
-    txn: &WriteTxn,
+    txn: &mut WriteTxn,
     guard: Option<&dyn WriteGuard>,
 ) -> Result<Vec<Change>, TxnError> {
     for precondition in &txn.preconditions {
         check_precondition(conn, ctx, precondition, guard)?;
     }
     let mut changes = Vec::with_capacity(txn.mutations.len());
-    for mutation in &txn.mutations {
+    for mutation in &mut txn.mutations {
         let table = lookup_table(ctx.schema, mutation.table())?;
         let sql = ctx.sql.table(table)?;
         let (kind, old, new) = match mutation {
-            Mutation::Insert { values, .. } => match insert(conn, table, sql, values) {
-                Ok(new) => (ChangeKind::Insert, None, Some(new)),
-                Err(TxnError::Reject(RejectCode::AlreadyExists, message)) => {
-                    return Err(taken_key(conn, table, sql, values, guard, message));
+            Mutation::Insert { values, .. } => {
+                match insert(conn, &mut ctx.inserts, table, sql, values, guard.is_none()) {
+                    Ok(new) => (ChangeKind::Insert, None, Some(new)),
+                    Err(TxnError::Reject(RejectCode::AlreadyExists, message)) => {
+                        return Err(taken_key(conn, table, sql, values, guard, message));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
             Mutation::Update { key, set, .. } => {
                 let (old, new) = update(conn, table, sql, key, set)?;
                 (ChangeKind::Update, Some(old), Some(new))
@@ -356,7 +403,8 @@ pub(super) fn dry_run(
     txn: &WriteTxn,
     guard: Option<&dyn WriteGuard>,
 ) -> Result<Result<Vec<Change>, (RejectCode, String)>, StoreError> {
-    match write_txn(conn, &Ctx { schema, sql }, SyncId(0), txn, guard) {
+    let mut txn = txn.clone();
+    match write_txn(conn, &mut Ctx::new(schema, sql), SyncId(0), &mut txn, guard) {
         Ok(changes) => Ok(Ok(changes)),
         Err(TxnError::Reject(code, message)) => Ok(Err((code, message))),
         Err(TxnError::Store(e)) => Err(e),
@@ -432,13 +480,14 @@ fn not_null_violation<T>(table: &Table, column: &Column) -> Result<T, TxnError> 
     )
 }
 
-/// Resolves and validates `(column, value)` pairs, sorted by column index.
-fn resolve_values<'v>(
+/// Resolves and validates `(column, value)` pairs: `(column index, position in
+/// values)`, sorted by column index.
+fn resolve_values(
     table: &Table,
-    values: &'v [(String, Value)],
-) -> Result<Vec<(usize, &'v Value)>, TxnError> {
+    values: &[(String, Value)],
+) -> Result<Vec<(usize, usize)>, TxnError> {
     let mut resolved = Vec::with_capacity(values.len());
-    for (name, value) in values {
+    for (at, (name, value)) in values.iter().enumerate() {
         let index = lookup_column(table, name)?;
         let column = &table.columns[index];
         if resolved.iter().any(|(i, _)| *i == index) {
@@ -457,7 +506,7 @@ fn resolve_values<'v>(
         if value.is_null() && column.not_null {
             return not_null_violation(table, column);
         }
-        resolved.push((index, value));
+        resolved.push((index, at));
     }
     resolved.sort_by_key(|(i, _)| *i);
     Ok(resolved)
@@ -477,99 +526,6 @@ fn row_by_key(
 fn describe_key(table: &Table, key: &Value) -> String {
     let shown: String = key.to_sql_literal().chars().take(60).collect();
     format!("{}[{shown}]", table.name)
-}
-
-/// Inserts a row; returns the full row as stored.
-fn insert(
-    conn: &Connection,
-    table: &Table,
-    sql: &TableSql,
-    values: &[(String, Value)],
-) -> Result<Vec<Value>, TxnError> {
-    let resolved = resolve_values(table, values)?;
-    let Some(&(_, key)) = resolved.iter().find(|(i, _)| *i == table.pk) else {
-        return reject(
-            RejectCode::Schema,
-            format!(
-                "insert into {} must set the primary key {}",
-                table.name,
-                table.pk_column().name
-            ),
-        );
-    };
-    for (index, column) in table.columns.iter().enumerate() {
-        let given = resolved.iter().any(|(i, _)| *i == index);
-        if !given && column.not_null && column.default.is_none() {
-            return not_null_violation(table, column);
-        }
-    }
-    let known = known_image(table, sql, &resolved);
-    let text = insert_sql(sql, &resolved, known.is_none());
-    let mut stmt = conn.prepare_cached(&text)?;
-    let args = rusqlite::params_from_iter(resolved.iter().map(|(_, v)| *v));
-    let result = match known {
-        Some(row) => stmt.execute(args).map(|_| row),
-        None => stmt.query_row(args, |r| read_row(r, table.columns.len())),
-    };
-    match result {
-        Ok(row) => Ok(row),
-        Err(e) => match TxnError::from(e) {
-            TxnError::Reject(RejectCode::Constraint, message) => {
-                if row_by_key(conn, table, sql, key)?.is_some() {
-                    reject(
-                        RejectCode::AlreadyExists,
-                        format!("{} already exists", describe_key(table, key)),
-                    )
-                } else {
-                    reject(RejectCode::Constraint, message)
-                }
-            }
-            other => Err(other),
-        },
-    }
-}
-
-/// The row an insert of `resolved` (sorted by column) stores, when known ahead: nothing
-/// given is converted and every column left out takes a known default. `RETURNING`
-/// reads it back otherwise.
-fn known_image(table: &Table, sql: &TableSql, resolved: &[(usize, &Value)]) -> Option<Vec<Value>> {
-    let mut given = resolved.iter().peekable();
-    let mut row = Vec::with_capacity(table.columns.len());
-    for (index, (column, default)) in table.columns.iter().zip(&sql.defaults).enumerate() {
-        match given.next_if(|(i, _)| *i == index) {
-            Some((_, value)) if stored_unchanged(column.affinity, value) => {
-                row.push((*value).clone())
-            }
-            Some(_) => return None,
-            None => row.push(default.clone()?),
-        }
-    }
-    Some(row)
-}
-
-/// `INSERT INTO t (given columns) VALUES (?, ...)`, with `RETURNING` every column when
-/// `returning`. Built in one allocation: it runs once per inserted row.
-fn insert_sql(sql: &TableSql, resolved: &[(usize, &Value)], returning: bool) -> String {
-    let mut text = String::with_capacity(64 + sql.all.len() * 2 + resolved.len() * 4);
-    text.push_str("INSERT INTO ");
-    text.push_str(&sql.name);
-    text.push_str(" (");
-    for (n, (i, _)) in resolved.iter().enumerate() {
-        if n > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(&sql.quoted[*i]);
-    }
-    text.push_str(") VALUES (");
-    for n in 0..resolved.len() {
-        text.push_str(if n == 0 { "?" } else { ", ?" });
-    }
-    text.push(')');
-    if returning {
-        text.push_str(" RETURNING ");
-        text.push_str(&sql.all);
-    }
-    text
 }
 
 /// Updates some columns of a row; returns the old and new full rows as stored.
@@ -616,7 +572,7 @@ fn update(
     let width = table.columns.len();
     let args = resolved
         .iter()
-        .map(|(_, v)| *v)
+        .map(|(_, at)| &set[*at].1)
         .chain(std::iter::once(&old[table.pk]));
     let new = conn
         .prepare_cached(&text)?
@@ -644,7 +600,7 @@ fn delete(
 /// a precondition is no way to read data.
 fn check_precondition(
     conn: &Connection,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx<'_, '_>,
     precondition: &Precondition,
     guard: Option<&dyn WriteGuard>,
 ) -> Result<(), TxnError> {
@@ -708,7 +664,7 @@ fn taken_key(
             resolved
                 .iter()
                 .find(|(i, _)| *i == table.pk)
-                .map(|(_, key)| (*key).clone())
+                .map(|(_, at)| values[*at].1.clone())
         })
         .map(|key| row_by_key(conn, table, sql, &key));
     match existing {

@@ -27,6 +27,8 @@ use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
 use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
 
+mod log;
+mod outcomes;
 mod replica;
 mod resync;
 pub use replica::{Judgement, ReplicatedTxn, RowOp, WriteCheck};
@@ -55,7 +57,6 @@ CREATE TABLE IF NOT EXISTS _sluice_log (
     client_id TEXT,
     client_seq INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS _sluice_log_sync ON _sluice_log (sync_id, seq);
 CREATE TABLE IF NOT EXISTS _sluice_commits (
     sync_id INTEGER PRIMARY KEY,
     committed_at_ms INTEGER NOT NULL
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS _sluice_client_txns (
     reject_code TEXT,
     message TEXT,
     recorded_at_ms INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _sluice_client_floors (
@@ -133,7 +135,10 @@ impl SqliteStore {
         let version = schema.version().to_string();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SLUICE_DDL)?;
-        add_outcome_times(&tx)?;
+        add_outcome_columns(&tx)?;
+        // Earlier versions indexed the log by `(sync_id, seq)`; its rowid serves now (see
+        // `log`). A database opened by such a version again gets the index back.
+        tx.execute_batch("DROP INDEX IF EXISTS _sluice_log_sync")?;
         let stored: Option<String> = tx
             .query_row(
                 "SELECT schema_version FROM _sluice_meta WHERE id = 0",
@@ -233,7 +238,10 @@ impl SqliteStore {
         if target <= horizon {
             return Ok((0, horizon));
         }
-        let deleted = tx.execute("DELETE FROM _sluice_log WHERE sync_id <= ?1", [target])?;
+        let deleted = match log::start_after(tx, target)? {
+            Some(start) => tx.execute("DELETE FROM _sluice_log WHERE rowid < ?1", [start])?,
+            None => tx.execute("DELETE FROM _sluice_log", [])?,
+        };
         tx.execute("DELETE FROM _sluice_commits WHERE sync_id <= ?1", [target])?;
         tx.execute(
             "UPDATE _sluice_meta SET horizon = ?1 WHERE id = 0",
@@ -362,11 +370,15 @@ impl Store for SqliteStore {
         if after < horizon {
             return Ok(LogRead::Compacted { horizon });
         }
+        let Some(start) = log::start_after(&tx, after)? else {
+            return Ok(LogRead::Complete { head });
+        };
+        // Rowid order is log order (see `log`).
         let mut stmt = tx.prepare(
             "SELECT sync_id, tbl, key, kind, old, new, client_id, client_seq FROM _sluice_log \
-             WHERE sync_id > ?1 AND sync_id <= ?2 ORDER BY sync_id, seq",
+             WHERE rowid >= ?1 AND sync_id <= ?2 ORDER BY rowid",
         )?;
-        let mut rows = stmt.query(params![after, head])?;
+        let mut rows = stmt.query(params![start, head])?;
         while let Some(row) = rows.next()? {
             let change = change_from_row(row)?;
             let sync_id = change.sync_id;
@@ -473,42 +485,9 @@ impl Store for SqliteStore {
         let mut conn = self.lock_writer()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now_ms().saturating_sub(age_ms);
-        let records: i64 =
-            tx.query_row("SELECT count(*) FROM _sluice_client_txns", [], |r| r.get(0))?;
-        let excess = records.saturating_sub(i64::try_from(max_records).unwrap_or(i64::MAX));
-        // The outcomes to forget: older than the age, and the oldest past the count.
-        tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS _sluice_pruned (client_id TEXT, seq INTEGER); \
-             DELETE FROM _sluice_pruned;",
-        )?;
-        tx.execute(
-            "INSERT INTO _sluice_pruned SELECT client_id, seq FROM _sluice_client_txns \
-             WHERE recorded_at_ms < ?1",
-            [cutoff],
-        )?;
-        if excess > 0 {
-            tx.execute(
-                "INSERT INTO _sluice_pruned SELECT client_id, seq FROM _sluice_client_txns \
-                 ORDER BY recorded_at_ms, client_id, seq LIMIT ?1",
-                [excess],
-            )?;
-        }
-        // Each client's floor rises to its highest forgotten sequence number: a resend at
-        // or below it is answered `expired`, never applied again.
-        tx.execute_batch(
-            "INSERT INTO _sluice_client_floors (client_id, seq) \
-             SELECT client_id, max(seq) FROM _sluice_pruned WHERE seq >= 0 GROUP BY client_id \
-             ON CONFLICT (client_id) DO UPDATE SET seq = max(seq, excluded.seq);",
-        )?;
-        let pruned = tx.execute(
-            "DELETE FROM _sluice_client_txns WHERE (client_id, seq) IN \
-             (SELECT client_id, seq FROM _sluice_pruned)",
-            [],
-        )?;
-        tx.execute_batch("DELETE FROM _sluice_pruned;")?;
+        let pruned = outcomes::prune(&tx, now_ms().saturating_sub(age_ms), max_records)?;
         tx.commit()?;
-        Ok(pruned as u64)
+        Ok(pruned)
     }
 
     fn compact_retain(&self, keep_last: u64, max_age: Option<Duration>) -> Result<u64, StoreError> {
@@ -543,16 +522,18 @@ impl Store for SqliteStore {
     }
 }
 
-/// Databases created before outcomes were pruned by age lack their time: the column is
-/// added, and the outcomes already recorded count from now.
-fn add_outcome_times(conn: &Connection) -> Result<(), StoreError> {
-    let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('_sluice_client_txns') \
-         WHERE name = 'recorded_at_ms'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
+/// Adds the columns that databases created by earlier versions lack: an outcome's time
+/// (before outcomes were pruned by age; the outcomes already recorded count from now) and
+/// the end of a run of outcomes (before runs; every record is a run of one).
+fn add_outcome_columns(conn: &Connection) -> Result<(), StoreError> {
+    let has = |column: &str| -> Result<bool, StoreError> {
+        Ok(conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('_sluice_client_txns') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?)
+    };
+    if !has("recorded_at_ms")? {
         conn.execute_batch(
             "ALTER TABLE _sluice_client_txns ADD COLUMN recorded_at_ms INTEGER NOT NULL \
              DEFAULT 0",
@@ -561,6 +542,9 @@ fn add_outcome_times(conn: &Connection) -> Result<(), StoreError> {
             "UPDATE _sluice_client_txns SET recorded_at_ms = ?1",
             [now_ms()],
         )?;
+    }
+    if !has("last_seq")? {
+        conn.execute_batch("ALTER TABLE _sluice_client_txns ADD COLUMN last_seq INTEGER")?;
     }
     Ok(())
 }

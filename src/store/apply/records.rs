@@ -1,6 +1,12 @@
 //! The change log entries and outcome records of a batch, written many rows per
 //! statement rather than two statements per transaction.
 //!
+//! Committed transactions of one client that follow each other in the batch, with
+//! consecutive sequence numbers and consecutive sync ids, share one outcome record: a
+//! run from `seq` to `last_seq`, where transaction `seq + k` committed as `sync_id + k`
+//! (the usual case when a client sends its outbox). Any other outcome is a record of
+//! its own, with `last_seq` NULL.
+//!
 //! They are kept aside while the batch applies (as indices into its transactions and
 //! outcomes, nothing copied) and written before anything reads them: before an
 //! idempotency lookup, and at the end of the batch. Nothing else in the batch reads
@@ -25,8 +31,8 @@ const LOG_WIDTH: usize = 9;
 static LOG_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
 
 const OUTCOME_INSERT: &str = "INSERT INTO _sluice_client_txns \
-    (client_id, seq, sync_id, reject_code, message, recorded_at_ms) VALUES ";
-const OUTCOME_WIDTH: usize = 6;
+    (client_id, seq, sync_id, reject_code, message, recorded_at_ms, last_seq) VALUES ";
+const OUTCOME_WIDTH: usize = 7;
 static OUTCOME_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
 
 /// What the batch has yet to write.
@@ -36,6 +42,8 @@ pub(super) struct Pending {
     log: Vec<(usize, usize)>,
     /// Transactions with an origin whose outcome is to be recorded.
     outcomes: Vec<usize>,
+    /// The records those make: `(first transaction, transactions in the run)`.
+    runs: Vec<(usize, u64)>,
     /// Reused for encoding row images.
     image: Vec<u8>,
 }
@@ -75,13 +83,20 @@ impl Pending {
                 bind_log(stmt, at, n as i64, &changes[n], image)
             },
         )?;
+        self.runs.clear();
+        for &txn in &self.outcomes {
+            match self.runs.last_mut() {
+                Some((first, len)) if continues(txns, outcomes, *first, *len, txn) => *len += 1,
+                _ => self.runs.push((txn, 1)),
+            }
+        }
         write_rows(
             conn,
             &OUTCOME_TEXTS,
             OUTCOME_INSERT,
             OUTCOME_WIDTH,
-            &self.outcomes,
-            |stmt, at, &txn| {
+            &self.runs,
+            |stmt, at, &(txn, len)| {
                 let Some((client, seq)) = &txns[txn].0.origin else {
                     return Err(StoreError::Corrupt(format!(
                         "outcome record for transaction {txn}, which has no client"
@@ -100,6 +115,9 @@ impl Pending {
                 stmt.raw_bind_parameter(at + 3, code)?;
                 stmt.raw_bind_parameter(at + 4, message)?;
                 stmt.raw_bind_parameter(at + 5, now_ms)?;
+                // Runs only hold sequence numbers up to i64::MAX (see `continues`).
+                let last = (len > 1).then(|| (*seq + len - 1) as i64);
+                stmt.raw_bind_parameter(at + 6, last)?;
                 Ok(())
             },
         )?;
@@ -107,6 +125,36 @@ impl Pending {
         self.outcomes.clear();
         Ok(())
     }
+}
+
+/// Whether transaction `txn` extends the run of `len` transactions from `first`: both
+/// committed, the same client, the next sequence number (at most i64::MAX) and the next
+/// sync id.
+fn continues(
+    txns: &[GuardedTxn],
+    outcomes: &[TxnOutcome],
+    first: usize,
+    len: u64,
+    txn: usize,
+) -> bool {
+    let (Some((client, seq)), Some((next_client, next_seq))) =
+        (&txns[first].0.origin, &txns[txn].0.origin)
+    else {
+        return false;
+    };
+    let (
+        TxnOutcome::Committed { sync_id, .. },
+        TxnOutcome::Committed {
+            sync_id: next_sync, ..
+        },
+    ) = (&outcomes[first], &outcomes[txn])
+    else {
+        return false;
+    };
+    seq.checked_add(len) == Some(*next_seq)
+        && *next_seq <= i64::MAX as u64
+        && sync_id.0.checked_add(len) == Some(next_sync.0)
+        && client == next_client
 }
 
 /// Binds one log entry's nine parameters from `at` on. Row images are encoded into

@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::super::apply::{dry_run, log_change, SqlCache};
+use super::super::apply::{dry_run, log_change, stored_outcome, SqlCache};
 use super::super::convert::read_row;
 use super::super::window::{CommitObserver, ConnView};
 use super::{column_list, now_ms, read_meta, SqliteStore, SLUICE_DDL};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::{StoreError, StoreOptions, WriteGuard};
 use crate::value::Value;
-use crate::vocab::{Change, ChangeKind, ClientId, RejectCode, SyncId, WriteTxn};
+use crate::vocab::{Change, ChangeKind, ClientId, RejectCode, SyncId, TxnOutcome, WriteTxn};
 
 /// One row operation of a replicated transaction.
 #[derive(Debug, Clone)]
@@ -183,14 +183,10 @@ impl SqliteStore {
         seq: u64,
     ) -> Result<Option<SyncId>, StoreError> {
         let conn = self.reader()?;
-        let found: Option<Option<SyncId>> = conn
-            .query_row(
-                "SELECT sync_id FROM _sluice_client_txns WHERE client_id = ?1 AND seq = ?2",
-                params![client.0, seq as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(found.flatten())
+        Ok(match stored_outcome(&conn, client, seq)? {
+            Some(TxnOutcome::Committed { sync_id, .. }) => Some(sync_id),
+            _ => None,
+        })
     }
 
     /// Applies one replicated transaction under its sync id, logs its changes, records
