@@ -192,18 +192,7 @@ pub fn compare(left: &Value, op: CmpOp, right: &Value) -> Truth {
             Truth::from_bool(equal == (op == CmpOp::Is))
         }
         _ if left.is_null() || right.is_null() => Truth::Null,
-        _ => {
-            let ord = left.sqlite_cmp(right);
-            Truth::from_bool(match op {
-                CmpOp::Eq => ord == Ordering::Equal,
-                CmpOp::Ne => ord != Ordering::Equal,
-                CmpOp::Lt => ord == Ordering::Less,
-                CmpOp::Le => ord != Ordering::Greater,
-                CmpOp::Gt => ord == Ordering::Greater,
-                CmpOp::Ge => ord != Ordering::Less,
-                CmpOp::Is | CmpOp::IsNot => unreachable!("handled above"),
-            })
-        }
+        _ => Truth::from_bool(op.holds(left.sqlite_cmp(right))),
     }
 }
 

@@ -31,6 +31,20 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// Whether the operator holds between two non-NULL operands that compare as `ord`
+    /// (`IS` as `=`, `IS NOT` as `!=`).
+    pub fn holds(self, ord: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match self {
+            CmpOp::Eq | CmpOp::Is => ord == Equal,
+            CmpOp::Ne | CmpOp::IsNot => ord != Equal,
+            CmpOp::Lt => ord == Less,
+            CmpOp::Le => ord != Greater,
+            CmpOp::Gt => ord == Greater,
+            CmpOp::Ge => ord != Less,
+        }
+    }
+
     /// The operator whose result is the negation of this one for non-NULL operands (`=` and `!=`, `<` and `>=`, `IS` and `IS NOT`).
     pub fn negate(self) -> CmpOp {
         match self {

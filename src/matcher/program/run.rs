@@ -246,18 +246,7 @@ fn compare(left: &Value, op: CmpOp, c: Const<'_>) -> Truth {
             truth(equal == (op == CmpOp::Is))
         }
         _ if left.is_null() || c_null => Truth::Null,
-        _ => {
-            let ord = cmp(left, c);
-            truth(match op {
-                CmpOp::Eq => ord == Ordering::Equal,
-                CmpOp::Ne => ord != Ordering::Equal,
-                CmpOp::Lt => ord == Ordering::Less,
-                CmpOp::Le => ord != Ordering::Greater,
-                CmpOp::Gt => ord == Ordering::Greater,
-                CmpOp::Ge => ord != Ordering::Less,
-                CmpOp::Is | CmpOp::IsNot => unreachable!("handled above"),
-            })
-        }
+        _ => truth(op.holds(cmp(left, c))),
     }
 }
 
