@@ -677,6 +677,8 @@ fn is_literal(default: &str) -> bool {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_join;

@@ -2,6 +2,7 @@
 //! it falls back to the per-row path, and the rows and columns either leaves.
 
 use super::rows::sub_columns;
+use super::test_support::*;
 use super::*;
 use crate::vocab::MoveOut;
 
@@ -9,44 +10,7 @@ const SCHEMA: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER,
 CREATE TABLE u (id TEXT PRIMARY KEY, v INTEGER)";
 
 fn store() -> (tempfile::TempDir, LocalStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Schema::parse("t.sql", SCHEMA).unwrap();
-    let store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
-    (dir, store)
-}
-
-fn int(i: i64) -> Value {
-    Value::Integer(i)
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
-/// A subscription on `table` whose rows carry `columns`.
-fn sub(store: &mut LocalStore, table: &str, columns: &[&str]) -> SubId {
-    let id = store
-        .add_sub(&format!("SELECT * FROM {table}"), &Params::new())
-        .unwrap();
-    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    store.describe_sub(id, table, &columns).unwrap();
-    id
-}
-
-/// Stages a snapshot of `rows` (each carrying the subscription's columns, key first).
-fn stage_snapshot(store: &mut LocalStore, sub: SubId, table: &str, rows: Vec<Vec<Value>>) {
-    store.stage_clear(sub).unwrap();
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|row| {
-            let event = RowEvent::Insert {
-                key: row[0].clone(),
-                row,
-            };
-            (sub, None, table.to_string(), event)
-        })
-        .collect();
-    store.stage_many(&items).unwrap();
+    open(SCHEMA)
 }
 
 /// Whether the join would take the set-based path for `sub`'s staged snapshot at `w`
@@ -66,12 +30,6 @@ fn bootstrap(store: &mut LocalStore, sub: SubId, w: u64) -> Applied {
         .join(&[(sub, JoinKind::Bootstrap, SyncId(w))], cut)
         .unwrap()
 }
-
-fn select(store: &LocalStore, sql: &str) -> Rows {
-    store.query(sql, &[]).unwrap().1
-}
-
-type Rows = Vec<Vec<Value>>;
 
 /// The visible rows of `t`, the server state of `t`, and `t`'s coverage as (key, holder).
 fn state(store: &LocalStore) -> (Rows, Rows, Rows) {

@@ -2,28 +2,13 @@
 //! out like the server state, renamed into place by the set-based join, read back row by
 //! row otherwise, and dropped whenever the subscription starts over or leaves.
 
+use super::test_support::*;
 use super::*;
 
 const SCHEMA: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)";
 
-fn int(i: i64) -> Value {
-    Value::Integer(i)
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
-type Rows = Vec<Vec<Value>>;
-
-fn select(store: &LocalStore, sql: &str) -> Rows {
-    store.query(sql, &[]).unwrap().1
-}
-
 fn store() -> (tempfile::TempDir, LocalStore, SubId) {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Schema::parse("t.sql", SCHEMA).unwrap();
-    let mut store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
+    let (dir, mut store) = open(SCHEMA);
     let s = store
         .add_sub("SELECT id, a FROM t", &Params::new())
         .unwrap();

@@ -2,69 +2,29 @@
 //! table instead of a coverage and a version row per key, the sole holder's live changes
 //! on top of it, and what turns it back into rows (another holder, a pin, a release).
 
+use super::test_support::*;
 use super::*;
 use crate::vocab::MoveOut;
 
 const SCHEMA: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)";
 
-fn int(i: i64) -> Value {
-    Value::Integer(i)
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
-type Rows = Vec<Vec<Value>>;
-
-fn select(store: &LocalStore, sql: &str) -> Rows {
-    store.query(sql, &[]).unwrap().1
-}
-
-fn count(store: &LocalStore, table: &str) -> i64 {
-    match select(store, &format!("SELECT count(*) FROM {table}"))[0][0] {
-        Value::Integer(n) => n,
-        _ => unreachable!(),
-    }
-}
-
 /// A store holding subscription `s` on `t` (columns id, a), joined set-based at sync id 5
 /// with rows 1..=3.
 fn whole_store() -> (tempfile::TempDir, LocalStore, SubId) {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Schema::parse("t.sql", SCHEMA).unwrap();
-    let mut store = LocalStore::open(&dir.path().join("local.db"), Some(schema)).unwrap();
-    let s = sub(&mut store, &["id", "a"]);
-    stage(
+    let (dir, mut store) = open(SCHEMA);
+    let s = sub(&mut store, "t", &["id", "a"]);
+    stage_snapshot(
         &mut store,
         s,
-        (1..=3).map(|i| vec![int(i), text(&format!("a{i}"))]),
+        "t",
+        (1..=3)
+            .map(|i| vec![int(i), text(&format!("a{i}"))])
+            .collect(),
     );
     store
         .join(&[(s, JoinKind::Bootstrap, SyncId(5))], SyncId(5))
         .unwrap();
     (dir, store, s)
-}
-
-fn sub(store: &mut LocalStore, columns: &[&str]) -> SubId {
-    let id = store.add_sub("SELECT * FROM t", &Params::new()).unwrap();
-    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    store.describe_sub(id, "t", &columns).unwrap();
-    id
-}
-
-fn stage(store: &mut LocalStore, sub: SubId, rows: impl Iterator<Item = Vec<Value>>) {
-    store.stage_clear(sub).unwrap();
-    let items: Vec<_> = rows
-        .map(|row| {
-            let event = RowEvent::Insert {
-                key: row[0].clone(),
-                row,
-            };
-            (sub, None, "t".to_string(), event)
-        })
-        .collect();
-    store.stage_many(&items).unwrap();
 }
 
 fn visible(store: &LocalStore) -> Rows {
@@ -147,11 +107,12 @@ fn the_sole_holders_live_changes_keep_the_table_whole() {
 #[test]
 fn another_holder_turns_the_coverage_into_rows_and_each_release_keeps_the_others() {
     let (_dir, mut store, s) = whole_store();
-    let o = sub(&mut store, &["id", "b"]);
-    stage(
+    let o = sub(&mut store, "t", &["id", "b"]);
+    stage_snapshot(
         &mut store,
         o,
-        [vec![int(3), int(30)], vec![int(4), int(40)]].into_iter(),
+        "t",
+        vec![vec![int(3), int(30)], vec![int(4), int(40)]],
     );
     store
         .join(&[(o, JoinKind::Bootstrap, SyncId(6))], SyncId(6))
@@ -239,7 +200,7 @@ fn releasing_the_sole_holder_empties_the_table_but_for_pending_writes() {
 #[test]
 fn a_rebootstrap_keeps_the_table_whole_and_a_new_server_resets_its_version() {
     let (_dir, mut store, s) = whole_store();
-    stage(&mut store, s, [vec![int(7), text("a7")]].into_iter());
+    stage_snapshot(&mut store, s, "t", vec![vec![int(7), text("a7")]]);
     store
         .join(&[(s, JoinKind::Bootstrap, SyncId(9))], SyncId(9))
         .unwrap();
@@ -254,7 +215,7 @@ fn a_rebootstrap_keeps_the_table_whole_and_a_new_server_resets_its_version() {
         select(&store, "SELECT sync FROM _sluice_cover_table"),
         vec![vec![int(0)]]
     );
-    stage(&mut store, s, [vec![int(7), text("a7 at 2")]].into_iter());
+    stage_snapshot(&mut store, s, "t", vec![vec![int(7), text("a7 at 2")]]);
     store
         .join(&[(s, JoinKind::Bootstrap, SyncId(2))], SyncId(2))
         .unwrap();
