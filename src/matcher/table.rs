@@ -178,18 +178,27 @@ impl TableIndex {
         }
     }
 
+    /// The indexed columns a row image is looked up by, with its values: every column up
+    /// to the row's end whose value differs from the one in `seen` (already collected for
+    /// that image). [`TableIndex::warm`] and [`TableIndex::collect`] visit the same ones.
+    fn probed<'a>(
+        &'a self,
+        row: &'a [Value],
+        seen: Option<&'a [Value]>,
+    ) -> impl Iterator<Item = (usize, &'a ColumnIndex, &'a Value)> + 'a {
+        self.columns
+            .iter()
+            .enumerate()
+            .map_while(move |(col, column)| row.get(col).map(|value| (col, column, value)))
+            .filter(move |&(col, _, value)| seen.and_then(|s| s.get(col)) != Some(value))
+    }
+
     /// Touches the key-table slot of each equality and text prefix key `collect` will
     /// look up for `row`
     /// (same skipping rule), so the misses overlap; returns a meaningless word.
     pub(super) fn warm(&self, row: &[Value], seen: Option<&[Value]>) -> u64 {
         let mut touched = 0;
-        for (col, column) in self.columns.iter().enumerate() {
-            let Some(value) = row.get(col) else {
-                break;
-            };
-            if seen.and_then(|s| s.get(col)) == Some(value) {
-                continue;
-            }
+        for (col, column, value) in self.probed(row, seen) {
             if column.eq > 0 {
                 if let Some(key) = eq_key(col, value) {
                     touched ^= self.keyed.touch(key);
@@ -222,13 +231,7 @@ impl TableIndex {
         let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
             out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
         };
-        for (col, column) in self.columns.iter().enumerate() {
-            let Some(value) = row.get(col) else {
-                break;
-            };
-            if seen.and_then(|s| s.get(col)) == Some(value) {
-                continue;
-            }
+        for (col, column, value) in self.probed(row, seen) {
             if column.eq > 0 {
                 let Some(key) = eq_key(col, value) else {
                     return false;
