@@ -191,56 +191,26 @@ fn leaf_code(leaf: &Pred, code: &mut Vec<u8>) -> Option<()> {
             pattern,
             escape,
             negated,
-        } => {
-            code.push(OP_PATTERN);
-            push_col(code, *col)?;
-            code.push(u8::from(*negated));
-            match pattern {
-                None => code.push(PAT_NULL),
-                Some(p) => match literal_form(p, b'%', b"%_", *escape) {
-                    Some((literal, prefix)) => {
-                        code.push(if prefix {
-                            PAT_LIKE_PREFIX
-                        } else {
-                            PAT_LIKE_EXACT
-                        });
-                        push_bytes(code, literal)?;
-                    }
-                    None => {
-                        code.push(PAT_LIKE);
-                        let escape = escape.map_or(NO_ESCAPE, |c| c as u32);
-                        code.extend_from_slice(&escape.to_le_bytes());
-                        push_bytes(code, p)?;
-                    }
-                },
-            }
-        }
+        } => push_pattern(
+            code,
+            (*col, *negated),
+            pattern.as_deref(),
+            |p| literal_form(p, b'%', b"%_", *escape),
+            [PAT_LIKE_EXACT, PAT_LIKE_PREFIX, PAT_LIKE],
+            &escape.map_or(NO_ESCAPE, |c| c as u32).to_le_bytes(),
+        )?,
         Pred::Glob {
             col,
             pattern,
             negated,
-        } => {
-            code.push(OP_PATTERN);
-            push_col(code, *col)?;
-            code.push(u8::from(*negated));
-            match pattern {
-                None => code.push(PAT_NULL),
-                Some(p) => match literal_form(p, b'*', b"*?[", None) {
-                    Some((literal, prefix)) => {
-                        code.push(if prefix {
-                            PAT_GLOB_PREFIX
-                        } else {
-                            PAT_GLOB_EXACT
-                        });
-                        push_bytes(code, literal)?;
-                    }
-                    None => {
-                        code.push(PAT_GLOB);
-                        push_bytes(code, p)?;
-                    }
-                },
-            }
-        }
+        } => push_pattern(
+            code,
+            (*col, *negated),
+            pattern.as_deref(),
+            |p| literal_form(p, b'*', b"*?[", None),
+            [PAT_GLOB_EXACT, PAT_GLOB_PREFIX, PAT_GLOB],
+            &[],
+        )?,
         Pred::Truth { col, test } => {
             code.push(OP_TRUTH);
             push_col(code, *col)?;
@@ -274,6 +244,37 @@ fn literal_form<'a>(
     };
     let plain = |b: &u8| *b != 0 && b.is_ascii() && !special.contains(b);
     literal.iter().all(plain).then_some((literal, prefix))
+}
+
+/// Emits a pattern test of `col` (negated or not): a NULL pattern, the pattern as a
+/// literal when `literal` finds one (`exact` or `prefix` kind), or else the whole pattern
+/// (`general` kind, then `operands`, then the pattern).
+fn push_pattern<'a>(
+    code: &mut Vec<u8>,
+    (col, negated): (usize, bool),
+    pattern: Option<&'a [u8]>,
+    literal: impl FnOnce(&'a [u8]) -> Option<(&'a [u8], bool)>,
+    [exact, prefix, general]: [u8; 3],
+    operands: &[u8],
+) -> Option<()> {
+    code.push(OP_PATTERN);
+    push_col(code, col)?;
+    code.push(u8::from(negated));
+    let Some(p) = pattern else {
+        code.push(PAT_NULL);
+        return Some(());
+    };
+    match literal(p) {
+        Some((literal, is_prefix)) => {
+            code.push(if is_prefix { prefix } else { exact });
+            push_bytes(code, literal)
+        }
+        None => {
+            code.push(general);
+            code.extend_from_slice(operands);
+            push_bytes(code, p)
+        }
+    }
 }
 
 fn push_col(code: &mut Vec<u8>, col: usize) -> Option<()> {
