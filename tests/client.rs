@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::client::{client_at, client_of, committed, eventually, ids, restart_on};
+use common::client::{client_at, client_of, committed, eventually, ids, restart_on, subscribed};
 use common::{backend_write, insert_issue, schema_dir, set_issue, text, TestServer, WAIT};
 use sluice::client::{Client, ClientConfig, ConnectionState, Interest, Source};
 use sluice::query::Params;
@@ -27,8 +27,7 @@ async fn subscription_rows_arrive_and_stay_live() {
         .await;
     let local = tempfile::tempdir().unwrap();
     let client = client_of(&server.handle, &local.path().join("c.db")).await;
-    let sub = client.subscribe(OPEN_T1, Params::new()).unwrap();
-    sub.ready().await.unwrap();
+    let _sub = subscribed(&client, OPEN_T1).await;
     assert_eq!(ids(&client, "SELECT id FROM issues ORDER BY id"), vec!["a"]);
     let mut observer = client.observe(Interest::Table("issues".into()));
     server.write(vec![insert_issue("c", "T1", "todo", 1)]).await;
@@ -54,17 +53,8 @@ async fn offline_edits_reach_the_server_and_the_other_client() {
     let local = tempfile::tempdir().unwrap();
     let alice = client_at(addr, &ca, &local.path().join("alice.db")).await;
     let bob = client_at(addr, &ca, &local.path().join("bob.db")).await;
-    alice
-        .subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
-    bob.subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&alice, OPEN_T1).await;
+    subscribed(&bob, OPEN_T1).await;
 
     // The server goes away: alice is offline and keeps editing.
     server.shutdown().await;
@@ -160,12 +150,7 @@ async fn rejected_write_rolls_back_fires_observers_and_does_not_block() {
     server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
     let local = tempfile::tempdir().unwrap();
     let client = client_of(&server.handle, &local.path().join("c.db")).await;
-    client
-        .subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, OPEN_T1).await;
     let mut row_observer = client.observe(Interest::Row("issues".into(), text("a")));
 
     let doomed = client
@@ -218,12 +203,7 @@ async fn pending_edit_is_rebased_over_concurrent_server_changes() {
     backend_write(&server, vec![insert_issue("a", "T1", "todo", 1)]).await;
     let local = tempfile::tempdir().unwrap();
     let client = client_at(addr, &ca, &local.path().join("c.db")).await;
-    client
-        .subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, OPEN_T1).await;
     server.shutdown().await;
     // Offline: edit the title; meanwhile the server changes priority (another column)
     // and, later, the title too (same column).
@@ -306,16 +286,8 @@ async fn two_clients_converge_on_the_server_state() {
     let local = tempfile::tempdir().unwrap();
     let a = client_of(&server.handle, &local.path().join("a.db")).await;
     let b = client_of(&server.handle, &local.path().join("b.db")).await;
-    a.subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
-    b.subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&a, "SELECT * FROM issues").await;
+    subscribed(&b, "SELECT * FROM issues").await;
     let mut writes = Vec::new();
     for i in 0..20 {
         let (writer, other) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
@@ -381,18 +353,8 @@ async fn observers_never_see_half_a_server_transaction() {
         .await;
     let local = tempfile::tempdir().unwrap();
     let client = client_of(&server.handle, &local.path().join("c.db")).await;
-    client
-        .subscribe("SELECT * FROM issues WHERE team_id = 'T1'", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
-    client
-        .subscribe("SELECT * FROM issues WHERE team_id = 'T2'", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM issues WHERE team_id = 'T1'").await;
+    subscribed(&client, "SELECT * FROM issues WHERE team_id = 'T2'").await;
     let mut observer = client.observe(Interest::All);
     let sum = |c: &Client| -> i64 {
         let rows = c.query("SELECT priority FROM issues", &[]).unwrap();
@@ -430,12 +392,7 @@ async fn reopening_offline_serves_reads_from_the_last_session() {
     let local = tempfile::tempdir().unwrap();
     let db = local.path().join("c.db");
     let client = client_of(&server.handle, &db).await;
-    client
-        .subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, OPEN_T1).await;
     client.close().await;
     // No server at all this time.
     let offline = Client::open(ClientConfig::new(&db)).await.unwrap();
@@ -456,12 +413,7 @@ async fn resume_after_reconnect_applies_missed_changes() {
     backend_write(&server, vec![insert_issue("a", "T1", "todo", 1)]).await;
     let local = tempfile::tempdir().unwrap();
     let client = client_at(addr, &ca, &local.path().join("c.db")).await;
-    client
-        .subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, OPEN_T1).await;
     client.close().await;
     backend_write(&server, vec![insert_issue("b", "T1", "todo", 1)]).await;
     backend_write(&server, vec![set_issue("a", "status", text("done"))]).await;
@@ -475,12 +427,7 @@ async fn connection_migrates_to_a_new_local_address() {
     let server = TestServer::start().await;
     let local = tempfile::tempdir().unwrap();
     let client = client_of(&server.handle, &local.path().join("c.db")).await;
-    client
-        .subscribe(OPEN_T1, Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, OPEN_T1).await;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client.rebind(socket).await.unwrap();
     server.write(vec![insert_issue("m", "T1", "todo", 1)]).await;
@@ -529,18 +476,8 @@ async fn schema_changes_keep_additive_tables_and_rebootstrap_broken_ones() {
     let local = tempfile::tempdir().unwrap();
     let db = local.path().join("c.db");
     let client = client_of(&v1, &db).await;
-    client
-        .subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
-    client
-        .subscribe("SELECT * FROM labels", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM issues").await;
+    subscribed(&client, "SELECT * FROM labels").await;
     client.close().await;
     v1.shutdown().await;
 

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::client::{client_of, committed, eventually, ids};
+use common::client::{client_of, committed, eventually, ids, subscribed};
 use common::{backend_write, insert_issue, schema_dir, text, TestServer};
 use sluice::client::Client;
-use sluice::query::Params;
 use sluice::server::Server;
 use sluice::value::Value;
 
@@ -42,12 +41,7 @@ async fn a_write_the_server_cannot_store_now_is_retried_not_rolled_back() {
         .unwrap();
     let local = tempfile::tempdir().unwrap();
     let client = client_of(&server, &local.path().join("c.db")).await;
-    client
-        .subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM issues").await;
     // Another process takes the database's write lock.
     let blocker = rusqlite::Connection::open(&db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -106,12 +100,7 @@ async fn an_expired_token_is_refreshed_through_the_provider() {
     )
     .token_provider(provider);
     let client = Client::open(config).await.unwrap();
-    client
-        .subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM issues").await;
     eventually("a reconnection with a fresh token", || {
         calls.load(Ordering::SeqCst) >= 2
     })
@@ -170,12 +159,7 @@ async fn a_replaced_server_database_makes_the_client_start_over() {
     backend_write(&first, vec![insert_issue("a", "T1", "todo", 1)]).await;
     backend_write(&first, vec![insert_issue("b", "T1", "todo", 1)]).await;
     let client = client_of(&first, &db).await;
-    client
-        .subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM issues").await;
     assert_eq!(
         ids(&client, "SELECT id FROM issues ORDER BY id"),
         vec!["a", "b"]
@@ -208,12 +192,7 @@ async fn a_transaction_larger_than_a_frame_arrives_whole() {
     let server = TestServer::start().await;
     let local = tempfile::tempdir().unwrap();
     let client = client_of(&server.handle, &local.path().join("c.db")).await;
-    client
-        .subscribe("SELECT * FROM issues", Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM issues").await;
     let big = "x".repeat(1 << 20);
     let rows: Vec<_> = (0..40)
         .map(|i| {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::auth::{start_with_rules, token};
-use common::client::{config_at, eventually, wait_online};
+use common::client::{config_at, eventually, subscribed, wait_online};
 use common::{backend_write, insert_issue, set_issue, text, TestServer, WAIT};
 use sluice::client::{Client, ClientError, LoaderConfig};
 use sluice::query::Params;
@@ -39,6 +39,19 @@ async fn client_with(
     let client = Client::open(config).await.unwrap();
     wait_online(&client).await;
     client
+}
+
+/// A client on a fresh local store (kept in the returned folder) with [`wide_window`].
+async fn wide_client(server: &TestServer) -> (tempfile::TempDir, Client) {
+    let local = tempfile::tempdir().unwrap();
+    let client = client_with(
+        &server.handle,
+        &local.path().join("c.db"),
+        wide_window(),
+        None,
+    )
+    .await;
+    (local, client)
 }
 
 fn user_id(i: usize) -> String {
@@ -92,14 +105,7 @@ fn user_row(client: &Client, i: usize) -> Option<Vec<Value>> {
 async fn concurrent_loads_fetch_each_key_once_in_few_requests() {
     let server = TestServer::start().await;
     seed_users(&server, 100).await;
-    let local = tempfile::tempdir().unwrap();
-    let client = client_with(
-        &server.handle,
-        &local.path().join("c.db"),
-        wide_window(),
-        None,
-    )
-    .await;
+    let (_local, client) = wide_client(&server).await;
     let loads: Vec<_> = (0..1000)
         .map(|i| (i % 100, client.load("users", text(&user_id(i % 100)))))
         .collect();
@@ -135,21 +141,12 @@ async fn concurrent_loads_fetch_each_key_once_in_few_requests() {
 async fn rows_covered_locally_are_answered_without_a_request() {
     let server = TestServer::start().await;
     seed_users(&server, 10).await;
-    let local = tempfile::tempdir().unwrap();
-    let client = client_with(
-        &server.handle,
-        &local.path().join("c.db"),
-        wide_window(),
-        None,
+    let (_local, client) = wide_client(&server).await;
+    subscribed(
+        &client,
+        "SELECT * FROM users WHERE id IN ('u0001', 'u0002')",
     )
     .await;
-    let sub = client
-        .subscribe(
-            "SELECT * FROM users WHERE id IN ('u0001', 'u0002')",
-            Params::new(),
-        )
-        .unwrap();
-    sub.ready().await.unwrap();
     let rows = client
         .load_many("users", vec![text(&user_id(1)), text(&user_id(2))])
         .await
@@ -190,14 +187,7 @@ async fn rows_covered_locally_are_answered_without_a_request() {
 async fn missing_rows_resolve_to_none() {
     let server = TestServer::start().await;
     seed_users(&server, 3).await;
-    let local = tempfile::tempdir().unwrap();
-    let client = client_with(
-        &server.handle,
-        &local.path().join("c.db"),
-        wide_window(),
-        None,
-    )
-    .await;
+    let (_local, client) = wide_client(&server).await;
     let rows = client
         .load_many(
             "users",
@@ -221,14 +211,7 @@ async fn missing_rows_resolve_to_none() {
 async fn pinned_rows_receive_updates_and_deletes() {
     let server = TestServer::start().await;
     seed_users(&server, 5).await;
-    let local = tempfile::tempdir().unwrap();
-    let client = client_with(
-        &server.handle,
-        &local.path().join("c.db"),
-        wide_window(),
-        None,
-    )
-    .await;
+    let (_local, client) = wide_client(&server).await;
     client.load("users", text(&user_id(1))).await.unwrap();
     client.load("users", text(&user_id(2))).await.unwrap();
     // Each pinned key is one entry of the server's pin index, no shape of its own.
@@ -280,10 +263,7 @@ async fn eviction_at_the_bound_releases_rows_no_subscription_covers() {
         client.load("users", text(&user_id(i))).await.unwrap();
     }
     // u0001 is also covered by a subscription from now on.
-    let sub = client
-        .subscribe("SELECT * FROM users WHERE id = 'u0001'", Params::new())
-        .unwrap();
-    sub.ready().await.unwrap();
+    let _sub = subscribed(&client, "SELECT * FROM users WHERE id = 'u0001'").await;
     client.load("users", text(&user_id(4))).await.unwrap();
     assert_eq!(client.pinned_count(), 3);
     assert_eq!(client.fetch_stats().evicted, 1);
@@ -321,10 +301,7 @@ async fn pins_expire_after_their_ttl() {
         ..wide_window()
     };
     let client = client_with(&server.handle, &local.path().join("c.db"), config, None).await;
-    let sub = client
-        .subscribe("SELECT * FROM users WHERE id = 'u0002'", Params::new())
-        .unwrap();
-    sub.ready().await.unwrap();
+    let _sub = subscribed(&client, "SELECT * FROM users WHERE id = 'u0002'").await;
     let row = client.load("users", text(&user_id(1))).await.unwrap();
     assert!(row.is_some());
     assert!(user_row(&client, 1).is_some());
@@ -344,14 +321,7 @@ async fn large_loads_are_split_into_bounded_fetches() {
         .map(|i| insert_user(i, &format!("{i} {bio}")))
         .collect();
     server.write(mutations).await;
-    let local = tempfile::tempdir().unwrap();
-    let client = client_with(
-        &server.handle,
-        &local.path().join("c.db"),
-        wide_window(),
-        None,
-    )
-    .await;
+    let (_local, client) = wide_client(&server).await;
     let keys: Vec<Value> = (0..n).map(|i| text(&user_id(i))).collect();
     let rows = client.load_many("users", keys).await.unwrap();
     for (i, row) in rows.iter().enumerate() {
@@ -417,14 +387,7 @@ async fn hydration_resolves_with_its_snapshot_and_expires() {
         })
         .collect();
     server.write(comments).await;
-    let local = tempfile::tempdir().unwrap();
-    let client = client_with(
-        &server.handle,
-        &local.path().join("c.db"),
-        wide_window(),
-        None,
-    )
-    .await;
+    let (_local, client) = wide_client(&server).await;
     let sql = "SELECT * FROM comments WHERE issue_id = :id";
     let params = Params::new().value("id", text("i1"));
     let ttl = Duration::from_millis(300);

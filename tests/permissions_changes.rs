@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::auth::{start_with_rules, token, SECRET};
-use common::client::{config_at, eventually, ids};
+use common::client::{config_at, eventually, ids, subscribed};
 use common::permissions::{oracle, seed_issues};
 use common::*;
 use sluice::auth::JwtAuthenticator;
@@ -100,12 +100,7 @@ async fn a_client_store_keeps_the_servers_narrower_table_across_restarts() {
     let local = tempfile::tempdir().unwrap();
     let db = local.path().join("c.db");
     let client = app_client(&server, &db, token("alice", &["T1"])).await;
-    client
-        .subscribe("SELECT * FROM users", sluice::query::Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, "SELECT * FROM users").await;
     assert_eq!(
         ids(&client, "SELECT id FROM users ORDER BY id"),
         ["u1", "u2"]
@@ -147,12 +142,7 @@ async fn a_resume_under_changed_claims_drops_rows_no_longer_readable() {
     let db = local.path().join("c.db");
     let all = "SELECT * FROM issues";
     let client = app_client(&server, &db, token("alice", &["T1", "T2"])).await;
-    client
-        .subscribe(all, sluice::query::Params::new())
-        .unwrap()
-        .ready()
-        .await
-        .unwrap();
+    subscribed(&client, all).await;
     let both = oracle(&db_path, "1", "team_id IN ('T1', 'T2')");
     let local_ids = |c: &AppClient| -> BTreeSet<String> {
         ids(c, "SELECT id FROM issues").into_iter().collect()

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice::client::{Backoff, Client, ClientConfig, ConnectionState, PendingWrite, ServerAddress};
+use sluice::client::{
+    Backoff, Client, ClientConfig, ConnectionState, PendingWrite, ServerAddress, Subscription,
+};
+use sluice::query::Params;
 use sluice::server::{Server, ServerHandle};
 use sluice::wire::WriteOutcome;
 
@@ -34,6 +37,14 @@ pub async fn client_at(addr: SocketAddr, ca: &Path, db: &Path) -> Client {
 
 pub async fn client_of(server: &ServerHandle, db: &Path) -> Client {
     client_at(server.local_addr(), server.cert_path().unwrap(), db).await
+}
+
+/// Subscribes `client` to `sql` (no parameters) and waits until its snapshot is in the
+/// local view.
+pub async fn subscribed(client: &Client, sql: &str) -> Subscription {
+    let sub = client.subscribe(sql, Params::new()).unwrap();
+    sub.ready().await.unwrap();
+    sub
 }
 
 /// Waits (at most [`WAIT`]) until the client is online.
