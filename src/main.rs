@@ -47,7 +47,8 @@ enum Command {
         db: Option<PathBuf>,
         /// PostgreSQL URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB): PostgreSQL is the
         /// source of truth, several servers may share it. Needs wal_level = logical and a
-        /// role with REPLICATION.
+        /// role with REPLICATION. TLS: add ?sslmode=verify-full&sslrootcert=CA.pem (the
+        /// server's certificate is verified against that CA and the host name).
         #[arg(long)]
         postgres: Option<String>,
         /// With --postgres: this server's local SQLite replica (kept and resynchronised
@@ -92,7 +93,7 @@ enum Command {
     /// List sluice's replication slots in a PostgreSQL database, or drop the inactive
     /// ones (left by servers that are gone).
     Slots {
-        /// PostgreSQL URL.
+        /// PostgreSQL URL (TLS as for `serve --postgres`).
         #[arg(long)]
         postgres: String,
         /// Drop every sluice slot no server is reading.

@@ -11,7 +11,7 @@ mod pg;
 use common::{insert_issue, start_pg_server, text, Client, WAIT};
 use pg::PgCluster;
 use sluice::ids::SyncId;
-use sluice::server::{Server, ServerError};
+use sluice::server::ServerError;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
@@ -50,9 +50,7 @@ async fn a_table_that_does_not_fit_is_named_with_its_column() {
     };
     pg.psql("CREATE TABLE teams (id TEXT PRIMARY KEY, key INTEGER, name TEXT)");
     let dir = tempfile::tempdir().unwrap();
-    let err = Server::builder(common::schema_dir(), dir.path().join("a.db"))
-        .listen("127.0.0.1:0".parse().unwrap())
-        .postgres(&pg.url)
+    let err = common::pg_server(&dir.path().join("a.db"), &pg.url)
         .start()
         .await
         .err()

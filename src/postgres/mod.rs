@@ -19,12 +19,14 @@ pub(crate) mod ddl;
 mod pgoutput;
 mod replication;
 mod source;
+mod tls;
 mod values;
 mod write;
 
 pub use pgoutput::{DecodeError, Lsn};
 pub(crate) use source::{connect_source, resync_source, Event, Source};
 pub use source::{drop_slots, list_slots, SlotInfo};
+pub use tls::{parse_url, PgConfig};
 pub(crate) use write::{prune_outcomes, PgWriter, Written};
 
 #[cfg(doc)]
@@ -41,6 +43,9 @@ pub enum PgError {
     /// The URL could not be parsed.
     #[error("invalid PostgreSQL URL: {0}")]
     Url(String),
+    /// The CA file of `sslrootcert` could not be used, or a host name cannot be verified.
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
     /// The server could not be reached or refused the login.
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
@@ -86,18 +91,25 @@ impl PgError {
     }
 }
 
-/// Parses a `postgres://` URL (or a `key=value` connection string).
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, PgError> {
-    url.parse()
-        .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))
+/// A connection (TLS when `config` says so), its driver spawned on the runtime.
+pub async fn connect(config: &PgConfig) -> Result<tokio_postgres::Client, PgError> {
+    match &config.tls {
+        None => spawn_driver(config.pg.connect(tokio_postgres::NoTls).await),
+        Some(tls) => spawn_driver(config.pg.connect(tls::MakeRustls(tls.clone())).await),
+    }
 }
 
-/// A plain connection (no TLS), its driver spawned on the runtime.
-pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, PgError> {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| PgError::Connect(with_cause(&e)))?;
+fn spawn_driver<S, T>(
+    connected: Result<
+        (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+        tokio_postgres::Error,
+    >,
+) -> Result<tokio_postgres::Client, PgError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = connected.map_err(|e| PgError::Connect(with_cause(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "PostgreSQL connection ended");

@@ -3,25 +3,34 @@
 //! stream `CopyBoth`. It runs the replication commands (`CREATE_REPLICATION_SLOT`,
 //! `START_REPLICATION`) as simple queries and then carries the `CopyData` stream both
 //! ways. Authentication: trust, password, MD5 and SCRAM-SHA-256 (through
-//! `postgres-protocol`); plain TCP only (no TLS on this connection yet).
+//! `postgres-protocol`); TLS as the connection string says (see [`super::tls`]): an
+//! `SSLRequest` first, then the handshake, then the startup message.
 //!
 //! Async IO only; the payloads are decoded by [`super::pgoutput`].
 
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::config::Host;
 
-use super::PgError;
+use super::tls::MakeRustls;
+use super::{PgConfig, PgError};
 
 /// Largest message accepted from the server (a row image of a huge row fits).
 const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
+/// The code of an `SSLRequest` (in place of a protocol version).
+const SSL_REQUEST_CODE: i32 = 80_877_103;
+
+/// A byte stream, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A connection in replication mode.
 pub struct ReplicationConn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     read: BytesMut,
     write: BytesMut,
 }
@@ -32,11 +41,42 @@ struct Frame {
     body: BytesMut,
 }
 
+/// Asks the server for TLS (`SSLRequest`) and performs the handshake, verifying the
+/// server as `host`. Fails when the server does not accept TLS or the handshake fails.
+async fn start_tls(
+    mut stream: TcpStream,
+    tls: MakeRustls,
+    host: &str,
+) -> Result<super::tls::RustlsStream<TcpStream>, PgError> {
+    let connect = tls.for_host(host)?;
+    let mut request = Vec::with_capacity(8);
+    request.extend_from_slice(&8i32.to_be_bytes());
+    request.extend_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+    let io = |e: std::io::Error| PgError::Connect(format!("{host}: {e}"));
+    stream.write_all(&request).await.map_err(io)?;
+    match stream.read_u8().await.map_err(io)? {
+        b'S' => {}
+        b'N' => {
+            return Err(PgError::Connect(format!(
+                "{host} does not accept TLS (sslrootcert asks for it)"
+            )))
+        }
+        other => {
+            return Err(PgError::Connect(format!(
+                "{host} answered the TLS request with {other:#04x}"
+            )))
+        }
+    }
+    tokio_postgres::tls::TlsConnect::connect(connect, stream)
+        .await
+        .map_err(|e| PgError::Tls(format!("{host}: {e}")))
+}
+
 impl ReplicationConn {
     /// Connects to the first host of `config` with `replication=database` and
     /// authenticates. Fails with [`PgError::Connect`].
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<ReplicationConn, PgError> {
-        let host = match config.get_hosts().first() {
+    pub async fn connect(config: &PgConfig) -> Result<ReplicationConn, PgError> {
+        let host = match config.pg.get_hosts().first() {
             Some(Host::Tcp(host)) => host.clone(),
             None => "localhost".to_string(),
             #[allow(unreachable_patterns)]
@@ -46,18 +86,22 @@ impl ReplicationConn {
                 ))
             }
         };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let port = config.pg.get_ports().first().copied().unwrap_or(5432);
         let stream = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| PgError::Connect(format!("{host}:{port}: {e}")))?;
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match &config.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(start_tls(stream, MakeRustls(tls.clone()), &host).await?),
+        };
         let mut conn = ReplicationConn {
             stream,
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::new(),
         };
-        let user = config.get_user().unwrap_or("postgres").to_string();
-        let db = config.get_dbname().unwrap_or(&user).to_string();
+        let user = config.pg.get_user().unwrap_or("postgres").to_string();
+        let db = config.pg.get_dbname().unwrap_or(&user).to_string();
         let params = [
             ("user", user.as_str()),
             ("database", db.as_str()),
@@ -68,7 +112,7 @@ impl ReplicationConn {
         frontend::startup_message(params.iter().copied(), &mut conn.write)
             .map_err(|e| PgError::Connect(e.to_string()))?;
         conn.flush().await?;
-        conn.authenticate(&user, config.get_password().unwrap_or_default())
+        conn.authenticate(&user, config.pg.get_password().unwrap_or_default())
             .await?;
         Ok(conn)
     }

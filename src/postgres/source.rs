@@ -21,7 +21,7 @@ use tracing::info;
 use super::ddl::{pg_type, PgType, PUBLICATION, TXNS_TABLE};
 use super::pgoutput::{decode, decode_stream, status_update, Datum, Lsn, Message, StreamMessage};
 use super::replication::ReplicationConn;
-use super::{connect, values, PgError, SLOT_PREFIX};
+use super::{connect, values, PgConfig, PgError, SLOT_PREFIX};
 use crate::ids::{ClientId, SyncId};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::{NoObserver, ReplicatedTxn, RowOp, SqliteStore, Store, StoreOptions};
@@ -87,7 +87,7 @@ pub struct Source {
 /// a fresh replica gets every table copied as of the consistent point. Fails with
 /// [`PgError`].
 pub async fn connect_source(
-    config: &tokio_postgres::Config,
+    config: &PgConfig,
     schema: Arc<Schema>,
     replica_path: &Path,
     options: StoreOptions,
@@ -130,7 +130,7 @@ pub async fn connect_source(
 /// that snapshot: whatever was committed while no stream ran. Its row operations are
 /// empty when nothing was.
 pub async fn resync_source(
-    config: &tokio_postgres::Config,
+    config: &PgConfig,
     schema: Arc<Schema>,
     replica: &Arc<SqliteStore>,
 ) -> Result<(Source, ReplicatedTxn), PgError> {
@@ -169,9 +169,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Creates a temporary slot with an exported snapshot: the replication connection, the
 /// slot's name, its consistent point and the snapshot's name.
-async fn create_slot(
-    config: &tokio_postgres::Config,
-) -> Result<(ReplicationConn, String, Lsn, String), PgError> {
+async fn create_slot(config: &PgConfig) -> Result<(ReplicationConn, String, Lsn, String), PgError> {
     let mut conn = ReplicationConn::connect(config).await?;
     let slot = format!("{SLOT_PREFIX}{:016x}", random_u64());
     let rows = conn
@@ -201,7 +199,7 @@ enum CopyInto {
 
 /// Reads every table in `snapshot` (exported by the slot) into the replica.
 async fn copy_tables(
-    config: &tokio_postgres::Config,
+    config: &PgConfig,
     schema: &Schema,
     replica: &Arc<SqliteStore>,
     snapshot: &str,
@@ -509,7 +507,7 @@ impl Source {
 }
 
 /// Lists sluice's replication slots (`sluice_…`) in the database of `config`.
-pub async fn list_slots(config: &tokio_postgres::Config) -> Result<Vec<SlotInfo>, PgError> {
+pub async fn list_slots(config: &PgConfig) -> Result<Vec<SlotInfo>, PgError> {
     let client = connect(config).await?;
     let rows = client
         .query(
@@ -530,10 +528,7 @@ pub async fn list_slots(config: &tokio_postgres::Config) -> Result<Vec<SlotInfo>
 
 /// Drops sluice's slots that no server is reading (inactive), or only `names` when
 /// given. Returns the names dropped.
-pub async fn drop_slots(
-    config: &tokio_postgres::Config,
-    names: &[String],
-) -> Result<Vec<String>, PgError> {
+pub async fn drop_slots(config: &PgConfig, names: &[String]) -> Result<Vec<String>, PgError> {
     let client = connect(config).await?;
     let rows = client
         .query(

@@ -18,7 +18,7 @@ use tokio_postgres::Row;
 
 use super::ddl::{pg_type, PgType, FLOORS_TABLE, TXNS_TABLE};
 use super::values::to_param;
-use super::{connect, PgError};
+use super::{connect, PgConfig, PgError};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::{Judgement, WriteCheck, WriteGuard};
 use crate::value::Value;
@@ -87,10 +87,7 @@ pub struct PgWriter {
 impl PgWriter {
     /// Connects. Fails with [`PgError::Connect`], or [`PgError::Store`] when the scratch
     /// database cannot be made.
-    pub async fn connect(
-        config: &tokio_postgres::Config,
-        schema: Arc<Schema>,
-    ) -> Result<PgWriter, PgError> {
+    pub async fn connect(config: &PgConfig, schema: Arc<Schema>) -> Result<PgWriter, PgError> {
         let client = connect(config).await?;
         let check = WriteCheck::new(schema.clone())?;
         Ok(PgWriter {

@@ -322,7 +322,9 @@ impl ServerBuilder {
     /// and resynchronised) and fed by logical replication (see [`crate::postgres`]).
     /// Start fails with [`ServerError::Postgres`] when the database cannot be reached,
     /// does not fit the schema, or refuses replication. Costs one replication slot and
-    /// three connections per server, and a read of every table at start.
+    /// three connections per server, and a read of every table at start. TLS is asked
+    /// for in the URL (`sslmode=verify-full&sslrootcert=CA.pem`, see
+    /// [`crate::postgres::parse_url`]).
     pub fn postgres(mut self, url: impl Into<String>) -> Self {
         self.postgres = Some(url.into());
         self

@@ -46,7 +46,7 @@ pub const RESYNC_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct Upstream {
     pub replica: Arc<SqliteStore>,
     /// Where PostgreSQL is, to connect again after a connection was lost.
-    config: tokio_postgres::Config,
+    config: postgres::PgConfig,
     schema: Arc<Schema>,
     /// tokio Mutex: held across the round trips of one PostgreSQL transaction.
     writer: tokio::sync::Mutex<PgWriter>,

@@ -24,6 +24,7 @@ pub use endpoint::{
 };
 pub use error::TransportError;
 pub use frames::{FrameReader, FrameWriter};
+pub(crate) use tls::root_store;
 pub use tls::TlsFiles;
 
 /// The ALPN protocol id of sluice connections; a peer speaking anything else is refused

@@ -105,13 +105,7 @@ pub(super) fn server_crypto(identity: Identity) -> Result<QuicServerConfig, Tran
 
 /// A QUIC client crypto configuration trusting only the certificates in `ca_pem`.
 pub(super) fn client_crypto(ca_pem: &Path) -> Result<QuicClientConfig, TransportError> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca_pem)? {
-        roots.add(cert).map_err(|err| TransportError::Pem {
-            path: ca_pem.to_path_buf(),
-            detail: format!("unusable CA certificate: {err}"),
-        })?;
-    }
+    let roots = root_store(ca_pem)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
@@ -119,6 +113,19 @@ pub(super) fn client_crypto(ca_pem: &Path) -> Result<QuicClientConfig, Transport
     config.alpn_protocols = vec![ALPN.to_vec()];
     QuicClientConfig::try_from(config)
         .map_err(|err| TransportError::Tls(rustls::Error::General(err.to_string())))
+}
+
+/// A root store of the certificates in the PEM file `ca_pem`; an error naming the file
+/// if it holds none or one that is unusable as a CA.
+pub(crate) fn root_store(ca_pem: &Path) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca_pem)? {
+        roots.add(cert).map_err(|err| TransportError::Pem {
+            path: ca_pem.to_path_buf(),
+            detail: format!("unusable CA certificate: {err}"),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// All certificates in a PEM file; an error naming the file if there are none.

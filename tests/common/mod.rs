@@ -40,13 +40,16 @@ pub fn schema_dir() -> PathBuf {
 /// A server on the example schema in PostgreSQL mode (`url`), its replica at `replica`,
 /// on a free loopback port, without authentication.
 pub async fn start_pg_server(replica: &Path, url: &str) -> ServerHandle {
+    pg_server(replica, url).start().await.unwrap()
+}
+
+/// A server without authentication on 127.0.0.1:0 with PostgreSQL at `url` as its
+/// source of truth and `replica` as its local copy, not started yet.
+pub fn pg_server(replica: &Path, url: &str) -> sluice::server::ServerBuilder {
     Server::builder(schema_dir(), replica)
         .listen("127.0.0.1:0".parse().unwrap())
         .no_auth()
         .postgres(url)
-        .start()
-        .await
-        .unwrap()
 }
 
 pub struct TestServer {

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +42,24 @@ impl PgCluster {
     /// A fresh database on a fresh cluster (or on `SLUICE_TEST_POSTGRES_URL`); `None`
     /// (after printing why) when PostgreSQL is not installed and not required.
     pub fn start(test: &str) -> Option<PgCluster> {
+        PgCluster::launch(test, false).map(|(cluster, _)| cluster)
+    }
+
+    /// A fresh database on a fresh cluster that takes TCP connections over TLS only, its
+    /// certificate issued for `localhost` by a CA of its own (see [`tls`]); `None` when
+    /// PostgreSQL is not installed (and not required) or the tests use a server of
+    /// their own (`SLUICE_TEST_POSTGRES_URL`: its TLS is not ours to set up).
+    pub fn start_tls(test: &str) -> Option<(PgCluster, tls::TestCa)> {
+        if std::env::var("SLUICE_TEST_POSTGRES_URL").is_ok() {
+            println!(
+                "skipped: TLS tests start their own cluster (SLUICE_TEST_POSTGRES_URL is set)"
+            );
+            return None;
+        }
+        PgCluster::launch(test, true).map(|(cluster, ca)| (cluster, ca.expect("TLS files")))
+    }
+
+    fn launch(test: &str, tls: bool) -> Option<(PgCluster, Option<tls::TestCa>)> {
         let dbname = format!(
             "sluice_{}_{}_{}",
             test,
@@ -50,12 +70,13 @@ impl PgCluster {
             let admin_url = url.clone();
             psql(&admin_url, &format!("CREATE DATABASE {dbname}")).expect("create database");
             let url = with_db(&url, &dbname);
-            return Some(PgCluster {
+            let cluster = PgCluster {
                 url,
                 admin_url,
                 dbname,
                 owned: None,
-            });
+            };
+            return Some((cluster, None));
         }
         let Some(bin) = find_bin() else {
             let why = "PostgreSQL binaries (initdb, pg_ctl) not found";
@@ -85,6 +106,12 @@ impl PgCluster {
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .arg("--no-instructions");
         run(&mut initdb);
+        let ca = tls.then(|| {
+            std::fs::write(data.join("pg_hba.conf"), tls::HBA_TLS_ONLY).expect("write hba");
+            let owner = as_postgres.then_some("postgres");
+            tls::write_server_files(&data, dir.path(), owner)
+        });
+        let ssl_conf = if tls { tls::SSL_CONF } else { "" };
         let pg_ctl = bin.join("pg_ctl");
         let mut owned = Owned {
             dir,
@@ -98,7 +125,7 @@ impl PgCluster {
                 "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
                  wal_level = logical\nmax_replication_slots = 32\nmax_wal_senders = 32\n\
                  fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
-                 max_connections = 100\nshared_buffers = 16MB\n",
+                 max_connections = 100\nshared_buffers = 16MB\n{ssl_conf}",
                 owned.dir.path().display()
             );
             std::fs::write(data.join("postgresql.auto.conf"), conf).expect("write conf");
@@ -118,12 +145,13 @@ impl PgCluster {
                 let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
                 psql(&admin_url, &format!("CREATE DATABASE {dbname}")).expect("create db");
                 let url = with_db(&admin_url, &dbname);
-                return Some(PgCluster {
+                let cluster = PgCluster {
                     url,
                     admin_url,
                     dbname,
                     owned: Some(owned),
-                });
+                };
+                return Some((cluster, ca));
             }
         }
         owned.stop();
