@@ -172,3 +172,251 @@ fn starting_over_or_leaving_drops_the_staging_table() {
         vec![vec![int(2), text("two"), Value::Null]]
     );
 }
+
+/// The first page of the table named `name`: a renamed table keeps it.
+fn root_page(store: &LocalStore, name: &str) -> Value {
+    select(
+        store,
+        &format!("SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = '{name}'"),
+    )[0][0]
+        .clone()
+}
+
+fn has_view_copy(store: &LocalStore, sub: SubId) -> bool {
+    let name = format!("_sluice_stage_view_{}", sub.0);
+    !select(
+        store,
+        &format!("SELECT 1 FROM sqlite_schema WHERE name = '{name}'"),
+    )
+    .is_empty()
+}
+
+#[test]
+fn the_visible_copy_is_staged_along_and_renamed_in_place_by_the_join() {
+    let (_dir, mut store, s) = store();
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(1, "one"), row(2, "two")]);
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    // The subscription bootstraps again (e.g. its shape changed): the app keeps reading
+    // the old snapshot, whole, while the new one stages with its visible copy.
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(2, "two'"), row(3, "three")]);
+    stage(&mut store, s, vec![row(3, "three'")]);
+    assert!(has_view_copy(&store, s));
+    assert_eq!(
+        select(
+            &store,
+            &format!("SELECT * FROM _sluice_stage_view_{} ORDER BY id", s.0)
+        ),
+        vec![
+            vec![int(2), text("two'"), Value::Null],
+            vec![int(3), text("three'"), Value::Null],
+        ],
+        "staged row for row with the server state, a key staged twice keeping its last row"
+    );
+    let reader = store.reader().unwrap();
+    let old = vec![
+        vec![int(1), text("one"), Value::Null],
+        vec![int(2), text("two"), Value::Null],
+    ];
+    assert_eq!(
+        visible(&store),
+        old,
+        "no part of the new snapshot before the join"
+    );
+    assert_eq!(
+        reader.query("SELECT * FROM t ORDER BY id", &[]).unwrap().1,
+        old
+    );
+    let copy = root_page(&store, &format!("_sluice_stage_view_{}", s.0));
+    let applied = store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(5))], SyncId(5))
+        .unwrap();
+    assert!(!has_view_copy(&store, s));
+    assert_eq!(
+        root_page(&store, "t"),
+        copy,
+        "renamed into the visible table"
+    );
+    assert!(!has_stage_table(&store, s));
+    let new = vec![
+        vec![int(2), text("two'"), Value::Null],
+        vec![int(3), text("three'"), Value::Null],
+    ];
+    assert_eq!(visible(&store), new);
+    assert_eq!(
+        reader.query("SELECT * FROM t ORDER BY id", &[]).unwrap().1,
+        new
+    );
+    assert_eq!(reader.row("t", &int(3)).unwrap(), Some(new[1].clone()));
+    assert_eq!(
+        select(&store, "SELECT * FROM _sluice_srv_t ORDER BY id"),
+        new
+    );
+    assert_eq!(
+        applied.rows.len(),
+        3,
+        "the row that left and the two new ones"
+    );
+    // The renamed table is the visible table from now on: live changes and local
+    // writes land in it.
+    let update = RowEvent::Update {
+        key: int(2),
+        row: vec![int(2), text("two''")],
+    };
+    store
+        .apply_live(SyncId(6), &[(s, "t".into(), update)])
+        .unwrap();
+    let write = Mutation::Update {
+        table: "t".into(),
+        key: int(3),
+        set: vec![("b".into(), int(33))],
+    };
+    store.enqueue(vec![write], vec![]).unwrap();
+    assert_eq!(
+        visible(&store),
+        vec![
+            vec![int(2), text("two''"), Value::Null],
+            vec![int(3), text("three'"), int(33)],
+        ]
+    );
+}
+
+#[test]
+fn a_pending_write_on_the_table_stages_no_visible_copy_and_stays_on_top() {
+    let (_dir, mut store, s) = store();
+    let write = Mutation::Insert {
+        table: "t".into(),
+        values: vec![("id".into(), int(7)), ("a".into(), text("mine"))],
+    };
+    store.enqueue(vec![write], vec![]).unwrap();
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(1, "one")]);
+    assert!(has_stage_table(&store, s));
+    assert!(!has_view_copy(&store, s), "the join will go row by row");
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    assert_eq!(
+        visible(&store),
+        vec![
+            vec![int(1), text("one"), Value::Null],
+            vec![int(7), text("mine"), Value::Null],
+        ]
+    );
+}
+
+#[test]
+fn a_write_made_while_the_copy_stages_drops_it_and_stays_on_top() {
+    let (_dir, mut store, s) = store();
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(1, "one")]);
+    assert!(has_view_copy(&store, s));
+    let write = Mutation::Insert {
+        table: "t".into(),
+        values: vec![("id".into(), int(7)), ("a".into(), text("mine"))],
+    };
+    store.enqueue(vec![write], vec![]).unwrap();
+    stage(&mut store, s, vec![row(2, "two")]);
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    assert!(!has_view_copy(&store, s), "dropped unused");
+    assert_eq!(
+        visible(&store),
+        vec![
+            vec![int(1), text("one"), Value::Null],
+            vec![int(2), text("two"), Value::Null],
+            vec![int(7), text("mine"), Value::Null],
+        ],
+        "the snapshot with the pending insert on top"
+    );
+}
+
+#[test]
+fn a_write_rejected_before_the_join_lets_the_staged_copy_replace_the_visible_table() {
+    let (_dir, mut store, s) = store();
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(1, "one")]);
+    let write = Mutation::Insert {
+        table: "t".into(),
+        values: vec![("id".into(), int(7)), ("a".into(), text("mine"))],
+    };
+    let (seq, _) = store.enqueue(vec![write], vec![]).unwrap();
+    stage(&mut store, s, vec![row(2, "two")]);
+    let rejected = crate::vocab::WriteOutcome::Rejected {
+        code: crate::store::RejectCode::Invalid,
+        message: "no".into(),
+    };
+    store.resolve(seq, &rejected).unwrap();
+    let copy = root_page(&store, &format!("_sluice_stage_view_{}", s.0));
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    assert!(!has_view_copy(&store, s));
+    assert_eq!(
+        root_page(&store, "t"),
+        copy,
+        "renamed into the visible table"
+    );
+    assert_eq!(
+        visible(&store),
+        vec![
+            vec![int(1), text("one"), Value::Null],
+            vec![int(2), text("two"), Value::Null],
+        ],
+        "the snapshot alone: the rejected insert left"
+    );
+}
+
+#[test]
+fn another_holder_on_the_table_stages_no_visible_copy() {
+    let (_dir, mut store, s) = store();
+    store.pin("t", &[int(9), text("pinned"), int(1)]).unwrap();
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(1, "one")]);
+    assert!(!has_view_copy(&store, s));
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    assert_eq!(
+        visible(&store),
+        vec![
+            vec![int(1), text("one"), Value::Null],
+            vec![int(9), text("pinned"), int(1)],
+        ]
+    );
+}
+
+#[test]
+fn a_visible_table_defined_otherwise_than_the_staged_copy_is_kept_and_filled() {
+    let (_dir, mut store, s) = store();
+    // An earlier schema change added a column with a default: the visible table's
+    // definition says so, a table created now from the schema would not.
+    let wider = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c TEXT DEFAULT 'd')";
+    store.adopt_schema(wider).unwrap();
+    store.stage_clear(s).unwrap();
+    stage(&mut store, s, vec![row(1, "one")]);
+    assert!(has_view_copy(&store, s));
+    let copy = root_page(&store, &format!("_sluice_stage_view_{}", s.0));
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    assert!(!has_view_copy(&store, s), "dropped unused");
+    assert_ne!(root_page(&store, "t"), copy, "not renamed in");
+    assert_eq!(
+        visible(&store),
+        vec![vec![int(1), text("one"), Value::Null, Value::Null]],
+        "copied from the server state"
+    );
+    assert_eq!(
+        select(
+            &store,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 't' AND sql LIKE '%DEFAULT%'"
+        ),
+        vec![vec![int(1)]],
+        "the visible table kept its definition"
+    );
+}
