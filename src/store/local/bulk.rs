@@ -3,11 +3,11 @@
 //! is newer than the snapshot, the snapshot is the table's whole server state and its
 //! whole visible content. The join then replaces the table's server state with the
 //! subscription's staging table (renamed: see `stage_table`; or one `INSERT … SELECT`
-//! from the shared typed staging rows), its visible rows with the copy of them staged
-//! along (renamed too) or else one `INSERT … SELECT` from the server state, and its
-//! coverage and row versions with one row saying the subscription covers the table whole
-//! (see `whole`), instead of five statements per row; the result is the per-row join's,
-//! and it runs inside the join's one transaction.
+//! from the shared typed staging rows), its visible rows with one `INSERT … SELECT` from
+//! the server state, and its coverage and row versions with one row saying the
+//! subscription covers the table whole (see `whole`), instead of five statements per
+//! row; the result is the per-row join's, and it runs inside the join's one
+//! transaction.
 //!
 //! Anything else (another subscription or a pin sharing the table, a pending write on
 //! it, rows staged as encoded events) takes the per-row join, which reconciles each row.
@@ -96,12 +96,7 @@ pub(super) fn join_snapshot(
     )?;
     conn.execute("DELETE FROM _sluice_cover WHERE table_name = ?1", [name])?;
     conn.execute("DELETE FROM _sluice_rowver WHERE table_name = ?1", [name])?;
-    // The copy of the visible table staged along with the rows (see `stage_table`), when
-    // there is one fit to take its place: then nothing is copied here.
-    let swap = own && stage_table::view_replaces(conn, sub, &table)?;
-    if !swap {
-        conn.execute_batch(&format!("DELETE FROM {visible};"))?;
-    }
+    conn.execute_batch(&format!("DELETE FROM {visible};"))?;
     // The subscription covers the table whole, every row at the snapshot's sync id: one
     // row for the table instead of a coverage and a version row per key (see `whole`).
     whole::set(conn, name, sub, w)?;
@@ -127,14 +122,7 @@ pub(super) fn join_snapshot(
     // With nothing pending on the table, the visible rows are the server state. The two
     // tables are laid out alike, so `INSERT … SELECT *` lets SQLite copy each record
     // as it is stored, without decoding it (its transfer optimization).
-    if swap {
-        // Staged row for row with the server state, in the same transactions: the
-        // visible rows exactly, since nothing pending writes the table.
-        conn.execute_batch(&format!(
-            "DROP TABLE {visible}; ALTER TABLE {} RENAME TO {visible};",
-            stage_table::view_name(sub)
-        ))?;
-    } else if own && stage_table::laid_out_as(conn, name, &table)? {
+    if own && stage_table::laid_out_as(conn, name, &table)? {
         conn.execute_batch(&format!("INSERT INTO {visible} SELECT * FROM {server}"))?;
     } else {
         let all: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();

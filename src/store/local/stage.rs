@@ -11,8 +11,6 @@
 //!
 //! Private to the local store; every function runs inside the caller's transaction.
 
-use std::collections::BTreeSet;
-
 use rusqlite::{Connection, OptionalExtension};
 
 use super::stage_table;
@@ -81,12 +79,10 @@ fn snapshot_row(sync_id: Option<SyncId>, event: &RowEvent) -> Option<(&Value, &[
 /// Stages items in order: runs of snapshot rows that fit their subscription's staging
 /// table go there (see `stage_table`), other runs of snapshot rows of one width to
 /// `_sluice_stage_rows`, both in multi-row `INSERT`s; everything else to `_sluice_stage`.
-/// `pending_tables`: the tables pending local transactions write (see `stage_table`).
 pub(super) fn stage_in(
     conn: &Connection,
     schema: &Schema,
     items: &[(SubId, Option<SyncId>, String, RowEvent)],
-    pending_tables: &BTreeSet<String>,
 ) -> Result<(), StoreError> {
     // Read from the database, not kept in memory: a rolled-back transaction takes the
     // columns it added with it.
@@ -118,7 +114,7 @@ pub(super) fn stage_in(
                 })
                 .collect();
             if !rows.is_empty() {
-                stage_table::insert(conn, *sub, target, &rows, pending_tables)?;
+                stage_table::insert(conn, *sub, target, &rows)?;
                 rest = &rest[rows.len()..];
                 continue;
             }

@@ -9,14 +9,6 @@
 //! inside the join's transaction: the rows are not copied again. Otherwise the per-row
 //! join reads them back as insert events.
 //!
-//! When nothing else covers rows of the table and no pending local transaction writes
-//! it as the staging starts, every staged row also goes to `_sluice_stage_view_<sub>`,
-//! created as the visible table is, in the same transactions: a copy of the visible
-//! table the set-based join would write. The join then renames it in place of the
-//! visible table instead of copying a million rows while it holds the store. Until then
-//! the app reads the visible table as it was; when the join cannot use the copy (a
-//! pending write arrived meanwhile, another holder, a changed layout) it is dropped.
-//!
 //! Rows that do not fit (another table, another width, a subscription not described)
 //! are staged in the shared `_sluice_stage_rows` (see `stage`).
 //!
@@ -48,16 +40,6 @@ fn bare_name(sub: SubId) -> String {
 /// The quoted name of `sub`'s staging table.
 pub(super) fn name(sub: SubId) -> String {
     quote_ident(&bare_name(sub))
-}
-
-/// The unquoted name of `sub`'s staged copy of the visible table.
-fn bare_view_name(sub: SubId) -> String {
-    format!("_sluice_stage_view_{}", sub.0)
-}
-
-/// The quoted name of `sub`'s staged copy of the visible table.
-pub(super) fn view_name(sub: SubId) -> String {
-    quote_ident(&bare_view_name(sub))
 }
 
 /// Where a subscription's snapshot rows are staged typed.
@@ -117,71 +99,15 @@ pub(super) fn target(
 }
 
 /// Stages snapshot rows (key, values) of `sub`, all fitting `target`, in multi-row
-/// `INSERT`s; creates the staging table first if needed. The first rows also decide
-/// whether a copy of the visible table is staged along (see the module docs):
-/// `pending_tables` are the tables pending local transactions write.
+/// `INSERT`s; creates the staging table first if needed.
 pub(super) fn insert(
     conn: &Connection,
     sub: SubId,
     target: &Target,
     rows: &[(&Value, &[Value])],
-    pending_tables: &BTreeSet<String>,
 ) -> Result<(), StoreError> {
-    let table = &target.table;
-    let first = !exists(conn, sub)?;
-    conn.execute_batch(&local_ddl(table, &name(sub)))?;
-    let view = if first {
-        let staged_along = may_stage_view(conn, table, sub, pending_tables)?;
-        if staged_along {
-            conn.execute_batch(&local_ddl(table, &view_name(sub)))?;
-        }
-        staged_along
-    } else {
-        table_exists(conn, &bare_view_name(sub))?
-    };
-    insert_into(conn, &name(sub), target, rows)?;
-    if view {
-        insert_into(conn, &view_name(sub), target, rows)?;
-    }
-    Ok(())
-}
-
-/// Whether the visible table's copy may be staged along with `sub`'s rows of `table`:
-/// no pending local transaction writes the table and no other holder covers rows of it
-/// (otherwise the join goes row by row, and the copy would be thrown away).
-fn may_stage_view(
-    conn: &Connection,
-    table: &Table,
-    sub: SubId,
-    pending_tables: &BTreeSet<String>,
-) -> Result<bool, StoreError> {
-    if pending_tables.contains(&table.name) {
-        return Ok(false);
-    }
-    let others = [
-        "SELECT 1 FROM _sluice_cover WHERE table_name = ?1 AND holder != ?2 LIMIT 1",
-        "SELECT 1 FROM _sluice_cover_table WHERE table_name = ?1 AND holder != ?2",
-    ];
-    for sql in others {
-        let found = conn
-            .prepare_cached(sql)?
-            .query_row(rusqlite::params![table.name, sub], |_| Ok(()))
-            .optional()?;
-        if found.is_some() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Writes rows (key, values) fitting `target` into the staging table `stage` (quoted),
-/// a key written twice keeping its last row.
-fn insert_into(
-    conn: &Connection,
-    stage: &str,
-    target: &Target,
-    rows: &[(&Value, &[Value])],
-) -> Result<(), StoreError> {
+    let stage = name(sub);
+    conn.execute_batch(&local_ddl(&target.table, &stage))?;
     let pk = quote_ident(&target.table.pk_column().name);
     let per_row = 1 + target.carried.len();
     let per_statement = (MAX_INSERT_PARAMS / per_row).clamp(1, MAX_INSERT_ROWS);
@@ -212,49 +138,11 @@ fn insert_into(
 
 /// Whether `sub` has a staging table.
 pub(super) fn exists(conn: &Connection, sub: SubId) -> Result<bool, StoreError> {
-    table_exists(conn, &bare_name(sub))
-}
-
-/// Whether a table named `name` (unquoted) exists.
-fn table_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
-        .query_row([name], |_| Ok(()))
+        .query_row([bare_name(sub)], |_| Ok(()))
         .optional()?
         .is_some())
-}
-
-/// Whether `sub`'s staged copy of the visible table can take the place of `table`'s
-/// visible table: it exists, and it was created exactly as the visible table is now
-/// (same columns, types and defaults: a schema change while it staged differs), which
-/// has no index or trigger of its own that dropping it would take along.
-pub(super) fn view_replaces(
-    conn: &Connection,
-    sub: SubId,
-    table: &Table,
-) -> Result<bool, StoreError> {
-    let definition = |name: &str| -> Result<Option<String>, StoreError> {
-        let sql: Option<String> = conn
-            .prepare_cached("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
-            .query_row([name], |r| r.get(0))
-            .optional()?;
-        // Stored as written, after `CREATE TABLE <quoted name> `.
-        let head = format!("CREATE TABLE {} ", quote_ident(name));
-        Ok(sql.and_then(|s| s.strip_prefix(&head).map(str::to_string)))
-    };
-    let (Some(view), Some(visible)) = (definition(&bare_view_name(sub))?, definition(&table.name)?)
-    else {
-        return Ok(false);
-    };
-    let attached = conn
-        .prepare_cached(
-            "SELECT 1 FROM sqlite_schema WHERE tbl_name = ?1 AND type != 'table'
-             AND sql IS NOT NULL LIMIT 1",
-        )?
-        .query_row([&table.name], |_| Ok(()))
-        .optional()?
-        .is_some();
-    Ok(view == visible && !attached)
 }
 
 /// Whether `sub`'s staging table has exactly `table`'s columns, in order (a schema change
@@ -274,13 +162,9 @@ pub(super) fn laid_out_as(
         && names.iter().zip(&table.columns).all(|(n, c)| *n == c.name))
 }
 
-/// Drops `sub`'s staging table and its staged copy of the visible table, if it has them.
+/// Drops `sub`'s staging table, if it has one.
 pub(super) fn drop(conn: &Connection, sub: SubId) -> Result<(), StoreError> {
-    conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-        name(sub),
-        view_name(sub)
-    ))?;
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", name(sub)))?;
     Ok(())
 }
 

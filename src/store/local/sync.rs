@@ -53,11 +53,10 @@ impl LocalStore {
         &mut self,
         items: &[(SubId, Option<SyncId>, String, RowEvent)],
     ) -> Result<(), StoreError> {
-        let pending_tables = self.pending_tables();
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let staged = (|| {
             let tx = self.conn.transaction()?;
-            stage::stage_in(&tx, &self.schema, items, &pending_tables)?;
+            stage::stage_in(&tx, &self.schema, items)?;
             tx.commit()?;
             Ok(())
         })();
@@ -271,10 +270,9 @@ impl LocalStore {
     /// confirms. An app never reads, and a crash never leaves, part of it.
     pub fn apply_server_txn(&mut self, txn: ServerTxn<'_>) -> Result<Applied, StoreError> {
         let sync_id = txn.sync_id;
-        let pending_tables = self.pending_tables();
         let tx = self.conn.transaction()?;
         if !txn.stage.is_empty() {
-            stage::stage_in(&tx, &self.schema, txn.stage, &pending_tables)?;
+            stage::stage_in(&tx, &self.schema, txn.stage)?;
         }
         let mut applied = Applied::default();
         let mut touched: BTreeSet<(String, KeyOrd)> = BTreeSet::new();
