@@ -539,3 +539,48 @@ async fn subscription_status_moves_to_ready_at_the_snapshot_sync_id() {
     let count = client.query("SELECT count(*) FROM issues", &[]).unwrap();
     assert_eq!(count[0][0], Value::Integer(2500));
 }
+
+#[tokio::test]
+async fn a_bootstrap_staged_in_many_batches_joins_every_row_with_its_last_content() {
+    // Several staging batches: the sync task hands each to the staging writer and keeps
+    // receiving while it is written; the batches must still land in order, whole.
+    let n = 3 * sluice::client::core::STAGE_BATCH + 100;
+    let server = TestServer::start().await;
+    let rows = (0..n)
+        .map(|i| insert_issue(&format!("i{i:05}"), "T1", "todo", 1))
+        .collect();
+    server.write(rows).await;
+    let local = tempfile::tempdir().unwrap();
+    let client = client_of(&server.handle, &local.path().join("c.db")).await;
+    let sub = client.subscribe(OPEN_T1, Params::new()).unwrap();
+    // Changes while the snapshot streams: staged behind it, applied after it.
+    server
+        .write(vec![
+            set_issue("i00001", "status", text("done")),
+            set_issue("i00002", "priority", Value::Integer(7)),
+        ])
+        .await;
+    sub.ready().await.unwrap();
+    let expected = n - 1;
+    eventually("every row but the one moved out", || {
+        ids(&client, "SELECT id FROM issues").len() == expected
+    })
+    .await;
+    let first_ids = ids(&client, "SELECT id FROM issues ORDER BY id LIMIT 3");
+    assert_eq!(first_ids, vec!["i00000", "i00002", "i00003"]);
+    eventually("the change after the snapshot", || {
+        client
+            .query("SELECT priority FROM issues WHERE id = 'i00002'", &[])
+            .unwrap()
+            == vec![vec![Value::Integer(7)]]
+    })
+    .await;
+    let staged = client
+        .query(
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE '_sluice_stage_%' \
+             AND name != '_sluice_stage_rows'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(staged, vec![vec![Value::Integer(0)]], "nothing left staged");
+}

@@ -383,6 +383,9 @@ impl Online<'_> {
     /// blocking pool (each one local transaction, observers notified after it commits),
     /// frames, statuses.
     async fn act(&mut self, actions: Vec<Action>) -> Result<(), SyncError> {
+        // A join leaves its pages in the WAL; they are copied into the database file once
+        // its rows are visible and its statuses published (see `LocalStore::join`).
+        let mut checkpoint = false;
         for action in actions {
             match action {
                 Action::Send(message) => self.conn.send(message).await?,
@@ -417,6 +420,7 @@ impl Online<'_> {
                     if let Some(source) = source {
                         if matches!(source, Source::Joined { .. }) {
                             debug!(elapsed_ms = started.elapsed().as_millis() as u64, "joined");
+                            checkpoint = true;
                         }
                         self.shared.notify(source, applied);
                     }
@@ -424,6 +428,9 @@ impl Online<'_> {
             }
         }
         self.update_state();
+        if checkpoint {
+            self.blocking(|shared| shared.local().checkpoint()).await?;
+        }
         Ok(())
     }
 

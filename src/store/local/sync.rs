@@ -19,6 +19,14 @@ use crate::store::error::StoreError;
 use crate::value::Value;
 use crate::vocab::{RowEvent, SubId, SyncId};
 
+/// WAL pages a commit leaves before it copies them into the database file (SQLite's
+/// default automatic checkpoint).
+const CHECKPOINT_PAGES: i64 = 1000;
+
+/// The same while a bootstrap stages: fewer, larger checkpoints, each waiting for the
+/// disk twice (about 40 MiB of WAL at most).
+const STAGING_CHECKPOINT_PAGES: i64 = 10_000;
+
 impl LocalStore {
     // ----- staging -----
 
@@ -54,6 +62,8 @@ impl LocalStore {
         items: &[(SubId, Option<SyncId>, String, RowEvent)],
     ) -> Result<(), StoreError> {
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", STAGING_CHECKPOINT_PAGES)?;
         let staged = (|| {
             let tx = self.conn.transaction()?;
             stage::stage_in(&tx, &self.schema, items)?;
@@ -61,6 +71,8 @@ impl LocalStore {
             Ok(())
         })();
         self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
         staged
     }
 
@@ -77,7 +89,32 @@ impl LocalStore {
     /// snapshot rows (replacing its old coverage) or replayed changes, then its staged
     /// live changes after its seam `W`, in sync-id order. A snapshot whose table nothing
     /// else covers or writes joins set-based (see `bulk`); the others row by row.
+    ///
+    /// Its commit leaves the pages it wrote in the WAL: copying them into the database
+    /// file (a checkpoint, which writes a bootstrapped table's pages once more) is left
+    /// to [`LocalStore::checkpoint`] or the next commit, so the joined rows are visible
+    /// without waiting for it.
     pub fn join(
+        &mut self,
+        subs: &[(SubId, JoinKind, SyncId)],
+        cut: SyncId,
+    ) -> Result<Applied, StoreError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let joined = self.join_in(subs, cut);
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        joined
+    }
+
+    /// Copies what the WAL holds into the database file as far as no reader needs it
+    /// (SQLite's passive checkpoint), e.g. after a join.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn join_in(
         &mut self,
         subs: &[(SubId, JoinKind, SyncId)],
         cut: SyncId,

@@ -172,3 +172,28 @@ fn starting_over_or_leaving_drops_the_staging_table() {
         vec![vec![int(2), text("two"), Value::Null]]
     );
 }
+
+#[test]
+fn a_join_leaves_its_pages_in_the_wal_until_the_checkpoint() {
+    let (dir, mut store, s) = store();
+    let file = dir.path().join("local.db");
+    store.checkpoint().unwrap();
+    let before = std::fs::metadata(&file).unwrap().len();
+    store.stage_clear(s).unwrap();
+    let rows: Vec<StagedItem> = (0..2000)
+        .map(|i| row(i, "some text to fill pages"))
+        .collect();
+    stage(&mut store, s, rows);
+    store
+        .join(&[(s, JoinKind::Bootstrap, SyncId(3))], SyncId(3))
+        .unwrap();
+    assert_eq!(count(&store, "t"), 2000, "visible at once");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        before,
+        "nothing copied into the database file yet"
+    );
+    store.checkpoint().unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() > before);
+    assert_eq!(count(&store, "t"), 2000);
+}
