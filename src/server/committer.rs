@@ -186,8 +186,13 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
     // once: one queue item (one send, one wake) per session per batch.
     let mut outbox = Outbox::default();
     let mut last = None;
+    // The last transaction to fan out hands each of its sessions the batch as it goes,
+    // so they start writing while the others are still being prepared.
+    let last_fanned = outcomes
+        .iter()
+        .rposition(|o| matches!(o, TxnOutcome::Committed { changes, .. } if !changes.is_empty()));
     let mut window_events = window_events.into_iter().peekable();
-    for outcome in &outcomes {
+    for (i, outcome) in outcomes.iter().enumerate() {
         if let TxnOutcome::Committed { sync_id, changes } = outcome {
             shared.metrics.committed(changes.len());
             let windows = window_events
@@ -196,7 +201,9 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
                 .unwrap_or_default();
             if !changes.is_empty() {
                 let origin = changes.first().and_then(|c| c.origin.clone());
-                fan_out(shared, &mut outbox, *sync_id, origin, changes, &windows);
+                let now = (Some(i) == last_fanned).then_some(committed);
+                let txn = (*sync_id, origin, changes.as_slice());
+                fan_out(shared, &mut outbox, txn, &windows, now);
             }
             last = Some(*sync_id);
         }
@@ -277,25 +284,39 @@ impl Outbox {
             .filter_map(|(session, frames)| Some((session, frames?)))
     }
 
+    /// Takes `session`'s frames out (to hand them over before the others).
+    fn take(&mut self, session: SessionId) -> Option<Vec<TxnFrame>> {
+        self.sessions.remove(&session).flatten()
+    }
+
     /// Queues each session's frames, in sync-id order, as one item of its live queue.
     pub(super) fn hand_over(self, shared: &Shared, committed: std::time::Instant) {
         for (session, frames) in self.into_batches() {
-            if let Some(handle) = shared.sessions.get(&session) {
-                handle.deliver(frames, committed);
-            }
+            deliver(shared, session, frames, committed);
         }
     }
 }
 
+fn deliver(
+    shared: &Shared,
+    session: SessionId,
+    frames: Vec<TxnFrame>,
+    committed: std::time::Instant,
+) {
+    if let Some(handle) = shared.sessions.get(&session) {
+        handle.deliver(frames, committed);
+    }
+}
+
 /// Adds one committed transaction's frames to `outbox`, for every session whose shapes it
-/// touches (and its author's).
+/// touches (and its author's). With `hand_over` (the batch's last transaction, committed
+/// then), each of those sessions is handed its frames of the batch at once instead.
 pub(super) fn fan_out(
     shared: &Shared,
     outbox: &mut Outbox,
-    sync_id: SyncId,
-    origin: Option<(ClientId, u64)>,
-    changes: &[crate::store::Change],
+    (sync_id, origin, changes): (SyncId, Option<(ClientId, u64)>, &[crate::store::Change]),
     windows: &WindowEvents,
+    hand_over: Option<std::time::Instant>,
 ) {
     let mut deliveries = {
         let registry = shared.registry.lock().expect("registry lock");
@@ -326,6 +347,10 @@ pub(super) fn fan_out(
             warn!(error = %e, sync_id = sync_id.0, "a change too large to send");
             if let Some(handle) = shared.sessions.get(&session) {
                 handle.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
+            }
+        } else if let Some(committed) = hand_over {
+            if let Some(frames) = outbox.take(session) {
+                deliver(shared, session, frames, committed);
             }
         }
     }
@@ -425,5 +450,21 @@ mod tests {
         assert_eq!(batches.len(), 1, "{batches:?}");
         assert_eq!(batches[0].0, SessionId(2));
         assert_eq!(batches[0].1.len(), 2);
+    }
+
+    #[test]
+    fn a_session_taken_out_early_is_not_handed_over_again() {
+        let mut outbox = Outbox::default();
+        outbox.push(SessionId(1), frame(1)).unwrap();
+        outbox.push(SessionId(2), frame(1)).unwrap();
+        outbox.push(SessionId(1), frame(2)).unwrap();
+        let taken = outbox.take(SessionId(1)).unwrap();
+        assert_eq!(
+            taken.iter().map(|f| f.sync_id.0).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(outbox.take(SessionId(1)).is_none());
+        let rest: Vec<_> = outbox.into_batches().map(|(session, _)| session).collect();
+        assert_eq!(rest, [SessionId(2)]);
     }
 }

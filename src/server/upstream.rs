@@ -398,11 +398,23 @@ async fn apply(
             .map(|(_, events)| events)
             .unwrap_or_default();
         let origin = changes.first().and_then(|c| c.origin.clone());
-        fan_out(shared, &mut outbox, sync_id, origin, &changes, &windows);
+        fan_out(
+            shared,
+            &mut outbox,
+            (sync_id, origin, &changes),
+            &windows,
+            Some(committed),
+        );
     } else if author.is_some() {
         // A client transaction that changed nothing (it set what was there): its author
         // still hears of it, so its cut reaches the ack's sync id.
-        fan_out(shared, &mut outbox, sync_id, author, &[], &Vec::new());
+        fan_out(
+            shared,
+            &mut outbox,
+            (sync_id, author, &[]),
+            &Vec::new(),
+            Some(committed),
+        );
     }
     outbox.hand_over(shared, committed);
     advance_delivered(shared, sync_id);
