@@ -7,6 +7,7 @@
 //! Server-internal: the only task that writes to the store. It must not wait on a session
 //! (delivery never blocks: a full session queue cuts that session off).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -15,7 +16,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::metrics::Cutoff;
 use super::windows::{WindowEvents, WindowObserver, Windows};
 use super::{Shared, WriteContext};
-use crate::ids::{ClientId, SyncId};
+use crate::ids::{ClientId, SessionId, SyncId};
 use crate::store::{GuardedTxn, WriteGuard};
 use crate::vocab::SubId;
 use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
@@ -181,9 +182,18 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
         }
     };
     let committed = std::time::Instant::now();
+    // Every committed transaction's frames are gathered per session and handed over at
+    // once: one queue item (one send, one wake) per session per batch.
+    let mut outbox = Outbox::default();
+    let mut last = None;
+    // The last transaction to fan out hands each of its sessions the batch as it goes,
+    // so they start writing while the others are still being prepared.
+    let last_fanned = outcomes
+        .iter()
+        .rposition(|o| matches!(o, TxnOutcome::Committed { changes, .. } if !changes.is_empty()));
     let mut window_events = window_events.into_iter().peekable();
-    for (outcome, reply) in outcomes.into_iter().zip(replies) {
-        if let TxnOutcome::Committed { sync_id, changes } = &outcome {
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if let TxnOutcome::Committed { sync_id, changes } = outcome {
             shared.metrics.committed(changes.len());
             let windows = window_events
                 .next_if(|(s, _)| s == sync_id)
@@ -191,19 +201,34 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
                 .unwrap_or_default();
             if !changes.is_empty() {
                 let origin = changes.first().and_then(|c| c.origin.clone());
-                fan_out(shared, *sync_id, origin, changes, &windows, committed);
+                let now = (Some(i) == last_fanned).then_some(committed);
+                let txn = (*sync_id, origin, changes.as_slice());
+                fan_out(shared, &mut outbox, txn, &windows, now);
             }
-            let s = *sync_id;
-            shared.delivered.send_if_modified(|d| {
-                let newer = s > *d;
-                if newer {
-                    *d = s;
-                }
-                newer
-            });
+            last = Some(*sync_id);
         }
+    }
+    outbox.hand_over(shared, committed);
+    // Only now is every transaction of the batch in its sessions' queues: a bootstrap
+    // waiting for one of them may queue its seam behind it.
+    if let Some(last) = last {
+        advance_delivered(shared, last);
+    }
+    for (outcome, reply) in outcomes.into_iter().zip(replies) {
         let _ = reply.send(outcome);
     }
+}
+
+/// Raises `shared.delivered` to `sync_id`: every transaction up to it is in the queue of
+/// each session it concerns.
+pub(super) fn advance_delivered(shared: &Shared, sync_id: SyncId) {
+    shared.delivered.send_if_modified(|d| {
+        let newer = sync_id > *d;
+        if newer {
+            *d = sync_id;
+        }
+        newer
+    });
 }
 
 /// Answers a batch that could not be stored: nothing of it was written or recorded, so
@@ -217,13 +242,81 @@ fn unavailable(replies: Vec<oneshot::Sender<TxnOutcome>>, message: &str) {
     }
 }
 
+/// The frames of a batch's committed transactions, per session, until they are handed
+/// over together ([`Outbox::hand_over`]); `None` for a session already cut off in this
+/// batch (it gets nothing more).
+#[derive(Default)]
+pub(super) struct Outbox {
+    sessions: HashMap<SessionId, Option<Vec<TxnFrame>>>,
+}
+
+impl Outbox {
+    /// Adds `session`'s frame of the next transaction, or the error that keeps the
+    /// session from getting it: then it gets nothing more of the batch, and the error is
+    /// returned (once) for the caller to cut the session off.
+    fn push(
+        &mut self,
+        session: SessionId,
+        frame: Result<TxnFrame, FrameError>,
+    ) -> Result<(), FrameError> {
+        let frames = self
+            .sessions
+            .entry(session)
+            .or_insert_with(|| Some(Vec::new()));
+        let Some(queued) = frames else {
+            return Ok(());
+        };
+        match frame {
+            Ok(frame) => queued.push(frame),
+            Err(e) => {
+                *frames = None;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Each session's frames, in the order they were added; none for a session that
+    /// was refused one.
+    fn into_batches(self) -> impl Iterator<Item = (SessionId, Vec<TxnFrame>)> {
+        self.sessions
+            .into_iter()
+            .filter_map(|(session, frames)| Some((session, frames?)))
+    }
+
+    /// Takes `session`'s frames out (to hand them over before the others).
+    fn take(&mut self, session: SessionId) -> Option<Vec<TxnFrame>> {
+        self.sessions.remove(&session).flatten()
+    }
+
+    /// Queues each session's frames, in sync-id order, as one item of its live queue.
+    pub(super) fn hand_over(self, shared: &Shared, committed: std::time::Instant) {
+        for (session, frames) in self.into_batches() {
+            deliver(shared, session, frames, committed);
+        }
+    }
+}
+
+fn deliver(
+    shared: &Shared,
+    session: SessionId,
+    frames: Vec<TxnFrame>,
+    committed: std::time::Instant,
+) {
+    if let Some(handle) = shared.sessions.get(&session) {
+        handle.deliver(frames, committed);
+    }
+}
+
+/// Adds one committed transaction's frames to `outbox`, for every session whose shapes it
+/// touches (and its author's). With `hand_over` (the batch's last transaction, committed
+/// then), each of those sessions is handed its frames of the batch at once instead.
 pub(super) fn fan_out(
     shared: &Shared,
-    sync_id: crate::ids::SyncId,
-    origin: Option<(crate::ids::ClientId, u64)>,
-    changes: &[crate::store::Change],
+    outbox: &mut Outbox,
+    (sync_id, origin, changes): (SyncId, Option<(ClientId, u64)>, &[crate::store::Change]),
     windows: &WindowEvents,
-    committed: std::time::Instant,
+    hand_over: Option<std::time::Instant>,
 ) {
     let mut deliveries = {
         let registry = shared.registry.lock().expect("registry lock");
@@ -245,21 +338,19 @@ pub(super) fn fan_out(
         .collect();
     shared.metrics.delivered(deliveries.sessions.len());
     for (session, pairs) in deliveries.sessions {
-        let Some(handle) = shared.sessions.get(&session) else {
-            continue;
-        };
-        match session_groups(&pairs, &encoded) {
-            Ok(groups) => handle.deliver(
-                TxnFrame {
-                    sync_id,
-                    origin: origin.clone(),
-                    groups,
-                },
-                committed,
-            ),
-            Err(e) => {
-                warn!(error = %e, sync_id = sync_id.0, "a change too large to send");
+        let frame = session_groups(&pairs, &encoded).map(|groups| TxnFrame {
+            sync_id,
+            origin: origin.clone(),
+            groups,
+        });
+        if let Err(e) = outbox.push(session, frame) {
+            warn!(error = %e, sync_id = sync_id.0, "a change too large to send");
+            if let Some(handle) = shared.sessions.get(&session) {
                 handle.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
+            }
+        } else if let Some(committed) = hand_over {
+            if let Some(frames) = outbox.take(session) {
+                deliver(shared, session, frames, committed);
             }
         }
     }
@@ -317,5 +408,63 @@ mod tests {
         let encoded = vec![Err(FrameError::TooLarge { len: 2, max: 1 })];
         assert!(session_groups(&[(0, SubId(1))], &encoded).is_err());
         assert!(session_groups(&[], &encoded).unwrap().is_empty());
+    }
+
+    fn frame(sync_id: u64) -> Result<TxnFrame, FrameError> {
+        Ok(TxnFrame {
+            sync_id: SyncId(sync_id),
+            origin: None,
+            groups: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_batch_reaches_each_session_as_one_list_in_sync_id_order() {
+        let mut outbox = Outbox::default();
+        for sync_id in 1..=3 {
+            outbox.push(SessionId(1), frame(sync_id)).unwrap();
+            if sync_id != 2 {
+                outbox.push(SessionId(2), frame(sync_id)).unwrap();
+            }
+        }
+        let mut batches: Vec<_> = outbox.into_batches().collect();
+        batches.sort_by_key(|(session, _)| session.0);
+        let ids = |frames: &[TxnFrame]| frames.iter().map(|f| f.sync_id.0).collect::<Vec<_>>();
+        assert_eq!(batches.len(), 2, "one list per session");
+        assert_eq!(ids(&batches[0].1), [1, 2, 3]);
+        assert_eq!(ids(&batches[1].1), [1, 3]);
+    }
+
+    #[test]
+    fn a_session_refused_a_frame_gets_nothing_more_of_the_batch() {
+        let mut outbox = Outbox::default();
+        outbox.push(SessionId(1), frame(1)).unwrap();
+        outbox.push(SessionId(2), frame(1)).unwrap();
+        let too_large = Err(FrameError::TooLarge { len: 2, max: 1 });
+        assert!(outbox.push(SessionId(1), too_large.clone()).is_err());
+        // Later transactions neither reach it nor report the error again.
+        outbox.push(SessionId(1), frame(3)).unwrap();
+        assert!(outbox.push(SessionId(1), too_large).is_ok());
+        outbox.push(SessionId(2), frame(3)).unwrap();
+        let batches: Vec<_> = outbox.into_batches().collect();
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        assert_eq!(batches[0].0, SessionId(2));
+        assert_eq!(batches[0].1.len(), 2);
+    }
+
+    #[test]
+    fn a_session_taken_out_early_is_not_handed_over_again() {
+        let mut outbox = Outbox::default();
+        outbox.push(SessionId(1), frame(1)).unwrap();
+        outbox.push(SessionId(2), frame(1)).unwrap();
+        outbox.push(SessionId(1), frame(2)).unwrap();
+        let taken = outbox.take(SessionId(1)).unwrap();
+        assert_eq!(
+            taken.iter().map(|f| f.sync_id.0).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(outbox.take(SessionId(1)).is_none());
+        let rest: Vec<_> = outbox.into_batches().map(|(session, _)| session).collect();
+        assert_eq!(rest, [SessionId(2)]);
     }
 }

@@ -19,7 +19,8 @@ mod handshake;
 mod live;
 mod window;
 
-use live::write_live;
+pub use live::LiveItem;
+use live::{queue_txns, write_live};
 
 pub use handshake::scoped_client_id;
 
@@ -40,7 +41,14 @@ use crate::wire::{
 /// Live transactions waiting to be written to one session; past this the session is
 /// cut off as lagging (close code [`close::LAGGING`]; the client resumes from its last
 /// sync id). Memory per session grows with it, by the size of the queued transactions.
+/// A commit batch's transactions reach a session as one item of its queue
+/// ([`LiveItem::Txns`]), but each counts here.
 pub const SESSION_QUEUE_CAPACITY: usize = 1024;
+/// Items of one session's live queue (a batch of transactions, a seam, a resize...);
+/// past this the session is cut off as lagging too. Each item holds at least one
+/// transaction or one subscription's marker, so this bounds the queue with
+/// [`SESSION_QUEUE_CAPACITY`].
+pub const SESSION_QUEUE_ITEMS: usize = 1024;
 /// Most live frames gathered into one write of the live stream: larger batches mean fewer
 /// stream writes under a burst of commits.
 pub const LIVE_BATCH_FRAMES: usize = 256;
@@ -92,37 +100,12 @@ pub mod close {
     pub const EXPIRED: VarInt = VarInt::from_u32(6);
 }
 
-/// Items of a session's live queue.
-pub enum LiveItem {
-    /// A committed transaction's events for this session (their encoded bytes shared with
-    /// the other sessions of each shape), and when it was committed.
-    Txn(TxnFrame, Instant),
-    /// The subscription's bootstrap covered everything up to `through`.
-    Seam {
-        /// The subscription.
-        sub: SubId,
-        /// The sync id its bootstrap covers.
-        through: SyncId,
-    },
-    /// The subscription ended: forget its seam.
-    Forget {
-        /// The subscription.
-        sub: SubId,
-    },
-    /// The window subscription was resized at `sync_id`: the rows that moved in or out.
-    Resized {
-        /// The subscription.
-        sub: SubId,
-        /// The state the delta was read at.
-        sync_id: SyncId,
-        /// `(table, event)` per row.
-        events: Vec<(String, crate::vocab::RowEvent)>,
-    },
-}
-
 /// What the rest of the server keeps of a session.
 pub struct SessionHandle {
     live: mpsc::Sender<LiveItem>,
+    /// Live transactions queued and not yet taken by the live writer (at most
+    /// [`SESSION_QUEUE_CAPACITY`]).
+    queued: Arc<AtomicUsize>,
     connection: quinn::Connection,
     lagging: AtomicBool,
     metrics: Arc<Metrics>,
@@ -165,24 +148,32 @@ impl SessionHandle {
             remote: self.connection.remote_address().to_string(),
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
             pins: self.pins.load(Ordering::Relaxed),
-            queued: SESSION_QUEUE_CAPACITY - self.live.capacity(),
+            queued: self.queued.load(Ordering::Relaxed),
             bytes_sent: self.connection.stats().udp_tx.bytes,
         }
     }
 
-    /// Queues a live transaction without waiting; a full queue cuts the session off.
-    pub fn deliver(&self, txn: TxnFrame, committed: Instant) {
-        self.deliver_item(LiveItem::Txn(txn, committed));
+    /// Queues a batch's live transactions (in sync-id order) as one item, without
+    /// waiting; past [`SESSION_QUEUE_CAPACITY`] transactions, or a full queue, cuts the
+    /// session off (and queues none of them).
+    pub fn deliver(&self, txns: Vec<TxnFrame>, committed: Instant) {
+        if queue_txns(&self.live, &self.queued, txns, committed).is_err() {
+            self.lagging();
+        }
     }
 
     /// Queues a live item without waiting; a full queue cuts the session off.
     pub fn deliver_item(&self, item: LiveItem) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.live.try_send(item) {
-            self.cut_off(
-                Cutoff::Lagging,
-                b"lagging: the client fell too far behind; resume from the last sync id",
-            );
+            self.lagging();
         }
+    }
+
+    fn lagging(&self) {
+        self.cut_off(
+            Cutoff::Lagging,
+            b"lagging: the client fell too far behind; resume from the last sync id",
+        );
     }
 
     /// Closes the session as lagging (the client resumes later), once: several stalled
@@ -317,10 +308,12 @@ async fn run(
             return;
         }
     };
-    let (live_tx, live_rx) = mpsc::channel(SESSION_QUEUE_CAPACITY);
+    let (live_tx, live_rx) = mpsc::channel(SESSION_QUEUE_ITEMS);
+    let queued = Arc::new(AtomicUsize::new(0));
     shared.authors.insert(client_id.clone(), id);
     let handle = Arc::new(SessionHandle {
         live: live_tx.clone(),
+        queued: queued.clone(),
         connection: connection.clone(),
         lagging: AtomicBool::new(false),
         metrics: shared.metrics.clone(),
@@ -333,7 +326,7 @@ async fn run(
     let live_task = tokio::spawn(
         write_live(
             FrameWriter::new(live_stream),
-            live_rx,
+            (live_rx, queued),
             (client_id.clone(), chosen_id),
             shared.metrics.clone(),
         )

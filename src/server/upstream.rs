@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use super::committer::fan_out;
+use super::committer::{advance_delivered, fan_out, Outbox};
 use super::windows::WindowObserver;
 use super::Shared;
 use crate::ids::SyncId;
@@ -389,6 +389,7 @@ async fn apply(
         Err(e) => return Err(format!("the replica's task died: {e}")),
     };
     let committed = std::time::Instant::now();
+    let mut outbox = Outbox::default();
     if !changes.is_empty() {
         shared.metrics.committed(changes.len());
         let windows = window_events
@@ -397,19 +398,26 @@ async fn apply(
             .map(|(_, events)| events)
             .unwrap_or_default();
         let origin = changes.first().and_then(|c| c.origin.clone());
-        fan_out(shared, sync_id, origin, &changes, &windows, committed);
+        fan_out(
+            shared,
+            &mut outbox,
+            (sync_id, origin, &changes),
+            &windows,
+            Some(committed),
+        );
     } else if author.is_some() {
         // A client transaction that changed nothing (it set what was there): its author
         // still hears of it, so its cut reaches the ack's sync id.
-        fan_out(shared, sync_id, author, &[], &Vec::new(), committed);
+        fan_out(
+            shared,
+            &mut outbox,
+            (sync_id, author, &[]),
+            &Vec::new(),
+            Some(committed),
+        );
     }
-    shared.delivered.send_if_modified(|d| {
-        let newer = sync_id > *d;
-        if newer {
-            *d = sync_id;
-        }
-        newer
-    });
+    outbox.hand_over(shared, committed);
+    advance_delivered(shared, sync_id);
     upstream.advance(end);
     if let Some(xid) = xid {
         if let Some(waiter) = upstream.waiters.lock().expect("waiters").remove(&xid) {

@@ -12,27 +12,101 @@
 use super::*;
 use crate::wire::{encode, encode_txn, LiveFrame, TxnFrame};
 
+/// Items of a session's live queue.
+pub enum LiveItem {
+    /// The committed transactions of one commit batch that concern this session, in
+    /// sync-id order (their events' encoded bytes shared with the other sessions of each
+    /// shape), and when the batch was committed. Never empty.
+    Txns(Vec<TxnFrame>, Instant),
+    /// The subscription's bootstrap covered everything up to `through`.
+    Seam {
+        /// The subscription.
+        sub: SubId,
+        /// The sync id its bootstrap covers.
+        through: SyncId,
+    },
+    /// The subscription ended: forget its seam.
+    Forget {
+        /// The subscription.
+        sub: SubId,
+    },
+    /// The window subscription was resized at `sync_id`: the rows that moved in or out.
+    Resized {
+        /// The subscription.
+        sub: SubId,
+        /// The state the delta was read at.
+        sync_id: SyncId,
+        /// `(table, event)` per row.
+        events: Vec<(String, crate::vocab::RowEvent)>,
+    },
+}
+
+/// A session's live queue is full: [`SESSION_QUEUE_CAPACITY`] transactions, or
+/// [`SESSION_QUEUE_ITEMS`] items.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Full;
+
+/// Queues a commit batch's `txns` for one session as one item, counting them in `queued`
+/// (the live writer uncounts them as it takes the item, [`taken`]). Nothing is queued
+/// when that would pass [`SESSION_QUEUE_CAPACITY`] transactions or the queue is full;
+/// nothing either, and no error, when the session's writer is gone.
+pub(super) fn queue_txns(
+    live: &mpsc::Sender<LiveItem>,
+    queued: &AtomicUsize,
+    txns: Vec<TxnFrame>,
+    committed: Instant,
+) -> Result<(), Full> {
+    let n = txns.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let before = queued.fetch_add(n, Ordering::SeqCst);
+    if before + n > SESSION_QUEUE_CAPACITY {
+        queued.fetch_sub(n, Ordering::SeqCst);
+        return Err(Full);
+    }
+    match live.try_send(LiveItem::Txns(txns, committed)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            queued.fetch_sub(n, Ordering::SeqCst);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Err(Full),
+                mpsc::error::TrySendError::Closed(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// The live writer took `item` from the queue: its transactions no longer count.
+fn taken(item: &LiveItem, queued: &AtomicUsize) {
+    if let LiveItem::Txns(txns, _) = item {
+        queued.fetch_sub(txns.len(), Ordering::SeqCst);
+    }
+}
+
 /// Writes the session's live stream. `client_id` is the server's name for the client
 /// (to recognize its own transactions), `chosen_id` the id it chose: a transaction's
 /// origin goes only to its author, under the author's own id; nobody else learns who
-/// wrote what.
+/// wrote what. `queued` counts the transactions in `queue`; they stop counting once taken.
 pub(super) async fn write_live(
     mut writer: FrameWriter,
-    mut queue: mpsc::Receiver<LiveItem>,
+    (mut queue, queued): (mpsc::Receiver<LiveItem>, Arc<AtomicUsize>),
     (client_id, chosen_id): (ClientId, ClientId),
     metrics: Arc<Metrics>,
 ) {
-    // When each transaction of the batch being gathered was committed.
-    let mut committed: Vec<Instant> = Vec::new();
+    let mut out = Batch {
+        buf: Vec::new(),
+        committed: Vec::new(),
+    };
     // Per subscription, the last sync id its bootstrap already covered.
     let mut seams: HashMap<SubId, SyncId> = HashMap::new();
-    let mut buf: Vec<u8> = Vec::new();
     while let Some(first) = queue.recv().await {
         // Whatever else is already queued goes out in the same stream write: a burst of
         // commits costs one write per session, not one per transaction.
         let mut next = Some(first);
         let mut batched = 0;
         while let Some(item) = next.take() {
+            taken(&item, &queued);
             let written = match item {
                 LiveItem::Seam { sub, through } => {
                     seams.insert(sub, through);
@@ -40,7 +114,7 @@ pub(super) async fn write_live(
                         sub,
                         sync_id: through,
                     };
-                    encode(&LiveFrame::V1(joined), &mut buf)
+                    encode(&LiveFrame::V1(joined), &mut out.buf)
                 }
                 LiveItem::Forget { sub } => {
                     seams.remove(&sub);
@@ -56,14 +130,27 @@ pub(super) async fn write_live(
                         sync_id,
                         events,
                     };
-                    encode(&LiveFrame::V1(resized), &mut buf)
+                    encode(&LiveFrame::V1(resized), &mut out.buf)
                 }
-                LiveItem::Txn(txn, at) => {
-                    committed.push(at);
-                    match for_session(txn, &seams, (&client_id, &chosen_id)) {
-                        Some(txn) => encode_txn(txn, &mut buf),
-                        None => Ok(()),
+                LiveItem::Txns(txns, at) => {
+                    let mut written = Ok(());
+                    for txn in txns {
+                        let Some(txn) = for_session(txn, &seams, (&client_id, &chosen_id)) else {
+                            continue;
+                        };
+                        written = encode_txn(txn, &mut out.buf);
+                        if written.is_err() {
+                            break;
+                        }
+                        out.committed.push(at);
+                        // A batch of large transactions goes out in several writes.
+                        if out.buf.len() >= LIVE_BATCH_BYTES
+                            && !out.write(&mut writer, &metrics).await
+                        {
+                            return;
+                        }
                     }
+                    written
                 }
             };
             if let Err(e) = written {
@@ -71,22 +158,39 @@ pub(super) async fn write_live(
                 return;
             }
             batched += 1;
-            if batched < LIVE_BATCH_FRAMES && buf.len() < LIVE_BATCH_BYTES {
+            if batched < LIVE_BATCH_FRAMES && out.buf.len() < LIVE_BATCH_BYTES {
                 next = queue.try_recv().ok();
             }
         }
-        if !buf.is_empty() {
-            if writer.stream().write_all(&buf).await.is_err() {
-                break;
-            }
-            for at in committed.drain(..) {
-                metrics.sent(at.elapsed());
-            }
-            buf.clear();
-            buf.shrink_to(LIVE_BATCH_BYTES);
+        if !out.write(&mut writer, &metrics).await {
+            return;
         }
-        // Transactions that sent this session nothing are no send to time.
-        committed.clear();
+    }
+}
+
+/// Live frames encoded and not yet written, and when the transactions among them were
+/// committed.
+struct Batch {
+    buf: Vec<u8>,
+    committed: Vec<Instant>,
+}
+
+impl Batch {
+    /// Writes what is encoded in one stream write (nothing when it is empty); `false`
+    /// once the stream is gone.
+    async fn write(&mut self, writer: &mut FrameWriter, metrics: &Metrics) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        if writer.stream().write_all(&self.buf).await.is_err() {
+            return false;
+        }
+        for at in self.committed.drain(..) {
+            metrics.sent(at.elapsed());
+        }
+        self.buf.clear();
+        self.buf.shrink_to(LIVE_BATCH_BYTES);
+        true
     }
 }
 
@@ -197,5 +301,58 @@ mod tests {
         )
         .unwrap();
         assert!(sent.groups[0].events.shares_bytes_with(&shared.events));
+    }
+
+    fn batch(len: usize) -> Vec<TxnFrame> {
+        (0..len as u64).map(|i| txn(i + 1, None, vec![])).collect()
+    }
+
+    #[test]
+    fn a_batch_is_one_queue_item_and_counts_each_transaction() {
+        let (live, mut items) = mpsc::channel(SESSION_QUEUE_ITEMS);
+        let queued = AtomicUsize::new(0);
+        let at = Instant::now();
+        queue_txns(&live, &queued, batch(SESSION_QUEUE_CAPACITY - 1), at).unwrap();
+        assert_eq!(queued.load(Ordering::SeqCst), SESSION_QUEUE_CAPACITY - 1);
+        // Two items, far below the item bound, but one transaction too many: refused
+        // whole, nothing of it queued.
+        assert_eq!(queue_txns(&live, &queued, batch(2), at), Err(Full));
+        assert_eq!(queued.load(Ordering::SeqCst), SESSION_QUEUE_CAPACITY - 1);
+        queue_txns(&live, &queued, batch(1), at).unwrap();
+        let first = items.try_recv().unwrap();
+        assert!(matches!(&first, LiveItem::Txns(t, _) if t.len() == SESSION_QUEUE_CAPACITY - 1));
+        // Taken by the writer: its transactions no longer count.
+        taken(&first, &queued);
+        assert_eq!(queued.load(Ordering::SeqCst), 1);
+        queue_txns(&live, &queued, batch(2), at).unwrap();
+        assert!(
+            queue_txns(&live, &queued, Vec::new(), at).is_ok(),
+            "nothing to queue"
+        );
+        assert_eq!(queued.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_full_queue_of_items_refuses_a_batch_too() {
+        let (live, _items) = mpsc::channel(2);
+        let queued = AtomicUsize::new(0);
+        let at = Instant::now();
+        live.try_send(LiveItem::Forget { sub: SubId(1) }).unwrap();
+        queue_txns(&live, &queued, batch(1), at).unwrap();
+        assert_eq!(queue_txns(&live, &queued, batch(1), at), Err(Full));
+        assert_eq!(
+            queued.load(Ordering::SeqCst),
+            1,
+            "the refused one is not counted"
+        );
+    }
+
+    #[test]
+    fn a_gone_writer_is_no_lag() {
+        let (live, items) = mpsc::channel(2);
+        drop(items);
+        let queued = AtomicUsize::new(0);
+        assert!(queue_txns(&live, &queued, batch(1), Instant::now()).is_ok());
+        assert_eq!(queued.load(Ordering::SeqCst), 0);
     }
 }
