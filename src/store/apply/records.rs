@@ -65,15 +65,22 @@ impl Pending {
         outcomes: &[TxnOutcome],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut changes = Vec::with_capacity(self.log.len());
-        for &(txn, n) in &self.log {
-            let TxnOutcome::Committed { changes: made, .. } = &outcomes[txn] else {
-                return Err(StoreError::Corrupt(format!(
-                    "log entry for transaction {txn}, which did not commit"
-                )));
-            };
-            changes.push(&made[n]);
+        if let Some(&(txn, _)) = self
+            .log
+            .iter()
+            .find(|(txn, _)| !matches!(outcomes[*txn], TxnOutcome::Committed { .. }))
+        {
+            return Err(StoreError::Corrupt(format!(
+                "log entry for transaction {txn}, which did not commit"
+            )));
         }
+        let changes = self
+            .log
+            .iter()
+            .filter_map(|&(txn, n)| match &outcomes[txn] {
+                TxnOutcome::Committed { changes, .. } => changes.get(n),
+                TxnOutcome::Rejected { .. } => None,
+            });
         log::append(conn, &mut self.chunk, changes, &log::schema_pk(schema))?;
         self.runs.clear();
         for &txn in &self.outcomes {

@@ -29,6 +29,9 @@ const FORMAT: u8 = 1;
 /// Entry bytes after which a chunk is closed: it then holds at most this plus one entry.
 pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
+/// Entry bytes reserved at a writer's first change.
+const FIRST_RESERVE: usize = 512;
+
 /// Tables, and clients, one chunk names at most: finding one is a short scan.
 const MAX_NAMES: usize = 64;
 
@@ -124,6 +127,11 @@ impl ChunkWriter {
         change: &Change,
         pk: impl FnOnce(&str) -> usize,
     ) -> Result<(), StoreError> {
+        if self.entries.capacity() == 0 {
+            // One allocation for a small batch's chunk, instead of growing from a few
+            // bytes.
+            self.entries.reserve(FIRST_RESERVE);
+        }
         let first = *self.first.get_or_insert(change.sync_id);
         // The last name is tried first: consecutive changes mostly share a table and a
         // client.
@@ -178,6 +186,19 @@ impl ChunkWriter {
             return Ok(None);
         };
         self.blob.clear();
+        let names: usize = self
+            .names
+            .tables
+            .iter()
+            .map(|(t, _)| t.len() + 6)
+            .sum::<usize>()
+            + self
+                .names
+                .clients
+                .iter()
+                .map(|c| c.len() + 1)
+                .sum::<usize>();
+        self.blob.reserve(self.entries.len() + names + 8);
         self.blob.push(FORMAT);
         self.blob = postcard::to_extend(&self.names, std::mem::take(&mut self.blob))?;
         self.blob.extend_from_slice(&self.entries);

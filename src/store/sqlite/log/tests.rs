@@ -156,3 +156,24 @@ fn finds_the_first_chunk_ending_above() {
     assert_eq!(start(9), None);
     assert_eq!(start_after(&self::conn(), SyncId(0)).unwrap(), None);
 }
+
+#[test]
+fn a_chunk_names_at_most_64_clients_and_a_large_change_ends_its_chunk() {
+    let conn = conn();
+    // 100 clients, a change each, well under the chunk's byte size: two chunks.
+    let written: Vec<Change> = (1..=100)
+        .map(|n| change(n, "a", n as i64, Some((&format!("client-{n}"), 1))))
+        .collect();
+    append(&conn, &mut ChunkWriter::default(), &written, &pk).unwrap();
+    let counts: Vec<i64> = chunks(&conn).iter().map(|c| c.3).collect();
+    assert_eq!(counts, vec![64, 36]);
+    let mut big = change(101, "a", 101, None);
+    big.new.as_mut().unwrap()[1] = Value::Blob(vec![7; 100_000]);
+    let after = vec![big, change(102, "a", 102, None)];
+    append(&conn, &mut ChunkWriter::default(), &after, &pk).unwrap();
+    let counts: Vec<i64> = chunks(&conn).iter().map(|c| c.3).collect();
+    assert_eq!(counts, vec![64, 36, 1, 1]);
+    let (seen, _) = read_all(&conn, 0, 102);
+    assert_eq!(seen[..100], written[..]);
+    assert_eq!(seen[100..], after[..]);
+}
