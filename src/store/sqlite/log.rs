@@ -183,10 +183,12 @@ pub(super) fn compact(
         |r| r.get(0),
     )?;
     conn.execute("DELETE FROM _sluice_log WHERE rowid < ?1", [start])?;
-    let (first, count, blob): (SyncId, i64, Vec<u8>) = conn.query_row(
-        "SELECT first_sync_id, changes, entries FROM _sluice_log WHERE rowid = ?1",
+    // The search may land in a gap between rowids: the chunk is the first one past it.
+    let (rowid, first, count, blob): (i64, SyncId, i64, Vec<u8>) = conn.query_row(
+        "SELECT rowid, first_sync_id, changes, entries FROM _sluice_log WHERE rowid >= ?1 \
+         ORDER BY rowid LIMIT 1",
         [start],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     if first <= target {
         let mut kept = ChunkWriter::default();
@@ -202,7 +204,7 @@ pub(super) fn compact(
         deleted += count - left.count as i64;
         conn.execute(
             "UPDATE _sluice_log SET first_sync_id = ?1, changes = ?2, entries = ?3 WHERE rowid = ?4",
-            params![left.first, left.count as i64, left.blob, start],
+            params![left.first, left.count as i64, left.blob, rowid],
         )?;
     }
     Ok(deleted.max(0) as u64)

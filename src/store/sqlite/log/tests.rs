@@ -177,3 +177,23 @@ fn a_chunk_names_at_most_64_clients_and_a_large_change_ends_its_chunk() {
     assert_eq!(seen[..100], written[..]);
     assert_eq!(seen[100..], after[..]);
 }
+
+#[test]
+fn compaction_cuts_the_chunk_past_a_gap_in_rowids() {
+    let conn = conn();
+    let mut writer = ChunkWriter::default();
+    for batch in [1..=2u64, 3..=4, 5..=6] {
+        let changes: Vec<Change> = batch.map(|n| change(n, "a", n as i64, None)).collect();
+        append(&conn, &mut writer, &changes, &pk).unwrap();
+    }
+    // Rowids 1, 5 and 9.
+    conn.execute_batch("UPDATE _sluice_log SET rowid = rowid * 4 - 3 WHERE rowid > 1")
+        .unwrap();
+    assert_eq!(compact(&conn, SyncId(3), &pk).unwrap(), 3);
+    let ids: Vec<u64> = read_all(&conn, 3, 6)
+        .0
+        .iter()
+        .map(|c| c.sync_id.0)
+        .collect();
+    assert_eq!(ids, vec![4, 5, 6]);
+}
