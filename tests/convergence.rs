@@ -278,18 +278,17 @@ fn server_issues_at(db: &Path, at: u64) -> Option<BTreeMap<String, Vec<Value>>> 
             .collect();
         rows.insert(common::key_string(&row[0]), row);
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT key, old FROM _sluice_log WHERE tbl = 'issues' AND sync_id > ?1
-             ORDER BY sync_id DESC, seq DESC",
-        )
-        .ok()?;
-    let mut undo = stmt.query([at as i64]).ok()?;
-    while let Some(r) = undo.next().ok()? {
-        let key = common::key_string(&value_of(r.get_ref(0).unwrap()));
-        match r.get::<_, Option<Vec<u8>>>(1).unwrap() {
+    let mut changes = Vec::new();
+    sluice::store::read_log_in(&conn, sluice::ids::SyncId(at), &mut |c| {
+        changes.push(c);
+        std::ops::ControlFlow::Continue(())
+    })
+    .ok()?;
+    for change in changes.into_iter().rev().filter(|c| c.table == "issues") {
+        let key = common::key_string(&change.key);
+        match change.old {
             Some(old) => {
-                rows.insert(key, postcard::from_bytes(&old).expect("a logged row image"));
+                rows.insert(key, old);
             }
             None => {
                 rows.remove(&key);

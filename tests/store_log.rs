@@ -130,3 +130,107 @@ fn fetch_returns_rows_by_key_at_a_sync_id() {
         Err(StoreError::UnknownTable(_))
     ));
 }
+
+/// A store whose log was written a row per change (the format before chunks) opens with
+/// its log moved into chunks, in one transaction at open: every change reads back the
+/// same, compaction and new writes go on from there, and the old table is gone.
+#[test]
+fn a_log_of_the_previous_format_is_moved_into_chunks_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    committed(apply_one(
+        &store,
+        client_txn("c1", 1, vec![item("a", "T"), item("b", "T")]),
+    ));
+    committed(apply_one(
+        &store,
+        txn(vec![update("items", t("a"), &[("n", i(4))])]),
+    ));
+    committed(apply_one(
+        &store,
+        client_txn(
+            "c2",
+            9,
+            vec![
+                delete("items", t("b")),
+                insert("counters", &[("id", i(1)), ("v", i(2))]),
+            ],
+        ),
+    ));
+    let before = log_after(&store, SyncId(0));
+    assert_eq!(before.len(), 5);
+    drop(store);
+    let path = dir.path().join("db.sqlite");
+    to_previous_log_format(&path);
+
+    let store = open(dir.path());
+    assert_eq!(log_after(&store, SyncId(0)), before);
+    assert_eq!(log_after(&store, SyncId(2)), before[3..].to_vec());
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE name LIKE '_sluice_log%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tables,
+        vec!["_sluice_log"],
+        "the old log and its index are dropped"
+    );
+    let old_columns: i64 = db
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('_sluice_log') WHERE name = 'tbl'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_columns, 0);
+
+    let (id, _) = committed(apply_one(&store, client_txn("c1", 2, vec![item("c", "U")])));
+    assert_eq!(id, SyncId(4));
+    let after = log_after(&store, SyncId(0));
+    assert_eq!(&after[..5], &before[..]);
+    assert_eq!(after[5].key, t("c"));
+    assert_eq!(store.compact(SyncId(1)).unwrap(), 2);
+    assert_eq!(log_after(&store, SyncId(1)), after[2..].to_vec());
+    drop(store);
+    // Opened again, nothing is moved twice.
+    let store = open(dir.path());
+    assert_eq!(log_after(&store, SyncId(1)), after[2..].to_vec());
+}
+
+/// A version of the previous log format opening a store of this one fails on every
+/// statement of its log, rather than seeing an empty log (and telling a catching-up
+/// client it has everything).
+#[test]
+fn the_previous_formats_statements_fail_on_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    committed(apply_one(&store, client_txn("c1", 1, vec![item("a", "T")])));
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
+    // As the previous version created, read, appended to and compacted its log.
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _sluice_log (sync_id INTEGER NOT NULL, \
+         seq INTEGER NOT NULL, tbl TEXT NOT NULL, key NOT NULL, kind INTEGER NOT NULL, \
+         old BLOB, new BLOB, client_id TEXT, client_seq INTEGER)",
+    )
+    .unwrap();
+    for sql in [
+        "SELECT sync_id FROM _sluice_log WHERE rowid >= 1 ORDER BY rowid LIMIT 1",
+        "SELECT sync_id, tbl, key, kind, old, new, client_id, client_seq FROM _sluice_log \
+         WHERE rowid >= 1 AND sync_id <= 5 ORDER BY rowid",
+        "INSERT INTO _sluice_log (sync_id, seq, tbl, key, kind, old, new, client_id, \
+         client_seq) VALUES (2, 0, 'items', 'b', 1, NULL, NULL, NULL, NULL)",
+    ] {
+        let failed = db.prepare(sql).err().map(|e| e.to_string());
+        assert!(
+            failed
+                .as_deref()
+                .is_some_and(|e| e.contains("no such column") || e.contains("has no column named")),
+            "{sql}: {failed:?}"
+        );
+    }
+}

@@ -20,7 +20,7 @@ use crate::vocab::{
 };
 use image::column_defaults;
 use insert::{insert, Inserts};
-use records::{bind_log, log_insert_sql, Pending};
+use records::Pending;
 
 mod image;
 mod insert;
@@ -163,7 +163,7 @@ pub(crate) fn apply_batch(
             let surely_new = *seq <= i64::MAX as u64 && recorded.is_none_or(|n| *seq > n);
             if !surely_new {
                 // The lookup must see the outcomes recorded earlier in this batch.
-                pending.write(&tx, &txns, &outcomes, now_ms)?;
+                pending.write(&tx, schema, &txns, &outcomes, now_ms)?;
                 if let Some(previous) = stored_outcome(&tx, client, *seq)? {
                     outcomes.push(previous);
                     continue;
@@ -218,7 +218,7 @@ pub(crate) fn apply_batch(
         }
     }
     drop(ctx);
-    pending.write(&tx, &txns, &outcomes, now_ms)?;
+    pending.write(&tx, schema, &txns, &outcomes, now_ms)?;
     if head != start {
         tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
             .execute([head])?;
@@ -383,14 +383,6 @@ fn write_txn<'c>(
         changes.push(change);
     }
     Ok(changes)
-}
-
-/// Appends one change to the log, as the `seq`-th of its transaction.
-pub(super) fn log_change(conn: &Connection, seq: i64, change: &Change) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(&log_insert_sql())?;
-    bind_log(&mut stmt, 1, seq, change, &mut Vec::new())?;
-    stmt.raw_execute()?;
-    Ok(())
 }
 
 /// Runs one transaction's checks and writes on `conn`, inside a transaction the caller

@@ -15,8 +15,9 @@
 //! sluice's own tables start with [`crate::schema::RESERVED_PREFIX`]:
 //!
 //! - `_sluice_meta`: one row: head sync id, compaction horizon, schema version.
-//! - `_sluice_log`: the change log: `(sync_id, seq)` per change, table, key, kind, old and
-//!   new row images (postcard of `Vec<Value>`), origin client and sequence number.
+//! - `_sluice_log`: the change log, in chunks of consecutive changes: first and last
+//!   sync id, number of changes, and the changes in one blob (table, kind, old and new row images as
+//!   postcard of `Vec<Value>`, origin client and sequence number; see `sqlite/log`).
 //! - `_sluice_commits`: commit time of each batch, keyed by its last sync id (retention).
 //! - `_sluice_client_txns`: the outcome of each `(client, seq)`, for idempotent resends.
 
@@ -44,7 +45,7 @@ pub use local::{
     MAX_NOTIFY_ROWS, PIN_HOLDER, READ_BUSY_TIMEOUT,
 };
 pub use options::{StoreOptions, Synchronous};
-pub use sqlite::{Judgement, ReplicatedTxn, RowOp, SqliteStore, WriteCheck};
+pub use sqlite::{read_log_in, Judgement, ReplicatedTxn, RowOp, SqliteStore, WriteCheck};
 pub use types::LogRead;
 pub(crate) use window::NoObserver;
 pub use window::{CommitObserver, TxnView, WindowFrom, WindowRead};

@@ -15,19 +15,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::TransactionBehavior;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 
 use super::apply::{apply_batch, SqlCache};
-use super::convert::{decode_image, read_row};
+use super::convert::read_row;
 use super::types::LogRead;
 use super::window::{CommitObserver, ConnView, NoObserver, TxnView};
 use super::{GuardedTxn, Store, StoreError, StoreOptions};
 use crate::query::{order_sql_quoted, where_sql, Shape};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::value::Value;
-use crate::vocab::{Change, ClientId, SyncId, TxnOutcome, WriteTxn};
+use crate::vocab::{Change, SyncId, TxnOutcome, WriteTxn};
 
-mod log;
+pub(super) mod log;
 mod outcomes;
 mod replica;
 mod resync;
@@ -45,17 +45,6 @@ CREATE TABLE IF NOT EXISTS _sluice_meta (
     head INTEGER NOT NULL,
     horizon INTEGER NOT NULL,
     schema_version TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS _sluice_log (
-    sync_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    tbl TEXT NOT NULL,
-    key NOT NULL,
-    kind INTEGER NOT NULL,
-    old BLOB,
-    new BLOB,
-    client_id TEXT,
-    client_seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS _sluice_commits (
     sync_id INTEGER PRIMARY KEY,
@@ -136,9 +125,8 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SLUICE_DDL)?;
         add_outcome_columns(&tx)?;
-        // Earlier versions indexed the log by `(sync_id, seq)`; its rowid serves now (see
-        // `log`). A database opened by such a version again gets the index back.
-        tx.execute_batch("DROP INDEX IF EXISTS _sluice_log_sync")?;
+        // The log's table; earlier versions kept a row per change, moved into chunks.
+        log::migrate_log(&tx, &log::schema_pk(&schema))?;
         let stored: Option<String> = tx
             .query_row(
                 "SELECT schema_version FROM _sluice_meta WHERE id = 0",
@@ -232,22 +220,23 @@ impl SqliteStore {
     }
 
     /// Compacts up to `target` (capped at the head) inside the writer's transaction.
-    fn compact_in(tx: &Transaction<'_>, target: SyncId) -> Result<(u64, SyncId), StoreError> {
+    fn compact_in(
+        &self,
+        tx: &Transaction<'_>,
+        target: SyncId,
+    ) -> Result<(u64, SyncId), StoreError> {
         let (head, horizon) = read_meta(tx)?;
         let target = target.min(head);
         if target <= horizon {
             return Ok((0, horizon));
         }
-        let deleted = match log::start_after(tx, target)? {
-            Some(start) => tx.execute("DELETE FROM _sluice_log WHERE rowid < ?1", [start])?,
-            None => tx.execute("DELETE FROM _sluice_log", [])?,
-        };
+        let deleted = log::compact(tx, target, &log::schema_pk(&self.schema))?;
         tx.execute("DELETE FROM _sluice_commits WHERE sync_id <= ?1", [target])?;
         tx.execute(
             "UPDATE _sluice_meta SET horizon = ?1 WHERE id = 0",
             [target],
         )?;
-        Ok((deleted as u64, target))
+        Ok((deleted, target))
     }
 
     fn compact_to(
@@ -257,7 +246,7 @@ impl SqliteStore {
         let mut conn = self.lock_writer()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let target = target(&tx)?;
-        let (deleted, horizon) = Self::compact_in(&tx, target)?;
+        let (deleted, horizon) = self.compact_in(&tx, target)?;
         tx.commit()?;
         self.horizon.store(horizon.0, Ordering::Release);
         Ok(deleted)
@@ -286,26 +275,16 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn change_from_row(row: &rusqlite::Row<'_>) -> Result<Change, StoreError> {
-    let kind_code: i64 = row.get(3)?;
-    let kind = super::types::kind_from_code(kind_code)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown change kind {kind_code}")))?;
-    let image = |i: usize| -> Result<Option<Vec<Value>>, StoreError> {
-        let bytes: Option<Vec<u8>> = row.get(i)?;
-        bytes.map(|b| decode_image(&b)).transpose()
-    };
-    let client: Option<String> = row.get(6)?;
-    let client_seq: Option<i64> = row.get(7)?;
-    Ok(Change {
-        sync_id: row.get(0)?,
-        table: row.get(1)?,
-        key: row.get(2)?,
-        kind,
-        old: image(4)?,
-        new: image(5)?,
-        // Sequence numbers are u64 stored bit for bit in SQLite's i64.
-        origin: client.zip(client_seq).map(|(c, s)| (ClientId(c), s as u64)),
-    })
+/// Reads the change log of a store's database through `conn`, as
+/// [`Store::read_log`] does, inside the transaction `conn` has open (a tool reading the
+/// database file on its own, in one read transaction with other reads).
+pub fn read_log_in(
+    conn: &Connection,
+    after: SyncId,
+    f: &mut dyn FnMut(Change) -> ControlFlow<()>,
+) -> Result<LogRead, StoreError> {
+    let (head, horizon) = read_meta(conn)?;
+    log::read(conn, after, head, horizon, f)
 }
 
 impl Store for SqliteStore {
@@ -366,27 +345,7 @@ impl Store for SqliteStore {
     ) -> Result<LogRead, StoreError> {
         let mut conn = self.reader()?;
         let tx = conn.transaction()?;
-        let (head, horizon) = read_meta(&tx)?;
-        if after < horizon {
-            return Ok(LogRead::Compacted { horizon });
-        }
-        let Some(start) = log::start_after(&tx, after)? else {
-            return Ok(LogRead::Complete { head });
-        };
-        // Rowid order is log order (see `log`).
-        let mut stmt = tx.prepare(
-            "SELECT sync_id, tbl, key, kind, old, new, client_id, client_seq FROM _sluice_log \
-             WHERE rowid >= ?1 AND sync_id <= ?2 ORDER BY rowid",
-        )?;
-        let mut rows = stmt.query(params![start, head])?;
-        while let Some(row) = rows.next()? {
-            let change = change_from_row(row)?;
-            let sync_id = change.sync_id;
-            if f(change).is_break() {
-                return Ok(LogRead::Stopped { last: sync_id });
-            }
-        }
-        Ok(LogRead::Complete { head })
+        read_log_in(&tx, after, f)
     }
 
     fn snapshot(

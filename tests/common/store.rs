@@ -141,3 +141,57 @@ pub fn all_rows(store: &SqliteStore, sql: &str) -> (SyncId, Vec<Vec<Value>>) {
         .unwrap();
     (w, rows)
 }
+
+/// Rewrites the change log of the (closed) store database at `path` in the format of the
+/// versions before chunks: one `_sluice_log` row per change with its table name, key,
+/// client id and row images in columns of their own, indexed by `(sync_id, seq)` as the
+/// versions before that were.
+pub fn to_previous_log_format(path: &Path) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch("BEGIN").unwrap();
+    let mut changes = Vec::new();
+    sluice::store::read_log_in(&db, SyncId(0), &mut |c| {
+        changes.push(c);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    db.execute_batch(
+        "DROP TABLE _sluice_log;
+         CREATE TABLE _sluice_log (sync_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+           tbl TEXT NOT NULL, key NOT NULL, kind INTEGER NOT NULL, old BLOB, new BLOB,
+           client_id TEXT, client_seq INTEGER);
+         CREATE UNIQUE INDEX _sluice_log_sync ON _sluice_log (sync_id, seq);",
+    )
+    .unwrap();
+    let mut seq = 0;
+    for (n, c) in changes.iter().enumerate() {
+        seq = if n > 0 && changes[n - 1].sync_id == c.sync_id {
+            seq + 1
+        } else {
+            0
+        };
+        let kind = match c.kind {
+            sluice::store::ChangeKind::Insert => 1,
+            sluice::store::ChangeKind::Update => 2,
+            _ => 3,
+        };
+        let image =
+            |row: &Option<Vec<Value>>| row.as_ref().map(|r| postcard::to_stdvec(r).unwrap());
+        db.execute(
+            "INSERT INTO _sluice_log VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![
+                c.sync_id.0 as i64,
+                seq,
+                c.table,
+                c.key,
+                kind,
+                image(&c.old),
+                image(&c.new),
+                c.origin.as_ref().map(|(client, _)| client.0.clone()),
+                c.origin.as_ref().map(|(_, s)| *s as i64),
+            ],
+        )
+        .unwrap();
+    }
+    db.execute_batch("COMMIT").unwrap();
+}

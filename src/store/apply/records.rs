@@ -1,5 +1,6 @@
-//! The change log entries and outcome records of a batch, written many rows per
-//! statement rather than two statements per transaction.
+//! The change log entries and outcome records of a batch: the changes as a few chunks
+//! of the log, the outcomes many rows per statement, rather than two statements per
+//! transaction.
 //!
 //! Committed transactions of one client that follow each other in the batch, with
 //! consecutive sequence numbers and consecutive sync ids, share one outcome record: a
@@ -17,18 +18,14 @@ use std::sync::OnceLock;
 
 use rusqlite::{Connection, Statement};
 
-use crate::store::types::kind_code;
+use crate::schema::Schema;
+use crate::store::sqlite::log::{self, ChunkWriter};
 use crate::store::{GuardedTxn, StoreError};
-use crate::vocab::{Change, TxnOutcome};
+use crate::vocab::TxnOutcome;
 
 /// Rows per statement, largest first: a batch of `n` takes about `n / 64 + 14`
 /// statements, and each table caches only these three.
 const CHUNKS: [usize; 3] = [64, 8, 1];
-
-const LOG_INSERT: &str = "INSERT INTO _sluice_log \
-    (sync_id, seq, tbl, key, kind, old, new, client_id, client_seq) VALUES ";
-const LOG_WIDTH: usize = 9;
-static LOG_TEXTS: OnceLock<[String; CHUNKS.len()]> = OnceLock::new();
 
 const OUTCOME_INSERT: &str = "INSERT INTO _sluice_client_txns \
     (client_id, seq, sync_id, reject_code, message, recorded_at_ms, last_seq) VALUES ";
@@ -44,8 +41,8 @@ pub(super) struct Pending {
     outcomes: Vec<usize>,
     /// The records those make: `(first transaction, transactions in the run)`.
     runs: Vec<(usize, u64)>,
-    /// Reused for encoding row images.
-    image: Vec<u8>,
+    /// Reused for encoding the log's chunks.
+    chunk: ChunkWriter,
 }
 
 impl Pending {
@@ -63,26 +60,28 @@ impl Pending {
     pub(super) fn write(
         &mut self,
         conn: &Connection,
+        schema: &Schema,
         txns: &[GuardedTxn],
         outcomes: &[TxnOutcome],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let image = &mut self.image;
-        write_rows(
-            conn,
-            &LOG_TEXTS,
-            LOG_INSERT,
-            LOG_WIDTH,
-            &self.log,
-            |stmt, at, &(txn, n)| {
-                let TxnOutcome::Committed { changes, .. } = &outcomes[txn] else {
-                    return Err(StoreError::Corrupt(format!(
-                        "log entry for transaction {txn}, which did not commit"
-                    )));
-                };
-                bind_log(stmt, at, n as i64, &changes[n], image)
-            },
-        )?;
+        if let Some(&(txn, _)) = self
+            .log
+            .iter()
+            .find(|(txn, _)| !matches!(outcomes[*txn], TxnOutcome::Committed { .. }))
+        {
+            return Err(StoreError::Corrupt(format!(
+                "log entry for transaction {txn}, which did not commit"
+            )));
+        }
+        let changes = self
+            .log
+            .iter()
+            .filter_map(|&(txn, n)| match &outcomes[txn] {
+                TxnOutcome::Committed { changes, .. } => changes.get(n),
+                TxnOutcome::Rejected { .. } => None,
+            });
+        log::append(conn, &mut self.chunk, changes, &log::schema_pk(schema))?;
         self.runs.clear();
         for &txn in &self.outcomes {
             match self.runs.last_mut() {
@@ -155,44 +154,6 @@ fn continues(
         && *next_seq <= i64::MAX as u64
         && sync_id.0.checked_add(len) == Some(next_sync.0)
         && client == next_client
-}
-
-/// Binds one log entry's nine parameters from `at` on. Row images are encoded into
-/// `image`, which SQLite copies when bound.
-pub(super) fn bind_log(
-    stmt: &mut Statement<'_>,
-    at: usize,
-    seq: i64,
-    change: &Change,
-    image: &mut Vec<u8>,
-) -> Result<(), StoreError> {
-    stmt.raw_bind_parameter(at, change.sync_id)?;
-    stmt.raw_bind_parameter(at + 1, seq)?;
-    stmt.raw_bind_parameter(at + 2, &change.table)?;
-    stmt.raw_bind_parameter(at + 3, &change.key)?;
-    stmt.raw_bind_parameter(at + 4, kind_code(change.kind))?;
-    for (offset, row) in [(5, &change.old), (6, &change.new)] {
-        match row {
-            Some(row) => {
-                image.clear();
-                *image = postcard::to_extend(row, std::mem::take(image))?;
-                stmt.raw_bind_parameter(at + offset, &image[..])?;
-            }
-            None => stmt.raw_bind_parameter(at + offset, rusqlite::types::Null)?,
-        }
-    }
-    let (client, client_seq) = match &change.origin {
-        Some((client, seq)) => (Some(client.0.as_str()), Some(*seq as i64)),
-        None => (None, None),
-    };
-    stmt.raw_bind_parameter(at + 7, client)?;
-    stmt.raw_bind_parameter(at + 8, client_seq)?;
-    Ok(())
-}
-
-/// The one-row log insert, for writers that log a change at a time.
-pub(super) fn log_insert_sql() -> String {
-    values_sql(LOG_INSERT, LOG_WIDTH, 1)
 }
 
 /// Inserts `rows` with statements of [`CHUNKS`] rows each, whose text `texts` keeps

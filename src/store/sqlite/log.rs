@@ -1,19 +1,44 @@
-//! Positions in the change log.
+//! The change log: `_sluice_log`, one row per chunk of consecutive changes.
 //!
-//! The log has no index on its sync ids: entries are appended in `(sync_id, seq)` order
-//! (each batch after the head, each change after the previous one) and SQLite gives each
-//! new row the rowid after the largest, so rowid order is log order, and compaction
-//! deletes only from the front. Where a read or a compaction starts is found by a binary
-//! search on the rowid, a few B-tree seeks, instead of one more index entry per change.
+//! A row holds the sync ids of its first and last change, how many changes it holds,
+//! and the changes themselves in one blob ([`chunk`]): a batch of 1,000 transactions
+//! writes a few rows, not 1,000, and each change stores its table and client by
+//! position in a list the chunk keeps once.
+//!
+//! The log has no index on its sync ids: chunks are appended in log order (each batch
+//! after the head) and SQLite gives each new row the rowid after the largest, so rowid
+//! order is log order, and compaction deletes only from the front (rewriting the first
+//! chunk it keeps when that one starts at or below the horizon). Where a read or a
+//! compaction starts is found by a binary search on the rowid, a few B-tree seeks,
+//! instead of one more index entry per chunk.
 
-use rusqlite::{Connection, OptionalExtension};
+use std::ops::ControlFlow;
 
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::schema::Schema;
+use crate::store::types::LogRead;
 use crate::store::StoreError;
-use crate::vocab::SyncId;
+use crate::vocab::{Change, SyncId};
+pub(crate) use chunk::ChunkWriter;
 
-/// A rowid from which the log's entries with a sync id above `after` start: every entry
-/// at or past it is above `after`, every entry before it is not. `None` when no entry is
-/// above `after`.
+mod chunk;
+mod migrate;
+pub(super) use migrate::migrate_log;
+
+/// The log's table.
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS _sluice_log (
+    first_sync_id INTEGER NOT NULL,
+    last_sync_id INTEGER NOT NULL,
+    changes INTEGER NOT NULL,
+    entries BLOB NOT NULL
+);
+";
+
+/// A rowid from which the log's chunks with a change above `after` start: every chunk at
+/// or past it ends above `after`, every chunk before it does not. `None` when no change
+/// is above `after`.
 pub(super) fn start_after(conn: &Connection, after: SyncId) -> Result<Option<i64>, StoreError> {
     let bounds: (Option<i64>, Option<i64>) = conn
         .prepare_cached("SELECT min(rowid), max(rowid) FROM _sluice_log")?
@@ -21,13 +46,13 @@ pub(super) fn start_after(conn: &Connection, after: SyncId) -> Result<Option<i64
     let (Some(mut low), Some(mut high)) = bounds else {
         return Ok(None);
     };
-    let mut first_at = conn.prepare_cached(
-        "SELECT sync_id FROM _sluice_log WHERE rowid >= ?1 ORDER BY rowid LIMIT 1",
+    let mut last_at = conn.prepare_cached(
+        "SELECT last_sync_id FROM _sluice_log WHERE rowid >= ?1 ORDER BY rowid LIMIT 1",
     )?;
-    // The sync id of the first entry at or past a rowid never decreases with it.
+    // The last sync id of the first chunk at or past a rowid never decreases with it.
     let mut above = |rowid: i64| -> Result<bool, StoreError> {
-        let sync_id: Option<SyncId> = first_at.query_row([rowid], |r| r.get(0)).optional()?;
-        Ok(sync_id.is_some_and(|s| s > after))
+        let last: Option<SyncId> = last_at.query_row([rowid], |r| r.get(0)).optional()?;
+        Ok(last.is_some_and(|s| s > after))
     };
     if !above(high)? {
         return Ok(None);
@@ -43,36 +68,147 @@ pub(super) fn start_after(conn: &Connection, after: SyncId) -> Result<Option<i64
     Ok(Some(low))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn log(entries: &[(i64, u64)]) -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE _sluice_log (sync_id INTEGER NOT NULL)")
-            .unwrap();
-        for (rowid, sync_id) in entries {
-            conn.execute(
-                "INSERT INTO _sluice_log (rowid, sync_id) VALUES (?1, ?2)",
-                [*rowid, *sync_id as i64],
-            )
-            .unwrap();
+/// Appends `changes`, in log order after every change already logged, as chunks built
+/// with `writer` (empty, and left empty). `pk` gives the position of a table's primary
+/// key column.
+pub(crate) fn append<'c>(
+    conn: &Connection,
+    writer: &mut ChunkWriter,
+    changes: impl IntoIterator<Item = &'c Change>,
+    pk: &dyn Fn(&str) -> usize,
+) -> Result<(), StoreError> {
+    for change in changes {
+        if !writer.takes(change) {
+            flush(conn, writer)?;
         }
-        conn
+        writer.push(change, pk)?;
     }
-
-    #[test]
-    fn finds_the_first_entry_above_with_gaps_and_repeats() {
-        let conn = log(&[(3, 5), (4, 5), (9, 6), (10, 8), (11, 8), (40, 9)]);
-        let start = |after| start_after(&conn, SyncId(after)).unwrap();
-        assert_eq!(start(0), Some(3));
-        assert_eq!(start(4), Some(3));
-        // Between two entries any rowid in the gap will do; the search gives the first.
-        assert_eq!(start(5), Some(5));
-        assert_eq!(start(6), Some(10));
-        assert_eq!(start(7), Some(10));
-        assert_eq!(start(8), Some(12));
-        assert_eq!(start(9), None);
-        assert_eq!(start_after(&log(&[]), SyncId(0)).unwrap(), None);
-    }
+    flush(conn, writer)
 }
+
+/// Writes the writer's chunk, if any, and empties it.
+fn flush(conn: &Connection, writer: &mut ChunkWriter) -> Result<(), StoreError> {
+    if let Some(chunk) = writer.finish()? {
+        conn.prepare_cached(
+            "INSERT INTO _sluice_log (first_sync_id, last_sync_id, changes, entries) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            chunk.first,
+            chunk.last,
+            chunk.count as i64,
+            chunk.blob
+        ])?;
+    }
+    writer.clear();
+    Ok(())
+}
+
+/// The position of each table's primary key column in `schema`; past any row for a
+/// table it does not have (the key is then stored apart).
+pub(crate) fn schema_pk(schema: &Schema) -> impl Fn(&str) -> usize + '_ {
+    |table| schema.table(table).map_or(usize::MAX, |t| t.pk)
+}
+
+/// Reads the changes after `after` up to `head` in `conn`'s current transaction; see
+/// [`crate::store::Store::read_log`]. `horizon` is the log's.
+pub(super) fn read(
+    conn: &Connection,
+    after: SyncId,
+    head: SyncId,
+    horizon: SyncId,
+    f: &mut dyn FnMut(Change) -> ControlFlow<()>,
+) -> Result<LogRead, StoreError> {
+    if after < horizon {
+        return Ok(LogRead::Compacted { horizon });
+    }
+    let Some(start) = start_after(conn, after)? else {
+        return Ok(LogRead::Complete { head });
+    };
+    // Rowid order is log order.
+    let mut stmt = conn.prepare(
+        "SELECT first_sync_id, entries FROM _sluice_log WHERE rowid >= ?1 AND first_sync_id <= ?2 \
+         ORDER BY rowid",
+    )?;
+    let mut rows = stmt.query(params![start, head])?;
+    let mut stopped = None;
+    while let Some(row) = rows.next()? {
+        let first: SyncId = row.get(0)?;
+        let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let mut past_head = false;
+        chunk::read_chunk(first, blob, |change| {
+            if change.sync_id <= after {
+                return Ok(true);
+            }
+            if change.sync_id > head {
+                past_head = true;
+                return Ok(false);
+            }
+            let sync_id = change.sync_id;
+            if f(change).is_break() {
+                stopped = Some(sync_id);
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if let Some(last) = stopped {
+            return Ok(LogRead::Stopped { last });
+        }
+        if past_head {
+            break;
+        }
+    }
+    Ok(LogRead::Complete { head })
+}
+
+/// Deletes every change at or below `target` (the new horizon); returns how many. Whole
+/// chunks go; the first chunk kept, when it starts at or below `target`, is rewritten
+/// without them. `pk` gives the position of a table's primary key column.
+pub(super) fn compact(
+    conn: &Connection,
+    target: SyncId,
+    pk: &dyn Fn(&str) -> usize,
+) -> Result<u64, StoreError> {
+    let Some(start) = start_after(conn, target)? else {
+        let deleted: i64 = conn.query_row(
+            "SELECT coalesce(sum(changes), 0) FROM _sluice_log",
+            [],
+            |r| r.get(0),
+        )?;
+        conn.execute("DELETE FROM _sluice_log", [])?;
+        return Ok(deleted as u64);
+    };
+    let mut deleted: i64 = conn.query_row(
+        "SELECT coalesce(sum(changes), 0) FROM _sluice_log WHERE rowid < ?1",
+        [start],
+        |r| r.get(0),
+    )?;
+    conn.execute("DELETE FROM _sluice_log WHERE rowid < ?1", [start])?;
+    // The search may land in a gap between rowids: the chunk is the first one past it.
+    let (rowid, first, count, blob): (i64, SyncId, i64, Vec<u8>) = conn.query_row(
+        "SELECT rowid, first_sync_id, changes, entries FROM _sluice_log WHERE rowid >= ?1 \
+         ORDER BY rowid LIMIT 1",
+        [start],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    if first <= target {
+        let mut kept = ChunkWriter::default();
+        chunk::read_chunk(first, &blob, |change| {
+            if change.sync_id > target {
+                kept.push(&change, pk)?;
+            }
+            Ok(true)
+        })?;
+        let left = kept.finish()?.ok_or_else(|| {
+            StoreError::Corrupt(format!("change log chunk at {first} ends at or before it"))
+        })?;
+        deleted += count - left.count as i64;
+        conn.execute(
+            "UPDATE _sluice_log SET first_sync_id = ?1, changes = ?2, entries = ?3 WHERE rowid = ?4",
+            params![left.first, left.count as i64, left.blob, rowid],
+        )?;
+    }
+    Ok(deleted.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::super::apply::{dry_run, log_change, stored_outcome, SqlCache};
+use super::super::apply::{dry_run, stored_outcome, SqlCache};
 use super::super::convert::read_row;
 use super::super::window::{CommitObserver, ConnView};
 use super::{column_list, now_ms, read_meta, SqliteStore, SLUICE_DDL};
@@ -281,9 +281,12 @@ impl SqliteStore {
                 }
             }
         }
-        for (seq, c) in changes.iter().enumerate() {
-            log_change(&tx, seq as i64, c)?;
-        }
+        super::log::append(
+            &tx,
+            &mut super::log::ChunkWriter::default(),
+            &changes,
+            &super::log::schema_pk(&self.schema),
+        )?;
         let now = now_ms();
         for (client, seq) in &txn.origins {
             tx.prepare_cached(
