@@ -16,24 +16,25 @@
 //! Besides criterion's per-iteration times, the per-delivery latencies (write issued ->
 //! one client has the change) are collected and printed as p50/p99 per scenario.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rusqlite::Connection as Sqlite;
-use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SubId, SyncId};
-use sluice::query::Params;
+use sluice::client::{Connection, Event};
+use sluice::ids::{SubId, SyncId};
 use sluice::schema::{quote_ident, Schema};
 use sluice::server::{Server, ServerHandle};
 use sluice::store::{Mutation, StoreOptions, TxnOutcome, WriteTxn};
 use sluice::transport::{self, TransportLimits};
 use sluice::value::Value;
 use sluice::wire::{
-    encode, BootstrapFrame, ClientMessage, EncodedEvents, EventGroup, Live, LiveFrame, RowEvent,
-    ServerMessage, TxnAssembler, TxnFrame, MAX_FRAME_BYTES,
+    encode, BootstrapFrame, EncodedEvents, EventGroup, Live, LiveFrame, RowEvent, ServerMessage,
+    TxnAssembler, TxnFrame, MAX_FRAME_BYTES,
 };
+use support::Latencies;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
@@ -41,15 +42,9 @@ use tokio::sync::mpsc;
 const CLIENTS: [usize; 3] = [1, 100, 1000];
 /// Writes issued at once in the burst scenarios.
 const BURST: usize = 32;
-/// Handshakes in flight at once while connecting clients.
-const CONNECT_PARALLELISM: usize = 50;
 /// Bound on any single wait; a bench that stalls fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(120);
 const SUBSCRIPTION: &str = "SELECT * FROM issues WHERE team_id = 'T1'";
-
-fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
-}
 
 fn issue_values(n: u64) -> Vec<(String, Value)> {
     vec![
@@ -65,33 +60,18 @@ fn issue_values(n: u64) -> Vec<(String, Value)> {
 /// One delivery: which client, which sync id (or raw sequence number), when.
 type Receipt = (usize, u64, Instant);
 
-/// Per-delivery latencies of one scenario, for percentiles.
-#[derive(Default)]
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn percentile(&mut self, p: f64) -> Duration {
-        self.0.sort_unstable();
-        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
-        self.0.get(i).copied().unwrap_or_default()
-    }
-
-    fn report(&mut self, name: &str, clients: usize, wall: Duration, deliveries: u64) {
-        let (p50, p99, max) = (
-            self.percentile(0.50),
-            self.percentile(0.99),
-            self.percentile(1.0),
-        );
-        println!(
-            "fanout-latency {name}/{clients}: deliveries={} p50={:.3}ms p99={:.3}ms max={:.3}ms \
-             deliveries/s={:.0}",
-            self.0.len(),
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3,
-            deliveries as f64 / wall.as_secs_f64().max(1e-9),
-        );
-    }
+/// Prints a scenario's summary line (scripts read it).
+fn report(latencies: &mut Latencies, name: &str, clients: usize, wall: Duration, deliveries: u64) {
+    let (p50, p99, max) = latencies.summary();
+    println!(
+        "fanout-latency {name}/{clients}: deliveries={} p50={:.3}ms p99={:.3}ms max={:.3}ms \
+         deliveries/s={:.0}",
+        latencies.0.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        deliveries as f64 / wall.as_secs_f64().max(1e-9),
+    );
 }
 
 /// Waits for `count` receipts of the given ids, recording latency from `start`.
@@ -125,53 +105,26 @@ struct SluiceSetup {
 
 async fn sluice_setup(clients: usize) -> SluiceSetup {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let server = Server::builder(schema_dir(), dir.path().join("app.db"))
+    let server = Server::builder(support::schema_dir(), dir.path().join("app.db"))
         .listen("127.0.0.1:0".parse().expect("address"))
         .no_auth()
         .store_options(StoreOptions::default())
         .start()
         .await
         .expect("server starts");
-    let ca = server
-        .cert_path()
-        .expect("generated certificate")
-        .to_path_buf();
+    let ca = support::cert(&server);
     let addr = server.local_addr();
     let (tx, receipts) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
-    let mut connected = 0;
-    while connected < clients {
-        let wave = CONNECT_PARALLELISM.min(clients - connected);
-        let mut joins = Vec::with_capacity(wave);
-        for i in connected..connected + wave {
-            let ca = ca.clone();
-            joins.push(tokio::spawn(async move {
-                Connection::connect(ConnectOptions {
-                    addr,
-                    ca: &ca,
-                    server_name: "localhost",
-                    client_id: ClientId(format!("bench-{i}")),
-                    token: None,
-                    schema_version: None,
-                })
-                .await
-                .map(|c| (i, c))
-            }));
-        }
-        for join in joins {
-            let (i, mut conn) = join.await.expect("join").expect("client connects");
-            conn.send(ClientMessage::Subscribe {
-                sub: SubId(1),
-                sql: SUBSCRIPTION.into(),
-                params: Params::new(),
-                resume_after: None,
-                resume_shape: None,
-            })
+    let conns = support::in_waves(clients, |i| {
+        support::connect(addr, ca.clone(), format!("bench-{i}"))
+    })
+    .await;
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        conn.send(support::subscribe(SUBSCRIPTION))
             .await
             .expect("subscribe");
-            tokio::spawn(client_loop(i, conn, tx.clone(), ready_tx.clone()));
-        }
-        connected += wave;
+        tokio::spawn(client_loop(i, conn, tx.clone(), ready_tx.clone()));
     }
     for _ in 0..clients {
         tokio::time::timeout(WAIT, ready.recv())
@@ -241,7 +194,7 @@ struct RawSetup {
 
 async fn raw_setup(clients: usize) -> RawSetup {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let schema = Schema::load_dir(&schema_dir()).expect("schema");
+    let schema = Schema::load_dir(&support::schema_dir()).expect("schema");
     let table = schema.table("issues").expect("issues").clone();
     let db = Sqlite::open(dir.path().join("raw.db")).expect("open");
     let _: String = db
@@ -292,28 +245,22 @@ async fn raw_setup(clients: usize) -> RawSetup {
             });
         }
     });
-    let mut connected = 0;
-    while connected < clients {
-        let wave = CONNECT_PARALLELISM.min(clients - connected);
-        let mut joins = Vec::with_capacity(wave);
-        for i in connected..connected + wave {
-            let (cert, tx) = (cert.clone(), tx.clone());
-            joins.push(tokio::spawn(async move {
-                let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
-                let conn = transport::connect(&endpoint, addr, "localhost")
-                    .await
-                    .expect("connects");
-                let recv = conn.accept_uni().await.expect("accept uni");
-                tokio::spawn(raw_client_loop(i, recv, tx));
-                (endpoint, conn)
-            }));
+    let clients_side = support::in_waves(clients, |i| {
+        let (cert, tx) = (cert.clone(), tx.clone());
+        async move {
+            let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
+            let conn = transport::connect(&endpoint, addr, "localhost")
+                .await
+                .expect("connects");
+            let recv = conn.accept_uni().await.expect("accept uni");
+            tokio::spawn(raw_client_loop(i, recv, tx));
+            (endpoint, conn)
         }
-        for join in joins {
-            let (endpoint, client_conn) = join.await.expect("join");
-            endpoints.push(endpoint);
-            connections.push(client_conn);
-        }
-        connected += wave;
+    })
+    .await;
+    for (endpoint, client_conn) in clients_side {
+        endpoints.push(endpoint);
+        connections.push(client_conn);
     }
     for _ in 0..clients {
         let (server_conn, send) = tokio::time::timeout(WAIT, accepted.recv())
@@ -447,7 +394,7 @@ fn bench_fanout(c: &mut Criterion) {
                 })
             })
         });
-        latencies.report("sluice", clients, wall, deliveries);
+        report(&mut latencies, "sluice", clients, wall, deliveries);
 
         let mut burst_latencies = Latencies::default();
         let (mut wall, mut deliveries) = (Duration::ZERO, 0u64);
@@ -480,7 +427,13 @@ fn bench_fanout(c: &mut Criterion) {
                 })
             })
         });
-        burst_latencies.report("sluice_burst", clients, wall, deliveries);
+        report(
+            &mut burst_latencies,
+            "sluice_burst",
+            clients,
+            wall,
+            deliveries,
+        );
         rt.block_on(async move {
             if let Ok(server) = Arc::try_unwrap(sluice.server) {
                 server.shutdown().await;
@@ -508,7 +461,7 @@ fn bench_fanout(c: &mut Criterion) {
                 })
             })
         });
-        latencies.report("raw_quic", clients, wall, deliveries);
+        report(&mut latencies, "raw_quic", clients, wall, deliveries);
 
         let mut burst_latencies = Latencies::default();
         let (mut wall, mut deliveries) = (Duration::ZERO, 0u64);
@@ -535,7 +488,13 @@ fn bench_fanout(c: &mut Criterion) {
                 })
             })
         });
-        burst_latencies.report("raw_quic_burst", clients, wall, deliveries);
+        report(
+            &mut burst_latencies,
+            "raw_quic_burst",
+            clients,
+            wall,
+            deliveries,
+        );
         rt.block_on(async move {
             for mut send in raw.streams.drain(..) {
                 let _ = send.finish();

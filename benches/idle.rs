@@ -8,20 +8,18 @@
 //! Prints `idle connections: N, server RSS +X KB per connection (Y KB with one
 //! subscription each)`. `SLUICE_IDLE_CLIENTS` sets N (default 1,000). Linux only.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SubId};
-use sluice::query::Params;
+use sluice::client::{Connection, Event};
 use sluice::store::Mutation;
 use sluice::value::Value;
 use sluice::wire::{BootstrapFrame, ClientMessage, ServerMessage, WriteOutcome};
 
-/// Handshakes in flight at once while connecting clients.
-const CONNECT_PARALLELISM: usize = 50;
 /// How long the server is left alone before its memory is read.
 const SETTLE: Duration = Duration::from_secs(2);
 /// Bound on any single wait; a bench that stalls fails instead of hanging.
@@ -39,7 +37,7 @@ impl Drop for Served {
 }
 
 fn serve(db: &Path) -> (Served, String) {
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+    let schema = support::schema_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--schema"])
         .arg(schema)
@@ -78,43 +76,19 @@ async fn settled_rss(pid: u32) -> u64 {
 }
 
 async fn connect_all(addr: std::net::SocketAddr, ca: &Path, n: usize) -> Vec<Connection> {
-    let mut conns = Vec::with_capacity(n);
-    while conns.len() < n {
-        let wave = CONNECT_PARALLELISM.min(n - conns.len());
-        let mut joins = Vec::with_capacity(wave);
-        for i in conns.len()..conns.len() + wave {
-            let ca: PathBuf = ca.to_path_buf();
-            joins.push(tokio::spawn(async move {
-                Connection::connect(ConnectOptions {
-                    addr,
-                    ca: &ca,
-                    server_name: "localhost",
-                    client_id: ClientId(format!("idle-{i}")),
-                    token: None,
-                    schema_version: None,
-                })
-                .await
-            }));
-        }
-        for join in joins {
-            conns.push(join.await.expect("join").expect("client connects"));
-        }
-    }
-    conns
+    let ca = ca.to_path_buf();
+    support::in_waves(n, |i| {
+        support::connect(addr, ca.clone(), format!("idle-{i}"))
+    })
+    .await
 }
 
 /// Subscribes every connection and waits for each one's snapshot end.
 async fn subscribe_all(conns: &mut [Connection]) {
     for conn in conns.iter_mut() {
-        conn.send(ClientMessage::Subscribe {
-            sub: SubId(1),
-            sql: SUBSCRIPTION.into(),
-            params: Params::new(),
-            resume_after: None,
-            resume_shape: None,
-        })
-        .await
-        .expect("subscribe");
+        conn.send(support::subscribe(SUBSCRIPTION))
+            .await
+            .expect("subscribe");
     }
     for conn in conns.iter_mut() {
         tokio::time::timeout(WAIT, async {

@@ -33,19 +33,19 @@
 
 #[path = "../tests/pg/mod.rs"]
 mod pg;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use futures_util::StreamExt;
-use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SubId};
-use sluice::query::Params;
+use sluice::client::{Connection, Event};
 use sluice::server::{Server, ServerHandle};
 use sluice::store::Mutation;
 use sluice::value::Value;
 use sluice::wire::{BootstrapFrame, ClientMessage, ServerMessage, WriteOutcome};
+use support::Latencies;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -54,8 +54,6 @@ use tokio_postgres::{AsyncMessage, NoTls};
 const BATCHES: [usize; 3] = [1, 100, 1000];
 /// Connections listening in the `raw_notify` baseline.
 const NOTIFY_LISTENERS: usize = 10;
-/// Handshakes in flight at once while connecting clients.
-const CONNECT_PARALLELISM: usize = 50;
 /// Bound on any single wait; a bench that stalls fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(120);
 /// What every fan-out client subscribes to; only the fan-out's rows are in team `L1`.
@@ -77,10 +75,6 @@ fn wanted(part: &str) -> bool {
         Ok(list) => list.split(',').any(|p| p.trim() == part),
         Err(_) => true,
     }
-}
-
-fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
 }
 
 fn runtime() -> Runtime {
@@ -115,33 +109,13 @@ fn insert(prefix: &str, team: &str, n: u64) -> Mutation {
 }
 
 async fn start_server(dir: &Path, name: &str, postgres: Option<&str>) -> ServerHandle {
-    let mut builder = Server::builder(schema_dir(), dir.join(format!("{name}.db")))
+    let mut builder = Server::builder(support::schema_dir(), dir.join(format!("{name}.db")))
         .listen("127.0.0.1:0".parse().expect("address"))
         .no_auth();
     if let Some(url) = postgres {
         builder = builder.postgres(url);
     }
     builder.start().await.expect("server starts")
-}
-
-async fn connect(addr: std::net::SocketAddr, ca: &Path, id: String) -> Connection {
-    Connection::connect(ConnectOptions {
-        addr,
-        ca,
-        server_name: "localhost",
-        client_id: ClientId(id),
-        token: None,
-        schema_version: None,
-    })
-    .await
-    .expect("client connects")
-}
-
-fn cert(server: &ServerHandle) -> PathBuf {
-    server
-        .cert_path()
-        .expect("generated certificate")
-        .to_path_buf()
 }
 
 /// A client that sends transactions one at a time and waits for each one's ack.
@@ -152,7 +126,8 @@ struct Writer {
 
 impl Writer {
     async fn connect(server: &ServerHandle, id: &str) -> Writer {
-        let conn = connect(server.local_addr(), &cert(server), id.to_string()).await;
+        let conn =
+            support::connect(server.local_addr(), support::cert(server), id.to_string()).await;
         Writer { conn, seq: 0 }
     }
 
@@ -186,31 +161,16 @@ impl Writer {
     }
 }
 
-/// Per-delivery latencies of one scenario, for percentiles.
-#[derive(Default)]
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn percentile(&mut self, p: f64) -> Duration {
-        self.0.sort_unstable();
-        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
-        self.0.get(i).copied().unwrap_or_default()
-    }
-
-    /// (p50, p99, max) in ms, and a printable line.
-    fn report(&mut self, name: &str) -> ((f64, f64), String) {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let (p50, p99, max) = (
-            ms(self.percentile(0.50)),
-            ms(self.percentile(0.99)),
-            ms(self.percentile(1.0)),
-        );
-        let line = format!(
-            "pg-fanout {name}: deliveries={} p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms",
-            self.0.len()
-        );
-        ((p50, p99), line)
-    }
+/// A scenario's (p50, p99) in ms, and its printable line.
+fn report(latencies: &mut Latencies, name: &str) -> ((f64, f64), String) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (p50, p99, max) = latencies.summary();
+    let (p50, p99, max) = (ms(p50), ms(p99), ms(max));
+    let line = format!(
+        "pg-fanout {name}: deliveries={} p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms",
+        latencies.0.len()
+    );
+    ((p50, p99), line)
 }
 
 /// Waits for `count` deliveries, recording each one's latency from `start`; returns the
@@ -387,33 +347,18 @@ fn bench_commit(c: &mut Criterion, rt: &Runtime, url: &str, summary: &mut Vec<St
 /// until every bootstrap is done. Each live transaction a client receives is reported
 /// with its arrival time.
 async fn subscribers(server: &ServerHandle, count: usize) -> mpsc::UnboundedReceiver<Instant> {
-    let (ca, addr) = (cert(server), server.local_addr());
+    let (ca, addr) = (support::cert(server), server.local_addr());
     let (tx, receipts) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
-    let mut connected = 0;
-    while connected < count {
-        let wave = CONNECT_PARALLELISM.min(count - connected);
-        let mut joins = Vec::with_capacity(wave);
-        for i in connected..connected + wave {
-            let ca = ca.clone();
-            joins.push(tokio::spawn(async move {
-                connect(addr, &ca, format!("bench-sub-{i}")).await
-            }));
-        }
-        for join in joins {
-            let mut conn = join.await.expect("join");
-            conn.send(ClientMessage::Subscribe {
-                sub: SubId(1),
-                sql: SUBSCRIPTION.into(),
-                params: Params::new(),
-                resume_after: None,
-                resume_shape: None,
-            })
+    let conns = support::in_waves(count, |i| {
+        support::connect(addr, ca.clone(), format!("bench-sub-{i}"))
+    })
+    .await;
+    for mut conn in conns {
+        conn.send(support::subscribe(SUBSCRIPTION))
             .await
             .expect("subscribe");
-            tokio::spawn(subscriber_loop(conn, tx.clone(), ready_tx.clone()));
-        }
-        connected += wave;
+        tokio::spawn(subscriber_loop(conn, tx.clone(), ready_tx.clone()));
     }
     for _ in 0..count {
         tokio::time::timeout(WAIT, ready.recv())
@@ -499,7 +444,7 @@ fn measure_fanout(
         })
     });
     group.finish();
-    latencies.report(&format!("{name}/{clients}"))
+    report(&mut latencies, &format!("{name}/{clients}"))
 }
 
 fn bench_fanout(c: &mut Criterion, rt: &Runtime, url: &str, summary: &mut Vec<String>) {
@@ -636,7 +581,12 @@ fn bench_copy(rt: &Runtime, pg: &pg::PgCluster, summary: &mut Vec<String>) {
         let sluice = rt.block_on(async {
             let start = Instant::now();
             let server = start_server(dir.path(), &format!("copy{round}"), Some(&pg.url)).await;
-            let conn = connect(server.local_addr(), &cert(&server), "bench-copy".into()).await;
+            let conn = support::connect(
+                server.local_addr(),
+                support::cert(&server),
+                "bench-copy".into(),
+            )
+            .await;
             let elapsed = start.elapsed();
             conn.close().await;
             server.shutdown().await;
@@ -697,7 +647,7 @@ fn bench_copy(rt: &Runtime, pg: &pg::PgCluster, summary: &mut Vec<String>) {
 /// is created before the clock starts. Returns the time, rows and bytes.
 async fn raw_copy(url: &str, sqlite: Option<&Path>) -> (Duration, usize, usize) {
     let mut db = sqlite.map(|path| {
-        let schema = sluice::Schema::load_dir(&schema_dir()).expect("schema");
+        let schema = sluice::Schema::load_dir(&support::schema_dir()).expect("schema");
         let table = schema.table("issues").expect("issues table");
         let db = rusqlite::Connection::open(path).expect("open");
         db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))

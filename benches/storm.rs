@@ -19,12 +19,13 @@
 //! (default 3; a commit before each sluice round moves the head, so each round is a
 //! fresh read).
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice::client::{ConnectOptions, Connection, Event};
-use sluice::ids::{ClientId, SubId};
+use sluice::client::{Connection, Event};
+use sluice::ids::SubId;
 use sluice::query::Params;
 use sluice::server::{Server, ServerHandle};
 use sluice::store::{Mutation, StoreOptions, TxnOutcome, WriteTxn};
@@ -34,8 +35,6 @@ use sluice::wire::{encode, BootstrapFrame, ClientMessage, FrameDecoder, ServerMe
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
-/// Handshakes in flight at once while connecting clients.
-const CONNECT_PARALLELISM: usize = 50;
 /// Bound on any single wait; a bench that stalls fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(300);
 const SUBSCRIPTION: &str = "SELECT * FROM issues WHERE team_id = 'T1'";
@@ -47,10 +46,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
 }
 
 /// Issue `n`; one in `every` is in team T1 (the subscribed shape).
@@ -107,7 +102,7 @@ struct Storm {
 async fn sluice_storm(clients: usize, rows: usize, matching: usize, rounds: usize) -> Vec<Storm> {
     let every = (rows / matching.max(1)).max(1);
     let dir = tempfile::tempdir().expect("temporary folder");
-    let server = Server::builder(schema_dir(), dir.path().join("app.db"))
+    let server = Server::builder(support::schema_dir(), dir.path().join("app.db"))
         .listen("127.0.0.1:0".parse().expect("address"))
         .no_auth()
         .store_options(StoreOptions::default())
@@ -117,35 +112,16 @@ async fn sluice_storm(clients: usize, rows: usize, matching: usize, rounds: usiz
     for start in (0..rows).step_by(FILL_BATCH) {
         write(&server, start..(start + FILL_BATCH).min(rows), every).await;
     }
-    let ca = server.cert_path().expect("certificate").to_path_buf();
+    let ca = support::cert(&server);
     let addr = server.local_addr();
     let (go_tx, go) = watch::channel(0usize);
     let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
-    let mut connected = 0;
-    while connected < clients {
-        let wave = CONNECT_PARALLELISM.min(clients - connected);
-        let mut joins = Vec::with_capacity(wave);
-        for i in connected..connected + wave {
-            let ca = ca.clone();
-            joins.push(tokio::spawn(async move {
-                Connection::connect(ConnectOptions {
-                    addr,
-                    ca: &ca,
-                    server_name: "localhost",
-                    client_id: ClientId(format!("storm-{i}")),
-                    token: None,
-                    schema_version: None,
-                })
-                .await
-                .map(|c| (i, c))
-                .expect("client connects")
-            }));
-        }
-        for join in joins {
-            let (i, conn) = join.await.expect("join");
-            tokio::spawn(client_loop(conn, i == 0, go.clone(), done_tx.clone()));
-        }
-        connected += wave;
+    let conns = support::in_waves(clients, |i| {
+        support::connect(addr, ca.clone(), format!("storm-{i}"))
+    })
+    .await;
+    for (i, conn) in conns.into_iter().enumerate() {
+        tokio::spawn(client_loop(conn, i == 0, go.clone(), done_tx.clone()));
     }
     let mut storms = Vec::new();
     for round in 1..=rounds {
@@ -249,27 +225,18 @@ async fn raw_storm(clients: usize, stream: Bytes, rounds: usize) -> Vec<Duration
         }
     });
     let (done_tx, mut done) = mpsc::unbounded_channel::<usize>();
-    let mut keep = Vec::new();
-    let mut connected = 0;
-    while connected < clients {
-        let wave = CONNECT_PARALLELISM.min(clients - connected);
-        let mut joins = Vec::with_capacity(wave);
-        for _ in 0..wave {
-            let (cert, done_tx) = (cert.clone(), done_tx.clone());
-            joins.push(tokio::spawn(async move {
-                let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
-                let conn = transport::connect(&endpoint, addr, "localhost")
-                    .await
-                    .expect("connects");
-                tokio::spawn(raw_client_loop(conn.clone(), done_tx));
-                (endpoint, conn)
-            }));
+    let keep = support::in_waves(clients, |_| {
+        let (cert, done_tx) = (cert.clone(), done_tx.clone());
+        async move {
+            let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
+            let conn = transport::connect(&endpoint, addr, "localhost")
+                .await
+                .expect("connects");
+            tokio::spawn(raw_client_loop(conn.clone(), done_tx));
+            (endpoint, conn)
         }
-        for join in joins {
-            keep.push(join.await.expect("join"));
-        }
-        connected += wave;
-    }
+    })
+    .await;
     let mut server_conns = Vec::with_capacity(clients);
     for _ in 0..clients {
         server_conns.push(accepted.recv().await.expect("accepted"));
