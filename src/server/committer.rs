@@ -8,6 +8,7 @@
 //! (delivery never blocks: a full session queue cuts that session off).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -248,7 +249,7 @@ fn unavailable(replies: Vec<oneshot::Sender<TxnOutcome>>, message: &str) {
 /// batch (it gets nothing more).
 #[derive(Default)]
 pub(super) struct Outbox {
-    sessions: HashMap<SessionId, Option<Vec<TxnFrame>>>,
+    sessions: HashMap<SessionId, Option<Vec<TxnFrame>>, BuildHasherDefault<SessionHasher>>,
     /// Each transaction's deliveries, its memory reused by the next one.
     deliveries: Deliveries,
 }
@@ -297,6 +298,27 @@ impl Outbox {
         for (session, frames) in self.into_batches() {
             deliver(shared, session, frames, committed);
         }
+    }
+}
+
+/// Hashes a [`SessionId`] (a counter the server assigns, not chosen by a client) with one
+/// multiplication: the outbox is looked up once per session per transaction.
+#[derive(Default)]
+pub(super) struct SessionHasher(u64);
+
+impl Hasher for SessionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -368,7 +390,13 @@ fn session_groups(
     pairs: &[Pair],
     encoded: &[Result<Vec<EncodedEvents>, FrameError>],
 ) -> Result<Vec<EventGroup>, FrameError> {
-    let mut groups = Vec::new();
+    let chunks = |group: usize| encoded[group].as_ref().map_or(0, Vec::len);
+    let count = pairs
+        .chunk_by(|a, b| a.1 == b.1)
+        .filter(|same| same[0].1 != NO_GROUP)
+        .map(|same| chunks(same[0].1))
+        .sum();
+    let mut groups = Vec::with_capacity(count);
     for same in pairs.chunk_by(|a, b| a.1 == b.1) {
         let group = same[0].1;
         if group == NO_GROUP {
@@ -434,6 +462,27 @@ mod tests {
         assert!(
             only.is_empty(),
             "an author with no event of its own transaction"
+        );
+    }
+
+    #[test]
+    fn sequential_session_ids_hash_apart_in_low_and_high_bits() {
+        use std::hash::Hash;
+        let hash = |id| {
+            let mut hasher = SessionHasher::default();
+            SessionId(id).hash(&mut hasher);
+            hasher.finish()
+        };
+        let all: std::collections::HashSet<u64> = (0..10_000).map(hash).collect();
+        assert_eq!(all.len(), 10_000);
+        // The table's buckets come from the low bits, its tags from the top seven.
+        let low: std::collections::HashSet<u64> = (0..1024).map(|i| hash(i) % 1024).collect();
+        let tags: std::collections::HashSet<u64> = (0..1024).map(|i| hash(i) >> 57).collect();
+        assert!(
+            low.len() > 512 && tags.len() > 64,
+            "{} {}",
+            low.len(),
+            tags.len()
         );
     }
 
