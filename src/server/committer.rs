@@ -8,12 +8,14 @@
 //! (delivery never blocks: a full session queue cuts that session off).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::metrics::Cutoff;
+use super::registry::{Deliveries, Pair, NO_GROUP};
 use super::windows::{WindowEvents, WindowObserver, Windows};
 use super::{Shared, WriteContext};
 use crate::ids::{ClientId, SessionId, SyncId};
@@ -247,7 +249,9 @@ fn unavailable(replies: Vec<oneshot::Sender<TxnOutcome>>, message: &str) {
 /// batch (it gets nothing more).
 #[derive(Default)]
 pub(super) struct Outbox {
-    sessions: HashMap<SessionId, Option<Vec<TxnFrame>>>,
+    sessions: HashMap<SessionId, Option<Vec<TxnFrame>>, BuildHasherDefault<SessionHasher>>,
+    /// Each transaction's deliveries, its memory reused by the next one.
+    deliveries: Deliveries,
 }
 
 impl Outbox {
@@ -297,6 +301,27 @@ impl Outbox {
     }
 }
 
+/// Hashes a [`SessionId`] (a counter the server assigns, not chosen by a client) with one
+/// multiplication: the outbox is looked up once per session per transaction.
+#[derive(Default)]
+pub(super) struct SessionHasher(u64);
+
+impl Hasher for SessionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 fn deliver(
     shared: &Shared,
     session: SessionId,
@@ -318,12 +343,12 @@ pub(super) fn fan_out(
     windows: &WindowEvents,
     hand_over: Option<std::time::Instant>,
 ) {
-    let mut deliveries = {
+    let mut deliveries = std::mem::take(&mut outbox.deliveries);
+    {
         let registry = shared.registry.lock().expect("registry lock");
-        let mut deliveries = registry.deliveries(changes);
+        registry.deliveries(changes, &mut deliveries);
         registry.window_deliveries(windows, &mut deliveries);
-        deliveries
-    };
+    }
     // The author hears of its transaction even when no subscription of its matched.
     if let Some((client, _)) = &origin {
         if let Some(session) = shared.authors.get(client) {
@@ -336,9 +361,10 @@ pub(super) fn fan_out(
         .iter()
         .map(|events| EncodedEvents::encode_chunks(events))
         .collect();
-    shared.metrics.delivered(deliveries.sessions.len());
-    for (session, pairs) in deliveries.sessions {
-        let frame = session_groups(&pairs, &encoded).map(|groups| TxnFrame {
+    let mut sessions = 0;
+    for (session, pairs) in deliveries.sessions() {
+        sessions += 1;
+        let frame = session_groups(pairs, &encoded).map(|groups| TxnFrame {
             sync_id,
             origin: origin.clone(),
             groups,
@@ -354,23 +380,43 @@ pub(super) fn fan_out(
             }
         }
     }
+    shared.metrics.delivered(sessions);
+    outbox.deliveries = deliveries;
 }
 
 /// One session's groups of a transaction: each group under the session's subscriptions
 /// to it, its encoded bytes shared (one group per encoded chunk).
 fn session_groups(
-    pairs: &[(usize, SubId)],
+    pairs: &[Pair],
     encoded: &[Result<Vec<EncodedEvents>, FrameError>],
 ) -> Result<Vec<EventGroup>, FrameError> {
-    let mut groups = Vec::new();
-    for same in pairs.chunk_by(|a, b| a.0 == b.0) {
-        let subs: Vec<SubId> = same.iter().map(|&(_, sub)| sub).collect();
-        for events in encoded[same[0].0].as_ref().map_err(Clone::clone)? {
+    let chunks = |group: usize| encoded[group].as_ref().map_or(0, Vec::len);
+    let count = pairs
+        .chunk_by(|a, b| a.1 == b.1)
+        .filter(|same| same[0].1 != NO_GROUP)
+        .map(|same| chunks(same[0].1))
+        .sum();
+    let mut groups = Vec::with_capacity(count);
+    for same in pairs.chunk_by(|a, b| a.1 == b.1) {
+        let group = same[0].1;
+        if group == NO_GROUP {
+            continue;
+        }
+        let chunks = encoded[group].as_ref().map_err(Clone::clone)?;
+        let Some((last, others)) = chunks.split_last() else {
+            continue;
+        };
+        let subs: Vec<SubId> = same.iter().map(|&(_, _, sub)| sub).collect();
+        for events in others {
             groups.push(EventGroup {
                 subs: subs.clone(),
                 events: events.clone(),
             });
         }
+        groups.push(EventGroup {
+            subs,
+            events: last.clone(),
+        });
     }
     Ok(groups)
 }
@@ -391,8 +437,13 @@ mod tests {
             },
         )];
         let encoded = vec![EncodedEvents::encode_chunks(&events), Ok(Vec::new())];
-        let a = session_groups(&[(0, SubId(1))], &encoded).unwrap();
-        let b = session_groups(&[(0, SubId(7)), (0, SubId(8)), (1, SubId(9))], &encoded).unwrap();
+        let s = SessionId(1);
+        let a = session_groups(&[(s, 0, SubId(1))], &encoded).unwrap();
+        let b = session_groups(
+            &[(s, 0, SubId(7)), (s, 0, SubId(8)), (s, 1, SubId(9))],
+            &encoded,
+        )
+        .unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(b.len(), 1, "a group with no chunk sends nothing");
         assert_eq!(
@@ -401,12 +452,44 @@ mod tests {
             "one group for both subscriptions"
         );
         assert!(a[0].events.shares_bytes_with(&b[0].events));
+        let author = session_groups(&[(s, 0, SubId(1)), (s, NO_GROUP, SubId(0))], &encoded);
+        assert_eq!(
+            author.unwrap().len(),
+            1,
+            "an author's own mark adds no group"
+        );
+        let only = session_groups(&[(s, NO_GROUP, SubId(0))], &encoded).unwrap();
+        assert!(
+            only.is_empty(),
+            "an author with no event of its own transaction"
+        );
+    }
+
+    #[test]
+    fn sequential_session_ids_hash_apart_in_low_and_high_bits() {
+        use std::hash::Hash;
+        let hash = |id| {
+            let mut hasher = SessionHasher::default();
+            SessionId(id).hash(&mut hasher);
+            hasher.finish()
+        };
+        let all: std::collections::HashSet<u64> = (0..10_000).map(hash).collect();
+        assert_eq!(all.len(), 10_000);
+        // The table's buckets come from the low bits, its tags from the top seven.
+        let low: std::collections::HashSet<u64> = (0..1024).map(|i| hash(i) % 1024).collect();
+        let tags: std::collections::HashSet<u64> = (0..1024).map(|i| hash(i) >> 57).collect();
+        assert!(
+            low.len() > 512 && tags.len() > 64,
+            "{} {}",
+            low.len(),
+            tags.len()
+        );
     }
 
     #[test]
     fn a_group_too_large_to_encode_fails_the_sessions_that_get_it() {
         let encoded = vec![Err(FrameError::TooLarge { len: 2, max: 1 })];
-        assert!(session_groups(&[(0, SubId(1))], &encoded).is_err());
+        assert!(session_groups(&[(SessionId(1), 0, SubId(1))], &encoded).is_err());
         assert!(session_groups(&[], &encoded).unwrap().is_empty());
     }
 

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    local::LocalHistogram, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::Shared;
@@ -189,9 +189,10 @@ impl Metrics {
         self.deliveries.inc_by(sessions as u64);
     }
 
-    /// A live frame was written `latency` after its transaction committed.
-    pub fn sent(&self, latency: Duration) {
-        self.commit_to_send.observe(latency.as_secs_f64());
+    /// A tally of live frames written, for one session's writer: kept without atomics
+    /// and added to `sluice_commit_to_send_seconds` at each [`Sent::flush`].
+    pub fn sent(&self) -> Sent {
+        Sent(self.commit_to_send.local())
     }
 
     /// A session was cut off.
@@ -222,6 +223,22 @@ impl Metrics {
     /// A request was refused by `quota`.
     pub fn refused(&self, quota: Quota) {
         self.refusals.with_label_values(&[quota.as_str()]).inc();
+    }
+}
+
+/// Commit-to-send latencies of one session's writer not yet in the shared histogram
+/// ([`Metrics::sent`]).
+pub struct Sent(LocalHistogram);
+
+impl Sent {
+    /// A live frame was written `latency` after its transaction committed.
+    pub fn observe(&self, latency: Duration) {
+        self.0.observe(latency.as_secs_f64());
+    }
+
+    /// Adds what was observed since the last flush to the shared histogram.
+    pub fn flush(&self) {
+        self.0.flush();
     }
 }
 
@@ -317,4 +334,24 @@ pub fn render(shared: &Shared) -> String {
         return format!("# metrics could not be encoded: {e}\n");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_s_latencies_count_once_flushed() {
+        let metrics = Metrics::new();
+        let sent = metrics.sent();
+        sent.observe(Duration::from_millis(2));
+        sent.observe(Duration::from_millis(4));
+        assert_eq!(metrics.totals().sends, 0, "not yet flushed");
+        sent.flush();
+        let totals = metrics.totals();
+        assert_eq!(totals.sends, 2);
+        assert!((totals.send_mean_ms - 3.0).abs() < 1e-9, "{totals:?}");
+        sent.flush();
+        assert_eq!(metrics.totals().sends, 2, "each latency counted once");
+    }
 }

@@ -43,19 +43,37 @@ struct PinnedTable {
 /// One transaction's events, grouped for the fan-out: a group per shape (or window shape)
 /// the transaction touched, shared by every subscription of the shape, and one per session
 /// for its pinned rows; per session, the groups it gets and under which subscriptions.
+///
+/// Kept between transactions ([`Registry::deliveries`] clears it) so that its buffers are
+/// reused: the per-session pairs are one flat list, sorted by session when read.
 #[derive(Debug, Default)]
 pub struct Deliveries {
     /// Each group's `(table, event)`s, in change order.
     pub groups: Vec<Vec<(String, RowEvent)>>,
-    /// Per session, `(group, subscription)` pairs; the pairs of one group are adjacent.
-    pub sessions: HashMap<SessionId, Vec<(usize, SubId)>>,
+    /// `(session, group, subscription)`, in the order met; [`NO_GROUP`] marks a session
+    /// that hears of the transaction without events.
+    pairs: Vec<Pair>,
     /// The group of each shape met so far.
     by_shape: HashMap<ShapeId, usize>,
     /// The group of each session's pinned rows met so far.
     by_pins: HashMap<SessionId, usize>,
 }
 
+/// A session, one of its groups, and the subscription it gets the group under.
+pub type Pair = (SessionId, usize, SubId);
+
+/// The group of a [`Pair`] that only names its session (see [`Deliveries::include`]).
+pub const NO_GROUP: usize = usize::MAX;
+
 impl Deliveries {
+    /// Empties every list, keeping their memory.
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.pairs.clear();
+        self.by_shape.clear();
+        self.by_pins.clear();
+    }
+
     /// The group of `shape`, new (and named to every subscriber) on its first event.
     fn shape_group(&mut self, shape: ShapeId, subscribers: &[(SessionId, SubId)]) -> usize {
         if let Some(&group) = self.by_shape.get(&shape) {
@@ -64,9 +82,11 @@ impl Deliveries {
         let group = self.groups.len();
         self.groups.push(Vec::new());
         self.by_shape.insert(shape, group);
-        for &(session, sub) in subscribers {
-            self.sessions.entry(session).or_default().push((group, sub));
-        }
+        self.pairs.extend(
+            subscribers
+                .iter()
+                .map(|&(session, sub)| (session, group, sub)),
+        );
         group
     }
 
@@ -78,16 +98,24 @@ impl Deliveries {
         let group = self.groups.len();
         self.groups.push(Vec::new());
         self.by_pins.insert(session, group);
-        self.sessions
-            .entry(session)
-            .or_default()
-            .push((group, PIN_SUB));
+        self.pairs.push((session, group, PIN_SUB));
         group
     }
 
     /// Makes sure `session` hears of the transaction, with or without events.
     pub fn include(&mut self, session: SessionId) {
-        self.sessions.entry(session).or_default();
+        self.pairs.push((session, NO_GROUP, PIN_SUB));
+    }
+
+    /// Each session once (in session order) with its pairs, in the order they were met:
+    /// the pairs of one group are adjacent. A session included without events has only
+    /// [`NO_GROUP`] pairs.
+    pub fn sessions(&mut self) -> impl Iterator<Item = (SessionId, &[Pair])> + '_ {
+        // Stable: a session's pairs keep their order.
+        self.pairs.sort_by_key(|&(session, _, _)| session);
+        self.pairs
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|pairs| (pairs[0].0, pairs))
     }
 }
 
@@ -225,8 +253,9 @@ impl Registry {
     /// Matches every change of one committed transaction and groups the resulting row
     /// events by shape, in change order: each shape's events are built once, whatever
     /// its number of subscribers.
-    pub fn deliveries(&self, changes: &[Change]) -> Deliveries {
-        let mut out = Deliveries::default();
+    /// `out` is cleared first.
+    pub fn deliveries(&self, changes: &[Change], out: &mut Deliveries) {
+        out.clear();
         let mut matches: Vec<ShapeMatch> = Vec::new();
         for change in changes {
             self.matcher.match_change(
@@ -248,10 +277,9 @@ impl Registry {
                 out.groups[group].push((change.table.clone(), event));
             }
             if !self.pins.is_empty() {
-                self.pinned_deliveries(change, &mut out);
+                self.pinned_deliveries(change, out);
             }
         }
-        out
     }
 
     /// The events of one change for the sessions that pin its row.
@@ -363,6 +391,19 @@ mod tests {
         }
     }
 
+    /// Each session's `(group, subscription)` pairs, in order.
+    fn pairs_by_session(out: &mut Deliveries) -> HashMap<SessionId, Vec<(usize, SubId)>> {
+        let mut sessions = HashMap::new();
+        for (session, pairs) in out.sessions() {
+            let pairs = pairs.iter().map(|&(_, group, sub)| (group, sub)).collect();
+            assert!(
+                sessions.insert(session, pairs).is_none(),
+                "each session once"
+            );
+        }
+        sessions
+    }
+
     #[test]
     fn a_shape_s_events_are_built_once_for_all_its_subscribers() {
         let schema = Schema::parse(
@@ -379,14 +420,19 @@ mod tests {
         registry.subscribe(shape(&schema, t2), None, SessionId(2), SubId(22));
         let both = "SELECT * FROM t WHERE id > 0";
         registry.subscribe(shape(&schema, both), None, SessionId(3), SubId(30));
-        let out = registry.deliveries(&[insert(1, "T1"), insert(2, "T2"), insert(3, "T1")]);
+        let mut out = Deliveries::default();
+        registry.deliveries(
+            &[insert(1, "T1"), insert(2, "T2"), insert(3, "T1")],
+            &mut out,
+        );
+        let sessions = pairs_by_session(&mut out);
         // Three shapes touched: three groups, each with its own events in change order.
         assert_eq!(out.groups.len(), 3, "{out:?}");
         let keys = |g: usize| -> Vec<Value> {
             out.groups[g].iter().map(|(_, e)| e.key().clone()).collect()
         };
         let group_of = |session: u64, sub: u64| -> usize {
-            out.sessions[&SessionId(session)]
+            sessions[&SessionId(session)]
                 .iter()
                 .find(|&&(_, s)| s == SubId(sub))
                 .unwrap()
@@ -405,7 +451,7 @@ mod tests {
         // Projection is the shape's: `SELECT id` rows carry one column.
         assert!(matches!(&out.groups[g2][0].1, RowEvent::Insert { row, .. } if row.len() == 1));
         // A session's pairs of one group are adjacent.
-        let pairs = &out.sessions[&SessionId(2)];
+        let pairs = &sessions[&SessionId(2)];
         assert_eq!(pairs.len(), 3);
         assert_eq!((pairs[0].0, pairs[1].0), (g1, g1));
     }
@@ -422,13 +468,43 @@ mod tests {
         let key = [KeyOrd(Value::Integer(5))];
         registry.pin(SessionId(1), "t", all.clone(), &key);
         registry.pin(SessionId(2), "t", all, &key);
-        let out = registry.deliveries(&[insert(5, "T9"), insert(6, "T9")]);
+        let mut out = Deliveries::default();
+        registry.deliveries(&[insert(5, "T9"), insert(6, "T9")], &mut out);
         assert_eq!(out.groups.len(), 2, "{out:?}");
+        let sessions = pairs_by_session(&mut out);
         for session in [1, 2] {
-            let pairs = &out.sessions[&SessionId(session)];
+            let pairs = &sessions[&SessionId(session)];
             assert_eq!(pairs.len(), 1);
             assert_eq!(pairs[0].1, PIN_SUB);
             assert_eq!(out.groups[pairs[0].0].len(), 1, "only the pinned row");
         }
+    }
+
+    #[test]
+    fn an_included_session_is_named_once_and_a_reused_list_starts_empty() {
+        let schema = Schema::parse(
+            "test",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
+        )
+        .unwrap();
+        let mut registry = Registry::new();
+        let t1 = "SELECT * FROM t WHERE team = 'T1'";
+        registry.subscribe(shape(&schema, t1), None, SessionId(2), SubId(20));
+        registry.subscribe(shape(&schema, t1), None, SessionId(1), SubId(10));
+        let mut out = Deliveries::default();
+        registry.deliveries(&[insert(1, "T1")], &mut out);
+        out.include(SessionId(2));
+        out.include(SessionId(3));
+        let sessions = pairs_by_session(&mut out);
+        assert_eq!(sessions.len(), 3, "{sessions:?}");
+        assert_eq!(
+            sessions[&SessionId(2)],
+            [(0, SubId(20)), (NO_GROUP, PIN_SUB)]
+        );
+        assert_eq!(sessions[&SessionId(3)], [(NO_GROUP, PIN_SUB)]);
+        // The next transaction starts from nothing.
+        registry.deliveries(&[insert(2, "T2")], &mut out);
+        assert!(out.groups.is_empty());
+        assert_eq!(out.sessions().count(), 0);
     }
 }

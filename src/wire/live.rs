@@ -305,36 +305,97 @@ impl TxnAssembler {
     /// Takes the [`Live::Txn`] that ends a transaction (with or without parts before it)
     /// and returns the whole transaction, expanded.
     pub fn finish(&mut self, txn: TxnFrame) -> Result<LiveTxn, FrameError> {
-        let (mut groups, weight) = match self.pending.take() {
-            Some((sync_id, groups, _, weight)) => {
-                if sync_id != txn.sync_id {
+        let TxnFrame {
+            sync_id,
+            origin,
+            groups: last,
+        } = txn;
+        let groups = match self.pending.take() {
+            Some((pending, mut groups, _, weight)) => {
+                if pending != sync_id {
                     return Err(FrameError::Invalid(format!(
                         "the parts of transaction {} end with transaction {}",
-                        sync_id.0, txn.sync_id.0
+                        pending.0, sync_id.0
                     )));
                 }
-                (groups, weight)
+                add_weight(weight, &last)?;
+                groups.extend(last);
+                groups
             }
-            None => (Vec::new(), 0),
+            None => {
+                add_weight(0, &last)?;
+                last
+            }
         };
-        add_weight(weight, &txn.groups)?;
-        groups.extend(txn.groups);
         let mut events = Vec::new();
         for group in groups {
-            let decoded = group.events.decode()?;
-            let Some((last, others)) = group.subs.split_last() else {
-                continue;
-            };
-            for &sub in others {
-                events.extend(decoded.iter().map(|(t, e)| (sub, t.clone(), e.clone())));
+            match group.subs.as_slice() {
+                [] => {}
+                // The usual case: decoded straight into the transaction's events.
+                &[sub] => group.events.decode_into(sub, &mut events)?,
+                [others @ .., last] => {
+                    let decoded = group.events.decode()?;
+                    for &sub in others {
+                        events.extend(decoded.iter().map(|(t, e)| (sub, t.clone(), e.clone())));
+                    }
+                    events.extend(decoded.into_iter().map(|(t, e)| (*last, t, e)));
+                }
             }
-            events.extend(decoded.into_iter().map(|(t, e)| (*last, t, e)));
         }
         Ok(LiveTxn {
-            sync_id: txn.sync_id,
-            origin: txn.origin,
+            sync_id,
+            origin,
             events,
         })
+    }
+}
+
+/// Decodes an [`EncodedEvents`] list straight into a transaction's events, each under
+/// `sub`.
+struct DecodeInto<'a> {
+    sub: SubId,
+    out: &'a mut Vec<(SubId, String, RowEvent)>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DecodeInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DecodeInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // The length is the sender's word: room for at most what a frame could hold.
+        let room = MAX_FRAME_BYTES / std::mem::size_of::<(SubId, String, RowEvent)>();
+        self.out.reserve(seq.size_hint().unwrap_or(0).min(room));
+        while let Some((table, event)) = seq.next_element::<(String, RowEvent)>()? {
+            self.out.push((self.sub, table, event));
+        }
+        Ok(())
+    }
+}
+
+impl EncodedEvents {
+    /// Appends the events to `out` under `sub`, as [`EncodedEvents::decode`] would read
+    /// them (on error, `out` may hold some of them).
+    fn decode_into(
+        &self,
+        sub: SubId,
+        out: &mut Vec<(SubId, String, RowEvent)>,
+    ) -> Result<(), FrameError> {
+        use serde::de::DeserializeSeed;
+        let mut deserializer = postcard::Deserializer::from_bytes(&self.0);
+        DecodeInto { sub, out }
+            .deserialize(&mut deserializer)
+            .map_err(|e| FrameError::Invalid(e.to_string()))
     }
 }
 

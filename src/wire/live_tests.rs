@@ -250,3 +250,20 @@ fn corrupt_group_bytes_are_an_error_not_a_panic() {
         Err(FrameError::Invalid(_))
     ));
 }
+
+#[test]
+fn a_one_subscription_group_decodes_as_the_list_would() {
+    let list = events(4, 3);
+    let encoded = EncodedEvents::encode(&list).unwrap();
+    let mut out = vec![(SubId(0), "before".to_string(), list[0].1.clone())];
+    encoded.decode_into(SubId(7), &mut out).unwrap();
+    let expected: Vec<_> = list.into_iter().map(|(t, e)| (SubId(7), t, e)).collect();
+    assert_eq!(
+        out[1..],
+        expected[..],
+        "appended, in order, under the subscription"
+    );
+    // A length the bytes cannot back is an error, not a huge reservation.
+    let lying = EncodedEvents(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]));
+    assert!(lying.decode_into(SubId(1), &mut Vec::new()).is_err());
+}

@@ -10,6 +10,7 @@
 //! Writes only to its own stream; it must not touch the store or the registry.
 
 use super::*;
+use crate::server::metrics::Sent;
 use crate::wire::{encode, encode_txn, LiveFrame, TxnFrame};
 
 /// Items of a session's live queue.
@@ -97,6 +98,7 @@ pub(super) async fn write_live(
     let mut out = Batch {
         buf: Vec::new(),
         committed: Vec::new(),
+        sent: metrics.sent(),
     };
     // Per subscription, the last sync id its bootstrap already covered.
     let mut seams: HashMap<SubId, SyncId> = HashMap::new();
@@ -144,9 +146,7 @@ pub(super) async fn write_live(
                         }
                         out.committed.push(at);
                         // A batch of large transactions goes out in several writes.
-                        if out.buf.len() >= LIVE_BATCH_BYTES
-                            && !out.write(&mut writer, &metrics).await
-                        {
+                        if out.buf.len() >= LIVE_BATCH_BYTES && !out.write(&mut writer).await {
                             return;
                         }
                     }
@@ -162,7 +162,7 @@ pub(super) async fn write_live(
                 next = queue.try_recv().ok();
             }
         }
-        if !out.write(&mut writer, &metrics).await {
+        if !out.write(&mut writer).await {
             return;
         }
     }
@@ -173,21 +173,26 @@ pub(super) async fn write_live(
 struct Batch {
     buf: Vec<u8>,
     committed: Vec<Instant>,
+    /// The commit-to-send latencies, added to the metrics once per write.
+    sent: Sent,
 }
 
 impl Batch {
     /// Writes what is encoded in one stream write (nothing when it is empty); `false`
     /// once the stream is gone.
-    async fn write(&mut self, writer: &mut FrameWriter, metrics: &Metrics) -> bool {
+    async fn write(&mut self, writer: &mut FrameWriter) -> bool {
         if self.buf.is_empty() {
             return true;
         }
         if writer.stream().write_all(&self.buf).await.is_err() {
             return false;
         }
+        // Written together: one clock reading for all of them.
+        let now = Instant::now();
         for at in self.committed.drain(..) {
-            metrics.sent(at.elapsed());
+            self.sent.observe(now.saturating_duration_since(at));
         }
+        self.sent.flush();
         self.buf.clear();
         self.buf.shrink_to(LIVE_BATCH_BYTES);
         true
