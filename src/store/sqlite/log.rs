@@ -168,21 +168,20 @@ pub(super) fn compact(
     target: SyncId,
     pk: &dyn Fn(&str) -> usize,
 ) -> Result<u64, StoreError> {
-    let Some(start) = start_after(conn, target)? else {
-        let deleted: i64 = conn.query_row(
-            "SELECT coalesce(sum(changes), 0) FROM _sluice_log",
-            [],
-            |r| r.get(0),
-        )?;
-        conn.execute("DELETE FROM _sluice_log", [])?;
-        return Ok(deleted as u64);
-    };
+    // Every chunk before `start` goes; all of them when no change is above `target`.
+    let start = start_after(conn, target)?;
     let mut deleted: i64 = conn.query_row(
-        "SELECT coalesce(sum(changes), 0) FROM _sluice_log WHERE rowid < ?1",
+        "SELECT coalesce(sum(changes), 0) FROM _sluice_log WHERE ?1 IS NULL OR rowid < ?1",
         [start],
         |r| r.get(0),
     )?;
-    conn.execute("DELETE FROM _sluice_log WHERE rowid < ?1", [start])?;
+    conn.execute(
+        "DELETE FROM _sluice_log WHERE ?1 IS NULL OR rowid < ?1",
+        [start],
+    )?;
+    let Some(start) = start else {
+        return Ok(deleted as u64);
+    };
     // The search may land in a gap between rowids: the chunk is the first one past it.
     let (rowid, first, count, blob): (i64, SyncId, i64, Vec<u8>) = conn.query_row(
         "SELECT rowid, first_sync_id, changes, entries FROM _sluice_log WHERE rowid >= ?1 \
