@@ -248,10 +248,7 @@ async fn raw_setup(clients: usize) -> RawSetup {
     let clients_side = support::in_waves(clients, |i| {
         let (cert, tx) = (cert.clone(), tx.clone());
         async move {
-            let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
-            let conn = transport::connect(&endpoint, addr, "localhost")
-                .await
-                .expect("connects");
+            let (endpoint, conn) = support::raw_connect(cert, addr).await;
             let recv = conn.accept_uni().await.expect("accept uni");
             tokio::spawn(raw_client_loop(i, recv, tx));
             (endpoint, conn)

@@ -228,10 +228,7 @@ async fn raw_storm(clients: usize, stream: Bytes, rounds: usize) -> Vec<Duration
     let keep = support::in_waves(clients, |_| {
         let (cert, done_tx) = (cert.clone(), done_tx.clone());
         async move {
-            let endpoint = transport::client_endpoint(&cert).expect("client endpoint");
-            let conn = transport::connect(&endpoint, addr, "localhost")
-                .await
-                .expect("connects");
+            let (endpoint, conn) = support::raw_connect(cert, addr).await;
             tokio::spawn(raw_client_loop(conn.clone(), done_tx));
             (endpoint, conn)
         }

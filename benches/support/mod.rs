@@ -65,6 +65,16 @@ pub async fn connect(addr: SocketAddr, ca: PathBuf, id: String) -> Connection {
     .expect("client connects")
 }
 
+/// A plain quinn connection to `addr` (trusting `ca`), for the raw baselines; the
+/// endpoint must outlive it.
+pub async fn raw_connect(ca: PathBuf, addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = sluice::transport::client_endpoint(&ca).expect("client endpoint");
+    let conn = sluice::transport::connect(&endpoint, addr, "localhost")
+        .await
+        .expect("connects");
+    (endpoint, conn)
+}
+
 /// Subscription 1 to `sql`, without parameters or resume point.
 pub fn subscribe(sql: &str) -> ClientMessage {
     ClientMessage::Subscribe {
