@@ -375,6 +375,15 @@ mod tests {
     use crate::value::Value;
     use crate::vocab::{ChangeKind, SyncId};
 
+    /// One table `t (id, team)`, what every test here subscribes to.
+    fn team_schema() -> Schema {
+        Schema::parse(
+            "test",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
+        )
+        .unwrap()
+    }
+
     fn shape(schema: &Schema, sql: &str) -> Arc<Shape> {
         Arc::new(compile(schema, sql, &Params::new()).unwrap())
     }
@@ -406,11 +415,7 @@ mod tests {
 
     #[test]
     fn a_shape_s_events_are_built_once_for_all_its_subscribers() {
-        let schema = Schema::parse(
-            "test",
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
-        )
-        .unwrap();
+        let schema = team_schema();
         let mut registry = Registry::new();
         let t1 = "SELECT * FROM t WHERE team = 'T1'";
         registry.subscribe(shape(&schema, t1), None, SessionId(1), SubId(10));
@@ -458,11 +463,7 @@ mod tests {
 
     #[test]
     fn pinned_rows_get_a_group_per_session_under_the_pin_subscription() {
-        let schema = Schema::parse(
-            "test",
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
-        )
-        .unwrap();
+        let schema = team_schema();
         let mut registry = Registry::new();
         let all = shape(&schema, "SELECT * FROM t");
         let key = [KeyOrd(Value::Integer(5))];
@@ -482,11 +483,7 @@ mod tests {
 
     #[test]
     fn an_included_session_is_named_once_and_a_reused_list_starts_empty() {
-        let schema = Schema::parse(
-            "test",
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, team TEXT);",
-        )
-        .unwrap();
+        let schema = team_schema();
         let mut registry = Registry::new();
         let t1 = "SELECT * FROM t WHERE team = 'T1'";
         registry.subscribe(shape(&schema, t1), None, SessionId(2), SubId(20));
