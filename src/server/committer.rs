@@ -33,6 +33,11 @@ pub const WRITE_QUEUE_CAPACITY: usize = 4096;
 /// Most transactions committed by one SQLite commit: they share its fsync, and a larger
 /// batch holds the writer longer before anyone hears of an outcome.
 pub const MAX_WRITE_BATCH: usize = 256;
+/// Most commit batches handed to the sessions together. When more writes are already
+/// waiting as a batch commits (a burst), its frames wait for the next batch's commit, and
+/// each session gets both in one queue item and one stream write: half the wakes and
+/// packets, for at most one commit more of latency, and only under a burst.
+pub const MAX_HELD_BATCHES: usize = 2;
 
 /// One transaction waiting to be committed, with where to send its outcome.
 pub struct WriteRequest {
@@ -117,19 +122,53 @@ pub async fn run(
             let Some(first) = first else { break };
             waiting.push(first.context.client_id.clone(), first);
         }
-        while waiting.len() < WRITE_QUEUE_CAPACITY {
-            match queue.try_recv() {
-                Ok(next) => waiting.push(next.context.client_id.clone(), next),
-                Err(_) => break,
+        take_waiting(&mut queue, &mut waiting);
+        let mut held = Held::default();
+        loop {
+            let batch = waiting.take(MAX_WRITE_BATCH);
+            let span = info_span!("commit_batch", txns = batch.len());
+            let applied = commit_batch(&shared, batch).instrument(span).await;
+            // Writes already waiting: this batch's fan-out waits for theirs (bounded).
+            take_waiting(&mut queue, &mut waiting);
+            held.batches += 1;
+            let last = waiting.is_empty() || held.batches >= MAX_HELD_BATCHES;
+            if let Some(applied) = applied {
+                held.fan_out(&shared, applied, last);
+            }
+            if last {
+                break;
             }
         }
-        let batch = waiting.take(MAX_WRITE_BATCH);
-        let span = info_span!("commit_batch", txns = batch.len());
-        commit_batch(&shared, batch).instrument(span).await;
+        held.hand_over(&shared);
     }
 }
 
-async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
+/// Moves what is queued into `waiting`, up to [`WRITE_QUEUE_CAPACITY`] transactions.
+fn take_waiting(
+    queue: &mut mpsc::Receiver<WriteRequest>,
+    waiting: &mut FairQueue<Option<ClientId>, WriteRequest>,
+) {
+    while waiting.len() < WRITE_QUEUE_CAPACITY {
+        match queue.try_recv() {
+            Ok(next) => waiting.push(next.context.client_id.clone(), next),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A committed batch: each transaction's outcome and where it goes, the window events
+/// of the committed ones, and when the commit ended.
+struct Committed {
+    outcomes: Vec<TxnOutcome>,
+    replies: Vec<oneshot::Sender<TxnOutcome>>,
+    window_events: Vec<(SyncId, WindowEvents)>,
+    at: std::time::Instant,
+}
+
+/// Commits `batch` (after the backend's hook); `None` when nothing of it is left to fan
+/// out here: every transaction refused, the store failed (each answered), or PostgreSQL
+/// mode (committed there one by one, fanned out by its replication stream).
+async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) -> Option<Committed> {
     // The backend's hook may refuse a transaction before it reaches the store.
     let mut accepted = Vec::with_capacity(batch.len());
     for request in batch {
@@ -149,7 +188,7 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
         }
     }
     if accepted.is_empty() {
-        return;
+        return None;
     }
     if let Some(upstream) = &shared.upstream {
         // PostgreSQL mode: committed there one by one, fanned out by the stream.
@@ -157,7 +196,7 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             let outcome = upstream.commit(request.txn, request.guard).await;
             let _ = request.reply.send(outcome);
         }
-        return;
+        return None;
     }
     let (txns, replies): (Vec<GuardedTxn>, Vec<_>) = accepted
         .into_iter()
@@ -170,54 +209,85 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) {
             .map_err(|_| "the writer thread is gone".to_string()),
         Err(_) => Err("the writer thread is gone".to_string()),
     };
-    let (outcomes, window_events) = match result {
-        Ok(Ok(applied)) => applied,
+    match result {
+        Ok(Ok((outcomes, window_events))) => Some(Committed {
+            outcomes,
+            replies,
+            window_events,
+            at: std::time::Instant::now(),
+        }),
         Ok(Err(e)) => {
             warn!(error = %e, "store failed to apply a batch");
             unavailable(replies, &format!("server storage error: {e}"));
-            return;
+            None
         }
         Err(e) => {
             warn!(error = %e, "store writer unavailable");
             unavailable(replies, &e);
-            return;
+            None
         }
-    };
-    let committed = std::time::Instant::now();
-    // Every committed transaction's frames are gathered per session and handed over at
-    // once: one queue item (one send, one wake) per session per batch.
-    let mut outbox = Outbox::default();
-    let mut last = None;
-    // The last transaction to fan out hands each of its sessions the batch as it goes,
-    // so they start writing while the others are still being prepared.
-    let last_fanned = outcomes
-        .iter()
-        .rposition(|o| matches!(o, TxnOutcome::Committed { changes, .. } if !changes.is_empty()));
-    let mut window_events = window_events.into_iter().peekable();
-    for (i, outcome) in outcomes.iter().enumerate() {
-        if let TxnOutcome::Committed { sync_id, changes } = outcome {
-            shared.metrics.committed(changes.len());
-            let windows = window_events
-                .next_if(|(s, _)| s == sync_id)
-                .map(|(_, events)| events)
-                .unwrap_or_default();
-            if !changes.is_empty() {
-                let origin = changes.first().and_then(|c| c.origin.clone());
-                let now = (Some(i) == last_fanned).then_some(committed);
-                let txn = (*sync_id, origin, changes.as_slice());
-                fan_out(shared, &mut outbox, txn, &windows, now);
+    }
+}
+
+/// Committed batches not yet handed to their sessions (at most [`MAX_HELD_BATCHES`]),
+/// and their outcomes, answered once they are.
+#[derive(Default)]
+struct Held {
+    /// Every held transaction's frames, per session.
+    outbox: Outbox,
+    /// Outcomes to answer, in commit order.
+    replies: Vec<(oneshot::Sender<TxnOutcome>, TxnOutcome)>,
+    /// The last committed sync id.
+    last: Option<SyncId>,
+    /// When the first held batch committed: the latency of what is held counts from then.
+    committed: Option<std::time::Instant>,
+    /// Batches committed (or failed) since the last hand-over.
+    batches: usize,
+}
+
+impl Held {
+    /// Gathers a committed batch's frames per session. With `last` (no batch is held after
+    /// it), the last transaction to fan out hands each of its sessions everything held as
+    /// it goes, so they start writing while the others are still being prepared.
+    fn fan_out(&mut self, shared: &Shared, batch: Committed, last: bool) {
+        let committed = *self.committed.get_or_insert(batch.at);
+        let last_fanned = batch.outcomes.iter().rposition(
+            |o| matches!(o, TxnOutcome::Committed { changes, .. } if !changes.is_empty()),
+        );
+        let mut window_events = batch.window_events.into_iter().peekable();
+        for (i, outcome) in batch.outcomes.iter().enumerate() {
+            if let TxnOutcome::Committed { sync_id, changes } = outcome {
+                shared.metrics.committed(changes.len());
+                let windows = window_events
+                    .next_if(|(s, _)| s == sync_id)
+                    .map(|(_, events)| events)
+                    .unwrap_or_default();
+                if !changes.is_empty() {
+                    let origin = changes.first().and_then(|c| c.origin.clone());
+                    let now = (last && Some(i) == last_fanned).then_some(committed);
+                    let txn = (*sync_id, origin, changes.as_slice());
+                    fan_out(shared, &mut self.outbox, txn, &windows, now);
+                }
+                self.last = Some(*sync_id);
             }
-            last = Some(*sync_id);
         }
+        self.replies
+            .extend(batch.replies.into_iter().zip(batch.outcomes));
     }
-    outbox.hand_over(shared, committed);
-    // Only now is every transaction of the batch in its sessions' queues: a bootstrap
-    // waiting for one of them may queue its seam behind it.
-    if let Some(last) = last {
-        advance_delivered(shared, last);
-    }
-    for (outcome, reply) in outcomes.into_iter().zip(replies) {
-        let _ = reply.send(outcome);
+
+    /// Hands every session its held frames as one queue item, then answers the outcomes.
+    fn hand_over(self, shared: &Shared) {
+        if let Some(committed) = self.committed {
+            self.outbox.hand_over(shared, committed);
+        }
+        // Only now is every held transaction in its sessions' queues: a bootstrap waiting
+        // for one of them may queue its seam behind it.
+        if let Some(last) = self.last {
+            advance_delivered(shared, last);
+        }
+        for (reply, outcome) in self.replies {
+            let _ = reply.send(outcome);
+        }
     }
 }
 
