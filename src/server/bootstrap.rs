@@ -79,7 +79,7 @@ pub struct Job {
     /// The session's control-stream queue (`Subscribed`, refusals).
     pub control: mpsc::Sender<ServerMessage>,
     /// The session's live queue, where the seam is announced.
-    pub live: mpsc::Sender<LiveItem>,
+    pub live: super::session::LiveQueue,
     /// Where the session hears that this subscription ended without joining (refused
     /// after it was registered): it unregisters it before the refusal goes out, so the
     /// client may subscribe again under the same id.

@@ -20,7 +20,8 @@ mod live;
 mod window;
 
 pub use live::LiveItem;
-use live::{queue_txns, write_live};
+pub(crate) use live::LiveQueue;
+use live::{live_queue, write_live, LiveStream, Undelivered};
 
 pub use handshake::scoped_client_id;
 
@@ -102,10 +103,9 @@ pub mod close {
 
 /// What the rest of the server keeps of a session.
 pub struct SessionHandle {
-    live: mpsc::Sender<LiveItem>,
-    /// Live transactions queued and not yet taken by the live writer (at most
-    /// [`SESSION_QUEUE_CAPACITY`]).
-    queued: Arc<AtomicUsize>,
+    live: LiveQueue,
+    /// The live stream, which the committer writes to directly when nothing is queued.
+    live_stream: Arc<tokio::sync::Mutex<LiveStream>>,
     connection: quinn::Connection,
     lagging: AtomicBool,
     metrics: Arc<Metrics>,
@@ -148,17 +148,24 @@ impl SessionHandle {
             remote: self.connection.remote_address().to_string(),
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
             pins: self.pins.load(Ordering::Relaxed),
-            queued: self.queued.load(Ordering::Relaxed),
+            queued: self.live.queued(),
             bytes_sent: self.connection.stats().udp_tx.bytes,
         }
     }
 
-    /// Queues a batch's live transactions (in sync-id order) as one item, without
-    /// waiting; past [`SESSION_QUEUE_CAPACITY`] transactions, or a full queue, cuts the
-    /// session off (and queues none of them).
+    /// Hands a batch's live transactions (in sync-id order) to the session without
+    /// waiting: written to its stream at once when nothing is queued ahead of them,
+    /// otherwise queued as one item. Past [`SESSION_QUEUE_CAPACITY`] transactions, or a
+    /// full queue, cuts the session off (and queues none of them), as does a transaction
+    /// that cannot be encoded.
     pub fn deliver(&self, txns: Vec<TxnFrame>, committed: Instant) {
-        if queue_txns(&self.live, &self.queued, txns, committed).is_err() {
-            self.lagging();
+        match self.live.deliver(&self.live_stream, txns, committed) {
+            Ok(()) => {}
+            Err(Undelivered::Full) => self.lagging(),
+            Err(Undelivered::Unsendable(e)) => {
+                warn!(error = %e, "live frame not encodable");
+                self.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
+            }
         }
     }
 
@@ -209,7 +216,7 @@ struct Session {
     /// The rules bound with this session's claims.
     policy: Arc<Policy>,
     control: mpsc::Sender<ServerMessage>,
-    live: mpsc::Sender<LiveItem>,
+    live: LiveQueue,
     /// What the rest of the server sees of this session (its counts are kept here).
     handle: Arc<SessionHandle>,
     subscriptions: HashMap<SubId, Subscription>,
@@ -308,12 +315,15 @@ async fn run(
             return;
         }
     };
-    let (live_tx, live_rx) = mpsc::channel(SESSION_QUEUE_ITEMS);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let (live_tx, live_stream, live_rx) = live_queue(
+        live_stream,
+        (client_id.clone(), chosen_id.clone()),
+        &shared.metrics,
+    );
     shared.authors.insert(client_id.clone(), id);
     let handle = Arc::new(SessionHandle {
         live: live_tx.clone(),
-        queued: queued.clone(),
+        live_stream: live_stream.clone(),
         connection: connection.clone(),
         lagging: AtomicBool::new(false),
         metrics: shared.metrics.clone(),
@@ -323,15 +333,8 @@ async fn run(
         pins: AtomicUsize::new(0),
     });
     shared.sessions.insert(id, handle.clone());
-    let live_task = tokio::spawn(
-        write_live(
-            FrameWriter::new(live_stream),
-            (live_rx, queued),
-            (client_id.clone(), chosen_id),
-            shared.metrics.clone(),
-        )
-        .in_current_span(),
-    );
+    let live_task =
+        tokio::spawn(write_live(live_stream, live_rx, live_tx.clone()).in_current_span());
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_CAPACITY);
     let (ended, mut ended_rx) = mpsc::channel(ENDED_QUEUE_CAPACITY);
     let control_task = tokio::spawn(write_control(writer, control_rx).in_current_span());
