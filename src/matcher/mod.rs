@@ -16,6 +16,7 @@ mod intervals;
 mod key;
 mod keyed;
 mod posting;
+mod prefetch;
 mod program;
 mod table;
 
@@ -29,8 +30,9 @@ pub use effect::{classify, Effect, MoveOutReason};
 
 use access::{exact_int_column, plan, Probe};
 use key::BuildKeyMapHasher;
+use prefetch::prefetch;
 use program::Program;
-use table::{ColumnIndex, TableIndex};
+use table::{ColumnIndex, Keys, TableIndex};
 
 /// One shape affected by a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,21 +234,45 @@ impl Matcher {
         };
         // Candidates gather in `out` itself, as slots in placeholder matches; each is
         // then evaluated and, if affected, overwritten in place with its real match.
-        // Start the key table's cache misses of both images before the first probe (when
-        // the table is larger than the caches: otherwise there is no miss to hide).
+        // When the key table is larger than the caches, every lookup key of both images
+        // is computed first (once: `collect` takes them from `keys`) and all their slots'
+        // misses are started before the first probe (independent misses overlap; probing
+        // first would take them one by one). Otherwise `collect` computes its own keys.
+        let mut keys = Keys::default();
+        let mut first_new = 0;
         if index.keyed.is_large() {
-            let warm = old.map_or(0, |row| index.warm(row, None))
-                ^ new.map_or(0, |row| index.warm(row, old));
-            std::hint::black_box(warm);
+            if let Some(row) = old {
+                index.keys(row, None, &mut keys);
+            }
+            first_new = keys.len;
+            if let Some(row) = new {
+                index.keys(row, old, &mut keys);
+            }
+            index.keyed.prefetch_lists(keys.stored());
         }
-        let mut scan_all = false;
-        if let Some(row) = old {
-            scan_all |= !index.collect(row, None, OLD_HIT, out);
-        }
-        if let Some(row) = new {
-            scan_all |= !index.collect(row, old, NEW_HIT, out);
+        let mut scan_all = keys.nan;
+        if !scan_all {
+            if let Some(row) = old {
+                scan_all |= !index.collect(row, None, OLD_HIT, (&keys, 0), out);
+            }
+            if let Some(row) = new {
+                scan_all |= !index.collect(row, old, NEW_HIT, (&keys, first_new), out);
+            }
         }
         let residual = index.residual.len();
+        // Likewise start every candidate's miss before evaluating any, when the shapes are
+        // more than the caches hold (repeats cost nothing).
+        let large = self.hot.len() > LARGE_HOT;
+        if large && !scan_all {
+            for m in out.iter() {
+                let slot = m.shape.0 as u32 as usize;
+                if m.shape.0 & EVALUATE != 0 {
+                    prefetch(&self.hot[slot]);
+                } else {
+                    prefetch(&self.slot_ids[slot]);
+                }
+            }
+        }
         if scan_all {
             out.clear();
             for (slot, entry) in self.entries.iter().enumerate() {
@@ -270,21 +296,11 @@ impl Matcher {
             });
         }
         let candidates = out.len();
-        // Start every candidate's cache miss before evaluating any (independent loads
-        // overlap; evaluating first would take them one at a time), when the shapes are
-        // more than the caches hold.
-        if self.hot.len() > LARGE_HOT {
-            let mut touched = 0u64;
-            for m in out.iter() {
-                let slot = m.shape.0 as u32 as usize;
-                touched ^= if m.shape.0 & EVALUATE != 0 {
-                    let hot = &self.hot[slot];
-                    hot.id.0 ^ u64::from(hot.program.touch())
-                } else {
-                    self.slot_ids[slot].0
-                };
+        // A program kept out of line is one more miss, behind its `Hot`'s.
+        if large {
+            for m in out.iter().filter(|m| m.shape.0 & EVALUATE != 0) {
+                self.hot[m.shape.0 as u32 as usize].program.prefetch();
             }
-            std::hint::black_box(touched);
         }
         let mut kept = 0;
         for i in 0..candidates {
