@@ -7,6 +7,7 @@
 //! done; here the bucket is the only line touched). Keys are already well-mixed 64-bit
 //! hashes (see the `key` module), so their low bits pick the home slot.
 
+use super::huge::{filled, reserve_one};
 use super::posting::Posted;
 use super::prefetch::prefetch;
 
@@ -108,6 +109,7 @@ impl Keyed {
                     n
                 }
                 None => {
+                    reserve_one(&mut self.lists);
                     self.lists.push(list);
                     (self.lists.len() - 1) as u32
                 }
@@ -206,7 +208,7 @@ impl Keyed {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![VACANT; size]);
+        let old = std::mem::replace(&mut self.slots, filled(size, VACANT));
         let mask = size - 1;
         for slot in old.into_iter().filter(|s| s.one.0 != EMPTY) {
             let mut i = slot.key as usize & mask;

@@ -12,6 +12,7 @@
 
 mod access;
 mod effect;
+mod huge;
 mod intervals;
 mod key;
 mod keyed;
@@ -118,7 +119,9 @@ impl Matcher {
             Some(slot) => slot,
             None => {
                 self.entries.push(None);
+                huge::reserve_one(&mut self.hot);
                 self.hot.push(VACANT_HOT);
+                huge::reserve_one(&mut self.slot_ids);
                 self.slot_ids.push(ShapeId(0));
                 (self.entries.len() - 1) as u32
             }
