@@ -459,6 +459,63 @@ mod tests {
         }
     }
 
+    /// Past the sizes at which keys are computed once and prefetched (more keys per
+    /// change than are stored, NaN reals), the output equals evaluating every shape.
+    #[test]
+    fn a_large_index_agrees_with_evaluating_every_shape() {
+        let mut m = Matcher::new();
+        let sqls: Vec<String> = (0..40_000)
+            .map(|i| match i % 4 {
+                0 => format!("n = {i}"),
+                1 => format!("s IN ('v{i}', 'w{i}')"),
+                2 => format!("u = {i}.5 OR n = {}", i % 50),
+                _ if i % 8 == 3 => format!("s LIKE '{}%'", &"abcdefgh"[..1 + i % 8]),
+                _ => format!("s GLOB '{}*' AND n > {}", &"abcdefgh"[..1 + i % 8], i % 9),
+            })
+            .collect();
+        let sqls: Vec<&str> = sqls.iter().map(String::as_str).collect();
+        let mut ids = register_all(&mut m, &sqls);
+        ids.sort_unstable();
+        ids.dedup();
+        assert!(m.tables["t"].keyed.is_large() && m.hot.len() > LARGE_HOT);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |bound: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % bound
+        };
+        let mut random_row = || {
+            let k = next(40_000) as i64;
+            let s = match next(4) {
+                0 => Value::Text(format!("v{k}")),
+                1 => Value::Text("abcdefghij".into()),
+                2 => Value::Text("ABCd".into()),
+                _ => Value::Null,
+            };
+            let u = match next(3) {
+                0 => Value::Real(k as f64 + 0.5),
+                1 if next(4) == 0 => Value::Real(f64::NAN),
+                _ => Value::Integer(k),
+            };
+            row(Value::Integer(next(40_000) as i64), Value::Null, s, u)
+        };
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            let (old, new) = (random_row(), random_row());
+            m.match_change("t", Some(&old), Some(&new), &mut out);
+            let want: Vec<ShapeMatch> = ids
+                .iter()
+                .filter_map(|id| {
+                    let shape = m.shape(*id).expect("registered");
+                    classify(shape.matches(&old), shape.matches(&new), false)
+                        .map(|effect| ShapeMatch { shape: *id, effect })
+                })
+                .collect();
+            assert_eq!(out, want, "{old:?} -> {new:?}");
+        }
+    }
+
     #[test]
     fn a_candidate_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Hot>(), 64);
