@@ -241,25 +241,27 @@ impl Matcher {
         // is computed first (once: `collect` takes them from `keys`) and all their slots'
         // misses are started before the first probe (independent misses overlap; probing
         // first would take them one by one). Otherwise `collect` computes its own keys.
-        let mut keys = Keys::default();
-        let mut first_new = 0;
-        if index.keyed.is_large() {
+        let keys = index.keyed.is_large().then(|| {
+            let mut keys = Keys::default();
             if let Some(row) = old {
                 index.keys(row, None, &mut keys);
             }
-            first_new = keys.len;
+            let first_new = keys.len;
             if let Some(row) = new {
                 index.keys(row, old, &mut keys);
             }
             index.keyed.prefetch_lists(keys.stored());
-        }
-        let mut scan_all = keys.nan;
+            (keys, first_new)
+        });
+        let mut scan_all = keys.as_ref().is_some_and(|(k, _)| k.nan);
         if !scan_all {
             if let Some(row) = old {
-                scan_all |= !index.collect(row, None, OLD_HIT, (&keys, 0), out);
+                let keys = keys.as_ref().map(|(k, _)| (k, 0));
+                scan_all |= !index.collect(row, None, OLD_HIT, keys, out);
             }
             if let Some(row) = new {
-                scan_all |= !index.collect(row, old, NEW_HIT, (&keys, first_new), out);
+                let keys = keys.as_ref().map(|(k, first)| (k, *first));
+                scan_all |= !index.collect(row, old, NEW_HIT, keys, out);
             }
         }
         let residual = index.residual.len();

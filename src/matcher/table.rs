@@ -225,8 +225,8 @@ impl TableIndex {
 
     /// Appends a placeholder match (see [`candidate`]) for each shape a row image can
     /// affect (index hits only), skipping columns whose value equals the one in `seen`
-    /// (already collected for that image). `keys` holds, from number `first` on, the
-    /// image's keys from [`TableIndex::keys`] (any not stored there are computed again).
+    /// (already collected for that image). `keys`, if given, holds from number `first` on
+    /// the image's keys from [`TableIndex::keys`] (any not stored there are computed).
     /// Returns false when a value cannot be looked up (a NaN real in an indexed column)
     /// and the caller must evaluate every shape of the table. A hit that decides its shape
     /// (an integer key on an exact probe) is marked with `image` (`OLD_HIT` or `NEW_HIT`)
@@ -236,16 +236,19 @@ impl TableIndex {
         row: &[Value],
         seen: Option<&[Value]>,
         image: u64,
-        (keys, first): (&Keys, usize),
+        keys: Option<(&Keys, usize)>,
         out: &mut Vec<ShapeMatch>,
     ) -> bool {
         let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
             out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
         };
-        let mut next = first;
+        let (keys, mut next) = keys.map_or((None, 0), |(k, first)| (Some(k), first));
         for (col, column, value) in self.probed(row, seen) {
             if column.eq > 0 {
-                let Some(key) = keys.get(next).or_else(|| eq_key(col, value)) else {
+                let Some(key) = keys
+                    .and_then(|k| k.get(next))
+                    .or_else(|| eq_key(col, value))
+                else {
                     return false;
                 };
                 next += 1;
@@ -284,7 +287,7 @@ impl TableIndex {
                 if let Some(text) = value.text_bytes() {
                     TableIndex::prefix_lens(column, text.len(), |kind, len| {
                         let key = keys
-                            .get(next)
+                            .and_then(|k| k.get(next))
                             .unwrap_or_else(|| prefix_key_of_text(col, kind, &text, len));
                         next += 1;
                         slots(self.keyed.get(key), out);
