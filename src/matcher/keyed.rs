@@ -7,7 +7,9 @@
 //! done; here the bucket is the only line touched). Keys are already well-mixed 64-bit
 //! hashes (see the `key` module), so their low bits pick the home slot.
 
+use super::huge::{filled, reserve_one};
 use super::posting::Posted;
+use super::prefetch::prefetch;
 
 /// Marks an unused slot (`one.0`); a real shape slot is never `u32::MAX`.
 const EMPTY: u32 = u32::MAX;
@@ -55,25 +57,39 @@ impl Keyed {
     }
 
     /// Whether the table is past what the CPU caches hold, so that starting its misses
-    /// early (see [`Keyed::touch`]) pays.
+    /// early (see [`Keyed::prefetch`]) pays.
     pub(super) fn is_large(&self) -> bool {
         self.slots.len() > LARGE_SLOTS
     }
 
-    /// Reads the home slot of `key` (and the first posting of a spilled list there) and
-    /// returns a word of it, so that a caller can start those cache misses before it
-    /// needs the postings (the value means nothing).
-    pub(super) fn touch(&self, key: u64) -> u64 {
-        let Some(mask) = self.slots.len().checked_sub(1) else {
-            return 0;
-        };
-        let slot = &self.slots[key as usize & mask];
-        // A spilled list is a second miss, behind the slot's.
-        if slot.one.0 == SPILLED && slot.key == key {
-            let list = &self.lists[slot.one.1 as usize];
-            return list.first().map_or(0, |p| u64::from(p.0));
+    /// Starts the cache miss of the home slot of `key`, without waiting for it.
+    pub(super) fn prefetch(&self, key: u64) {
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            prefetch(&self.slots[key as usize & mask]);
         }
-        slot.key
+    }
+
+    /// For each of `keys` whose home slot holds a spilled posting list, starts the cache
+    /// misses behind the slot: the list's header, then its first postings. Reads the
+    /// slots, so it pays after [`Keyed::prefetch`] has started their misses together.
+    pub(super) fn prefetch_lists(&self, keys: &[u64]) {
+        let Some(mask) = self.slots.len().checked_sub(1) else {
+            return;
+        };
+        let spilled = |key: u64| {
+            let slot = &self.slots[key as usize & mask];
+            (slot.one.0 == SPILLED && slot.key == key).then(|| &self.lists[slot.one.1 as usize])
+        };
+        for &key in keys {
+            if let Some(list) = spilled(key) {
+                prefetch(list);
+            }
+        }
+        for &key in keys {
+            if let Some(first) = spilled(key).and_then(|list| list.first()) {
+                prefetch(first);
+            }
+        }
     }
 
     /// Files `item` under `key`; returns its position in the key's posting list.
@@ -93,6 +109,7 @@ impl Keyed {
                     n
                 }
                 None => {
+                    reserve_one(&mut self.lists);
                     self.lists.push(list);
                     (self.lists.len() - 1) as u32
                 }
@@ -191,7 +208,7 @@ impl Keyed {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![VACANT; size]);
+        let old = std::mem::replace(&mut self.slots, filled(size, VACANT));
         let mask = size - 1;
         for slot in old.into_iter().filter(|s| s.one.0 != EMPTY) {
             let mut i = slot.key as usize & mask;

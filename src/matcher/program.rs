@@ -110,13 +110,13 @@ impl Program {
         self.eval(row) == Truth::True
     }
 
-    /// One byte of the program's out-of-line part, if it has one, so that a caller can
-    /// start its cache miss early (see `Matcher::match_change`).
-    pub(super) fn touch(&self) -> u8 {
-        match self {
-            Program::Inline { .. } => 0,
-            Program::Spilled(code) => code.first().copied().unwrap_or(0),
-            Program::Tree(_) => 0,
+    /// Starts the cache miss of the program's out-of-line part, if it has one (see
+    /// `Matcher::match_change`).
+    pub(super) fn prefetch(&self) {
+        if let Program::Spilled(code) = self {
+            if let Some(first) = code.first() {
+                super::prefetch::prefetch(first);
+            }
         }
     }
 }

@@ -180,7 +180,7 @@ impl TableIndex {
 
     /// The indexed columns a row image is looked up by, with its values: every column up
     /// to the row's end whose value differs from the one in `seen` (already collected for
-    /// that image). [`TableIndex::warm`] and [`TableIndex::collect`] visit the same ones.
+    /// that image). [`TableIndex::keys`] and [`TableIndex::collect`] visit the same ones.
     fn probed<'a>(
         &'a self,
         row: &'a [Value],
@@ -193,49 +193,65 @@ impl TableIndex {
             .filter(move |&(col, _, value)| seen.and_then(|s| s.get(col)) != Some(value))
     }
 
-    /// Touches the key-table slot of each equality and text prefix key `collect` will
-    /// look up for `row`
-    /// (same skipping rule), so the misses overlap; returns a meaningless word.
-    pub(super) fn warm(&self, row: &[Value], seen: Option<&[Value]>) -> u64 {
-        let mut touched = 0;
+    /// Computes, in [`TableIndex::collect`]'s order, the key of each equality and prefix
+    /// lookup of a row image (same skipping rule) into `keys`, so that `collect` does not
+    /// compute them again, and starts the cache miss of each key's slot, so that the
+    /// misses of the whole change overlap.
+    pub(super) fn keys(&self, row: &[Value], seen: Option<&[Value]>, keys: &mut Keys) {
         for (col, column, value) in self.probed(row, seen) {
             if column.eq > 0 {
-                if let Some(key) = eq_key(col, value) {
-                    touched ^= self.keyed.touch(key);
+                match eq_key(col, value) {
+                    Some(key) => {
+                        self.keyed.prefetch(key);
+                        keys.push(key);
+                    }
+                    None => {
+                        keys.nan = true;
+                        return;
+                    }
                 }
             }
             if column.prefixes > 0 {
-                if let Value::Text(text) = value {
-                    TableIndex::prefix_keys(col, column, text.as_bytes(), |key| {
-                        touched ^= self.keyed.touch(key);
+                if let Some(text) = value.text_bytes() {
+                    TableIndex::prefix_lens(column, text.len(), |kind, len| {
+                        let key = prefix_key_of_text(col, kind, &text, len);
+                        self.keyed.prefetch(key);
+                        keys.push(key);
                     });
                 }
             }
         }
-        touched
     }
 
     /// Appends a placeholder match (see [`candidate`]) for each shape a row image can
     /// affect (index hits only), skipping columns whose value equals the one in `seen`
-    /// (already collected for that image). Returns false when a value cannot be looked
-    /// up (a NaN real in an indexed column) and the caller must evaluate every shape of
-    /// the table. A hit that decides its shape (an integer key on an exact probe) is
-    /// marked with `image` (`OLD_HIT` or `NEW_HIT`) instead of `EVALUATE`.
+    /// (already collected for that image). `keys`, if given, holds from number `first` on
+    /// the image's keys from [`TableIndex::keys`] (any not stored there are computed).
+    /// Returns false when a value cannot be looked up (a NaN real in an indexed column)
+    /// and the caller must evaluate every shape of the table. A hit that decides its shape
+    /// (an integer key on an exact probe) is marked with `image` (`OLD_HIT` or `NEW_HIT`)
+    /// instead of `EVALUATE`.
     pub(super) fn collect(
         &self,
         row: &[Value],
         seen: Option<&[Value]>,
         image: u64,
+        keys: Option<(&Keys, usize)>,
         out: &mut Vec<ShapeMatch>,
     ) -> bool {
         let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
             out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
         };
+        let (keys, mut next) = keys.map_or((None, 0), |(k, first)| (Some(k), first));
         for (col, column, value) in self.probed(row, seen) {
             if column.eq > 0 {
-                let Some(key) = eq_key(col, value) else {
+                let Some(key) = keys
+                    .and_then(|k| k.get(next))
+                    .or_else(|| eq_key(col, value))
+                else {
                     return false;
                 };
+                next += 1;
                 let int = int_keyed(value);
                 out.extend(self.keyed.get(key).iter().map(|&(slot, field)| {
                     match exact_column(field) {
@@ -269,8 +285,12 @@ impl TableIndex {
             }
             if column.prefixes > 0 {
                 if let Some(text) = value.text_bytes() {
-                    TableIndex::prefix_keys(col, column, &text, |key| {
-                        out.extend(self.keyed.get(key).iter().map(|&(s, _)| candidate(s)));
+                    TableIndex::prefix_lens(column, text.len(), |kind, len| {
+                        let key = keys
+                            .and_then(|k| k.get(next))
+                            .unwrap_or_else(|| prefix_key_of_text(col, kind, &text, len));
+                        next += 1;
+                        slots(self.keyed.get(key), out);
                     });
                 }
             }
@@ -278,20 +298,61 @@ impl TableIndex {
         true
     }
 
-    /// Calls `each` with the key of every prefix of `text` some pattern of column `col`
-    /// is filed under (only lengths that have patterns).
-    fn prefix_keys(col: usize, column: &ColumnIndex, text: &[u8], mut each: impl FnMut(u64)) {
+    /// Calls `each` with the operator and length of every prefix of a text of `text_len`
+    /// bytes some pattern of `column` is filed under (only lengths that have patterns).
+    fn prefix_lens(
+        column: &ColumnIndex,
+        text_len: usize,
+        mut each: impl FnMut(PatternKind, usize),
+    ) {
         for (kind, lens) in [
             (PatternKind::Like, &column.like_lens),
             (PatternKind::Glob, &column.glob_lens),
         ] {
-            let longest = text.len().min(PREFIX_MAX);
+            let longest = text_len.min(PREFIX_MAX);
             for (len, &filed) in lens.iter().enumerate().take(longest + 1).skip(1) {
                 if filed > 0 {
-                    each(prefix_key_of_text(col, kind, text, len));
+                    each(kind, len);
                 }
             }
         }
+    }
+}
+
+/// Keys stored per change (both images); lookups past this many compute theirs again.
+const KEYS_STORED: usize = 16;
+
+/// The lookup keys of one change, in [`TableIndex::collect`]'s order (see
+/// [`TableIndex::keys`]): the first [`KEYS_STORED`] stored, the rest only counted.
+#[derive(Debug, Default)]
+pub(super) struct Keys {
+    stored: [u64; KEYS_STORED],
+    /// Keys computed so far (stored or not).
+    pub(super) len: usize,
+    /// A value had no key (a NaN real in an indexed column).
+    pub(super) nan: bool,
+}
+
+impl Keys {
+    fn push(&mut self, key: u64) {
+        if let Some(slot) = self.stored.get_mut(self.len) {
+            *slot = key;
+        }
+        self.len += 1;
+    }
+
+    /// Key number `n`, if stored.
+    fn get(&self, n: usize) -> Option<u64> {
+        if n < self.len {
+            self.stored.get(n).copied()
+        } else {
+            None
+        }
+    }
+
+    /// The stored keys.
+    pub(super) fn stored(&self) -> &[u64] {
+        &self.stored[..self.len.min(KEYS_STORED)]
     }
 }
 
