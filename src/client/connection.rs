@@ -8,8 +8,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::ids::{ClientId, SyncId};
@@ -19,12 +18,9 @@ use crate::wire::{
     ServerMessage, SubId, TxnAssembler, PROTOCOL_VERSION,
 };
 
-/// Control answers and bootstrap frames received but not yet taken by the application.
-/// When the queue is full the stream readers wait, so QUIC flow control slows the server
-/// down instead of memory growing. The live stream is not queued: the application's own
-/// call to [`Connection::next_event`] reads and decodes it, so a live transaction costs
-/// no hand-over between tasks, and an application that stops taking events stops
-/// reading it (QUIC flow control, bounded by the stream's receive window).
+/// Events received but not yet taken by the application. When the queue is full the
+/// stream readers wait, so QUIC flow control slows the server down instead of memory
+/// growing.
 pub const EVENT_QUEUE_CAPACITY: usize = 1024;
 
 /// Errors of a protocol connection.
@@ -115,36 +111,14 @@ pub struct ConnectOptions<'a> {
     pub schema_version: Option<u64>,
 }
 
-/// An open connection. Background tasks read the control and bootstrap streams into one
-/// event queue (they end when the connection does); the live stream is read by
-/// [`Connection::next_event`] itself.
+/// An open connection. Two background tasks read the server's streams into one event
+/// queue; they end when the connection does.
 pub struct Connection {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
     control: FrameWriter,
     events: mpsc::Receiver<Event>,
-    live: LiveStream,
     welcome: Welcome,
-}
-
-/// The live stream, as far as the connection got with it.
-enum LiveStream {
-    /// Not opened by the server yet: the stream acceptor hands it over.
-    Awaiting(oneshot::Receiver<FrameReader>),
-    /// Being read; the assembler holds the parts of a transaction too large for one frame.
-    Reading(FrameReader, TxnAssembler),
-    /// Ended, failed or never opened.
-    Ended,
-}
-
-/// What one wait of [`Connection::next_event`] brought.
-enum Step {
-    /// An event of the queue, or `None` when every queue writer is gone.
-    Queued(Option<Event>),
-    /// The live stream was opened (or never will be: `None`).
-    Opened(Option<FrameReader>),
-    /// A frame of the live stream, or its end.
-    Live(Result<Option<LiveFrame>, TransportError>),
 }
 
 impl Connection {
@@ -210,15 +184,13 @@ impl Connection {
             }
         };
         let (tx, events) = mpsc::channel(EVENT_QUEUE_CAPACITY);
-        let (live_tx, live) = oneshot::channel();
         tokio::spawn(read_control(reader, connection.clone(), tx.clone()));
-        tokio::spawn(accept_streams(connection.clone(), tx, live_tx));
+        tokio::spawn(accept_streams(connection.clone(), tx));
         Ok(Connection {
             endpoint,
             connection,
             control,
             events,
-            live: LiveStream::Awaiting(live),
             welcome,
         })
     }
@@ -238,107 +210,14 @@ impl Connection {
     }
 
     /// The next event; `None` once the connection is gone and every event was taken.
-    /// Cancel-safe: can be used in `tokio::select!` (nothing taken is lost).
     pub async fn next_event(&mut self) -> Option<Event> {
-        loop {
-            let step = match &mut self.live {
-                LiveStream::Awaiting(opened) => tokio::select! {
-                    event = self.events.recv() => Step::Queued(event),
-                    reader = opened => Step::Opened(reader.ok()),
-                },
-                LiveStream::Reading(reader, _) => tokio::select! {
-                    event = self.events.recv() => Step::Queued(event),
-                    frame = reader.recv::<LiveFrame>() => Step::Live(frame),
-                },
-                LiveStream::Ended => Step::Queued(self.events.recv().await),
-            };
-            match step {
-                Step::Opened(Some(reader)) => {
-                    self.live = LiveStream::Reading(reader, TxnAssembler::default());
-                }
-                Step::Opened(None) => self.live = LiveStream::Ended,
-                Step::Live(frame) => {
-                    if let Some(event) = self.live_event(frame) {
-                        return Some(event);
-                    }
-                }
-                Step::Queued(event @ (Some(Event::Closed(_)) | None)) => {
-                    // What the live stream already holds came before the end.
-                    if let Some(live) = self.buffered_live_event() {
-                        return Some(live);
-                    }
-                    return event;
-                }
-                Step::Queued(event) => return event,
-            }
-        }
+        self.events.recv().await
     }
 
     /// The next event if one already arrived, without waiting (e.g. to take a bootstrap's
     /// queued rows together).
     pub fn try_next_event(&mut self) -> Option<Event> {
-        self.next_event().now_or_never().flatten()
-    }
-
-    /// The next event of the live stream that is already received, without waiting; the
-    /// stream is abandoned when it has none (the connection is ending).
-    fn buffered_live_event(&mut self) -> Option<Event> {
-        while let LiveStream::Reading(reader, _) = &mut self.live {
-            let Some(frame) = reader.recv::<LiveFrame>().now_or_never() else {
-                self.live = LiveStream::Ended;
-                return None;
-            };
-            if let Some(event) = self.live_event(frame) {
-                return Some(event);
-            }
-        }
-        None
-    }
-
-    /// What a frame of the live stream means for the application: `None` for a part of a
-    /// larger transaction, and at the stream's end or on a malformed frame (the stream is
-    /// then abandoned).
-    fn live_event(&mut self, frame: Result<Option<LiveFrame>, TransportError>) -> Option<Event> {
-        let LiveStream::Reading(_, assembler) = &mut self.live else {
-            return None;
-        };
-        let live = match frame {
-            Ok(Some(LiveFrame::V1(live))) => live,
-            Ok(None) => {
-                self.live = LiveStream::Ended;
-                return None;
-            }
-            Err(e) => {
-                debug!(error = %e, "the live stream failed");
-                self.live = LiveStream::Ended;
-                return None;
-            }
-        };
-        let event = match live {
-            Live::Part(part) => match assembler.part(part) {
-                Ok(()) => return None,
-                Err(e) => Err(e),
-            },
-            Live::Txn(txn) => assembler.finish(txn).map(Event::Live),
-            Live::Joined { sub, sync_id } => Ok(Event::Joined { sub, sync_id }),
-            Live::Resized {
-                sub,
-                sync_id,
-                events,
-            } => Ok(Event::Resized {
-                sub,
-                sync_id,
-                events,
-            }),
-            #[allow(unreachable_patterns)]
-            _ => return None,
-        };
-        event
-            .inspect_err(|e| {
-                debug!(error = %e, "malformed transaction on the live stream");
-                self.live = LiveStream::Ended;
-            })
-            .ok()
+        self.events.try_recv().ok()
     }
 
     /// Moves the connection to a new local UDP socket (e.g. after a network change);
@@ -397,15 +276,10 @@ async fn read_control(
     }
 }
 
-/// The first unidirectional stream the server opens is the live stream, handed over to
-/// the connection; each later one is a bootstrap stream (quinn hands streams over in the
-/// order they were opened).
-async fn accept_streams(
-    connection: quinn::Connection,
-    tx: mpsc::Sender<Event>,
-    live: oneshot::Sender<FrameReader>,
-) {
-    let mut live = Some(live);
+/// The first unidirectional stream the server opens is the live stream; each later one
+/// is a bootstrap stream (quinn hands streams over in the order they were opened).
+async fn accept_streams(connection: quinn::Connection, tx: mpsc::Sender<Event>) {
+    let mut first = true;
     loop {
         let recv = match connection.accept_uni().await {
             Ok(r) => r,
@@ -421,13 +295,49 @@ async fn accept_streams(
             }
         };
         let reader = FrameReader::new(recv);
-        match live.take() {
-            Some(live) => {
-                let _ = live.send(reader);
+        if first {
+            first = false;
+            tokio::spawn(read_live(reader, tx.clone()));
+        } else {
+            tokio::spawn(read_bootstrap(reader, tx.clone()));
+        }
+    }
+}
+
+async fn read_live(mut reader: FrameReader, tx: mpsc::Sender<Event>) {
+    // The parts of a transaction too large for one frame, until its `Txn`.
+    let mut assembler = TxnAssembler::default();
+    while let Ok(Some(LiveFrame::V1(live))) = reader.recv::<LiveFrame>().await {
+        let event = match live {
+            Live::Part(part) => {
+                if let Err(e) = assembler.part(part) {
+                    debug!(error = %e, "malformed transaction parts on the live stream");
+                    return;
+                }
+                continue;
             }
-            None => {
-                tokio::spawn(read_bootstrap(reader, tx.clone()));
-            }
+            Live::Txn(txn) => match assembler.finish(txn) {
+                Ok(txn) => Event::Live(txn),
+                Err(e) => {
+                    debug!(error = %e, "malformed transaction on the live stream");
+                    return;
+                }
+            },
+            Live::Joined { sub, sync_id } => Event::Joined { sub, sync_id },
+            Live::Resized {
+                sub,
+                sync_id,
+                events,
+            } => Event::Resized {
+                sub,
+                sync_id,
+                events,
+            },
+            #[allow(unreachable_patterns)]
+            _ => continue,
+        };
+        if tx.send(event).await.is_err() {
+            return;
         }
     }
 }
