@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::metrics::Cutoff;
 use super::registry::{Deliveries, Pair, NO_GROUP};
 use super::windows::{WindowEvents, WindowObserver, Windows};
 use super::{Shared, WriteContext};
@@ -442,7 +441,7 @@ pub(super) fn fan_out(
         if let Err(e) = outbox.push(session, frame) {
             warn!(error = %e, sync_id = sync_id.0, "a change too large to send");
             if let Some(handle) = shared.sessions.get(&session) {
-                handle.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
+                handle.unsendable();
             }
         } else if let Some(committed) = hand_over {
             if let Some(frames) = outbox.take(session) {

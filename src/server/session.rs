@@ -164,9 +164,14 @@ impl SessionHandle {
             Err(Undelivered::Full) => self.lagging(),
             Err(Undelivered::Unsendable(e)) => {
                 warn!(error = %e, "live frame not encodable");
-                self.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
+                self.unsendable();
             }
         }
+    }
+
+    /// Cuts the session off: a change it should get cannot be encoded as a live frame.
+    pub fn unsendable(&self) {
+        self.cut_off(Cutoff::Unsendable, b"a change too large for a live frame");
     }
 
     /// Queues a live item without waiting; a full queue cuts the session off.

@@ -158,25 +158,20 @@ impl LiveQueue {
         txns: Vec<TxnFrame>,
         committed: Instant,
     ) -> Result<(), Undelivered> {
-        let Ok(mut guard) = stream.try_lock() else {
+        // Taken only when nothing is queued or being written ahead of the batch.
+        let idle = stream
+            .try_lock()
+            .ok()
+            .filter(|_| self.items.load(Ordering::SeqCst) == 0);
+        let Some(mut guard) = idle else {
             return self
                 .queue_txns(txns, committed)
                 .map_err(|Full| Undelivered::Full);
         };
-        if self.items.load(Ordering::SeqCst) != 0 {
-            drop(guard);
-            return self
-                .queue_txns(txns, committed)
-                .map_err(|Full| Undelivered::Full);
-        }
         let live = &mut *guard;
         for txn in txns {
-            let (client_id, chosen_id) = &live.ids;
-            let Some(txn) = for_session(txn, &live.seams, (client_id, chosen_id)) else {
-                continue;
-            };
-            encode_txn(txn, &mut live.out.buf).map_err(Undelivered::Unsendable)?;
-            live.out.committed.push(committed);
+            live.encode_txn(txn, committed)
+                .map_err(Undelivered::Unsendable)?;
         }
         if live.out.write_now(&mut live.writer) {
             return Ok(());
@@ -265,16 +260,10 @@ pub(super) async fn write_live(
                 LiveItem::Txns(txns, at) => {
                     let mut written = Ok(());
                     for txn in txns {
-                        let (client_id, chosen_id) = &live.ids;
-                        let Some(txn) = for_session(txn, &live.seams, (client_id, chosen_id))
-                        else {
-                            continue;
-                        };
-                        written = encode_txn(txn, &mut live.out.buf);
+                        written = live.encode_txn(txn, at);
                         if written.is_err() {
                             break;
                         }
-                        live.out.committed.push(at);
                         // A batch of large transactions goes out in several writes.
                         if live.out.buf.len() >= LIVE_BATCH_BYTES
                             && !live.out.write(&mut live.writer).await
@@ -301,6 +290,20 @@ pub(super) async fn write_live(
         // Written: the committer may write straight to the stream again once nothing is
         // queued. (A writer that ended above keeps its items counted: the stream is gone.)
         counts.items.fetch_sub(batched, Ordering::SeqCst);
+    }
+}
+
+impl LiveStream {
+    /// Encodes what of `txn` this session sends (see [`for_session`]), committed at `at`,
+    /// behind the frames not yet written; nothing when nothing of it is for this session.
+    fn encode_txn(&mut self, txn: TxnFrame, at: Instant) -> Result<(), FrameError> {
+        let (client_id, chosen_id) = &self.ids;
+        let Some(txn) = for_session(txn, &self.seams, (client_id, chosen_id)) else {
+            return Ok(());
+        };
+        encode_txn(txn, &mut self.out.buf)?;
+        self.out.committed.push(at);
+        Ok(())
     }
 }
 
