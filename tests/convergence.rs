@@ -538,6 +538,7 @@ async fn run_schedule(seed: u64, steps: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_converge_and_lose_nothing_under_crashes() {
+    common::trace_from_env();
     let steps: usize = std::env::var("SLUICE_TORTURE_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -89,3 +89,95 @@ async fn a_resend_after_its_record_is_pruned_is_told_so_and_not_applied() {
     }
     server.handle.shutdown().await;
 }
+
+/// A resend that commits nothing new answers with its first sync id, older than the
+/// head. When it is the last transaction of a batch that also committed new ones, the
+/// server must still count the batch's newest commit as handed to its sessions: a
+/// bootstrap that read its snapshot at that head waits for it before it joins, and with
+/// no later write it would wait for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resend_ending_a_batch_does_not_hold_back_the_bootstraps_after_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    // The hook holds the committer on the transaction that inserts `gate`, so that what
+    // the client sends meanwhile is committed as one batch.
+    let (entered, open) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let handle = {
+        let (entered, open) = (entered.clone(), open.clone());
+        sluice::server::Server::builder(schema_dir(), dir.path().join("app.db"))
+            .listen("127.0.0.1:0".parse().unwrap())
+            .no_auth()
+            .write_hook(move |_, txn| {
+                let gate = txn.mutations.iter().any(|m| {
+                    matches!(m, sluice::store::Mutation::Insert { values, .. }
+                        if values.iter().any(|(_, v)| *v == text("gate")))
+                });
+                if gate {
+                    entered.store(true, Ordering::SeqCst);
+                    while !open.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Ok(())
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    let ca = handle.cert_path().unwrap().to_path_buf();
+    let mut writer = Client::connect(&handle, &ca, "phone").await;
+    let first = send(&mut writer, 1, "a").await;
+    let WriteOutcome::Committed { sync_id: first_id } = first else {
+        panic!("{first:?}")
+    };
+    writer
+        .write(2, vec![insert_issue("gate", "T1", "todo", 1)])
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !entered.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "the hook never ran");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // A new transaction, then the resend of the first: both wait behind the gate.
+    writer
+        .write(3, vec![insert_issue("b", "T1", "todo", 1)])
+        .await;
+    writer
+        .write(1, vec![insert_issue("a", "T1", "todo", 1)])
+        .await;
+    // The session handles requests in order: once a later fetch is answered, both
+    // writes are in the committer's queue.
+    fetch(&mut writer, 1, "issues", vec![text("a")]).await;
+    open.store(true, Ordering::SeqCst);
+    writer
+        .until("every outcome", |c| {
+            [2, 3].iter().all(|seq| c.writes.contains_key(seq))
+        })
+        .await;
+    let WriteOutcome::Committed { sync_id: newest } = writer.writes[&3].clone() else {
+        panic!("{:?}", writer.writes[&3])
+    };
+    assert_eq!(
+        writer.writes[&1],
+        WriteOutcome::Committed { sync_id: first_id },
+        "the resend answers with its first outcome"
+    );
+    // A new subscriber reads at the head (the newest commit) and joins there.
+    let mut reader = Client::connect(&handle, &ca, "laptop").await;
+    reader
+        .subscribe(1, "SELECT * FROM issues WHERE team_id = 'T1'", None)
+        .await;
+    reader
+        .until("the snapshot's end and the seam", |c| {
+            c.sub(1).end.is_some() && c.sub(1).joined.is_some()
+        })
+        .await;
+    assert_eq!(reader.sub(1).end, Some(newest));
+    assert_eq!(reader.sub(1).rows.len(), 3, "a, gate and b");
+    handle.shutdown().await;
+}

@@ -580,7 +580,12 @@ impl Online<'_> {
         }
         let actions = match event {
             Event::Control(message) => return self.control(message).await,
-            Event::Bootstrap(sub, frame) => self.core.bootstrap(sub, frame),
+            Event::Bootstrap(sub, frame) => {
+                if let crate::wire::BootstrapFrame::End { sync_id } = &frame {
+                    debug!(sub = sub.0, %sync_id, "snapshot ended");
+                }
+                self.core.bootstrap(sub, frame)
+            }
             Event::Resized {
                 sub,
                 sync_id,
@@ -600,7 +605,10 @@ impl Online<'_> {
                 let pinned = super::loader::take_pin_events(&mut txn.events);
                 self.core.live(txn, pinned)
             }
-            Event::Joined { sub, sync_id } => self.core.joined(sub, sync_id),
+            Event::Joined { sub, sync_id } => {
+                debug!(sub = sub.0, %sync_id, "seam");
+                self.core.joined(sub, sync_id)
+            }
             Event::Closed(_) => Vec::new(),
         };
         self.act(actions).await

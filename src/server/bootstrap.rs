@@ -217,15 +217,17 @@ pub async fn run(job: Job) {
     // follows them: the client joins the subscription there, and the live writer skips
     // its changes up to W from then on.
     let mut delivered = job.shared.delivered.subscribe();
+    debug!(through = %w, delivered = %*delivered.borrow(), "seam waits for delivery");
     if delivered.wait_for(|d| *d >= w).await.is_ok() {
         job.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = job
+        let queued = job
             .live
             .send(LiveItem::Seam {
                 sub: job.sub,
                 through: w,
             })
             .await;
+        debug!(through = %w, queued = queued.is_ok(), "seam");
     }
 }
 

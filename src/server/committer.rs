@@ -236,7 +236,7 @@ struct Held {
     outbox: Outbox,
     /// Outcomes to answer, in commit order.
     replies: Vec<(oneshot::Sender<TxnOutcome>, TxnOutcome)>,
-    /// The last committed sync id.
+    /// The newest committed sync id (a replayed resend's is older than the others').
     last: Option<SyncId>,
     /// When the first held batch committed: the latency of what is held counts from then.
     committed: Option<std::time::Instant>,
@@ -267,7 +267,9 @@ impl Held {
                     let txn = (*sync_id, origin, changes.as_slice());
                     fan_out(shared, &mut self.outbox, txn, &windows, now);
                 }
-                self.last = Some(*sync_id);
+                // A resend the store already committed answers with its first sync id,
+                // older than the batch's new commits: the newest one counts.
+                self.last = self.last.max(Some(*sync_id));
             }
         }
         self.replies

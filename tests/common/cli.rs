@@ -33,12 +33,18 @@ pub fn spawn_serve(db: &Path, listen: &str, auth: &[&str]) -> (Child, String) {
     (child, addr)
 }
 
-/// Spawns a `sluice serve` command (stdout piped, stderr dropped) and reads its first
-/// line, `listening on ADDR`; returns the child and ADDR.
+/// Spawns a `sluice serve` command (stdout piped, stderr dropped unless
+/// `SLUICE_TEST_SERVER_LOG` is set, then kept with the test's) and reads its first line,
+/// `listening on ADDR`; returns the child and ADDR.
 pub fn spawn_listening(serve: &mut Command) -> (Child, String) {
+    let stderr = if std::env::var_os("SLUICE_TEST_SERVER_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
     let mut child = serve
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn sluice serve");
     let mut line = String::new();

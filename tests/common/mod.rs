@@ -28,6 +28,17 @@ use sluice::query::Params;
 use sluice::server::{Quotas, Server, ServerHandle};
 use sluice::store::{Mutation, SqliteStore, StoreOptions, TxnOutcome, WriteTxn};
 use sluice::value::Value;
+
+/// Logs the test's own tracing to stderr when `RUST_LOG` is set (for chasing a failure:
+/// with `SLUICE_TEST_SERVER_LOG` too, a `sluice serve` child's log is kept beside it).
+pub fn trace_from_env() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
 use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId, WriteOutcome};
 
 /// Generous bound for anything a test waits for.
