@@ -1,19 +1,23 @@
 //! The equality and prefix index of one table: index key -> posting list, as a flat
 //! open-addressing table (linear probing, backward-shift deletion, no tombstones).
 //!
-//! A slot is 16 bytes, the key and either the key's only posting inline or the number of
-//! a spilled list, so a lookup at a million keys costs about one cache miss (a general
-//! hash map touches its control bytes, then a 40-byte bucket, then for most keys is
-//! done; here the bucket is the only line touched). Keys are already well-mixed 64-bit
+//! A slot is 32 bytes (two to a cache line), the key and either the key's only posting
+//! inline or the number of a spilled list, so a lookup at a million keys costs about one
+//! cache miss (a general hash map touches its control bytes, then a 40-byte bucket, then
+//! for most keys is done; here the bucket is the only line touched). A posting carries
+//! what an exact hit is decided from (see the `exact` module), so such a hit needs no
+//! other line. Keys are already well-mixed 64-bit
 //! hashes (see the `key` module), so their low bits pick the home slot.
 
+use super::exact::Post;
 use super::huge::{filled, reserve_one};
 use super::posting::Posted;
 use super::prefetch::prefetch;
+use crate::query::ShapeId;
 
-/// Marks an unused slot (`one.0`); a real shape slot is never `u32::MAX`.
+/// Marks an unused slot (`one.slot`); a real shape slot is never `u32::MAX`.
 const EMPTY: u32 = u32::MAX;
-/// Marks a slot whose postings live in `lists[one.1]` (`one.0`).
+/// Marks a slot whose postings live in `lists[one.field]` (`one.slot`).
 const SPILLED: u32 = u32::MAX - 1;
 /// Slots past which the table is taken to be out of cache (1 MiB).
 const LARGE_SLOTS: usize = 1 << 16;
@@ -21,15 +25,21 @@ const LARGE_SLOTS: usize = 1 << 16;
 const MIN_SLOTS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
+#[repr(align(32))]
 struct Slot {
     key: u64,
-    /// The only posting, or (`SPILLED`, list number), or (`EMPTY`, _).
-    one: Posted,
+    /// The only posting, or `SPILLED` and the list number in `field`, or `EMPTY`.
+    one: Post,
 }
 
 const VACANT: Slot = Slot {
     key: 0,
-    one: (EMPTY, 0),
+    one: Post {
+        slot: EMPTY,
+        field: 0,
+        id: ShapeId(0),
+        head: 0,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -38,7 +48,7 @@ pub(super) struct Keyed {
     /// Keys present.
     len: usize,
     /// Posting lists of keys with two or more postings; `free` lists unused numbers.
-    lists: Vec<Vec<Posted>>,
+    lists: Vec<Vec<Post>>,
     free: Vec<u32>,
 }
 
@@ -49,7 +59,7 @@ impl Keyed {
     }
 
     /// The postings filed under `key` (empty when none).
-    pub(super) fn get(&self, key: u64) -> &[Posted] {
+    pub(super) fn get(&self, key: u64) -> &[Post] {
         match self.find(key) {
             Some(i) => self.postings(i),
             None => &[],
@@ -78,7 +88,8 @@ impl Keyed {
         };
         let spilled = |key: u64| {
             let slot = &self.slots[key as usize & mask];
-            (slot.one.0 == SPILLED && slot.key == key).then(|| &self.lists[slot.one.1 as usize])
+            (slot.one.slot == SPILLED && slot.key == key)
+                .then(|| &self.lists[slot.one.field as usize])
         };
         for &key in keys {
             if let Some(list) = spilled(key) {
@@ -93,12 +104,12 @@ impl Keyed {
     }
 
     /// Files `item` under `key`; returns its position in the key's posting list.
-    pub(super) fn push(&mut self, key: u64, item: Posted) -> u32 {
-        debug_assert!(item.0 < SPILLED, "shape slots stay below u32::MAX - 1");
+    pub(super) fn push(&mut self, key: u64, item: Post) -> u32 {
+        debug_assert!(item.slot < SPILLED, "shape slots stay below u32::MAX - 1");
         if let Some(i) = self.find(key) {
             let one = self.slots[i].one;
-            if one.0 == SPILLED {
-                let list = &mut self.lists[one.1 as usize];
+            if one.slot == SPILLED {
+                let list = &mut self.lists[one.field as usize];
                 list.push(item);
                 return (list.len() - 1) as u32;
             }
@@ -114,7 +125,11 @@ impl Keyed {
                     (self.lists.len() - 1) as u32
                 }
             };
-            self.slots[i].one = (SPILLED, number);
+            self.slots[i].one = Post {
+                slot: SPILLED,
+                field: number,
+                ..VACANT.one
+            };
             return 1;
         }
         if (self.len + 1) * 2 > self.slots.len() {
@@ -122,7 +137,7 @@ impl Keyed {
         }
         let mask = self.slots.len() - 1;
         let mut i = key as usize & mask;
-        while self.slots[i].one.0 != EMPTY {
+        while self.slots[i].one.slot != EMPTY {
             i = (i + 1) & mask;
         }
         self.slots[i] = Slot { key, one: item };
@@ -131,31 +146,31 @@ impl Keyed {
     }
 
     /// Removes the posting at `pos` under `key` by moving the last one into its place;
-    /// returns the moved posting (now at `pos`), whose recorded position the caller must
-    /// update. A key left without postings is removed.
+    /// returns the moved posting's (slot, probe field) (now at `pos`), whose recorded
+    /// position the caller must update. A key left without postings is removed.
     pub(super) fn swap_remove(&mut self, key: u64, pos: u32) -> Option<Posted> {
         let i = self.find(key)?;
         let one = self.slots[i].one;
-        if one.0 != SPILLED {
+        if one.slot != SPILLED {
             self.delete(i);
             return None;
         }
-        let list = &mut self.lists[one.1 as usize];
+        let list = &mut self.lists[one.field as usize];
         let pos = pos as usize;
         list.swap_remove(pos);
-        let moved = list.get(pos).copied();
+        let moved = list.get(pos).map(|p| (p.slot, p.field));
         if let [only] = list[..] {
-            self.lists[one.1 as usize] = Vec::new();
-            self.free.push(one.1);
+            self.lists[one.field as usize] = Vec::new();
+            self.free.push(one.field);
             self.slots[i].one = only;
         }
         moved
     }
 
-    fn postings(&self, i: usize) -> &[Posted] {
+    fn postings(&self, i: usize) -> &[Post] {
         let one = &self.slots[i].one;
-        if one.0 == SPILLED {
-            &self.lists[one.1 as usize]
+        if one.slot == SPILLED {
+            &self.lists[one.field as usize]
         } else {
             std::slice::from_ref(one)
         }
@@ -169,7 +184,7 @@ impl Keyed {
         let mut i = key as usize & mask;
         loop {
             let slot = &self.slots[i];
-            if slot.one.0 == EMPTY {
+            if slot.one.slot == EMPTY {
                 return None;
             }
             if slot.key == key {
@@ -188,7 +203,7 @@ impl Keyed {
         loop {
             i = (i + 1) & mask;
             let slot = self.slots[i];
-            if slot.one.0 == EMPTY {
+            if slot.one.slot == EMPTY {
                 return;
             }
             let home = slot.key as usize & mask;
@@ -210,9 +225,9 @@ impl Keyed {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
         let old = std::mem::replace(&mut self.slots, filled(size, VACANT));
         let mask = size - 1;
-        for slot in old.into_iter().filter(|s| s.one.0 != EMPTY) {
+        for slot in old.into_iter().filter(|s| s.one.slot != EMPTY) {
             let mut i = slot.key as usize & mask;
-            while self.slots[i].one.0 != EMPTY {
+            while self.slots[i].one.slot != EMPTY {
                 i = (i + 1) & mask;
             }
             self.slots[i] = slot;
@@ -236,7 +251,13 @@ mod tests {
     fn matches_a_hash_map_of_vectors() {
         let mut rng = StdRng::seed_from_u64(15);
         let mut keyed = Keyed::default();
-        let mut model: HashMap<u64, Vec<Posted>> = HashMap::new();
+        let mut model: HashMap<u64, Vec<Post>> = HashMap::new();
+        let post = |slot: u32, field: u32| Post {
+            slot,
+            field,
+            id: ShapeId(u64::from(slot) << 8 | u64::from(field)),
+            head: u64::from(slot) * 3,
+        };
         let mut next = 0u32;
         for step in 0..20_000 {
             let key = match rng.gen_range(0..3) {
@@ -245,15 +266,15 @@ mod tests {
                 _ => rng.gen::<u64>() % 1000,
             };
             if rng.gen_bool(0.55) {
-                let pos = keyed.push(key, (next, step % 3));
+                let pos = keyed.push(key, post(next, step % 3));
                 let list = model.entry(key).or_default();
-                list.push((next, step % 3));
+                list.push(post(next, step % 3));
                 assert_eq!(pos as usize, list.len() - 1);
                 next += 1;
             } else if let Some(list) = model.get_mut(&key) {
                 let pos = rng.gen_range(0..list.len());
                 list.swap_remove(pos);
-                let moved = list.get(pos).copied();
+                let moved = list.get(pos).map(|p| (p.slot, p.field));
                 if list.is_empty() {
                     model.remove(&key);
                 }

@@ -7,13 +7,15 @@
 use std::collections::BTreeMap;
 
 use super::access::{Cost, Probe};
+use super::exact::{decides, exact_field, probe_index, ExactIds, Post};
 use super::intervals::Intervals;
 use super::key::{
-    eq_key, int_keyed, ord_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX,
+    eq_key, ord_key, orderable, prefix_key_of_text, OrdValue, PatternKind, PREFIX_MAX,
 };
 use super::keyed::Keyed;
-use super::posting::{exact_column, exact_field, probe_index, Posted, Posting};
+use super::posting::{Posted, Posting};
 use super::{candidate, exact_candidate, Entry, ShapeMatch};
+use crate::query::ShapeId;
 use crate::value::Value;
 
 #[derive(Debug, Default)]
@@ -71,18 +73,33 @@ impl Cost for TableIndex {
 const ONE_SIDED_COST: usize = 1_000;
 
 impl TableIndex {
-    /// Files probe number `probe` of the shape in `slot`; returns its posting position.
-    /// `exact` is the column of a shape an integer key hit decides
-    /// (`access::exact_int_column`); its equality probes are filed marked exact.
-    pub(super) fn file(&mut self, probe: &Probe, slot: u32, i: usize, exact: Option<usize>) -> u32 {
+    /// Files probe number `i` of the shape `id` in `slot`; returns its posting position.
+    /// `exact` is, for a shape a key hit decides (`exact::exact_constants`), its column
+    /// and this probe's constant: the probe is filed marked exact.
+    pub(super) fn file(
+        &mut self,
+        probe: &Probe,
+        (slot, id): (u32, ShapeId),
+        i: usize,
+        exact: Option<(usize, &Value)>,
+    ) -> u32 {
         debug_assert!(i < 1 << 31, "probe numbers stay below the exact mark");
         let item: Posted = (slot, i as u32);
         match probe {
             Probe::Residual => self.residual.push(item),
             Probe::Eq { col, key } => {
                 self.columns[*col].eq += 1;
-                let field = exact.filter(|c| c == col).and_then(|c| exact_field(c, i));
-                self.keyed.push(*key, (slot, field.unwrap_or(i as u32)))
+                let exact = exact.filter(|(c, _)| c == col);
+                let (field, head) = exact
+                    .and_then(|(c, value)| exact_field(c, i, value))
+                    .unwrap_or((i as u32, 0));
+                let post = Post {
+                    slot,
+                    field,
+                    id,
+                    head,
+                };
+                self.keyed.push(*key, post)
             }
             Probe::Prefix {
                 col,
@@ -96,7 +113,13 @@ impl TableIndex {
                     PatternKind::Like => column.like_lens[*len] += 1,
                     PatternKind::Glob => column.glob_lens[*len] += 1,
                 }
-                self.keyed.push(*key, item)
+                let post = Post {
+                    slot,
+                    field: i as u32,
+                    id,
+                    head: 0,
+                };
+                self.keyed.push(*key, post)
             }
             Probe::Lower { col, bound } => {
                 let column = &mut self.columns[*col];
@@ -229,18 +252,21 @@ impl TableIndex {
     /// the image's keys from [`TableIndex::keys`] (any not stored there are computed).
     /// Returns false when a value cannot be looked up (a NaN real in an indexed column)
     /// and the caller must evaluate every shape of the table. A hit that decides its shape
-    /// (an integer key on an exact probe) is marked with `image` (`OLD_HIT` or `NEW_HIT`)
-    /// instead of `EVALUATE`.
+    /// (`exact::decides`) is marked with `image` (`OLD_HIT` or `NEW_HIT`) instead of
+    /// `EVALUATE`, and its shape's id kept in `ids`.
     pub(super) fn collect(
         &self,
         row: &[Value],
         seen: Option<&[Value]>,
-        image: u64,
+        (image, ids): (u64, &mut ExactIds),
         keys: Option<(&Keys, usize)>,
         out: &mut Vec<ShapeMatch>,
     ) -> bool {
         let slots = |postings: &[Posted], out: &mut Vec<ShapeMatch>| {
             out.extend(postings.iter().map(|&(slot, _)| candidate(slot)));
+        };
+        let posts = |postings: &[Post], out: &mut Vec<ShapeMatch>| {
+            out.extend(postings.iter().map(|p| candidate(p.slot)));
         };
         let (keys, mut next) = keys.map_or((None, 0), |(k, first)| (Some(k), first));
         for (col, column, value) in self.probed(row, seen) {
@@ -252,13 +278,14 @@ impl TableIndex {
                     return false;
                 };
                 next += 1;
-                let int = int_keyed(value);
-                out.extend(self.keyed.get(key).iter().map(|&(slot, field)| {
-                    match exact_column(field) {
-                        Some(c) if int && c == col => exact_candidate(slot, image, col),
-                        _ => candidate(slot),
-                    }
-                }));
+                for post in self.keyed.get(key) {
+                    out.push(if decides(post, col, value) {
+                        ids.keep(post);
+                        exact_candidate(post.slot, image, col)
+                    } else {
+                        candidate(post.slot)
+                    });
+                }
             }
             if column.has_ranges() && !value.is_null() {
                 if !orderable(value) {
@@ -290,7 +317,7 @@ impl TableIndex {
                             .and_then(|k| k.get(next))
                             .unwrap_or_else(|| prefix_key_of_text(col, kind, &text, len));
                         next += 1;
-                        slots(self.keyed.get(key), out);
+                        posts(self.keyed.get(key), out);
                     });
                 }
             }
