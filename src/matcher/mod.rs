@@ -732,6 +732,7 @@ mod tests {
         );
         let index = &m.tables["t"];
         assert!(index.keyed.is_empty());
+        assert!(index.active.is_empty());
         for column in &index.columns {
             assert_eq!(
                 (column.eq, column.prefixes, column.between.len()),

@@ -25,6 +25,8 @@ pub(super) struct TableIndex {
     /// Equality and prefix keys of every column.
     pub(super) keyed: Keyed,
     pub(super) columns: Vec<ColumnIndex>,
+    /// The columns some probe is filed on, ascending: the only ones a change looks up.
+    pub(super) active: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +45,10 @@ pub(super) struct ColumnIndex {
 impl ColumnIndex {
     fn has_ranges(&self) -> bool {
         self.lower_len + self.upper_len + self.between.len() > 0
+    }
+
+    fn is_active(&self) -> bool {
+        self.eq + self.prefixes > 0 || self.has_ranges()
     }
 }
 
@@ -77,6 +83,40 @@ impl TableIndex {
     /// `exact` is, for a shape a key hit decides (`exact::exact_constants`), its column
     /// and this probe's constant: the probe is filed marked exact.
     pub(super) fn file(
+        &mut self,
+        probe: &Probe,
+        (slot, id): (u32, ShapeId),
+        i: usize,
+        exact: Option<(usize, &Value)>,
+    ) -> u32 {
+        let pos = self.file_probe(probe, (slot, id), i, exact);
+        self.refresh(probe);
+        pos
+    }
+
+    /// Keeps `active` current after `probe` was filed or unfiled.
+    fn refresh(&mut self, probe: &Probe) {
+        let col = match probe {
+            Probe::Residual => return,
+            Probe::Eq { col, .. }
+            | Probe::Prefix { col, .. }
+            | Probe::Lower { col, .. }
+            | Probe::Upper { col, .. }
+            | Probe::Between { col, .. } => *col,
+        };
+        match (
+            self.active.binary_search(&col),
+            self.columns[col].is_active(),
+        ) {
+            (Err(at), true) => self.active.insert(at, col),
+            (Ok(at), false) => {
+                self.active.remove(at);
+            }
+            _ => {}
+        }
+    }
+
+    fn file_probe(
         &mut self,
         probe: &Probe,
         (slot, id): (u32, ShapeId),
@@ -150,6 +190,11 @@ impl TableIndex {
         i: usize,
         entries: &mut [Option<Entry>],
     ) {
+        self.unfile_probe(probe, slot, i, entries);
+        self.refresh(probe);
+    }
+
+    fn unfile_probe(&mut self, probe: &Probe, slot: u32, i: usize, entries: &mut [Option<Entry>]) {
         let pos = entries[slot as usize]
             .as_ref()
             .map_or(0, |e| e.positions[i]);
@@ -201,19 +246,20 @@ impl TableIndex {
         }
     }
 
-    /// The indexed columns a row image is looked up by, with its values: every column up
-    /// to the row's end whose value differs from the one in `seen` (already collected for
-    /// that image). [`TableIndex::keys`] and [`TableIndex::collect`] visit the same ones.
+    /// The indexed columns a row image is looked up by, with its values: every active
+    /// column up to the row's end whose value differs from the one in `seen` (already
+    /// collected for that image). [`TableIndex::keys`] and [`TableIndex::collect`] visit
+    /// the same ones.
     fn probed<'a>(
         &'a self,
         row: &'a [Value],
         seen: Option<&'a [Value]>,
     ) -> impl Iterator<Item = (usize, &'a ColumnIndex, &'a Value)> + 'a {
-        self.columns
+        self.active
             .iter()
-            .enumerate()
-            .map_while(move |(col, column)| row.get(col).map(|value| (col, column, value)))
-            .filter(move |&(col, _, value)| seen.and_then(|s| s.get(col)) != Some(value))
+            .map_while(move |&col| row.get(col).map(|value| (col, value)))
+            .filter(move |&(col, value)| seen.and_then(|s| s.get(col)) != Some(value))
+            .map(|(col, value)| (col, &self.columns[col], value))
     }
 
     /// Computes, in [`TableIndex::collect`]'s order, the key of each equality and prefix
