@@ -2,7 +2,8 @@
 //! open-addressing table (linear probing, backward-shift deletion, no tombstones).
 //!
 //! A slot is 32 bytes (two to a cache line), the key and either the key's only posting
-//! inline or the number of a spilled list, so a lookup at a million keys costs about one
+//! inline or where its spilled list lies in one shared pool of blocks (one miss behind
+//! the slot, no list header between), so a lookup at a million keys costs about one
 //! cache miss (a general hash map touches its control bytes, then a 40-byte bucket, then
 //! for most keys is done; here the bucket is the only line touched). A posting carries
 //! what an exact hit is decided from (see the `exact` module), so such a hit needs no
@@ -17,8 +18,10 @@ use crate::query::ShapeId;
 
 /// Marks an unused slot (`one.slot`); a real shape slot is never `u32::MAX`.
 const EMPTY: u32 = u32::MAX;
-/// Marks a slot whose postings live in `lists[one.field]` (`one.slot`).
+/// Marks a slot whose postings are spilled to `pool` (`one.slot`); see [`Keyed::block`].
 const SPILLED: u32 = u32::MAX - 1;
+/// Postings in the smallest block of the pool (blocks hold 4, 8, 16, ... postings).
+const MIN_BLOCK: usize = 4;
 /// Slots past which the table is taken to be out of cache (1 MiB).
 const LARGE_SLOTS: usize = 1 << 16;
 /// Smallest table, in slots.
@@ -28,7 +31,8 @@ const MIN_SLOTS: usize = 16;
 #[repr(align(32))]
 struct Slot {
     key: u64,
-    /// The only posting, or `SPILLED` and the list number in `field`, or `EMPTY`.
+    /// The only posting; or `SPILLED` in `slot`, the list's length in `field`, the
+    /// offset of its block in `head` and the block's size class in `id`; or `EMPTY`.
     one: Post,
 }
 
@@ -47,9 +51,10 @@ pub(super) struct Keyed {
     slots: Vec<Slot>,
     /// Keys present.
     len: usize,
-    /// Posting lists of keys with two or more postings; `free` lists unused numbers.
-    lists: Vec<Vec<Post>>,
-    free: Vec<u32>,
+    /// Posting lists of keys with two or more postings, each in a block of
+    /// `MIN_BLOCK << class` postings; `free[class]` lists the offsets of unused blocks.
+    pool: Vec<Post>,
+    free: Vec<Vec<usize>>,
 }
 
 impl Keyed {
@@ -87,25 +92,20 @@ impl Keyed {
     }
 
     /// For each of `keys` whose home slot holds a spilled posting list, starts the cache
-    /// misses behind the slot: the list's header, then its first postings. Reads the
-    /// slots, so it pays after [`Keyed::prefetch`] has started their misses together.
+    /// misses of the list's first postings (two lines). Reads the slots, so it pays
+    /// after [`Keyed::prefetch`] has started their misses together.
     pub(super) fn prefetch_lists(&self, keys: &[u64]) {
         let Some(mask) = self.slots.len().checked_sub(1) else {
             return;
         };
-        let spilled = |key: u64| {
-            let slot = &self.slots[key as usize & mask];
-            (slot.one.slot == SPILLED && slot.key == key)
-                .then(|| &self.lists[slot.one.field as usize])
-        };
         for &key in keys {
-            if let Some(list) = spilled(key) {
-                prefetch(list);
-            }
-        }
-        for &key in keys {
-            if let Some(first) = spilled(key).and_then(|list| list.first()) {
-                prefetch(first);
+            let one = &self.slots[key as usize & mask].one;
+            if one.slot == SPILLED && self.slots[key as usize & mask].key == key {
+                let (offset, len, _) = Keyed::block(one);
+                prefetch(&self.pool[offset]);
+                if len > 2 {
+                    prefetch(&self.pool[offset + 2]);
+                }
             }
         }
     }
@@ -115,29 +115,23 @@ impl Keyed {
         debug_assert!(item.slot < SPILLED, "shape slots stay below u32::MAX - 1");
         if let Some(i) = self.find(key) {
             let one = self.slots[i].one;
-            if one.slot == SPILLED {
-                let list = &mut self.lists[one.field as usize];
-                list.push(item);
-                return (list.len() - 1) as u32;
+            if one.slot != SPILLED {
+                let offset = self.alloc(0);
+                self.pool[offset] = one;
+                self.pool[offset + 1] = item;
+                self.slots[i].one = Keyed::spilled(offset, 2, 0);
+                return 1;
             }
-            let list = vec![one, item];
-            let number = match self.free.pop() {
-                Some(n) => {
-                    self.lists[n as usize] = list;
-                    n
-                }
-                None => {
-                    reserve_one(&mut self.lists);
-                    self.lists.push(list);
-                    (self.lists.len() - 1) as u32
-                }
-            };
-            self.slots[i].one = Post {
-                slot: SPILLED,
-                field: number,
-                ..VACANT.one
-            };
-            return 1;
+            let (mut offset, len, mut class) = Keyed::block(&one);
+            if len == MIN_BLOCK << class {
+                let bigger = self.alloc(class + 1);
+                self.pool.copy_within(offset..offset + len, bigger);
+                self.release(offset, class);
+                (offset, class) = (bigger, class + 1);
+            }
+            self.pool[offset + len] = item;
+            self.slots[i].one = Keyed::spilled(offset, len + 1, class);
+            return len as u32;
         }
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
@@ -162,25 +156,66 @@ impl Keyed {
             self.delete(i);
             return None;
         }
-        let list = &mut self.lists[one.field as usize];
-        let pos = pos as usize;
-        list.swap_remove(pos);
-        let moved = list.get(pos).map(|p| (p.slot, p.field));
-        if let [only] = list[..] {
-            self.lists[one.field as usize] = Vec::new();
-            self.free.push(one.field);
-            self.slots[i].one = only;
-        }
+        let (offset, len, class) = Keyed::block(&one);
+        let (pos, last) = (pos as usize, len - 1);
+        self.pool[offset + pos] = self.pool[offset + last];
+        let moved = (pos < last).then(|| {
+            let p = &self.pool[offset + pos];
+            (p.slot, p.field)
+        });
+        self.slots[i].one = if last == 1 {
+            self.release(offset, class);
+            self.pool[offset]
+        } else {
+            Keyed::spilled(offset, last, class)
+        };
         moved
     }
 
     fn postings(&self, i: usize) -> &[Post] {
         let one = &self.slots[i].one;
         if one.slot == SPILLED {
-            &self.lists[one.field as usize]
+            let (offset, len, _) = Keyed::block(one);
+            &self.pool[offset..offset + len]
         } else {
             std::slice::from_ref(one)
         }
+    }
+
+    /// The offset, length and size class of a spilled slot's list.
+    fn block(one: &Post) -> (usize, usize, usize) {
+        (one.head as usize, one.field as usize, one.id.0 as usize)
+    }
+
+    /// The slot's `one` for a list of `len` postings in the block at `offset`.
+    fn spilled(offset: usize, len: usize, class: usize) -> Post {
+        Post {
+            slot: SPILLED,
+            field: len as u32,
+            id: ShapeId(class as u64),
+            head: offset as u64,
+        }
+    }
+
+    /// A free block of size class `class` (`MIN_BLOCK << class` postings), taken from
+    /// the free list or added at the end of the pool.
+    fn alloc(&mut self, class: usize) -> usize {
+        if let Some(offset) = self.free.get_mut(class).and_then(Vec::pop) {
+            return offset;
+        }
+        let offset = self.pool.len();
+        for _ in 0..MIN_BLOCK << class {
+            reserve_one(&mut self.pool);
+            self.pool.push(VACANT.one);
+        }
+        offset
+    }
+
+    fn release(&mut self, offset: usize, class: usize) {
+        if self.free.len() <= class {
+            self.free.resize_with(class + 1, Vec::new);
+        }
+        self.free[class].push(offset);
     }
 
     fn find(&self, key: u64) -> Option<usize> {
@@ -302,5 +337,9 @@ mod tests {
             while keyed.swap_remove(key, 0).is_some() || !keyed.get(key).is_empty() {}
         }
         assert!(keyed.is_empty());
+        let blocks: usize = (0..keyed.free.len())
+            .map(|class| keyed.free[class].len() * (MIN_BLOCK << class))
+            .sum();
+        assert_eq!(blocks, keyed.pool.len(), "every block is free again");
     }
 }
