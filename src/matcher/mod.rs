@@ -264,11 +264,11 @@ impl Matcher {
         let mut ids = ExactIds::default();
         if !scan_all {
             if let Some(row) = old {
-                let keys = keys.as_ref().map(|(k, _)| (k, 0));
+                let keys = keys.as_ref().map(|(k, first)| (k, 0..*first));
                 scan_all |= !index.collect(row, None, (OLD_HIT, &mut ids), keys, out);
             }
             if let Some(row) = new {
-                let keys = keys.as_ref().map(|(k, first)| (k, *first));
+                let keys = keys.as_ref().map(|(k, first)| (k, *first..k.len));
                 scan_all |= !index.collect(row, old, (NEW_HIT, &mut ids), keys, out);
             }
         }
@@ -471,7 +471,8 @@ mod tests {
     }
 
     /// Past the sizes at which keys are computed once and prefetched (more keys per
-    /// change than are stored, NaN reals), the output equals evaluating every shape.
+    /// change than are stored or not, ranges, NaN reals), the output equals evaluating
+    /// every shape.
     #[test]
     fn a_large_index_agrees_with_evaluating_every_shape() {
         let mut m = Matcher::new();
@@ -481,6 +482,7 @@ mod tests {
                 1 => format!("s IN ('v{i}', 'w{i}')"),
                 2 => format!("u = {i}.5 OR n = {}", i % 50),
                 _ if i % 8 == 3 => format!("s LIKE '{}%'", &"abcdefgh"[..1 + i % 8]),
+                _ if i % 16 == 7 => format!("n BETWEEN {i} AND {} OR u > {i}", i + 100),
                 _ => format!("s GLOB '{}*' AND n > {}", &"abcdefgh"[..1 + i % 8], i % 9),
             })
             .collect();
