@@ -11,7 +11,7 @@
 use crate::query::{CmpOp, Pred};
 use crate::value::Value;
 
-use super::key::{eq_key, int_keyed, orderable, prefix_key, PatternKind, PREFIX_MAX};
+use super::key::{eq_key, orderable, prefix_key, PatternKind, PREFIX_MAX};
 
 /// One index entry of a shape.
 #[derive(Debug, Clone)]
@@ -102,27 +102,6 @@ fn plan_within(pred: &Pred, cost: &dyn Cost, levels: usize) -> Option<Vec<Probe>
             }
         },
         Pred::In { .. } | Pred::Like { .. } | Pred::Glob { .. } | Pred::Truth { .. } => None,
-    }
-}
-
-/// The column on which an integer key hit alone decides `pred`: `col = i`, `col IS i`
-/// or `col IN (i, ...)` with integer constants (a real equal to an integer counts; NULL
-/// items never match). Such a predicate is TRUE exactly when the row's value has one of
-/// the keys of its plan, and a hit from an integer row value on that column is exact
-/// (see `key::int_keyed`).
-pub(super) fn exact_int_column(pred: &Pred) -> Option<usize> {
-    match pred {
-        Pred::Cmp {
-            col,
-            op: CmpOp::Eq | CmpOp::Is,
-            value,
-        } if int_keyed(value) => Some(*col),
-        Pred::In {
-            col,
-            values,
-            negated: false,
-        } if values.iter().all(|v| v.is_null() || int_keyed(v)) => Some(*col),
-        _ => None,
     }
 }
 

@@ -3,7 +3,8 @@
 //! and 0.0), and different keys across storage classes (text '1' is not the number 1).
 //!
 //! Keys are 64-bit hashes from a fixed (unseeded) function, so the index is deterministic
-//! run to run. A collision only adds a candidate: every candidate is evaluated in full.
+//! run to run. A collision only adds a candidate: a hit is evaluated in full unless the
+//! key's construction proves it (see the `exact` module), never on the hash alone.
 
 use std::cmp::Ordering;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -1,35 +1,49 @@
 //! The equality and prefix index of one table: index key -> posting list, as a flat
 //! open-addressing table (linear probing, backward-shift deletion, no tombstones).
 //!
-//! A slot is 16 bytes, the key and either the key's only posting inline or the number of
-//! a spilled list, so a lookup at a million keys costs about one cache miss (a general
-//! hash map touches its control bytes, then a 40-byte bucket, then for most keys is
-//! done; here the bucket is the only line touched). Keys are already well-mixed 64-bit
+//! A slot is 32 bytes (two to a cache line), the key and either the key's only posting
+//! inline or where its spilled list lies in one shared pool of blocks (one miss behind
+//! the slot, no list header between), so a lookup at a million keys costs about one
+//! cache miss (a general hash map touches its control bytes, then a 40-byte bucket, then
+//! for most keys is done; here the bucket is the only line touched). A posting carries
+//! what an exact hit is decided from (see the `exact` module), so such a hit needs no
+//! other line. Keys are already well-mixed 64-bit
 //! hashes (see the `key` module), so their low bits pick the home slot.
 
+use super::exact::Post;
 use super::huge::{filled, reserve_one};
 use super::posting::Posted;
 use super::prefetch::prefetch;
+use crate::query::ShapeId;
 
-/// Marks an unused slot (`one.0`); a real shape slot is never `u32::MAX`.
+/// Marks an unused slot (`one.slot`); a real shape slot is never `u32::MAX`.
 const EMPTY: u32 = u32::MAX;
-/// Marks a slot whose postings live in `lists[one.1]` (`one.0`).
+/// Marks a slot whose postings are spilled to `pool` (`one.slot`); see [`Keyed::block`].
 const SPILLED: u32 = u32::MAX - 1;
+/// Postings in the smallest block of the pool (blocks hold 4, 8, 16, ... postings).
+const MIN_BLOCK: usize = 4;
 /// Slots past which the table is taken to be out of cache (1 MiB).
 const LARGE_SLOTS: usize = 1 << 16;
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
+#[repr(align(32))]
 struct Slot {
     key: u64,
-    /// The only posting, or (`SPILLED`, list number), or (`EMPTY`, _).
-    one: Posted,
+    /// The only posting; or `SPILLED` in `slot`, the list's length in `field`, the
+    /// offset of its block in `head` and the block's size class in `id`; or `EMPTY`.
+    one: Post,
 }
 
 const VACANT: Slot = Slot {
     key: 0,
-    one: (EMPTY, 0),
+    one: Post {
+        slot: EMPTY,
+        field: 0,
+        id: ShapeId(0),
+        head: 0,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -37,9 +51,10 @@ pub(super) struct Keyed {
     slots: Vec<Slot>,
     /// Keys present.
     len: usize,
-    /// Posting lists of keys with two or more postings; `free` lists unused numbers.
-    lists: Vec<Vec<Posted>>,
-    free: Vec<u32>,
+    /// Posting lists of keys with two or more postings, each in a block of
+    /// `MIN_BLOCK << class` postings; `free[class]` lists the offsets of unused blocks.
+    pool: Vec<Post>,
+    free: Vec<Vec<usize>>,
 }
 
 impl Keyed {
@@ -49,7 +64,7 @@ impl Keyed {
     }
 
     /// The postings filed under `key` (empty when none).
-    pub(super) fn get(&self, key: u64) -> &[Posted] {
+    pub(super) fn get(&self, key: u64) -> &[Post] {
         match self.find(key) {
             Some(i) => self.postings(i),
             None => &[],
@@ -62,67 +77,68 @@ impl Keyed {
         self.slots.len() > LARGE_SLOTS
     }
 
-    /// Starts the cache miss of the home slot of `key`, without waiting for it.
+    /// Starts the cache misses of the home slot of `key` and of the slot after it
+    /// (where a lookup goes on when the home slot holds another key, or none when it is
+    /// empty: half the time at the table's load), without waiting for them. The two
+    /// share a cache line when the home slot is the first of its line.
     pub(super) fn prefetch(&self, key: u64) {
         if let Some(mask) = self.slots.len().checked_sub(1) {
-            prefetch(&self.slots[key as usize & mask]);
+            let home = key as usize & mask;
+            prefetch(&self.slots[home]);
+            if home % 2 == 1 {
+                prefetch(&self.slots[(home + 1) & mask]);
+            }
         }
     }
 
     /// For each of `keys` whose home slot holds a spilled posting list, starts the cache
-    /// misses behind the slot: the list's header, then its first postings. Reads the
-    /// slots, so it pays after [`Keyed::prefetch`] has started their misses together.
+    /// misses of the list's first postings (two lines). Reads the slots, so it pays
+    /// after [`Keyed::prefetch`] has started their misses together.
     pub(super) fn prefetch_lists(&self, keys: &[u64]) {
         let Some(mask) = self.slots.len().checked_sub(1) else {
             return;
         };
-        let spilled = |key: u64| {
-            let slot = &self.slots[key as usize & mask];
-            (slot.one.0 == SPILLED && slot.key == key).then(|| &self.lists[slot.one.1 as usize])
-        };
         for &key in keys {
-            if let Some(list) = spilled(key) {
-                prefetch(list);
-            }
-        }
-        for &key in keys {
-            if let Some(first) = spilled(key).and_then(|list| list.first()) {
-                prefetch(first);
+            let one = &self.slots[key as usize & mask].one;
+            if one.slot == SPILLED && self.slots[key as usize & mask].key == key {
+                let (offset, len, _) = Keyed::block(one);
+                prefetch(&self.pool[offset]);
+                if len > 2 {
+                    prefetch(&self.pool[offset + 2]);
+                }
             }
         }
     }
 
     /// Files `item` under `key`; returns its position in the key's posting list.
-    pub(super) fn push(&mut self, key: u64, item: Posted) -> u32 {
-        debug_assert!(item.0 < SPILLED, "shape slots stay below u32::MAX - 1");
+    pub(super) fn push(&mut self, key: u64, item: Post) -> u32 {
+        debug_assert!(item.slot < SPILLED, "shape slots stay below u32::MAX - 1");
         if let Some(i) = self.find(key) {
             let one = self.slots[i].one;
-            if one.0 == SPILLED {
-                let list = &mut self.lists[one.1 as usize];
-                list.push(item);
-                return (list.len() - 1) as u32;
+            if one.slot != SPILLED {
+                let offset = self.alloc(0);
+                self.pool[offset] = one;
+                self.pool[offset + 1] = item;
+                self.slots[i].one = Keyed::spilled(offset, 2, 0);
+                return 1;
             }
-            let list = vec![one, item];
-            let number = match self.free.pop() {
-                Some(n) => {
-                    self.lists[n as usize] = list;
-                    n
-                }
-                None => {
-                    reserve_one(&mut self.lists);
-                    self.lists.push(list);
-                    (self.lists.len() - 1) as u32
-                }
-            };
-            self.slots[i].one = (SPILLED, number);
-            return 1;
+            let (mut offset, len, mut class) = Keyed::block(&one);
+            if len == MIN_BLOCK << class {
+                let bigger = self.alloc(class + 1);
+                self.pool.copy_within(offset..offset + len, bigger);
+                self.release(offset, class);
+                (offset, class) = (bigger, class + 1);
+            }
+            self.pool[offset + len] = item;
+            self.slots[i].one = Keyed::spilled(offset, len + 1, class);
+            return len as u32;
         }
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let mask = self.slots.len() - 1;
         let mut i = key as usize & mask;
-        while self.slots[i].one.0 != EMPTY {
+        while self.slots[i].one.slot != EMPTY {
             i = (i + 1) & mask;
         }
         self.slots[i] = Slot { key, one: item };
@@ -131,34 +147,75 @@ impl Keyed {
     }
 
     /// Removes the posting at `pos` under `key` by moving the last one into its place;
-    /// returns the moved posting (now at `pos`), whose recorded position the caller must
-    /// update. A key left without postings is removed.
+    /// returns the moved posting's (slot, probe field) (now at `pos`), whose recorded
+    /// position the caller must update. A key left without postings is removed.
     pub(super) fn swap_remove(&mut self, key: u64, pos: u32) -> Option<Posted> {
         let i = self.find(key)?;
         let one = self.slots[i].one;
-        if one.0 != SPILLED {
+        if one.slot != SPILLED {
             self.delete(i);
             return None;
         }
-        let list = &mut self.lists[one.1 as usize];
-        let pos = pos as usize;
-        list.swap_remove(pos);
-        let moved = list.get(pos).copied();
-        if let [only] = list[..] {
-            self.lists[one.1 as usize] = Vec::new();
-            self.free.push(one.1);
-            self.slots[i].one = only;
-        }
+        let (offset, len, class) = Keyed::block(&one);
+        let (pos, last) = (pos as usize, len - 1);
+        self.pool[offset + pos] = self.pool[offset + last];
+        let moved = (pos < last).then(|| {
+            let p = &self.pool[offset + pos];
+            (p.slot, p.field)
+        });
+        self.slots[i].one = if last == 1 {
+            self.release(offset, class);
+            self.pool[offset]
+        } else {
+            Keyed::spilled(offset, last, class)
+        };
         moved
     }
 
-    fn postings(&self, i: usize) -> &[Posted] {
+    fn postings(&self, i: usize) -> &[Post] {
         let one = &self.slots[i].one;
-        if one.0 == SPILLED {
-            &self.lists[one.1 as usize]
+        if one.slot == SPILLED {
+            let (offset, len, _) = Keyed::block(one);
+            &self.pool[offset..offset + len]
         } else {
             std::slice::from_ref(one)
         }
+    }
+
+    /// The offset, length and size class of a spilled slot's list.
+    fn block(one: &Post) -> (usize, usize, usize) {
+        (one.head as usize, one.field as usize, one.id.0 as usize)
+    }
+
+    /// The slot's `one` for a list of `len` postings in the block at `offset`.
+    fn spilled(offset: usize, len: usize, class: usize) -> Post {
+        Post {
+            slot: SPILLED,
+            field: len as u32,
+            id: ShapeId(class as u64),
+            head: offset as u64,
+        }
+    }
+
+    /// A free block of size class `class` (`MIN_BLOCK << class` postings), taken from
+    /// the free list or added at the end of the pool.
+    fn alloc(&mut self, class: usize) -> usize {
+        if let Some(offset) = self.free.get_mut(class).and_then(Vec::pop) {
+            return offset;
+        }
+        let offset = self.pool.len();
+        for _ in 0..MIN_BLOCK << class {
+            reserve_one(&mut self.pool);
+            self.pool.push(VACANT.one);
+        }
+        offset
+    }
+
+    fn release(&mut self, offset: usize, class: usize) {
+        if self.free.len() <= class {
+            self.free.resize_with(class + 1, Vec::new);
+        }
+        self.free[class].push(offset);
     }
 
     fn find(&self, key: u64) -> Option<usize> {
@@ -169,7 +226,7 @@ impl Keyed {
         let mut i = key as usize & mask;
         loop {
             let slot = &self.slots[i];
-            if slot.one.0 == EMPTY {
+            if slot.one.slot == EMPTY {
                 return None;
             }
             if slot.key == key {
@@ -188,7 +245,7 @@ impl Keyed {
         loop {
             i = (i + 1) & mask;
             let slot = self.slots[i];
-            if slot.one.0 == EMPTY {
+            if slot.one.slot == EMPTY {
                 return;
             }
             let home = slot.key as usize & mask;
@@ -210,9 +267,9 @@ impl Keyed {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
         let old = std::mem::replace(&mut self.slots, filled(size, VACANT));
         let mask = size - 1;
-        for slot in old.into_iter().filter(|s| s.one.0 != EMPTY) {
+        for slot in old.into_iter().filter(|s| s.one.slot != EMPTY) {
             let mut i = slot.key as usize & mask;
-            while self.slots[i].one.0 != EMPTY {
+            while self.slots[i].one.slot != EMPTY {
                 i = (i + 1) & mask;
             }
             self.slots[i] = slot;
@@ -236,7 +293,13 @@ mod tests {
     fn matches_a_hash_map_of_vectors() {
         let mut rng = StdRng::seed_from_u64(15);
         let mut keyed = Keyed::default();
-        let mut model: HashMap<u64, Vec<Posted>> = HashMap::new();
+        let mut model: HashMap<u64, Vec<Post>> = HashMap::new();
+        let post = |slot: u32, field: u32| Post {
+            slot,
+            field,
+            id: ShapeId(u64::from(slot) << 8 | u64::from(field)),
+            head: u64::from(slot) * 3,
+        };
         let mut next = 0u32;
         for step in 0..20_000 {
             let key = match rng.gen_range(0..3) {
@@ -245,15 +308,15 @@ mod tests {
                 _ => rng.gen::<u64>() % 1000,
             };
             if rng.gen_bool(0.55) {
-                let pos = keyed.push(key, (next, step % 3));
+                let pos = keyed.push(key, post(next, step % 3));
                 let list = model.entry(key).or_default();
-                list.push((next, step % 3));
+                list.push(post(next, step % 3));
                 assert_eq!(pos as usize, list.len() - 1);
                 next += 1;
             } else if let Some(list) = model.get_mut(&key) {
                 let pos = rng.gen_range(0..list.len());
                 list.swap_remove(pos);
-                let moved = list.get(pos).copied();
+                let moved = list.get(pos).map(|p| (p.slot, p.field));
                 if list.is_empty() {
                     model.remove(&key);
                 }
@@ -274,5 +337,9 @@ mod tests {
             while keyed.swap_remove(key, 0).is_some() || !keyed.get(key).is_empty() {}
         }
         assert!(keyed.is_empty());
+        let blocks: usize = (0..keyed.free.len())
+            .map(|class| keyed.free[class].len() * (MIN_BLOCK << class))
+            .sum();
+        assert_eq!(blocks, keyed.pool.len(), "every block is free again");
     }
 }

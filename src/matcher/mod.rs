@@ -8,10 +8,12 @@
 //! The index is a superset filter: every candidate is evaluated in full on the old and
 //! the new image (invariant 3, move semantics), so correctness never depends on the index
 //! being tight. Candidates are evaluated from their predicate compiled into a flat
-//! program (the `program` module), one cache line per shape for common predicates.
+//! program (the `program` module), one cache line per shape for common predicates;
+//! equality shapes a key hit proves (the `exact` module) are answered from the key table.
 
 mod access;
 mod effect;
+mod exact;
 mod huge;
 mod intervals;
 mod key;
@@ -29,7 +31,8 @@ use crate::value::Value;
 
 pub use effect::{classify, Effect, MoveOutReason};
 
-use access::{exact_int_column, plan, Probe};
+use access::{plan, Probe};
+use exact::{exact_constants, ExactIds};
 use key::BuildKeyMapHasher;
 use prefetch::prefetch;
 use program::Program;
@@ -63,7 +66,8 @@ pub struct Matcher {
     /// evaluating a candidate touches its `Hot` and nothing behind the shape's `Arc`.
     hot: Vec<Hot>,
     /// Each slot's shape id again, densely (8 bytes a slot, so it stays in cache far
-    /// longer than `hot`): a shape an exact key hit decides is answered from here.
+    /// longer than `hot`): a shape an exact key hit decides is answered from here when
+    /// the change did not keep the id from the key table (see `exact::ExactIds`).
     slot_ids: Vec<ShapeId>,
     free: Vec<u32>,
     tables: HashMap<String, TableIndex, BuildKeyMapHasher>,
@@ -138,11 +142,14 @@ impl Matcher {
         }
         index.shapes += 1;
         let probes = plan(shape.filter(), index).unwrap_or_else(|| vec![Probe::Residual]);
-        let exact = exact_int_column(shape.filter());
+        let exact = exact_constants(shape.filter()).filter(|(_, v)| v.len() == probes.len());
         let positions = probes
             .iter()
             .enumerate()
-            .map(|(i, p)| index.file(p, slot, i, exact))
+            .map(|(i, p)| {
+                let exact = exact.as_ref().map(|(col, values)| (*col, values[i]));
+                index.file(p, (slot, id), i, exact)
+            })
             .collect();
         self.entries[slot as usize] = Some(Entry {
             shape,
@@ -254,14 +261,15 @@ impl Matcher {
             (keys, first_new)
         });
         let mut scan_all = keys.as_ref().is_some_and(|(k, _)| k.nan);
+        let mut ids = ExactIds::default();
         if !scan_all {
             if let Some(row) = old {
-                let keys = keys.as_ref().map(|(k, _)| (k, 0));
-                scan_all |= !index.collect(row, None, OLD_HIT, keys, out);
+                let keys = keys.as_ref().map(|(k, first)| (k, 0..*first));
+                scan_all |= !index.collect(row, None, (OLD_HIT, &mut ids), keys, out);
             }
             if let Some(row) = new {
-                let keys = keys.as_ref().map(|(k, first)| (k, *first));
-                scan_all |= !index.collect(row, old, NEW_HIT, keys, out);
+                let keys = keys.as_ref().map(|(k, first)| (k, *first..k.len));
+                scan_all |= !index.collect(row, old, (NEW_HIT, &mut ids), keys, out);
             }
         }
         let residual = index.residual.len();
@@ -273,7 +281,7 @@ impl Matcher {
                 let slot = m.shape.0 as u32 as usize;
                 if m.shape.0 & EVALUATE != 0 {
                     prefetch(&self.hot[slot]);
-                } else {
+                } else if ids.get(slot as u32).is_none() {
                     prefetch(&self.slot_ids[slot]);
                 }
             }
@@ -325,7 +333,8 @@ impl Matcher {
                 let is = new.is_some_and(|row| {
                     marks & NEW_HIT != 0 || (was && old.and_then(|o| o.get(col)) == row.get(col))
                 });
-                (was, is, self.slot_ids[slot])
+                let id = ids.get(slot as u32).unwrap_or_else(|| self.slot_ids[slot]);
+                (was, is, id)
             };
             if let Some(effect) = classify(was, is, new.is_none()) {
                 out[kept] = ShapeMatch { shape: id, effect };
@@ -343,7 +352,7 @@ impl Matcher {
 
 /// Placeholder marks (above the slot's 32 bits): the candidate must be evaluated.
 const EVALUATE: u64 = 1 << 32;
-/// The old image hit an exact probe of the candidate (see `posting::exact_field`).
+/// The old image hit an exact probe of the candidate (see `exact::decides`).
 const OLD_HIT: u64 = 1 << 33;
 /// The new image hit an exact probe of the candidate.
 const NEW_HIT: u64 = 1 << 34;
@@ -462,7 +471,8 @@ mod tests {
     }
 
     /// Past the sizes at which keys are computed once and prefetched (more keys per
-    /// change than are stored, NaN reals), the output equals evaluating every shape.
+    /// change than are stored or not, ranges, NaN reals), the output equals evaluating
+    /// every shape.
     #[test]
     fn a_large_index_agrees_with_evaluating_every_shape() {
         let mut m = Matcher::new();
@@ -472,6 +482,7 @@ mod tests {
                 1 => format!("s IN ('v{i}', 'w{i}')"),
                 2 => format!("u = {i}.5 OR n = {}", i % 50),
                 _ if i % 8 == 3 => format!("s LIKE '{}%'", &"abcdefgh"[..1 + i % 8]),
+                _ if i % 16 == 7 => format!("n BETWEEN {i} AND {} OR u > {i}", i + 100),
                 _ => format!("s GLOB '{}*' AND n > {}", &"abcdefgh"[..1 + i % 8], i % 9),
             })
             .collect();
@@ -723,6 +734,7 @@ mod tests {
         );
         let index = &m.tables["t"];
         assert!(index.keyed.is_empty());
+        assert!(index.active.is_empty());
         for column in &index.columns {
             assert_eq!(
                 (column.eq, column.prefixes, column.between.len()),

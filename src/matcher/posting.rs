@@ -3,33 +3,8 @@
 //! miss less per lookup).
 
 /// A shape's slot and the number of the probe (within its plan) filed here, possibly
-/// marked exact (see [`exact_field`]).
+/// marked exact (see `exact::exact_field`).
 pub(super) type Posted = (u32, u32);
-
-/// Marks a probe field as exact: its shape is TRUE exactly when a row's value in the
-/// column held in bits 16..31 has one of the shape's integer keys.
-const EXACT: u32 = 1 << 31;
-
-/// The probe field of probe number `i` of a shape whose predicate an integer key hit on
-/// column `col` decides (see `access::exact_int_column`); `None` when the numbers do not
-/// fit the field (the probe is then filed plainly and its hits evaluated).
-pub(super) fn exact_field(col: usize, i: usize) -> Option<u32> {
-    (col < 1 << 15 && i < 1 << 16).then_some(EXACT | (col as u32) << 16 | i as u32)
-}
-
-/// The probe number a probe field holds.
-pub(super) fn probe_index(field: u32) -> usize {
-    if field & EXACT != 0 {
-        (field & 0xffff) as usize
-    } else {
-        field as usize
-    }
-}
-
-/// The column of an exact probe field.
-pub(super) fn exact_column(field: u32) -> Option<usize> {
-    (field & EXACT != 0).then_some(((field & !EXACT) >> 16) as usize)
-}
 
 #[derive(Debug)]
 pub(super) enum Posting {
@@ -115,14 +90,5 @@ mod tests {
         assert_eq!(p.swap_remove(0), None);
         assert!(p.is_empty());
         assert!(std::mem::size_of::<Posting>() <= 32);
-    }
-
-    #[test]
-    fn exact_fields_keep_their_probe_number_and_column() {
-        let field = exact_field(7, 3).expect("fits");
-        assert_eq!((probe_index(field), exact_column(field)), (3, Some(7)));
-        assert_eq!((probe_index(70_000), exact_column(70_000)), (70_000, None));
-        assert_eq!(exact_field(1 << 15, 0), None);
-        assert_eq!(exact_field(0, 1 << 16), None);
     }
 }
