@@ -1,5 +1,6 @@
 //! The equality and prefix index of one table: index key -> posting list, as a flat
-//! open-addressing table (linear probing, backward-shift deletion, no tombstones).
+//! open-addressing table (linear probing in Robin Hood order, backward-shift deletion,
+//! no tombstones).
 //!
 //! A slot is 32 bytes (two to a cache line), the key and either the key's only posting
 //! inline or where its spilled list lies in one shared pool of blocks (one miss behind
@@ -9,9 +10,20 @@
 //! what an exact hit is decided from (see the `exact` module), so such a hit needs no
 //! other line. Keys are already well-mixed 64-bit
 //! hashes (see the `key` module), so their low bits pick the home slot.
+//!
+//! Robin Hood order: along a run of slots, keys sit in the order of their home slots
+//! (an insert takes the place of a key nearer its home than the new key would be, which
+//! moves on). A lookup therefore stops at the first slot whose key is nearer its home
+//! than the wanted key would be there, not only at an empty slot. At the table's
+//! highest load (one half) that is what keeps a miss short. In a simulation of the
+//! million-shape bench's table, with plain linear probing an absent key scanned 2.5
+//! slots on average and 16% of absent keys read past the two cache lines
+//! [`Keyed::prefetch`] starts (each such line one more round trip to memory); in Robin
+//! Hood order they scan 1.7 slots and 3% read past those lines (present keys: 4%, then
+//! 2%).
 
 use super::exact::Post;
-use super::huge::{filled, reserve_one};
+use super::huge::{reserve_one, HugeArray};
 use super::posting::Posted;
 use super::prefetch::prefetch;
 use crate::query::ShapeId;
@@ -48,7 +60,7 @@ const VACANT: Slot = Slot {
 
 #[derive(Debug, Default)]
 pub(super) struct Keyed {
-    slots: Vec<Slot>,
+    slots: HugeArray<Slot>,
     /// Keys present.
     len: usize,
     /// Posting lists of keys with two or more postings, each in a block of
@@ -77,30 +89,29 @@ impl Keyed {
         self.slots.len() > LARGE_SLOTS
     }
 
-    /// Starts the cache misses of the home slot of `key` and of the slot after it
-    /// (where a lookup goes on when the home slot holds another key, or none when it is
-    /// empty: half the time at the table's load), without waiting for them. The two
-    /// share a cache line when the home slot is the first of its line.
+    /// Starts the cache misses of the line holding the home slot of `key` and of the
+    /// next line (two slots to a line: the slot two after the home slot lies in it),
+    /// without waiting for them: a lookup reads on past the home slot when it holds
+    /// another key, about half the time at the table's load, and ends within these two
+    /// lines for all but a few percent of keys (see the module docs).
     pub(super) fn prefetch(&self, key: u64) {
         if let Some(mask) = self.slots.len().checked_sub(1) {
             let home = key as usize & mask;
             prefetch(&self.slots[home]);
-            if home % 2 == 1 {
-                prefetch(&self.slots[(home + 1) & mask]);
-            }
+            prefetch(&self.slots[(home + 2) & mask]);
         }
     }
 
-    /// For each of `keys` whose home slot holds a spilled posting list, starts the cache
+    /// For each of `keys` whose slot holds a spilled posting list, starts the cache
     /// misses of the list's first postings (two lines). Reads the slots, so it pays
     /// after [`Keyed::prefetch`] has started their misses together.
     pub(super) fn prefetch_lists(&self, keys: &[u64]) {
-        let Some(mask) = self.slots.len().checked_sub(1) else {
-            return;
-        };
         for &key in keys {
-            let one = &self.slots[key as usize & mask].one;
-            if one.slot == SPILLED && self.slots[key as usize & mask].key == key {
+            let Some(i) = self.find(key) else {
+                continue;
+            };
+            let one = &self.slots[i].one;
+            if one.slot == SPILLED {
                 let (offset, len, _) = Keyed::block(one);
                 prefetch(&self.pool[offset]);
                 if len > 2 {
@@ -136,14 +147,38 @@ impl Keyed {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        let mask = self.slots.len() - 1;
-        let mut i = key as usize & mask;
-        while self.slots[i].one.slot != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = Slot { key, one: item };
+        Keyed::place(&mut self.slots, Slot { key, one: item });
         self.len += 1;
         0
+    }
+
+    /// Puts `slot`, whose key is not in `slots`, in its Robin Hood place: along its run
+    /// it takes the first slot that is empty or whose key is nearer its home than the new
+    /// key would be there, and the key it displaces moves on the same way.
+    fn place(slots: &mut [Slot], mut slot: Slot) {
+        let mask = slots.len() - 1;
+        let mut i = slot.key as usize & mask;
+        let mut distance = 0;
+        loop {
+            let here = &mut slots[i];
+            if here.one.slot == EMPTY {
+                *here = slot;
+                return;
+            }
+            let theirs = Keyed::distance(here.key, i, mask);
+            if theirs < distance {
+                std::mem::swap(here, &mut slot);
+                distance = theirs;
+            }
+            i = (i + 1) & mask;
+            distance += 1;
+        }
+    }
+
+    /// How far slot `i` lies past the home slot of `key` (cyclically).
+    #[inline(always)]
+    fn distance(key: u64, i: usize, mask: usize) -> usize {
+        i.wrapping_sub(key as usize) & mask
     }
 
     /// Removes the posting at `pos` under `key` by moving the last one into its place;
@@ -224,6 +259,7 @@ impl Keyed {
         }
         let mask = self.slots.len() - 1;
         let mut i = key as usize & mask;
+        let mut distance = 0;
         loop {
             let slot = &self.slots[i];
             if slot.one.slot == EMPTY {
@@ -232,47 +268,37 @@ impl Keyed {
             if slot.key == key {
                 return Some(i);
             }
+            // In Robin Hood order `key` would have taken this slot (see `place`).
+            if Keyed::distance(slot.key, i, mask) < distance {
+                return None;
+            }
             i = (i + 1) & mask;
+            distance += 1;
         }
     }
 
-    /// Empties slot `i`, shifting later members of its probe run back (no tombstones).
+    /// Empties slot `hole`, shifting the rest of its run back by one slot up to an empty
+    /// slot or a key in its home slot (no tombstones; the Robin Hood order is kept).
     fn delete(&mut self, mut hole: usize) {
         let mask = self.slots.len() - 1;
-        self.slots[hole] = VACANT;
         self.len -= 1;
-        let mut i = hole;
         loop {
-            i = (i + 1) & mask;
-            let slot = self.slots[i];
-            if slot.one.slot == EMPTY {
+            let next = (hole + 1) & mask;
+            let slot = self.slots[next];
+            if slot.one.slot == EMPTY || Keyed::distance(slot.key, next, mask) == 0 {
+                self.slots[hole] = VACANT;
                 return;
             }
-            let home = slot.key as usize & mask;
-            // The slot may move into the hole unless its home lies cyclically in (hole, i].
-            let stays = if hole <= i {
-                hole < home && home <= i
-            } else {
-                hole < home || home <= i
-            };
-            if !stays {
-                self.slots[hole] = slot;
-                self.slots[i] = VACANT;
-                hole = i;
-            }
+            self.slots[hole] = slot;
+            hole = next;
         }
     }
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, filled(size, VACANT));
-        let mask = size - 1;
-        for slot in old.into_iter().filter(|s| s.one.slot != EMPTY) {
-            let mut i = slot.key as usize & mask;
-            while self.slots[i].one.slot != EMPTY {
-                i = (i + 1) & mask;
-            }
-            self.slots[i] = slot;
+        let old = std::mem::replace(&mut self.slots, HugeArray::filled(size, VACANT));
+        for &slot in old.iter().filter(|s| s.one.slot != EMPTY) {
+            Keyed::place(&mut self.slots, slot);
         }
     }
 }
@@ -285,6 +311,22 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    /// Checks the order lookups rely on: a key past its home slot follows an occupied
+    /// slot whose key lies at least as far past its own home, less one.
+    fn assert_robin_hood(keyed: &Keyed) {
+        let mask = keyed.slots.len().wrapping_sub(1);
+        for (i, slot) in keyed.slots.iter().enumerate() {
+            let distance = Keyed::distance(slot.key, i, mask);
+            if slot.one.slot == EMPTY || distance == 0 {
+                continue;
+            }
+            let before = &keyed.slots[i.wrapping_sub(1) & mask];
+            assert_ne!(before.one.slot, EMPTY, "slot {i} is cut off from its home");
+            let theirs = Keyed::distance(before.key, i.wrapping_sub(1) & mask, mask);
+            assert!(theirs + 1 >= distance, "slot {i} out of Robin Hood order");
+        }
+    }
 
     /// Random pushes and removals on few keys with colliding home slots (small keys,
     /// runs that wrap around the end of the table), checked against a `HashMap` of
@@ -330,6 +372,7 @@ mod tests {
                     assert_eq!(keyed.get(k), want, "step {step}, key {k}");
                 }
                 assert_eq!(keyed.len, model.len());
+                assert_robin_hood(&keyed);
             }
         }
         let keys: Vec<u64> = model.keys().copied().collect();
