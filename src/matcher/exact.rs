@@ -298,6 +298,7 @@ mod tests {
     mod matching {
         use std::sync::Arc;
 
+        use crate::matcher::tests::assert_agrees;
         use crate::matcher::{classify, Matcher, ShapeMatch, EVALUATE, LARGE_HOT, NEW_HIT};
         use crate::query::{compile, Params, Shape, ShapeId};
         use crate::schema::Schema;
@@ -317,28 +318,6 @@ mod tests {
 
         fn row(s: Value, n: Value) -> Vec<Value> {
             vec![Value::Integer(1), s, n]
-        }
-
-        /// The matcher's output against evaluating each of `ids` on every pair of `rows`.
-        fn agrees(m: &Matcher, ids: &[ShapeId], rows: &[Vec<Value>]) {
-            let mut out = Vec::new();
-            for old in rows.iter().map(|r| Some(&r[..])).chain([None]) {
-                for new in rows.iter().map(|r| Some(&r[..])).chain([None]) {
-                    m.match_change("t", old, new, &mut out);
-                    let mut want: Vec<ShapeMatch> = ids
-                        .iter()
-                        .filter_map(|id| {
-                            let shape = m.shape(*id).expect("registered");
-                            let was = old.is_some_and(|r| shape.matches(r));
-                            let is = new.is_some_and(|r| shape.matches(r));
-                            classify(was, is, new.is_none())
-                                .map(|effect| ShapeMatch { shape: *id, effect })
-                        })
-                        .collect();
-                    want.sort_unstable_by_key(|x| x.shape);
-                    assert_eq!(out, want, "{old:?} -> {new:?}");
-                }
-            }
         }
 
         fn texts() -> Vec<Value> {
@@ -385,14 +364,14 @@ mod tests {
                     [Value::Integer(1), Value::Text("ab".into())].map(|n| row(s.clone(), n))
                 })
                 .collect();
-            agrees(&m, &ids, &rows);
+            assert_agrees(&m, &ids, &rows);
             for i in [1, 5, 0] {
                 assert!(m.unregister(ids.remove(i)));
-                agrees(&m, &ids, &rows);
+                assert_agrees(&m, &ids, &rows);
             }
             let again = m.register(shape(sqls[0]));
             ids.push(again);
-            agrees(&m, &ids, &rows);
+            assert_agrees(&m, &ids, &rows);
         }
 
         /// A text `IN` hit is answered from the key table: its placeholder is not marked

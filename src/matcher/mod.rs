@@ -417,6 +417,29 @@ mod tests {
             .collect()
     }
 
+    /// Asserts that the matcher's output for every move between two of `rows` (and
+    /// every insert and delete of one) equals evaluating each of `ids` on both images.
+    pub(super) fn assert_agrees(m: &Matcher, ids: &[ShapeId], rows: &[Vec<Value>]) {
+        let mut out = Vec::new();
+        for old in rows.iter().map(|r| Some(&r[..])).chain([None]) {
+            for new in rows.iter().map(|r| Some(&r[..])).chain([None]) {
+                m.match_change("t", old, new, &mut out);
+                let mut want: Vec<ShapeMatch> = ids
+                    .iter()
+                    .filter_map(|id| {
+                        let shape = m.shape(*id).expect("registered");
+                        let was = old.is_some_and(|r| shape.matches(r));
+                        let is = new.is_some_and(|r| shape.matches(r));
+                        classify(was, is, new.is_none())
+                            .map(|effect| ShapeMatch { shape: *id, effect })
+                    })
+                    .collect();
+                want.sort_unstable_by_key(|x| x.shape);
+                assert_eq!(out, want, "{old:?} -> {new:?}");
+            }
+        }
+    }
+
     /// Shapes an integer key hit decides (`n = 1`, `n IN (1, 2.0, NULL)`, `u IS 2`) next
     /// to evaluated ones, on every pair of old and new values, against brute force.
     #[test]
@@ -449,25 +472,7 @@ mod tests {
                     .map(|u| row(n.clone(), Value::Null, Value::Null, u.clone()))
             })
             .collect();
-        let mut out = Vec::new();
-        for old in rows.iter().map(Some).chain([None]) {
-            for new in rows.iter().map(Some).chain([None]) {
-                let (old, new) = (old.map(|r| &r[..]), new.map(|r| &r[..]));
-                m.match_change("t", old, new, &mut out);
-                let mut want: Vec<ShapeMatch> = ids
-                    .iter()
-                    .filter_map(|id| {
-                        let shape = m.shape(*id).expect("registered");
-                        let was = old.is_some_and(|r| shape.matches(r));
-                        let is = new.is_some_and(|r| shape.matches(r));
-                        classify(was, is, new.is_none())
-                            .map(|effect| ShapeMatch { shape: *id, effect })
-                    })
-                    .collect();
-                want.sort_unstable_by_key(|x| x.shape);
-                assert_eq!(out, want, "{old:?} -> {new:?}");
-            }
-        }
+        assert_agrees(&m, &ids, &rows);
     }
 
     /// Past the sizes at which keys are computed once and prefetched (more keys per
