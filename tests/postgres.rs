@@ -269,3 +269,68 @@ async fn pruned_idempotency_records_leave_a_floor_that_refuses_old_resends() {
     assert!(matches!(client.writes[&3], WriteOutcome::Committed { .. }));
     server.shutdown().await;
 }
+
+/// A resend that PostgreSQL already holds, to a server whose replica was copied after
+/// it committed (so it has no record of it), is answered at a sync id the client's cut
+/// already holds. The head would not do: later changes that do not reach this client
+/// move it, and the client's cut would never get there (its write pending for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_older_than_the_replica_is_answered_within_the_clients_cut() {
+    let Some(pg) = PgCluster::start("older") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    pg.psql(TEAM);
+    let ca = first.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&first, &ca, "c1").await;
+    client
+        .write(1, vec![insert_issue("W1", "T1", "open", 3)])
+        .await;
+    client.until("ack", |c| c.writes.contains_key(&1)).await;
+    assert!(matches!(client.writes[&1], WriteOutcome::Committed { .. }));
+    first.shutdown().await;
+    // A second server on a replica copied now: the transaction came with the copy.
+    let second = start_pg_server(&dir.path().join("b.db"), &pg.url).await;
+    let ca = second.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&second, &ca, "c1").await;
+    client
+        .subscribe(1, "SELECT * FROM issues WHERE team_id = 'T1'", None)
+        .await;
+    client
+        .until("the join", |c| {
+            c.sub(1).end.is_some() && c.sub(1).joined.is_some()
+        })
+        .await;
+    let cut = client.sub(1).end.unwrap();
+    assert!(client.sub(1).rows.contains_key("W1"));
+    // The head moves past the client's cut with a change it does not see.
+    pg.psql("INSERT INTO teams (id, key, name) VALUES ('T9', 'OPS', 'Operations');");
+    let mut other = Client::connect(&second, &ca, "c2").await;
+    other.subscribe(1, "SELECT * FROM teams", None).await;
+    other
+        .until("the other team", |c| {
+            c.sub(1).end.is_some() && c.sub(1).rows.contains_key("T9")
+        })
+        .await;
+    client.writes.clear();
+    client
+        .write(1, vec![insert_issue("W1", "T1", "open", 3)])
+        .await;
+    client
+        .until("the resend's ack", |c| c.writes.contains_key(&1))
+        .await;
+    match &client.writes[&1] {
+        WriteOutcome::Committed { sync_id } => assert!(
+            *sync_id <= cut,
+            "answered at {sync_id}, past the client's cut {cut}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM issues WHERE id = 'W1'"),
+        "1",
+        "applied once"
+    );
+    second.shutdown().await;
+}

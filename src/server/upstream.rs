@@ -177,12 +177,19 @@ impl Upstream {
                         changes: Vec::new(),
                     },
                     // Committed before this replica's copy, while no stream ran, or its
-                    // record was pruned here: committed before now, so its data is in the
-                    // state the replica has caught up to.
-                    Ok(Ok(None)) => TxnOutcome::Committed {
-                        sync_id: self.replica.head(),
-                        changes: Vec::new(),
-                    },
+                    // record was pruned here: its data came with the copy or the
+                    // resynchronisation, already in what this server serves. No sync id
+                    // of this replica is its own, and the head would not do: a client's
+                    // cut moves only with transactions that reach it, so one that no
+                    // later change reaches would keep the write pending for ever. Sync
+                    // id 0 confirms it at the client's current cut.
+                    Ok(Ok(None)) => {
+                        debug!("a resend committed before this replica's record of it");
+                        TxnOutcome::Committed {
+                            sync_id: SyncId::ZERO,
+                            changes: Vec::new(),
+                        }
+                    }
                     _ => unavailable("cannot read the idempotency record"),
                 }
             }
