@@ -172,11 +172,7 @@ async fn a_resend_ending_a_batch_does_not_hold_back_the_bootstraps_after_it() {
     reader
         .subscribe(1, "SELECT * FROM issues WHERE team_id = 'T1'", None)
         .await;
-    reader
-        .until("the snapshot's end and the seam", |c| {
-            c.sub(1).end.is_some() && c.sub(1).joined.is_some()
-        })
-        .await;
+    reader.until_joined(1).await;
     assert_eq!(reader.sub(1).end, Some(newest));
     assert_eq!(reader.sub(1).rows.len(), 3, "a, gate and b");
     handle.shutdown().await;

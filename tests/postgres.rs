@@ -297,11 +297,7 @@ async fn a_resend_older_than_the_replica_is_answered_within_the_clients_cut() {
     client
         .subscribe(1, "SELECT * FROM issues WHERE team_id = 'T1'", None)
         .await;
-    client
-        .until("the join", |c| {
-            c.sub(1).end.is_some() && c.sub(1).joined.is_some()
-        })
-        .await;
+    client.until_joined(1).await;
     let cut = client.sub(1).end.unwrap();
     assert!(client.sub(1).rows.contains_key("W1"));
     // The head moves past the client's cut with a change it does not see.

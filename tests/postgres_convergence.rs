@@ -148,10 +148,7 @@ async fn clients_converge_across_two_servers_on_one_database() {
         return;
     };
     // RUST_LOG=sluice=debug shows what the servers did.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::trace_from_env();
     let steps: usize = std::env::var("SLUICE_PG_TORTURE_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -28,18 +28,17 @@ use sluice::query::Params;
 use sluice::server::{Quotas, Server, ServerHandle};
 use sluice::store::{Mutation, SqliteStore, StoreOptions, TxnOutcome, WriteTxn};
 use sluice::value::Value;
-
-/// Logs the test's own tracing to stderr when `RUST_LOG` is set (for chasing a failure:
-/// with `SLUICE_TEST_SERVER_LOG` too, a `sluice serve` child's log is kept beside it).
-pub fn trace_from_env() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-}
 use sluice::wire::{BootstrapFrame, ClientMessage, RowEvent, ServerMessage, SubId, WriteOutcome};
+
+/// The test's own tracing, filtered by `RUST_LOG` (errors only without it), in the
+/// test's captured output (for chasing a failure: with `SLUICE_TEST_SERVER_LOG` too, a
+/// `sluice serve` child's log is kept beside it).
+pub fn trace_from_env() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
 
 /// Generous bound for anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -383,6 +382,18 @@ impl Client {
                 Err(_) => panic!("timed out waiting for {what}"),
             }
         }
+    }
+
+    /// Processes events until subscription `sub` has both its snapshot's end and its
+    /// seam (they come on different streams, in either order).
+    pub async fn until_joined(&mut self, sub: impl Into<SubId>) {
+        let sub = sub.into();
+        self.until("the snapshot's end and the seam", |c| {
+            c.subs
+                .get(&sub)
+                .is_some_and(|s| s.end.is_some() && s.joined.is_some())
+        })
+        .await;
     }
 
     pub fn sub(&self, sub: impl Into<SubId>) -> &SubState {
