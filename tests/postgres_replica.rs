@@ -93,6 +93,7 @@ fn a_replica_applies_sparse_sync_ids_once_and_retains_by_count() {
         sync_id: SyncId(sync_id),
         ops,
         origins: Vec::new(),
+        resync: false,
     };
     let first = store
         .apply_replicated(
@@ -243,14 +244,33 @@ fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
                 sync_id: SyncId(200),
                 ops,
                 origins: Vec::new(),
+                resync: true,
             },
             &mut Quiet,
         )
         .unwrap();
     assert_eq!(changes.len(), 4);
+    // From the old head the log brings a reader to the new state; from a cut inside the
+    // gap it cannot (a row inserted and deleted there is in no change): that read is
+    // refused like one below the horizon, and the horizon itself stays.
     let (logged, complete) = log(&store, 100);
     assert!(complete);
     assert_eq!(logged.len(), 4, "{logged:?}");
+    for inside in [101, 150, 199] {
+        let read = store
+            .read_log(SyncId(inside), &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(
+            read,
+            LogRead::Compacted {
+                horizon: SyncId(200)
+            },
+            "a read from {inside}, inside the resynchronisation's gap"
+        );
+    }
+    assert_eq!(store.horizon(), SyncId(100));
+    let (logged, complete) = log(&store, 200);
+    assert!(complete && logged.is_empty(), "{logged:?}");
     stage(&now);
     assert!(
         store.resync_diff().unwrap().is_empty(),

@@ -146,6 +146,7 @@ pub async fn resync_source(
         sync_id: state_before(start),
         ops,
         origins: Vec::new(),
+        resync: true,
     };
     Ok((source, txn))
 }

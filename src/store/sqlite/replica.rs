@@ -57,6 +57,11 @@ pub struct ReplicatedTxn {
     pub ops: Vec<RowOp>,
     /// The client transactions it carries (their idempotency records).
     pub origins: Vec<(ClientId, u64)>,
+    /// A resynchronisation: the net difference between the replica and a newer state of
+    /// PostgreSQL, not one transaction. Whatever happened between the replica's head and
+    /// `sync_id` is folded into it, so the log records that gap and no client resumes
+    /// from a cut inside it (a row that came and went there is in no change).
+    pub resync: bool,
 }
 
 impl SqliteStore {
@@ -297,6 +302,9 @@ impl SqliteStore {
         }
         if !changes.is_empty() {
             observer.committed(&ConnView(&tx), txn.sync_id, &changes)?;
+        }
+        if txn.resync {
+            super::log::record_gap(&tx, head, txn.sync_id)?;
         }
         tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
             .execute([txn.sync_id])?;

@@ -197,3 +197,51 @@ fn compaction_cuts_the_chunk_past_a_gap_in_rowids() {
         .collect();
     assert_eq!(ids, vec![4, 5, 6]);
 }
+
+#[test]
+fn a_read_from_inside_a_gap_is_refused_until_compaction_passes_it() {
+    let conn = conn();
+    let mut writer = ChunkWriter::default();
+    append(&conn, &mut writer, &[change(10, "a", 1, None)], &pk).unwrap();
+    // A resynchronisation at 20 folded in whatever happened after 10.
+    record_gap(&conn, SyncId(10), SyncId(20)).unwrap();
+    append(&conn, &mut writer, &[change(20, "a", 2, None)], &pk).unwrap();
+    // No cut lies strictly inside (29, 30): nothing to record.
+    record_gap(&conn, SyncId(29), SyncId(30)).unwrap();
+    let gaps = |conn: &Connection| -> Vec<(u64, u64)> {
+        let mut stmt = conn
+            .prepare("SELECT after, through FROM _sluice_log_gaps ORDER BY through")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(gaps(&conn), vec![(10, 20)]);
+
+    let ids = |after: u64| -> Vec<u64> {
+        let (seen, read) = read_all(&conn, after, 20);
+        assert_eq!(read, LogRead::Complete { head: SyncId(20) }, "from {after}");
+        seen.iter().map(|c| c.sync_id.0).collect()
+    };
+    // At either end of the gap the log is whole.
+    assert_eq!(ids(9), vec![10, 20]);
+    assert_eq!(ids(10), vec![20]);
+    assert_eq!(ids(20), Vec::<u64>::new());
+    for inside in [11, 15, 19] {
+        let (seen, read) = read_all(&conn, inside, 20);
+        assert!(seen.is_empty());
+        assert_eq!(
+            read,
+            LogRead::Compacted {
+                horizon: SyncId(20)
+            },
+            "from {inside}"
+        );
+    }
+
+    // Compacting into the gap keeps it (a cut above the new horizon may still be inside);
+    // compacting to its end forgets it.
+    compact(&conn, SyncId(15), &pk).unwrap();
+    assert_eq!(gaps(&conn), vec![(10, 20)]);
+    compact(&conn, SyncId(20), &pk).unwrap();
+    assert!(gaps(&conn).is_empty());
+}
