@@ -209,3 +209,130 @@ async fn a_kept_replica_is_resynchronised_at_start_and_clients_resume_from_their
     );
     server.shutdown().await;
 }
+
+/// The open issues' ids in PostgreSQL, comma-separated.
+fn open_in_pg(pg: &PgCluster) -> String {
+    pg.psql("SELECT string_agg(id, ',' ORDER BY id) FROM issues WHERE status = 'open'")
+}
+
+const INSERT_I3: &str = "INSERT INTO issues (id, team_id, number, title, status, priority) \
+     VALUES ('I3', 'T1', 3, 'came and went', 'open', 5)";
+
+/// A client saw I3 come through server A; I3 was deleted while it was away; server B,
+/// whose replica stopped before I3, resynchronised past both. B's log holds one diff
+/// from its old head, with nothing about I3: a resume from the client's cut (inside that
+/// gap) would leave I3 on the client for ever. B refuses it; a fresh snapshot is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_inside_a_resynchronisation_gap_is_not_resumed() {
+    let Some(pg) = PgCluster::start("gap") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b_replica = dir.path().join("b.db");
+    let (b, b_client) = serve_first_rows(&pg, &b_replica).await;
+    let b_head = b_client.sub(1).last_sync;
+    drop(b_client);
+    b.shutdown().await;
+
+    let a = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    let mut client = Client::connect(&a, a.cert_path().unwrap(), "c1").await;
+    client.subscribe(1, OPEN, None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    pg.psql(INSERT_I3);
+    client
+        .until("I3", |c| c.sub(1).rows.contains_key("I3"))
+        .await;
+    let cut = client.sub(1).last_sync;
+    assert!(
+        cut > b_head,
+        "the client's cut {cut} is past B's head {b_head}"
+    );
+    drop(client);
+    pg.psql("DELETE FROM issues WHERE id = 'I3'");
+
+    let b = start_pg_server(&b_replica, &pg.url).await;
+    let mut resumed = Client::connect(&b, b.cert_path().unwrap(), "c1").await;
+    resumed.subscribe(1, OPEN, Some(cut)).await;
+    resumed
+        .until("resume answered", |c| {
+            c.sub(1).end.is_some() || c.sub(1).resume_refused
+        })
+        .await;
+    assert!(
+        resumed.sub(1).resume_refused && resumed.sub(1).end.is_none(),
+        "a cut inside the resynchronisation's gap is refused, not replayed"
+    );
+    resumed.subscribe(2, OPEN, None).await;
+    resumed.until("snapshot", |c| c.sub(2).end.is_some()).await;
+    let rows: Vec<&str> = resumed.sub(2).rows.keys().map(String::as_str).collect();
+    assert_eq!(rows.join(","), open_in_pg(&pg));
+    assert!(!rows.contains(&"I3"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Server B loses PostgreSQL (its role is locked out) while server A streams on; a client
+/// that saw I3 through A resumes on B, which is behind its cut. B must not answer from
+/// behind: it waits for its replica, which comes back through a resynchronisation past
+/// I3's delete, and refuses the cut inside that gap. Its own client, live through all of
+/// it, ends with PostgreSQL's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_past_a_lagging_server_is_not_answered_from_behind() {
+    if std::env::var("SLUICE_TEST_POSTGRES_URL").is_ok() {
+        println!("skipped: locks a role of its own out of the cluster it started");
+        return;
+    }
+    let Some(pg) = PgCluster::start("ahead") else {
+        return;
+    };
+    pg.psql("CREATE ROLE lagging LOGIN SUPERUSER REPLICATION");
+    let lagging_url = pg.url.replacen("://postgres@", "://lagging@", 1);
+    assert_ne!(lagging_url, pg.url);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut client) = serve_first_rows(&pg, &dir.path().join("a.db")).await;
+    let b = start_pg_server(&dir.path().join("b.db"), &lagging_url).await;
+    let mut live = Client::connect(&b, b.cert_path().unwrap(), "live").await;
+    live.subscribe(1, OPEN, None).await;
+    live.until("B's snapshot", |c| c.sub(1).end.is_some()).await;
+    let b_head = live.sub(1).end.unwrap();
+
+    pg.psql(
+        "ALTER ROLE lagging NOLOGIN; \
+         SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'lagging'",
+    );
+    pg.psql(INSERT_I3);
+    client
+        .until("I3 through A", |c| c.sub(1).rows.contains_key("I3"))
+        .await;
+    let cut = client.sub(1).last_sync;
+    assert!(
+        cut > b_head,
+        "the client's cut {cut} is past B's head {b_head}"
+    );
+
+    let mut resumed = Client::connect(&b, b.cert_path().unwrap(), "c1").await;
+    resumed.subscribe(1, OPEN, Some(cut)).await;
+    pg.psql("DELETE FROM issues WHERE id = 'I3'");
+    pg.psql("ALTER ROLE lagging LOGIN");
+    resumed
+        .until("resume answered", |c| {
+            c.sub(1).end.is_some() || c.sub(1).resume_refused
+        })
+        .await;
+    assert!(
+        resumed.sub(1).resume_refused && resumed.sub(1).end.is_none(),
+        "a cut past B's head is not answered from behind it: {:?}",
+        resumed.sub(1).end
+    );
+    resumed.subscribe(2, OPEN, None).await;
+    resumed.until("snapshot", |c| c.sub(2).end.is_some()).await;
+    let rows: Vec<&str> = resumed.sub(2).rows.keys().map(String::as_str).collect();
+    assert_eq!(rows.join(","), open_in_pg(&pg));
+    let expected = open_in_pg(&pg);
+    live.until("B's live client converged", |c| {
+        c.sub(1).rows.keys().cloned().collect::<Vec<_>>().join(",") == expected
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -206,6 +206,26 @@ async fn compaction_refuses_only_the_subscription_that_is_too_old() {
     assert_eq!(client.sub(3).rows.keys().collect::<Vec<_>>(), vec!["a"]);
 }
 
+/// A cut past the head (a database restored from an older backup, or a forged cut) is
+/// refused at once, never answered from behind it; the fresh snapshot is the store's.
+#[tokio::test]
+async fn a_cut_past_the_head_is_refused() {
+    let server = TestServer::start().await;
+    let head = server.write(vec![insert_issue("a", "T1", "todo", 1)]).await;
+    let mut client = server.client("c").await;
+    let ahead = sluice::ids::SyncId(head.0 + 1000);
+    client.subscribe(1, OPEN_T1, Some(ahead)).await;
+    client
+        .until("the refusal", |c| {
+            c.sub(1).resume_refused || c.sub(1).end.is_some()
+        })
+        .await;
+    assert!(client.sub(1).resume_refused && client.sub(1).end.is_none());
+    client.subscribe(1, OPEN_T1, None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    assert_eq!(client.sub(1).rows.keys().collect::<Vec<_>>(), vec!["a"]);
+}
+
 #[tokio::test]
 async fn resend_is_applied_once_and_rejections_do_not_block() {
     let server = TestServer::start().await;

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use super::registry::replay_event;
 use super::session::LiveItem;
 use super::snapshots::{self, Filled, CHUNK_BYTES};
-use super::Shared;
+use super::{Shared, CATCH_UP_WAIT};
 use crate::ids::SyncId;
 use crate::query::{Pred, Shape};
 use crate::store::{LogRead, Store};
@@ -115,6 +115,19 @@ enum Produced {
 /// once every transaction up to W is in the session's live queue, queues the seam there.
 /// Ends quietly when the client goes away or the subscription is refused.
 pub async fn run(job: Job) {
+    if let Some(after) = job.resume_after {
+        if !reached(&job.shared, after).await {
+            let horizon = job.shared.store.head();
+            debug!(%after, %horizon, "the caller's cut is past this server's head: no resume");
+            let _ = job.ended.send(job.sub).await;
+            let refused = ServerMessage::ResumeRefused {
+                sub: job.sub,
+                horizon,
+            };
+            let _ = job.control.send(refused).await;
+            return;
+        }
+    }
     // A place in the session's share, then in the server's: the blocking reader starts
     // only with both.
     let Ok(_session_place) = job.places.clone().acquire_owned().await else {
@@ -229,6 +242,29 @@ pub async fn run(job: Job) {
             .await;
         debug!(through = %w, queued = queued.is_ok(), "seam");
     }
+}
+
+/// Whether this server has delivered every transaction up to `after`, the cut a
+/// resuming caller holds. Another server on the same PostgreSQL database may have shown
+/// the caller a later cut than this replica has applied (it lags, or it is
+/// resynchronising): it then waits at most [`CATCH_UP_WAIT`] for its replica to get
+/// there. A resume served from behind the cut would hand the caller changes relative to
+/// an older state, and a resynchronisation's diff among them would miss rows that came
+/// and went after that state (the log's gap refuses such a cut once the replica is past
+/// it). An embedded store has no later state anywhere: a cut past its head (a database
+/// restored from a backup, or a forged cut) is refused at once.
+async fn reached(shared: &Shared, after: SyncId) -> bool {
+    let mut delivered = shared.delivered.subscribe();
+    if *delivered.borrow_and_update() >= after {
+        return true;
+    }
+    if shared.upstream.is_none() && after > shared.store.head() {
+        return false;
+    }
+    let caught_up = tokio::time::timeout(CATCH_UP_WAIT, delivered.wait_for(|d| *d >= after))
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+    caught_up
 }
 
 /// How a bootstrap's rows went out.
