@@ -271,11 +271,13 @@ async fn pruned_idempotency_records_leave_a_floor_that_refuses_old_resends() {
 }
 
 /// A resend that PostgreSQL already holds, to a server whose replica was copied after
-/// it committed (so it has no record of it), is answered at a sync id the client's cut
-/// already holds. The head would not do: later changes that do not reach this client
-/// move it, and the client's cut would never get there (its write pending for ever).
+/// it committed (so it has no record of it), is answered at the replica's head, and the
+/// author hears of an empty transaction of its own at that sync id, after everything
+/// before it: its cut reaches the answer (later changes that do not reach this client
+/// would not move it there), and not before its view holds the data (an answer at sync
+/// id 0 would let the client drop its optimistic row while its cut was still older).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resend_older_than_the_replica_is_answered_within_the_clients_cut() {
+async fn a_resend_older_than_the_replica_is_confirmed_in_order() {
     let Some(pg) = PgCluster::start("older") else {
         return;
     };
@@ -300,6 +302,7 @@ async fn a_resend_older_than_the_replica_is_answered_within_the_clients_cut() {
     client.until_joined(1).await;
     let cut = client.sub(1).end.unwrap();
     assert!(client.sub(1).rows.contains_key("W1"));
+    let heard = client.live_origins.len();
     // The head moves past the client's cut with a change it does not see.
     pg.psql("INSERT INTO teams (id, key, name) VALUES ('T9', 'OPS', 'Operations');");
     let mut other = Client::connect(&second, &ca, "c2").await;
@@ -316,13 +319,21 @@ async fn a_resend_older_than_the_replica_is_answered_within_the_clients_cut() {
     client
         .until("the resend's ack", |c| c.writes.contains_key(&1))
         .await;
-    match &client.writes[&1] {
-        WriteOutcome::Committed { sync_id } => assert!(
-            *sync_id <= cut,
-            "answered at {sync_id}, past the client's cut {cut}"
-        ),
-        other => panic!("{other:?}"),
-    }
+    let WriteOutcome::Committed { sync_id } = client.writes[&1].clone() else {
+        panic!("{:?}", client.writes[&1]);
+    };
+    let past = other.sub(1).end.unwrap().max(other.sub(1).last_sync);
+    assert!(
+        sync_id >= past && sync_id > cut,
+        "answered at {sync_id}: the head (past {past}), not the client's cut {cut}"
+    );
+    client
+        .until("its own transaction at the answer's sync id", |c| {
+            c.live_origins.len() > heard
+        })
+        .await;
+    let own = Some((sluice::ids::ClientId("c1".into()), 1));
+    assert_eq!(client.live_origins[heard..], [(sync_id, own)]);
     assert_eq!(
         pg.psql("SELECT count(*) FROM issues WHERE id = 'W1'"),
         "1",

@@ -65,7 +65,7 @@ pub use session::{
     LIVE_BATCH_BYTES, LIVE_BATCH_FRAMES, MAX_ECHO_CHARS, MAX_HELLO_BYTES, REFUSALS_IN_FLIGHT,
     SESSION_QUEUE_CAPACITY, SESSION_QUEUE_ITEMS,
 };
-pub use upstream::{CATCH_UP_WAIT, REPLICATION_WAIT};
+pub use upstream::{CATCH_UP_WAIT, CONFIRM_QUEUE, REPLICATION_WAIT};
 
 use crate::auth::{Claims, Rules, RulesError};
 use crate::schema::{Schema, SchemaError};

@@ -26,7 +26,7 @@ use crate::ids::SyncId;
 use crate::postgres::{self, Event, Lsn, PgError, PgWriter, Source, Written};
 use crate::schema::Schema;
 use crate::store::{ReplicatedTxn, SqliteStore, Store, StoreOptions, WriteGuard};
-use crate::vocab::{RejectCode, TxnOutcome, WriteTxn};
+use crate::vocab::{ClientId, RejectCode, TxnOutcome, WriteTxn};
 
 /// How long a committed write waits for the stream to bring it back before it is
 /// answered `unavailable` (it is committed; a resend learns its sync id).
@@ -36,6 +36,9 @@ pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Keepalive requests waiting for the stream task (one is enough; more are dropped).
 const PING_QUEUE: usize = 1;
+/// Resends waiting for the stream task to confirm them in order ([`Confirm`]); past it a
+/// resend is answered `unavailable` and comes again.
+pub const CONFIRM_QUEUE: usize = 256;
 /// The first wait before resynchronising after the stream was lost (PostgreSQL may be
 /// restarting); it doubles after each failed attempt up to [`RESYNC_BACKOFF_MAX`].
 pub const RESYNC_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -59,11 +62,29 @@ pub(crate) struct Upstream {
     /// The WAL position up to which the replica has applied everything.
     progress: watch::Sender<Lsn>,
     pings: mpsc::Sender<()>,
+    confirms: mpsc::Sender<Confirm>,
     /// False while the stream is lost (until it is resynchronised): writes are answered
     /// `unavailable` at once.
     streaming: AtomicBool,
     /// The stream task, stopped at shutdown (its connection's end drops the slot).
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A resend PostgreSQL holds that this replica has no record of (its data came with the
+/// copy or a resynchronisation): the stream task confirms it to its author at the
+/// replica's head, with an empty transaction of the author's queued after every
+/// transaction up to that head, so the author's cut reaches the answer's sync id exactly
+/// when its view holds the data.
+struct Confirm {
+    author: (ClientId, u64),
+    reply: oneshot::Sender<SyncId>,
+}
+
+/// What the stream task takes besides the stream: keepalive requests and resends to
+/// confirm in order.
+pub(crate) struct Requests {
+    pings: mpsc::Receiver<()>,
+    confirms: mpsc::Receiver<Confirm>,
 }
 
 /// Connects, prepares the database, fills a fresh replica at `replica_path` and opens
@@ -73,7 +94,7 @@ pub(crate) async fn open(
     schema: Arc<Schema>,
     replica_path: &Path,
     options: StoreOptions,
-) -> Result<(Arc<Upstream>, Source, mpsc::Receiver<()>), PgError> {
+) -> Result<(Arc<Upstream>, Source, Requests), PgError> {
     let config = postgres::parse_url(url)?;
     let mut setup = postgres::connect(&config).await?;
     let identity = postgres::ddl::prepare(&mut setup, &schema).await?;
@@ -82,6 +103,7 @@ pub(crate) async fn open(
     let writer = PgWriter::connect(&config, schema.clone()).await?;
     let start = Lsn(replica.head().0);
     let (pings, ping_queue) = mpsc::channel(PING_QUEUE);
+    let (confirms, confirm_queue) = mpsc::channel(CONFIRM_QUEUE);
     let upstream = Upstream {
         replica,
         config,
@@ -91,18 +113,23 @@ pub(crate) async fn open(
         waiters: Mutex::new(HashMap::new()),
         progress: watch::channel(start).0,
         pings,
+        confirms,
         streaming: AtomicBool::new(true),
         task: Mutex::new(None),
     };
-    Ok((Arc::new(upstream), source, ping_queue))
+    let requests = Requests {
+        pings: ping_queue,
+        confirms: confirm_queue,
+    };
+    Ok((Arc::new(upstream), source, requests))
 }
 
 /// Starts the task that applies the stream to the replica and fans it out.
-pub(crate) fn start_stream(shared: &Arc<Shared>, source: Source, pings: mpsc::Receiver<()>) {
+pub(crate) fn start_stream(shared: &Arc<Shared>, source: Source, requests: Requests) {
     let Some(upstream) = shared.upstream.clone() else {
         return;
     };
-    let task = tokio::spawn(stream(shared.clone(), upstream.clone(), source, pings));
+    let task = tokio::spawn(stream(shared.clone(), upstream.clone(), source, requests));
     *upstream.task.lock().expect("task lock") = Some(task);
 }
 
@@ -163,11 +190,11 @@ impl Upstream {
                 }
             }
             Ok(Written::Duplicate) => {
-                let Some((client, seq)) = txn.origin else {
+                let Some(author) = txn.origin else {
                     return unavailable("duplicate without an origin");
                 };
                 self.caught_up().await;
-                let replica = self.replica.clone();
+                let (replica, (client, seq)) = (self.replica.clone(), author.clone());
                 let recorded =
                     tokio::task::spawn_blocking(move || replica.recorded_sync_id(&client, seq))
                         .await;
@@ -179,16 +206,11 @@ impl Upstream {
                     // Committed before this replica's copy, while no stream ran, or its
                     // record was pruned here: its data came with the copy or the
                     // resynchronisation, already in what this server serves. No sync id
-                    // of this replica is its own, and the head would not do: a client's
-                    // cut moves only with transactions that reach it, so one that no
-                    // later change reaches would keep the write pending for ever. Sync
-                    // id 0 confirms it at the client's current cut.
+                    // of this replica is its own; the stream task confirms it at the
+                    // head, in order (see [`Confirm`]).
                     Ok(Ok(None)) => {
                         debug!("a resend committed before this replica's record of it");
-                        TxnOutcome::Committed {
-                            sync_id: SyncId::ZERO,
-                            changes: Vec::new(),
-                        }
+                        self.confirm_in_order(author).await
                     }
                     _ => unavailable("cannot read the idempotency record"),
                 }
@@ -199,6 +221,21 @@ impl Upstream {
                 warn!(error = %e, "PostgreSQL write failed");
                 unavailable(&e.to_string())
             }
+        }
+    }
+
+    /// Has the stream task confirm `author`'s resend in order ([`Confirm`]).
+    async fn confirm_in_order(&self, author: (ClientId, u64)) -> TxnOutcome {
+        let (reply, answer) = oneshot::channel();
+        if self.confirms.try_send(Confirm { author, reply }).is_err() {
+            return unavailable("too many resends waiting to be confirmed");
+        }
+        match tokio::time::timeout(REPLICATION_WAIT, answer).await {
+            Ok(Ok(sync_id)) => TxnOutcome::Committed {
+                sync_id,
+                changes: Vec::new(),
+            },
+            _ => unavailable("the replication stream did not confirm the resend in time"),
         }
     }
 
@@ -284,11 +321,11 @@ async fn stream(
     shared: Arc<Shared>,
     upstream: Arc<Upstream>,
     mut source: Source,
-    mut pings: mpsc::Receiver<()>,
+    mut requests: Requests,
 ) {
     loop {
         info!(slot = %source.slot, "replication stream running");
-        let lost = follow(&shared, &upstream, &mut source, &mut pings).await;
+        let lost = follow(&shared, &upstream, &mut source, &mut requests).await;
         upstream.streaming.store(false, Ordering::Release);
         // Their transactions may be committed: the authors resend, and the idempotency
         // record answers them once the replica has their data.
@@ -304,12 +341,16 @@ async fn follow(
     shared: &Arc<Shared>,
     upstream: &Arc<Upstream>,
     source: &mut Source,
-    pings: &mut mpsc::Receiver<()>,
+    requests: &mut Requests,
 ) -> String {
     loop {
         let event = tokio::select! {
             event = source.next() => Some(event),
-            Some(()) = pings.recv() => None,
+            Some(()) = requests.pings.recv() => None,
+            Some(confirm) = requests.confirms.recv() => {
+                confirm_at_head(shared, upstream, confirm);
+                continue;
+            }
         };
         let event = match event {
             None => {
@@ -341,6 +382,18 @@ async fn follow(
             }
         }
     }
+}
+
+/// Confirms a resend to its author at the replica's head ([`Confirm`]). Runs on the
+/// stream task between transactions: every transaction up to the head is already in the
+/// sessions' queues, so the author's empty transaction comes after them.
+fn confirm_at_head(shared: &Arc<Shared>, upstream: &Upstream, confirm: Confirm) {
+    let sync_id = upstream.replica.head();
+    let mut outbox = Outbox::default();
+    let txn = (sync_id, Some(confirm.author), &[][..]);
+    fan_out(shared, &mut outbox, txn, &Vec::new(), None);
+    outbox.hand_over(shared, std::time::Instant::now());
+    let _ = confirm.reply.send(sync_id);
 }
 
 /// Makes a new slot and brings the replica to its snapshot, retrying with a growing
