@@ -61,6 +61,12 @@ pub struct TransportLimits {
     /// Bytes we keep unacknowledged in flight per connection. Default 8 MiB: the most one
     /// connection's unacknowledged sends can occupy.
     pub send_window: u64,
+    /// The receive buffer asked for the server's UDP socket (`SO_RCVBUF`), shared by every
+    /// connection. Default 4 MiB: with a thousand clients acknowledging one burst at once,
+    /// the system's usual 208 KiB drops datagrams (ACKs the server then waits for). The
+    /// kernel caps it at `net.core.rmem_max`; the size granted is logged. `None` keeps
+    /// the system's default.
+    pub udp_receive_buffer: Option<usize>,
 }
 
 impl Default for TransportLimits {
@@ -73,6 +79,7 @@ impl Default for TransportLimits {
             stream_receive_window: 1024 * 1024,
             receive_window: 8 * 1024 * 1024,
             send_window: 8 * 1024 * 1024,
+            udp_receive_buffer: Some(4 * 1024 * 1024),
         }
     }
 }
@@ -113,10 +120,39 @@ pub fn server_endpoint(
     };
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto(identity)?));
     config.transport_config(Arc::new(limits.transport_config()));
-    Endpoint::server(config, listen).map_err(|source| TransportError::Bind {
+    let bind = |source| TransportError::Bind {
         addr: listen,
         source,
-    })
+    };
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| bind(std::io::Error::other("no async runtime found")))?;
+    let socket = server_socket(listen, limits).map_err(bind)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
+    .map_err(bind)
+}
+
+/// The server's UDP socket on `listen`, its receive buffer asked for as `limits` say.
+fn server_socket(listen: SocketAddr, limits: &TransportLimits) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(listen)?;
+    if let Some(bytes) = limits.udp_receive_buffer {
+        let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+        // Best effort: a smaller grant (the kernel's cap) still serves.
+        match state.set_recv_buffer_size((&socket).into(), bytes) {
+            Ok(()) => {
+                let granted = state.recv_buffer_size((&socket).into()).unwrap_or(0);
+                tracing::debug!(asked = bytes, granted, "UDP receive buffer");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, asked = bytes, "cannot size the UDP receive buffer")
+            }
+        }
+    }
+    Ok(socket)
 }
 
 /// A client endpoint on an ephemeral IPv4 port that trusts only the certificates in the
@@ -199,6 +235,24 @@ mod tests {
             ..Default::default()
         };
         let _ = limits.transport_config();
+    }
+
+    #[test]
+    fn the_server_socket_gets_the_receive_buffer_asked_for() {
+        let size = |asked: Option<usize>| {
+            let limits = TransportLimits {
+                udp_receive_buffer: asked,
+                ..Default::default()
+            };
+            let socket = server_socket("127.0.0.1:0".parse().unwrap(), &limits).unwrap();
+            let state = quinn::udp::UdpSocketState::new((&socket).into()).unwrap();
+            state.recv_buffer_size((&socket).into()).unwrap()
+        };
+        let system = size(None);
+        // A small ask is granted as asked (Linux doubles it for its bookkeeping), a large
+        // one up to the kernel's cap: never below the system's default.
+        assert!(size(Some(4096)) < system, "small: {}", size(Some(4096)));
+        assert!(size(Some(4 * 1024 * 1024)) >= system);
     }
 
     #[test]
