@@ -47,9 +47,8 @@ async fn write_until_committed(client: &mut Client, seq: u64, id: &str) {
 
 /// The open issues' ids in PostgreSQL and on the client must be the same.
 fn assert_same_rows(pg: &PgCluster, client: &Client) {
-    let in_pg = pg.psql("SELECT string_agg(id, ',' ORDER BY id) FROM issues WHERE status = 'open'");
     let on_client: Vec<&str> = client.sub(1).rows.keys().map(String::as_str).collect();
-    assert_eq!(on_client.join(","), in_pg);
+    assert_eq!(on_client.join(","), open_in_pg(pg));
 }
 
 const FIRST_ROWS: &str = "INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering'); \
@@ -186,10 +185,7 @@ async fn a_kept_replica_is_resynchronised_at_start_and_clients_resume_from_their
     rows.retain(|k| k != "I2");
     rows.push("I3".into());
     rows.sort();
-    assert_eq!(
-        pg.psql("SELECT string_agg(id, ',' ORDER BY id) FROM issues WHERE status = 'open'"),
-        rows.join(",")
-    );
+    assert_eq!(open_in_pg(&pg), rows.join(","));
     assert!(resumed.sub(1).rows["I1"].contains(&text("while down")));
 
     // And the stream goes on.
@@ -213,6 +209,28 @@ async fn a_kept_replica_is_resynchronised_at_start_and_clients_resume_from_their
 /// The open issues' ids in PostgreSQL, comma-separated.
 fn open_in_pg(pg: &PgCluster) -> String {
     pg.psql("SELECT string_agg(id, ',' ORDER BY id) FROM issues WHERE status = 'open'")
+}
+
+/// Waits for the answer to `resumed`'s resume of subscription 1, which must be a
+/// refusal (no replay), then checks that a fresh snapshot (subscription 2) holds exactly
+/// PostgreSQL's open issues; returns them.
+async fn assert_refused_then_fresh(pg: &PgCluster, resumed: &mut Client, why: &str) -> String {
+    resumed
+        .until("resume answered", |c| {
+            c.sub(1).end.is_some() || c.sub(1).resume_refused
+        })
+        .await;
+    assert!(
+        resumed.sub(1).resume_refused && resumed.sub(1).end.is_none(),
+        "{why}: answered {:?}",
+        resumed.sub(1).end
+    );
+    resumed.subscribe(2, OPEN, None).await;
+    resumed.until("snapshot", |c| c.sub(2).end.is_some()).await;
+    let rows: Vec<&str> = resumed.sub(2).rows.keys().map(String::as_str).collect();
+    let rows = rows.join(",");
+    assert_eq!(rows, open_in_pg(pg));
+    rows
 }
 
 const INSERT_I3: &str = "INSERT INTO issues (id, team_id, number, title, status, priority) \
@@ -253,20 +271,9 @@ async fn a_cut_inside_a_resynchronisation_gap_is_not_resumed() {
     let b = start_pg_server(&b_replica, &pg.url).await;
     let mut resumed = Client::connect(&b, b.cert_path().unwrap(), "c1").await;
     resumed.subscribe(1, OPEN, Some(cut)).await;
-    resumed
-        .until("resume answered", |c| {
-            c.sub(1).end.is_some() || c.sub(1).resume_refused
-        })
-        .await;
-    assert!(
-        resumed.sub(1).resume_refused && resumed.sub(1).end.is_none(),
-        "a cut inside the resynchronisation's gap is refused, not replayed"
-    );
-    resumed.subscribe(2, OPEN, None).await;
-    resumed.until("snapshot", |c| c.sub(2).end.is_some()).await;
-    let rows: Vec<&str> = resumed.sub(2).rows.keys().map(String::as_str).collect();
-    assert_eq!(rows.join(","), open_in_pg(&pg));
-    assert!(!rows.contains(&"I3"));
+    let why = "a cut inside the resynchronisation's gap is refused, not replayed";
+    let rows = assert_refused_then_fresh(&pg, &mut resumed, why).await;
+    assert!(!rows.contains("I3"), "{rows}");
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -314,21 +321,8 @@ async fn a_cut_past_a_lagging_server_is_not_answered_from_behind() {
     resumed.subscribe(1, OPEN, Some(cut)).await;
     pg.psql("DELETE FROM issues WHERE id = 'I3'");
     pg.psql("ALTER ROLE lagging LOGIN");
-    resumed
-        .until("resume answered", |c| {
-            c.sub(1).end.is_some() || c.sub(1).resume_refused
-        })
-        .await;
-    assert!(
-        resumed.sub(1).resume_refused && resumed.sub(1).end.is_none(),
-        "a cut past B's head is not answered from behind it: {:?}",
-        resumed.sub(1).end
-    );
-    resumed.subscribe(2, OPEN, None).await;
-    resumed.until("snapshot", |c| c.sub(2).end.is_some()).await;
-    let rows: Vec<&str> = resumed.sub(2).rows.keys().map(String::as_str).collect();
-    assert_eq!(rows.join(","), open_in_pg(&pg));
-    let expected = open_in_pg(&pg);
+    let why = "a cut past B's head is not answered from behind it";
+    let expected = assert_refused_then_fresh(&pg, &mut resumed, why).await;
     live.until("B's live client converged", |c| {
         c.sub(1).rows.keys().cloned().collect::<Vec<_>>().join(",") == expected
     })
