@@ -12,7 +12,7 @@
 //! compaction starts is found by a binary search on the rowid, a few B-tree seeks,
 //! instead of one more index entry per chunk.
 //!
-//! `_sluice_log_gaps` holds the gaps a replica's resynchronisation leaves ([`record_gap`]):
+//! `_sluice_gaps` holds the gaps a replica's resynchronisation leaves ([`record_gap`]):
 //! its one transaction carries the net difference from the old head to the new state, so
 //! a read from a cut strictly inside is answered [`LogRead::Compacted`] like one from
 //! below the horizon. Compaction forgets the gaps it passes.
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS _sluice_log (
     changes INTEGER NOT NULL,
     entries BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS _sluice_log_gaps (
+CREATE TABLE IF NOT EXISTS _sluice_gaps (
     after INTEGER NOT NULL,
     through INTEGER PRIMARY KEY
 );
@@ -54,7 +54,7 @@ pub(super) fn record_gap(
 ) -> Result<(), StoreError> {
     if after.0.saturating_add(1) < through.0 {
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO _sluice_log_gaps (after, through) VALUES (?1, ?2)",
+            "INSERT OR REPLACE INTO _sluice_gaps (after, through) VALUES (?1, ?2)",
         )?
         .execute(params![after, through])?;
     }
@@ -149,9 +149,7 @@ pub(super) fn read(
     // A cut inside a resynchronisation's gap: the log cannot bring it to the state after
     // the gap (rows that came and went inside it are in no change).
     let gap: Option<SyncId> = conn
-        .prepare_cached(
-            "SELECT max(through) FROM _sluice_log_gaps WHERE after < ?1 AND through > ?1",
-        )?
+        .prepare_cached("SELECT max(through) FROM _sluice_gaps WHERE after < ?1 AND through > ?1")?
         .query_row([after], |r| r.get(0))?;
     if let Some(through) = gap {
         return Ok(LogRead::Compacted { horizon: through });
@@ -203,7 +201,7 @@ pub(super) fn compact(
     target: SyncId,
     pk: &dyn Fn(&str) -> usize,
 ) -> Result<u64, StoreError> {
-    conn.execute("DELETE FROM _sluice_log_gaps WHERE through <= ?1", [target])?;
+    conn.execute("DELETE FROM _sluice_gaps WHERE through <= ?1", [target])?;
     // Every chunk before `start` goes; all of them when no change is above `target`.
     let start = start_after(conn, target)?;
     let mut deleted: i64 = conn.query_row(

@@ -210,7 +210,7 @@ fn a_read_from_inside_a_gap_is_refused_until_compaction_passes_it() {
     record_gap(&conn, SyncId(29), SyncId(30)).unwrap();
     let gaps = |conn: &Connection| -> Vec<(u64, u64)> {
         let mut stmt = conn
-            .prepare("SELECT after, through FROM _sluice_log_gaps ORDER BY through")
+            .prepare("SELECT after, through FROM _sluice_gaps ORDER BY through")
             .unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
