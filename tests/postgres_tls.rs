@@ -142,3 +142,53 @@ async fn wrong_ca_wrong_host_and_plain_tcp_are_refused() {
     .await;
     assert!(text.contains("needs sslrootcert"), "{text}");
 }
+
+/// A cluster that asks the role `certified` for a client certificate: the server's URL
+/// names one (`sslcert`, `sslkey`) and the copy, the stream and a write go through;
+/// without one, or with one from another CA, PostgreSQL refuses the server at its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_presented_when_postgresql_asks_for_one() {
+    let Some((pg, ca)) = PgCluster::start_tls("clientcert") else {
+        return;
+    };
+    pg.psql("CREATE ROLE certified LOGIN SUPERUSER REPLICATION");
+    assert!(pg.require_client_certs("certified", &ca.pem));
+    let dir = tempfile::tempdir().unwrap();
+    let base = url_with(
+        &pg,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.pem.display()),
+    )
+    .replacen("://postgres@", "://certified@", 1);
+    let with_cert = |(cert, key): (std::path::PathBuf, std::path::PathBuf)| {
+        format!("{base}&sslcert={}&sslkey={}", cert.display(), key.display())
+    };
+
+    let err = start_err(&dir.path().join("none.db"), &base).await;
+    assert!(err.contains("certificate"), "{err}");
+    let (_, stranger) = pg::tls::new_ca();
+    let foreign = pg::tls::issue_client(&stranger, "certified", dir.path(), "foreign");
+    let err = start_err(&dir.path().join("foreign.db"), &with_cert(foreign)).await;
+    assert!(!err.is_empty());
+
+    let own = pg::tls::issue_client(&ca.issuer, "certified", dir.path(), "own");
+    let server = start_pg_server(&dir.path().join("own.db"), &with_cert(own)).await;
+    pg.psql(TEAM);
+    let cert = server.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&server, &cert, "c1").await;
+    client.subscribe(1, "SELECT * FROM teams", None).await;
+    client
+        .until("the team, streamed", |c| c.sub(1).rows.contains_key("T1"))
+        .await;
+    client
+        .write(1, vec![insert_issue("I9", "T1", "open", 1)])
+        .await;
+    client.until("ack", |c| c.writes.contains_key(&1)).await;
+    assert!(
+        matches!(client.writes[&1], WriteOutcome::Committed { .. }),
+        "{:?}",
+        client.writes[&1]
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM issues WHERE id = 'I9'"), "1");
+    server.shutdown().await;
+}

@@ -1,5 +1,6 @@
-//! TLS to PostgreSQL, as libpq spells it in the connection string: `sslmode` and
-//! `sslrootcert`. With TLS on, every connection (queries, writes and the replication
+//! TLS to PostgreSQL, as libpq spells it in the connection string: `sslmode`,
+//! `sslrootcert`, and `sslcert` with `sslkey` for a client certificate (a server whose
+//! `pg_hba.conf` says `cert` or `clientcert=verify-full`). With TLS on, every connection (queries, writes and the replication
 //! stream) is encrypted and the server's certificate is verified against the CA file and
 //! the host name, whatever the mode says (`require` and `verify-ca` check no less than
 //! `verify-full`); without a CA file there is nothing to verify against, so those modes
@@ -11,8 +12,11 @@
 //! | absent, `prefer` | plain TCP | TLS, verified |
 //! | `require`, `verify-ca`, `verify-full` | refused | TLS, verified |
 //!
-//! tokio-postgres knows neither `sslrootcert` nor the `verify-*` modes: both are taken
-//! out of the string before it parses the rest.
+//! A client certificate needs TLS on (`sslrootcert`), and both of its files; either alone
+//! is refused, as is one whose files cannot be read.
+//!
+//! tokio-postgres knows none of `sslrootcert`, `sslcert`, `sslkey` and the `verify-*`
+//! modes: they are taken out of the string before it parses the rest.
 
 use std::future::Future;
 use std::io;
@@ -56,10 +60,30 @@ impl PgConfig {
 /// `sslmode` and `sslrootcert` (see the module docs). Fails with [`PgError::Url`], or
 /// [`PgError::Tls`] when the CA file cannot be used.
 pub fn parse_url(url: &str) -> Result<PgConfig, PgError> {
-    let (rest, mode, rootcert) = take_tls_options(url)?;
+    let TlsOptions {
+        rest,
+        mode,
+        rootcert,
+        cert,
+        key,
+    } = take_tls_options(url)?;
     let mut pg: tokio_postgres::Config = rest
         .parse()
         .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
+    let identity = match (cert, key) {
+        (None, None) => None,
+        (Some(cert_pem), Some(key_pem)) => Some(crate::transport::TlsFiles { cert_pem, key_pem }),
+        _ => {
+            return Err(PgError::Url(
+                "a client certificate needs both sslcert=FILE and sslkey=FILE".into(),
+            ))
+        }
+    };
+    if identity.is_some() && rootcert.is_none() {
+        return Err(PgError::Url(
+            "sslcert needs TLS on: set sslrootcert=FILE (the CA that verifies the server)".into(),
+        ));
+    }
     let verified = match (mode.as_deref(), rootcert) {
         (Some("disable"), Some(_)) => {
             return Err(PgError::Url(
@@ -74,7 +98,7 @@ pub fn parse_url(url: &str) -> Result<PgConfig, PgError> {
             )))
         }
         (Some("prefer" | "require" | "verify-ca" | "verify-full") | None, Some(path)) => {
-            Some(client_config(&path)?)
+            Some(client_config(&path, identity.as_ref())?)
         }
         (Some(other), _) => {
             return Err(PgError::Url(format!(
@@ -90,34 +114,65 @@ pub fn parse_url(url: &str) -> Result<PgConfig, PgError> {
     Ok(PgConfig { pg, tls: verified })
 }
 
-/// The rustls configuration trusting only the certificates in `ca`.
-fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, PgError> {
-    let roots = crate::transport::root_store(ca).map_err(|e| PgError::Tls(e.to_string()))?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+/// The rustls configuration trusting only the certificates in `ca`, presenting the
+/// client certificate `identity` names when asked.
+fn client_config(
+    ca: &Path,
+    identity: Option<&crate::transport::TlsFiles>,
+) -> Result<Arc<rustls::ClientConfig>, PgError> {
+    let tls = |e: &dyn std::fmt::Display| PgError::Tls(e.to_string());
+    let roots = crate::transport::root_store(ca).map_err(|e| tls(&e))?;
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| PgError::Tls(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .map_err(|e| tls(&e))?
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(files) => {
+            let identity = crate::transport::Identity::load(files).map_err(|e| tls(&e))?;
+            builder
+                .with_client_auth_cert(identity.chain, identity.key)
+                .map_err(|e| {
+                    tls(&format!(
+                        "client certificate {}: {e}",
+                        files.cert_pem.display()
+                    ))
+                })?
+        }
+    };
     Ok(Arc::new(config))
 }
 
-/// Splits `sslmode` and `sslrootcert` off a connection string: what tokio-postgres
-/// parses, the mode, the CA file. Only the two keys are touched; the rest is kept as
-/// written.
-fn take_tls_options(url: &str) -> Result<(String, Option<String>, Option<PathBuf>), PgError> {
-    let (mut mode, mut rootcert) = (None, None);
-    let mut take = |key: &str, value: String| match key {
-        "sslmode" => {
-            mode = Some(value);
-            true
-        }
-        "sslrootcert" => {
-            rootcert = Some(PathBuf::from(value));
-            true
-        }
-        _ => false,
+/// A connection string split into what tokio-postgres parses and the TLS keys sluice
+/// handles itself.
+#[derive(Debug, Default, PartialEq)]
+struct TlsOptions {
+    rest: String,
+    mode: Option<String>,
+    rootcert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// Splits `sslmode`, `sslrootcert`, `sslcert` and `sslkey` off a connection string.
+/// Only those keys are touched; the rest is kept as written.
+fn take_tls_options(url: &str) -> Result<TlsOptions, PgError> {
+    let mut options = TlsOptions::default();
+    let mut take = |key: &str, value: String| {
+        let slot = match key {
+            "sslmode" => {
+                options.mode = Some(value);
+                return true;
+            }
+            "sslrootcert" => &mut options.rootcert,
+            "sslcert" => &mut options.cert,
+            "sslkey" => &mut options.key,
+            _ => return false,
+        };
+        *slot = Some(PathBuf::from(value));
+        true
     };
     let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         match url.split_once('?') {
@@ -146,7 +201,7 @@ fn take_tls_options(url: &str) -> Result<(String, Option<String>, Option<PathBuf
         }
         kept.join(" ")
     };
-    Ok((rest, mode, rootcert))
+    Ok(TlsOptions { rest, ..options })
 }
 
 /// `%XX` escapes of a URL parameter value, decoded.
@@ -323,7 +378,9 @@ mod tests {
     use super::*;
 
     fn split(url: &str) -> (String, Option<String>, Option<PathBuf>) {
-        take_tls_options(url).unwrap()
+        let options = take_tls_options(url).unwrap();
+        assert_eq!((&options.cert, &options.key), (&None, &None));
+        (options.rest, options.mode, options.rootcert)
     }
 
     #[test]
@@ -394,5 +451,57 @@ mod tests {
         assert!(missing.to_string().contains("/no/such/ca.pem"), "{missing}");
         std::fs::write(&ca, "not a certificate").unwrap();
         assert!(matches!(parse_url(&url), Err(PgError::Tls(_))));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_both_files_and_tls() {
+        let options = take_tls_options(
+            "postgres://u@h/db?sslcert=%2Fc%20d%2Fme.crt&application_name=x&sslkey=/k/me.key",
+        )
+        .unwrap();
+        assert_eq!(options.rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(options.cert, Some(PathBuf::from("/c d/me.crt")));
+        assert_eq!(options.key, Some(PathBuf::from("/k/me.key")));
+        let options = take_tls_options("host=h sslkey='/k/me.key' sslcert=/c/me.crt").unwrap();
+        assert_eq!(options.rest, "host=h");
+        assert_eq!(options.cert, Some(PathBuf::from("/c/me.crt")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("me.crt"),
+            dir.path().join("me.key"),
+        );
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let issued = rcgen::CertificateParams::new(vec!["me".into()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        std::fs::write(&ca, issued.pem()).unwrap();
+        std::fs::write(&cert, issued.pem()).unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
+        let (ca, cert, key) = (ca.display(), cert.display(), key.display());
+        let url = format!("postgres://u@h/db?sslrootcert={ca}&sslcert={cert}&sslkey={key}");
+        assert!(parse_url(&url).unwrap().uses_tls());
+
+        let only_cert = parse_url(&format!(
+            "postgres://u@h/db?sslrootcert={ca}&sslcert={cert}"
+        ));
+        let err = only_cert.unwrap_err().to_string();
+        assert!(err.contains("both sslcert=FILE and sslkey=FILE"), "{err}");
+        let plain = parse_url(&format!("postgres://u@h/db?sslcert={cert}&sslkey={key}"));
+        let err = plain.unwrap_err().to_string();
+        assert!(err.contains("sslcert needs TLS on"), "{err}");
+        let missing = parse_url(&format!(
+            "postgres://u@h/db?sslrootcert={ca}&sslcert=/no/me.crt&sslkey={key}"
+        ))
+        .unwrap_err();
+        assert!(matches!(missing, PgError::Tls(_)), "{missing}");
+        assert!(missing.to_string().contains("/no/me.crt"), "{missing}");
+        let swapped = parse_url(&format!(
+            "postgres://u@h/db?sslrootcert={ca}&sslcert={key}&sslkey={cert}"
+        ))
+        .unwrap_err();
+        assert!(matches!(swapped, PgError::Tls(_)), "{swapped}");
     }
 }

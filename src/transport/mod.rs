@@ -24,8 +24,8 @@ pub use endpoint::{
 };
 pub use error::TransportError;
 pub use frames::{FrameReader, FrameWriter};
-pub(crate) use tls::root_store;
 pub use tls::TlsFiles;
+pub(crate) use tls::{root_store, Identity};
 
 /// The ALPN protocol id of sluice connections; a peer speaking anything else is refused
 /// during the handshake.

@@ -31,8 +31,9 @@ pub struct TlsFiles {
     pub key_pem: PathBuf,
 }
 
-/// A certificate chain with its key, ready for a server configuration.
-pub(super) struct Identity {
+/// A certificate chain with its key, ready for a server configuration (or a client's, to
+/// prove who it is: PostgreSQL's client certificates).
+pub(crate) struct Identity {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
 }

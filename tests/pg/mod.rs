@@ -188,6 +188,45 @@ impl PgCluster {
         );
     }
 
+    /// Makes TCP connections as `role` present a client certificate issued by the CA in
+    /// `ca_pem` for that role (`clientcert=verify-full`), for queries and replication
+    /// alike; other roles stay as they were. Returns once the rules are in force. False
+    /// when the tests use a server they did not start.
+    pub fn require_client_certs(&self, role: &str, ca_pem: &Path) -> bool {
+        let Some(owned) = &self.owned else {
+            return false;
+        };
+        let data = owned.dir.path().join("data");
+        std::fs::copy(ca_pem, data.join("client_ca.crt")).expect("copy the client CA");
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let first = format!(
+            "hostssl all {role} 127.0.0.1/32 trust clientcert=verify-full\n\
+             hostssl replication {role} 127.0.0.1/32 trust clientcert=verify-full\n"
+        );
+        std::fs::write(&hba, first + &rules).expect("write pg_hba.conf");
+        if owned.as_postgres {
+            run(Command::new("chown")
+                .arg("postgres")
+                .arg(data.join("client_ca.crt"))
+                .arg(&hba));
+        }
+        self.psql("ALTER SYSTEM SET ssl_ca_file = 'client_ca.crt'");
+        self.psql("SELECT pg_reload_conf()");
+        // The postmaster reloads on its own time: wait until the role is refused without
+        // a certificate.
+        let plain = self.url.replacen("://postgres@", &format!("://{role}@"), 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while psql(&plain, "SELECT 1").is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "client certificates not required"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        true
+    }
+
     /// Runs SQL with psql on the test database; panics with psql's words on failure.
     pub fn psql(&self, sql: &str) -> String {
         psql(&self.url, sql).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))

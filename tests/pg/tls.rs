@@ -10,6 +10,34 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 pub struct TestCa {
     /// The CA certificate, PEM: what `sslrootcert` names.
     pub pem: PathBuf,
+    /// Signs client certificates ([`issue_client`]).
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+/// A client certificate for the PostgreSQL role `user` (its common name) signed by
+/// `issuer`, and its key (mode 0600, as libpq wants it), written into `dir` as
+/// `NAME.crt` and `NAME.key`; returns both paths.
+pub fn issue_client(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    dir: &Path,
+    name: &str,
+) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = KeyPair::generate().expect("client key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    let cert = params.signed_by(&key, issuer).expect("client certificate");
+    let (crt, keyfile) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&crt, cert.pem()).expect("write client certificate");
+    std::fs::write(&keyfile, key.serialize_pem()).expect("write client key");
+    std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (crt, keyfile)
 }
 
 /// A self-signed CA certificate (PEM) and the issuer that signs with its key.
@@ -54,7 +82,7 @@ pub fn write_server_files(data: &Path, ca_dir: &Path, owner: Option<&str>) -> Te
     }
     let pem = ca_dir.join("ca.pem");
     std::fs::write(&pem, ca_pem).expect("write ca.pem");
-    TestCa { pem }
+    TestCa { pem, issuer }
 }
 
 /// `pg_hba.conf` lines: local sockets trusted, TCP only over TLS (trusted then), plain TCP
