@@ -274,6 +274,11 @@ async fn a_cut_inside_a_resynchronisation_gap_is_not_resumed() {
     let why = "a cut inside the resynchronisation's gap is refused, not replayed";
     let rows = assert_refused_then_fresh(&pg, &mut resumed, why).await;
     assert!(!rows.contains("I3"), "{rows}");
+    let metrics = b.metrics();
+    assert!(
+        metrics.contains("sluice_resume_refusals_total{reason=\"compacted\"} 1"),
+        "{metrics}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -198,6 +198,16 @@ async fn compaction_refuses_only_the_subscription_that_is_too_old() {
         .await;
     assert!(client.sub(2).rows.contains_key("c"));
     assert!(!client.sub(2).resume_refused);
+    let metrics = server.handle.metrics();
+    for (reason, n) in [
+        ("compacted", 1),
+        ("ahead", 0),
+        ("shape", 0),
+        ("too_many", 0),
+    ] {
+        let line = format!("sluice_resume_refusals_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
     // Re-bootstrap of the refused one only.
     client.subscribe(3, OPEN_T1, None).await;
     client
@@ -221,6 +231,11 @@ async fn a_cut_past_the_head_is_refused() {
         })
         .await;
     assert!(client.sub(1).resume_refused && client.sub(1).end.is_none());
+    let metrics = server.handle.metrics();
+    assert!(
+        metrics.contains("sluice_resume_refusals_total{reason=\"ahead\"} 1"),
+        "{metrics}"
+    );
     client.subscribe(1, OPEN_T1, None).await;
     client.until("snapshot", |c| c.sub(1).end.is_some()).await;
     assert_eq!(client.sub(1).rows.keys().collect::<Vec<_>>(), vec!["a"]);
@@ -687,6 +702,11 @@ async fn a_refused_resume_frees_its_subscription_id() {
     client
         .until("the refusal", |c| c.sub(1).resume_refused)
         .await;
+    let metrics = server.handle.metrics();
+    assert!(
+        metrics.contains("sluice_resume_refusals_total{reason=\"too_many\"} 1"),
+        "{metrics}"
+    );
     client.subscribe(1, "SELECT id FROM issues", None).await;
     client
         .until("the snapshot", |c| c.sub(1).end.is_some())

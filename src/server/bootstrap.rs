@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::metrics::{Metrics, ResumeRefusal};
 use super::registry::replay_event;
 use super::session::LiveItem;
 use super::snapshots::{self, Filled, CHUNK_BYTES};
@@ -119,6 +120,7 @@ pub async fn run(job: Job) {
         if !reached(&job.shared, after).await {
             let horizon = job.shared.store.head();
             debug!(%after, %horizon, "the caller's cut is past this server's head: no resume");
+            job.shared.metrics.resume_refused(ResumeRefusal::Ahead);
             let _ = job.ended.send(job.sub).await;
             let refused = ServerMessage::ResumeRefused {
                 sub: job.sub,
@@ -336,11 +338,19 @@ async fn stream_rows(job: &Job, writer: &mut FrameWriter) -> Option<Streamed> {
     let resume_after = job.resume_after;
     let base = job.base.clone();
     let sub = job.sub;
+    let metrics = job.shared.metrics.clone();
     if resume_after.is_none() {
         job.shared.metrics.snapshot_read();
     }
     let producer = tokio::task::spawn_blocking(move || {
-        produce(store, &shape, base.as_deref(), sub, resume_after, tx)
+        produce(
+            store,
+            &shape,
+            base.as_deref(),
+            (sub, resume_after),
+            &metrics,
+            tx,
+        )
     });
     let mut sent: u64 = 0;
     let mut end = None;
@@ -382,8 +392,8 @@ fn produce(
     store: Arc<dyn Store>,
     shape: &Shape,
     base: Option<&Pred>,
-    sub: SubId,
-    resume_after: Option<SyncId>,
+    (sub, resume_after): (SubId, Option<SyncId>),
+    metrics: &Metrics,
     tx: mpsc::Sender<Produced>,
 ) {
     let failed = |message: String| {
@@ -446,6 +456,7 @@ fn produce(
             let read = store.read_log(after, &mut on_change);
             match read {
                 Ok(LogRead::Compacted { horizon }) => {
+                    metrics.resume_refused(ResumeRefusal::Compacted);
                     let _ = send(Produced::Refused(ServerMessage::ResumeRefused {
                         sub,
                         horizon,
@@ -453,6 +464,7 @@ fn produce(
                 }
                 // A fresh snapshot costs less than this many changed rows.
                 Ok(_) if too_many => {
+                    metrics.resume_refused(ResumeRefusal::TooMany);
                     let _ = send(Produced::Refused(ServerMessage::ResumeRefused {
                         sub,
                         horizon: w,

@@ -27,6 +27,45 @@ pub enum Cutoff {
     Unsendable,
 }
 
+/// Why a resume was refused (the subscription bootstraps again), as the `reason` label
+/// of `sluice_resume_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeRefusal {
+    /// The cut is below the log's horizon, or inside a resynchronisation's gap.
+    Compacted,
+    /// The rows were read under another shape (claims or rules changed).
+    Shape,
+    /// A window is always sent afresh.
+    Window,
+    /// The cut is past what this server has delivered (its replica lags, or a database
+    /// restored from a backup).
+    Ahead,
+    /// The replay would be larger than a fresh snapshot.
+    TooMany,
+}
+
+impl ResumeRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [ResumeRefusal; 5] = [
+        ResumeRefusal::Compacted,
+        ResumeRefusal::Shape,
+        ResumeRefusal::Window,
+        ResumeRefusal::Ahead,
+        ResumeRefusal::TooMany,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeRefusal::Compacted => "compacted",
+            ResumeRefusal::Shape => "shape",
+            ResumeRefusal::Window => "window",
+            ResumeRefusal::Ahead => "ahead",
+            ResumeRefusal::TooMany => "too_many",
+        }
+    }
+}
+
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +74,7 @@ pub struct Metrics {
     deliveries: IntCounter,
     commit_to_send: Histogram,
     cutoffs: IntCounterVec,
+    resume_refusals: IntCounterVec,
     bootstrap_rows: IntCounter,
     snapshot_reads: IntCounter,
     snapshot_cache_hits: IntCounter,
@@ -116,6 +156,19 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(shapes.clone())).expect("unique metric");
+        let resume_refusals = IntCounterVec::new(
+            Opts::new(
+                "sluice_resume_refusals_total",
+                "Resumes refused (the subscription bootstraps again), by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(resume_refusals.clone()))
+            .expect("unique metric");
+        for why in ResumeRefusal::ALL {
+            resume_refusals.with_label_values(&[why.as_str()]);
+        }
         for reason in ["lagging", "stalled"] {
             cutoffs.with_label_values(&[reason]);
         }
@@ -173,6 +226,7 @@ impl Metrics {
             registry: r,
             commit_to_send,
             cutoffs,
+            resume_refusals,
             refusals,
             shapes,
         }
@@ -203,6 +257,13 @@ impl Metrics {
             Cutoff::Unsendable => "unsendable",
         };
         self.cutoffs.with_label_values(&[reason]).inc();
+    }
+
+    /// A resume was refused.
+    pub fn resume_refused(&self, why: ResumeRefusal) {
+        self.resume_refusals
+            .with_label_values(&[why.as_str()])
+            .inc();
     }
 
     /// `rows` more rows went out on bootstrap streams.

@@ -9,6 +9,7 @@ use tracing::{debug, info_span, Instrument};
 use super::{brief, LiveItem, Session, Subscription};
 use crate::query::{self, ShapeId};
 use crate::server::bootstrap;
+use crate::server::metrics::ResumeRefusal;
 use crate::server::registry::Registry;
 use crate::vocab::{QuotaExceeded, SyncId};
 use crate::wire::{QuotaRequest, ServerMessage, SubId, PIN_SUB};
@@ -86,6 +87,11 @@ impl Session {
                 debug!("the caller's shape changed since its rows were read: no resume");
             }
             if after < horizon || other_shape {
+                let why = match other_shape {
+                    true => ResumeRefusal::Shape,
+                    false => ResumeRefusal::Compacted,
+                };
+                self.shared.metrics.resume_refused(why);
                 return self
                     .reply(ServerMessage::ResumeRefused { sub, horizon })
                     .await;
@@ -96,6 +102,7 @@ impl Session {
         if window && resume_after.is_some() {
             // A window is at most MAX_WINDOW_LIMIT rows: a fresh snapshot replaces it.
             let horizon = self.shared.store.head();
+            self.shared.metrics.resume_refused(ResumeRefusal::Window);
             return self
                 .reply(ServerMessage::ResumeRefused { sub, horizon })
                 .await;
