@@ -21,6 +21,19 @@ fn url_with(pg: &PgCluster, host: &str, params: &str) -> String {
     format!("{}?{params}", pg.url.replace("127.0.0.1", host))
 }
 
+/// Writes issue `id` as the client's transaction 1; it must commit.
+async fn commit_issue(client: &mut Client, id: &str) {
+    client
+        .write(1, vec![insert_issue(id, "T1", "open", 3)])
+        .await;
+    client.until("ack", |c| c.writes.contains_key(&1)).await;
+    assert!(
+        matches!(client.writes[&1], WriteOutcome::Committed { .. }),
+        "{:?}",
+        client.writes[&1]
+    );
+}
+
 async fn start_err(replica: &std::path::Path, url: &str) -> String {
     let err = common::pg_server(replica, url)
         .start()
@@ -64,15 +77,7 @@ async fn copy_stream_and_writes_run_over_verified_tls() {
             c.sub(1).rows.contains_key("I2")
         })
         .await;
-    client
-        .write(1, vec![insert_issue("W1", "T1", "open", 3)])
-        .await;
-    client.until("ack", |c| c.writes.contains_key(&1)).await;
-    assert!(
-        matches!(client.writes[&1], WriteOutcome::Committed { .. }),
-        "{:?}",
-        client.writes[&1]
-    );
+    commit_issue(&mut client, "W1").await;
     client
         .until("the write's data", |c| c.sub(1).rows.contains_key("W1"))
         .await;
@@ -180,15 +185,7 @@ async fn a_client_certificate_is_presented_when_postgresql_asks_for_one() {
     client
         .until("the team, streamed", |c| c.sub(1).rows.contains_key("T1"))
         .await;
-    client
-        .write(1, vec![insert_issue("I9", "T1", "open", 1)])
-        .await;
-    client.until("ack", |c| c.writes.contains_key(&1)).await;
-    assert!(
-        matches!(client.writes[&1], WriteOutcome::Committed { .. }),
-        "{:?}",
-        client.writes[&1]
-    );
+    commit_issue(&mut client, "I9").await;
     assert_eq!(pg.psql("SELECT count(*) FROM issues WHERE id = 'I9'"), "1");
     server.shutdown().await;
 }
