@@ -341,3 +341,40 @@ async fn a_resend_older_than_the_replica_is_confirmed_in_order() {
     );
     second.shutdown().await;
 }
+
+/// A cut that is another server's copy point, not a commit of this one (nothing was
+/// committed in between), is not ahead of a server that has applied the WAL past it: the
+/// welcome's head covers it (so the client library does not wait for this server) and a
+/// resume from it is served at once, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_at_another_servers_copy_point_resumes() {
+    let Some(pg) = PgCluster::start("copypoint") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = start_pg_server(&dir.path().join("b.db"), &pg.url).await;
+    pg.psql(TEAM);
+    let a = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    let mut client = Client::connect(&a, a.cert_path().unwrap(), "c1").await;
+    client.subscribe(1, "SELECT * FROM teams", None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    let cut = client.sub(1).end.unwrap();
+    assert_eq!(client.sub(1).rows.keys().collect::<Vec<_>>(), ["T1"]);
+
+    let mut resumed = Client::connect(&b, b.cert_path().unwrap(), "c1").await;
+    let head = resumed.conn.welcome().head;
+    assert!(head >= cut, "welcome head {head} below the cut {cut}");
+    resumed.subscribe(1, "SELECT * FROM teams", Some(cut)).await;
+    resumed
+        .until("resume answered", |c| {
+            c.sub(1).end.is_some() || c.sub(1).resume_refused
+        })
+        .await;
+    assert!(!resumed.sub(1).resume_refused, "the cut {cut} was refused");
+    assert!(
+        resumed.sub(1).rows.is_empty(),
+        "nothing changed since the cut"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -250,23 +250,39 @@ pub async fn run(job: Job) {
 /// resuming caller holds. Another server on the same PostgreSQL database may have shown
 /// the caller a later cut than this replica has applied (it lags, or it is
 /// resynchronising): it then waits at most [`CATCH_UP_WAIT`] for its replica to get
-/// there. A resume served from behind the cut would hand the caller changes relative to
-/// an older state, and a resynchronisation's diff among them would miss rows that came
-/// and went after that state (the log's gap refuses such a cut once the replica is past
-/// it). An embedded store has no later state anywhere: a cut past its head (a database
-/// restored from a backup, or a forged cut) is refused at once.
+/// there (its head, or the WAL position it has applied everything up to, for a cut that
+/// is another server's copy or resynchronisation point rather than a commit). A resume
+/// served from behind the cut would hand the caller changes relative to an older state,
+/// and a resynchronisation's diff among them would miss rows that came and went after
+/// that state (the log's gap refuses such a cut once the replica is past it). An
+/// embedded store has no later state anywhere: a cut past its head (a database restored
+/// from a backup, or a forged cut) is refused at once.
 async fn reached(shared: &Shared, after: SyncId) -> bool {
     let mut delivered = shared.delivered.subscribe();
-    if *delivered.borrow_and_update() >= after {
-        return true;
-    }
-    if shared.upstream.is_none() && after > shared.store.head() {
+    let mut applied = shared.upstream.as_ref().map(|u| u.applied());
+    if applied.is_none() && after > shared.store.head() {
         return false;
     }
-    let caught_up = tokio::time::timeout(CATCH_UP_WAIT, delivered.wait_for(|d| *d >= after))
-        .await
-        .is_ok_and(|waited| waited.is_ok());
-    caught_up
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    loop {
+        let past = applied
+            .as_mut()
+            .is_some_and(|a| SyncId(a.borrow_and_update().0) >= after);
+        if past || *delivered.borrow_and_update() >= after {
+            return true;
+        }
+        let applied_changed = async {
+            match applied.as_mut() {
+                Some(a) => a.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return false,
+            changed = delivered.changed() => if changed.is_err() { return false },
+            changed = applied_changed => if changed.is_err() { return false },
+        }
+    }
 }
 
 /// How a bootstrap's rows went out.

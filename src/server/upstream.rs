@@ -294,6 +294,14 @@ impl Upstream {
         postgres::prune_outcomes(&monitor, max_age, max_records).await
     }
 
+    /// The WAL position up to which every transaction is applied to the replica and
+    /// fanned out, as a sync id: the replica's state there is its state at its head. A
+    /// cut taken elsewhere at a position that is no commit of this replica (another
+    /// server's copy or resynchronisation point) is reached once this passes it.
+    pub fn applied(&self) -> watch::Receiver<Lsn> {
+        self.progress.subscribe()
+    }
+
     fn advance(&self, lsn: Lsn) {
         self.progress.send_if_modified(|p| {
             let newer = lsn > *p;

@@ -156,7 +156,9 @@ pub enum ServerMessage {
         schema_version: u64,
         /// The server's schema as `CREATE TABLE` text, for tools that bring none.
         schema_sql: String,
-        /// The sync id of the server's last committed transaction at the handshake.
+        /// The sync id of the server's last committed transaction at the handshake (in
+        /// PostgreSQL mode, the WAL position its replica has applied everything up to,
+        /// when that is later: its state there is the same).
         head: SyncId,
         /// The log's horizon at the handshake: a resume from before it is refused.
         horizon: SyncId,

@@ -108,7 +108,13 @@ pub(super) async fn handshake(
         // Another server may have shown this client a later cut than this replica has.
         upstream.caught_up().await;
     }
-    let (head, horizon) = (shared.store.head(), shared.store.horizon());
+    let (mut head, horizon) = (shared.store.head(), shared.store.horizon());
+    if let Some(upstream) = &shared.upstream {
+        // The replica's state at the WAL position it has applied everything up to is its
+        // state at its head: a client whose cut is another server's copy or
+        // resynchronisation point, below that position, is not ahead of this server.
+        head = head.max(SyncId(upstream.applied().borrow().0));
+    }
     let policy = Arc::new(match &shared.rules {
         Some(rules) => Policy::bind(rules, &claims),
         None => Policy::open(&claims),
