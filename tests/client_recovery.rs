@@ -1,11 +1,12 @@
 //! The client through failures it must ride out without losing or showing anything
 //! wrong: a server that cannot store a write right now, an expired token, a burst of
 //! app requests past the command queue, a server database replaced behind the same
-//! address, and a server transaction too large for one frame.
+//! address, a server of the same database behind the client's cut, and a server
+//! transaction too large for one frame.
 
 mod common;
 
-use common::client::{client_of, committed, eventually, ids, subscribed};
+use common::client::{client_of, committed, config_at, eventually, ids, subscribed};
 use common::{backend_write, insert_issue, schema_dir, text, TestServer};
 use sluice::client::Client;
 use sluice::server::Server;
@@ -183,6 +184,60 @@ async fn a_replaced_server_database_makes_the_client_start_over() {
     })
     .await;
     second.shutdown().await;
+}
+
+/// A server of the client's own database whose head is behind the client's cut (here
+/// restored from an older backup; in PostgreSQL mode, a replica still catching up) is
+/// not adopted at once: for `behind_server_wait` the client stays offline and its view
+/// keeps what it showed (starting over would show an older state); then it takes the
+/// database as restored and starts over on it.
+#[tokio::test]
+async fn a_server_behind_the_cut_is_waited_for_before_starting_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_on(dir.path()).await;
+    backend_write(&server, vec![insert_issue("a", "T1", "todo", 1)]).await;
+    server.shutdown().await;
+    let backup = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("app.db") && !name.ends_with(".pem") {
+            std::fs::copy(&path, backup.path().join(&name)).unwrap();
+        }
+    }
+    let server = common::start_on(dir.path()).await;
+    backend_write(&server, vec![insert_issue("b", "T1", "todo", 1)]).await;
+    let local = tempfile::tempdir().unwrap();
+    let db = local.path().join("c.db");
+    let client = client_of(&server, &db).await;
+    subscribed(&client, "SELECT * FROM issues").await;
+    let all = "SELECT id FROM issues ORDER BY id";
+    assert_eq!(ids(&client, all), ["a", "b"]);
+    client.close().await;
+    server.shutdown().await;
+
+    let restored = common::start_on(backup.path()).await;
+    let wait = std::time::Duration::from_secs(2);
+    let config = config_at(restored.local_addr(), restored.cert_path().unwrap(), &db)
+        .behind_server_wait(wait);
+    let opened = std::time::Instant::now();
+    let client = Client::open(config).await.unwrap();
+    let mut changed = None;
+    eventually("the restored database's rows", || {
+        let rows = ids(&client, all);
+        if rows != ["a", "b"] {
+            changed.get_or_insert(opened.elapsed());
+            assert_eq!(rows, ["a"], "only ever the old view or the restored one");
+        }
+        rows == ["a"]
+    })
+    .await;
+    let changed = changed.unwrap();
+    assert!(
+        changed >= wait,
+        "the view changed {changed:?} after opening"
+    );
+    restored.shutdown().await;
 }
 
 /// A server transaction too large for one frame (40 rows of 1 MiB) arrives in parts and

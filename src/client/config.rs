@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::loader::LoaderConfig;
 use super::sync::Backoff;
@@ -70,7 +71,18 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// The batch loader: batch window, pin bound and TTL.
     pub loader: LoaderConfig,
+    /// How long the client stays offline, its view kept, while a server of its own
+    /// database announces a head behind the local cut (a PostgreSQL-mode server still
+    /// catching up or resynchronising) before it takes that database as restored from
+    /// an older backup and starts over. Meanwhile it reconnects with its backoff. Default
+    /// [`BEHIND_SERVER_WAIT`].
+    pub behind_server_wait: Duration,
 }
+
+/// The default [`ClientConfig::behind_server_wait`]: long enough for a PostgreSQL-mode
+/// server to resynchronise (its retries back off to 5 s), short enough that a restored
+/// database is adopted soon.
+pub const BEHIND_SERVER_WAIT: Duration = Duration::from_secs(30);
 
 impl ClientConfig {
     /// A purely local client on the SQLite file `db_path`, with default settings.
@@ -82,6 +94,7 @@ impl ClientConfig {
             schema: None,
             backoff: Backoff::default(),
             loader: LoaderConfig::default(),
+            behind_server_wait: BEHIND_SERVER_WAIT,
         }
     }
 
@@ -121,6 +134,13 @@ impl ClientConfig {
     /// Sets the reconnection delays.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Sets how long to wait for a server behind the local cut
+    /// ([`ClientConfig::behind_server_wait`]).
+    pub fn behind_server_wait(mut self, wait: Duration) -> Self {
+        self.behind_server_wait = wait;
         self
     }
 

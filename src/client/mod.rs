@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use config::{ClientConfig, ServerAddress, TokenSource};
+pub use config::{ClientConfig, ServerAddress, TokenSource, BEHIND_SERVER_WAIT};
 pub use connection::{
     ConnectOptions, Connection, ConnectionError, Event, Welcome, EVENT_QUEUE_CAPACITY,
 };

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -187,6 +187,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
     };
     let mut jitter = Jitter::new();
     let mut attempt: u32 = 0;
+    let mut behind_since: Option<Instant> = None;
     loop {
         shared.set_state(ConnectionState::Connecting);
         let client_id = match shared.local().client_id() {
@@ -232,7 +233,7 @@ pub(crate) async fn run(shared: Arc<ClientShared>, mut commands: mpsc::Receiver<
                         pins: Default::default(),
                         staging: None,
                     };
-                    online.run(&mut commands).await
+                    online.run(&mut commands, &mut behind_since).await
                 }
                 .instrument(span)
                 .await;
@@ -295,11 +296,28 @@ enum SyncError {
 }
 
 impl Online<'_> {
-    async fn run(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<Exit, SyncError> {
+    /// Serves one connection. `behind_since`: since when servers of this database have
+    /// announced heads behind the local cut, across reconnections.
+    async fn run(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        behind_since: &mut Option<Instant>,
+    ) -> Result<Exit, SyncError> {
         let (server_id, head) = {
             let welcome = self.conn.welcome();
             (welcome.server_id.clone(), welcome.head)
         };
+        // Starting over would replace the view with an older state: first give a server
+        // that is catching up the time to get past the cut, offline with the view kept.
+        if self.shared.local().is_behind(&server_id, head)? {
+            let since = *behind_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.shared.config.behind_server_wait {
+                let why = format!("the server's head {head} is behind this client's cut");
+                self.shared.set_last_error(why.clone());
+                return Ok(Exit::Lost(why));
+            }
+        }
+        *behind_since = None;
         if self.shared.local().adopt_server(&server_id, head)? {
             self.shared.loader.server_changed();
             info!(

@@ -328,6 +328,20 @@ impl LocalStore {
         Ok(SyncId(self.meta_u64("cut")?))
     }
 
+    /// Whether `server_id` is the database the local state came from and its `head` is
+    /// behind the local cut: it lags (or was restored from an older backup).
+    pub fn is_behind(&self, server_id: &str, head: SyncId) -> Result<bool, StoreError> {
+        let known: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM _sluice_meta WHERE name = 'server_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(known.as_deref() == Some(server_id) && self.cut()? > head)
+    }
+
     /// Checks that the server is the one the local state came from: the same database
     /// (`server_id`) and not behind the local cut (a database restored from a backup
     /// keeps its id but loses the transactions after the backup). Otherwise the local
