@@ -258,14 +258,7 @@ impl LocalStore {
             // tables at every open and again at every connection.
             let app_sql: Vec<String> = schema.tables().map(|t| t.create_sql()).collect();
             let app_sql = app_sql.join(";\n");
-            let seen: Option<String> = store
-                .conn
-                .query_row(
-                    "SELECT value FROM _sluice_meta WHERE name = 'app_schema_sql'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let seen = store.meta_text("app_schema_sql")?;
             if persisted.is_none() || seen.as_deref() != Some(app_sql.as_str()) {
                 store.adopt(schema)?;
                 store.set_meta("app_schema_sql", &Value::Text(app_sql))?;
@@ -323,6 +316,17 @@ impl LocalStore {
         Ok(v.unwrap_or(0) as u64)
     }
 
+    fn meta_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM _sluice_meta WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// The sync id the local view reflects.
     pub fn cut(&self) -> Result<SyncId, StoreError> {
         Ok(SyncId(self.meta_u64("cut")?))
@@ -331,14 +335,7 @@ impl LocalStore {
     /// Whether `server_id` is the database the local state came from and its `head` is
     /// behind the local cut: it lags (or was restored from an older backup).
     pub fn is_behind(&self, server_id: &str, head: SyncId) -> Result<bool, StoreError> {
-        let known: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM _sluice_meta WHERE name = 'server_id'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let known = self.meta_text("server_id")?;
         Ok(known.as_deref() == Some(server_id) && self.cut()? > head)
     }
 
@@ -350,14 +347,7 @@ impl LocalStore {
     /// replace them); the outbox is kept and sent to the new server. Returns whether it
     /// started over.
     pub fn adopt_server(&mut self, server_id: &str, head: SyncId) -> Result<bool, StoreError> {
-        let known: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM _sluice_meta WHERE name = 'server_id'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let known = self.meta_text("server_id")?;
         let same = known.as_deref().is_none_or(|k| k == server_id) && self.cut()? <= head;
         let tx = self.conn.transaction()?;
         if !same {
