@@ -1,10 +1,10 @@
 //! TLS to PostgreSQL, as libpq spells it in the connection string: `sslmode`,
 //! `sslrootcert`, and `sslcert` with `sslkey` for a client certificate (a server whose
-//! `pg_hba.conf` says `cert` or `clientcert=verify-full`). With TLS on, every connection (queries, writes and the replication
-//! stream) is encrypted and the server's certificate is verified against the CA file and
-//! the host name, whatever the mode says (`require` and `verify-ca` check no less than
-//! `verify-full`); without a CA file there is nothing to verify against, so those modes
-//! are refused rather than run unverified.
+//! `pg_hba.conf` says `cert` or `clientcert=verify-full`). With TLS on, every connection
+//! (queries, writes and the replication stream) is encrypted and the server's
+//! certificate is verified against the CA file and the host name, whatever the mode says
+//! (`require` and `verify-ca` check no less than `verify-full`); without a CA file there
+//! is nothing to verify against, so those modes are refused rather than run unverified.
 //!
 //! | `sslmode` | without `sslrootcert` | with `sslrootcert=FILE` |
 //! |---|---|---|
@@ -57,8 +57,9 @@ impl PgConfig {
 }
 
 /// Parses a `postgres://` URL or a `key=value` connection string, with libpq's
-/// `sslmode` and `sslrootcert` (see the module docs). Fails with [`PgError::Url`], or
-/// [`PgError::Tls`] when the CA file cannot be used.
+/// `sslmode`, `sslrootcert`, `sslcert` and `sslkey` (see the module docs). Fails with
+/// [`PgError::Url`], or [`PgError::Tls`] when the CA file or the client certificate
+/// cannot be used.
 pub fn parse_url(url: &str) -> Result<PgConfig, PgError> {
     let TlsOptions {
         rest,
