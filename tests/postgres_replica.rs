@@ -9,8 +9,8 @@ use std::sync::Arc;
 use sluice::ids::{ClientId, SyncId};
 use sluice::query::Params;
 use sluice::store::{
-    Change, CommitObserver, LogRead, ReplicatedTxn, RowOp, SqliteStore, Store, StoreError,
-    StoreOptions, TxnView,
+    Change, CommitObserver, LogRead, Replicated, ReplicatedTxn, RowOp, SqliteStore, Store,
+    StoreError, StoreOptions, TxnView,
 };
 use sluice::value::Value;
 use sluice::Schema;
@@ -92,8 +92,7 @@ fn a_replica_applies_sparse_sync_ids_once_and_retains_by_count() {
     let txn = |sync_id: u64, ops: Vec<RowOp>| ReplicatedTxn {
         sync_id: SyncId(sync_id),
         ops,
-        origins: Vec::new(),
-        resync: false,
+        ..ReplicatedTxn::default()
     };
     let first = store
         .apply_replicated(
@@ -101,7 +100,7 @@ fn a_replica_applies_sparse_sync_ids_once_and_retains_by_count() {
             &mut Quiet,
         )
         .unwrap();
-    assert_eq!(first.len(), 1);
+    assert_eq!(first.changes().len(), 1);
     // A value PostgreSQL did not resend (None) keeps the replica's.
     let mut keep = upsert(&schema, 2, "b2", None);
     if let RowOp::Upsert { row, .. } = &mut keep {
@@ -126,7 +125,7 @@ fn a_replica_applies_sparse_sync_ids_once_and_retains_by_count() {
     let again = store
         .apply_replicated(txn(1700, vec![upsert(&schema, 9, "x", None)]), &mut Quiet)
         .unwrap();
-    assert!(again.is_empty());
+    assert!(again.changes().is_empty());
     assert_eq!(store.head(), SyncId(2100));
 
     let (changes, complete) = log(&store, 1000);
@@ -243,13 +242,13 @@ fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
             ReplicatedTxn {
                 sync_id: SyncId(200),
                 ops,
-                origins: Vec::new(),
                 resync: true,
+                ..ReplicatedTxn::default()
             },
             &mut Quiet,
         )
         .unwrap();
-    assert_eq!(changes.len(), 4);
+    assert_eq!(changes.changes().len(), 4);
     // From the old head the log brings a reader to the new state; from a cut inside the
     // gap it cannot (a row inserted and deleted there is in no change): that read is
     // refused like one below the horizon, and the horizon itself stays.
@@ -276,4 +275,206 @@ fn a_resync_turns_the_replica_into_the_staged_state_and_nothing_more() {
         store.resync_diff().unwrap().is_empty(),
         "after the resync the replica equals the staged state"
     );
+}
+
+/// Records what a replica's writer tells its observer.
+#[derive(Default)]
+struct Told {
+    /// The number of changes of each `committed` call.
+    parts: Vec<usize>,
+    spilled: usize,
+    finished: Vec<bool>,
+}
+
+impl CommitObserver for Told {
+    fn committed(
+        &mut self,
+        _: &dyn TxnView,
+        _: SyncId,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        self.parts.push(changes.len());
+        Ok(())
+    }
+
+    fn spilled(&mut self) {
+        self.spilled += 1;
+    }
+
+    fn finished(&mut self, committed: bool) {
+        self.finished.push(committed);
+    }
+}
+
+/// A replica that holds at most 3 changes of a transaction in memory, with rows 1..=n
+/// copied at sync id 1000.
+fn small_replica(dir: &std::path::Path, n: i64) -> (SqliteStore, Arc<Schema>) {
+    let schema = schema();
+    let options = StoreOptions::default().replicated_changes_in_memory(3);
+    let store =
+        SqliteStore::open_replica(&dir.join("r.db"), schema.clone(), options, "id").unwrap();
+    let rows: Vec<Vec<Value>> = (1..=n)
+        .map(|i| vec![Value::Integer(i), Value::Text(format!("r{i}")), Value::Null])
+        .collect();
+    store
+        .load_rows(schema.table("items").unwrap(), &rows)
+        .unwrap();
+    store.finish_copy(SyncId(1000)).unwrap();
+    (store, schema)
+}
+
+fn ids(dir: &std::path::Path) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(dir.join("r.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT id FROM items ORDER BY id").unwrap();
+    let ids = stmt.query_map([], |r| r.get(0)).unwrap();
+    ids.collect::<Result<_, _>>().unwrap()
+}
+
+fn part(ops: Vec<RowOp>, partial: bool) -> ReplicatedTxn {
+    ReplicatedTxn {
+        sync_id: SyncId(2000),
+        ops,
+        partial,
+        ..ReplicatedTxn::default()
+    }
+}
+
+#[test]
+fn a_transaction_larger_than_the_replica_holds_is_applied_and_logged_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = small_replica(dir.path(), 0);
+    let table = schema.table("items").unwrap().clone();
+    let inserts = |ids: std::ops::RangeInclusive<i64>| -> Vec<RowOp> {
+        ids.map(|i| upsert(&schema, i, "new", Some(i))).collect()
+    };
+    let mut first = part(inserts(1..=4), true);
+    first.origins.push((ClientId("author".into()), 3));
+    let mut parts = vec![
+        first,
+        part(inserts(5..=8), true),
+        part(
+            vec![
+                upsert(&schema, 9, "new", Some(9)),
+                RowOp::Delete {
+                    table: table.clone(),
+                    key: Value::Integer(1),
+                },
+            ],
+            false,
+        ),
+    ]
+    .into_iter();
+    let mut told = Told::default();
+    let applied = store
+        .apply_replicated_parts(&mut || Ok(parts.next()), &mut told)
+        .unwrap();
+    match &applied {
+        Replicated::Spilled { tables, changes } => {
+            assert_eq!(tables, &vec!["items".to_string()]);
+            assert_eq!(*changes, 10, "9 inserts and a delete");
+        }
+        other => panic!("expected a spilled transaction, got {other:?}"),
+    }
+    assert!(
+        applied.changes().is_empty(),
+        "no change is kept for the fan-out"
+    );
+    // The observer saw every change, never more than 3 at a time, and each part but the
+    // last was marked spilled.
+    assert_eq!(told.parts.iter().sum::<usize>(), 10);
+    assert!(told.parts.iter().all(|&n| n <= 3), "{:?}", told.parts);
+    assert_eq!(told.spilled, told.parts.len());
+    assert_eq!(told.finished, vec![true]);
+    assert_eq!(store.head(), SyncId(2000));
+    assert_eq!(ids(dir.path()), (2..=9).collect::<Vec<_>>());
+    // The log holds all ten changes in order, under the one sync id.
+    let (logged, complete) = log(&store, 1000);
+    assert!(complete);
+    let expected: Vec<(u64, String)> = (1..=9)
+        .map(|i| (2000, format!("Insert {i}")))
+        .chain([(2000, "Delete 1".to_string())])
+        .collect();
+    assert_eq!(logged, expected);
+    // The client transaction it carries is recorded, and its changes name their origin.
+    assert_eq!(
+        store
+            .recorded_sync_id(&ClientId("author".into()), 3)
+            .unwrap(),
+        Some(SyncId(2000))
+    );
+    let mut origins = Vec::new();
+    store
+        .read_log(SyncId(1000), &mut |c| {
+            origins.push(c.origin.clone());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(origins
+        .iter()
+        .all(|o| o == &Some((ClientId("author".into()), 3))));
+}
+
+#[test]
+fn a_transaction_whose_parts_stop_early_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = small_replica(dir.path(), 2);
+    let mut parts = vec![part(
+        (3..=8).map(|i| upsert(&schema, i, "new", None)).collect(),
+        true,
+    )]
+    .into_iter();
+    let mut told = Told::default();
+    let failed = store.apply_replicated_parts(&mut || Ok(parts.next()), &mut told);
+    assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");
+    assert_eq!(
+        told.finished,
+        vec![false],
+        "the observer undoes what it saw"
+    );
+    assert_eq!(store.head(), SyncId(1000));
+    assert_eq!(ids(dir.path()), vec![1, 2]);
+    let (logged, _) = log(&store, 1000);
+    assert!(logged.is_empty(), "{logged:?}");
+    // The next transaction applies normally.
+    let next = store
+        .apply_replicated(part(vec![upsert(&schema, 5, "x", None)], false), &mut told)
+        .unwrap();
+    assert_eq!(next.changes().len(), 1);
+    assert_eq!(ids(dir.path()), vec![1, 2, 5]);
+}
+
+#[test]
+fn a_truncate_of_more_rows_than_the_replica_holds_is_logged_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = small_replica(dir.path(), 7);
+    let table = schema.table("items").unwrap().clone();
+    let mut told = Told::default();
+    let applied = store
+        .apply_replicated(part(vec![RowOp::Truncate { table }], false), &mut told)
+        .unwrap();
+    assert!(
+        matches!(&applied, Replicated::Spilled { changes: 7, .. }),
+        "{applied:?}"
+    );
+    assert!(told.parts.iter().all(|&n| n <= 3), "{:?}", told.parts);
+    assert!(ids(dir.path()).is_empty());
+    let (logged, complete) = log(&store, 1000);
+    assert!(complete);
+    let mut deleted: Vec<String> = logged.into_iter().map(|(_, c)| c).collect();
+    deleted.sort();
+    let mut expected: Vec<String> = (1..=7).map(|i| format!("Delete {i}")).collect();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    // Within the bound, a transaction's changes are kept for the fan-out.
+    let small = store
+        .apply_replicated(
+            ReplicatedTxn {
+                sync_id: SyncId(3000),
+                ops: (1..=2).map(|i| upsert(&schema, i, "y", None)).collect(),
+                ..ReplicatedTxn::default()
+            },
+            &mut told,
+        )
+        .unwrap();
+    assert_eq!(small.changes().len(), 2);
 }

@@ -42,6 +42,9 @@ pub enum Event {
     },
     /// Nothing is pending up to this WAL position (a keepalive between transactions).
     Progress(Lsn),
+    /// The row operations so far of a transaction too large to hold whole
+    /// ([`ReplicatedTxn::partial`]); its last part comes as [`Event::Txn`].
+    Part(ReplicatedTxn),
 }
 
 /// A replication slot, as `sluice slots` lists it.
@@ -74,6 +77,11 @@ pub struct Source {
     schema: Arc<Schema>,
     rels: HashMap<u32, Rel>,
     open: Option<(u32, ReplicatedTxn)>,
+    /// Whether the open transaction was handed out in parts.
+    parted: bool,
+    /// The most row operations held before they are handed out as a part
+    /// ([`StoreOptions::replicated_changes_in_memory`]).
+    part_ops: usize,
     /// The last position confirmed to PostgreSQL (applied to the replica).
     confirmed: Lsn,
     /// The slot's name.
@@ -104,6 +112,7 @@ pub async fn connect_source(
         let replica = Arc::new(replica);
         info!(head = %replica.head(), "replica kept from the last run; resynchronising");
         let (source, txn) = resync_source(config, schema, &replica).await?;
+        // Its result is for a fan-out, and no session runs yet.
         let r = replica.clone();
         blocking(move || r.apply_replicated(txn, &mut NoObserver)).await?;
         return Ok((source, replica));
@@ -113,13 +122,14 @@ pub async fn connect_source(
         schema.clone(),
         server_id.to_string(),
     );
+    let part_ops = options.replicated_changes_in_memory;
     let replica =
         Arc::new(blocking(move || SqliteStore::open_replica(&path, s, options, &id)).await?);
     let (conn, slot, start, snapshot) = create_slot(config).await?;
     copy_tables(config, &schema, &replica, &snapshot, CopyInto::Tables).await?;
     let r = replica.clone();
     blocking(move || r.finish_copy(state_before(start))).await?;
-    let source = Source::start(conn, schema, slot, start).await?;
+    let source = Source::start(conn, schema, slot, start, part_ops).await?;
     Ok((source, replica))
 }
 
@@ -141,12 +151,13 @@ pub async fn resync_source(
     let r = replica.clone();
     let ops = blocking(move || r.resync_diff()).await?;
     info!(%slot, %start, changes = ops.len(), "replica compared with PostgreSQL");
-    let source = Source::start(conn, schema, slot, start).await?;
+    let part_ops = replica.options().replicated_changes_in_memory;
+    let source = Source::start(conn, schema, slot, start, part_ops).await?;
     let txn = ReplicatedTxn {
         sync_id: state_before(start),
         ops,
-        origins: Vec::new(),
         resync: true,
+        ..ReplicatedTxn::default()
     };
     Ok((source, txn))
 }
@@ -286,6 +297,7 @@ impl Source {
         schema: Arc<Schema>,
         slot: String,
         start: Lsn,
+        part_ops: usize,
     ) -> Result<Source, PgError> {
         conn.start(&format!(
             "START_REPLICATION SLOT {slot} LOGICAL {start} \
@@ -298,6 +310,8 @@ impl Source {
             schema,
             rels: HashMap::new(),
             open: None,
+            parted: false,
+            part_ops: part_ops.max(1),
             confirmed: start,
             slot,
         })
@@ -351,6 +365,7 @@ impl Source {
                     ..ReplicatedTxn::default()
                 };
                 self.open = Some((xid, txn));
+                self.parted = false;
             }
             Message::Commit {
                 commit_lsn,
@@ -360,6 +375,12 @@ impl Source {
                     .open
                     .take()
                     .ok_or_else(|| PgError::Replication("COMMIT without BEGIN".into()))?;
+                if self.parted && txn.sync_id != SyncId(commit_lsn.0) {
+                    return Err(PgError::Replication(format!(
+                        "a transaction begun as {} committed as {commit_lsn}",
+                        txn.sync_id
+                    )));
+                }
                 txn.sync_id = SyncId(commit_lsn.0);
                 return Ok(Some(Event::Txn {
                     txn,
@@ -395,7 +416,24 @@ impl Source {
             }
             Message::Other(_) => {}
         }
-        Ok(None)
+        Ok(self.full_part())
+    }
+
+    /// The open transaction's row operations so far as a part, once they reach
+    /// `part_ops`.
+    fn full_part(&mut self) -> Option<Event> {
+        let (_, txn) = self.open.as_mut()?;
+        if txn.ops.len() < self.part_ops {
+            return None;
+        }
+        self.parted = true;
+        Some(Event::Part(ReplicatedTxn {
+            sync_id: txn.sync_id,
+            ops: std::mem::take(&mut txn.ops),
+            origins: std::mem::take(&mut txn.origins),
+            resync: false,
+            partial: true,
+        }))
     }
 
     fn txn(&mut self) -> Result<&mut ReplicatedTxn, PgError> {

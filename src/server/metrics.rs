@@ -25,6 +25,9 @@ pub enum Cutoff {
     Stalled,
     /// A change it should hear of is too large for a live frame.
     Unsendable,
+    /// A replicated transaction on a table it follows was too large to hold in memory:
+    /// it resumes from the log.
+    Oversized,
 }
 
 /// Why a resume was refused (the subscription bootstraps again), as the `reason` label
@@ -255,6 +258,7 @@ impl Metrics {
             Cutoff::Lagging => "lagging",
             Cutoff::Stalled => "stalled",
             Cutoff::Unsendable => "unsendable",
+            Cutoff::Oversized => "oversized",
         };
         self.cutoffs.with_label_values(&[reason]).inc();
     }

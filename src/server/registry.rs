@@ -243,6 +243,30 @@ impl Registry {
         self.matcher.residual_len()
     }
 
+    /// Every session that follows a row of `tables` (case-insensitive names): through a
+    /// subscription to a shape of one of them, a pin on one of them, or one of
+    /// `windows`, the window shapes that had events.
+    pub fn sessions_on(&self, tables: &[String], windows: &HashSet<ShapeId>) -> HashSet<SessionId> {
+        let on = |table: &str| tables.iter().any(|t| t.eq_ignore_ascii_case(table));
+        let mut sessions = HashSet::new();
+        for (id, subscribers) in &self.subscribers {
+            let follows = windows.contains(id)
+                || self
+                    .matcher
+                    .shape(*id)
+                    .is_some_and(|shape| on(&shape.table().name));
+            if follows {
+                sessions.extend(subscribers.iter().map(|&(session, _)| session));
+            }
+        }
+        for (table, pinned) in &self.pins {
+            if on(table) {
+                sessions.extend(pinned.shapes.keys().copied());
+            }
+        }
+        sessions
+    }
+
     /// Every registered shape with its subscriber count, for the inspector.
     pub fn shapes(&self) -> impl Iterator<Item = (&Arc<Shape>, usize)> + '_ {
         self.subscribers

@@ -10,7 +10,7 @@
 //! Server-internal. Data flows down: PostgreSQL → replica → fan-out; writes go up to
 //! PostgreSQL only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +20,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use super::committer::{advance_delivered, fan_out, Outbox};
-use super::windows::WindowObserver;
+use super::metrics::Cutoff;
+use super::windows::{WindowEvents, WindowObserver};
 use super::Shared;
 use crate::ids::SyncId;
 use crate::postgres::{self, Event, Lsn, PgError, PgWriter, Source, Written};
+use crate::query::ShapeId;
 use crate::schema::Schema;
-use crate::store::{ReplicatedTxn, SqliteStore, Store, StoreOptions, WriteGuard};
+use crate::store::{
+    Replicated, ReplicatedTxn, SqliteStore, Store, StoreError, StoreOptions, WriteGuard,
+};
 use crate::vocab::{ClientId, RejectCode, TxnOutcome, WriteTxn};
 
 /// How long a committed write waits for the stream to bring it back before it is
@@ -39,6 +43,9 @@ const PING_QUEUE: usize = 1;
 /// Resends waiting for the stream task to confirm them in order ([`Confirm`]); past it a
 /// resend is answered `unavailable` and comes again.
 pub const CONFIRM_QUEUE: usize = 256;
+/// Parts of one large transaction ([`Event::Part`]) waiting for the replica's writer;
+/// past it the stream is not read until the writer takes one.
+const PART_QUEUE: usize = 2;
 /// The first wait before resynchronising after the stream was lost (PostgreSQL may be
 /// restarting); it doubles after each failed attempt up to [`RESYNC_BACKOFF_MAX`].
 pub const RESYNC_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -351,6 +358,9 @@ async fn follow(
     source: &mut Source,
     requests: &mut Requests,
 ) -> String {
+    // A transaction arriving in parts, applied as they come; dropped (so rolled back)
+    // when the stream is lost before its last part.
+    let mut parted: Option<Parted> = None;
     loop {
         let event = tokio::select! {
             event = source.next() => Some(event),
@@ -380,8 +390,25 @@ async fn follow(
                     return e.to_string();
                 }
             }
+            Event::Part(part) => {
+                let open = parted.get_or_insert_with(|| Parted::start(shared, upstream, &part));
+                open.author = open.author.take().or_else(|| part.origins.first().cloned());
+                if open.parts.send(part).await.is_err() {
+                    // The writer stopped early: its error says why.
+                    let open = parted.take().expect("open");
+                    return match open.applying.await {
+                        Ok(Err(e)) => format!("cannot apply transaction {}: {e}", open.sync_id),
+                        Ok(Ok(_)) => "a transaction was applied before its last part".into(),
+                        Err(e) => format!("the replica's task died: {e}"),
+                    };
+                }
+            }
             Event::Txn { txn, xid, end } => {
-                if let Err(e) = apply(shared, upstream, txn, Some(xid), end).await {
+                let applied = match parted.take() {
+                    Some(open) => open.finish(txn).await,
+                    None => apply(shared, upstream, txn).await,
+                };
+                if let Err(e) = publish(shared, upstream, applied, Some(xid), end) {
                     return e;
                 }
                 if let Err(e) = source.confirm(end).await {
@@ -423,7 +450,8 @@ async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
         };
         let sync_id = txn.sync_id;
         let changes = txn.ops.len();
-        match apply(shared, upstream, txn, None, Lsn(sync_id.0)).await {
+        let applied = apply(shared, upstream, txn).await;
+        match publish(shared, upstream, applied, None, Lsn(sync_id.0)) {
             Ok(()) => {
                 info!(%sync_id, changes, "replica resynchronised with PostgreSQL");
                 return source;
@@ -433,56 +461,149 @@ async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
     }
 }
 
-/// Applies one transaction to the replica, fans it out and answers the write waiting
-/// for it (PostgreSQL transaction `xid`); `end` is the WAL read so far.
-async fn apply(
+/// What a blocking apply hands back: the outcome with the transaction's sync id and
+/// author (its first client transaction), the windows' events, and the window shapes a
+/// spilled transaction touched.
+type Applied = Result<Outcome, String>;
+
+/// What the blocking apply returns: the outcome, the windows' events and the window
+/// shapes a spilled transaction touched.
+type Joined = Result<(Replicated, Vec<(SyncId, WindowEvents)>, HashSet<ShapeId>), StoreError>;
+
+struct Outcome {
+    sync_id: SyncId,
+    author: Option<(ClientId, u64)>,
+    replicated: Replicated,
+    window_events: Vec<(SyncId, WindowEvents)>,
+    spilled_windows: HashSet<ShapeId>,
+}
+
+/// Applies `parts` (one transaction) to the replica on a blocking thread.
+fn apply_blocking(
     shared: &Arc<Shared>,
-    upstream: &Arc<Upstream>,
-    txn: ReplicatedTxn,
+    upstream: &Upstream,
+    mut parts: impl FnMut() -> Option<ReplicatedTxn> + Send + 'static,
+) -> tokio::task::JoinHandle<Joined> {
+    let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut observer = WindowObserver::new(&windows);
+        let replicated = replica.apply_replicated_parts(&mut || Ok(parts()), &mut observer)?;
+        Ok((replicated, observer.events, observer.spilled))
+    })
+}
+
+/// Applies a whole transaction to the replica.
+async fn apply(shared: &Arc<Shared>, upstream: &Upstream, txn: ReplicatedTxn) -> Applied {
+    let (sync_id, author) = (txn.sync_id, txn.origins.first().cloned());
+    let mut txn = Some(txn);
+    let applying = apply_blocking(shared, upstream, move || txn.take());
+    outcome(sync_id, author, applying.await)
+}
+
+fn outcome(
+    sync_id: SyncId,
+    author: Option<(ClientId, u64)>,
+    joined: Result<Joined, tokio::task::JoinError>,
+) -> Applied {
+    match joined {
+        Ok(Ok((replicated, window_events, spilled_windows))) => Ok(Outcome {
+            sync_id,
+            author,
+            replicated,
+            window_events,
+            spilled_windows,
+        }),
+        Ok(Err(e)) => Err(format!("cannot apply transaction {sync_id}: {e}")),
+        Err(e) => Err(format!("the replica's task died: {e}")),
+    }
+}
+
+/// A transaction applied in parts as the stream brings them ([`Event::Part`]): the
+/// replica's writer holds its SQLite transaction open on a blocking thread meanwhile.
+struct Parted {
+    parts: mpsc::Sender<ReplicatedTxn>,
+    applying: tokio::task::JoinHandle<Joined>,
+    sync_id: SyncId,
+    author: Option<(ClientId, u64)>,
+}
+
+impl Parted {
+    fn start(shared: &Arc<Shared>, upstream: &Upstream, first: &ReplicatedTxn) -> Parted {
+        let (parts, mut queue) = mpsc::channel(PART_QUEUE);
+        let applying = apply_blocking(shared, upstream, move || queue.blocking_recv());
+        info!(sync_id = %first.sync_id, "a large transaction: applying it in parts");
+        Parted {
+            parts,
+            applying,
+            sync_id: first.sync_id,
+            author: None,
+        }
+    }
+
+    /// Hands over the last part and waits for the transaction to commit.
+    async fn finish(self, last: ReplicatedTxn) -> Applied {
+        let author = self.author.or_else(|| last.origins.first().cloned());
+        // A writer that stopped early reports why when joined.
+        let _ = self.parts.send(last).await;
+        drop(self.parts);
+        outcome(self.sync_id, author, self.applying.await)
+    }
+}
+
+/// Fans an applied transaction out and answers the write waiting for it (PostgreSQL
+/// transaction `xid`); `end` is the WAL read so far. A spilled transaction is not fanned
+/// out: the sessions that follow its tables are cut off and resume from the log.
+fn publish(
+    shared: &Arc<Shared>,
+    upstream: &Upstream,
+    applied: Applied,
     xid: Option<u32>,
     end: Lsn,
 ) -> Result<(), String> {
-    let sync_id = txn.sync_id;
-    let author = txn.origins.first().cloned();
-    let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
-    let applied = tokio::task::spawn_blocking(move || {
-        let mut observer = WindowObserver::new(&windows);
-        let changes = replica.apply_replicated(txn, &mut observer)?;
-        Ok::<_, crate::store::StoreError>((changes, observer.events))
-    })
-    .await;
-    let (changes, window_events) = match applied {
-        Ok(Ok(applied)) => applied,
-        Ok(Err(e)) => return Err(format!("cannot apply transaction {sync_id}: {e}")),
-        Err(e) => return Err(format!("the replica's task died: {e}")),
-    };
+    let Outcome {
+        sync_id,
+        author,
+        replicated,
+        window_events,
+        spilled_windows,
+    } = applied?;
     let committed = std::time::Instant::now();
     let mut outbox = Outbox::default();
-    if !changes.is_empty() {
-        shared.metrics.committed(changes.len());
-        let windows = window_events
-            .into_iter()
-            .find(|(s, _)| *s == sync_id)
-            .map(|(_, events)| events)
-            .unwrap_or_default();
-        let origin = changes.first().and_then(|c| c.origin.clone());
-        fan_out(
-            shared,
-            &mut outbox,
-            (sync_id, origin, &changes),
-            &windows,
-            Some(committed),
-        );
-    } else if author.is_some() {
-        // A client transaction that changed nothing (it set what was there): its author
-        // still hears of it, so its cut reaches the ack's sync id.
-        fan_out(
-            shared,
-            &mut outbox,
-            (sync_id, author, &[]),
-            &Vec::new(),
-            Some(committed),
-        );
+    match replicated {
+        Replicated::Changes(changes) if !changes.is_empty() => {
+            shared.metrics.committed(changes.len());
+            let windows = window_events
+                .into_iter()
+                .find(|(s, _)| *s == sync_id)
+                .map(|(_, events)| events)
+                .unwrap_or_default();
+            let origin = changes.first().and_then(|c| c.origin.clone());
+            fan_out(
+                shared,
+                &mut outbox,
+                (sync_id, origin, &changes),
+                &windows,
+                Some(committed),
+            );
+        }
+        replicated => {
+            if let Replicated::Spilled { tables, changes } = &replicated {
+                shared.metrics.committed(*changes);
+                cut_followers(shared, sync_id, tables, &spilled_windows, *changes);
+            }
+            if author.is_some() {
+                // A client transaction that changed nothing (it set what was there), or
+                // one too large to fan out: its author still hears of it, so its cut
+                // reaches the ack's sync id.
+                fan_out(
+                    shared,
+                    &mut outbox,
+                    (sync_id, author, &[]),
+                    &Vec::new(),
+                    Some(committed),
+                );
+            }
+        }
     }
     outbox.hand_over(shared, committed);
     advance_delivered(shared, sync_id);
@@ -493,4 +614,37 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Cuts off every session that follows a row of `tables` (or one of `windows`): a
+/// spilled transaction changed them, and its changes are in the log only. Each client
+/// resumes from its cut, and the replay (or a new snapshot, for a replay too large)
+/// brings the whole transaction at once.
+fn cut_followers(
+    shared: &Shared,
+    sync_id: SyncId,
+    tables: &[String],
+    windows: &HashSet<ShapeId>,
+    changes: usize,
+) {
+    let sessions = shared
+        .registry
+        .lock()
+        .expect("registry lock")
+        .sessions_on(tables, windows);
+    for session in &sessions {
+        if let Some(handle) = shared.sessions.get(session) {
+            handle.cut_off(
+                Cutoff::Oversized,
+                b"a transaction too large to send live: resume from the last sync id",
+            );
+        }
+    }
+    warn!(
+        %sync_id,
+        changes,
+        ?tables,
+        sessions = sessions.len(),
+        "a transaction too large to hold in memory: the sessions that follow its tables resume from the log"
+    );
 }

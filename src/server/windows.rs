@@ -14,7 +14,7 @@
 //! Server-internal and synchronous: called on the writer thread and, to start a window,
 //! under the store's writer lock. No async, no IO but the store's reads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::matcher::{Matcher, ShapeMatch};
@@ -400,6 +400,9 @@ pub struct WindowObserver<'w> {
     /// Window events per sync id, in commit order (transactions that touched none are
     /// absent).
     pub events: Vec<(SyncId, WindowEvents)>,
+    /// The window shapes a spilled transaction's parts had events for (their events are
+    /// not kept, see [`CommitObserver::spilled`]).
+    pub spilled: HashSet<ShapeId>,
 }
 
 impl<'w> WindowObserver<'w> {
@@ -409,6 +412,7 @@ impl<'w> WindowObserver<'w> {
             windows,
             undo: HashMap::new(),
             events: Vec::new(),
+            spilled: HashSet::new(),
         }
     }
 }
@@ -431,11 +435,19 @@ impl CommitObserver for WindowObserver<'_> {
         Ok(())
     }
 
+    fn spilled(&mut self) {
+        for (_, events) in self.events.drain(..) {
+            self.spilled
+                .extend(events.into_iter().map(|(shape, _, _)| shape));
+        }
+    }
+
     fn finished(&mut self, committed: bool) {
         if committed {
             return;
         }
         self.events.clear();
+        self.spilled.clear();
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for (id, state) in self.undo.drain() {
             if let Some(entry) = windows.entries.get_mut(&id) {

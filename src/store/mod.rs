@@ -45,7 +45,9 @@ pub use local::{
     MAX_NOTIFY_ROWS, PIN_HOLDER, READ_BUSY_TIMEOUT,
 };
 pub use options::{StoreOptions, Synchronous};
-pub use sqlite::{read_log_in, Judgement, ReplicatedTxn, RowOp, SqliteStore, WriteCheck};
+pub use sqlite::{
+    read_log_in, Judgement, Replicated, ReplicatedTxn, RowOp, SqliteStore, WriteCheck,
+};
 pub use types::LogRead;
 pub(crate) use window::NoObserver;
 pub use window::{CommitObserver, TxnView, WindowFrom, WindowRead};

@@ -45,6 +45,13 @@ pub struct StoreOptions {
     /// Page cache of the writer connection in KiB (`PRAGMA cache_size`). Default 16384
     /// (16 MiB); read connections use SQLite's default (2 MiB).
     pub writer_cache_kib: u32,
+    /// A replica of PostgreSQL: the most changes of one replicated transaction held in
+    /// memory. A transaction that makes more is applied and logged in parts inside its
+    /// one SQLite transaction, and not fanned out change by change: the sessions that
+    /// subscribe to its tables resume from the log instead (see
+    /// [`crate::store::Replicated::Spilled`]). Default 10,000; a change holds its old and
+    /// new rows.
+    pub replicated_changes_in_memory: usize,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +61,7 @@ impl Default for StoreOptions {
             busy_timeout_ms: default_busy_timeout_ms(),
             statement_cache: default_statement_cache(),
             writer_cache_kib: default_writer_cache_kib(),
+            replicated_changes_in_memory: default_replicated_changes_in_memory(),
         }
     }
 }
@@ -68,6 +76,10 @@ fn default_statement_cache() -> usize {
 
 fn default_writer_cache_kib() -> u32 {
     16 * 1024
+}
+
+fn default_replicated_changes_in_memory() -> usize {
+    10_000
 }
 
 impl StoreOptions {
@@ -92,6 +104,12 @@ impl StoreOptions {
     /// Sets the writer's page cache size in KiB.
     pub fn writer_cache_kib(mut self, kib: u32) -> StoreOptions {
         self.writer_cache_kib = kib;
+        self
+    }
+
+    /// Sets the most changes of one replicated transaction held in memory (at least 1).
+    pub fn replicated_changes_in_memory(mut self, changes: usize) -> StoreOptions {
+        self.replicated_changes_in_memory = changes.max(1);
         self
     }
 

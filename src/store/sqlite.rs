@@ -30,8 +30,10 @@ use crate::vocab::{Change, SyncId, TxnOutcome, WriteTxn};
 pub(super) mod log;
 mod outcomes;
 mod replica;
+mod replicate;
 mod resync;
 pub use replica::{Judgement, ReplicatedTxn, RowOp, WriteCheck};
+pub use replicate::Replicated;
 
 /// sluice's own tables; see the module documentation.
 const SLUICE_DDL: &str = "
@@ -189,6 +191,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
     }
 
     /// The writer connection. A panic while it was held leaves the lock poisoned; the

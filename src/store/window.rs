@@ -64,6 +64,12 @@ pub trait CommitObserver {
     /// The batch ended: `committed` is false when it was rolled back (whatever
     /// [`CommitObserver::committed`] saw did not happen). Called under the writer lock.
     fn finished(&mut self, committed: bool);
+
+    /// The changes [`CommitObserver::committed`] was told of so far are one part of a
+    /// replicated transaction too large to hold whole: more parts of it follow, and it
+    /// is not fanned out change by change ([`crate::store::Replicated::Spilled`]). What
+    /// the observer keeps for the fan-out may go; what it keeps for a rollback may not.
+    fn spilled(&mut self) {}
 }
 
 /// Observes nothing.

@@ -12,16 +12,14 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::super::apply::{dry_run, stored_outcome, SqlCache};
-use super::super::convert::read_row;
-use super::super::window::{CommitObserver, ConnView};
-use super::{column_list, now_ms, read_meta, SqliteStore, SLUICE_DDL};
+use super::{column_list, SqliteStore, SLUICE_DDL};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::{StoreError, StoreOptions, WriteGuard};
 use crate::value::Value;
-use crate::vocab::{Change, ChangeKind, ClientId, RejectCode, SyncId, TxnOutcome, WriteTxn};
+use crate::vocab::{Change, ClientId, RejectCode, SyncId, TxnOutcome, WriteTxn};
 
 /// One row operation of a replicated transaction.
 #[derive(Debug, Clone)]
@@ -62,6 +60,10 @@ pub struct ReplicatedTxn {
     /// `sync_id` is folded into it, so the log records that gap and no client resumes
     /// from a cut inside it (a row that came and went there is in no change).
     pub resync: bool,
+    /// One part of a transaction, more of which follow (a large transaction is read from
+    /// the stream and applied in parts, see [`SqliteStore::apply_replicated_parts`]); the
+    /// last part is not partial. `origins` may come in any part.
+    pub partial: bool,
 }
 
 impl SqliteStore {
@@ -193,156 +195,6 @@ impl SqliteStore {
             _ => None,
         })
     }
-
-    /// Applies one replicated transaction under its sync id, logs its changes, records
-    /// its client transactions and tells `observer`, in one SQLite transaction. A
-    /// transaction at or below the head was applied before and is skipped (empty
-    /// result). Returns the changes, for the fan-out. Fails with [`StoreError::Sqlite`].
-    pub fn apply_replicated(
-        &self,
-        txn: ReplicatedTxn,
-        observer: &mut dyn CommitObserver,
-    ) -> Result<Vec<Change>, StoreError> {
-        let applied = self.apply_replicated_in(txn, observer);
-        observer.finished(applied.is_ok());
-        applied
-    }
-
-    fn apply_replicated_in(
-        &self,
-        txn: ReplicatedTxn,
-        observer: &mut dyn CommitObserver,
-    ) -> Result<Vec<Change>, StoreError> {
-        let mut conn = self.lock_writer()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (head, _) = read_meta(&tx)?;
-        if txn.sync_id <= head {
-            return Ok(Vec::new());
-        }
-        let origin = txn.origins.first().cloned();
-        let mut changes = Vec::new();
-        let mut change = |table: &Table, old: Option<Vec<Value>>, new: Option<Vec<Value>>| {
-            let kind = match (&old, &new) {
-                (None, _) => ChangeKind::Insert,
-                (Some(_), Some(_)) => ChangeKind::Update,
-                (Some(_), None) => ChangeKind::Delete,
-            };
-            let image = new.as_ref().or(old.as_ref()).expect("an image");
-            changes.push(Change {
-                sync_id: txn.sync_id,
-                table: table.name.clone(),
-                key: image[table.pk].clone(),
-                kind,
-                old,
-                new,
-                origin: origin.clone(),
-            });
-        };
-        for op in &txn.ops {
-            match op {
-                RowOp::Upsert { table, row } => {
-                    let Some(Some(key)) = row.get(table.pk) else {
-                        return Err(StoreError::Corrupt(format!(
-                            "replicated row of {} without its key",
-                            table.name
-                        )));
-                    };
-                    let old = row_by_key(&tx, table, key)?;
-                    let new: Vec<Value> = row
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| match v {
-                            Some(v) => v.clone(),
-                            None => old.as_ref().map_or(Value::Null, |o| o[i].clone()),
-                        })
-                        .collect();
-                    if old.as_ref() == Some(&new) {
-                        continue;
-                    }
-                    upsert(&tx, table, &new)?;
-                    change(table, old, Some(new));
-                }
-                RowOp::Delete { table, key } => {
-                    if let Some(old) = row_by_key(&tx, table, key)? {
-                        delete_key(&tx, table, key)?;
-                        change(table, Some(old), None);
-                    }
-                }
-                RowOp::Truncate { table } => {
-                    let rows: Vec<Vec<Value>> = {
-                        let mut stmt = tx.prepare(&format!(
-                            "SELECT {} FROM {}",
-                            column_list(table),
-                            quote_ident(&table.name)
-                        ))?;
-                        let width = table.columns.len();
-                        let rows = stmt.query_map([], |r| read_row(r, width))?;
-                        rows.collect::<Result<_, _>>()?
-                    };
-                    tx.execute(&format!("DELETE FROM {}", quote_ident(&table.name)), [])?;
-                    for old in rows {
-                        change(table, Some(old), None);
-                    }
-                }
-            }
-        }
-        super::log::append(
-            &tx,
-            &mut super::log::ChunkWriter::default(),
-            &changes,
-            &super::log::schema_pk(&self.schema),
-        )?;
-        let now = now_ms();
-        for (client, seq) in &txn.origins {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO _sluice_client_txns \
-                 (client_id, seq, sync_id, recorded_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![client.0, *seq as i64, txn.sync_id, now])?;
-        }
-        if !changes.is_empty() {
-            observer.committed(&ConnView(&tx), txn.sync_id, &changes)?;
-        }
-        if txn.resync {
-            super::log::record_gap(&tx, head, txn.sync_id)?;
-        }
-        tx.prepare_cached("UPDATE _sluice_meta SET head = ?1 WHERE id = 0")?
-            .execute([txn.sync_id])?;
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO _sluice_commits (sync_id, committed_at_ms) VALUES (?1, ?2)",
-        )?
-        .execute(params![txn.sync_id, now])?;
-        tx.commit()?;
-        self.head.store(txn.sync_id.0, Ordering::Release);
-        Ok(changes)
-    }
-}
-
-fn row_by_key(
-    conn: &Connection,
-    table: &Table,
-    key: &Value,
-) -> Result<Option<Vec<Value>>, StoreError> {
-    let width = table.columns.len();
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {} FROM {} WHERE {} = ?1",
-            column_list(table),
-            quote_ident(&table.name),
-            quote_ident(&table.pk_column().name)
-        ))?
-        .query_row([key], |r| read_row(r, width))
-        .optional()?)
-}
-
-fn delete_key(conn: &Connection, table: &Table, key: &Value) -> Result<(), StoreError> {
-    conn.prepare_cached(&format!(
-        "DELETE FROM {} WHERE {} = ?1",
-        quote_ident(&table.name),
-        quote_ident(&table.pk_column().name)
-    ))?
-    .execute([key])?;
-    Ok(())
 }
 
 /// Judges client transactions the way the embedded store does, on a scratch in-memory
@@ -390,7 +242,11 @@ impl WriteCheck {
 }
 
 /// Writes `row` (all of `table`'s columns, in order) over the row with its key.
-fn upsert(tx: &rusqlite::Transaction, table: &Table, row: &[Value]) -> Result<(), StoreError> {
+pub(super) fn upsert(
+    tx: &rusqlite::Transaction,
+    table: &Table,
+    row: &[Value],
+) -> Result<(), StoreError> {
     let marks = vec!["?"; table.columns.len()].join(", ");
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {} ({}) VALUES ({marks})",
