@@ -85,7 +85,10 @@ async fn a_transaction_too_large_to_hold_reaches_its_followers_whole_through_the
     subscribed(&follower, FOLLOWED).await;
     let bystander = client_of(&server, &dir.path().join("bystander.db")).await;
     subscribed(&bystander, "SELECT * FROM teams").await;
-    eventually("the team", || ids(&bystander, "SELECT id FROM teams") == ["T1"]).await;
+    eventually("the team", || {
+        ids(&bystander, "SELECT id FROM teams") == ["T1"]
+    })
+    .await;
     let all = "SELECT count(*) FROM issues";
 
     // 500 inserts in one transaction: applied in parts, and seen whole.

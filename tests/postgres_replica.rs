@@ -478,3 +478,58 @@ fn a_truncate_of_more_rows_than_the_replica_holds_is_logged_in_parts() {
         .unwrap();
     assert_eq!(small.changes().len(), 2);
 }
+
+#[test]
+fn a_resync_is_compared_and_applied_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = small_replica(dir.path(), 7);
+    let table = schema.table("items").unwrap().clone();
+    // PostgreSQL now: row 1 gone, row 3 renamed, rows 8 and 9 new.
+    let now: Vec<Vec<Value>> = (2..=9)
+        .map(|i| {
+            let name = if i == 3 {
+                "renamed".into()
+            } else {
+                format!("r{i}")
+            };
+            vec![Value::Integer(i), Value::Text(name), Value::Null]
+        })
+        .collect();
+    store.begin_resync().unwrap();
+    store.load_resync_rows(&table, &now).unwrap();
+    let mut told = Told::default();
+    let applied = store.apply_resync(SyncId(1500), &mut told).unwrap();
+    assert!(
+        matches!(&applied, Replicated::Spilled { changes: 4, .. }),
+        "{applied:?}"
+    );
+    assert!(told.parts.iter().all(|&n| n <= 3), "{:?}", told.parts);
+    assert_eq!(ids(dir.path()), (2..=9).collect::<Vec<_>>());
+    let conn = rusqlite::Connection::open(dir.path().join("r.db")).unwrap();
+    let renamed: String = conn
+        .query_row("SELECT name FROM items WHERE id = 3", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(renamed, "renamed");
+    let (mut logged, complete) = log(&store, 1000);
+    assert!(complete);
+    logged.sort();
+    let expected: Vec<(u64, String)> = ["Delete 1", "Insert 8", "Insert 9", "Update 3"]
+        .into_iter()
+        .map(|c| (1500, c.to_string()))
+        .collect();
+    assert_eq!(logged, expected);
+    // Recorded as a gap, like a resynchronisation applied whole.
+    let read = store
+        .read_log(SyncId(1200), &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(
+        read,
+        LogRead::Compacted {
+            horizon: SyncId(1500)
+        }
+    );
+    // The staging is gone, and a second comparison with the same rows finds nothing.
+    store.begin_resync().unwrap();
+    store.load_resync_rows(&table, &now).unwrap();
+    assert!(store.resync_diff().unwrap().is_empty());
+}

@@ -111,10 +111,10 @@ pub async fn connect_source(
     if let Some(replica) = kept {
         let replica = Arc::new(replica);
         info!(head = %replica.head(), "replica kept from the last run; resynchronising");
-        let (source, txn) = resync_source(config, schema, &replica).await?;
+        let (source, sync_id) = resync_source(config, schema, &replica).await?;
         // Its result is for a fan-out, and no session runs yet.
         let r = replica.clone();
-        blocking(move || r.apply_replicated(txn, &mut NoObserver)).await?;
+        blocking(move || r.apply_resync(sync_id, &mut NoObserver)).await?;
         return Ok((source, replica));
     }
     let (path, s, id) = (
@@ -135,31 +135,23 @@ pub async fn connect_source(
 
 /// After the stream was lost, or for a replica kept from the last run: creates a new
 /// slot, reads the tables in its snapshot beside `replica`, and starts streaming from
-/// the slot's consistent point. Returns the stream and the transaction (just below the
-/// consistent point, before anything the new slot streams) that brings the replica to
-/// that snapshot: whatever was committed while no stream ran. Its row operations are
-/// empty when nothing was.
+/// the slot's consistent point. Returns the stream and the sync id (just below the
+/// consistent point, before anything the new slot streams) at which
+/// [`SqliteStore::apply_resync`] brings the replica to that snapshot: whatever was
+/// committed while no stream ran.
 pub async fn resync_source(
     config: &PgConfig,
     schema: Arc<Schema>,
     replica: &Arc<SqliteStore>,
-) -> Result<(Source, ReplicatedTxn), PgError> {
+) -> Result<(Source, SyncId), PgError> {
     let (conn, slot, start, snapshot) = create_slot(config).await?;
     let r = replica.clone();
     blocking(move || r.begin_resync()).await?;
     copy_tables(config, &schema, replica, &snapshot, CopyInto::Staging).await?;
-    let r = replica.clone();
-    let ops = blocking(move || r.resync_diff()).await?;
-    info!(%slot, %start, changes = ops.len(), "replica compared with PostgreSQL");
+    info!(%slot, %start, "PostgreSQL's tables staged beside the replica");
     let part_ops = replica.options().replicated_changes_in_memory;
     let source = Source::start(conn, schema, slot, start, part_ops).await?;
-    let txn = ReplicatedTxn {
-        sync_id: state_before(start),
-        ops,
-        resync: true,
-        ..ReplicatedTxn::default()
-    };
-    Ok((source, txn))
+    Ok((source, state_before(start)))
 }
 
 /// The sync id of a slot's snapshot: just below its consistent point. A transaction whose

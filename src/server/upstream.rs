@@ -441,16 +441,24 @@ async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
         let resynced =
             postgres::resync_source(&upstream.config, upstream.schema.clone(), &upstream.replica)
                 .await;
-        let (source, txn) = match resynced {
+        let (source, sync_id) = match resynced {
             Ok(resynced) => resynced,
             Err(e) => {
                 warn!(error = %e, retry_in = ?wait, "cannot resynchronise with PostgreSQL yet");
                 continue;
             }
         };
-        let sync_id = txn.sync_id;
-        let changes = txn.ops.len();
-        let applied = apply(shared, upstream, txn).await;
+        let resyncing = apply_blocking(shared, upstream, move |replica, observer| {
+            replica.apply_resync(sync_id, observer)
+        });
+        let applied = outcome(sync_id, None, resyncing.await);
+        let changes = match &applied {
+            Ok(outcome) => match &outcome.replicated {
+                Replicated::Changes(changes) => changes.len(),
+                Replicated::Spilled { changes, .. } => *changes,
+            },
+            Err(_) => 0,
+        };
         match publish(shared, upstream, applied, None, Lsn(sync_id.0)) {
             Ok(()) => {
                 info!(%sync_id, changes, "replica resynchronised with PostgreSQL");
@@ -478,16 +486,18 @@ struct Outcome {
     spilled_windows: HashSet<ShapeId>,
 }
 
-/// Applies `parts` (one transaction) to the replica on a blocking thread.
+/// Runs `apply` on the replica on a blocking thread, with the windows as observer.
 fn apply_blocking(
     shared: &Arc<Shared>,
     upstream: &Upstream,
-    mut parts: impl FnMut() -> Option<ReplicatedTxn> + Send + 'static,
+    apply: impl FnOnce(&SqliteStore, &mut WindowObserver) -> Result<Replicated, StoreError>
+        + Send
+        + 'static,
 ) -> tokio::task::JoinHandle<Joined> {
     let (replica, windows) = (upstream.replica.clone(), shared.windows.clone());
     tokio::task::spawn_blocking(move || {
         let mut observer = WindowObserver::new(&windows);
-        let replicated = replica.apply_replicated_parts(&mut || Ok(parts()), &mut observer)?;
+        let replicated = apply(&replica, &mut observer)?;
         Ok((replicated, observer.events, observer.spilled))
     })
 }
@@ -495,8 +505,9 @@ fn apply_blocking(
 /// Applies a whole transaction to the replica.
 async fn apply(shared: &Arc<Shared>, upstream: &Upstream, txn: ReplicatedTxn) -> Applied {
     let (sync_id, author) = (txn.sync_id, txn.origins.first().cloned());
-    let mut txn = Some(txn);
-    let applying = apply_blocking(shared, upstream, move || txn.take());
+    let applying = apply_blocking(shared, upstream, move |replica, observer| {
+        replica.apply_replicated(txn, observer)
+    });
     outcome(sync_id, author, applying.await)
 }
 
@@ -530,7 +541,9 @@ struct Parted {
 impl Parted {
     fn start(shared: &Arc<Shared>, upstream: &Upstream, first: &ReplicatedTxn) -> Parted {
         let (parts, mut queue) = mpsc::channel(PART_QUEUE);
-        let applying = apply_blocking(shared, upstream, move || queue.blocking_recv());
+        let applying = apply_blocking(shared, upstream, move |replica, observer| {
+            replica.apply_replicated_parts(&mut || Ok(queue.blocking_recv()), observer)
+        });
         info!(sync_id = %first.sync_id, "a large transaction: applying it in parts");
         Parted {
             parts,

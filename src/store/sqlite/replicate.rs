@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use super::super::convert::read_row;
 use super::super::window::{CommitObserver, ConnView};
 use super::replica::upsert;
+use super::resync::{diff_pages, drop_staging, DIFF_PAGE};
 use super::{column_list, now_ms, read_meta, SqliteStore};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::StoreError;
@@ -76,14 +77,30 @@ impl SqliteStore {
         next: &mut dyn FnMut() -> Result<Option<ReplicatedTxn>, StoreError>,
         observer: &mut dyn CommitObserver,
     ) -> Result<Replicated, StoreError> {
-        let applied = self.apply_parts_in(next, observer);
+        let applied = self.apply_parts_in(Parts::Stream(next), observer);
+        observer.finished(applied.is_ok());
+        applied
+    }
+
+    /// Applies a resynchronisation as the replicated transaction at `sync_id`: the
+    /// difference between the replica's tables and the staged ones
+    /// ([`SqliteStore::begin_resync`], [`SqliteStore::load_resync_rows`]), read and
+    /// applied a page at a time inside the one SQLite transaction, and recorded as a gap
+    /// in the log (no client resumes from a cut inside it). Drops the staging tables.
+    /// Fails like [`SqliteStore::apply_replicated`].
+    pub fn apply_resync(
+        &self,
+        sync_id: SyncId,
+        observer: &mut dyn CommitObserver,
+    ) -> Result<Replicated, StoreError> {
+        let applied = self.apply_parts_in(Parts::Resync(sync_id), observer);
         observer.finished(applied.is_ok());
         applied
     }
 
     fn apply_parts_in(
         &self,
-        next: &mut dyn FnMut() -> Result<Option<ReplicatedTxn>, StoreError>,
+        mut parts: Parts<'_>,
         observer: &mut dyn CommitObserver,
     ) -> Result<Replicated, StoreError> {
         let ended =
@@ -91,12 +108,19 @@ impl SqliteStore {
         let mut conn = self.lock_writer()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (head, _) = read_meta(&tx)?;
-        let mut part = next()?.ok_or_else(ended)?;
-        let sync_id = part.sync_id;
+        let (sync_id, mut first) = match &mut parts {
+            Parts::Stream(next) => {
+                let part = next()?.ok_or_else(ended)?;
+                (part.sync_id, Some(part))
+            }
+            Parts::Resync(sync_id) => (*sync_id, None),
+        };
         if sync_id <= head {
             // Applied before: the rest of it is read and dropped.
-            while part.partial {
-                part = next()?.ok_or_else(ended)?;
+            if let (Parts::Stream(next), Some(mut part)) = (&mut parts, first) {
+                while part.partial {
+                    part = next()?.ok_or_else(ended)?;
+                }
             }
             return Ok(Replicated::Changes(Vec::new()));
         }
@@ -109,18 +133,34 @@ impl SqliteStore {
             log: super::log::ChunkWriter::default(),
         };
         let mut origins: Vec<(ClientId, u64)> = Vec::new();
-        let resync = loop {
-            origins.append(&mut part.origins);
-            if applying.origin.is_none() {
-                applying.origin = origins.first().cloned();
+        let resync = match parts {
+            Parts::Stream(next) => loop {
+                let mut part = match first.take() {
+                    Some(part) => part,
+                    None => next()?.ok_or_else(ended)?,
+                };
+                origins.append(&mut part.origins);
+                if applying.origin.is_none() {
+                    applying.origin = origins.first().cloned();
+                }
+                for op in &part.ops {
+                    applying.op(&tx, &self.schema, op, observer)?;
+                }
+                if !part.partial {
+                    break part.resync;
+                }
+            },
+            Parts::Resync(_) => {
+                let page = DIFF_PAGE.min(applying.bound);
+                diff_pages(&tx, &self.schema, page, &mut |ops| {
+                    for op in &ops {
+                        applying.op(&tx, &self.schema, op, observer)?;
+                    }
+                    Ok(())
+                })?;
+                drop_staging(&tx, &self.schema)?;
+                true
             }
-            for op in &part.ops {
-                applying.op(&tx, &self.schema, op, observer)?;
-            }
-            if !part.partial {
-                break part.resync;
-            }
-            part = next()?.ok_or_else(ended)?;
         };
         let outcome = applying.finish(&tx, &self.schema, observer)?;
         let now = now_ms();
@@ -144,6 +184,14 @@ impl SqliteStore {
         self.head.store(sync_id.0, Ordering::Release);
         Ok(outcome)
     }
+}
+
+/// Where a replicated transaction's row operations come from.
+enum Parts<'a> {
+    /// Parts handed over one by one (the replication stream).
+    Stream(&'a mut dyn FnMut() -> Result<Option<ReplicatedTxn>, StoreError>),
+    /// The difference from the staged tables (a resynchronisation at this sync id).
+    Resync(SyncId),
 }
 
 /// One replicated transaction being applied.

@@ -6,9 +6,13 @@
 //!
 //! The staging tables are TEMPORARY tables of the writer connection (`temp` schema), so
 //! they never reach the replica file, and a resync that fails half-way leaves nothing the
-//! next one does not drop first. Only the difference is held in memory.
+//! next one does not drop first. The difference is read a page at a time
+//! ([`diff_pages`]) and applied as it is read ([`SqliteStore::apply_resync`]): memory does
+//! not grow with it.
 
 use std::sync::Arc;
+
+use rusqlite::{params, Connection};
 
 use super::super::convert::{read_row, value_from_ref};
 use super::SqliteStore;
@@ -59,56 +63,116 @@ impl SqliteStore {
 
     /// The row operations that turn the replica's tables into the staged ones: every
     /// staged row that is new or differs (whole rows), then every replica row the
-    /// staging lacks (deleted). Drops the staging tables.
+    /// staging lacks (deleted). Drops the staging tables. Holds the whole difference:
+    /// a server applies it with [`SqliteStore::apply_resync`] instead, a page at a time.
     pub fn resync_diff(&self) -> Result<Vec<RowOp>, StoreError> {
         let conn = self.lock_writer()?;
         let mut ops = Vec::new();
-        for (i, table) in self.schema.tables().enumerate() {
-            let (name, stage) = (quote_ident(&table.name), staging(i));
-            let pk = quote_ident(&table.pk_column().name);
-            let staged: Vec<String> = table
-                .columns
-                .iter()
-                .map(|c| format!("s.{}", quote_ident(&c.name)))
-                .collect();
-            let same: Vec<String> = table
-                .columns
-                .iter()
-                .map(|c| {
-                    let c = quote_ident(&c.name);
-                    format!("r.{c} IS s.{c}")
-                })
-                .collect();
-            let width = table.columns.len();
-            let mut changed = conn.prepare(&format!(
-                "SELECT {} FROM {stage} s LEFT JOIN main.{name} r ON r.{pk} = s.{pk} \
-                 WHERE r.{pk} IS NULL OR NOT ({})",
-                staged.join(", "),
-                same.join(" AND ")
-            ))?;
-            let rows = changed.query_map([], |r| read_row(r, width))?;
-            for row in rows {
-                let row = row?;
-                ops.push(RowOp::Upsert {
-                    table: Arc::clone(table),
-                    row: row.into_iter().map(Some).collect(),
-                });
-            }
-            let mut gone = conn.prepare(&format!(
-                "SELECT r.{pk} FROM main.{name} r \
-                 WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{pk} = r.{pk})"
-            ))?;
-            let keys = gone.query_map([], |r| Ok(value_from_ref(r.get_ref(0)?)))?;
-            for key in keys {
-                ops.push(RowOp::Delete {
-                    table: Arc::clone(table),
-                    key: key?,
-                });
-            }
-        }
-        for i in 0..self.schema.tables().count() {
-            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", staging(i)))?;
-        }
+        diff_pages(&conn, &self.schema, DIFF_PAGE, &mut |page| {
+            ops.extend(page);
+            Ok(())
+        })?;
+        drop_staging(&conn, &self.schema)?;
         Ok(ops)
     }
+}
+
+/// Replica rows compared per page of a resynchronisation's difference.
+pub(super) const DIFF_PAGE: usize = 1_000;
+
+/// Walks the difference between the replica's tables and the staged ones in pages of at
+/// most `page` row operations, table by table in key order: every staged row that is new
+/// or differs (whole rows), then every replica row the staging lacks (deleted). `apply`
+/// gets each page, and may apply it to the replica before the next page is read.
+pub(super) fn diff_pages(
+    conn: &Connection,
+    schema: &Schema,
+    page: usize,
+    apply: &mut dyn FnMut(Vec<RowOp>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let limit = page.max(1) as i64;
+    for (i, table) in schema.tables().enumerate() {
+        let (name, stage) = (quote_ident(&table.name), staging(i));
+        let pk = quote_ident(&table.pk_column().name);
+        let staged: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("s.{}", quote_ident(&c.name)))
+            .collect();
+        let same: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| {
+                let c = quote_ident(&c.name);
+                format!("r.{c} IS s.{c}")
+            })
+            .collect();
+        let width = table.columns.len();
+        let changed = format!(
+            "SELECT {} FROM {stage} s LEFT JOIN main.{name} r ON r.{pk} = s.{pk} \
+             WHERE (r.{pk} IS NULL OR NOT ({})) AND (?1 IS NULL OR s.{pk} > ?1) \
+             ORDER BY s.{pk} LIMIT ?2",
+            staged.join(", "),
+            same.join(" AND ")
+        );
+        let mut after: Option<Value> = None;
+        loop {
+            let rows: Vec<Vec<Value>> = {
+                let mut stmt = conn.prepare_cached(&changed)?;
+                let rows = stmt.query_map(params![after, limit], |r| read_row(r, width))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let Some(last) = rows.last() else { break };
+            after = Some(last[table.pk].clone());
+            let full = rows.len() as i64 == limit;
+            let ops = rows
+                .into_iter()
+                .map(|row| RowOp::Upsert {
+                    table: Arc::clone(table),
+                    row: row.into_iter().map(Some).collect(),
+                })
+                .collect();
+            apply(ops)?;
+            if !full {
+                break;
+            }
+        }
+        let gone = format!(
+            "SELECT r.{pk} FROM main.{name} r \
+             WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{pk} = r.{pk}) \
+             AND (?1 IS NULL OR r.{pk} > ?1) ORDER BY r.{pk} LIMIT ?2"
+        );
+        let mut after: Option<Value> = None;
+        loop {
+            let keys: Vec<Value> = {
+                let mut stmt = conn.prepare_cached(&gone)?;
+                let keys =
+                    stmt.query_map(params![after, limit], |r| Ok(value_from_ref(r.get_ref(0)?)))?;
+                keys.collect::<Result<_, _>>()?
+            };
+            let Some(last) = keys.last() else { break };
+            after = Some(last.clone());
+            let full = keys.len() as i64 == limit;
+            let ops = keys
+                .into_iter()
+                .map(|key| RowOp::Delete {
+                    table: Arc::clone(table),
+                    key,
+                })
+                .collect();
+            apply(ops)?;
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops the staging tables.
+pub(super) fn drop_staging(conn: &Connection, schema: &Schema) -> Result<(), StoreError> {
+    for i in 0..schema.tables().count() {
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", staging(i)))?;
+    }
+    Ok(())
 }
