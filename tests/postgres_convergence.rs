@@ -4,7 +4,9 @@
 //! clients go offline and come back on the other server (resuming from a cut the other
 //! server gave them), a server is replaced by a new one (new slot, and a new replica or
 //! the one it kept), and PostgreSQL drops every connection or restarts (the servers
-//! resynchronise their replicas while clients stay on them).
+//! resynchronise their replicas while clients stay on them). The second server holds at
+//! most 2 changes of a transaction in memory, so larger ones (client transactions, psql
+//! updates of every row) reach its clients through the log, as a cut-off and a resume.
 //! At quiescence every client holds exactly what SQLite returns on a server's replica
 //! for its subscriptions, the replica holds exactly PostgreSQL's rows, and no committed
 //! client transaction was recorded twice.
@@ -26,6 +28,7 @@ use rand::{Rng, SeedableRng};
 use sluice::client::{Backoff, Client, ClientConfig, PendingWrite, ServerAddress};
 use sluice::query::Params;
 use sluice::server::ServerHandle;
+use sluice::store::StoreOptions;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
@@ -118,7 +121,10 @@ fn random_write(rng: &mut StdRng, client: &Client, next_id: &mut u64) -> Pending
 fn psql_write(rng: &mut StdRng, pg: &PgCluster, next_id: &mut u64) {
     let ids = pg.psql("SELECT id FROM issues ORDER BY id");
     let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
-    let sql = if ids.is_empty() || rng.gen_bool(0.4) {
+    let sql = if rng.gen_bool(0.3) {
+        // Every row at once: past the second server's bound (see `start_server`).
+        "UPDATE issues SET priority = (priority + 1) % 5".to_string()
+    } else if ids.is_empty() || rng.gen_bool(0.4) {
         *next_id += 1;
         format!(
             "INSERT INTO issues (id, team_id, number, title, status, priority) \
@@ -140,6 +146,18 @@ fn psql_write(rng: &mut StdRng, pg: &PgCluster, next_id: &mut u64) {
         }
     };
     pg.psql(&sql);
+}
+
+/// Server `s` on `replica`: the second holds at most 2 changes of a transaction in
+/// memory, so larger ones reach its clients through the log (cut-off and resume), the
+/// first fans everything out live.
+async fn start_server(replica: &Path, url: &str, s: usize) -> ServerHandle {
+    let bound = if s == 1 { 2 } else { 10_000 };
+    common::pg_server(replica, url)
+        .store_options(StoreOptions::default().replicated_changes_in_memory(bound))
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,10 +182,10 @@ async fn clients_converge_across_two_servers_on_one_database() {
     let mut servers = Vec::new();
     // Each server's replica file.
     let mut replicas = Vec::new();
-    for _ in 0..2 {
+    for s in 0..2 {
         generation += 1;
         let replica = dir.path().join(format!("replica-{generation}.db"));
-        servers.push(common::start_pg_server(&replica, &pg.url).await);
+        servers.push(start_server(&replica, &pg.url, s).await);
         replicas.push(replica);
     }
     let mut peers = Vec::new();
@@ -230,11 +248,11 @@ async fn clients_converge_across_two_servers_on_one_database() {
                 if keep {
                     // The same file: the old server goes first.
                     servers.remove(s).shutdown().await;
-                    servers.insert(s, common::start_pg_server(&replicas[s], &pg.url).await);
+                    servers.insert(s, start_server(&replicas[s], &pg.url, s).await);
                 } else {
                     generation += 1;
                     replicas[s] = dir.path().join(format!("replica-{generation}.db"));
-                    let new = common::start_pg_server(&replicas[s], &pg.url).await;
+                    let new = start_server(&replicas[s], &pg.url, s).await;
                     let old = std::mem::replace(&mut servers[s], new);
                     old.shutdown().await;
                 }
