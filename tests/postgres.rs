@@ -12,6 +12,7 @@ use common::{insert_issue, start_pg_server, text, Client, WAIT};
 use pg::PgCluster;
 use sluice::ids::SyncId;
 use sluice::server::ServerError;
+use sluice::store::Mutation;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
@@ -191,6 +192,90 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
         })
         .await;
     let _ = WAIT;
+    server.shutdown().await;
+}
+
+/// A transaction over several tables (text and integer keys) reads and locks each
+/// table's rows in one statement, and writes them all in one PostgreSQL transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_over_several_tables_commits_whole() {
+    let Some(pg) = PgCluster::start("several") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    pg.psql(TEAM);
+    pg.psql(
+        "INSERT INTO issues (id, team_id, number, title, status, priority) VALUES \
+         ('A', 'T1', 1, 'a', 'open', 1), ('B', 'T1', 2, 'b', 'open', 1), \
+         ('C', 'T1', 3, 'c', 'open', 1); \
+         INSERT INTO rooms (id, name) VALUES ('R1', 'general'); \
+         INSERT INTO messages (id, room_id, author_id, body, sent_at) VALUES \
+         (1, 'R1', 'u', 'one', 1), (2, 'R1', 'u', 'two', 2)",
+    );
+    let mutation = |table: &str, key: Value, set: Vec<(&str, Value)>| Mutation::Update {
+        table: table.into(),
+        key,
+        set: set.into_iter().map(|(c, v)| (c.into(), v)).collect(),
+    };
+    let written = common::backend_write(
+        &server,
+        vec![
+            mutation("issues", text("A"), vec![("priority", Value::Integer(9))]),
+            mutation("issues", text("B"), vec![("status", text("done"))]),
+            Mutation::Delete {
+                table: "issues".into(),
+                key: text("C"),
+            },
+            mutation(
+                "messages",
+                Value::Integer(2),
+                vec![("body", text("edited"))],
+            ),
+            Mutation::Delete {
+                table: "messages".into(),
+                key: Value::Integer(1),
+            },
+            Mutation::Insert {
+                table: "messages".into(),
+                values: vec![
+                    ("id".into(), Value::Integer(3)),
+                    ("room_id".into(), text("R1")),
+                    ("author_id".into(), text("u")),
+                    ("body".into(), text("three")),
+                    ("sent_at".into(), Value::Integer(3)),
+                ],
+            },
+        ],
+    )
+    .await;
+    assert!(
+        matches!(written, sluice::store::TxnOutcome::Committed { .. }),
+        "{written:?}"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(id || ':' || status || ':' || priority, ',' ORDER BY id) FROM issues"),
+        "A:open:9,B:done:1"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(id || ':' || body, ',' ORDER BY id) FROM messages"),
+        "2:edited,3:three"
+    );
+    // An update of a row that does not exist is refused as in the embedded store, and
+    // nothing of its transaction is written.
+    let refused = common::backend_write(
+        &server,
+        vec![
+            mutation("issues", text("A"), vec![("priority", Value::Integer(4))]),
+            mutation("messages", Value::Integer(99), vec![("body", text("x"))]),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(refused, sluice::store::TxnOutcome::Rejected { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(pg.psql("SELECT priority FROM issues WHERE id = 'A'"), "9");
     server.shutdown().await;
 }
 

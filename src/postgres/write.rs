@@ -2,19 +2,19 @@
 //!
 //! In order: the idempotency record (`INSERT … ON CONFLICT DO NOTHING` into
 //! [`TXNS_TABLE`]; a conflict means the transaction committed before, through any
-//! server); the rows it touches read `FOR UPDATE` (keys in a fixed order, so two servers
-//! lock in the same order); the embedded store's checks run over those rows
+//! server); the rows it touches read `FOR UPDATE` (one statement per table, tables by
+//! name and rows in key order, so two servers lock in the same order); the embedded store's checks run over those rows
 //! ([`WriteCheck`]: schema, types, preconditions, permissions), which yield the full row
 //! images; the images written; the transaction id taken; commit. PostgreSQL's own
 //! constraints (a UNIQUE column, a key inserted at the same time elsewhere) reject the
 //! transaction with code `constraint`, a value it cannot store (a NUL in text) with
 //! code `schema`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 use super::ddl::{pg_type, PgType, FLOORS_TABLE, TXNS_TABLE};
 use super::values::to_param;
@@ -79,6 +79,9 @@ pub async fn prune_outcomes(
 /// The connection that commits client and backend transactions into PostgreSQL.
 pub struct PgWriter {
     client: tokio_postgres::Client,
+    /// Statements prepared on this connection, by SQL text: a few per table (its read,
+    /// insert, update and delete), so bounded by the schema.
+    statements: HashMap<String, Statement>,
     schema: Arc<Schema>,
     /// std Mutex: taken only inside `spawn_blocking`, never across an await.
     check: Arc<Mutex<WriteCheck>>,
@@ -92,6 +95,7 @@ impl PgWriter {
         let check = WriteCheck::new(schema.clone())?;
         Ok(PgWriter {
             client,
+            statements: HashMap::new(),
             schema,
             check: Arc::new(Mutex::new(check)),
         })
@@ -113,7 +117,23 @@ impl PgWriter {
         guard: Option<Arc<dyn WriteGuard>>,
         before_commit: impl FnOnce(u32),
     ) -> Result<Written, PgError> {
+        let written = self.commit_in(txn, guard, before_commit).await;
+        if written.is_err() {
+            // A statement may be what failed (a table altered behind the server's back):
+            // the next transaction prepares its statements again.
+            self.statements.clear();
+        }
+        written
+    }
+
+    async fn commit_in(
+        &mut self,
+        txn: &WriteTxn,
+        guard: Option<Arc<dyn WriteGuard>>,
+        before_commit: impl FnOnce(u32),
+    ) -> Result<Written, PgError> {
         let schema = self.schema.clone();
+        let statements = &mut self.statements;
         let tx = self.client.transaction().await?;
         if let Some((client, seq)) = &txn.origin {
             // Recorded unless recorded before or forgotten (at or below the client's
@@ -154,11 +174,15 @@ impl PgWriter {
                 });
             }
         }
-        // The rows the transaction touches, locked, in a fixed order.
-        let mut keys: BTreeMap<(String, String), (Arc<Table>, Value)> = BTreeMap::new();
+        // The rows the transaction touches, locked in a fixed order: table by table (by
+        // name), each table's rows read in one statement in key order.
+        let mut keys: BTreeMap<String, (Arc<Table>, Vec<Value>)> = BTreeMap::new();
         let mut touch = |table: &str, key: &Value| {
             if let Some(t) = schema.table(table) {
-                keys.insert((t.name.clone(), key.to_string()), (t.clone(), key.clone()));
+                let entry = keys
+                    .entry(t.name.clone())
+                    .or_insert_with(|| (t.clone(), Vec::new()));
+                entry.1.push(key.clone());
             }
         };
         for m in &txn.mutations {
@@ -181,21 +205,21 @@ impl PgWriter {
             touch(&p.table, &p.key);
         }
         let mut base = Vec::new();
-        for (table, key) in keys.into_values() {
+        for (table, keys) in keys.into_values() {
             let types = types(&table)?;
-            let Ok(param) = to_param(types[table.pk], &key) else {
+            // A key its column's type cannot hold names no row.
+            let Some(keys) = key_array(types[table.pk], &keys) else {
                 continue;
             };
             let sql = format!(
-                "SELECT {} FROM {} WHERE {} = $1 FOR UPDATE",
+                "SELECT {} FROM {} WHERE {pk} = ANY($1) ORDER BY {pk} FOR UPDATE",
                 columns(&table),
                 quote_ident(&table.name),
-                quote_ident(&table.pk_column().name)
+                pk = quote_ident(&table.pk_column().name)
             );
-            let param: &(dyn ToSql + Sync) = param.as_ref();
-            if let Some(row) = tx.query_opt(&sql, &[param]).await? {
-                let values = row_values(&table, &types, &row)?;
-                base.push((table, values));
+            let statement = prepared(&tx, statements, sql).await?;
+            for row in tx.query(&statement, &[keys.as_ref()]).await? {
+                base.push((table.clone(), row_values(&table, &types, &row)?));
             }
         }
         let check = self.check.clone();
@@ -238,11 +262,12 @@ impl PgWriter {
                     } else {
                         update_sql(table)
                     };
+                    let statement = prepared(&tx, statements, sql).await?;
                     let refs: Vec<&(dyn ToSql + Sync)> = params
                         .iter()
                         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                         .collect();
-                    tx.execute(&sql, &refs).await
+                    tx.execute(&statement, &refs).await
                 }
                 ChangeKind::Delete => {
                     let key = to_param(types[table.pk], &change.key)
@@ -252,8 +277,9 @@ impl PgWriter {
                         quote_ident(&table.name),
                         quote_ident(&table.pk_column().name)
                     );
+                    let statement = prepared(&tx, statements, sql).await?;
                     let key: &(dyn ToSql + Sync) = key.as_ref();
-                    tx.execute(&sql, &[key]).await
+                    tx.execute(&statement, &[key]).await
                 }
             };
             if let Err(e) = written {
@@ -285,6 +311,52 @@ impl PgWriter {
         before_commit(xid);
         tx.commit().await?;
         Ok(Written::Committed { xid, changed })
+    }
+}
+
+/// The statement for `sql`, prepared on the writer's connection the first time.
+async fn prepared(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    sql: String,
+) -> Result<Statement, tokio_postgres::Error> {
+    if let Some(statement) = statements.get(&sql) {
+        return Ok(statement.clone());
+    }
+    let statement = tx.prepare(&sql).await?;
+    statements.insert(sql, statement.clone());
+    Ok(statement)
+}
+
+/// `keys` as one array parameter of the key column's type, without the keys that type
+/// cannot hold (they name no row); `None` when none is left.
+fn key_array(ty: PgType, keys: &[Value]) -> Option<Param> {
+    fn array<T: ToSql + Sync + Send + 'static>(
+        keys: &[Value],
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> Option<Param> {
+        let keys: Vec<T> = keys.iter().filter_map(f).collect();
+        (!keys.is_empty()).then(|| Box::new(keys) as Param)
+    }
+    match ty {
+        PgType::Int8 => array(keys, |k| match k {
+            Value::Integer(i) => Some(*i),
+            Value::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e18 => Some(*r as i64),
+            _ => None,
+        }),
+        PgType::Float8 => array(keys, |k| match k {
+            Value::Real(r) => Some(*r),
+            Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        }),
+        PgType::Text => array(keys, |k| match k {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        }),
+        PgType::Bytea => array(keys, |k| match k {
+            Value::Blob(b) => Some(b.clone()),
+            _ => None,
+        }),
     }
 }
 
