@@ -195,6 +195,45 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
     server.shutdown().await;
 }
 
+/// Writes sent together are committed in PostgreSQL in the order they came, each
+/// answered once the replica has it (the next is written while one replicates): every
+/// ack carries a higher sync id than the one before, and the data is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_flight_together_commit_in_order() {
+    let Some(pg) = PgCluster::start("inflight") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    pg.psql(TEAM);
+    let ca = server.cert_path().unwrap().to_path_buf();
+    let mut client = Client::connect(&server, &ca, "c1").await;
+    client.subscribe(1, "SELECT * FROM issues", None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    for seq in 1..=30u64 {
+        let id = format!("F{seq:02}");
+        client
+            .write(seq, vec![insert_issue(&id, "T1", "open", 1)])
+            .await;
+    }
+    client.until("30 answers", |c| c.writes.len() == 30).await;
+    let mut last = SyncId(0);
+    for seq in 1..=30u64 {
+        let WriteOutcome::Committed { sync_id } = client.writes[&seq].clone() else {
+            panic!("write {seq}: {:?}", client.writes[&seq]);
+        };
+        assert!(sync_id > last, "write {seq} at {sync_id}, after {last}");
+        last = sync_id;
+    }
+    client
+        .until("the rows", |c| {
+            c.sub(1).rows.len() == 30 && c.sub(1).last_sync >= last
+        })
+        .await;
+    assert_eq!(pg.psql("SELECT count(*) FROM issues"), "30");
+    server.shutdown().await;
+}
+
 /// A transaction over several tables (text and integer keys) reads and locks each
 /// table's rows in one statement, and writes them all in one PostgreSQL transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,10 +190,19 @@ async fn commit_batch(shared: &Arc<Shared>, batch: Vec<WriteRequest>) -> Option<
         return None;
     }
     if let Some(upstream) = &shared.upstream {
-        // PostgreSQL mode: committed there one by one, fanned out by the stream.
+        // PostgreSQL mode: committed there one by one, fanned out by the stream. Each is
+        // answered once the stream brings it back; the next is written meanwhile.
         for request in accepted {
-            let outcome = upstream.commit(request.txn, request.guard).await;
-            let _ = request.reply.send(outcome);
+            // The semaphore is never closed: a place always comes.
+            let place = upstream.replicating.clone().acquire_owned().await.ok();
+            let pending = upstream.write(request.txn, request.guard).await;
+            let upstream = upstream.clone();
+            let answering = async move {
+                let outcome = upstream.answer(pending).await;
+                let _ = request.reply.send(outcome);
+                drop(place);
+            };
+            tokio::spawn(answering.in_current_span());
         }
         return None;
     }

@@ -43,6 +43,9 @@ const PING_QUEUE: usize = 1;
 /// Resends waiting for the stream task to confirm them in order ([`Confirm`]); past it a
 /// resend is answered `unavailable` and comes again.
 pub const CONFIRM_QUEUE: usize = 256;
+/// Transactions committed in PostgreSQL and waiting for the stream to bring them back,
+/// at most; past it the committer waits before it writes the next.
+pub const REPLICATING_MAX: usize = 1024;
 /// Parts of one large transaction ([`Event::Part`]) waiting for the replica's writer;
 /// past it the stream is not read until the writer takes one.
 const PART_QUEUE: usize = 2;
@@ -70,11 +73,27 @@ pub(crate) struct Upstream {
     progress: watch::Sender<Lsn>,
     pings: mpsc::Sender<()>,
     confirms: mpsc::Sender<Confirm>,
+    /// Places for transactions waiting for the stream ([`REPLICATING_MAX`]).
+    pub replicating: Arc<tokio::sync::Semaphore>,
     /// False while the stream is lost (until it is resynchronised): writes are answered
     /// `unavailable` at once.
     streaming: AtomicBool,
     /// The stream task, stopped at shutdown (its connection's end drops the slot).
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A transaction [`Upstream::write`] handed to PostgreSQL, for [`Upstream::answer`].
+pub(crate) enum Pending {
+    /// Answered without waiting (refused before PostgreSQL was asked).
+    Answered(TxnOutcome),
+    /// What PostgreSQL said; `registered` is its transaction id when the stream's answer
+    /// is awaited on `replicated`.
+    Written {
+        written: Result<Written, PgError>,
+        registered: Option<u32>,
+        replicated: oneshot::Receiver<SyncId>,
+        origin: Option<(ClientId, u64)>,
+    },
 }
 
 /// A resend PostgreSQL holds that this replica has no record of (its data came with the
@@ -121,6 +140,7 @@ pub(crate) async fn open(
         progress: watch::channel(start).0,
         pings,
         confirms,
+        replicating: Arc::new(tokio::sync::Semaphore::new(REPLICATING_MAX)),
         streaming: AtomicBool::new(true),
         task: Mutex::new(None),
     };
@@ -148,10 +168,14 @@ impl Upstream {
         }
     }
 
-    /// Commits one transaction in PostgreSQL and answers once the replica has it.
-    pub async fn commit(&self, txn: WriteTxn, guard: Option<Arc<dyn WriteGuard>>) -> TxnOutcome {
+    /// Commits one transaction in PostgreSQL (transactions are written one at a time, in
+    /// the order this is called); [`Upstream::answer`] then waits until the replica has
+    /// it. The committer writes the next transaction while this one is replicating.
+    pub async fn write(&self, txn: WriteTxn, guard: Option<Arc<dyn WriteGuard>>) -> Pending {
         if !self.streaming.load(Ordering::Acquire) {
-            return unavailable("this server is resynchronising with PostgreSQL");
+            return Pending::Answered(unavailable(
+                "this server is resynchronising with PostgreSQL",
+            ));
         }
         let (tx, rx) = oneshot::channel();
         let mut registered = None;
@@ -160,7 +184,7 @@ impl Upstream {
             if writer.is_closed() {
                 match PgWriter::connect(&self.config, self.schema.clone()).await {
                     Ok(fresh) => *writer = fresh,
-                    Err(e) => return unavailable(&e.to_string()),
+                    Err(e) => return Pending::Answered(unavailable(&e.to_string())),
                 }
             }
             writer
@@ -170,6 +194,26 @@ impl Upstream {
                     self.waiters.lock().expect("waiters").insert(xid, tx);
                 })
                 .await
+        };
+        Pending::Written {
+            written,
+            registered,
+            replicated: rx,
+            origin: txn.origin,
+        }
+    }
+
+    /// The outcome of a transaction [`Upstream::write`] wrote: for one committed, once
+    /// the stream has brought it into the replica (at most [`REPLICATION_WAIT`]).
+    pub async fn answer(&self, pending: Pending) -> TxnOutcome {
+        let (written, registered, rx, origin) = match pending {
+            Pending::Answered(outcome) => return outcome,
+            Pending::Written {
+                written,
+                registered,
+                replicated,
+                origin,
+            } => (written, registered, replicated, origin),
         };
         let unregister = |xid: Option<u32>| {
             if let Some(xid) = xid {
@@ -197,7 +241,7 @@ impl Upstream {
                 }
             }
             Ok(Written::Duplicate) => {
-                let Some(author) = txn.origin else {
+                let Some(author) = origin else {
                     return unavailable("duplicate without an origin");
                 };
                 self.caught_up().await;
