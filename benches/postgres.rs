@@ -44,8 +44,8 @@ use sluice::client::{Connection, Event};
 use sluice::server::{Server, ServerHandle};
 use sluice::store::Mutation;
 use sluice::value::Value;
-use sluice::wire::{BootstrapFrame, ClientMessage, ServerMessage, WriteOutcome};
-use support::Latencies;
+use sluice::wire::{BootstrapFrame, ServerMessage};
+use support::{Latencies, Writer};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -116,49 +116,6 @@ async fn start_server(dir: &Path, name: &str, postgres: Option<&str>) -> ServerH
         builder = builder.postgres(url);
     }
     builder.start().await.expect("server starts")
-}
-
-/// A client that sends transactions one at a time and waits for each one's ack.
-struct Writer {
-    conn: Connection,
-    seq: u64,
-}
-
-impl Writer {
-    async fn connect(server: &ServerHandle, id: &str) -> Writer {
-        let conn =
-            support::connect(server.local_addr(), support::cert(server), id.to_string()).await;
-        Writer { conn, seq: 0 }
-    }
-
-    /// Sends one transaction and waits until it is acknowledged as committed.
-    async fn commit(&mut self, mutations: Vec<Mutation>) {
-        self.seq += 1;
-        self.conn
-            .send(ClientMessage::Write {
-                seq: self.seq,
-                mutations,
-                preconditions: Vec::new(),
-            })
-            .await
-            .expect("write sent");
-        loop {
-            let event = tokio::time::timeout(WAIT, self.conn.next_event())
-                .await
-                .expect("ack in time")
-                .expect("writer connected");
-            match event {
-                Event::Control(ServerMessage::WriteResult { seq, outcome }) if seq == self.seq => {
-                    match outcome {
-                        WriteOutcome::Committed { .. } => return,
-                        other => panic!("write {seq} not committed: {other:?}"),
-                    }
-                }
-                Event::Closed(why) => panic!("writer disconnected: {why}"),
-                _ => {}
-            }
-        }
-    }
 }
 
 /// A scenario's (p50, p99) in ms, and its printable line.
@@ -326,6 +283,9 @@ fn bench_commit(c: &mut Criterion, rt: &Runtime, url: &str, summary: &mut Vec<St
                 })
             })
         });
+        if n == 1 {
+            in_flight(&mut group, rt, &mut writer, &mut raw, summary);
+        }
         summary.push(format!(
             "pg-commit {n} rows/txn: sluice {:.0} rows/s ({} rows), raw tokio-postgres {:.0} \
              rows/s ({} rows), sluice/raw {:.0}%",
@@ -338,6 +298,73 @@ fn bench_commit(c: &mut Criterion, rt: &Runtime, url: &str, summary: &mut Vec<St
     }
     group.finish();
     rt.block_on(server.shutdown());
+}
+
+/// `pg_commit/sluice_in_flight/32`: 32 one-row transactions sent at once, until the last
+/// ack; against `raw_tokio_postgres_txns/32`, the same 32 transactions one after another.
+fn in_flight(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    rt: &Runtime,
+    writer: &mut Writer,
+    raw: &mut RawPg,
+    summary: &mut Vec<String>,
+) {
+    const TXNS: usize = 32;
+    let (mut sluice_rate, mut raw_rate, mut row) = (Rate::default(), Rate::default(), 0u64);
+    let mut rows = |prefix: &str| -> Vec<Vec<(String, Value)>> {
+        (0..TXNS)
+            .map(|_| (row += 1, issue(prefix, "T1", row)).1)
+            .collect()
+    };
+    group.bench_function(BenchmarkId::new("sluice_in_flight", TXNS), |b| {
+        b.iter_custom(|iters| {
+            let txns: Vec<Vec<Vec<Mutation>>> = (0..iters)
+                .map(|_| {
+                    rows("flight")
+                        .into_iter()
+                        .map(|r| {
+                            vec![Mutation::Insert {
+                                table: "issues".into(),
+                                values: r,
+                            }]
+                        })
+                        .collect()
+                })
+                .collect();
+            let start = Instant::now();
+            rt.block_on(async {
+                for batch in txns {
+                    writer.commit_all(batch).await;
+                }
+            });
+            sluice_rate.rows += iters * TXNS as u64;
+            sluice_rate.time += start.elapsed();
+            start.elapsed()
+        })
+    });
+    group.bench_function(BenchmarkId::new("raw_tokio_postgres_txns", TXNS), |b| {
+        b.iter_custom(|iters| {
+            let batches: Vec<_> = (0..iters).map(|_| rows("rawflight")).collect();
+            let start = Instant::now();
+            rt.block_on(async {
+                for batch in batches {
+                    for r in batch {
+                        raw.commit(&[r], false).await;
+                    }
+                }
+            });
+            raw_rate.rows += iters * TXNS as u64;
+            raw_rate.time += start.elapsed();
+            start.elapsed()
+        })
+    });
+    summary.push(format!(
+        "pg-commit {TXNS} one-row transactions in flight: sluice {:.0} txn/s, raw tokio-postgres \
+         one after another {:.0} txn/s, sluice/raw {:.0}%",
+        sluice_rate.per_second(),
+        raw_rate.per_second(),
+        100.0 * sluice_rate.per_second() / raw_rate.per_second().max(1e-9),
+    ));
 }
 
 // ---------------------------------------------------------------------------------------

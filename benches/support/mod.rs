@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sluice::client::Event;
 use sluice::client::{ConnectOptions, Connection};
 use sluice::ids::{ClientId, SubId};
 use sluice::query::Params;
 use sluice::server::ServerHandle;
-use sluice::wire::ClientMessage;
+use sluice::store::Mutation;
+use sluice::wire::{ClientMessage, ServerMessage, WriteOutcome};
 
 /// Clients connecting at once: more makes the handshakes time out on two cores.
 pub const CONNECT_PARALLELISM: usize = 50;
@@ -105,5 +107,56 @@ impl Latencies {
             self.percentile(0.99),
             self.percentile(1.0),
         )
+    }
+}
+
+/// Bound on the wait for a write's ack.
+const WRITE_WAIT: Duration = Duration::from_secs(120);
+
+/// A client that sends transactions one at a time and waits for each one's ack.
+pub struct Writer {
+    conn: Connection,
+    seq: u64,
+}
+
+impl Writer {
+    pub async fn connect(server: &ServerHandle, id: &str) -> Writer {
+        let conn = connect(server.local_addr(), cert(server), id.to_string()).await;
+        Writer { conn, seq: 0 }
+    }
+
+    /// Sends one transaction and waits until it is acknowledged as committed.
+    pub async fn commit(&mut self, mutations: Vec<Mutation>) {
+        self.commit_all(vec![mutations]).await;
+    }
+
+    /// Sends the transactions at once and waits until the last is acknowledged.
+    pub async fn commit_all(&mut self, txns: Vec<Vec<Mutation>>) {
+        for mutations in txns {
+            self.seq += 1;
+            let (seq, preconditions) = (self.seq, Vec::new());
+            let write = ClientMessage::Write {
+                seq,
+                mutations,
+                preconditions,
+            };
+            self.conn.send(write).await.expect("write sent");
+        }
+        loop {
+            let event = tokio::time::timeout(WRITE_WAIT, self.conn.next_event())
+                .await
+                .expect("ack in time")
+                .expect("writer connected");
+            match event {
+                Event::Control(ServerMessage::WriteResult { seq, outcome }) if seq == self.seq => {
+                    match outcome {
+                        WriteOutcome::Committed { .. } => return,
+                        other => panic!("write {seq} not committed: {other:?}"),
+                    }
+                }
+                Event::Closed(why) => panic!("writer disconnected: {why}"),
+                _ => {}
+            }
+        }
     }
 }
