@@ -18,6 +18,14 @@ use sluice::wire::WriteOutcome;
 
 const TEAM: &str = "INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering');";
 
+/// Client `c1` of `server`, subscribed (as 1) to every issue, its snapshot received.
+async fn all_issues(server: &sluice::server::ServerHandle) -> Client {
+    let mut client = Client::connect(server, server.cert_path().unwrap(), "c1").await;
+    client.subscribe(1, "SELECT * FROM issues", None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_database_gets_the_schema_with_mapped_types() {
     let Some(pg) = PgCluster::start("ddl") else {
@@ -119,10 +127,7 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
     pg.psql(TEAM);
-    let ca = server.cert_path().unwrap().to_path_buf();
-    let mut client = Client::connect(&server, &ca, "c1").await;
-    client.subscribe(1, "SELECT * FROM issues", None).await;
-    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    let mut client = all_issues(&server).await;
     client
         .write(1, vec![insert_issue("W1", "T1", "open", 3)])
         .await;
@@ -206,10 +211,7 @@ async fn writes_in_flight_together_commit_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
     pg.psql(TEAM);
-    let ca = server.cert_path().unwrap().to_path_buf();
-    let mut client = Client::connect(&server, &ca, "c1").await;
-    client.subscribe(1, "SELECT * FROM issues", None).await;
-    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    let mut client = all_issues(&server).await;
     for seq in 1..=30u64 {
         let id = format!("F{seq:02}");
         client
