@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
+use tracing::debug;
 
 use super::ddl::{pg_type, PgType, FLOORS_TABLE, TXNS_TABLE};
 use super::values::to_param;
@@ -92,6 +93,15 @@ impl PgWriter {
     /// database cannot be made.
     pub async fn connect(config: &PgConfig, schema: Arc<Schema>) -> Result<PgWriter, PgError> {
         let client = connect(config).await?;
+        // Statements are prepared once, but each execution is planned for its own
+        // parameters: a generic plan made while a table was small would scan it whole
+        // (`key = ANY($1)` over thousands of keys) long after it has grown.
+        if let Err(e) = client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await
+        {
+            debug!(error = %e, "plan_cache_mode not set (PostgreSQL before 12)");
+        }
         let check = WriteCheck::new(schema.clone())?;
         Ok(PgWriter {
             client,
