@@ -8,7 +8,9 @@
 //!   its `WriteResult` (committed in PostgreSQL and applied to the server's replica);
 //!   `pg_commit/raw_tokio_postgres/N`: the same rows inserted with tokio-postgres into a
 //!   table of the same definition (`raw_issues`), one prepared statement, one
-//!   transaction per batch. Throughput in rows.
+//!   transaction per batch. Throughput in rows. `pg_commit/sluice_in_flight/32`: 32
+//!   one-row transactions sent at once, until the last ack; against
+//!   `raw_tokio_postgres_txns/32`, the same one after another.
 //! - `pg_fanout/sluice_postgres/K`: a writer connected to server A commits one insert
 //!   that the subscription of each of `K` clients connected to server B matches (both
 //!   servers on the same database); one iteration lasts from the writer's commit call
