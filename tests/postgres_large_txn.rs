@@ -1,8 +1,8 @@
 //! PostgreSQL mode: a transaction too large to hold in memory (more changes than
 //! `StoreOptions::replicated_changes_in_memory`, here 50) is applied to the replica in
-//! parts and logged, not fanned out change by change. The sessions that follow its
-//! tables are cut off and resume from the log; the app sees the whole transaction at
-//! once (never a part of it), sessions on other tables are not disturbed, a client
+//! parts and logged, not fanned out change by change. The sessions its rows reach are
+//! cut off and resume from the log; the app sees the whole transaction at
+//! once (never a part of it), sessions its rows do not reach are not disturbed, a client
 //! transaction of that size keeps its optimistic rows until it is confirmed, and small
 //! transactions afterwards are delivered live as before. Each test starts its own
 //! PostgreSQL (see `tests/pg/mod.rs`); without PostgreSQL installed it prints `skipped`.
@@ -80,13 +80,16 @@ async fn a_transaction_too_large_to_hold_reaches_its_followers_whole_through_the
         .start()
         .await
         .unwrap();
-    pg.psql("INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering')");
+    pg.psql("INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering'), ('T2', 'OPS', 'Operations')");
     let follower = client_of(&server, &dir.path().join("follower.db")).await;
     subscribed(&follower, FOLLOWED).await;
+    // Follows the same table, but none of the rows the large transactions touch.
+    let other_team = client_of(&server, &dir.path().join("other.db")).await;
+    subscribed(&other_team, "SELECT * FROM issues WHERE team_id = 'T2'").await;
     let bystander = client_of(&server, &dir.path().join("bystander.db")).await;
     subscribed(&bystander, "SELECT * FROM teams").await;
     eventually("the team", || {
-        ids(&bystander, "SELECT id FROM teams") == ["T1"]
+        ids(&bystander, "SELECT id FROM teams ORDER BY id") == ["T1", "T2"]
     })
     .await;
     let all = "SELECT count(*) FROM issues";
@@ -105,7 +108,7 @@ async fn a_transaction_too_large_to_hold_reaches_its_followers_whole_through_the
     assert_eq!(
         cutoffs(&server),
         1,
-        "only the follower of issues was cut off"
+        "only the follower of the rows was cut off, not the other team's"
     );
 
     // 500 updates, then a truncate: each seen whole.
@@ -125,7 +128,7 @@ async fn a_transaction_too_large_to_hold_reaches_its_followers_whole_through_the
     // The bystander (teams only) stayed connected and still gets changes live.
     pg.psql("UPDATE teams SET name = 'Platform' WHERE id = 'T1'");
     eventually("the team's new name", || {
-        ids(&bystander, "SELECT name FROM teams") == ["Platform"]
+        ids(&bystander, "SELECT name FROM teams WHERE id = 'T1'") == ["Platform"]
     })
     .await;
 
@@ -162,7 +165,16 @@ async fn a_transaction_too_large_to_hold_reaches_its_followers_whole_through_the
     );
     assert_eq!(cutoffs(&server), 4);
 
-    // Small transactions are fanned out live again, with no cut-off.
+    // Small transactions are fanned out live again, with no cut-off; the other team's
+    // follower was never cut off and hears of its first row.
+    pg.psql(
+        "INSERT INTO issues (id, team_id, number, title, status, priority) \
+         VALUES ('t2', 'T2', 1, 'other team', 'open', 1)",
+    );
+    eventually("the other team's row", || {
+        ids(&other_team, "SELECT id FROM issues") == ["t2"]
+    })
+    .await;
     pg.psql(
         "INSERT INTO issues (id, team_id, number, title, status, priority) \
          VALUES ('small', 'T1', 1, 'one row', 'open', 1)",
@@ -170,6 +182,7 @@ async fn a_transaction_too_large_to_hold_reaches_its_followers_whole_through_the
     eventually("the small insert", || count(&follower, all) == 61).await;
     assert_eq!(cutoffs(&server), 4);
     follower.close().await;
+    other_team.close().await;
     bystander.close().await;
     server.shutdown().await;
 }

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use super::committer::{advance_delivered, fan_out, Outbox};
 use super::metrics::Cutoff;
+use super::registry::Deliveries;
 use super::windows::{WindowEvents, WindowObserver};
 use super::Shared;
 use crate::ids::SyncId;
@@ -452,7 +453,7 @@ async fn follow(
                     Some(open) => open.finish(txn).await,
                     None => apply(shared, upstream, txn).await,
                 };
-                if let Err(e) = publish(shared, upstream, applied, Some(xid), end) {
+                if let Err(e) = publish(shared, upstream, applied, Some(xid), end).await {
                     return e;
                 }
                 if let Err(e) = source.confirm(end).await {
@@ -503,7 +504,7 @@ async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
             },
             Err(_) => 0,
         };
-        match publish(shared, upstream, applied, None, Lsn(sync_id.0)) {
+        match publish(shared, upstream, applied, None, Lsn(sync_id.0)).await {
             Ok(()) => {
                 info!(%sync_id, changes, "replica resynchronised with PostgreSQL");
                 return source;
@@ -610,7 +611,7 @@ impl Parted {
 /// Fans an applied transaction out and answers the write waiting for it (PostgreSQL
 /// transaction `xid`); `end` is the WAL read so far. A spilled transaction is not fanned
 /// out: the sessions that follow its tables are cut off and resume from the log.
-fn publish(
+async fn publish(
     shared: &Arc<Shared>,
     upstream: &Upstream,
     applied: Applied,
@@ -644,9 +645,16 @@ fn publish(
             );
         }
         replicated => {
-            if let Replicated::Spilled { tables, changes } = &replicated {
-                shared.metrics.committed(*changes);
-                cut_followers(shared, sync_id, tables, &spilled_windows, *changes);
+            if let Replicated::Spilled { tables, changes } = replicated {
+                shared.metrics.committed(changes);
+                cut_followers(
+                    shared,
+                    upstream,
+                    sync_id,
+                    (tables, changes),
+                    spilled_windows,
+                )
+                .await;
             }
             if author.is_some() {
                 // A client transaction that changed nothing (it set what was there), or
@@ -673,24 +681,55 @@ fn publish(
     Ok(())
 }
 
-/// Cuts off every session that follows a row of `tables` (or one of `windows`): a
-/// spilled transaction changed them, and its changes are in the log only. Each client
-/// resumes from its cut, and the replay (or a new snapshot, for a replay too large)
-/// brings the whole transaction at once.
-fn cut_followers(
-    shared: &Shared,
+/// Changes of a spilled transaction matched at a time when its followers are found.
+const FOLLOWERS_CHUNK: usize = 1_000;
+
+/// Cuts off every session that hears of a row of the spilled transaction at `sync_id`:
+/// its changes are read back from the log a chunk at a time and matched as the fan-out
+/// matches them (subscriptions and pinned rows), and the sessions of `windows` (window
+/// shapes it had events for) are added. When the log does not give back all `changes`,
+/// every session that follows one of `tables` is cut instead. Each client resumes from
+/// its cut, and the replay (or a new snapshot, for a replay too large) brings the whole
+/// transaction at once.
+async fn cut_followers(
+    shared: &Arc<Shared>,
+    upstream: &Upstream,
     sync_id: SyncId,
-    tables: &[String],
-    windows: &HashSet<ShapeId>,
-    changes: usize,
+    (tables, changes): (Vec<String>, usize),
+    windows: HashSet<ShapeId>,
 ) {
-    let sessions = shared
-        .registry
-        .lock()
-        .expect("registry lock")
-        .sessions_on(tables, windows);
-    for session in &sessions {
-        if let Some(handle) = shared.sessions.get(session) {
+    let (found, replica) = (shared.clone(), upstream.replica.clone());
+    let matched = tokio::task::spawn_blocking(move || {
+        let mut sessions = HashSet::new();
+        let mut deliveries = Deliveries::default();
+        let mut chunk = Vec::with_capacity(FOLLOWERS_CHUNK);
+        let read = replica.read_logged_txn(sync_id, &mut |change| {
+            chunk.push(change);
+            if chunk.len() == FOLLOWERS_CHUNK {
+                followers(&found, &mut chunk, &mut deliveries, &mut sessions);
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        followers(&found, &mut chunk, &mut deliveries, &mut sessions);
+        read.map(|read| (read, sessions))
+    })
+    .await;
+    let mut sessions = {
+        let registry = shared.registry.lock().expect("registry lock");
+        match matched {
+            Ok(Ok((read, sessions))) if read == changes => {
+                let mut sessions = sessions;
+                sessions.extend(registry.sessions_on(&[], &windows));
+                sessions
+            }
+            _ => {
+                warn!(%sync_id, "the log did not give the transaction back: cutting off every follower of its tables");
+                registry.sessions_on(&tables, &windows)
+            }
+        }
+    };
+    for session in sessions.drain() {
+        if let Some(handle) = shared.sessions.get(&session) {
             handle.cut_off(
                 Cutoff::Oversized,
                 b"a transaction too large to send live: resume from the last sync id",
@@ -701,7 +740,25 @@ fn cut_followers(
         %sync_id,
         changes,
         ?tables,
-        sessions = sessions.len(),
-        "a transaction too large to hold in memory: the sessions that follow its tables resume from the log"
+        "a transaction too large to hold in memory: the sessions that hear of its rows resume from the log"
     );
+}
+
+/// Adds the sessions `chunk`'s changes reach to `sessions`, and empties `chunk`.
+fn followers(
+    shared: &Shared,
+    chunk: &mut Vec<crate::store::Change>,
+    deliveries: &mut Deliveries,
+    sessions: &mut HashSet<crate::vocab::SessionId>,
+) {
+    if chunk.is_empty() {
+        return;
+    }
+    shared
+        .registry
+        .lock()
+        .expect("registry lock")
+        .deliveries(chunk, deliveries);
+    sessions.extend(deliveries.sessions().map(|(session, _)| session));
+    chunk.clear();
 }

@@ -154,6 +154,17 @@ pub(super) fn read(
     if let Some(through) = gap {
         return Ok(LogRead::Compacted { horizon: through });
     }
+    read_range(conn, after, head, f)
+}
+
+/// Reads the changes after `after` up to `head`, whatever the horizon and the gaps say
+/// (the caller checked them, or reads one transaction it just logged).
+pub(super) fn read_range(
+    conn: &Connection,
+    after: SyncId,
+    head: SyncId,
+    f: &mut dyn FnMut(Change) -> ControlFlow<()>,
+) -> Result<LogRead, StoreError> {
     let Some(start) = start_after(conn, after)? else {
         return Ok(LogRead::Complete { head });
     };

@@ -9,6 +9,7 @@
 //! ([`SqliteStore::apply_replicated_parts`]), so no size of transaction is held whole.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -96,6 +97,25 @@ impl SqliteStore {
         let applied = self.apply_parts_in(Parts::Resync(sync_id), observer);
         observer.finished(applied.is_ok());
         applied
+    }
+
+    /// Reads the changes logged under `sync_id` (one transaction: a spilled one, to find
+    /// who follows its rows), in order, gaps and horizon aside. Returns how many were
+    /// read. Fails with [`StoreError::Sqlite`].
+    pub fn read_logged_txn(
+        &self,
+        sync_id: SyncId,
+        f: &mut dyn FnMut(Change) -> ControlFlow<()>,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.reader()?;
+        let tx = conn.transaction()?;
+        let mut read = 0;
+        let after = SyncId(sync_id.0.saturating_sub(1));
+        super::log::read_range(&tx, after, sync_id, &mut |change| {
+            read += 1;
+            f(change)
+        })?;
+        Ok(read)
     }
 
     fn apply_parts_in(
