@@ -69,7 +69,7 @@ pub struct ReplicatedTxn {
 impl SqliteStore {
     /// Opens a new, empty replica at `path` (an existing file there is removed first)
     /// with the shared identity `server_id`. Fails like [`SqliteStore::open`], and with
-    /// [`StoreError::Io`]-like [`StoreError::Corrupt`] when the old file cannot go.
+    /// [`StoreError::Corrupt`] when the old file cannot go.
     pub fn open_replica(
         path: &Path,
         schema: Arc<Schema>,
