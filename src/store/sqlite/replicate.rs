@@ -78,9 +78,7 @@ impl SqliteStore {
         next: &mut dyn FnMut() -> Result<Option<ReplicatedTxn>, StoreError>,
         observer: &mut dyn CommitObserver,
     ) -> Result<Replicated, StoreError> {
-        let applied = self.apply_parts_in(Parts::Stream(next), observer);
-        observer.finished(applied.is_ok());
-        applied
+        self.apply_told(Parts::Stream(next), observer)
     }
 
     /// Applies a resynchronisation as the replicated transaction at `sync_id`: the
@@ -94,7 +92,16 @@ impl SqliteStore {
         sync_id: SyncId,
         observer: &mut dyn CommitObserver,
     ) -> Result<Replicated, StoreError> {
-        let applied = self.apply_parts_in(Parts::Resync(sync_id), observer);
+        self.apply_told(Parts::Resync(sync_id), observer)
+    }
+
+    /// Applies `parts`, then tells `observer` whether they were committed.
+    fn apply_told(
+        &self,
+        parts: Parts<'_>,
+        observer: &mut dyn CommitObserver,
+    ) -> Result<Replicated, StoreError> {
+        let applied = self.apply_parts_in(parts, observer);
         observer.finished(applied.is_ok());
         applied
     }
