@@ -41,22 +41,72 @@ fn bytea_from_hex(text: &str) -> Option<Vec<u8>> {
 /// value's type against the column (SQLite's rules) before; an integer stored in a REAL
 /// column is widened, a real in an INTEGER column that holds an integer is narrowed.
 /// `Err` names what does not fit.
-pub fn to_param(ty: PgType, value: &Value) -> Result<Box<dyn ToSql + Sync + Send>, String> {
-    Ok(match (ty, value) {
-        (PgType::Int8, Value::Null) => Box::new(None::<i64>),
-        (PgType::Float8, Value::Null) => Box::new(None::<f64>),
-        (PgType::Text, Value::Null) => Box::new(None::<String>),
-        (PgType::Bytea, Value::Null) => Box::new(None::<Vec<u8>>),
-        (PgType::Int8, Value::Integer(i)) => Box::new(*i),
-        (PgType::Int8, Value::Real(r)) if r.fract() == 0.0 && r.abs() < 9.0e18 => {
-            Box::new(*r as i64)
-        }
-        (PgType::Float8, Value::Real(r)) => Box::new(*r),
-        (PgType::Float8, Value::Integer(i)) => Box::new(*i as f64),
-        (PgType::Text, Value::Text(s)) => Box::new(s.clone()),
-        (PgType::Bytea, Value::Blob(b)) => Box::new(b.clone()),
-        (ty, v) => return Err(format!("{v} does not fit a {} column", ty.sql())),
-    })
+pub fn to_param(ty: PgType, value: &Value) -> Result<Param, String> {
+    let param: Option<Param> = match (ty, value) {
+        (PgType::Int8, Value::Null) => Some(Box::new(None::<i64>)),
+        (PgType::Float8, Value::Null) => Some(Box::new(None::<f64>)),
+        (PgType::Text, Value::Null) => Some(Box::new(None::<String>)),
+        (PgType::Bytea, Value::Null) => Some(Box::new(None::<Vec<u8>>)),
+        (PgType::Int8, v) => int8(v).map(|i| Box::new(i) as Param),
+        (PgType::Float8, v) => float8(v).map(|r| Box::new(r) as Param),
+        (PgType::Text, v) => text(v).map(|t| Box::new(t) as Param),
+        (PgType::Bytea, v) => blob(v).map(|b| Box::new(b) as Param),
+    };
+    param.ok_or_else(|| format!("{value} does not fit a {} column", ty.sql()))
+}
+
+/// `values` as one array parameter of type `ty[]`, without the values that do not fit a
+/// column of that type ([`to_param`]'s rules; a key that does not fit names no row);
+/// `None` when none is left.
+pub fn array_param(ty: PgType, values: &[Value]) -> Option<Param> {
+    fn array<T: ToSql + Sync + Send + 'static>(
+        values: &[Value],
+        fits: fn(&Value) -> Option<T>,
+    ) -> Option<Param> {
+        let values: Vec<T> = values.iter().filter_map(fits).collect();
+        (!values.is_empty()).then(|| Box::new(values) as Param)
+    }
+    match ty {
+        PgType::Int8 => array(values, int8),
+        PgType::Float8 => array(values, float8),
+        PgType::Text => array(values, text),
+        PgType::Bytea => array(values, blob),
+    }
+}
+
+/// A bound parameter.
+pub type Param = Box<dyn ToSql + Sync + Send>;
+
+/// A non-null value for a BIGINT column: an integer, or a real that holds one.
+fn int8(value: &Value) -> Option<i64> {
+    match value {
+        Value::Integer(i) => Some(*i),
+        Value::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e18 => Some(*r as i64),
+        _ => None,
+    }
+}
+
+/// A non-null value for a DOUBLE PRECISION column: a real, or an integer widened.
+fn float8(value: &Value) -> Option<f64> {
+    match value {
+        Value::Real(r) => Some(*r),
+        Value::Integer(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn blob(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::Blob(b) => Some(b.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

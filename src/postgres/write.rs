@@ -3,12 +3,12 @@
 //! In order: the idempotency record (`INSERT … ON CONFLICT DO NOTHING` into
 //! [`TXNS_TABLE`]; a conflict means the transaction committed before, through any
 //! server); the rows it touches read `FOR UPDATE` (one statement per table, tables by
-//! name and rows in key order, so two servers lock in the same order); the embedded store's checks run over those rows
-//! ([`WriteCheck`]: schema, types, preconditions, permissions), which yield the full row
-//! images; the images written; the transaction id taken; commit. PostgreSQL's own
-//! constraints (a UNIQUE column, a key inserted at the same time elsewhere) reject the
-//! transaction with code `constraint`, a value it cannot store (a NUL in text) with
-//! code `schema`.
+//! name and rows in key order, so two servers lock in the same order); the embedded
+//! store's checks run over those rows ([`WriteCheck`]: schema, types, preconditions,
+//! permissions), which yield the full row images; the images written; the transaction
+//! id taken; commit. PostgreSQL's own constraints (a UNIQUE column, a key inserted at
+//! the same time elsewhere) reject the transaction with code `constraint`, a value it
+//! cannot store (a NUL in text) with code `schema`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use tokio_postgres::{Row, Statement};
 use tracing::debug;
 
 use super::ddl::{pg_type, PgType, FLOORS_TABLE, TXNS_TABLE};
-use super::values::to_param;
+use super::values::{array_param, to_param, Param};
 use super::{connect, PgConfig, PgError};
 use crate::schema::{quote_ident, Schema, Table};
 use crate::store::{Judgement, WriteCheck, WriteGuard};
@@ -218,7 +218,7 @@ impl PgWriter {
         for (table, keys) in keys.into_values() {
             let types = types(&table)?;
             // A key its column's type cannot hold names no row.
-            let Some(keys) = key_array(types[table.pk], &keys) else {
+            let Some(keys) = array_param(types[table.pk], &keys) else {
                 continue;
             };
             let sql = format!(
@@ -338,38 +338,6 @@ async fn prepared(
     Ok(statement)
 }
 
-/// `keys` as one array parameter of the key column's type, without the keys that type
-/// cannot hold (they name no row); `None` when none is left.
-fn key_array(ty: PgType, keys: &[Value]) -> Option<Param> {
-    fn array<T: ToSql + Sync + Send + 'static>(
-        keys: &[Value],
-        f: impl Fn(&Value) -> Option<T>,
-    ) -> Option<Param> {
-        let keys: Vec<T> = keys.iter().filter_map(f).collect();
-        (!keys.is_empty()).then(|| Box::new(keys) as Param)
-    }
-    match ty {
-        PgType::Int8 => array(keys, |k| match k {
-            Value::Integer(i) => Some(*i),
-            Value::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e18 => Some(*r as i64),
-            _ => None,
-        }),
-        PgType::Float8 => array(keys, |k| match k {
-            Value::Real(r) => Some(*r),
-            Value::Integer(i) => Some(*i as f64),
-            _ => None,
-        }),
-        PgType::Text => array(keys, |k| match k {
-            Value::Text(s) => Some(s.clone()),
-            _ => None,
-        }),
-        PgType::Bytea => array(keys, |k| match k {
-            Value::Blob(b) => Some(b.clone()),
-            _ => None,
-        }),
-    }
-}
-
 fn types(table: &Table) -> Result<Vec<PgType>, PgError> {
     table.columns.iter().map(|c| pg_type(table, c)).collect()
 }
@@ -409,8 +377,6 @@ fn update_sql(table: &Table) -> String {
         table.pk + 1
     )
 }
-
-type Param = Box<dyn ToSql + Sync + Send>;
 
 fn params(table: &Table, types: &[PgType], row: &[Value]) -> Result<Vec<Param>, PgError> {
     row.iter()
