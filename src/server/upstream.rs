@@ -514,15 +514,15 @@ async fn resync(shared: &Arc<Shared>, upstream: &Arc<Upstream>) -> Source {
     }
 }
 
-/// What a blocking apply hands back: the outcome with the transaction's sync id and
-/// author (its first client transaction), the windows' events, and the window shapes a
-/// spilled transaction touched.
+/// A transaction applied to the replica ([`Outcome`]), or why it could not be.
 type Applied = Result<Outcome, String>;
 
 /// What the blocking apply returns: the outcome, the windows' events and the window
 /// shapes a spilled transaction touched.
 type Joined = Result<(Replicated, Vec<(SyncId, WindowEvents)>, HashSet<ShapeId>), StoreError>;
 
+/// What applying a transaction did, with its sync id and author (its first client
+/// transaction), for [`publish`].
 struct Outcome {
     sync_id: SyncId,
     author: Option<(ClientId, u64)>,
@@ -610,7 +610,8 @@ impl Parted {
 
 /// Fans an applied transaction out and answers the write waiting for it (PostgreSQL
 /// transaction `xid`); `end` is the WAL read so far. A spilled transaction is not fanned
-/// out: the sessions that follow its tables are cut off and resume from the log.
+/// out: the sessions its rows reach are cut off and resume from the log
+/// ([`cut_followers`]).
 async fn publish(
     shared: &Arc<Shared>,
     upstream: &Upstream,

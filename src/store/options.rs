@@ -47,8 +47,8 @@ pub struct StoreOptions {
     pub writer_cache_kib: u32,
     /// A replica of PostgreSQL: the most changes of one replicated transaction held in
     /// memory. A transaction that makes more is applied and logged in parts inside its
-    /// one SQLite transaction, and not fanned out change by change: the sessions that
-    /// subscribe to its tables resume from the log instead (see
+    /// one SQLite transaction, and not fanned out change by change: the sessions its rows
+    /// reach resume from the log instead (see
     /// [`crate::store::Replicated::Spilled`]). Default 10,000; a change holds its old and
     /// new rows.
     pub replicated_changes_in_memory: usize,

@@ -115,58 +115,58 @@ pub(super) fn diff_pages(
             staged.join(", "),
             same.join(" AND ")
         );
-        let mut after: Option<Value> = None;
-        loop {
-            let rows: Vec<Vec<Value>> = {
-                let mut stmt = conn.prepare_cached(&changed)?;
-                let rows = stmt.query_map(params![after, limit], |r| read_row(r, width))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let Some(last) = rows.last() else { break };
-            after = Some(last[table.pk].clone());
-            let full = rows.len() as i64 == limit;
-            let ops = rows
-                .into_iter()
-                .map(|row| RowOp::Upsert {
-                    table: Arc::clone(table),
-                    row: row.into_iter().map(Some).collect(),
-                })
-                .collect();
-            apply(ops)?;
-            if !full {
-                break;
-            }
-        }
+        let upsert = |row: Vec<Value>| RowOp::Upsert {
+            table: Arc::clone(table),
+            row: row.into_iter().map(Some).collect(),
+        };
+        let read = |r: &rusqlite::Row| read_row(r, width);
+        let key = |row: &Vec<Value>| row[table.pk].clone();
+        pages(conn, &changed, limit, read, key, upsert, apply)?;
         let gone = format!(
             "SELECT r.{pk} FROM main.{name} r \
              WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{pk} = r.{pk}) \
              AND (?1 IS NULL OR r.{pk} > ?1) ORDER BY r.{pk} LIMIT ?2"
         );
-        let mut after: Option<Value> = None;
-        loop {
-            let keys: Vec<Value> = {
-                let mut stmt = conn.prepare_cached(&gone)?;
-                let keys =
-                    stmt.query_map(params![after, limit], |r| Ok(value_from_ref(r.get_ref(0)?)))?;
-                keys.collect::<Result<_, _>>()?
-            };
-            let Some(last) = keys.last() else { break };
-            after = Some(last.clone());
-            let full = keys.len() as i64 == limit;
-            let ops = keys
-                .into_iter()
-                .map(|key| RowOp::Delete {
-                    table: Arc::clone(table),
-                    key,
-                })
-                .collect();
-            apply(ops)?;
-            if !full {
-                break;
-            }
-        }
+        let delete = |key: Value| RowOp::Delete {
+            table: Arc::clone(table),
+            key,
+        };
+        let read = |r: &rusqlite::Row| Ok(value_from_ref(r.get_ref(0)?));
+        pages(conn, &gone, limit, read, Value::clone, delete, apply)?;
     }
     Ok(())
+}
+
+/// Runs the keyset-paged query `sql` (`?1`: the key of the last row of the page before,
+/// NULL for the first; `?2`: the page size `limit`) until a page comes back short: each
+/// page's rows, read with `read`, become operations (`op`) that `apply` gets. `key` is a
+/// row's key.
+fn pages<T>(
+    conn: &Connection,
+    sql: &str,
+    limit: i64,
+    read: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    key: impl Fn(&T) -> Value,
+    op: impl Fn(T) -> RowOp,
+    apply: &mut dyn FnMut(Vec<RowOp>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after: Option<Value> = None;
+    loop {
+        let rows: Vec<T> = {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![after, limit], |r| read(r))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = Some(key(last));
+        let full = rows.len() as i64 == limit;
+        apply(rows.into_iter().map(&op).collect())?;
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 /// Drops the staging tables.
