@@ -11,15 +11,25 @@ mod pg;
 use common::{insert_issue, start_pg_server, text, Client, WAIT};
 use pg::PgCluster;
 use sluice::ids::SyncId;
-use sluice::server::ServerError;
+use sluice::server::{ServerError, ServerHandle};
 use sluice::store::Mutation;
 use sluice::value::Value;
 use sluice::wire::WriteOutcome;
 
 const TEAM: &str = "INSERT INTO teams (id, key, name) VALUES ('T1', 'ENG', 'Engineering');";
 
+/// PostgreSQL for test `name`, a server in PostgreSQL mode on it (its replica in the
+/// folder returned) and team T1; `None` without PostgreSQL.
+async fn serving_team(name: &str) -> Option<(PgCluster, tempfile::TempDir, ServerHandle)> {
+    let pg = PgCluster::start(name)?;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
+    pg.psql(TEAM);
+    Some((pg, dir, server))
+}
+
 /// Client `c1` of `server`, subscribed (as 1) to every issue, its snapshot received.
-async fn all_issues(server: &sluice::server::ServerHandle) -> Client {
+async fn all_issues(server: &ServerHandle) -> Client {
     let mut client = Client::connect(server, server.cert_path().unwrap(), "c1").await;
     client.subscribe(1, "SELECT * FROM issues", None).await;
     client.until("snapshot", |c| c.sub(1).end.is_some()).await;
@@ -121,12 +131,9 @@ async fn rows_copied_at_start_and_psql_writes_reach_a_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
-    let Some(pg) = PgCluster::start("writes") else {
+    let Some((pg, _dir, server)) = serving_team("writes").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
-    pg.psql(TEAM);
     let mut client = all_issues(&server).await;
     client
         .write(1, vec![insert_issue("W1", "T1", "open", 3)])
@@ -205,12 +212,9 @@ async fn client_writes_commit_in_postgres_once_with_the_lsn_as_sync_id() {
 /// ack carries a higher sync id than the one before, and the data is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_in_flight_together_commit_in_order() {
-    let Some(pg) = PgCluster::start("inflight") else {
+    let Some((pg, _dir, server)) = serving_team("inflight").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
-    pg.psql(TEAM);
     let mut client = all_issues(&server).await;
     for seq in 1..=30u64 {
         let id = format!("F{seq:02}");
@@ -240,12 +244,9 @@ async fn writes_in_flight_together_commit_in_order() {
 /// table's rows in one statement, and writes them all in one PostgreSQL transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_over_several_tables_commits_whole() {
-    let Some(pg) = PgCluster::start("several") else {
+    let Some((pg, _dir, server)) = serving_team("several").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
-    pg.psql(TEAM);
     pg.psql(
         "INSERT INTO issues (id, team_id, number, title, status, priority) VALUES \
          ('A', 'T1', 1, 'a', 'open', 1), ('B', 'T1', 2, 'b', 'open', 1), \
@@ -322,12 +323,9 @@ async fn a_write_over_several_tables_commits_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruned_idempotency_records_leave_a_floor_that_refuses_old_resends() {
-    let Some(pg) = PgCluster::start("prune") else {
+    let Some((pg, _dir, server)) = serving_team("prune").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
-    pg.psql(TEAM);
     let ca = server.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&server, &ca, "c1").await;
     for (seq, id) in [(1, "P1"), (2, "P2")] {
@@ -404,12 +402,9 @@ async fn pruned_idempotency_records_leave_a_floor_that_refuses_old_resends() {
 /// id 0 would let the client drop its optimistic row while its cut was still older).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_older_than_the_replica_is_confirmed_in_order() {
-    let Some(pg) = PgCluster::start("older") else {
+    let Some((pg, dir, first)) = serving_team("older").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let first = start_pg_server(&dir.path().join("a.db"), &pg.url).await;
-    pg.psql(TEAM);
     let ca = first.cert_path().unwrap().to_path_buf();
     let mut client = Client::connect(&first, &ca, "c1").await;
     client
