@@ -14,6 +14,7 @@
 mod access;
 mod effect;
 mod exact;
+mod filter;
 mod huge;
 mod intervals;
 mod key;
