@@ -247,15 +247,24 @@ impl Registry {
     /// subscription to a shape of one of them, a pin on one of them, or one of
     /// `windows`, the window shapes that had events.
     pub fn sessions_on(&self, tables: &[String], windows: &HashSet<ShapeId>) -> HashSet<SessionId> {
-        let on = |table: &str| tables.iter().any(|t| t.eq_ignore_ascii_case(table));
         let mut sessions = HashSet::new();
+        // The windows by id (no scan when no table is asked for, as for a spilled
+        // transaction whose rows were matched one by one).
+        for id in windows {
+            if let Some(subscribers) = self.subscribers.get(id) {
+                sessions.extend(subscribers.iter().map(|&(session, _)| session));
+            }
+        }
+        if tables.is_empty() {
+            return sessions;
+        }
+        let on = |table: &str| tables.iter().any(|t| t.eq_ignore_ascii_case(table));
         for (id, subscribers) in &self.subscribers {
-            let follows = windows.contains(id)
-                || self
-                    .matcher
-                    .shape(*id)
-                    .is_some_and(|shape| on(&shape.table().name));
-            if follows {
+            if self
+                .matcher
+                .shape(*id)
+                .is_some_and(|shape| on(&shape.table().name))
+            {
                 sessions.extend(subscribers.iter().map(|&(session, _)| session));
             }
         }
