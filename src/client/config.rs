@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backoff::Backoff;
 use super::loader::LoaderConfig;
-use super::sync::Backoff;
 use crate::schema::Schema;
 
 /// Where the server is.

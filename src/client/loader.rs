@@ -35,7 +35,7 @@ mod task;
 pub(crate) use task::{fetch, run};
 use task::{send_unpins, unsubscribe};
 
-use super::sync::{Command, FetchAnswer};
+use super::command::{Command, FetchAnswer};
 use super::{ClientError, ClientShared, Source};
 use crate::ids::SyncId;
 use crate::schema::Table;

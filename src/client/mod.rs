@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
+mod command;
 mod config;
 mod connection;
 pub mod core;
@@ -32,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use backoff::Backoff;
 pub use config::{ClientConfig, ServerAddress, TokenSource, BEHIND_SERVER_WAIT};
 pub use connection::{
     ConnectOptions, Connection, ConnectionError, Event, Welcome, EVENT_QUEUE_CAPACITY,
@@ -39,7 +42,7 @@ pub use connection::{
 pub use loader::{
     FetchStats, LoaderConfig, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_PENDING_LOADS, DEFAULT_MAX_PINS,
 };
-pub use sync::{Backoff, COMMAND_QUEUE_CAPACITY};
+pub use sync::COMMAND_QUEUE_CAPACITY;
 
 use crate::ids::{ClientId, SyncId};
 use crate::query::Params;
@@ -47,7 +50,7 @@ use crate::store::{LocalStore, StoreError};
 use crate::value::Value;
 use crate::vocab::{Mutation, Precondition, RejectCode};
 use crate::wire::{SubId, WriteOutcome};
-use sync::Command;
+use command::Command;
 
 /// Notifications kept for observers that fall behind (each kept notification costs its
 /// row list); an observer further behind skips the oldest (see [`Observer::next`]).
@@ -379,7 +382,7 @@ pub(crate) struct ClientShared {
     /// App requests that found the command queue full: kept here (one entry per
     /// subscription or queued write at most, so bounded by what the local store holds)
     /// and handed to the sync task when `kick` wakes it. Never dropped.
-    pub(crate) deferred: Mutex<std::collections::BTreeSet<sync::Deferred>>,
+    pub(crate) deferred: Mutex<std::collections::BTreeSet<command::Deferred>>,
     /// Wakes the sync task for `deferred`.
     pub(crate) kick: tokio::sync::Notify,
 }
@@ -525,7 +528,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        self.send(sync::Deferred::Subscribe(id));
+        self.send(command::Deferred::Subscribe(id));
         Ok(Subscription { id, status: rx })
     }
 
@@ -549,7 +552,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        self.send(sync::Deferred::Unsubscribe(id));
+        self.send(command::Deferred::Unsubscribe(id));
         Ok(())
     }
 
@@ -608,13 +611,13 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .insert(seq, tx);
         self.shared.notify(Source::Local { seq }, applied);
-        self.send(sync::Deferred::Write(seq));
+        self.send(command::Deferred::Write(seq));
         Ok(PendingWrite { seq, outcome: rx })
     }
 
     /// Hands a request to the sync task without waiting: through the command queue, or,
     /// when it is full, through the deferred set the sync task drains next. Never lost.
-    fn send(&self, request: sync::Deferred) {
+    fn send(&self, request: command::Deferred) {
         match self.commands.try_send(request.command()) {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared

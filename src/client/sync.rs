@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::backoff::Jitter;
+use super::command::{Command, FetchAnswer, FetchReply};
 use super::connection::{ConnectOptions, Connection, ConnectionError, Event};
 use super::core::{is_row_or_progress, Action, StoreOp, SyncCore};
 use super::{ClientShared, ConnectionState, Notification, Source, SubStatus, TokenSource};
@@ -19,64 +21,6 @@ use crate::ids::SyncId;
 use crate::store::{Applied, StoreError};
 use crate::vocab::{QuotaExceeded, RejectCode, WriteOutcome};
 use crate::wire::{ClientMessage, QuotaRequest, ServerMessage, SubId};
-
-/// Requests from the application to the sync task.
-pub(crate) enum Command {
-    Subscribe(SubId),
-    Unsubscribe(SubId),
-    Write(u64),
-    /// Resize a window subscription (its new text is already recorded).
-    Resize(SubId, u64),
-    Fetch {
-        table: String,
-        keys: Vec<crate::value::Value>,
-        reply: oneshot::Sender<FetchReply>,
-    },
-    /// A request without an answer to wait for (pins); dropped while offline, since
-    /// whatever it concerns is re-sent on the next connection.
-    Send(ClientMessage),
-    /// A `Pin` whose answer is awaited: `Some` when a quota refused it. Dropped while
-    /// offline, like [`Command::Send`].
-    Pin(ClientMessage, oneshot::Sender<Option<QuotaExceeded>>),
-    Rebind(std::net::UdpSocket, oneshot::Sender<std::io::Result<()>>),
-}
-
-/// An app request that may wait in [`ClientShared::deferred`] when the command queue is
-/// full; ordered so that a subscription's requests keep their order by id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Deferred {
-    /// [`Command::Subscribe`].
-    Subscribe(SubId),
-    /// [`Command::Unsubscribe`].
-    Unsubscribe(SubId),
-    /// [`Command::Write`].
-    Write(u64),
-    /// [`Command::Resize`].
-    Resize(SubId, u64),
-}
-
-impl Deferred {
-    /// The command it stands for.
-    pub(crate) fn command(self) -> Command {
-        match self {
-            Deferred::Subscribe(sub) => Command::Subscribe(sub),
-            Deferred::Unsubscribe(sub) => Command::Unsubscribe(sub),
-            Deferred::Write(seq) => Command::Write(seq),
-            Deferred::Resize(sub, limit) => Command::Resize(sub, limit),
-        }
-    }
-}
-
-/// A batch-loader fetch answer: rows, or why there are none.
-pub(crate) type FetchReply = Result<FetchAnswer, String>;
-
-/// Rows fetched by key, consistent at `sync_id`, carrying `columns`.
-#[derive(Debug, Default)]
-pub(crate) struct FetchAnswer {
-    pub sync_id: SyncId,
-    pub rows: Vec<Vec<crate::value::Value>>,
-    pub columns: Vec<String>,
-}
 
 /// How long a write the server could not store now (`unavailable`) waits before it is
 /// sent again.
@@ -94,60 +38,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// dropped when it is full (the outbox and the stored subscriptions are re-sent on the
 /// next connection); fetches wait for room.
 pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
-
-/// Reconnection delays: exponential from `initial` up to `max`, each randomized by
-/// ±`jitter` (a fraction) so that many clients do not reconnect in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    /// The delay before the first retry.
-    pub initial: Duration,
-    /// The longest delay, before jitter.
-    pub max: Duration,
-    /// The fraction (0 to 1) by which each delay is randomly shortened or lengthened.
-    pub jitter: f64,
-}
-
-impl Default for Backoff {
-    /// 100 ms doubling to 10 s, ±20 %.
-    fn default() -> Backoff {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-            jitter: 0.2,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before attempt `attempt` (0-based), with `random` in [0, 1).
-    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
-        let base = self.initial.as_secs_f64() * 2f64.powi(attempt.min(30) as i32);
-        let base = base.min(self.max.as_secs_f64());
-        let factor = 1.0 + self.jitter * (2.0 * random - 1.0);
-        Duration::from_secs_f64((base * factor).max(0.0))
-    }
-}
-
-/// A small xorshift generator for jitter (no need for cryptographic randomness).
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9)
-            | 1;
-        Jitter(seed)
-    }
-
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// One connected period.
 /// Snapshot rows already queued that are taken in one go, behind the one that woke the

@@ -4,7 +4,7 @@
 //!
 //! Part of the client's API; reads go to the local store, a resize goes to the sync task.
 
-use super::{sync, Client, ClientError};
+use super::{command, Client, ClientError};
 use crate::query::{order_sql_quoted, where_sql, Shape};
 use crate::schema::quote_ident;
 use crate::value::Value;
@@ -54,7 +54,7 @@ impl Client {
         }
         let resized = shape.with_limit(limit).expect("a window");
         self.shared.local().set_sub_sql(sub, resized.text())?;
-        self.send(sync::Deferred::Resize(sub, limit));
+        self.send(command::Deferred::Resize(sub, limit));
         Ok(())
     }
 
