@@ -10,8 +10,9 @@
 //! one absent key in twenty still reaches the table.
 //!
 //! No false negatives: a key's bits are set before it is placed, and stay set. Removed
-//! keys leave their bits behind, so the filter is rebuilt from the table once as many
-//! keys have been removed as the table holds (and whenever the table grows).
+//! keys leave their bits behind, so the filter is rebuilt from the table once the keys
+//! removed outnumber both those it holds and a quarter of its slots (and whenever the
+//! table grows).
 
 use super::prefetch::prefetch;
 
