@@ -651,3 +651,37 @@ async fn a_write_flood_is_held_back_without_losing_writes_or_slowing_others() {
     let rows = expected_rows(&server.db(), "SELECT * FROM issues");
     assert_eq!(rows.len(), flood as usize + 1);
 }
+
+/// Once `shutdown` returns the database files are closed: the last connection folded the
+/// write-ahead log into the database and removed it, so a copy of the database file
+/// taken then holds every committed row (what a backup or a restore does). Before,
+/// tasks still holding the store (a read finishing) closed it after `shutdown`
+/// returned, and a copy could miss the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_the_database_files_are_closed() {
+    let server = TestServer::start().await;
+    for i in 0..20 {
+        server
+            .write(vec![insert_issue(&format!("i{i:02}"), "T1", "todo", 1)])
+            .await;
+    }
+    let mut client = server.client("c1").await;
+    client.subscribe(1, OPEN_T1, None).await;
+    client.until("snapshot", |c| c.sub(1).end.is_some()).await;
+    let db = server.db();
+    server.handle.shutdown().await;
+    for suffix in ["-wal", "-shm"] {
+        let file = format!("{}{suffix}", db.display());
+        assert!(
+            !std::path::Path::new(&file).exists(),
+            "{file} is still there"
+        );
+    }
+    let copy = server.dir.path().join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM issues", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 20);
+}

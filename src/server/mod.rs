@@ -364,7 +364,7 @@ impl ServerBuilder {
         let db_path = self.db_path.clone();
         let store_schema = schema.clone();
         let options = self.store_options.clone();
-        let (store, upstream): (Arc<dyn Store>, _) = match &self.postgres {
+        let (store, upstream): (Arc<SqliteStore>, _) = match &self.postgres {
             None => (
                 Arc::new(
                     tokio::task::spawn_blocking(move || {
@@ -380,6 +380,8 @@ impl ServerBuilder {
                 (opened.0.replica.clone(), Some(opened))
             }
         };
+        let store_closed = store.close_watch();
+        let store: Arc<dyn Store> = store;
         let cert_path = match self.tls {
             Some(_) => None,
             None => Some(PathBuf::from(format!(
@@ -469,6 +471,7 @@ impl ServerBuilder {
             compactor,
             sessions_done,
             committer: Some(committer),
+            store_closed,
         })
     }
 }
@@ -489,6 +492,8 @@ pub struct ServerHandle {
     /// of them (and the acceptor, which hands them out) have ended.
     sessions_done: mpsc::Receiver<()>,
     committer: Option<tokio::task::JoinHandle<()>>,
+    /// See [`SqliteStore::close_watch`].
+    store_closed: std::sync::Weak<()>,
 }
 
 impl ServerHandle {
@@ -640,8 +645,11 @@ impl ServerHandle {
     /// Shuts down and drains: stops accepting connections; every session stops reading
     /// requests, waits for the answers to the writes it already queued (committed or
     /// rejected, never dropped) and sends them; the committer commits what is queued and
-    /// stops; then every connection is closed with the `SHUTDOWN` code. Each wait is
-    /// bounded by [`SHUTDOWN_DRAIN`]: a peer that does not read cannot hold the shutdown.
+    /// stops; then every connection is closed with the `SHUTDOWN` code, and the store is
+    /// closed once the last task using it (a read still running, say) lets go of it, so
+    /// that the database files are closed when this returns (a copy taken then is whole).
+    /// Each wait is bounded by [`SHUTDOWN_DRAIN`]: a peer that does not read cannot hold
+    /// the shutdown.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -677,6 +685,16 @@ impl ServerHandle {
             .close(close::SHUTDOWN, b"server shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.shared.sessions.clear();
+        let store_closed = self.store_closed.clone();
+        drop(self);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while store_closed.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                warn!("the store is still in use; leaving it to close when released");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         info!("sluice server stopped");
     }
 }

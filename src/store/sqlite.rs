@@ -88,6 +88,9 @@ pub struct SqliteStore {
     /// A replica of PostgreSQL ([`SqliteStore::open_replica`]): its sync ids are LSNs,
     /// increasing but not consecutive, so retention counts transactions, not ids.
     sparse: AtomicBool,
+    /// Dropped last, after the writer connection has closed (fields drop in order): see
+    /// [`SqliteStore::close_watch`]. Keep it the last field.
+    open: Arc<()>,
 }
 
 impl SqliteStore {
@@ -185,7 +188,16 @@ impl SqliteStore {
             horizon: AtomicU64::new(horizon.0),
             server_id,
             sparse: AtomicBool::new(false),
+            open: Arc::new(()),
         })
+    }
+
+    /// A handle whose strong count falls to 0 once the store has been dropped and its
+    /// connections closed: the last one folds the write-ahead log into the database
+    /// file and removes it, so a copy of the file taken then is whole. (The count of the
+    /// store's own `Arc` falls to 0 before that work is done.)
+    pub fn close_watch(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.open)
     }
 
     /// The database file.
