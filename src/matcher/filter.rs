@@ -98,12 +98,12 @@ impl KeyFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matcher::key::eq_key;
+    use crate::value::Value;
 
+    /// The matcher's own key of the integer `i` in column 0.
     fn mixed(i: u64) -> u64 {
-        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
+        eq_key(0, &Value::Integer(i as i64)).expect("an integer has a key")
     }
 
     /// Every inserted key is held; absent keys are refused at about the designed rate
